@@ -1,0 +1,352 @@
+//! Plain Rust mirrors of the WIT types in `wit/trustlog.wit`.
+//!
+//! The decision logic works on these so it builds and tests natively; the
+//! component layer converts them to and from the generated bindings by move.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+/// Microseconds since the Unix epoch, UTC.
+pub type Micros = i64;
+
+/// One recorded operation, a row of the `operation` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    pub op_id: String,
+    pub op_actor: String,
+    pub doid: String,
+    pub producer_id: String,
+    pub request_body_hash: Option<String>,
+    pub response_body_hash: Option<String>,
+    pub op_source: String,
+    pub op_type: String,
+    pub do_prefix: String,
+    pub do_repository: String,
+    pub client_ip: Option<String>,
+    pub server_ip: Option<String>,
+    pub timestamp: Micros,
+}
+
+impl Operation {
+    /// The keyset position of this row.
+    pub fn position(&self) -> Position {
+        Position { timestamp: self.timestamp, op_id: self.op_id.clone() }
+    }
+}
+
+/// `operation.trustlog_status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrustlogStatus {
+    NotTrustlogged,
+    Trustlogged,
+    DbOnly,
+}
+
+impl TrustlogStatus {
+    /// The string stored in the database (the seed's spelling).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrustlogStatus::NotTrustlogged => "NOT_TRUSTLOGGED",
+            TrustlogStatus::Trustlogged => "TRUSTLOGGED",
+            TrustlogStatus::DbOnly => "DB_ONLY",
+        }
+    }
+}
+
+/// How `record` treats an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Strategy {
+    DbOnly,
+    #[default]
+    DbAndTrustlog,
+    TrustlogOnly,
+}
+
+impl Strategy {
+    /// The name used on the command line and in config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::DbOnly => "db-only",
+            Strategy::DbAndTrustlog => "db-and-trustlog",
+            Strategy::TrustlogOnly => "trustlog-only",
+        }
+    }
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = FieldError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "db-only" => Ok(Strategy::DbOnly),
+            "db-and-trustlog" => Ok(Strategy::DbAndTrustlog),
+            "trustlog-only" => Ok(Strategy::TrustlogOnly),
+            other => Err(FieldError::new(
+                "strategy",
+                format!("unknown strategy {other:?}; expected db-only, db-and-trustlog or trustlog-only"),
+            )),
+        }
+    }
+}
+
+/// `trustlog_retry.retry_status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RetryStatus {
+    Pending,
+    Retrying,
+    DeadLetter,
+}
+
+impl RetryStatus {
+    /// The string stored in the database (the seed's spelling).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryStatus::Pending => "PENDING",
+            RetryStatus::Retrying => "RETRYING",
+            RetryStatus::DeadLetter => "DEAD_LETTER",
+        }
+    }
+}
+
+/// A keyset position; rows are totally ordered by (timestamp, op_id).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Position {
+    pub timestamp: Micros,
+    pub op_id: String,
+}
+
+impl Ord for Position {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Byte order of op_id matches the databases' binary collation of the index.
+        (self.timestamp, self.op_id.as_bytes()).cmp(&(other.timestamp, other.op_id.as_bytes()))
+    }
+}
+
+impl PartialOrd for Position {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// What is delivered: canonical bytes of one operation and their SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub op_id: String,
+    pub payload: Vec<u8>,
+    pub sha256: String,
+}
+
+/// Exponential backoff settings; see [`crate::backoff`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base_micros: u64,
+    pub factor: u32,
+    pub cap_micros: u64,
+    pub max_retries: u32,
+}
+
+/// Engine settings, given once after instantiation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub cursor_key: String,
+    pub batch_size: u32,
+    pub backoff: Backoff,
+    pub default_strategy: Strategy,
+}
+
+/// The cursor key the seed's worker uses; the default.
+pub const DEFAULT_CURSOR_KEY: &str = "operation_scan";
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cursor_key: DEFAULT_CURSOR_KEY.to_string(),
+            batch_size: 100,
+            backoff: Backoff::default(),
+            default_strategy: Strategy::DbAndTrustlog,
+        }
+    }
+}
+
+/// A rejected input, naming the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    /// A field error for `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError { field: field.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+/// A failure of the database import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbError {
+    Conflict(String),
+    Invalid(FieldError),
+    CursorMoved(String),
+    Unavailable(String),
+    Other(String),
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DbError::Conflict(id) => write!(f, "op_id {id:?} already exists"),
+            DbError::Invalid(e) => write!(f, "invalid value: {e}"),
+            DbError::CursorMoved(key) => write!(f, "cursor {key:?} was moved by another worker"),
+            DbError::Unavailable(m) => write!(f, "database unavailable: {m}"),
+            DbError::Other(m) => write!(f, "database error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for DbError {}
+
+/// A failure of one envelope's delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishError {
+    Transient(String),
+    Permanent(String),
+}
+
+impl PublishError {
+    /// The message, whatever the kind.
+    pub fn message(&self) -> &str {
+        match self {
+            PublishError::Transient(m) | PublishError::Permanent(m) => m,
+        }
+    }
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PublishError::Transient(m) => write!(f, "transient publish error: {m}"),
+            PublishError::Permanent(m) => write!(f, "permanent publish error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for PublishError {}
+
+/// Whether each operation of an insert was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Inserted,
+    Duplicate,
+}
+
+/// A due retry, joined with its operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryRow {
+    pub op: Operation,
+    pub retry_count: u32,
+}
+
+/// One row of `trustlog_retry` to write (insert or overwrite).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryUpdate {
+    pub op_id: String,
+    pub retry_count: u32,
+    pub retry_status: RetryStatus,
+    pub last_retry_at: Option<Micros>,
+    pub next_retry_at: Option<Micros>,
+    pub error_message: String,
+}
+
+/// Moves a cursor with compare-and-set on its old value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorMove {
+    pub key: String,
+    pub expected: Option<Position>,
+    pub to: Position,
+}
+
+/// Everything one tick decided, applied by the host in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UnitOfWork {
+    pub now: Micros,
+    pub trustlogged: Vec<String>,
+    pub retries: Vec<RetryUpdate>,
+    pub delete_retries: Vec<String>,
+    pub cursor: Option<CursorMove>,
+}
+
+/// Raw monitoring counts read in one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DbStats {
+    pub total: u64,
+    pub trustlogged: u64,
+    pub not_trustlogged: u64,
+    pub db_only: u64,
+    pub retry_pending: u64,
+    pub dead_letter: u64,
+    pub cursor: Option<Position>,
+    pub oldest_waiting: Option<Micros>,
+}
+
+/// What an operator sees.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StatusReport {
+    pub stats: DbStats,
+    pub cursor_lag_seconds: f64,
+}
+
+/// Why an engine call failed as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineError {
+    NotConfigured,
+    InvalidConfig(FieldError),
+    Db(DbError),
+}
+
+impl From<DbError> for EngineError {
+    fn from(e: DbError) -> Self {
+        EngineError::Db(e)
+    }
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineError::NotConfigured => f.write_str("engine not configured"),
+            EngineError::InvalidConfig(e) => write!(f, "invalid configuration: {e}"),
+            EngineError::Db(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+/// What became of one operation given to `record`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordOutcome {
+    Stored,
+    Published,
+    Rejected(FieldError),
+    Duplicate,
+    PublishFailed(PublishError),
+}
+
+/// Counts of one tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TickReport {
+    pub fetched: u32,
+    pub published: u32,
+    pub retry_scheduled: u32,
+    pub dead_lettered: u32,
+    pub more: bool,
+    pub cursor_conflict: bool,
+}
