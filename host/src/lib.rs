@@ -1,0 +1,14 @@
+//! trustlog host: runs the trustlog component (decisions) against real
+//! databases and publishers (I/O), one sandbox per tenant.
+
+pub mod bindings;
+pub mod clock;
+pub mod component_cache;
+pub mod db;
+pub mod guest_output;
+pub mod ingest;
+pub mod ledger;
+pub mod publisher;
+pub mod runtime;
+pub mod tenant;
+pub mod worker;

@@ -1,0 +1,202 @@
+//! The `trustlog` command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use trustlog_guest::model::{Backoff, Config, DEFAULT_CURSOR_KEY, Strategy};
+
+use trustlog_host::worker::Intervals;
+
+/// The embedded default database.
+pub const DEFAULT_DB: &str = "sqlite://trustlog.db";
+/// The embedded default publisher.
+pub const DEFAULT_PUBLISHER: &str = "ledger://trustlog.ledger";
+
+/// Delivers every operation your application records in SQL to a trust log: asynchronously, with retries and dead letters, nothing lost.
+#[derive(Debug, Parser)]
+#[command(name = "trustlog", version, propagate_version = true)]
+pub struct Cli {
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "TRUSTLOG_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written (filter with RUST_LOG).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the workers: deliver stored operations, retry failures, sweep late rows.
+    Serve(ServeArgs),
+    /// Create or update the schema (idempotent).
+    Migrate(DbArg),
+    /// Record operations from JSON lines on stdin, applying the strategy.
+    Record(RecordArgs),
+    /// Print the monitoring figures.
+    Status(StatusArgs),
+    /// Inspect the embedded ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Record 1,000 sample operations, deliver them and print the status.
+    Demo(DemoArgs),
+}
+
+/// `--db`.
+#[derive(Debug, Args)]
+pub struct DbArg {
+    /// Database URL: sqlite://PATH.
+    #[arg(long, env = "TRUSTLOG_DB", default_value = DEFAULT_DB)]
+    pub db: String,
+}
+
+/// `--publisher`.
+#[derive(Debug, Args)]
+pub struct PublisherArg {
+    /// Publisher URL: ledger://PATH.
+    #[arg(long, env = "TRUSTLOG_PUBLISHER", default_value = DEFAULT_PUBLISHER)]
+    pub publisher: String,
+}
+
+/// Engine settings shared by every command that runs the engine.
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// Rows per scan, retry and sweep batch.
+    #[arg(long, env = "TRUSTLOG_BATCH_SIZE", default_value_t = 100)]
+    pub batch_size: u32,
+    /// The trustlog_cursor key this worker advances.
+    #[arg(long, env = "TRUSTLOG_CURSOR_KEY", default_value = DEFAULT_CURSOR_KEY)]
+    pub cursor_key: String,
+    /// Delay before the first retry.
+    #[arg(long, env = "TRUSTLOG_BACKOFF_BASE", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub backoff_base: Duration,
+    /// Each further retry waits this many times longer.
+    #[arg(long, env = "TRUSTLOG_BACKOFF_FACTOR", default_value_t = 2)]
+    pub backoff_factor: u32,
+    /// The longest wait between retries.
+    #[arg(long, env = "TRUSTLOG_BACKOFF_CAP", default_value = "16m", value_parser = humantime::parse_duration)]
+    pub backoff_cap: Duration,
+    /// Failed retries before an operation is dead-lettered.
+    #[arg(long, env = "TRUSTLOG_MAX_RETRIES", default_value_t = 5)]
+    pub max_retries: u32,
+    /// The strategy for operations recorded without one.
+    #[arg(long, env = "TRUSTLOG_STRATEGY", default_value = "db-and-trustlog", value_parser = parse_strategy)]
+    pub strategy: Strategy,
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    s.parse().map_err(|e: trustlog_guest::model::FieldError| e.message)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl EngineArgs {
+    /// The guest configuration these flags describe.
+    pub fn config(&self) -> Config {
+        Config {
+            cursor_key: self.cursor_key.clone(),
+            batch_size: self.batch_size,
+            backoff: Backoff {
+                base_micros: micros(self.backoff_base),
+                factor: self.backoff_factor,
+                cap_micros: micros(self.backoff_cap),
+                max_retries: self.max_retries,
+            },
+            default_strategy: self.strategy,
+        }
+    }
+}
+
+/// Scheduler intervals.
+#[derive(Debug, Args)]
+pub struct IntervalArgs {
+    /// Idle poll of the scan; a row recorded through this host wakes it sooner.
+    #[arg(long, env = "TRUSTLOG_POLL_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+    /// How often due retries are looked for.
+    #[arg(long, env = "TRUSTLOG_RETRY_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub retry_interval: Duration,
+    /// How often rows left behind the cursor (late commits) are looked for.
+    #[arg(long, env = "TRUSTLOG_SWEEP_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub sweep_interval: Duration,
+}
+
+impl IntervalArgs {
+    /// The worker's intervals.
+    pub fn intervals(&self) -> Intervals {
+        Intervals { poll: self.poll_interval, retry: self.retry_interval, sweep: self.sweep_interval }
+    }
+}
+
+/// `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    #[command(flatten)]
+    pub publisher: PublisherArg,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub intervals: IntervalArgs,
+    /// Exit 0 once nothing is left to deliver or due.
+    #[arg(long)]
+    pub until_drained: bool,
+}
+
+/// `record`.
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    #[command(flatten)]
+    pub publisher: PublisherArg,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// The cursor whose lag is reported.
+    #[arg(long, env = "TRUSTLOG_CURSOR_KEY", default_value = DEFAULT_CURSOR_KEY)]
+    pub cursor_key: String,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ledger ...`.
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Check every entry, the hash chain and the head anchor; exit non-zero naming the first bad entry.
+    Verify {
+        /// The ledger file.
+        path: PathBuf,
+    },
+}
+
+/// `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    #[command(flatten)]
+    pub publisher: PublisherArg,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// How many sample operations to record.
+    #[arg(long, default_value_t = 1000)]
+    pub ops: u32,
+}

@@ -1,0 +1,1508 @@
+//! The SQLite adapter: the `db` interface of `wit/trustlog.wit` as batched SQL.
+//!
+//! Every statement that touches many rows is one multi-row statement per chunk, and every
+//! write runs in a transaction opened with `BEGIN IMMEDIATE`: it takes the write lock up
+//! front, so two writers queue on the busy timeout instead of deadlocking on a lock
+//! upgrade.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row};
+use trustlog_guest::model::{
+    CursorMove, DbError, DbStats, FieldError, InsertOutcome, Micros, Operation, Position, RetryRow,
+    RetryUpdate, TrustlogStatus, UnitOfWork,
+};
+
+pub use cursor_value::{format_position, parse_position};
+
+// PATH: the schema; the host crate points this at its own `sql/sqlite.sql`.
+const SCHEMA: &str = include_str!("../../../sql/sqlite.sql");
+
+/// Rows per multi-row INSERT into `operation`: 14 binds each, 14,000 in all, well under
+/// SQLite's limit of 32,766 bind parameters per statement.
+const INSERT_CHUNK: usize = 1_000;
+/// Rows per multi-row upsert into `trustlog_retry` (8 binds each).
+const RETRY_CHUNK: usize = 1_000;
+/// op_ids per `IN (...)` list.
+const ID_CHUNK: usize = 5_000;
+/// Connections per pool: SQLite has one writer at a time, so more only adds contention.
+const POOL_SIZE: u32 = 4;
+/// How long a statement waits for another connection's write lock before failing busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The columns of [`Operation`], in field order, from `operation o`; rows are mapped by
+/// index with [`operation_at`].
+macro_rules! operation_columns {
+    () => {
+        "o.op_id, o.op_actor, o.doid, o.producer_id, o.request_body_hash, \
+         o.response_body_hash, o.op_source, o.op_type, o.do_prefix, o.do_repository, \
+         o.client_ip, o.server_ip, o.timestamp"
+    };
+}
+const OPERATION_COLUMN_COUNT: usize = 13;
+
+// The waiting-row queries name their index: without statistics SQLite prefers the
+// equality on `operation_trustlog_status` and sorts every waiting row for each batch.
+// The status is a literal, not a bind, so the partial index provably applies, and the
+// row value makes the keyset bound a single index range.
+
+/// `scan_after(None, ?1)`.
+const SCAN_FROM_START: &str = concat!(
+    "SELECT ",
+    operation_columns!(),
+    " FROM operation o INDEXED BY operation_waiting \
+     WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' \
+     ORDER BY o.timestamp, o.op_id LIMIT ?1"
+);
+/// `scan_after(Some((?1, ?2)), ?3)`.
+const SCAN_AFTER: &str = concat!(
+    "SELECT ",
+    operation_columns!(),
+    " FROM operation o INDEXED BY operation_waiting \
+     WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' AND (o.timestamp, o.op_id) > (?1, ?2) \
+     ORDER BY o.timestamp, o.op_id LIMIT ?3"
+);
+/// `sweep_candidates((?1, ?2), ?3)`.
+const SWEEP: &str = concat!(
+    "SELECT ",
+    operation_columns!(),
+    " FROM operation o INDEXED BY operation_waiting \
+     WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' AND (o.timestamp, o.op_id) < (?1, ?2) \
+     AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id) \
+     ORDER BY o.timestamp, o.op_id LIMIT ?3"
+);
+/// `due_retries(?1, ?2)`: the operation's columns, then `retry_count`.
+const DUE_RETRIES: &str = concat!(
+    "SELECT ",
+    operation_columns!(),
+    ", r.retry_count FROM trustlog_retry r JOIN operation o ON o.op_id = r.op_id \
+     WHERE r.retry_status IN ('PENDING', 'RETRYING') AND r.next_retry_at <= ?1 \
+     AND o.trustlog_status = 'NOT_TRUSTLOGGED' \
+     ORDER BY r.next_retry_at, r.op_id LIMIT ?2"
+);
+/// The timestamp of the oldest waiting row with no retry row. Not MIN(): walking the
+/// index in order stops at the first match, where MIN() over the NOT EXISTS filter would
+/// visit every waiting row.
+const OLDEST_WAITING: &str = "SELECT o.timestamp FROM operation o INDEXED BY operation_waiting \
+     WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' \
+     AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id) \
+     ORDER BY o.timestamp, o.op_id LIMIT 1";
+/// Rows per status, from the covering status index.
+const COUNT_BY_STATUS: &str =
+    "SELECT trustlog_status, COUNT(*) FROM operation GROUP BY trustlog_status";
+/// Retry rows per status, from the covering due index.
+const COUNT_RETRIES_BY_STATUS: &str =
+    "SELECT retry_status, COUNT(*) FROM trustlog_retry GROUP BY retry_status";
+/// One cursor's stored text.
+const LOAD_CURSOR: &str = "SELECT cursor_value FROM trustlog_cursor WHERE cursor_key = ?1";
+
+/// A pool of connections to one SQLite database, implementing the `db` interface.
+#[derive(Debug, Clone)]
+pub struct SqliteDb {
+    pool: SqlitePool,
+}
+
+impl SqliteDb {
+    /// Opens (creating if missing) the database at `url` (`sqlite://path` or `sqlite::memory:`).
+    pub async fn connect(url: &str) -> Result<SqliteDb, DbError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(map_error)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL syncs the WAL on every commit: an acknowledged row survives power loss.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(false);
+        // Each connection to a shared-cache memory database contends on table locks that
+        // the busy timeout does not cover; one connection avoids that entirely.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if in_memory { 1 } else { POOL_SIZE })
+            .connect_with(options)
+            .await
+            .map_err(map_error)?;
+        Ok(SqliteDb { pool })
+    }
+
+    /// Creates the tables and indexes that are missing; safe to run on every start.
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        sqlx::raw_sql(SCHEMA).execute(&self.pool).await.map_err(map_error)?;
+        Ok(())
+    }
+
+    /// Stores operations with one status; one outcome per input, in input order.
+    pub async fn insert(
+        &self,
+        ops: Vec<Operation>,
+        status: TrustlogStatus,
+    ) -> Result<Vec<InsertOutcome>, DbError> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut outcomes = Vec::with_capacity(ops.len());
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_error)?;
+        for chunk in ops.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO operation (op_id, op_actor, doid, producer_id, request_body_hash, \
+                 response_body_hash, op_source, op_type, do_prefix, do_repository, client_ip, \
+                 server_ip, timestamp, trustlog_status) ",
+            );
+            qb.push_values(chunk, |mut row, op| {
+                row.push_bind(op.op_id.as_str())
+                    .push_bind(op.op_actor.as_str())
+                    .push_bind(op.doid.as_str())
+                    .push_bind(op.producer_id.as_str())
+                    .push_bind(op.request_body_hash.as_deref())
+                    .push_bind(op.response_body_hash.as_deref())
+                    .push_bind(op.op_source.as_str())
+                    .push_bind(op.op_type.as_str())
+                    .push_bind(op.do_prefix.as_str())
+                    .push_bind(op.do_repository.as_str())
+                    .push_bind(op.client_ip.as_deref())
+                    .push_bind(op.server_ip.as_deref())
+                    .push_bind(op.timestamp)
+                    .push_bind(status.as_str());
+            });
+            qb.push(" ON CONFLICT(op_id) DO NOTHING RETURNING op_id");
+            let rows = qb.build().fetch_all(&mut *tx).await.map_err(map_error)?;
+            let mut stored = rows
+                .iter()
+                .map(|row| row.try_get::<String, _>(0))
+                .collect::<Result<HashSet<String>, _>>()
+                .map_err(map_error)?;
+            // SQLite inserts VALUES rows in order, so of two equal op_ids in one batch the
+            // first is stored; removing an id once claimed makes the second a Duplicate.
+            for op in chunk {
+                outcomes.push(if stored.remove(op.op_id.as_str()) {
+                    InsertOutcome::Inserted
+                } else {
+                    InsertOutcome::Duplicate
+                });
+            }
+        }
+        tx.commit().await.map_err(map_error)?;
+        Ok(outcomes)
+    }
+
+    /// Reads a cursor's position; `None` when the row is missing or empty.
+    pub async fn load_cursor(&self, key: &str) -> Result<Option<Position>, DbError> {
+        let value: Option<String> =
+            sqlx::query_scalar(LOAD_CURSOR)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_error)?;
+        parse_cursor_of(key, value.as_deref())
+    }
+
+    /// `NOT_TRUSTLOGGED` rows strictly after `after` in (timestamp, op_id) order.
+    pub async fn scan_after(
+        &self,
+        after: Option<Position>,
+        limit: u32,
+    ) -> Result<Vec<Operation>, DbError> {
+        let rows = match after {
+            None => {
+                sqlx::query(SCAN_FROM_START).bind(i64::from(limit)).fetch_all(&self.pool).await
+            }
+            Some(p) => {
+                sqlx::query(SCAN_AFTER)
+                    .bind(p.timestamp)
+                .bind(p.op_id)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(map_error)?;
+        rows.iter().map(operation_at).collect()
+    }
+
+    /// Retry rows due at `now` (pending or retrying, operation still waiting), oldest due first.
+    pub async fn due_retries(&self, now: Micros, limit: u32) -> Result<Vec<RetryRow>, DbError> {
+        let rows = sqlx::query(DUE_RETRIES)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_error)?;
+        rows.iter()
+            .map(|row| {
+                let op = operation_at(row)?;
+                let count: i64 = row.try_get(OPERATION_COLUMN_COUNT).map_err(map_error)?;
+                let retry_count = u32::try_from(count).map_err(|_| {
+                    DbError::Other(format!("retry_count {count} of {:?} is out of range", op.op_id))
+                })?;
+                Ok(RetryRow { op, retry_count })
+            })
+            .collect()
+    }
+
+    /// `NOT_TRUSTLOGGED` rows strictly before `before` with no retry row: late commits.
+    pub async fn sweep_candidates(
+        &self,
+        before: Position,
+        limit: u32,
+    ) -> Result<Vec<Operation>, DbError> {
+        let rows = sqlx::query(SWEEP)
+        .bind(before.timestamp)
+        .bind(before.op_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_error)?;
+        rows.iter().map(operation_at).collect()
+    }
+
+    /// The monitoring counts and the position of `cursor_key`, read in one snapshot.
+    pub async fn stats(&self, cursor_key: &str) -> Result<DbStats, DbError> {
+        // A deferred transaction: in WAL mode every read below sees the same snapshot.
+        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        let mut stats = DbStats::default();
+
+        let rows = sqlx::query(COUNT_BY_STATUS)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        for row in &rows {
+            let status: String = row.try_get(0).map_err(map_error)?;
+            let count = count_at(row)?;
+            match status.as_str() {
+                "NOT_TRUSTLOGGED" => stats.not_trustlogged = count,
+                "TRUSTLOGGED" => stats.trustlogged = count,
+                "DB_ONLY" => stats.db_only = count,
+                other => {
+                    return Err(DbError::Other(format!(
+                        "operation.trustlog_status holds unknown value {other:?}"
+                    )));
+                }
+            }
+            stats.total += count;
+        }
+
+        let rows = sqlx::query(COUNT_RETRIES_BY_STATUS)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        for row in &rows {
+            let status: String = row.try_get(0).map_err(map_error)?;
+            let count = count_at(row)?;
+            match status.as_str() {
+                "PENDING" | "RETRYING" => stats.retry_pending += count,
+                "DEAD_LETTER" => stats.dead_letter += count,
+                other => {
+                    return Err(DbError::Other(format!(
+                        "trustlog_retry.retry_status holds unknown value {other:?}"
+                    )));
+                }
+            }
+        }
+
+        let value: Option<String> =
+            sqlx::query_scalar(LOAD_CURSOR)
+                .bind(cursor_key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_error)?;
+        stats.cursor = parse_cursor_of(cursor_key, value.as_deref())?;
+
+        stats.oldest_waiting = sqlx::query_scalar(OLDEST_WAITING)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_error)?;
+
+        tx.commit().await.map_err(map_error)?;
+        Ok(stats)
+    }
+
+    /// Runs a unit of work in one transaction; on a cursor mismatch nothing is applied.
+    pub async fn apply(&self, work: UnitOfWork) -> Result<(), DbError> {
+        if let Some(CursorMove { key, expected: Some(expected), to }) = &work.cursor
+            && to <= expected
+        {
+            return Err(DbError::Other(format!(
+                "cursor {key:?} only moves forward: refusing to move it from {} to {}",
+                format_position(expected),
+                format_position(to)
+            )));
+        }
+        let UnitOfWork { now, trustlogged, retries, delete_retries, cursor } = work;
+
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_error)?;
+
+        if let Some(CursorMove { key, expected, to }) = cursor {
+            let to = format_position(&to);
+            let moved = match expected {
+                Some(expected) => sqlx::query(
+                    "UPDATE trustlog_cursor SET cursor_value = ?1, last_updated_at = ?2 \
+                     WHERE cursor_key = ?3 AND cursor_value = ?4",
+                )
+                .bind(to)
+                .bind(now)
+                .bind(key.as_str())
+                .bind(format_position(&expected)),
+                // A missing row is created; an existing one is taken only while empty
+                // (the DO UPDATE's WHERE leaves a set cursor alone and reports no change).
+                None => sqlx::query(
+                    "INSERT INTO trustlog_cursor (cursor_key, cursor_value, last_updated_at) \
+                     VALUES (?1, ?2, ?3) ON CONFLICT(cursor_key) DO UPDATE SET \
+                     cursor_value = excluded.cursor_value, \
+                     last_updated_at = excluded.last_updated_at \
+                     WHERE trustlog_cursor.cursor_value = ''",
+                )
+                .bind(key.as_str())
+                .bind(to)
+                .bind(now),
+            }
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?
+            .rows_affected();
+            if moved != 1 {
+                tx.rollback().await.map_err(map_error)?;
+                tracing::debug!(cursor_key = %key, "cursor moved by another worker; unit of work rolled back");
+                return Err(DbError::CursorMoved(key));
+            }
+        }
+
+        for ids in trustlogged.chunks(ID_CHUNK) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "UPDATE operation SET trustlog_status = 'TRUSTLOGGED' \
+                 WHERE trustlog_status = 'NOT_TRUSTLOGGED' AND op_id IN ",
+            );
+            push_id_list(&mut qb, ids);
+            qb.build().execute(&mut *tx).await.map_err(map_error)?;
+        }
+
+        for chunk in retries.chunks(RETRY_CHUNK) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO trustlog_retry (op_id, retry_count, retry_status, last_retry_at, \
+                 next_retry_at, error_message, created_at, updated_at) ",
+            );
+            qb.push_values(chunk, |mut row, r: &RetryUpdate| {
+                row.push_bind(r.op_id.as_str())
+                    .push_bind(i64::from(r.retry_count))
+                    .push_bind(r.retry_status.as_str())
+                    .push_bind(r.last_retry_at)
+                    .push_bind(r.next_retry_at)
+                    .push_bind(r.error_message.as_str())
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            // created_at is absent from the update list: it keeps the first failure's time.
+            qb.push(
+                " ON CONFLICT(op_id) DO UPDATE SET retry_count = excluded.retry_count, \
+                 retry_status = excluded.retry_status, last_retry_at = excluded.last_retry_at, \
+                 next_retry_at = excluded.next_retry_at, error_message = excluded.error_message, \
+                 updated_at = excluded.updated_at",
+            );
+            qb.build().execute(&mut *tx).await.map_err(map_error)?;
+        }
+
+        for ids in delete_retries.chunks(ID_CHUNK) {
+            let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM trustlog_retry WHERE op_id IN ");
+            push_id_list(&mut qb, ids);
+            qb.build().execute(&mut *tx).await.map_err(map_error)?;
+        }
+
+        tx.commit().await.map_err(map_error)?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Appends `(?, ?, ...)` binding `ids`; callers never pass an empty slice.
+fn push_id_list(qb: &mut QueryBuilder<Sqlite>, ids: &[String]) {
+    qb.push("(");
+    let mut list = qb.separated(", ");
+    for id in ids {
+        list.push_bind(id.as_str());
+    }
+    list.push_unseparated(")");
+}
+
+/// The [`Operation`] in the first [`OPERATION_COLUMN_COUNT`] columns of `row`.
+fn operation_at(row: &SqliteRow) -> Result<Operation, DbError> {
+    let op = Operation {
+        op_id: row.try_get(0).map_err(map_error)?,
+        op_actor: row.try_get(1).map_err(map_error)?,
+        doid: row.try_get(2).map_err(map_error)?,
+        producer_id: row.try_get(3).map_err(map_error)?,
+        request_body_hash: row.try_get(4).map_err(map_error)?,
+        response_body_hash: row.try_get(5).map_err(map_error)?,
+        op_source: row.try_get(6).map_err(map_error)?,
+        op_type: row.try_get(7).map_err(map_error)?,
+        do_prefix: row.try_get(8).map_err(map_error)?,
+        do_repository: row.try_get(9).map_err(map_error)?,
+        client_ip: row.try_get(10).map_err(map_error)?,
+        server_ip: row.try_get(11).map_err(map_error)?,
+        timestamp: row.try_get(12).map_err(map_error)?,
+    };
+    Ok(op)
+}
+
+/// The `COUNT(*)` in column 1 of `row`.
+fn count_at(row: &SqliteRow) -> Result<u64, DbError> {
+    let count: i64 = row.try_get(1).map_err(map_error)?;
+    u64::try_from(count).map_err(|_| DbError::Other(format!("negative count {count}")))
+}
+
+/// Parses a stored cursor value, naming `key` when it is malformed.
+fn parse_cursor_of(key: &str, value: Option<&str>) -> Result<Option<Position>, DbError> {
+    match value {
+        None => Ok(None),
+        Some(v) => parse_position(v).map_err(|e| match e {
+            DbError::Other(m) => DbError::Other(format!("cursor {key:?}: {m}")),
+            other => other,
+        }),
+    }
+}
+
+/// SQLite's primary result codes this mapping distinguishes (the low byte of the extended code).
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_LOCKED: i32 = 6;
+const SQLITE_IOERR: i32 = 10;
+const SQLITE_FULL: i32 = 13;
+const SQLITE_CANTOPEN: i32 = 14;
+
+/// The named CHECK constraints of the schema and the field each guards.
+const CHECKED_FIELDS: &[(&str, &str)] = &[
+    ("operation_op_id_length", "op_id"),
+    ("operation_trustlog_status_value", "trustlog_status"),
+    ("trustlog_retry_retry_status_value", "retry_status"),
+];
+
+/// Maps a sqlx error onto the `db-error` variants, keeping the database's message.
+fn map_error(error: sqlx::Error) -> DbError {
+    match error {
+        sqlx::Error::Database(db) => {
+            let message = db.message().to_string();
+            let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
+            match db.kind() {
+                // SQLite names the index, not the value: the message is all there is to report.
+                sqlx::error::ErrorKind::UniqueViolation => DbError::Conflict(message),
+                sqlx::error::ErrorKind::CheckViolation => {
+                    // "CHECK constraint failed: <constraint name>"
+                    let name = message.rsplit(": ").next().unwrap_or_default();
+                    match CHECKED_FIELDS.iter().find(|(constraint, _)| *constraint == name) {
+                        Some((_, field)) => DbError::Invalid(FieldError::new(*field, message)),
+                        None => DbError::Other(message),
+                    }
+                }
+                sqlx::error::ErrorKind::NotNullViolation => {
+                    // "NOT NULL constraint failed: <table>.<column>"
+                    match message.rsplit_once('.') {
+                        Some((_, field)) if !field.is_empty() => {
+                            DbError::Invalid(FieldError::new(field.to_string(), message))
+                        }
+                        _ => DbError::Other(message),
+                    }
+                }
+                _ => match code & 0xff {
+                    SQLITE_BUSY | SQLITE_LOCKED | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN => {
+                        DbError::Unavailable(format!("{message} (code {code})"))
+                    }
+                    _ => DbError::Other(format!("{message} (code {code})")),
+                },
+            }
+        }
+        sqlx::Error::Io(e) => DbError::Unavailable(e.to_string()),
+        e @ (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed) => {
+            DbError::Unavailable(e.to_string())
+        }
+        other => DbError::Other(other.to_string()),
+    }
+}
+
+/// The text form of a cursor position: `<RFC 3339 UTC, 6 fractional digits, Z>|<op_id>`.
+pub mod cursor_value {
+    use trustlog_guest::model::{DbError, Position};
+
+    const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+    /// Formats `p` as `2026-11-24T10:23:54.123456Z|op-00001`.
+    ///
+    /// Years outside 0000..=9999 (which RFC 3339 cannot express) carry a sign and at least
+    /// four digits, as ISO 8601's expanded form and chrono do, so every `i64` is representable.
+    pub fn format_position(p: &Position) -> String {
+        let mut s = format_timestamp(p.timestamp);
+        s.push('|');
+        s.push_str(&p.op_id);
+        s
+    }
+
+    /// Parses a cursor value; the empty string means no position yet.
+    ///
+    /// Only the exact form [`format_position`] writes is accepted, so the compare-and-set
+    /// on the stored text always matches a position read back from it.
+    pub fn parse_position(s: &str) -> Result<Option<Position>, DbError> {
+        if s.is_empty() {
+            return Ok(None);
+        }
+        let malformed = || {
+            DbError::Other(format!(
+                "malformed cursor value {s:?}: expected \
+                 <RFC 3339 UTC with 6 fractional digits and Z>|<op_id>"
+            ))
+        };
+        let (stamp, op_id) = s.split_once('|').ok_or_else(malformed)?;
+        let timestamp = parse_timestamp(stamp).ok_or_else(malformed)?;
+        if format_timestamp(timestamp) != stamp {
+            return Err(malformed());
+        }
+        Ok(Some(Position { timestamp, op_id: op_id.to_string() }))
+    }
+
+    fn format_timestamp(micros: i64) -> String {
+        let days = micros.div_euclid(MICROS_PER_DAY);
+        let of_day = micros.rem_euclid(MICROS_PER_DAY);
+        let (year, month, day) = civil_from_days(days);
+        let secs = of_day / 1_000_000;
+        let frac = of_day % 1_000_000;
+        let year = if (0..=9999).contains(&year) {
+            format!("{year:04}")
+        } else {
+            format!("{year:+05}")
+        };
+        format!(
+            "{year}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{frac:06}Z",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        )
+    }
+
+    /// Reads the fields of a timestamp; the caller checks it is in canonical form.
+    fn parse_timestamp(s: &str) -> Option<i64> {
+        let rest = s.strip_suffix('Z')?;
+        let (date, time) = rest.split_once('T')?;
+        // The year may carry a sign, so split the fixed "-MM-DD" off the end.
+        let split = date.len().checked_sub(6)?;
+        let (year, month_day) = (date.get(..split)?, date.get(split..)?);
+        let month_day = month_day.strip_prefix('-')?;
+        let (month, day) = month_day.split_once('-')?;
+        // Seven digits cover every year an i64 of microseconds reaches and cannot overflow.
+        if year.trim_start_matches(['+', '-']).len() > 7 {
+            return None;
+        }
+        let year: i64 = year.parse().ok()?;
+        let month: i64 = digits(month, 2)?;
+        let day: i64 = digits(day, 2)?;
+        if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+            return None;
+        }
+        let (hms, frac) = time.split_once('.')?;
+        let mut hms = hms.split(':');
+        let (h, m, sec) = (hms.next()?, hms.next()?, hms.next()?);
+        if hms.next().is_some() {
+            return None;
+        }
+        let (h, m, sec, frac) = (digits(h, 2)?, digits(m, 2)?, digits(sec, 2)?, digits(frac, 6)?);
+        if h > 23 || m > 59 || sec > 59 {
+            return None;
+        }
+        let days = i128::from(days_from_civil(year, month, day));
+        let micros = days * i128::from(MICROS_PER_DAY)
+            + i128::from((h * 3600 + m * 60 + sec) * 1_000_000 + frac);
+        i64::try_from(micros).ok()
+    }
+
+    fn digits(s: &str, len: usize) -> Option<i64> {
+        if s.len() == len && s.bytes().all(|b| b.is_ascii_digit()) { s.parse().ok() } else { None }
+    }
+
+    // Howard Hinnant's proleptic Gregorian day algorithms
+    // (https://howardhinnant.github.io/date_algorithms.html), exact over all of i64 micros.
+
+    fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+        let y = if month <= 2 { year - 1 } else { year };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (month + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+
+    fn civil_from_days(days: i64) -> (i64, i64, i64) {
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        (year, month, day)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::Instant;
+    use trustlog_guest::model::RetryStatus;
+
+    /// A migrated database in a fresh directory; keep the `TempDir` alive for the test.
+    async fn fresh() -> (tempfile::TempDir, SqliteDb) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteDb::connect(&url_of(&dir)).await.unwrap();
+        db.migrate().await.unwrap();
+        (dir, db)
+    }
+
+    fn url_of(dir: &tempfile::TempDir) -> String {
+        format!("sqlite://{}", dir.path().join("trustlog.db").display())
+    }
+
+    fn op(id: &str, timestamp: Micros) -> Operation {
+        Operation {
+            op_id: id.to_string(),
+            op_actor: "actor".to_string(),
+            doid: format!("10.1000/repo/{id}"),
+            producer_id: "producer-1".to_string(),
+            request_body_hash: Some("req-hash".to_string()),
+            response_body_hash: None,
+            op_source: "api".to_string(),
+            op_type: "create".to_string(),
+            do_prefix: "10.1000".to_string(),
+            do_repository: "repo".to_string(),
+            client_ip: Some("192.0.2.1".to_string()),
+            server_ip: None,
+            timestamp,
+        }
+    }
+
+    fn pos(timestamp: Micros, id: &str) -> Position {
+        Position { timestamp, op_id: id.to_string() }
+    }
+
+    fn retry(id: &str, status: RetryStatus, next: Option<Micros>) -> RetryUpdate {
+        RetryUpdate {
+            op_id: id.to_string(),
+            retry_count: 1,
+            retry_status: status,
+            last_retry_at: Some(1),
+            next_retry_at: next,
+            error_message: "broker down".to_string(),
+        }
+    }
+
+    fn move_cursor(expected: Option<Position>, to: Position) -> Option<CursorMove> {
+        Some(CursorMove { key: DEFAULT_KEY.to_string(), expected, to })
+    }
+
+    const DEFAULT_KEY: &str = trustlog_guest::model::DEFAULT_CURSOR_KEY;
+
+    async fn status_of(db: &SqliteDb, id: &str) -> String {
+        sqlx::query_scalar("SELECT trustlog_status FROM operation WHERE op_id = ?1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Every retry row as (op_id, retry_count, retry_status, next_retry_at, created_at, updated_at).
+    async fn retry_rows(db: &SqliteDb) -> Vec<(String, i64, String, Option<i64>, i64, i64)> {
+        sqlx::query(
+            "SELECT op_id, retry_count, retry_status, next_retry_at, created_at, updated_at \
+             FROM trustlog_retry ORDER BY op_id",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))
+        })
+        .collect()
+    }
+
+    async fn fetch_all_waiting(db: &SqliteDb) -> Vec<Operation> {
+        db.scan_after(None, u32::MAX).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn migrating_twice_is_harmless() {
+        let (_dir, db) = fresh().await;
+        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged).await.unwrap();
+        db.migrate().await.unwrap();
+        db.migrate().await.unwrap();
+        assert_eq!(fetch_all_waiting(&db).await, vec![op("a", 1)]);
+    }
+
+    #[tokio::test]
+    async fn connect_uses_wal_and_full_sync() {
+        let (_dir, db) = fresh().await;
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&db.pool).await.unwrap();
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&db.pool).await.unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(sync, 2, "2 = FULL");
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_works_too() {
+        let db = SqliteDb::connect("sqlite::memory:").await.unwrap();
+        db.migrate().await.unwrap();
+        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged).await.unwrap();
+        assert_eq!(db.scan_after(None, 10).await.unwrap(), vec![op("a", 1)]);
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn insert_reports_inserted_and_duplicate_in_input_order_and_leaves_stored_rows_untouched() {
+        let (_dir, db) = fresh().await;
+        let first = db.insert(vec![op("a", 1), op("b", 2)], TrustlogStatus::NotTrustlogged).await.unwrap();
+        assert_eq!(first, vec![InsertOutcome::Inserted, InsertOutcome::Inserted]);
+
+        let mut changed_a = op("a", 99);
+        changed_a.op_actor = "mallory".to_string();
+        let mut second_c = op("c", 98);
+        second_c.op_actor = "second".to_string();
+        let outcomes = db
+            .insert(
+                vec![changed_a, op("c", 3), second_c, op("d", 4)],
+                TrustlogStatus::Trustlogged,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            outcomes,
+            vec![
+                InsertOutcome::Duplicate,
+                InsertOutcome::Inserted,
+                InsertOutcome::Duplicate,
+                InsertOutcome::Inserted
+            ]
+        );
+        // The stored a keeps its content and status; the first c of the batch won.
+        assert_eq!(fetch_all_waiting(&db).await, vec![op("a", 1), op("b", 2)]);
+        assert_eq!(status_of(&db, "c").await, "TRUSTLOGGED");
+        let c_actor: String = sqlx::query_scalar("SELECT op_actor FROM operation WHERE op_id = 'c'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(c_actor, "actor");
+    }
+
+    #[tokio::test]
+    async fn insert_spanning_several_chunks_keeps_outcomes_in_order() {
+        let (_dir, db) = fresh().await;
+        db.insert(vec![op("op-01500", 0)], TrustlogStatus::NotTrustlogged).await.unwrap();
+        let mut ops: Vec<Operation> = (0..2_500).map(|i| op(&format!("op-{i:05}"), i)).collect();
+        // A repeat in the second chunk of an id stored by the first chunk.
+        ops[1_200] = op("op-00007", 7);
+        let outcomes = db.insert(ops, TrustlogStatus::NotTrustlogged).await.unwrap();
+        assert_eq!(outcomes.len(), 2_500);
+        for (i, outcome) in outcomes.iter().enumerate() {
+            let expected = if i == 1_200 || i == 1_500 {
+                InsertOutcome::Duplicate
+            } else {
+                InsertOutcome::Inserted
+            };
+            assert_eq!(*outcome, expected, "input {i}");
+        }
+        assert_eq!(db.stats(DEFAULT_KEY).await.unwrap().total, 2_499);
+    }
+
+    #[tokio::test]
+    async fn insert_of_nothing_is_nothing() {
+        let (_dir, db) = fresh().await;
+        assert!(db.insert(Vec::new(), TrustlogStatus::NotTrustlogged).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn null_and_empty_string_stay_distinct_in_the_optional_fields() {
+        let (_dir, db) = fresh().await;
+        let mut empty = op("empty", 1);
+        empty.request_body_hash = Some(String::new());
+        empty.response_body_hash = Some(String::new());
+        empty.client_ip = Some(String::new());
+        empty.server_ip = Some(String::new());
+        let mut null = op("null", 2);
+        null.request_body_hash = None;
+        null.response_body_hash = None;
+        null.client_ip = None;
+        null.server_ip = None;
+        db.insert(vec![empty.clone(), null.clone()], TrustlogStatus::NotTrustlogged).await.unwrap();
+        assert_eq!(fetch_all_waiting(&db).await, vec![empty, null]);
+        let nulls: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM operation WHERE request_body_hash IS NULL \
+             AND response_body_hash IS NULL AND client_ip IS NULL AND server_ip IS NULL",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(nulls, 1);
+    }
+
+    #[tokio::test]
+    async fn chinese_utf8_text_round_trips() {
+        let (_dir, db) = fresh().await;
+        let mut o = op("操作-0001", 1);
+        o.op_actor = "张三".to_string();
+        o.doid = "10.1000/仓库/数字对象-甲".to_string();
+        o.op_type = "创建".to_string();
+        o.do_repository = "国家数据仓库".to_string();
+        o.response_body_hash = Some("哈希值🙂".to_string());
+        db.insert(vec![o.clone()], TrustlogStatus::NotTrustlogged).await.unwrap();
+        assert_eq!(fetch_all_waiting(&db).await, vec![o.clone()]);
+        db.apply(UnitOfWork {
+            now: 5,
+            cursor: move_cursor(None, o.position()),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(db.load_cursor(DEFAULT_KEY).await.unwrap(), Some(o.position()));
+    }
+
+    #[tokio::test]
+    async fn microsecond_timestamps_round_trip_exactly() {
+        let (_dir, db) = fresh().await;
+        let stamps = [
+            i64::MIN,
+            -62_135_596_800_000_001, // a microsecond before 0001-01-01
+            -1,
+            0,
+            1,
+            1_795_515_834_123_456,   // 2026-11-24T10:23:54.123456Z
+            4_102_444_800_000_001,   // 2100-01-01 and a microsecond
+            253_402_300_799_999_999, // 9999-12-31T23:59:59.999999Z
+            i64::MAX,
+        ];
+        let ops: Vec<Operation> =
+            stamps.iter().enumerate().map(|(i, t)| op(&format!("t{i}"), *t)).collect();
+        db.insert(ops.clone(), TrustlogStatus::NotTrustlogged).await.unwrap();
+        assert_eq!(fetch_all_waiting(&db).await, ops, "returned exactly, in timestamp order");
+
+        // The cursor text carries them exactly too, up to the largest.
+        let mut expected = None;
+        for o in &ops {
+            db.apply(UnitOfWork {
+                now: 1,
+                cursor: move_cursor(expected.clone(), o.position()),
+                ..UnitOfWork::default()
+            })
+            .await
+            .unwrap();
+            assert_eq!(db.load_cursor(DEFAULT_KEY).await.unwrap(), Some(o.position()));
+            expected = Some(o.position());
+        }
+    }
+
+    #[tokio::test]
+    async fn rows_sharing_one_timestamp_are_each_scanned_exactly_once_in_op_id_order() {
+        let (_dir, db) = fresh().await;
+        let ts = 1_795_515_834_123_456;
+        // Inserted out of order so the scan, not the insert, provides the order.
+        let mut ids: Vec<String> = (0..250).map(|i| format!("op-{i:03}")).collect();
+        ids.reverse();
+        db.insert(ids.iter().map(|id| op(id, ts)).collect(), TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+
+        let mut seen = Vec::new();
+        let mut batches = 0;
+        loop {
+            let cursor = db.load_cursor(DEFAULT_KEY).await.unwrap();
+            let batch = db.scan_after(cursor.clone(), 100).await.unwrap();
+            let Some(last) = batch.last() else { break };
+            batches += 1;
+            db.apply(UnitOfWork {
+                now: 1,
+                cursor: move_cursor(cursor, last.position()),
+                ..UnitOfWork::default()
+            })
+            .await
+            .unwrap();
+            seen.extend(batch.into_iter().map(|o| o.op_id));
+        }
+        ids.sort();
+        assert_eq!(batches, 3);
+        assert_eq!(seen, ids);
+    }
+
+    #[tokio::test]
+    async fn apply_marks_only_waiting_rows_trustlogged() {
+        let (_dir, db) = fresh().await;
+        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged).await.unwrap();
+        db.insert(vec![op("k", 2)], TrustlogStatus::DbOnly).await.unwrap();
+        db.apply(UnitOfWork {
+            now: 1,
+            trustlogged: vec!["a".into(), "k".into(), "missing".into()],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(status_of(&db, "a").await, "TRUSTLOGGED");
+        assert_eq!(status_of(&db, "k").await, "DB_ONLY");
+    }
+
+    #[tokio::test]
+    async fn apply_with_a_stale_expected_position_returns_cursor_moved_and_changes_nothing() {
+        let (_dir, db) = fresh().await;
+        db.insert(vec![op("a", 1), op("b", 2), op("c", 3)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        db.apply(UnitOfWork {
+            now: 10,
+            retries: vec![retry("b", RetryStatus::Pending, Some(100))],
+            cursor: move_cursor(None, pos(2, "b")),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        let retries_before = retry_rows(&db).await;
+
+        let stale = UnitOfWork {
+            now: 20,
+            trustlogged: vec!["a".into(), "c".into()],
+            retries: vec![retry("c", RetryStatus::Retrying, Some(200))],
+            delete_retries: vec!["b".into()],
+            cursor: move_cursor(Some(pos(1, "a")), pos(3, "c")),
+        };
+        assert_eq!(db.apply(stale).await, Err(DbError::CursorMoved(DEFAULT_KEY.to_string())));
+
+        // A cursor that was never set is stale for an expected position too.
+        let never_set = UnitOfWork {
+            now: 20,
+            trustlogged: vec!["a".into()],
+            cursor: Some(CursorMove {
+                key: "other".into(),
+                expected: Some(pos(1, "a")),
+                to: pos(3, "c"),
+            }),
+            ..UnitOfWork::default()
+        };
+        assert_eq!(db.apply(never_set).await, Err(DbError::CursorMoved("other".to_string())));
+
+        // And expecting no position fails once one is set.
+        let expected_none = UnitOfWork {
+            now: 20,
+            trustlogged: vec!["a".into()],
+            cursor: move_cursor(None, pos(3, "c")),
+            ..UnitOfWork::default()
+        };
+        assert_eq!(db.apply(expected_none).await, Err(DbError::CursorMoved(DEFAULT_KEY.to_string())));
+
+        for id in ["a", "b", "c"] {
+            assert_eq!(status_of(&db, id).await, "NOT_TRUSTLOGGED", "{id}");
+        }
+        assert_eq!(retry_rows(&db).await, retries_before);
+        assert_eq!(db.load_cursor(DEFAULT_KEY).await.unwrap(), Some(pos(2, "b")));
+        assert_eq!(db.load_cursor("other").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn apply_takes_an_empty_cursor_value_as_no_position() {
+        let (_dir, db) = fresh().await;
+        sqlx::query("INSERT INTO trustlog_cursor VALUES (?1, '', 0)")
+            .bind(DEFAULT_KEY)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(db.load_cursor(DEFAULT_KEY).await.unwrap(), None);
+        db.apply(UnitOfWork { now: 7, cursor: move_cursor(None, pos(1, "a")), ..UnitOfWork::default() })
+            .await
+            .unwrap();
+        let (value, updated): (String, i64) = sqlx::query_as(
+            "SELECT cursor_value, last_updated_at FROM trustlog_cursor WHERE cursor_key = ?1",
+        )
+        .bind(DEFAULT_KEY)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(value, "1970-01-01T00:00:00.000001Z|a");
+        assert_eq!(updated, 7);
+    }
+
+    #[tokio::test]
+    async fn apply_refuses_to_move_a_cursor_backwards_or_in_place() {
+        let (_dir, db) = fresh().await;
+        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged).await.unwrap();
+        db.apply(UnitOfWork { now: 1, cursor: move_cursor(None, pos(5, "e")), ..UnitOfWork::default() })
+            .await
+            .unwrap();
+        for to in [pos(5, "e"), pos(5, "d"), pos(4, "z")] {
+            let work = UnitOfWork {
+                now: 2,
+                trustlogged: vec!["a".into()],
+                cursor: move_cursor(Some(pos(5, "e")), to.clone()),
+                ..UnitOfWork::default()
+            };
+            match db.apply(work).await {
+                Err(DbError::Other(m)) => assert!(m.contains(DEFAULT_KEY), "{m}"),
+                other => panic!("moving to {to:?}: {other:?}"),
+            }
+        }
+        assert_eq!(status_of(&db, "a").await, "NOT_TRUSTLOGGED");
+        assert_eq!(db.load_cursor(DEFAULT_KEY).await.unwrap(), Some(pos(5, "e")));
+    }
+
+    #[tokio::test]
+    async fn apply_upserts_retry_rows_keeping_created_at_and_deletes_them() {
+        let (_dir, db) = fresh().await;
+        db.insert(vec![op("a", 1), op("b", 2)], TrustlogStatus::NotTrustlogged).await.unwrap();
+        db.apply(UnitOfWork {
+            now: 100,
+            retries: vec![retry("a", RetryStatus::Pending, Some(160)), retry("b", RetryStatus::Pending, Some(160))],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        let mut again = retry("a", RetryStatus::Retrying, Some(400));
+        again.retry_count = 2;
+        db.apply(UnitOfWork {
+            now: 200,
+            retries: vec![again],
+            delete_retries: vec!["b".into()],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            retry_rows(&db).await,
+            vec![("a".to_string(), 2, "RETRYING".to_string(), Some(400), 100, 200)]
+        );
+    }
+
+    #[tokio::test]
+    async fn due_retries_honour_next_retry_at_and_skip_dead_letters_and_delivered_rows() {
+        let (_dir, db) = fresh().await;
+        let ids = ["due-late", "due-early", "due-tie", "future", "dead", "delivered", "unscheduled"];
+        db.insert(ids.iter().map(|id| op(id, 1)).collect(), TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        let mut retrying = retry("due-late", RetryStatus::Retrying, Some(300));
+        retrying.retry_count = 3;
+        db.apply(UnitOfWork {
+            now: 1,
+            retries: vec![
+                retrying,
+                retry("due-early", RetryStatus::Pending, Some(100)),
+                retry("due-tie", RetryStatus::Pending, Some(300)),
+                retry("future", RetryStatus::Pending, Some(301)),
+                retry("dead", RetryStatus::DeadLetter, Some(50)),
+                retry("delivered", RetryStatus::Pending, Some(50)),
+                retry("unscheduled", RetryStatus::Pending, None),
+            ],
+            trustlogged: vec!["delivered".into()],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+
+        let due = db.due_retries(300, 10).await.unwrap();
+        let got: Vec<(&str, u32)> = due.iter().map(|r| (r.op.op_id.as_str(), r.retry_count)).collect();
+        assert_eq!(got, vec![("due-early", 1), ("due-late", 3), ("due-tie", 1)]);
+        assert_eq!(due[0].op, op("due-early", 1));
+        assert_eq!(db.due_retries(300, 1).await.unwrap().len(), 1);
+        assert!(db.due_retries(99, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn sweep_candidates_are_waiting_rows_behind_the_cursor_without_retry_rows() {
+        let (_dir, db) = fresh().await;
+        db.insert(
+            vec![op("a", 1), op("b", 2), op("c", 3), op("d", 3), op("e", 4), op("f", 5)],
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
+        db.apply(UnitOfWork {
+            now: 1,
+            trustlogged: vec!["c".into()],
+            retries: vec![retry("b", RetryStatus::Pending, Some(10))],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        let ids = |ops: Vec<Operation>| ops.into_iter().map(|o| o.op_id).collect::<Vec<_>>();
+        // Strictly before (3, "e"): d shares c's timestamp and is behind; e itself is not.
+        assert_eq!(ids(db.sweep_candidates(pos(4, "e"), 10).await.unwrap()), vec!["a", "d"]);
+        assert_eq!(ids(db.sweep_candidates(pos(4, "e"), 1).await.unwrap()), vec!["a"]);
+        assert_eq!(ids(db.sweep_candidates(pos(3, "d"), 10).await.unwrap()), vec!["a"]);
+    }
+
+    #[tokio::test]
+    async fn db_only_rows_are_never_scanned_or_swept() {
+        let (_dir, db) = fresh().await;
+        db.insert(vec![op("kept-1", 1), op("kept-3", 3)], TrustlogStatus::DbOnly).await.unwrap();
+        db.insert(vec![op("sent-2", 2)], TrustlogStatus::NotTrustlogged).await.unwrap();
+        let ids = |ops: Vec<Operation>| ops.into_iter().map(|o| o.op_id).collect::<Vec<_>>();
+        assert_eq!(ids(db.scan_after(None, 10).await.unwrap()), vec!["sent-2"]);
+        assert_eq!(ids(db.scan_after(Some(pos(0, "")), 10).await.unwrap()), vec!["sent-2"]);
+        assert_eq!(ids(db.sweep_candidates(pos(10, ""), 10).await.unwrap()), vec!["sent-2"]);
+        let stats = db.stats(DEFAULT_KEY).await.unwrap();
+        assert_eq!((stats.db_only, stats.oldest_waiting), (2, Some(2)));
+    }
+
+    #[tokio::test]
+    async fn stats_count_every_status_and_read_the_cursor() {
+        let (_dir, db) = fresh().await;
+        assert_eq!(db.stats(DEFAULT_KEY).await.unwrap(), DbStats::default());
+        db.insert((1..=6).map(|i| op(&format!("w{i}"), i)).collect(), TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        db.insert(vec![op("t1", 7), op("t2", 8)], TrustlogStatus::Trustlogged).await.unwrap();
+        db.insert(vec![op("k1", 0)], TrustlogStatus::DbOnly).await.unwrap();
+        db.apply(UnitOfWork {
+            now: 1,
+            trustlogged: vec!["w6".into()],
+            retries: vec![
+                retry("w1", RetryStatus::Pending, Some(5)),
+                retry("w2", RetryStatus::Retrying, Some(5)),
+                retry("w3", RetryStatus::DeadLetter, None),
+            ],
+            cursor: move_cursor(None, pos(5, "w5")),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        let stats = db.stats(DEFAULT_KEY).await.unwrap();
+        assert_eq!(
+            stats,
+            DbStats {
+                total: 9,
+                trustlogged: 3,
+                not_trustlogged: 5,
+                db_only: 1,
+                retry_pending: 2,
+                dead_letter: 1,
+                cursor: Some(pos(5, "w5")),
+                // w1..w3 wait in the retry queue, so w4 is the oldest the scan or sweep owes.
+                oldest_waiting: Some(4),
+            }
+        );
+        assert_eq!(db.stats("unknown").await.unwrap().cursor, None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_workers_racing_for_one_cursor_move_exactly_one_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = SqliteDb::connect(&url_of(&dir)).await.unwrap();
+        one.migrate().await.unwrap();
+        let two = SqliteDb::connect(&url_of(&dir)).await.unwrap();
+        one.insert((0..200).map(|i| op(&format!("op-{i:03}"), i)).collect(), TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+
+        for round in 0..20 {
+            let (at_one, at_two) = tokio::join!(one.load_cursor(DEFAULT_KEY), two.load_cursor(DEFAULT_KEY));
+            let expected = at_one.unwrap();
+            assert_eq!(expected, at_two.unwrap());
+            let batch = one.scan_after(expected.clone(), 10).await.unwrap();
+            let work = UnitOfWork {
+                now: round,
+                trustlogged: batch.iter().map(|o| o.op_id.clone()).collect(),
+                cursor: move_cursor(expected, batch.last().unwrap().position()),
+                ..UnitOfWork::default()
+            };
+            let (a, b) = tokio::join!(
+                tokio::spawn({
+                    let (db, work) = (one.clone(), work.clone());
+                    async move { db.apply(work).await }
+                }),
+                tokio::spawn({
+                    let db = two.clone();
+                    async move { db.apply(work).await }
+                }),
+            );
+            let mut results = [a.unwrap(), b.unwrap()];
+            results.sort_by_key(|r| r.is_err());
+            assert_eq!(
+                results,
+                [Ok(()), Err(DbError::CursorMoved(DEFAULT_KEY.to_string()))],
+                "round {round}"
+            );
+        }
+        let stats = two.stats(DEFAULT_KEY).await.unwrap();
+        assert_eq!((stats.trustlogged, stats.not_trustlogged), (200, 0));
+        assert_eq!(stats.cursor, Some(pos(199, "op-199")));
+        one.close().await;
+        two.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_op_id_over_64_characters_is_invalid_and_nothing_of_the_batch_is_stored() {
+        let (_dir, db) = fresh().await;
+        let long = "x".repeat(65);
+        let err = db
+            .insert(vec![op("fine", 1), op(&long, 2)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap_err();
+        match err {
+            DbError::Invalid(FieldError { field, message }) => {
+                assert_eq!(field, "op_id");
+                assert!(message.contains("CHECK constraint failed"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(db.stats(DEFAULT_KEY).await.unwrap().total, 0);
+        // 64 characters, not bytes: 64 Chinese characters fit.
+        let wide = "操".repeat(64);
+        db.insert(vec![op(&wide, 1)], TrustlogStatus::NotTrustlogged).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_locked_database_is_unavailable() {
+        let (dir, db) = fresh().await;
+        let options = SqliteConnectOptions::from_str(&url_of(&dir)).unwrap().busy_timeout(Duration::ZERO);
+        let impatient = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+        let holder = db.pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        let err = impatient.begin_with("BEGIN IMMEDIATE").await.map(|_| ()).unwrap_err();
+        match map_error(err) {
+            DbError::Unavailable(m) => assert!(m.contains("locked"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        holder.rollback().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unopenable_path_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("no/such/dir/x.db").display());
+        match SqliteDb::connect(&url).await {
+            Err(DbError::Unavailable(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_malformed_stored_cursor_is_an_error_naming_the_key() {
+        let (_dir, db) = fresh().await;
+        sqlx::query("INSERT INTO trustlog_cursor VALUES (?1, '2026-11-24T10:23:54.123Z|a', 0)")
+            .bind(DEFAULT_KEY)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        match db.load_cursor(DEFAULT_KEY).await {
+            Err(DbError::Other(m)) => assert!(m.contains(DEFAULT_KEY), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The plan of `sql` with every parameter bound to `1`, one detail line per step.
+    async fn plan_of(db: &SqliteDb, sql: &str, params: usize) -> String {
+        let sql = format!("EXPLAIN QUERY PLAN {sql}");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for _ in 0..params {
+            query = query.bind(1i64);
+        }
+        let rows = query.fetch_all(&db.pool).await.unwrap();
+        rows.iter().map(|r| r.get::<String, _>(3)).collect::<Vec<_>>().join("\n")
+    }
+
+    #[tokio::test]
+    async fn the_queries_use_their_indexes_without_sorting() {
+        let (_dir, db) = fresh().await;
+        for (name, sql, params, index) in [
+            ("scan from start", SCAN_FROM_START, 1, "INDEX operation_waiting"),
+            ("scan after", SCAN_AFTER, 3, "INDEX operation_waiting ((timestamp,op_id)>(?,?))"),
+            ("sweep", SWEEP, 3, "INDEX operation_waiting ((timestamp,op_id)<(?,?))"),
+            ("oldest waiting", OLDEST_WAITING, 0, "INDEX operation_waiting"),
+            ("count by status", COUNT_BY_STATUS, 0, "COVERING INDEX operation_trustlog_status"),
+            ("count retries", COUNT_RETRIES_BY_STATUS, 0, "COVERING INDEX trustlog_retry_due"),
+        ] {
+            let plan = plan_of(&db, sql, params).await;
+            assert!(plan.contains(index), "{name}: {plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{name}: {plan}");
+        }
+        // Two index ranges (one per status) merged by a sort of the due rows only.
+        let plan = plan_of(&db, DUE_RETRIES, 2).await;
+        assert!(plan.contains("INDEX trustlog_retry_due (retry_status=? AND next_retry_at<?)"), "{plan}");
+        assert!(plan.contains("o USING INDEX sqlite_autoindex_operation_1 (op_id=?)"), "{plan}");
+    }
+
+    /// Not a benchmark with assertions: prints what the adapter costs for 100,000 rows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn perf_delivers_100k_rows_in_batches_of_1000() {
+        const ROWS: i64 = 100_000;
+        const BATCH: u32 = 1_000;
+        let (_dir, db) = fresh().await;
+        let base = 1_795_515_834_000_000;
+        let ops: Vec<Operation> = (0..ROWS)
+            .map(|i| {
+                let mut o = op(&format!("op-{i:07}"), base + i / 4);
+                o.request_body_hash = Some(format!("{:064x}", i * 7919));
+                o
+            })
+            .collect();
+
+        let started = Instant::now();
+        for chunk in ops.chunks(BATCH as usize) {
+            db.insert(chunk.to_vec(), TrustlogStatus::NotTrustlogged).await.unwrap();
+        }
+        let insert_time = started.elapsed();
+
+        let started = Instant::now();
+        let (mut scan_time, mut apply_time, mut delivered, mut batches) =
+            (Duration::ZERO, Duration::ZERO, 0usize, 0u32);
+        let mut cursor = db.load_cursor(DEFAULT_KEY).await.unwrap();
+        loop {
+            let t = Instant::now();
+            let batch = db.scan_after(cursor.clone(), BATCH).await.unwrap();
+            scan_time += t.elapsed();
+            let Some(last) = batch.last() else { break };
+            let to = last.position();
+            let t = Instant::now();
+            db.apply(UnitOfWork {
+                now: base,
+                trustlogged: batch.iter().map(|o| o.op_id.clone()).collect(),
+                cursor: move_cursor(cursor, to.clone()),
+                ..UnitOfWork::default()
+            })
+            .await
+            .unwrap();
+            apply_time += t.elapsed();
+            delivered += batch.len();
+            batches += 1;
+            cursor = Some(to);
+        }
+        let loop_time = started.elapsed();
+        let stats = db.stats(DEFAULT_KEY).await.unwrap();
+        assert_eq!(delivered, ROWS as usize);
+        assert_eq!((stats.trustlogged, stats.not_trustlogged), (ROWS as u64, 0));
+        println!(
+            "perf: insert {ROWS} rows in batches of {BATCH}: {insert_time:?}; \
+             scan+apply loop: {loop_time:?} for {batches} batches \
+             (scan_after {scan_time:?}, apply {apply_time:?})"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn positions_round_trip_through_the_cursor_text(timestamp in any::<i64>(), op_id in ".*") {
+            let p = Position { timestamp, op_id };
+            let text = format_position(&p);
+            prop_assert_eq!(parse_position(&text), Ok(Some(p)));
+        }
+
+        #[test]
+        fn the_cursor_text_agrees_with_chrono(timestamp in -8_000_000_000_000_000i64..8_000_000_000_000_000) {
+            let text = format_position(&pos(timestamp, "id"));
+            let chrono_text = chrono::DateTime::from_timestamp_micros(timestamp)
+                .unwrap()
+                .format("%Y-%m-%dT%H:%M:%S%.6fZ|id")
+                .to_string();
+            prop_assert_eq!(text, chrono_text);
+        }
+
+        #[test]
+        fn the_cursor_text_sorts_like_positions_within_rfc_3339_years(
+            a in 0i64..253_402_300_800_000_000,
+            b in 0i64..253_402_300_800_000_000,
+        ) {
+            let (ta, tb) = (format_position(&pos(a, "")), format_position(&pos(b, "")));
+            prop_assert_eq!(a.cmp(&b), ta.cmp(&tb));
+        }
+    }
+
+    #[test]
+    fn cursor_text_examples() {
+        assert_eq!(
+            format_position(&pos(1_795_515_834_123_456, "op-00001")),
+            "2026-11-24T10:23:54.123456Z|op-00001"
+        );
+        assert_eq!(format_position(&pos(-1, "a|b")), "1969-12-31T23:59:59.999999Z|a|b");
+        assert_eq!(
+            parse_position("2026-11-24T10:23:54.123456Z|op|with|bars"),
+            Ok(Some(pos(1_795_515_834_123_456, "op|with|bars")))
+        );
+        assert_eq!(parse_position("1970-01-01T00:00:00.000000Z|"), Ok(Some(pos(0, ""))));
+        assert_eq!(parse_position(""), Ok(None));
+        assert_eq!(format_position(&pos(253_402_300_800_000_000, "x")), "+10000-01-01T00:00:00.000000Z|x");
+        assert_eq!(format_position(&pos(-62_167_219_200_000_001, "x")), "-0001-12-31T23:59:59.999999Z|x");
+    }
+
+    #[test]
+    fn cursor_text_in_any_other_form_is_refused() {
+        for bad in [
+            "op-00001",
+            "2026-11-24T10:23:54.123456Z",
+            "2026-11-24T10:23:54.123Z|a",
+            "2026-11-24T10:23:54Z|a",
+            "2026-11-24 10:23:54.123456Z|a",
+            "2026-11-24T10:23:54.123456+00:00|a",
+            "2026-11-24t10:23:54.123456z|a",
+            "2026-02-30T10:23:54.123456Z|a",
+            "2026-13-01T10:23:54.123456Z|a",
+            "2026-11-24T24:00:00.000000Z|a",
+            "2026-11-24T10:23:60.000000Z|a",
+            "+2026-11-24T10:23:54.123456Z|a",
+            "02026-11-24T10:23:54.123456Z|a",
+            "-0000-01-01T00:00:00.000000Z|a",
+            "9999999999-01-01T00:00:00.000000Z|a",
+            "+294248-01-01T00:00:00.000000Z|a",
+            "|a",
+        ] {
+            assert!(matches!(parse_position(bad), Err(DbError::Other(_))), "{bad:?} was accepted");
+        }
+    }
+}
+#[cfg(test)]
+mod experiment {
+    use super::*;
+    use std::time::Instant;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn xp() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("x.db").display());
+        let db = SqliteDb::connect(&url).await.unwrap();
+        db.migrate().await.unwrap();
+        let t = Instant::now();
+        for i in 0..100 {
+            let mut tx = db.pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            sqlx::query("INSERT OR REPLACE INTO trustlog_cursor VALUES ('k', ?1, 0)").bind(i.to_string()).execute(&mut *tx).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        println!("100 tiny commits FULL: {:?}", t.elapsed());
+        sqlx::query("PRAGMA synchronous=NORMAL").execute(&db.pool).await.unwrap();
+        let mut c = db.pool.acquire().await.unwrap();
+        sqlx::query("PRAGMA synchronous=NORMAL").execute(&mut *c).await.unwrap();
+        let t = Instant::now();
+        for i in 0..100 {
+            let mut tx = sqlx::Connection::begin_with(&mut *c, "BEGIN IMMEDIATE").await.unwrap();
+            sqlx::query("INSERT OR REPLACE INTO trustlog_cursor VALUES ('k', ?1, 0)").bind(i.to_string()).execute(&mut *tx).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        println!("100 tiny commits NORMAL: {:?}", t.elapsed());
+        let t = Instant::now();
+        for _ in 0..100 {
+            sqlx::query("SELECT 1").fetch_all(&mut *c).await.unwrap();
+        }
+        println!("100 SELECT 1 roundtrips: {:?}", t.elapsed());
+        drop(c);
+        let ops: Vec<Operation> = (0..100_000).map(|i| Operation {
+            op_id: format!("op-{i:07}"), op_actor: "actor".into(), doid: format!("10.1000/repo/{i}"), producer_id: "p".into(),
+            request_body_hash: Some(format!("{:064x}", i)), response_body_hash: None, op_source: "api".into(), op_type: "create".into(),
+            do_prefix: "10.1000".into(), do_repository: "repo".into(), client_ip: Some("192.0.2.1".into()), server_ip: None, timestamp: i / 4 }).collect();
+        let t = Instant::now();
+        for chunk in ops.chunks(1000) { db.insert(chunk.to_vec(), TrustlogStatus::NotTrustlogged).await.unwrap(); }
+        println!("insert: {:?}", t.elapsed());
+        let t = Instant::now();
+        let mut n = 0;
+        for _ in 0..20 { n += sqlx::query(SCAN_FROM_START).bind(1000i64).fetch_all(&db.pool).await.unwrap().len(); }
+        println!("20 scans x1000 full rows: {:?} {n}", t.elapsed());
+        let t = Instant::now();
+        for _ in 0..20 { sqlx::query("SELECT op_id FROM operation o INDEXED BY operation_waiting WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' ORDER BY timestamp, op_id LIMIT 1000").fetch_all(&db.pool).await.unwrap(); }
+        println!("20 scans x1000 op_id only: {:?}", t.elapsed());
+        let t = Instant::now();
+        for _ in 0..20 { sqlx::query("SELECT count(*) FROM (SELECT * FROM operation o INDEXED BY operation_waiting WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' ORDER BY timestamp, op_id LIMIT 1000)").fetch_all(&db.pool).await.unwrap(); }
+        println!("20 scans x1000 counted in sqlite: {:?}", t.elapsed());
+    }
+}

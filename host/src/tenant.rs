@@ -1,0 +1,96 @@
+//! One tenant: its adapters, its configuration and its guest instance.
+//!
+//! A trap leaves an instance unusable, so the tenant drops it and builds a
+//! fresh one for the next call: a guest fault costs one call, never the host.
+
+use trustlog_guest::model as m;
+
+use crate::db::Database;
+use crate::publisher::Publisher;
+use crate::runtime::{CallError, Instance, Runtime, RuntimeError};
+
+/// Why a tenant call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Call(#[from] CallError),
+}
+
+/// A tenant's adapters and its (lazily rebuilt) guest instance.
+pub struct Tenant {
+    id: String,
+    runtime: Runtime,
+    db: Database,
+    publisher: Publisher,
+    config: m::Config,
+    instance: Option<Instance>,
+}
+
+impl Tenant {
+    /// Instantiates and configures the guest for `id`; fails on a bad configuration.
+    pub async fn new(runtime: Runtime, id: &str, db: Database, publisher: Publisher, config: m::Config) -> Result<Tenant, TenantError> {
+        let mut tenant = Tenant { id: id.to_string(), runtime, db, publisher, config, instance: None };
+        tenant.instance().await?;
+        Ok(tenant)
+    }
+
+    /// The tenant's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The tenant's database.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// The engine configuration the guest runs with.
+    pub fn config(&self) -> &m::Config {
+        &self.config
+    }
+
+    async fn instance(&mut self) -> Result<&mut Instance, TenantError> {
+        if self.instance.is_none() {
+            let mut instance = self.runtime.instantiate(&self.id, self.db.clone(), self.publisher.clone()).await?;
+            instance.configure(self.config.clone()).await?;
+            self.instance = Some(instance);
+        }
+        Ok(self.instance.as_mut().expect("set above"))
+    }
+
+    async fn call<R>(&mut self, f: impl AsyncFnOnce(&mut Instance) -> Result<R, CallError>) -> Result<R, TenantError> {
+        let result = f(self.instance().await?).await;
+        if let Err(CallError::Trap { .. }) = &result {
+            tracing::error!(tenant = %self.id, error = %result.as_ref().err().expect("matched"), "guest trapped; replacing its instance");
+            self.instance = None;
+        }
+        Ok(result?)
+    }
+
+    /// Applies a strategy to `ops`.
+    pub async fn record(&mut self, ops: Vec<m::Operation>, strategy: Option<m::Strategy>) -> Result<Vec<m::RecordOutcome>, TenantError> {
+        self.call(async |i| i.record(ops, strategy).await).await
+    }
+
+    /// One scan batch at `now`.
+    pub async fn scan_tick(&mut self, now: m::Micros) -> Result<m::TickReport, TenantError> {
+        self.call(async |i| i.scan_tick(now).await).await
+    }
+
+    /// One retry batch at `now`.
+    pub async fn retry_tick(&mut self, now: m::Micros) -> Result<m::TickReport, TenantError> {
+        self.call(async |i| i.retry_tick(now).await).await
+    }
+
+    /// One sweep batch at `now`.
+    pub async fn sweep_tick(&mut self, now: m::Micros) -> Result<m::TickReport, TenantError> {
+        self.call(async |i| i.sweep_tick(now).await).await
+    }
+
+    /// The monitoring figures at `now`.
+    pub async fn status(&mut self, now: m::Micros) -> Result<m::StatusReport, TenantError> {
+        self.call(async |i| i.status(now).await).await
+    }
+}
