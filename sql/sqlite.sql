@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS operation (
 -- The rows still waiting, in keyset order. The cursor scan, the sweep of rows left
 -- behind the cursor and the lag figure (oldest waiting row) all read this index;
 -- being partial, it stays as small as the backlog rather than the whole table.
+-- The relay's queries name it (INDEXED BY operation_waiting): keep the name.
 CREATE INDEX IF NOT EXISTS operation_waiting
     ON operation (timestamp, op_id)
     WHERE trustlog_status = 'NOT_TRUSTLOGGED';

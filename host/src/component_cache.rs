@@ -6,6 +6,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -67,7 +68,41 @@ pub fn load(engine: &Engine, wasm: &[u8], dir: &Path) -> Result<Component, Cache
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("component"), std::process::id()));
+    // Unique per process and per call: tenants and tests may compile concurrently.
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("component");
+    let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_second_load_reads_the_cache_instead_of_compiling() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        // The smallest valid component: compiling it is cheap, caching it is the point.
+        let wasm = b"\0asm\x0d\0\x01\0";
+        load(&engine, wasm, dir.path()).unwrap();
+        let cached: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(cached.len(), 1, "one compiled artefact: {cached:?}");
+        let written = std::fs::metadata(&cached[0]).unwrap().modified().unwrap();
+        load(&engine, wasm, dir.path()).unwrap();
+        assert_eq!(std::fs::metadata(&cached[0]).unwrap().modified().unwrap(), written, "the cache was not rewritten");
+    }
+
+    #[test]
+    fn a_corrupt_cache_entry_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let wasm = b"\0asm\x0d\0\x01\0";
+        load(&engine, wasm, dir.path()).unwrap();
+        let path = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+        std::fs::write(&path, b"garbage").unwrap();
+        load(&engine, wasm, dir.path()).unwrap();
+        assert_ne!(std::fs::read(&path).unwrap(), b"garbage");
+    }
 }

@@ -33,6 +33,8 @@ const RETRY_CHUNK: usize = 1_000;
 const ID_CHUNK: usize = 5_000;
 /// Connections per pool: SQLite has one writer at a time, so more only adds contention.
 const POOL_SIZE: u32 = 4;
+/// Rows the connection's worker thread may buffer ahead of the task reading them.
+const ROW_BUFFER: usize = 1_024;
 /// How long a statement waits for another connection's write lock before failing busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -77,13 +79,14 @@ const SWEEP: &str = concat!(
      AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id) \
      ORDER BY o.timestamp, o.op_id LIMIT ?3"
 );
-/// `due_retries(?1, ?2)`: the operation's columns, then `retry_count`.
+/// `due_retries(?1, ?2)`: the operation's columns, then `retry_count`. The unary + keeps
+/// the join driven by the due retry rows, never by the status index of `operation`.
 const DUE_RETRIES: &str = concat!(
     "SELECT ",
     operation_columns!(),
     ", r.retry_count FROM trustlog_retry r JOIN operation o ON o.op_id = r.op_id \
      WHERE r.retry_status IN ('PENDING', 'RETRYING') AND r.next_retry_at <= ?1 \
-     AND o.trustlog_status = 'NOT_TRUSTLOGGED' \
+     AND +o.trustlog_status = 'NOT_TRUSTLOGGED' \
      ORDER BY r.next_retry_at, r.op_id LIMIT ?2"
 );
 /// The timestamp of the oldest waiting row with no retry row. Not MIN(): walking the
@@ -99,6 +102,13 @@ const COUNT_BY_STATUS: &str =
 /// Retry rows per status, from the covering due index.
 const COUNT_RETRIES_BY_STATUS: &str =
     "SELECT retry_status, COUNT(*) FROM trustlog_retry GROUP BY retry_status";
+/// Marks waiting rows delivered; an `(op_id, ...)` list follows. The unary + keeps the
+/// planner off the status index: without statistics it would walk every waiting row
+/// instead of looking up each op_id by the primary key.
+const MARK_TRUSTLOGGED: &str = "UPDATE operation SET trustlog_status = 'TRUSTLOGGED' \
+     WHERE +trustlog_status = 'NOT_TRUSTLOGGED' AND op_id IN ";
+/// Deletes retry rows; an `(op_id, ...)` list follows.
+const DELETE_RETRIES: &str = "DELETE FROM trustlog_retry WHERE op_id IN ";
 /// One cursor's stored text.
 const LOAD_CURSOR: &str = "SELECT cursor_value FROM trustlog_cursor WHERE cursor_key = ?1";
 
@@ -118,12 +128,18 @@ impl SqliteDb {
             // FULL syncs the WAL on every commit: an acknowledged row survives power loss.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(false);
+            .foreign_keys(false)
+            // Room for a whole batch, so the worker thread steps through it without
+            // blocking on a full channel (the default holds 50 rows).
+            .row_buffer_size(ROW_BUFFER);
         // Each connection to a shared-cache memory database contends on table locks that
         // the busy timeout does not cover; one connection avoids that entirely.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(if in_memory { 1 } else { POOL_SIZE })
+            // A ping of an in-process SQLite connection proves nothing and costs a round trip
+            // to its worker thread on every call.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(map_error)?;
@@ -132,7 +148,10 @@ impl SqliteDb {
 
     /// Creates the tables and indexes that are missing; safe to run on every start.
     pub async fn migrate(&self) -> Result<(), DbError> {
-        sqlx::raw_sql(SCHEMA).execute(&self.pool).await.map_err(map_error)?;
+        sqlx::raw_sql(SCHEMA)
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
         Ok(())
     }
 
@@ -146,7 +165,11 @@ impl SqliteDb {
             return Ok(Vec::new());
         }
         let mut outcomes = Vec::with_capacity(ops.len());
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_error)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_error)?;
         for chunk in ops.chunks(INSERT_CHUNK) {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO operation (op_id, op_actor, doid, producer_id, request_body_hash, \
@@ -192,12 +215,11 @@ impl SqliteDb {
 
     /// Reads a cursor's position; `None` when the row is missing or empty.
     pub async fn load_cursor(&self, key: &str) -> Result<Option<Position>, DbError> {
-        let value: Option<String> =
-            sqlx::query_scalar(LOAD_CURSOR)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(map_error)?;
+        let value: Option<String> = sqlx::query_scalar(LOAD_CURSOR)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?;
         parse_cursor_of(key, value.as_deref())
     }
 
@@ -209,15 +231,18 @@ impl SqliteDb {
     ) -> Result<Vec<Operation>, DbError> {
         let rows = match after {
             None => {
-                sqlx::query(SCAN_FROM_START).bind(i64::from(limit)).fetch_all(&self.pool).await
+                sqlx::query(SCAN_FROM_START)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
             }
             Some(p) => {
                 sqlx::query(SCAN_AFTER)
                     .bind(p.timestamp)
-                .bind(p.op_id)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await
+                    .bind(p.op_id)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
             }
         }
         .map_err(map_error)?;
@@ -227,17 +252,20 @@ impl SqliteDb {
     /// Retry rows due at `now` (pending or retrying, operation still waiting), oldest due first.
     pub async fn due_retries(&self, now: Micros, limit: u32) -> Result<Vec<RetryRow>, DbError> {
         let rows = sqlx::query(DUE_RETRIES)
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_error)?;
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_error)?;
         rows.iter()
             .map(|row| {
                 let op = operation_at(row)?;
                 let count: i64 = row.try_get(OPERATION_COLUMN_COUNT).map_err(map_error)?;
                 let retry_count = u32::try_from(count).map_err(|_| {
-                    DbError::Other(format!("retry_count {count} of {:?} is out of range", op.op_id))
+                    DbError::Other(format!(
+                        "retry_count {count} of {:?} is out of range",
+                        op.op_id
+                    ))
                 })?;
                 Ok(RetryRow { op, retry_count })
             })
@@ -251,12 +279,12 @@ impl SqliteDb {
         limit: u32,
     ) -> Result<Vec<Operation>, DbError> {
         let rows = sqlx::query(SWEEP)
-        .bind(before.timestamp)
-        .bind(before.op_id)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_error)?;
+            .bind(before.timestamp)
+            .bind(before.op_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_error)?;
         rows.iter().map(operation_at).collect()
     }
 
@@ -267,9 +295,9 @@ impl SqliteDb {
         let mut stats = DbStats::default();
 
         let rows = sqlx::query(COUNT_BY_STATUS)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map_error)?;
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_error)?;
         for row in &rows {
             let status: String = row.try_get(0).map_err(map_error)?;
             let count = count_at(row)?;
@@ -287,9 +315,9 @@ impl SqliteDb {
         }
 
         let rows = sqlx::query(COUNT_RETRIES_BY_STATUS)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map_error)?;
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_error)?;
         for row in &rows {
             let status: String = row.try_get(0).map_err(map_error)?;
             let count = count_at(row)?;
@@ -304,18 +332,17 @@ impl SqliteDb {
             }
         }
 
-        let value: Option<String> =
-            sqlx::query_scalar(LOAD_CURSOR)
-                .bind(cursor_key)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(map_error)?;
+        let value: Option<String> = sqlx::query_scalar(LOAD_CURSOR)
+            .bind(cursor_key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_error)?;
         stats.cursor = parse_cursor_of(cursor_key, value.as_deref())?;
 
         stats.oldest_waiting = sqlx::query_scalar(OLDEST_WAITING)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_error)?;
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_error)?;
 
         tx.commit().await.map_err(map_error)?;
         Ok(stats)
@@ -323,7 +350,11 @@ impl SqliteDb {
 
     /// Runs a unit of work in one transaction; on a cursor mismatch nothing is applied.
     pub async fn apply(&self, work: UnitOfWork) -> Result<(), DbError> {
-        if let Some(CursorMove { key, expected: Some(expected), to }) = &work.cursor
+        if let Some(CursorMove {
+            key,
+            expected: Some(expected),
+            to,
+        }) = &work.cursor
             && to <= expected
         {
             return Err(DbError::Other(format!(
@@ -332,9 +363,26 @@ impl SqliteDb {
                 format_position(to)
             )));
         }
-        let UnitOfWork { now, trustlogged, retries, delete_retries, cursor } = work;
+        let UnitOfWork {
+            now,
+            trustlogged,
+            retries,
+            delete_retries,
+            cursor,
+        } = work;
+        if cursor.is_none()
+            && trustlogged.is_empty()
+            && retries.is_empty()
+            && delete_retries.is_empty()
+        {
+            return Ok(());
+        }
 
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_error)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_error)?;
 
         if let Some(CursorMove { key, expected, to }) = cursor {
             let to = format_position(&to);
@@ -372,10 +420,7 @@ impl SqliteDb {
         }
 
         for ids in trustlogged.chunks(ID_CHUNK) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "UPDATE operation SET trustlog_status = 'TRUSTLOGGED' \
-                 WHERE trustlog_status = 'NOT_TRUSTLOGGED' AND op_id IN ",
-            );
+            let mut qb = QueryBuilder::<Sqlite>::new(MARK_TRUSTLOGGED);
             push_id_list(&mut qb, ids);
             qb.build().execute(&mut *tx).await.map_err(map_error)?;
         }
@@ -406,7 +451,7 @@ impl SqliteDb {
         }
 
         for ids in delete_retries.chunks(ID_CHUNK) {
-            let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM trustlog_retry WHERE op_id IN ");
+            let mut qb = QueryBuilder::<Sqlite>::new(DELETE_RETRIES);
             push_id_list(&mut qb, ids);
             qb.build().execute(&mut *tx).await.map_err(map_error)?;
         }
@@ -494,7 +539,10 @@ fn map_error(error: sqlx::Error) -> DbError {
                 sqlx::error::ErrorKind::CheckViolation => {
                     // "CHECK constraint failed: <constraint name>"
                     let name = message.rsplit(": ").next().unwrap_or_default();
-                    match CHECKED_FIELDS.iter().find(|(constraint, _)| *constraint == name) {
+                    match CHECKED_FIELDS
+                        .iter()
+                        .find(|(constraint, _)| *constraint == name)
+                    {
                         Some((_, field)) => DbError::Invalid(FieldError::new(*field, message)),
                         None => DbError::Other(message),
                     }
@@ -560,7 +608,10 @@ pub mod cursor_value {
         if format_timestamp(timestamp) != stamp {
             return Err(malformed());
         }
-        Ok(Some(Position { timestamp, op_id: op_id.to_string() }))
+        Ok(Some(Position {
+            timestamp,
+            op_id: op_id.to_string(),
+        }))
     }
 
     fn format_timestamp(micros: i64) -> String {
@@ -607,7 +658,12 @@ pub mod cursor_value {
         if hms.next().is_some() {
             return None;
         }
-        let (h, m, sec, frac) = (digits(h, 2)?, digits(m, 2)?, digits(sec, 2)?, digits(frac, 6)?);
+        let (h, m, sec, frac) = (
+            digits(h, 2)?,
+            digits(m, 2)?,
+            digits(sec, 2)?,
+            digits(frac, 6)?,
+        );
         if h > 23 || m > 59 || sec > 59 {
             return None;
         }
@@ -618,7 +674,11 @@ pub mod cursor_value {
     }
 
     fn digits(s: &str, len: usize) -> Option<i64> {
-        if s.len() == len && s.bytes().all(|b| b.is_ascii_digit()) { s.parse().ok() } else { None }
+        if s.len() == len && s.bytes().all(|b| b.is_ascii_digit()) {
+            s.parse().ok()
+        } else {
+            None
+        }
     }
 
     // Howard Hinnant's proleptic Gregorian day algorithms
@@ -686,7 +746,10 @@ mod tests {
     }
 
     fn pos(timestamp: Micros, id: &str) -> Position {
-        Position { timestamp, op_id: id.to_string() }
+        Position {
+            timestamp,
+            op_id: id.to_string(),
+        }
     }
 
     fn retry(id: &str, status: RetryStatus, next: Option<Micros>) -> RetryUpdate {
@@ -701,7 +764,11 @@ mod tests {
     }
 
     fn move_cursor(expected: Option<Position>, to: Position) -> Option<CursorMove> {
-        Some(CursorMove { key: DEFAULT_KEY.to_string(), expected, to })
+        Some(CursorMove {
+            key: DEFAULT_KEY.to_string(),
+            expected,
+            to,
+        })
     }
 
     const DEFAULT_KEY: &str = trustlog_guest::model::DEFAULT_CURSOR_KEY;
@@ -724,9 +791,7 @@ mod tests {
         .await
         .unwrap()
         .iter()
-        .map(|r| {
-            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))
-        })
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
         .collect()
     }
 
@@ -737,7 +802,9 @@ mod tests {
     #[tokio::test]
     async fn migrating_twice_is_harmless() {
         let (_dir, db) = fresh().await;
-        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged).await.unwrap();
+        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
         db.migrate().await.unwrap();
         db.migrate().await.unwrap();
         assert_eq!(fetch_all_waiting(&db).await, vec![op("a", 1)]);
@@ -746,8 +813,14 @@ mod tests {
     #[tokio::test]
     async fn connect_uses_wal_and_full_sync() {
         let (_dir, db) = fresh().await;
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&db.pool).await.unwrap();
-        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&db.pool).await.unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
         assert_eq!(mode, "wal");
         assert_eq!(sync, 2, "2 = FULL");
     }
@@ -756,16 +829,25 @@ mod tests {
     async fn an_in_memory_database_works_too() {
         let db = SqliteDb::connect("sqlite::memory:").await.unwrap();
         db.migrate().await.unwrap();
-        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged).await.unwrap();
+        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
         assert_eq!(db.scan_after(None, 10).await.unwrap(), vec![op("a", 1)]);
         db.close().await;
     }
 
     #[tokio::test]
-    async fn insert_reports_inserted_and_duplicate_in_input_order_and_leaves_stored_rows_untouched() {
+    async fn insert_reports_inserted_and_duplicate_in_input_order_and_leaves_stored_rows_untouched()
+    {
         let (_dir, db) = fresh().await;
-        let first = db.insert(vec![op("a", 1), op("b", 2)], TrustlogStatus::NotTrustlogged).await.unwrap();
-        assert_eq!(first, vec![InsertOutcome::Inserted, InsertOutcome::Inserted]);
+        let first = db
+            .insert(vec![op("a", 1), op("b", 2)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        assert_eq!(
+            first,
+            vec![InsertOutcome::Inserted, InsertOutcome::Inserted]
+        );
 
         let mut changed_a = op("a", 99);
         changed_a.op_actor = "mallory".to_string();
@@ -790,21 +872,27 @@ mod tests {
         // The stored a keeps its content and status; the first c of the batch won.
         assert_eq!(fetch_all_waiting(&db).await, vec![op("a", 1), op("b", 2)]);
         assert_eq!(status_of(&db, "c").await, "TRUSTLOGGED");
-        let c_actor: String = sqlx::query_scalar("SELECT op_actor FROM operation WHERE op_id = 'c'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+        let c_actor: String =
+            sqlx::query_scalar("SELECT op_actor FROM operation WHERE op_id = 'c'")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
         assert_eq!(c_actor, "actor");
     }
 
     #[tokio::test]
     async fn insert_spanning_several_chunks_keeps_outcomes_in_order() {
         let (_dir, db) = fresh().await;
-        db.insert(vec![op("op-01500", 0)], TrustlogStatus::NotTrustlogged).await.unwrap();
+        db.insert(vec![op("op-01500", 0)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
         let mut ops: Vec<Operation> = (0..2_500).map(|i| op(&format!("op-{i:05}"), i)).collect();
         // A repeat in the second chunk of an id stored by the first chunk.
         ops[1_200] = op("op-00007", 7);
-        let outcomes = db.insert(ops, TrustlogStatus::NotTrustlogged).await.unwrap();
+        let outcomes = db
+            .insert(ops, TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
         assert_eq!(outcomes.len(), 2_500);
         for (i, outcome) in outcomes.iter().enumerate() {
             let expected = if i == 1_200 || i == 1_500 {
@@ -820,7 +908,12 @@ mod tests {
     #[tokio::test]
     async fn insert_of_nothing_is_nothing() {
         let (_dir, db) = fresh().await;
-        assert!(db.insert(Vec::new(), TrustlogStatus::NotTrustlogged).await.unwrap().is_empty());
+        assert!(
+            db.insert(Vec::new(), TrustlogStatus::NotTrustlogged)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -836,7 +929,12 @@ mod tests {
         null.response_body_hash = None;
         null.client_ip = None;
         null.server_ip = None;
-        db.insert(vec![empty.clone(), null.clone()], TrustlogStatus::NotTrustlogged).await.unwrap();
+        db.insert(
+            vec![empty.clone(), null.clone()],
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
         assert_eq!(fetch_all_waiting(&db).await, vec![empty, null]);
         let nulls: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM operation WHERE request_body_hash IS NULL \
@@ -857,7 +955,9 @@ mod tests {
         o.op_type = "创建".to_string();
         o.do_repository = "国家数据仓库".to_string();
         o.response_body_hash = Some("哈希值🙂".to_string());
-        db.insert(vec![o.clone()], TrustlogStatus::NotTrustlogged).await.unwrap();
+        db.insert(vec![o.clone()], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
         assert_eq!(fetch_all_waiting(&db).await, vec![o.clone()]);
         db.apply(UnitOfWork {
             now: 5,
@@ -866,7 +966,10 @@ mod tests {
         })
         .await
         .unwrap();
-        assert_eq!(db.load_cursor(DEFAULT_KEY).await.unwrap(), Some(o.position()));
+        assert_eq!(
+            db.load_cursor(DEFAULT_KEY).await.unwrap(),
+            Some(o.position())
+        );
     }
 
     #[tokio::test]
@@ -883,10 +986,19 @@ mod tests {
             253_402_300_799_999_999, // 9999-12-31T23:59:59.999999Z
             i64::MAX,
         ];
-        let ops: Vec<Operation> =
-            stamps.iter().enumerate().map(|(i, t)| op(&format!("t{i}"), *t)).collect();
-        db.insert(ops.clone(), TrustlogStatus::NotTrustlogged).await.unwrap();
-        assert_eq!(fetch_all_waiting(&db).await, ops, "returned exactly, in timestamp order");
+        let ops: Vec<Operation> = stamps
+            .iter()
+            .enumerate()
+            .map(|(i, t)| op(&format!("t{i}"), *t))
+            .collect();
+        db.insert(ops.clone(), TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        assert_eq!(
+            fetch_all_waiting(&db).await,
+            ops,
+            "returned exactly, in timestamp order"
+        );
 
         // The cursor text carries them exactly too, up to the largest.
         let mut expected = None;
@@ -898,7 +1010,10 @@ mod tests {
             })
             .await
             .unwrap();
-            assert_eq!(db.load_cursor(DEFAULT_KEY).await.unwrap(), Some(o.position()));
+            assert_eq!(
+                db.load_cursor(DEFAULT_KEY).await.unwrap(),
+                Some(o.position())
+            );
             expected = Some(o.position());
         }
     }
@@ -910,9 +1025,12 @@ mod tests {
         // Inserted out of order so the scan, not the insert, provides the order.
         let mut ids: Vec<String> = (0..250).map(|i| format!("op-{i:03}")).collect();
         ids.reverse();
-        db.insert(ids.iter().map(|id| op(id, ts)).collect(), TrustlogStatus::NotTrustlogged)
-            .await
-            .unwrap();
+        db.insert(
+            ids.iter().map(|id| op(id, ts)).collect(),
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
 
         let mut seen = Vec::new();
         let mut batches = 0;
@@ -938,8 +1056,12 @@ mod tests {
     #[tokio::test]
     async fn apply_marks_only_waiting_rows_trustlogged() {
         let (_dir, db) = fresh().await;
-        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged).await.unwrap();
-        db.insert(vec![op("k", 2)], TrustlogStatus::DbOnly).await.unwrap();
+        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        db.insert(vec![op("k", 2)], TrustlogStatus::DbOnly)
+            .await
+            .unwrap();
         db.apply(UnitOfWork {
             now: 1,
             trustlogged: vec!["a".into(), "k".into(), "missing".into()],
@@ -954,9 +1076,12 @@ mod tests {
     #[tokio::test]
     async fn apply_with_a_stale_expected_position_returns_cursor_moved_and_changes_nothing() {
         let (_dir, db) = fresh().await;
-        db.insert(vec![op("a", 1), op("b", 2), op("c", 3)], TrustlogStatus::NotTrustlogged)
-            .await
-            .unwrap();
+        db.insert(
+            vec![op("a", 1), op("b", 2), op("c", 3)],
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
         db.apply(UnitOfWork {
             now: 10,
             retries: vec![retry("b", RetryStatus::Pending, Some(100))],
@@ -974,7 +1099,10 @@ mod tests {
             delete_retries: vec!["b".into()],
             cursor: move_cursor(Some(pos(1, "a")), pos(3, "c")),
         };
-        assert_eq!(db.apply(stale).await, Err(DbError::CursorMoved(DEFAULT_KEY.to_string())));
+        assert_eq!(
+            db.apply(stale).await,
+            Err(DbError::CursorMoved(DEFAULT_KEY.to_string()))
+        );
 
         // A cursor that was never set is stale for an expected position too.
         let never_set = UnitOfWork {
@@ -987,7 +1115,10 @@ mod tests {
             }),
             ..UnitOfWork::default()
         };
-        assert_eq!(db.apply(never_set).await, Err(DbError::CursorMoved("other".to_string())));
+        assert_eq!(
+            db.apply(never_set).await,
+            Err(DbError::CursorMoved("other".to_string()))
+        );
 
         // And expecting no position fails once one is set.
         let expected_none = UnitOfWork {
@@ -996,13 +1127,19 @@ mod tests {
             cursor: move_cursor(None, pos(3, "c")),
             ..UnitOfWork::default()
         };
-        assert_eq!(db.apply(expected_none).await, Err(DbError::CursorMoved(DEFAULT_KEY.to_string())));
+        assert_eq!(
+            db.apply(expected_none).await,
+            Err(DbError::CursorMoved(DEFAULT_KEY.to_string()))
+        );
 
         for id in ["a", "b", "c"] {
             assert_eq!(status_of(&db, id).await, "NOT_TRUSTLOGGED", "{id}");
         }
         assert_eq!(retry_rows(&db).await, retries_before);
-        assert_eq!(db.load_cursor(DEFAULT_KEY).await.unwrap(), Some(pos(2, "b")));
+        assert_eq!(
+            db.load_cursor(DEFAULT_KEY).await.unwrap(),
+            Some(pos(2, "b"))
+        );
         assert_eq!(db.load_cursor("other").await.unwrap(), None);
     }
 
@@ -1015,9 +1152,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(db.load_cursor(DEFAULT_KEY).await.unwrap(), None);
-        db.apply(UnitOfWork { now: 7, cursor: move_cursor(None, pos(1, "a")), ..UnitOfWork::default() })
-            .await
-            .unwrap();
+        db.apply(UnitOfWork {
+            now: 7,
+            cursor: move_cursor(None, pos(1, "a")),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
         let (value, updated): (String, i64) = sqlx::query_as(
             "SELECT cursor_value, last_updated_at FROM trustlog_cursor WHERE cursor_key = ?1",
         )
@@ -1032,10 +1173,16 @@ mod tests {
     #[tokio::test]
     async fn apply_refuses_to_move_a_cursor_backwards_or_in_place() {
         let (_dir, db) = fresh().await;
-        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged).await.unwrap();
-        db.apply(UnitOfWork { now: 1, cursor: move_cursor(None, pos(5, "e")), ..UnitOfWork::default() })
+        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged)
             .await
             .unwrap();
+        db.apply(UnitOfWork {
+            now: 1,
+            cursor: move_cursor(None, pos(5, "e")),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
         for to in [pos(5, "e"), pos(5, "d"), pos(4, "z")] {
             let work = UnitOfWork {
                 now: 2,
@@ -1049,16 +1196,24 @@ mod tests {
             }
         }
         assert_eq!(status_of(&db, "a").await, "NOT_TRUSTLOGGED");
-        assert_eq!(db.load_cursor(DEFAULT_KEY).await.unwrap(), Some(pos(5, "e")));
+        assert_eq!(
+            db.load_cursor(DEFAULT_KEY).await.unwrap(),
+            Some(pos(5, "e"))
+        );
     }
 
     #[tokio::test]
     async fn apply_upserts_retry_rows_keeping_created_at_and_deletes_them() {
         let (_dir, db) = fresh().await;
-        db.insert(vec![op("a", 1), op("b", 2)], TrustlogStatus::NotTrustlogged).await.unwrap();
+        db.insert(vec![op("a", 1), op("b", 2)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
         db.apply(UnitOfWork {
             now: 100,
-            retries: vec![retry("a", RetryStatus::Pending, Some(160)), retry("b", RetryStatus::Pending, Some(160))],
+            retries: vec![
+                retry("a", RetryStatus::Pending, Some(160)),
+                retry("b", RetryStatus::Pending, Some(160)),
+            ],
             ..UnitOfWork::default()
         })
         .await
@@ -1075,17 +1230,35 @@ mod tests {
         .unwrap();
         assert_eq!(
             retry_rows(&db).await,
-            vec![("a".to_string(), 2, "RETRYING".to_string(), Some(400), 100, 200)]
+            vec![(
+                "a".to_string(),
+                2,
+                "RETRYING".to_string(),
+                Some(400),
+                100,
+                200
+            )]
         );
     }
 
     #[tokio::test]
     async fn due_retries_honour_next_retry_at_and_skip_dead_letters_and_delivered_rows() {
         let (_dir, db) = fresh().await;
-        let ids = ["due-late", "due-early", "due-tie", "future", "dead", "delivered", "unscheduled"];
-        db.insert(ids.iter().map(|id| op(id, 1)).collect(), TrustlogStatus::NotTrustlogged)
-            .await
-            .unwrap();
+        let ids = [
+            "due-late",
+            "due-early",
+            "due-tie",
+            "future",
+            "dead",
+            "delivered",
+            "unscheduled",
+        ];
+        db.insert(
+            ids.iter().map(|id| op(id, 1)).collect(),
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
         let mut retrying = retry("due-late", RetryStatus::Retrying, Some(300));
         retrying.retry_count = 3;
         db.apply(UnitOfWork {
@@ -1106,7 +1279,10 @@ mod tests {
         .unwrap();
 
         let due = db.due_retries(300, 10).await.unwrap();
-        let got: Vec<(&str, u32)> = due.iter().map(|r| (r.op.op_id.as_str(), r.retry_count)).collect();
+        let got: Vec<(&str, u32)> = due
+            .iter()
+            .map(|r| (r.op.op_id.as_str(), r.retry_count))
+            .collect();
         assert_eq!(got, vec![("due-early", 1), ("due-late", 3), ("due-tie", 1)]);
         assert_eq!(due[0].op, op("due-early", 1));
         assert_eq!(db.due_retries(300, 1).await.unwrap().len(), 1);
@@ -1117,7 +1293,14 @@ mod tests {
     async fn sweep_candidates_are_waiting_rows_behind_the_cursor_without_retry_rows() {
         let (_dir, db) = fresh().await;
         db.insert(
-            vec![op("a", 1), op("b", 2), op("c", 3), op("d", 3), op("e", 4), op("f", 5)],
+            vec![
+                op("a", 1),
+                op("b", 2),
+                op("c", 3),
+                op("d", 3),
+                op("e", 4),
+                op("f", 5),
+            ],
             TrustlogStatus::NotTrustlogged,
         )
         .await
@@ -1132,20 +1315,42 @@ mod tests {
         .unwrap();
         let ids = |ops: Vec<Operation>| ops.into_iter().map(|o| o.op_id).collect::<Vec<_>>();
         // Strictly before (3, "e"): d shares c's timestamp and is behind; e itself is not.
-        assert_eq!(ids(db.sweep_candidates(pos(4, "e"), 10).await.unwrap()), vec!["a", "d"]);
-        assert_eq!(ids(db.sweep_candidates(pos(4, "e"), 1).await.unwrap()), vec!["a"]);
-        assert_eq!(ids(db.sweep_candidates(pos(3, "d"), 10).await.unwrap()), vec!["a"]);
+        assert_eq!(
+            ids(db.sweep_candidates(pos(4, "e"), 10).await.unwrap()),
+            vec!["a", "d"]
+        );
+        assert_eq!(
+            ids(db.sweep_candidates(pos(4, "e"), 1).await.unwrap()),
+            vec!["a"]
+        );
+        assert_eq!(
+            ids(db.sweep_candidates(pos(3, "d"), 10).await.unwrap()),
+            vec!["a"]
+        );
     }
 
     #[tokio::test]
     async fn db_only_rows_are_never_scanned_or_swept() {
         let (_dir, db) = fresh().await;
-        db.insert(vec![op("kept-1", 1), op("kept-3", 3)], TrustlogStatus::DbOnly).await.unwrap();
-        db.insert(vec![op("sent-2", 2)], TrustlogStatus::NotTrustlogged).await.unwrap();
+        db.insert(
+            vec![op("kept-1", 1), op("kept-3", 3)],
+            TrustlogStatus::DbOnly,
+        )
+        .await
+        .unwrap();
+        db.insert(vec![op("sent-2", 2)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
         let ids = |ops: Vec<Operation>| ops.into_iter().map(|o| o.op_id).collect::<Vec<_>>();
         assert_eq!(ids(db.scan_after(None, 10).await.unwrap()), vec!["sent-2"]);
-        assert_eq!(ids(db.scan_after(Some(pos(0, "")), 10).await.unwrap()), vec!["sent-2"]);
-        assert_eq!(ids(db.sweep_candidates(pos(10, ""), 10).await.unwrap()), vec!["sent-2"]);
+        assert_eq!(
+            ids(db.scan_after(Some(pos(0, "")), 10).await.unwrap()),
+            vec!["sent-2"]
+        );
+        assert_eq!(
+            ids(db.sweep_candidates(pos(10, ""), 10).await.unwrap()),
+            vec!["sent-2"]
+        );
         let stats = db.stats(DEFAULT_KEY).await.unwrap();
         assert_eq!((stats.db_only, stats.oldest_waiting), (2, Some(2)));
     }
@@ -1154,11 +1359,18 @@ mod tests {
     async fn stats_count_every_status_and_read_the_cursor() {
         let (_dir, db) = fresh().await;
         assert_eq!(db.stats(DEFAULT_KEY).await.unwrap(), DbStats::default());
-        db.insert((1..=6).map(|i| op(&format!("w{i}"), i)).collect(), TrustlogStatus::NotTrustlogged)
+        db.insert(
+            (1..=6).map(|i| op(&format!("w{i}"), i)).collect(),
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
+        db.insert(vec![op("t1", 7), op("t2", 8)], TrustlogStatus::Trustlogged)
             .await
             .unwrap();
-        db.insert(vec![op("t1", 7), op("t2", 8)], TrustlogStatus::Trustlogged).await.unwrap();
-        db.insert(vec![op("k1", 0)], TrustlogStatus::DbOnly).await.unwrap();
+        db.insert(vec![op("k1", 0)], TrustlogStatus::DbOnly)
+            .await
+            .unwrap();
         db.apply(UnitOfWork {
             now: 1,
             trustlogged: vec!["w6".into()],
@@ -1196,12 +1408,16 @@ mod tests {
         let one = SqliteDb::connect(&url_of(&dir)).await.unwrap();
         one.migrate().await.unwrap();
         let two = SqliteDb::connect(&url_of(&dir)).await.unwrap();
-        one.insert((0..200).map(|i| op(&format!("op-{i:03}"), i)).collect(), TrustlogStatus::NotTrustlogged)
-            .await
-            .unwrap();
+        one.insert(
+            (0..200).map(|i| op(&format!("op-{i:03}"), i)).collect(),
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
 
         for round in 0..20 {
-            let (at_one, at_two) = tokio::join!(one.load_cursor(DEFAULT_KEY), two.load_cursor(DEFAULT_KEY));
+            let (at_one, at_two) =
+                tokio::join!(one.load_cursor(DEFAULT_KEY), two.load_cursor(DEFAULT_KEY));
             let expected = at_one.unwrap();
             assert_eq!(expected, at_two.unwrap());
             let batch = one.scan_after(expected.clone(), 10).await.unwrap();
@@ -1241,7 +1457,10 @@ mod tests {
         let (_dir, db) = fresh().await;
         let long = "x".repeat(65);
         let err = db
-            .insert(vec![op("fine", 1), op(&long, 2)], TrustlogStatus::NotTrustlogged)
+            .insert(
+                vec![op("fine", 1), op(&long, 2)],
+                TrustlogStatus::NotTrustlogged,
+            )
             .await
             .unwrap_err();
         match err {
@@ -1254,16 +1473,28 @@ mod tests {
         assert_eq!(db.stats(DEFAULT_KEY).await.unwrap().total, 0);
         // 64 characters, not bytes: 64 Chinese characters fit.
         let wide = "操".repeat(64);
-        db.insert(vec![op(&wide, 1)], TrustlogStatus::NotTrustlogged).await.unwrap();
+        db.insert(vec![op(&wide, 1)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
     async fn a_locked_database_is_unavailable() {
         let (dir, db) = fresh().await;
-        let options = SqliteConnectOptions::from_str(&url_of(&dir)).unwrap().busy_timeout(Duration::ZERO);
-        let impatient = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+        let options = SqliteConnectOptions::from_str(&url_of(&dir))
+            .unwrap()
+            .busy_timeout(Duration::ZERO);
+        let impatient = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
         let holder = db.pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
-        let err = impatient.begin_with("BEGIN IMMEDIATE").await.map(|_| ()).unwrap_err();
+        let err = impatient
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map(|_| ())
+            .unwrap_err();
         match map_error(err) {
             DbError::Unavailable(m) => assert!(m.contains("locked"), "{m}"),
             other => panic!("{other:?}"),
@@ -1303,28 +1534,78 @@ mod tests {
             query = query.bind(1i64);
         }
         let rows = query.fetch_all(&db.pool).await.unwrap();
-        rows.iter().map(|r| r.get::<String, _>(3)).collect::<Vec<_>>().join("\n")
+        rows.iter()
+            .map(|r| r.get::<String, _>(3))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     #[tokio::test]
     async fn the_queries_use_their_indexes_without_sorting() {
         let (_dir, db) = fresh().await;
         for (name, sql, params, index) in [
-            ("scan from start", SCAN_FROM_START, 1, "INDEX operation_waiting"),
-            ("scan after", SCAN_AFTER, 3, "INDEX operation_waiting ((timestamp,op_id)>(?,?))"),
-            ("sweep", SWEEP, 3, "INDEX operation_waiting ((timestamp,op_id)<(?,?))"),
-            ("oldest waiting", OLDEST_WAITING, 0, "INDEX operation_waiting"),
-            ("count by status", COUNT_BY_STATUS, 0, "COVERING INDEX operation_trustlog_status"),
-            ("count retries", COUNT_RETRIES_BY_STATUS, 0, "COVERING INDEX trustlog_retry_due"),
+            (
+                "scan from start",
+                SCAN_FROM_START,
+                1,
+                "INDEX operation_waiting",
+            ),
+            (
+                "scan after",
+                SCAN_AFTER,
+                3,
+                "INDEX operation_waiting ((timestamp,op_id)>(?,?))",
+            ),
+            (
+                "sweep",
+                SWEEP,
+                3,
+                "INDEX operation_waiting ((timestamp,op_id)<(?,?))",
+            ),
+            (
+                "oldest waiting",
+                OLDEST_WAITING,
+                0,
+                "INDEX operation_waiting",
+            ),
+            (
+                "count by status",
+                COUNT_BY_STATUS,
+                0,
+                "COVERING INDEX operation_trustlog_status",
+            ),
+            (
+                "count retries",
+                COUNT_RETRIES_BY_STATUS,
+                0,
+                "COVERING INDEX trustlog_retry_due",
+            ),
         ] {
             let plan = plan_of(&db, sql, params).await;
             assert!(plan.contains(index), "{name}: {plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{name}: {plan}");
         }
+        for (name, sql) in [
+            ("mark", MARK_TRUSTLOGGED),
+            ("delete retries", DELETE_RETRIES),
+        ] {
+            let plan = plan_of(&db, &format!("{sql}(?1, ?2)"), 2).await;
+            assert!(
+                plan.contains("USING INDEX sqlite_autoindex_"),
+                "{name}: {plan}"
+            );
+            assert!(plan.contains("(op_id=?)"), "{name}: {plan}");
+        }
         // Two index ranges (one per status) merged by a sort of the due rows only.
         let plan = plan_of(&db, DUE_RETRIES, 2).await;
-        assert!(plan.contains("INDEX trustlog_retry_due (retry_status=? AND next_retry_at<?)"), "{plan}");
-        assert!(plan.contains("o USING INDEX sqlite_autoindex_operation_1 (op_id=?)"), "{plan}");
+        assert!(
+            plan.contains("INDEX trustlog_retry_due (retry_status=? AND next_retry_at<?)"),
+            "{plan}"
+        );
+        assert!(
+            plan.contains("o USING INDEX sqlite_autoindex_operation_1 (op_id=?)"),
+            "{plan}"
+        );
     }
 
     /// Not a benchmark with assertions: prints what the adapter costs for 100,000 rows.
@@ -1344,7 +1625,9 @@ mod tests {
 
         let started = Instant::now();
         for chunk in ops.chunks(BATCH as usize) {
-            db.insert(chunk.to_vec(), TrustlogStatus::NotTrustlogged).await.unwrap();
+            db.insert(chunk.to_vec(), TrustlogStatus::NotTrustlogged)
+                .await
+                .unwrap();
         }
         let insert_time = started.elapsed();
 
@@ -1417,15 +1700,27 @@ mod tests {
             format_position(&pos(1_795_515_834_123_456, "op-00001")),
             "2026-11-24T10:23:54.123456Z|op-00001"
         );
-        assert_eq!(format_position(&pos(-1, "a|b")), "1969-12-31T23:59:59.999999Z|a|b");
+        assert_eq!(
+            format_position(&pos(-1, "a|b")),
+            "1969-12-31T23:59:59.999999Z|a|b"
+        );
         assert_eq!(
             parse_position("2026-11-24T10:23:54.123456Z|op|with|bars"),
             Ok(Some(pos(1_795_515_834_123_456, "op|with|bars")))
         );
-        assert_eq!(parse_position("1970-01-01T00:00:00.000000Z|"), Ok(Some(pos(0, ""))));
+        assert_eq!(
+            parse_position("1970-01-01T00:00:00.000000Z|"),
+            Ok(Some(pos(0, "")))
+        );
         assert_eq!(parse_position(""), Ok(None));
-        assert_eq!(format_position(&pos(253_402_300_800_000_000, "x")), "+10000-01-01T00:00:00.000000Z|x");
-        assert_eq!(format_position(&pos(-62_167_219_200_000_001, "x")), "-0001-12-31T23:59:59.999999Z|x");
+        assert_eq!(
+            format_position(&pos(253_402_300_800_000_000, "x")),
+            "+10000-01-01T00:00:00.000000Z|x"
+        );
+        assert_eq!(
+            format_position(&pos(-62_167_219_200_000_001, "x")),
+            "-0001-12-31T23:59:59.999999Z|x"
+        );
     }
 
     #[test]
@@ -1449,60 +1744,10 @@ mod tests {
             "+294248-01-01T00:00:00.000000Z|a",
             "|a",
         ] {
-            assert!(matches!(parse_position(bad), Err(DbError::Other(_))), "{bad:?} was accepted");
+            assert!(
+                matches!(parse_position(bad), Err(DbError::Other(_))),
+                "{bad:?} was accepted"
+            );
         }
-    }
-}
-#[cfg(test)]
-mod experiment {
-    use super::*;
-    use std::time::Instant;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn xp() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("x.db").display());
-        let db = SqliteDb::connect(&url).await.unwrap();
-        db.migrate().await.unwrap();
-        let t = Instant::now();
-        for i in 0..100 {
-            let mut tx = db.pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
-            sqlx::query("INSERT OR REPLACE INTO trustlog_cursor VALUES ('k', ?1, 0)").bind(i.to_string()).execute(&mut *tx).await.unwrap();
-            tx.commit().await.unwrap();
-        }
-        println!("100 tiny commits FULL: {:?}", t.elapsed());
-        sqlx::query("PRAGMA synchronous=NORMAL").execute(&db.pool).await.unwrap();
-        let mut c = db.pool.acquire().await.unwrap();
-        sqlx::query("PRAGMA synchronous=NORMAL").execute(&mut *c).await.unwrap();
-        let t = Instant::now();
-        for i in 0..100 {
-            let mut tx = sqlx::Connection::begin_with(&mut *c, "BEGIN IMMEDIATE").await.unwrap();
-            sqlx::query("INSERT OR REPLACE INTO trustlog_cursor VALUES ('k', ?1, 0)").bind(i.to_string()).execute(&mut *tx).await.unwrap();
-            tx.commit().await.unwrap();
-        }
-        println!("100 tiny commits NORMAL: {:?}", t.elapsed());
-        let t = Instant::now();
-        for _ in 0..100 {
-            sqlx::query("SELECT 1").fetch_all(&mut *c).await.unwrap();
-        }
-        println!("100 SELECT 1 roundtrips: {:?}", t.elapsed());
-        drop(c);
-        let ops: Vec<Operation> = (0..100_000).map(|i| Operation {
-            op_id: format!("op-{i:07}"), op_actor: "actor".into(), doid: format!("10.1000/repo/{i}"), producer_id: "p".into(),
-            request_body_hash: Some(format!("{:064x}", i)), response_body_hash: None, op_source: "api".into(), op_type: "create".into(),
-            do_prefix: "10.1000".into(), do_repository: "repo".into(), client_ip: Some("192.0.2.1".into()), server_ip: None, timestamp: i / 4 }).collect();
-        let t = Instant::now();
-        for chunk in ops.chunks(1000) { db.insert(chunk.to_vec(), TrustlogStatus::NotTrustlogged).await.unwrap(); }
-        println!("insert: {:?}", t.elapsed());
-        let t = Instant::now();
-        let mut n = 0;
-        for _ in 0..20 { n += sqlx::query(SCAN_FROM_START).bind(1000i64).fetch_all(&db.pool).await.unwrap().len(); }
-        println!("20 scans x1000 full rows: {:?} {n}", t.elapsed());
-        let t = Instant::now();
-        for _ in 0..20 { sqlx::query("SELECT op_id FROM operation o INDEXED BY operation_waiting WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' ORDER BY timestamp, op_id LIMIT 1000").fetch_all(&db.pool).await.unwrap(); }
-        println!("20 scans x1000 op_id only: {:?}", t.elapsed());
-        let t = Instant::now();
-        for _ in 0..20 { sqlx::query("SELECT count(*) FROM (SELECT * FROM operation o INDEXED BY operation_waiting WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' ORDER BY timestamp, op_id LIMIT 1000)").fetch_all(&db.pool).await.unwrap(); }
-        println!("20 scans x1000 counted in sqlite: {:?}", t.elapsed());
     }
 }
