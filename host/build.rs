@@ -11,20 +11,34 @@ use std::process::Command;
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest_dir.parent().expect("host/ lives in the workspace root");
+    let manifest_dir =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .parent()
+        .expect("host/ lives in the workspace root");
     for watched in ["guest/src", "guest/Cargo.toml", "wit", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     println!("cargo:rerun-if-env-changed=TRUSTLOG_GUEST_TARGET_DIR");
 
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let target_dir = env::var_os("TRUSTLOG_GUEST_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| guest_target_dir(&out_dir));
+    let target_dir = env::var_os("TRUSTLOG_GUEST_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| guest_target_dir(&out_dir));
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
-        .args(["build", "--package", "trustlog-guest", "--lib", "--release", "--target", TARGET, "--target-dir"])
+        .args([
+            "build",
+            "--package",
+            "trustlog-guest",
+            "--lib",
+            "--release",
+            "--target",
+            TARGET,
+            "--target-dir",
+        ])
         .arg(&target_dir)
         // A small, fast guest: the host compiles it once and caches the machine code.
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
@@ -33,21 +47,41 @@ fn main() {
         .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
         .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "3");
     // The outer build's flags and wrappers target the host, not wasm.
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "RUSTC_WORKSPACE_WRAPPER", "RUSTC_WRAPPER", "CARGO_BUILD_RUSTFLAGS"] {
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "CARGO_BUILD_RUSTFLAGS",
+    ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("failed to run cargo for the guest component");
+    let status = cmd
+        .status()
+        .expect("failed to run cargo for the guest component");
     if !status.success() {
-        panic!("building the guest component failed; is the {TARGET} target installed? (`rustup target add {TARGET}`)");
+        panic!(
+            "building the guest component failed; is the {TARGET} target installed? (`rustup target add {TARGET}`)"
+        );
     }
 
-    let built = target_dir.join(TARGET).join("release").join("trustlog_guest.wasm");
+    let built = target_dir
+        .join(TARGET)
+        .join("release")
+        .join("trustlog_guest.wasm");
     let embedded = out_dir.join("trustlog_guest.wasm");
-    std::fs::copy(&built, &embedded).unwrap_or_else(|e| panic!("copying {} failed: {e}", built.display()));
+    std::fs::copy(&built, &embedded)
+        .unwrap_or_else(|e| panic!("copying {} failed: {e}", built.display()));
     println!("cargo:rustc-env=TRUSTLOG_GUEST_WASM={}", embedded.display());
 }
 
 /// `<target>/guest-wasm`, found from OUT_DIR = `<target>[/<triple>]/<profile>/build/<pkg>/out`.
 fn guest_target_dir(out_dir: &Path) -> PathBuf {
-    out_dir.ancestors().nth(4).unwrap_or(out_dir).join("guest-wasm")
+    out_dir
+        .ancestors()
+        .nth(4)
+        .unwrap_or(out_dir)
+        .join("guest-wasm")
 }

@@ -19,10 +19,29 @@ fn ten_thousand_recorded_operations_are_all_trustlogged_and_the_ledger_proves_it
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["stored"], 10_000);
 
-    run_ok(&["serve", "--db", &db, "--publisher", &ledger, "--until-drained", "--batch-size", "1000"], "");
+    run_ok(
+        &[
+            "serve",
+            "--db",
+            &db,
+            "--publisher",
+            &ledger,
+            "--until-drained",
+            "--batch-size",
+            "1000",
+        ],
+        "",
+    );
 
     let st = status(&db);
-    assert_eq!((st["total"].as_u64(), st["trustlogged"].as_u64(), st["not_trustlogged"].as_u64()), (Some(10_000), Some(10_000), Some(0)));
+    assert_eq!(
+        (
+            st["total"].as_u64(),
+            st["trustlogged"].as_u64(),
+            st["not_trustlogged"].as_u64()
+        ),
+        (Some(10_000), Some(10_000), Some(0))
+    );
     assert_eq!(st["cursor_lag_seconds"], 0.0);
     let mut ids = ledger_op_ids(&s.ledger_path());
     assert_eq!(ids.len(), 10_000);
@@ -35,8 +54,17 @@ fn ten_thousand_recorded_operations_are_all_trustlogged_and_the_ledger_proves_it
 
     // One changed byte inside entry 5000's payload must be caught and named.
     let mut bytes = std::fs::read(s.ledger_path()).unwrap();
-    let line_start = bytes.split(|b| *b == b'\n').take(4999).map(|l| l.len() + 1).sum::<usize>();
-    let at = line_start + bytes[line_start..].windows(5).position(|w| w == b"bulk-").unwrap() + 2;
+    let line_start = bytes
+        .split(|b| *b == b'\n')
+        .take(4999)
+        .map(|l| l.len() + 1)
+        .sum::<usize>();
+    let at = line_start
+        + bytes[line_start..]
+            .windows(5)
+            .position(|w| w == b"bulk-")
+            .unwrap()
+        + 2;
     bytes[at] ^= 0x01;
     std::fs::write(s.ledger_path(), &bytes).unwrap();
     let failed = run(&["ledger", "verify", s.ledger_path().to_str().unwrap()], "");
@@ -51,7 +79,15 @@ fn rows_inserted_with_plain_sql_are_delivered_while_serve_runs() {
     let (db, ledger) = (s.db_url(), s.ledger_url());
     run_ok(&["migrate", "--db", &db], "");
     let child = bin()
-        .args(["serve", "--db", &db, "--publisher", &ledger, "--poll-interval", "100ms"])
+        .args([
+            "serve",
+            "--db",
+            &db,
+            "--publisher",
+            &ledger,
+            "--poll-interval",
+            "100ms",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -72,14 +108,24 @@ fn rows_inserted_with_plain_sql_are_delivered_while_serve_runs() {
         }
         let deadline = Instant::now() + Duration::from_secs(20);
         while count_status(&pool, "TRUSTLOGGED").await < 50 {
-            assert!(Instant::now() < deadline, "rows inserted with SQL were not delivered");
+            assert!(
+                Instant::now() < deadline,
+                "rows inserted with SQL were not delivered"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
     // SIGTERM: a graceful stop, exit code 0.
-    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "serve exits 0 on SIGTERM: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "serve exits 0 on SIGTERM: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(ledger_op_ids(&s.ledger_path()).len(), 50);
 }
 
@@ -87,19 +133,68 @@ fn rows_inserted_with_plain_sql_are_delivered_while_serve_runs() {
 fn db_only_rows_are_never_published_and_trustlog_only_rows_are_never_stored() {
     let s = Scratch::new();
     let (db, ledger) = (s.db_url(), s.ledger_url());
-    run_ok(&["record", "--db", &db, "--publisher", &ledger, "--strategy", "db-only"], &op_lines("dbonly", 20, |i| T0 + i as i64));
-    let out = run_ok(&["record", "--db", &db, "--publisher", &ledger, "--strategy", "trustlog-only"], &op_lines("tlonly", 30, |i| T0 + i as i64));
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["published"], 30);
-    run_ok(&["serve", "--db", &db, "--publisher", &ledger, "--until-drained"], "");
+    run_ok(
+        &[
+            "record",
+            "--db",
+            &db,
+            "--publisher",
+            &ledger,
+            "--strategy",
+            "db-only",
+        ],
+        &op_lines("dbonly", 20, |i| T0 + i as i64),
+    );
+    let out = run_ok(
+        &[
+            "record",
+            "--db",
+            &db,
+            "--publisher",
+            &ledger,
+            "--strategy",
+            "trustlog-only",
+        ],
+        &op_lines("tlonly", 30, |i| T0 + i as i64),
+    );
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["published"],
+        30
+    );
+    run_ok(
+        &[
+            "serve",
+            "--db",
+            &db,
+            "--publisher",
+            &ledger,
+            "--until-drained",
+        ],
+        "",
+    );
 
     let ids = ledger_op_ids(&s.ledger_path());
     assert_eq!(ids.len(), 30);
-    assert!(ids.iter().all(|id| id.starts_with("tlonly-")), "db-only rows never reach the ledger");
+    assert!(
+        ids.iter().all(|id| id.starts_with("tlonly-")),
+        "db-only rows never reach the ledger"
+    );
     let st = status(&db);
-    assert_eq!((st["total"].as_u64(), st["db_only"].as_u64(), st["trustlogged"].as_u64()), (Some(20), Some(20), Some(0)));
+    assert_eq!(
+        (
+            st["total"].as_u64(),
+            st["db_only"].as_u64(),
+            st["trustlogged"].as_u64()
+        ),
+        (Some(20), Some(20), Some(0))
+    );
     block_on(async {
         let pool = s.pool().await;
-        let stored: i64 = sqlx::query("SELECT COUNT(*) FROM operation WHERE op_id LIKE 'tlonly-%'").fetch_one(&pool).await.unwrap().get(0);
+        let stored: i64 = sqlx::query("SELECT COUNT(*) FROM operation WHERE op_id LIKE 'tlonly-%'")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(stored, 0, "trustlog-only rows are not stored");
     });
 }
@@ -108,8 +203,23 @@ fn db_only_rows_are_never_published_and_trustlog_only_rows_are_never_stored() {
 fn two_hundred_fifty_rows_on_one_timestamp_are_each_delivered_exactly_once() {
     let s = Scratch::new();
     let (db, ledger) = (s.db_url(), s.ledger_url());
-    run_ok(&["record", "--db", &db, "--publisher", &ledger], &op_lines("tie", 250, |_| T0));
-    run_ok(&["serve", "--db", &db, "--publisher", &ledger, "--until-drained", "--batch-size", "100"], "");
+    run_ok(
+        &["record", "--db", &db, "--publisher", &ledger],
+        &op_lines("tie", 250, |_| T0),
+    );
+    run_ok(
+        &[
+            "serve",
+            "--db",
+            &db,
+            "--publisher",
+            &ledger,
+            "--until-drained",
+            "--batch-size",
+            "100",
+        ],
+        "",
+    );
     let ids = ledger_op_ids(&s.ledger_path());
     let mut unique = ids.clone();
     unique.sort();
@@ -122,20 +232,49 @@ fn two_hundred_fifty_rows_on_one_timestamp_are_each_delivered_exactly_once() {
 fn timestamps_survive_the_round_trip_to_the_microsecond() {
     let s = Scratch::new();
     let (db, ledger) = (s.db_url(), s.ledger_url());
-    let stamps = [T0 + 1, T0 + 999_999, -1, 0, 253_402_300_799_999_999, T0 + 123_456];
-    let input: String = stamps.iter().enumerate().map(|(i, t)| op_line(&format!("ts-{i}"), *t) + "\n").collect();
+    let stamps = [
+        T0 + 1,
+        T0 + 999_999,
+        -1,
+        0,
+        253_402_300_799_999_999,
+        T0 + 123_456,
+    ];
+    let input: String = stamps
+        .iter()
+        .enumerate()
+        .map(|(i, t)| op_line(&format!("ts-{i}"), *t) + "\n")
+        .collect();
     run_ok(&["record", "--db", &db, "--publisher", &ledger], &input);
-    run_ok(&["serve", "--db", &db, "--publisher", &ledger, "--until-drained"], "");
+    run_ok(
+        &[
+            "serve",
+            "--db",
+            &db,
+            "--publisher",
+            &ledger,
+            "--until-drained",
+        ],
+        "",
+    );
     block_on(async {
         let pool = s.pool().await;
         for (i, t) in stamps.iter().enumerate() {
-            let stored: i64 = sqlx::query("SELECT timestamp FROM operation WHERE op_id = ?").bind(format!("ts-{i}")).fetch_one(&pool).await.unwrap().get(0);
+            let stored: i64 = sqlx::query("SELECT timestamp FROM operation WHERE op_id = ?")
+                .bind(format!("ts-{i}"))
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                .get(0);
             assert_eq!(stored, *t);
         }
     });
     let payloads = ledger_payloads(&s.ledger_path());
     for (i, t) in stamps.iter().enumerate() {
-        let p = payloads.iter().find(|p| p["op_id"] == format!("ts-{i}")).unwrap();
+        let p = payloads
+            .iter()
+            .find(|p| p["op_id"] == format!("ts-{i}"))
+            .unwrap();
         assert_eq!(p["timestamp"].as_str().unwrap(), rfc3339(*t));
     }
 }
@@ -155,19 +294,37 @@ fn bad_lines_are_refused_naming_the_field_and_good_ones_are_stored() {
     let out = run(&["record", "--db", &db, "--publisher", &ledger], &input);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("line 2") && stderr.contains("op_id: is 65 characters"), "{stderr}");
-    assert!(stderr.contains("line 3") && stderr.contains("client_ip"), "{stderr}");
-    assert!(stderr.contains("line 4") && stderr.contains("op_actor"), "{stderr}");
+    assert!(
+        stderr.contains("line 2") && stderr.contains("op_id: is 65 characters"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 3") && stderr.contains("client_ip"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 4") && stderr.contains("op_actor"),
+        "{stderr}"
+    );
     assert_eq!(status(&db)["total"], 1);
 
     // A duplicate op_id is a conflict and leaves the stored row as it was.
-    let again = run(&["record", "--db", &db, "--publisher", &ledger], &op_line("good-1", T0 + 5).replace("张三", "mallory"));
+    let again = run(
+        &["record", "--db", &db, "--publisher", &ledger],
+        &op_line("good-1", T0 + 5).replace("张三", "mallory"),
+    );
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("conflict"));
     block_on(async {
         let pool = s.pool().await;
-        let row = sqlx::query("SELECT op_actor, timestamp FROM operation WHERE op_id = 'good-1'").fetch_one(&pool).await.unwrap();
-        assert_eq!((row.get::<String, _>(0), row.get::<i64, _>(1)), ("张三".to_string(), T0));
+        let row = sqlx::query("SELECT op_actor, timestamp FROM operation WHERE op_id = 'good-1'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            (row.get::<String, _>(0), row.get::<i64, _>(1)),
+            ("张三".to_string(), T0)
+        );
     });
 }
 
@@ -181,16 +338,31 @@ fn env_vars_supply_the_database_and_publisher() {
         .env("TRUSTLOG_BATCH_SIZE", "10")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(ledger_op_ids(&s.ledger_path()).len(), 25);
     assert_eq!(status(&s.db_url())["trustlogged"], 25);
 }
 
 #[test]
 fn help_is_available_everywhere() {
-    for args in [vec!["--help"], vec!["serve", "--help"], vec!["record", "--help"], vec!["status", "--help"], vec!["ledger", "verify", "--help"], vec!["demo", "--help"], vec!["migrate", "--help"]] {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["record", "--help"],
+        vec!["status", "--help"],
+        vec!["ledger", "verify", "--help"],
+        vec!["demo", "--help"],
+        vec!["migrate", "--help"],
+    ] {
         let out = run_ok(&args, "");
-        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{args:?}"
+        );
     }
     assert!(!run(&["no-such-command"], "").status.success());
 }

@@ -25,7 +25,9 @@ async fn tenant(s: &Scratch, publisher_url: &str, config: Config) -> Tenant {
     let db = Database::connect(&s.db_url()).await.unwrap();
     db.migrate().await.unwrap();
     let publisher = Publisher::connect(publisher_url).await.unwrap();
-    Tenant::new(Runtime::new().unwrap(), "test", db, publisher, config).await.unwrap()
+    Tenant::new(Runtime::new().unwrap(), "test", db, publisher, config)
+        .await
+        .unwrap()
 }
 
 async fn retry_row(s: &Scratch, op_id: &str) -> (i64, String, Option<i64>, Option<i64>, String) {
@@ -51,22 +53,41 @@ async fn a_failing_publisher_retries_exactly_on_the_schedule_then_dead_letters()
     let s = Scratch::new();
     let (_, url) = broken_ledger(&s);
     let mut t = tenant(&s, &url, Config::default()).await;
-    assert_eq!(t.record(vec![op("doomed")], None).await.unwrap(), [RecordOutcome::Stored]);
+    assert_eq!(
+        t.record(vec![op("doomed")], None).await.unwrap(),
+        [RecordOutcome::Stored]
+    );
 
     let first = t.scan_tick(T0).await.unwrap();
-    assert_eq!((first.fetched, first.published, first.retry_scheduled), (1, 0, 1));
+    assert_eq!(
+        (first.fetched, first.published, first.retry_scheduled),
+        (1, 0, 1)
+    );
     let (count, status, next, last, error) = retry_row(&s, "doomed").await;
-    assert_eq!((count, status.as_str(), next, last), (0, "PENDING", Some(T0 + MIN), None));
-    assert!(error.contains("unwritable.ledger"), "the publisher's error is kept: {error}");
+    assert_eq!(
+        (count, status.as_str(), next, last),
+        (0, "PENDING", Some(T0 + MIN), None)
+    );
+    assert!(
+        error.contains("unwritable.ledger"),
+        "the publisher's error is kept: {error}"
+    );
 
     // Retries 1..4 each fail and push the next one out: 2m, 4m, 8m, 16m.
     let mut due = T0 + MIN;
     for (n, wait) in [(1, 2), (2, 4), (3, 8), (4, 16)] {
-        assert_eq!(t.retry_tick(due - 1).await.unwrap().fetched, 0, "not due a microsecond early");
+        assert_eq!(
+            t.retry_tick(due - 1).await.unwrap().fetched,
+            0,
+            "not due a microsecond early"
+        );
         let r = t.retry_tick(due).await.unwrap();
         assert_eq!((r.fetched, r.retry_scheduled), (1, 1));
         let (count, status, next, last, _) = retry_row(&s, "doomed").await;
-        assert_eq!((count, status.as_str(), next, last), (n, "RETRYING", Some(due + wait * MIN), Some(due)));
+        assert_eq!(
+            (count, status.as_str(), next, last),
+            (n, "RETRYING", Some(due + wait * MIN), Some(due))
+        );
         due += wait * MIN;
     }
     // The 5th failed retry dead-letters.
@@ -74,9 +95,23 @@ async fn a_failing_publisher_retries_exactly_on_the_schedule_then_dead_letters()
     assert_eq!(r.dead_lettered, 1);
     let (count, status, next, _, _) = retry_row(&s, "doomed").await;
     assert_eq!((count, status.as_str(), next), (5, "DEAD_LETTER", None));
-    assert_eq!(t.retry_tick(due + 365 * 24 * 60 * MIN).await.unwrap().fetched, 0, "dead letters are not retried");
+    assert_eq!(
+        t.retry_tick(due + 365 * 24 * 60 * MIN)
+            .await
+            .unwrap()
+            .fetched,
+        0,
+        "dead letters are not retried"
+    );
     let st = t.status(due).await.unwrap();
-    assert_eq!((st.stats.dead_letter, st.stats.not_trustlogged, st.stats.trustlogged), (1, 1, 0));
+    assert_eq!(
+        (
+            st.stats.dead_letter,
+            st.stats.not_trustlogged,
+            st.stats.trustlogged
+        ),
+        (1, 1, 0)
+    );
 }
 
 #[tokio::test]
@@ -92,7 +127,11 @@ async fn a_retry_that_succeeds_marks_the_row_and_deletes_its_retry_row_together(
     assert_eq!((r.fetched, r.published), (1, 1));
     let pool = s.pool().await;
     assert_eq!(count_status(&pool, "TRUSTLOGGED").await, 1);
-    let left: i64 = sqlx::query("SELECT COUNT(*) FROM trustlog_retry").fetch_one(&pool).await.unwrap().get(0);
+    let left: i64 = sqlx::query("SELECT COUNT(*) FROM trustlog_retry")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(left, 0);
     assert_eq!(ledger_op_ids(&path), ["late"]);
 }
@@ -101,10 +140,16 @@ async fn a_retry_that_succeeds_marks_the_row_and_deletes_its_retry_row_together(
 async fn configurable_backoff_is_honoured() {
     let s = Scratch::new();
     let (_, url) = broken_ledger(&s);
-    let mut config = Config::default();
-    config.backoff.base_micros = 1_000_000;
-    config.backoff.factor = 3;
-    config.backoff.max_retries = 2;
+    let backoff = trustlog_guest::model::Backoff {
+        base_micros: 1_000_000,
+        factor: 3,
+        max_retries: 2,
+        ..Default::default()
+    };
+    let config = Config {
+        backoff,
+        ..Config::default()
+    };
     let mut t = tenant(&s, &url, config).await;
     t.record(vec![op("x")], None).await.unwrap();
     t.scan_tick(T0).await.unwrap();
@@ -119,9 +164,20 @@ async fn configurable_backoff_is_honoured() {
 async fn a_bad_configuration_is_refused_naming_the_field() {
     let s = Scratch::new();
     let db = Database::connect(&s.db_url()).await.unwrap();
-    let mut config = Config::default();
-    config.batch_size = 0;
-    let err = Tenant::new(Runtime::new().unwrap(), "t", db, Publisher::Disabled, config).await.err().expect("refused");
+    let config = Config {
+        batch_size: 0,
+        ..Config::default()
+    };
+    let err = Tenant::new(
+        Runtime::new().unwrap(),
+        "t",
+        db,
+        Publisher::Disabled,
+        config,
+    )
+    .await
+    .err()
+    .expect("refused");
     assert!(err.to_string().contains("batch_size"), "{err}");
 }
 
@@ -129,7 +185,11 @@ async fn a_bad_configuration_is_refused_naming_the_field() {
 async fn a_row_recorded_through_the_host_wakes_the_idle_scanner() {
     let s = Scratch::new();
     let t = tenant(&s, &s.ledger_url(), Config::default()).await;
-    let intervals = Intervals { poll: Duration::from_secs(30), retry: Duration::from_secs(30), sweep: Duration::from_secs(30) };
+    let intervals = Intervals {
+        poll: Duration::from_secs(30),
+        retry: Duration::from_secs(30),
+        sweep: Duration::from_secs(30),
+    };
     let worker = Worker::new(t, intervals);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let running = tokio::spawn({
@@ -139,10 +199,16 @@ async fn a_row_recorded_through_the_host_wakes_the_idle_scanner() {
     // Let the first (empty) pass finish so the worker is idle in its 30 s poll.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
-    worker.record(vec![op("wake-me")], Some(Strategy::DbAndTrustlog)).await.unwrap();
+    worker
+        .record(vec![op("wake-me")], Some(Strategy::DbAndTrustlog))
+        .await
+        .unwrap();
     let pool = s.pool().await;
     while count_status(&pool, "TRUSTLOGGED").await < 1 {
-        assert!(started.elapsed() < Duration::from_secs(5), "the scanner was not woken");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the scanner was not woken"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     stop.send(true).unwrap();
@@ -154,10 +220,20 @@ async fn a_row_recorded_through_the_host_wakes_the_idle_scanner() {
 async fn rows_left_behind_the_cursor_are_found_by_the_sweep() {
     let s = Scratch::new();
     let mut t = tenant(&s, &s.ledger_url(), Config::default()).await;
-    t.record(vec![ingest::parse_line(&op_line("early", T0 + 10)).unwrap()], None).await.unwrap();
+    t.record(
+        vec![ingest::parse_line(&op_line("early", T0 + 10)).unwrap()],
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(t.scan_tick(T0 + 20).await.unwrap().published, 1);
     // A late commit: its timestamp is behind the cursor, so no scan will ever see it.
-    t.record(vec![ingest::parse_line(&op_line("late", T0 + 5)).unwrap()], None).await.unwrap();
+    t.record(
+        vec![ingest::parse_line(&op_line("late", T0 + 5)).unwrap()],
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(t.scan_tick(T0 + 30).await.unwrap().fetched, 0);
     let swept = t.sweep_tick(T0 + 40).await.unwrap();
     assert_eq!((swept.fetched, swept.published), (1, 1));

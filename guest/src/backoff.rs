@@ -10,7 +10,12 @@ const MINUTE: u64 = 60_000_000;
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { base_micros: MINUTE, factor: 2, cap_micros: 16 * MINUTE, max_retries: 5 }
+        Backoff {
+            base_micros: MINUTE,
+            factor: 2,
+            cap_micros: 16 * MINUTE,
+            max_retries: 5,
+        }
     }
 }
 
@@ -33,7 +38,10 @@ impl Backoff {
             return Err(FieldError::new("backoff.factor", "must be at least 1"));
         }
         if self.cap_micros < self.base_micros {
-            return Err(FieldError::new("backoff.cap", "must not be smaller than backoff.base"));
+            return Err(FieldError::new(
+                "backoff.cap",
+                "must not be smaller than backoff.base",
+            ));
         }
         Ok(())
     }
@@ -55,12 +63,19 @@ impl Backoff {
     /// `retries_done` failed retries before (0 for the first delivery attempt).
     pub fn after_failure(&self, now: Micros, retries_done: u32, first_attempt: bool) -> Next {
         // The first attempt is not a retry: it schedules retry 1 and leaves the count at 0.
-        let retry_count = if first_attempt { retries_done } else { retries_done.saturating_add(1) };
+        let retry_count = if first_attempt {
+            retries_done
+        } else {
+            retries_done.saturating_add(1)
+        };
         if retry_count >= self.max_retries {
             return Next::DeadLetter { retry_count };
         }
         let delay = i64::try_from(self.delay(retry_count + 1)).unwrap_or(i64::MAX);
-        Next::RetryAt { at: now.saturating_add(delay), retry_count }
+        Next::RetryAt {
+            at: now.saturating_add(delay),
+            retry_count,
+        }
     }
 }
 
@@ -94,25 +109,39 @@ mod tests {
 
     #[test]
     fn zero_max_retries_dead_letters_the_first_failure() {
-        let b = Backoff { max_retries: 0, ..Backoff::default() };
-        assert_eq!(b.after_failure(7, 0, true), Next::DeadLetter { retry_count: 0 });
+        let b = Backoff {
+            max_retries: 0,
+            ..Backoff::default()
+        };
+        assert_eq!(
+            b.after_failure(7, 0, true),
+            Next::DeadLetter { retry_count: 0 }
+        );
     }
 
     #[test]
     fn invalid_settings_name_their_field() {
-        let bad = Backoff { factor: 0, ..Backoff::default() };
+        let bad = Backoff {
+            factor: 0,
+            ..Backoff::default()
+        };
         assert_eq!(bad.validate().unwrap_err().field, "backoff.factor");
-        let bad = Backoff { cap_micros: 1, ..Backoff::default() };
+        let bad = Backoff {
+            cap_micros: 1,
+            ..Backoff::default()
+        };
         assert_eq!(bad.validate().unwrap_err().field, "backoff.cap");
     }
 
     fn backoffs() -> impl Strategy<Value = Backoff> {
-        (1u64..10_000_000_000, 1u32..10, 0u64..u64::MAX / 2, 0u32..20).prop_map(|(base, factor, extra, max)| Backoff {
-            base_micros: base,
-            factor,
-            cap_micros: base.saturating_add(extra),
-            max_retries: max,
-        })
+        (1u64..10_000_000_000, 1u32..10, 0u64..u64::MAX / 2, 0u32..20).prop_map(
+            |(base, factor, extra, max)| Backoff {
+                base_micros: base,
+                factor,
+                cap_micros: base.saturating_add(extra),
+                max_retries: max,
+            },
+        )
     }
 
     proptest! {

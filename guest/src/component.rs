@@ -29,7 +29,11 @@ export!(Component);
 struct Imports;
 
 impl Host for Imports {
-    fn insert(&mut self, ops: Vec<m::Operation>, status: m::TrustlogStatus) -> Result<Vec<m::InsertOutcome>, m::DbError> {
+    fn insert(
+        &mut self,
+        ops: Vec<m::Operation>,
+        status: m::TrustlogStatus,
+    ) -> Result<Vec<m::InsertOutcome>, m::DbError> {
         let ops: Vec<t::Operation> = ops.into_iter().map(Into::into).collect();
         db::insert(&ops, status.into())
             .map(|v| {
@@ -44,22 +48,43 @@ impl Host for Imports {
     }
 
     fn load_cursor(&mut self, key: &str) -> Result<Option<m::Position>, m::DbError> {
-        db::load_cursor(key).map(|p| p.map(Into::into)).map_err(Into::into)
+        db::load_cursor(key)
+            .map(|p| p.map(Into::into))
+            .map_err(Into::into)
     }
 
-    fn scan_after(&mut self, after: Option<m::Position>, limit: u32) -> Result<Vec<m::Operation>, m::DbError> {
+    fn scan_after(
+        &mut self,
+        after: Option<m::Position>,
+        limit: u32,
+    ) -> Result<Vec<m::Operation>, m::DbError> {
         let after = after.map(t::Position::from);
-        db::scan_after(after.as_ref(), limit).map(|v| v.into_iter().map(Into::into).collect()).map_err(Into::into)
+        db::scan_after(after.as_ref(), limit)
+            .map(|v| v.into_iter().map(Into::into).collect())
+            .map_err(Into::into)
     }
 
     fn due_retries(&mut self, now: m::Micros, limit: u32) -> Result<Vec<m::RetryRow>, m::DbError> {
         db::due_retries(now, limit)
-            .map(|v| v.into_iter().map(|r| m::RetryRow { op: r.op.into(), retry_count: r.retry_count }).collect())
+            .map(|v| {
+                v.into_iter()
+                    .map(|r| m::RetryRow {
+                        op: r.op.into(),
+                        retry_count: r.retry_count,
+                    })
+                    .collect()
+            })
             .map_err(Into::into)
     }
 
-    fn sweep_candidates(&mut self, before: m::Position, limit: u32) -> Result<Vec<m::Operation>, m::DbError> {
-        db::sweep_candidates(&before.into(), limit).map(|v| v.into_iter().map(Into::into).collect()).map_err(Into::into)
+    fn sweep_candidates(
+        &mut self,
+        before: m::Position,
+        limit: u32,
+    ) -> Result<Vec<m::Operation>, m::DbError> {
+        db::sweep_candidates(&before.into(), limit)
+            .map(|v| v.into_iter().map(Into::into).collect())
+            .map_err(Into::into)
     }
 
     fn stats(&mut self, cursor_key: &str) -> Result<m::DbStats, m::DbError> {
@@ -71,8 +96,18 @@ impl Host for Imports {
     }
 
     fn publish(&mut self, batch: Vec<m::Envelope>) -> Vec<Result<(), m::PublishError>> {
-        let batch: Vec<t::Envelope> = batch.into_iter().map(|e| t::Envelope { op_id: e.op_id, payload: e.payload, sha256: e.sha256 }).collect();
-        publisher::publish(&batch).into_iter().map(|r| r.map_err(Into::into)).collect()
+        let batch: Vec<t::Envelope> = batch
+            .into_iter()
+            .map(|e| t::Envelope {
+                op_id: e.op_id,
+                payload: e.payload,
+                sha256: e.sha256,
+            })
+            .collect();
+        publisher::publish(&batch)
+            .into_iter()
+            .map(|r| r.map_err(Into::into))
+            .collect()
     }
 
     fn log(&mut self, level: Level, message: &str) {
@@ -87,8 +122,12 @@ impl Host for Imports {
     }
 }
 
-fn with_engine<R>(f: impl FnOnce(&mut Engine, &mut Imports) -> Result<R, m::EngineError>) -> Result<R, x::EngineError> {
-    ENGINE.with(|e| f(&mut e.borrow_mut(), &mut Imports)).map_err(Into::into)
+fn with_engine<R>(
+    f: impl FnOnce(&mut Engine, &mut Imports) -> Result<R, m::EngineError>,
+) -> Result<R, x::EngineError> {
+    ENGINE
+        .with(|e| f(&mut e.borrow_mut(), &mut Imports))
+        .map_err(Into::into)
 }
 
 impl x::Guest for Component {
@@ -107,7 +146,10 @@ impl x::Guest for Component {
         with_engine(|e, _| e.configure(cfg))
     }
 
-    fn record(ops: Vec<t::Operation>, strategy: Option<t::Strategy>) -> Result<Vec<x::RecordOutcome>, x::EngineError> {
+    fn record(
+        ops: Vec<t::Operation>,
+        strategy: Option<t::Strategy>,
+    ) -> Result<Vec<x::RecordOutcome>, x::EngineError> {
         let ops = ops.into_iter().map(Into::into).collect();
         let outcomes = with_engine(|e, h| e.record(h, ops, strategy.map(Into::into)))?;
         Ok(outcomes
@@ -136,7 +178,10 @@ impl x::Guest for Component {
 
     fn status(now: t::Micros) -> Result<monitoring::StatusReport, x::EngineError> {
         let r = with_engine(|e, h| e.status(h, now))?;
-        Ok(monitoring::StatusReport { stats: r.stats.into(), cursor_lag_seconds: r.cursor_lag_seconds })
+        Ok(monitoring::StatusReport {
+            stats: r.stats.into(),
+            cursor_lag_seconds: r.cursor_lag_seconds,
+        })
     }
 }
 
@@ -182,13 +227,19 @@ impl From<m::Operation> for t::Operation {
 
 impl From<t::Position> for m::Position {
     fn from(p: t::Position) -> Self {
-        m::Position { timestamp: p.timestamp, op_id: p.op_id }
+        m::Position {
+            timestamp: p.timestamp,
+            op_id: p.op_id,
+        }
     }
 }
 
 impl From<m::Position> for t::Position {
     fn from(p: m::Position) -> Self {
-        t::Position { timestamp: p.timestamp, op_id: p.op_id }
+        t::Position {
+            timestamp: p.timestamp,
+            op_id: p.op_id,
+        }
     }
 }
 
@@ -224,7 +275,10 @@ impl From<m::RetryStatus> for t::RetryStatus {
 
 impl From<m::FieldError> for t::FieldError {
     fn from(f: m::FieldError) -> Self {
-        t::FieldError { field: f.field, message: f.message }
+        t::FieldError {
+            field: f.field,
+            message: f.message,
+        }
     }
 }
 
@@ -232,7 +286,10 @@ impl From<t::DbError> for m::DbError {
     fn from(e: t::DbError) -> Self {
         match e {
             t::DbError::Conflict(s) => m::DbError::Conflict(s),
-            t::DbError::Invalid(f) => m::DbError::Invalid(m::FieldError { field: f.field, message: f.message }),
+            t::DbError::Invalid(f) => m::DbError::Invalid(m::FieldError {
+                field: f.field,
+                message: f.message,
+            }),
             t::DbError::CursorMoved(s) => m::DbError::CursorMoved(s),
             t::DbError::Unavailable(s) => m::DbError::Unavailable(s),
             t::DbError::Other(s) => m::DbError::Other(s),
@@ -318,7 +375,11 @@ impl From<m::UnitOfWork> for db::UnitOfWork {
                 })
                 .collect(),
             delete_retries: w.delete_retries,
-            cursor: w.cursor.map(|c| db::CursorMove { key: c.key, expected: c.expected.map(Into::into), to: c.to.into() }),
+            cursor: w.cursor.map(|c| db::CursorMove {
+                key: c.key,
+                expected: c.expected.map(Into::into),
+                to: c.to.into(),
+            }),
         }
     }
 }

@@ -30,12 +30,20 @@ impl Cursor {
 
     /// The move covering `batch`, which the scan returned after `from` in order;
     /// `None` when the batch is empty or would not move the cursor forward.
-    pub fn plan_move(key: &str, from: &Option<Position>, batch: &[Operation]) -> Option<CursorMove> {
+    pub fn plan_move(
+        key: &str,
+        from: &Option<Position>,
+        batch: &[Operation],
+    ) -> Option<CursorMove> {
         let to = batch.iter().map(Operation::position).max()?;
         if from.as_ref().is_some_and(|f| &to <= f) {
             return None;
         }
-        Some(CursorMove { key: key.to_string(), expected: from.clone(), to })
+        Some(CursorMove {
+            key: key.to_string(),
+            expected: from.clone(),
+            to,
+        })
     }
 
     /// Adopts the position a committed move reached.
@@ -85,15 +93,30 @@ mod tests {
 
     #[test]
     fn a_batch_behind_the_cursor_does_not_move_it_back() {
-        let from = Some(Position { timestamp: 10, op_id: "b".into() });
-        assert_eq!(Cursor::plan_move("k", &from, &[op(10, "a"), op(9, "z")]), None);
+        let from = Some(Position {
+            timestamp: 10,
+            op_id: "b".into(),
+        });
+        assert_eq!(
+            Cursor::plan_move("k", &from, &[op(10, "a"), op(9, "z")]),
+            None
+        );
     }
 
     #[test]
     fn ties_on_timestamp_are_broken_by_op_id() {
-        let from = Some(Position { timestamp: 5, op_id: "a".into() });
+        let from = Some(Position {
+            timestamp: 5,
+            op_id: "a".into(),
+        });
         let m = Cursor::plan_move("k", &from, &[op(5, "b"), op(5, "c")]).unwrap();
-        assert_eq!(m.to, Position { timestamp: 5, op_id: "c".into() });
+        assert_eq!(
+            m.to,
+            Position {
+                timestamp: 5,
+                op_id: "c".into()
+            }
+        );
         assert_eq!(m.expected, from);
     }
 

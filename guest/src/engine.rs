@@ -13,11 +13,20 @@ use crate::{envelope, validate};
 
 /// The imports the engine needs: the `db`, `publisher` and `log` interfaces.
 pub trait Host {
-    fn insert(&mut self, ops: Vec<Operation>, status: TrustlogStatus) -> Result<Vec<InsertOutcome>, DbError>;
+    fn insert(
+        &mut self,
+        ops: Vec<Operation>,
+        status: TrustlogStatus,
+    ) -> Result<Vec<InsertOutcome>, DbError>;
     fn load_cursor(&mut self, key: &str) -> Result<Option<Position>, DbError>;
-    fn scan_after(&mut self, after: Option<Position>, limit: u32) -> Result<Vec<Operation>, DbError>;
+    fn scan_after(
+        &mut self,
+        after: Option<Position>,
+        limit: u32,
+    ) -> Result<Vec<Operation>, DbError>;
     fn due_retries(&mut self, now: Micros, limit: u32) -> Result<Vec<RetryRow>, DbError>;
-    fn sweep_candidates(&mut self, before: Position, limit: u32) -> Result<Vec<Operation>, DbError>;
+    fn sweep_candidates(&mut self, before: Position, limit: u32)
+    -> Result<Vec<Operation>, DbError>;
     fn stats(&mut self, cursor_key: &str) -> Result<DbStats, DbError>;
     fn apply(&mut self, work: UnitOfWork) -> Result<(), DbError>;
     fn publish(&mut self, batch: Vec<Envelope>) -> Vec<Result<(), PublishError>>;
@@ -50,13 +59,23 @@ impl Engine {
     /// Checks and adopts `cfg`.
     pub fn configure(&mut self, cfg: Config) -> Result<(), EngineError> {
         if cfg.cursor_key.is_empty() {
-            return Err(EngineError::InvalidConfig(FieldError::new("cursor_key", "must not be empty")));
+            return Err(EngineError::InvalidConfig(FieldError::new(
+                "cursor_key",
+                "must not be empty",
+            )));
         }
         if cfg.batch_size == 0 {
-            return Err(EngineError::InvalidConfig(FieldError::new("batch_size", "must be at least 1")));
+            return Err(EngineError::InvalidConfig(FieldError::new(
+                "batch_size",
+                "must be at least 1",
+            )));
         }
         cfg.backoff.validate().map_err(EngineError::InvalidConfig)?;
-        if self.config.as_ref().is_none_or(|c| c.cursor_key != cfg.cursor_key) {
+        if self
+            .config
+            .as_ref()
+            .is_none_or(|c| c.cursor_key != cfg.cursor_key)
+        {
             self.cursor = Cursor::default();
         }
         self.config = Some(cfg);
@@ -68,7 +87,12 @@ impl Engine {
     }
 
     /// Applies a strategy to `ops`; one outcome per input, in order.
-    pub fn record(&mut self, host: &mut impl Host, ops: Vec<Operation>, strategy: Option<Strategy>) -> Result<Vec<RecordOutcome>, EngineError> {
+    pub fn record(
+        &mut self,
+        host: &mut impl Host,
+        ops: Vec<Operation>,
+        strategy: Option<Strategy>,
+    ) -> Result<Vec<RecordOutcome>, EngineError> {
         let strategy = strategy.unwrap_or(self.config()?.default_strategy);
         let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; ops.len()];
         let mut valid = Vec::with_capacity(ops.len());
@@ -84,8 +108,16 @@ impl Engine {
         }
         match strategy {
             Strategy::DbOnly | Strategy::DbAndTrustlog => {
-                let status = if strategy == Strategy::DbOnly { TrustlogStatus::DbOnly } else { TrustlogStatus::NotTrustlogged };
-                let stored = if valid.is_empty() { Vec::new() } else { host.insert(valid, status)? };
+                let status = if strategy == Strategy::DbOnly {
+                    TrustlogStatus::DbOnly
+                } else {
+                    TrustlogStatus::NotTrustlogged
+                };
+                let stored = if valid.is_empty() {
+                    Vec::new()
+                } else {
+                    host.insert(valid, status)?
+                };
                 for (i, outcome) in valid_at.iter().zip(stored) {
                     outcomes[*i] = Some(match outcome {
                         InsertOutcome::Inserted => RecordOutcome::Stored,
@@ -111,24 +143,41 @@ impl Engine {
                         Err(e) => outcomes[*i] = Some(RecordOutcome::Rejected(e)),
                     }
                 }
-                let results = if batch.is_empty() { Vec::new() } else { host.publish(batch) };
+                let results = if batch.is_empty() {
+                    Vec::new()
+                } else {
+                    host.publish(batch)
+                };
                 let mut results = results.into_iter();
                 for i in batch_at {
                     outcomes[i] = Some(match results.next() {
                         Some(Ok(())) => RecordOutcome::Published,
                         Some(Err(e)) => RecordOutcome::PublishFailed(e),
-                        None => RecordOutcome::PublishFailed(PublishError::Transient("publisher returned no result".into())),
+                        None => RecordOutcome::PublishFailed(PublishError::Transient(
+                            "publisher returned no result".into(),
+                        )),
                     });
                 }
             }
         }
         Ok(outcomes
             .into_iter()
-            .map(|o| o.unwrap_or_else(|| RecordOutcome::Rejected(FieldError::new("op_id", "no outcome from the database"))))
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    RecordOutcome::Rejected(FieldError::new(
+                        "op_id",
+                        "no outcome from the database",
+                    ))
+                })
+            })
             .collect())
     }
 
-    fn cursor_position(&mut self, host: &mut impl Host, key: &str) -> Result<Option<Position>, EngineError> {
+    fn cursor_position(
+        &mut self,
+        host: &mut impl Host,
+        key: &str,
+    ) -> Result<Option<Position>, EngineError> {
         if let Some(p) = self.cursor.known() {
             return Ok(p.clone());
         }
@@ -138,16 +187,27 @@ impl Engine {
     }
 
     /// Delivers the next batch after the cursor and advances it in the same transaction.
-    pub fn scan_tick(&mut self, host: &mut impl Host, now: Micros) -> Result<TickReport, EngineError> {
+    pub fn scan_tick(
+        &mut self,
+        host: &mut impl Host,
+        now: Micros,
+    ) -> Result<TickReport, EngineError> {
         let cfg = self.config()?.clone();
         let from = self.cursor_position(host, &cfg.cursor_key)?;
-        let rows = host.scan_after(from.clone(), cfg.batch_size).inspect_err(|_| self.cursor.forget())?;
+        let rows = host
+            .scan_after(from.clone(), cfg.batch_size)
+            .inspect_err(|_| self.cursor.forget())?;
         let Some(cursor_move) = Cursor::plan_move(&cfg.cursor_key, &from, &rows) else {
             return Ok(TickReport::default());
         };
         let fetched = rows.len() as u32;
         let to = cursor_move.to.clone();
-        let (mut work, outcome) = deliver(host, now, &cfg.backoff, rows.into_iter().map(|op| (op, 0, true)));
+        let (mut work, outcome) = deliver(
+            host,
+            now,
+            &cfg.backoff,
+            rows.into_iter().map(|op| (op, 0, true)),
+        );
         work.cursor = Some(cursor_move);
         let more = fetched >= cfg.batch_size;
         match host.apply(work) {
@@ -158,8 +218,16 @@ impl Engine {
             Err(DbError::CursorMoved(key)) => {
                 // Another worker got there first; what we published is delivered at least once.
                 self.cursor.forget();
-                host.log(Level::Warn, &format!("cursor {key:?} moved by another worker; rescanning"));
-                Ok(TickReport { fetched, cursor_conflict: true, more: true, ..TickReport::default() })
+                host.log(
+                    Level::Warn,
+                    &format!("cursor {key:?} moved by another worker; rescanning"),
+                );
+                Ok(TickReport {
+                    fetched,
+                    cursor_conflict: true,
+                    more: true,
+                    ..TickReport::default()
+                })
             }
             Err(e) => {
                 self.cursor.forget();
@@ -169,20 +237,33 @@ impl Engine {
     }
 
     /// Re-publishes a batch of due retries.
-    pub fn retry_tick(&mut self, host: &mut impl Host, now: Micros) -> Result<TickReport, EngineError> {
+    pub fn retry_tick(
+        &mut self,
+        host: &mut impl Host,
+        now: Micros,
+    ) -> Result<TickReport, EngineError> {
         let cfg = self.config()?.clone();
         let rows = host.due_retries(now, cfg.batch_size)?;
         let fetched = rows.len() as u32;
         if fetched == 0 {
             return Ok(TickReport::default());
         }
-        let (work, outcome) = deliver(host, now, &cfg.backoff, rows.into_iter().map(|r| (r.op, r.retry_count, false)));
+        let (work, outcome) = deliver(
+            host,
+            now,
+            &cfg.backoff,
+            rows.into_iter().map(|r| (r.op, r.retry_count, false)),
+        );
         host.apply(work)?;
         Ok(report(fetched, outcome, fetched >= cfg.batch_size))
     }
 
     /// Delivers a batch of rows left behind the cursor (late commits, manual fixes).
-    pub fn sweep_tick(&mut self, host: &mut impl Host, now: Micros) -> Result<TickReport, EngineError> {
+    pub fn sweep_tick(
+        &mut self,
+        host: &mut impl Host,
+        now: Micros,
+    ) -> Result<TickReport, EngineError> {
         let cfg = self.config()?.clone();
         let Some(before) = self.cursor_position(host, &cfg.cursor_key)? else {
             return Ok(TickReport::default());
@@ -192,18 +273,35 @@ impl Engine {
         if fetched == 0 {
             return Ok(TickReport::default());
         }
-        host.log(Level::Info, &format!("sweep found {fetched} rows behind the cursor"));
-        let (work, outcome) = deliver(host, now, &cfg.backoff, rows.into_iter().map(|op| (op, 0, true)));
+        host.log(
+            Level::Info,
+            &format!("sweep found {fetched} rows behind the cursor"),
+        );
+        let (work, outcome) = deliver(
+            host,
+            now,
+            &cfg.backoff,
+            rows.into_iter().map(|op| (op, 0, true)),
+        );
         host.apply(work)?;
         Ok(report(fetched, outcome, fetched >= cfg.batch_size))
     }
 
     /// The monitoring figures at `now`.
-    pub fn status(&mut self, host: &mut impl Host, now: Micros) -> Result<StatusReport, EngineError> {
+    pub fn status(
+        &mut self,
+        host: &mut impl Host,
+        now: Micros,
+    ) -> Result<StatusReport, EngineError> {
         let cfg = self.config()?;
         let stats = host.stats(&cfg.cursor_key)?;
-        let cursor_lag_seconds = stats.oldest_waiting.map_or(0.0, |t| now.saturating_sub(t).max(0) as f64 / 1e6);
-        Ok(StatusReport { stats, cursor_lag_seconds })
+        let cursor_lag_seconds = stats
+            .oldest_waiting
+            .map_or(0.0, |t| now.saturating_sub(t).max(0) as f64 / 1e6);
+        Ok(StatusReport {
+            stats,
+            cursor_lag_seconds,
+        })
     }
 }
 
@@ -220,12 +318,21 @@ fn report(fetched: u32, outcome: plan::Outcome, more: bool) -> TickReport {
 
 /// Builds envelopes, publishes them in one call and plans the outcome.
 /// A row whose envelope cannot be built is a permanent failure: it never will be.
-fn deliver(host: &mut impl Host, now: Micros, backoff: &Backoff, rows: impl Iterator<Item = (Operation, u32, bool)>) -> (UnitOfWork, plan::Outcome) {
+fn deliver(
+    host: &mut impl Host,
+    now: Micros,
+    backoff: &Backoff,
+    rows: impl Iterator<Item = (Operation, u32, bool)>,
+) -> (UnitOfWork, plan::Outcome) {
     let mut envelopes = Vec::new();
     let mut sent = Vec::new();
     let mut unbuildable = Vec::new();
     for (op, retries_done, first) in rows {
-        let attempt = Attempt { op_id: op.op_id.clone(), retries_done, first };
+        let attempt = Attempt {
+            op_id: op.op_id.clone(),
+            retries_done,
+            first,
+        };
         match envelope::build(&op) {
             Ok(e) => {
                 envelopes.push(e);
@@ -234,12 +341,22 @@ fn deliver(host: &mut impl Host, now: Micros, backoff: &Backoff, rows: impl Iter
             Err(e) => unbuildable.push((attempt, e)),
         }
     }
-    let mut results = if envelopes.is_empty() { Vec::new() } else { host.publish(envelopes) };
+    let mut results = if envelopes.is_empty() {
+        Vec::new()
+    } else {
+        host.publish(envelopes)
+    };
     results.truncate(sent.len());
-    results.resize_with(sent.len(), || Err(PublishError::Transient("publisher returned no result for this envelope".into())));
+    results.resize_with(sent.len(), || {
+        Err(PublishError::Transient(
+            "publisher returned no result for this envelope".into(),
+        ))
+    });
     for (attempt, e) in unbuildable {
         sent.push(attempt);
-        results.push(Err(PublishError::Permanent(format!("cannot build envelope: {e}"))));
+        results.push(Err(PublishError::Permanent(format!(
+            "cannot build envelope: {e}"
+        ))));
     }
     plan::deliveries(now, backoff, sent, results)
 }

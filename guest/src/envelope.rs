@@ -33,7 +33,12 @@ struct Canonical<'a> {
 pub fn format_timestamp(micros: Micros) -> Result<String, FieldError> {
     chrono::DateTime::from_timestamp_micros(micros)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-        .ok_or_else(|| FieldError::new("timestamp", format!("{micros} µs is outside the representable range")))
+        .ok_or_else(|| {
+            FieldError::new(
+                "timestamp",
+                format!("{micros} µs is outside the representable range"),
+            )
+        })
 }
 
 /// The canonical bytes of `op`.
@@ -67,7 +72,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub fn build(op: &Operation) -> Result<Envelope, FieldError> {
     let payload = canonical_bytes(op)?;
     let sha256 = sha256_hex(&payload);
-    Ok(Envelope { op_id: op.op_id.clone(), payload, sha256 })
+    Ok(Envelope {
+        op_id: op.op_id.clone(),
+        payload,
+        sha256,
+    })
 }
 
 #[cfg(test)]
@@ -97,7 +106,10 @@ mod tests {
     fn canonical_bytes_are_pinned() {
         // A change here changes every envelope ever published: it must be deliberate.
         let expected = r#"{"client_ip":"192.0.2.1","do_prefix":"10.1000","do_repository":"repo","doid":"10.1000/182","op_actor":"alice","op_id":"op-1","op_source":"IRP","op_type":"Create","producer_id":"svc-a","request_body_hash":"abc","response_body_hash":null,"server_ip":null,"timestamp":"2025-11-24T16:00:00.123456Z"}"#;
-        assert_eq!(String::from_utf8(canonical_bytes(&sample()).unwrap()).unwrap(), expected);
+        assert_eq!(
+            String::from_utf8(canonical_bytes(&sample()).unwrap()).unwrap(),
+            expected
+        );
     }
 
     #[test]

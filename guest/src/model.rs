@@ -30,7 +30,10 @@ pub struct Operation {
 impl Operation {
     /// The keyset position of this row.
     pub fn position(&self) -> Position {
-        Position { timestamp: self.timestamp, op_id: self.op_id.clone() }
+        Position {
+            timestamp: self.timestamp,
+            op_id: self.op_id.clone(),
+        }
     }
 }
 
@@ -83,7 +86,9 @@ impl std::str::FromStr for Strategy {
             "trustlog-only" => Ok(Strategy::TrustlogOnly),
             other => Err(FieldError::new(
                 "strategy",
-                format!("unknown strategy {other:?}; expected db-only, db-and-trustlog or trustlog-only"),
+                format!(
+                    "unknown strategy {other:?}; expected db-only, db-and-trustlog or trustlog-only"
+                ),
             )),
         }
     }
@@ -178,7 +183,10 @@ pub struct FieldError {
 impl FieldError {
     /// A field error for `field`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { field: field.into(), message: message.into() }
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 

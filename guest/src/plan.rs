@@ -24,13 +24,25 @@ pub struct Outcome {
 /// Turns publish results into a unit of work: confirmed rows become
 /// `TRUSTLOGGED` (and lose any retry row), transient failures are scheduled
 /// on the backoff, permanent ones and exhausted ones dead-letter.
-pub fn deliveries(now: Micros, backoff: &Backoff, attempts: Vec<Attempt>, results: Vec<Result<(), PublishError>>) -> (UnitOfWork, Outcome) {
-    let mut work = UnitOfWork { now, ..UnitOfWork::default() };
+pub fn deliveries(
+    now: Micros,
+    backoff: &Backoff,
+    attempts: Vec<Attempt>,
+    results: Vec<Result<(), PublishError>>,
+) -> (UnitOfWork, Outcome) {
+    let mut work = UnitOfWork {
+        now,
+        ..UnitOfWork::default()
+    };
     let mut outcome = Outcome::default();
     let mut results = results.into_iter();
     for attempt in attempts {
         // A publisher that answers short has not confirmed the rest.
-        let result = results.next().unwrap_or_else(|| Err(PublishError::Transient("publisher returned no result for this envelope".into())));
+        let result = results.next().unwrap_or_else(|| {
+            Err(PublishError::Transient(
+                "publisher returned no result for this envelope".into(),
+            ))
+        });
         match result {
             Ok(()) => {
                 outcome.published += 1;
@@ -41,26 +53,42 @@ pub fn deliveries(now: Micros, backoff: &Backoff, attempts: Vec<Attempt>, result
             }
             Err(PublishError::Permanent(message)) => {
                 outcome.dead_lettered += 1;
-                let retry_count = if attempt.first { attempt.retries_done } else { attempt.retries_done + 1 };
-                work.retries.push(dead_letter(now, attempt, retry_count, format!("permanent: {message}")));
+                let retry_count = if attempt.first {
+                    attempt.retries_done
+                } else {
+                    attempt.retries_done + 1
+                };
+                work.retries.push(dead_letter(
+                    now,
+                    attempt,
+                    retry_count,
+                    format!("permanent: {message}"),
+                ));
             }
-            Err(PublishError::Transient(message)) => match backoff.after_failure(now, attempt.retries_done, attempt.first) {
-                Next::RetryAt { at, retry_count } => {
-                    outcome.retry_scheduled += 1;
-                    work.retries.push(RetryUpdate {
-                        op_id: attempt.op_id,
-                        retry_count,
-                        retry_status: if attempt.first { RetryStatus::Pending } else { RetryStatus::Retrying },
-                        last_retry_at: (!attempt.first).then_some(now),
-                        next_retry_at: Some(at),
-                        error_message: message,
-                    });
+            Err(PublishError::Transient(message)) => {
+                match backoff.after_failure(now, attempt.retries_done, attempt.first) {
+                    Next::RetryAt { at, retry_count } => {
+                        outcome.retry_scheduled += 1;
+                        work.retries.push(RetryUpdate {
+                            op_id: attempt.op_id,
+                            retry_count,
+                            retry_status: if attempt.first {
+                                RetryStatus::Pending
+                            } else {
+                                RetryStatus::Retrying
+                            },
+                            last_retry_at: (!attempt.first).then_some(now),
+                            next_retry_at: Some(at),
+                            error_message: message,
+                        });
+                    }
+                    Next::DeadLetter { retry_count } => {
+                        outcome.dead_lettered += 1;
+                        work.retries
+                            .push(dead_letter(now, attempt, retry_count, message));
+                    }
                 }
-                Next::DeadLetter { retry_count } => {
-                    outcome.dead_lettered += 1;
-                    work.retries.push(dead_letter(now, attempt, retry_count, message));
-                }
-            },
+            }
         }
     }
     (work, outcome)
@@ -85,7 +113,11 @@ mod tests {
     const MIN: i64 = 60_000_000;
 
     fn first(id: &str) -> Attempt {
-        Attempt { op_id: id.into(), retries_done: 0, first: true }
+        Attempt {
+            op_id: id.into(),
+            retries_done: 0,
+            first: true,
+        }
     }
 
     #[test]
@@ -98,16 +130,34 @@ mod tests {
 
     #[test]
     fn a_first_transient_failure_is_pending_one_minute_later() {
-        let (work, out) = deliveries(0, &Backoff::default(), vec![first("a")], vec![Err(PublishError::Transient("down".into()))]);
+        let (work, out) = deliveries(
+            0,
+            &Backoff::default(),
+            vec![first("a")],
+            vec![Err(PublishError::Transient("down".into()))],
+        );
         assert_eq!(out.retry_scheduled, 1);
         let r = &work.retries[0];
-        assert_eq!((r.retry_status, r.retry_count, r.next_retry_at, r.last_retry_at), (RetryStatus::Pending, 0, Some(MIN), None));
+        assert_eq!(
+            (
+                r.retry_status,
+                r.retry_count,
+                r.next_retry_at,
+                r.last_retry_at
+            ),
+            (RetryStatus::Pending, 0, Some(MIN), None)
+        );
         assert_eq!(r.error_message, "down");
     }
 
     #[test]
     fn a_permanent_failure_dead_letters_at_once_keeping_the_message() {
-        let (work, out) = deliveries(0, &Backoff::default(), vec![first("a")], vec![Err(PublishError::Permanent("422 bad doid".into()))]);
+        let (work, out) = deliveries(
+            0,
+            &Backoff::default(),
+            vec![first("a")],
+            vec![Err(PublishError::Permanent("422 bad doid".into()))],
+        );
         assert_eq!(out.dead_lettered, 1);
         assert_eq!(work.retries[0].retry_status, RetryStatus::DeadLetter);
         assert!(work.retries[0].error_message.contains("422 bad doid"));
@@ -115,7 +165,11 @@ mod tests {
 
     #[test]
     fn a_successful_retry_deletes_its_retry_row() {
-        let a = Attempt { op_id: "a".into(), retries_done: 3, first: false };
+        let a = Attempt {
+            op_id: "a".into(),
+            retries_done: 3,
+            first: false,
+        };
         let (work, _) = deliveries(0, &Backoff::default(), vec![a], vec![Ok(())]);
         assert_eq!(work.trustlogged, ["a"]);
         assert_eq!(work.delete_retries, ["a"]);
@@ -123,15 +177,36 @@ mod tests {
 
     #[test]
     fn the_fifth_failed_retry_dead_letters() {
-        let a = Attempt { op_id: "a".into(), retries_done: 4, first: false };
-        let (work, out) = deliveries(9, &Backoff::default(), vec![a], vec![Err(PublishError::Transient("x".into()))]);
+        let a = Attempt {
+            op_id: "a".into(),
+            retries_done: 4,
+            first: false,
+        };
+        let (work, out) = deliveries(
+            9,
+            &Backoff::default(),
+            vec![a],
+            vec![Err(PublishError::Transient("x".into()))],
+        );
         assert_eq!(out.dead_lettered, 1);
-        assert_eq!((work.retries[0].retry_status, work.retries[0].retry_count, work.retries[0].last_retry_at), (RetryStatus::DeadLetter, 5, Some(9)));
+        assert_eq!(
+            (
+                work.retries[0].retry_status,
+                work.retries[0].retry_count,
+                work.retries[0].last_retry_at
+            ),
+            (RetryStatus::DeadLetter, 5, Some(9))
+        );
     }
 
     #[test]
     fn missing_results_count_as_transient_failures() {
-        let (work, out) = deliveries(0, &Backoff::default(), vec![first("a"), first("b")], vec![Ok(())]);
+        let (work, out) = deliveries(
+            0,
+            &Backoff::default(),
+            vec![first("a"), first("b")],
+            vec![Ok(())],
+        );
         assert_eq!((out.published, out.retry_scheduled), (1, 1));
         assert_eq!(work.retries[0].op_id, "b");
     }

@@ -26,14 +26,20 @@ pub const MIN_TIMESTAMP: i64 = -30_610_224_000_000_000;
 pub const MAX_TIMESTAMP: i64 = 253_402_300_799_999_999;
 
 fn limit(field: &str) -> usize {
-    LIMITS.iter().find(|(f, _)| *f == field).map_or(usize::MAX, |(_, n)| *n)
+    LIMITS
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map_or(usize::MAX, |(_, n)| *n)
 }
 
 fn check_len(field: &str, value: &str) -> Result<(), FieldError> {
     let max = limit(field);
     let len = value.chars().count();
     if len > max {
-        return Err(FieldError::new(field, format!("is {len} characters long; at most {max} are allowed")));
+        return Err(FieldError::new(
+            field,
+            format!("is {len} characters long; at most {max} are allowed"),
+        ));
     }
     if value.contains('\0') {
         return Err(FieldError::new(field, "contains a NUL character"));
@@ -45,7 +51,10 @@ fn check_ip(field: &str, value: &Option<String>) -> Result<(), FieldError> {
     if let Some(ip) = value {
         check_len(field, ip)?;
         if ip.parse::<IpAddr>().is_err() {
-            return Err(FieldError::new(field, format!("{ip:?} is not an IPv4 or IPv6 address")));
+            return Err(FieldError::new(
+                field,
+                format!("{ip:?} is not an IPv4 or IPv6 address"),
+            ));
         }
     }
     Ok(())
@@ -68,7 +77,10 @@ pub fn operation(op: &Operation) -> Result<(), FieldError> {
     ] {
         check_len(field, value)?;
     }
-    for (field, value) in [("request_body_hash", &op.request_body_hash), ("response_body_hash", &op.response_body_hash)] {
+    for (field, value) in [
+        ("request_body_hash", &op.request_body_hash),
+        ("response_body_hash", &op.response_body_hash),
+    ] {
         if let Some(v) = value {
             check_len(field, v)?;
         }
@@ -76,7 +88,10 @@ pub fn operation(op: &Operation) -> Result<(), FieldError> {
     check_ip("client_ip", &op.client_ip)?;
     check_ip("server_ip", &op.server_ip)?;
     if !(MIN_TIMESTAMP..=MAX_TIMESTAMP).contains(&op.timestamp) {
-        return Err(FieldError::new("timestamp", "must lie between 1000-01-01 and 9999-12-31"));
+        return Err(FieldError::new(
+            "timestamp",
+            "must lie between 1000-01-01 and 9999-12-31",
+        ));
     }
     Ok(())
 }
@@ -110,7 +125,10 @@ mod tests {
 
     #[test]
     fn a_65_character_op_id_is_refused_naming_the_field() {
-        let op = Operation { op_id: "a".repeat(65), ..ok_op() };
+        let op = Operation {
+            op_id: "a".repeat(65),
+            ..ok_op()
+        };
         let e = operation(&op).unwrap_err();
         assert_eq!(e.field, "op_id");
         assert!(e.message.contains("65"), "{e}");
@@ -118,24 +136,52 @@ mod tests {
 
     #[test]
     fn limits_count_characters_not_bytes() {
-        let op = Operation { op_id: "张".repeat(64), ..ok_op() };
+        let op = Operation {
+            op_id: "张".repeat(64),
+            ..ok_op()
+        };
         assert_eq!(operation(&op), Ok(()));
     }
 
     #[test]
     fn an_empty_op_id_is_refused() {
-        assert_eq!(operation(&Operation { op_id: " ".into(), ..ok_op() }).unwrap_err().field, "op_id");
+        assert_eq!(
+            operation(&Operation {
+                op_id: " ".into(),
+                ..ok_op()
+            })
+            .unwrap_err()
+            .field,
+            "op_id"
+        );
     }
 
     #[test]
     fn an_invalid_ip_names_its_field() {
-        let op = Operation { server_ip: Some("999.1.1.1".into()), ..ok_op() };
+        let op = Operation {
+            server_ip: Some("999.1.1.1".into()),
+            ..ok_op()
+        };
         assert_eq!(operation(&op).unwrap_err().field, "server_ip");
     }
 
     #[test]
     fn timestamps_outside_every_database_range_are_refused() {
-        assert_eq!(operation(&Operation { timestamp: MAX_TIMESTAMP + 1, ..ok_op() }).unwrap_err().field, "timestamp");
-        assert_eq!(operation(&Operation { timestamp: MIN_TIMESTAMP, ..ok_op() }), Ok(()));
+        assert_eq!(
+            operation(&Operation {
+                timestamp: MAX_TIMESTAMP + 1,
+                ..ok_op()
+            })
+            .unwrap_err()
+            .field,
+            "timestamp"
+        );
+        assert_eq!(
+            operation(&Operation {
+                timestamp: MIN_TIMESTAMP,
+                ..ok_op()
+            }),
+            Ok(())
+        );
     }
 }

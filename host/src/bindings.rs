@@ -57,13 +57,19 @@ impl From<m::Operation> for t::Operation {
 
 impl From<t::Position> for m::Position {
     fn from(p: t::Position) -> Self {
-        m::Position { timestamp: p.timestamp, op_id: p.op_id }
+        m::Position {
+            timestamp: p.timestamp,
+            op_id: p.op_id,
+        }
     }
 }
 
 impl From<m::Position> for t::Position {
     fn from(p: m::Position) -> Self {
-        t::Position { timestamp: p.timestamp, op_id: p.op_id }
+        t::Position {
+            timestamp: p.timestamp,
+            op_id: p.op_id,
+        }
     }
 }
 
@@ -99,13 +105,19 @@ impl From<t::RetryStatus> for m::RetryStatus {
 
 impl From<t::FieldError> for m::FieldError {
     fn from(f: t::FieldError) -> Self {
-        m::FieldError { field: f.field, message: f.message }
+        m::FieldError {
+            field: f.field,
+            message: f.message,
+        }
     }
 }
 
 impl From<m::FieldError> for t::FieldError {
     fn from(f: m::FieldError) -> Self {
-        t::FieldError { field: f.field, message: f.message }
+        t::FieldError {
+            field: f.field,
+            message: f.message,
+        }
     }
 }
 
@@ -199,7 +211,11 @@ impl From<db::UnitOfWork> for m::UnitOfWork {
                 })
                 .collect(),
             delete_retries: w.delete_retries,
-            cursor: w.cursor.map(|c| m::CursorMove { key: c.key, expected: c.expected.map(Into::into), to: c.to.into() }),
+            cursor: w.cursor.map(|c| m::CursorMove {
+                key: c.key,
+                expected: c.expected.map(Into::into),
+                to: c.to.into(),
+            }),
         }
     }
 }

@@ -18,7 +18,13 @@ pub const DEFAULT_PUBLISHER: &str = "ledger://trustlog.ledger";
 #[command(name = "trustlog", version, propagate_version = true)]
 pub struct Cli {
     /// Log output format.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "TRUSTLOG_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "TRUSTLOG_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -92,7 +98,8 @@ pub struct EngineArgs {
 }
 
 fn parse_strategy(s: &str) -> Result<Strategy, String> {
-    s.parse().map_err(|e: trustlog_guest::model::FieldError| e.message)
+    s.parse()
+        .map_err(|e: trustlog_guest::model::FieldError| e.message)
 }
 
 fn micros(d: Duration) -> u64 {
@@ -133,7 +140,11 @@ pub struct IntervalArgs {
 impl IntervalArgs {
     /// The worker's intervals.
     pub fn intervals(&self) -> Intervals {
-        Intervals { poll: self.poll_interval, retry: self.retry_interval, sweep: self.sweep_interval }
+        Intervals {
+            poll: self.poll_interval,
+            retry: self.retry_interval,
+            sweep: self.sweep_interval,
+        }
     }
 }
 

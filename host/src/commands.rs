@@ -34,7 +34,10 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status(args).await,
         Command::Ledger(LedgerCommand::Verify { path }) => match ledger::verify(&path) {
             Ok(report) => {
-                println!("ledger ok: {} entries, head {}", report.entries, report.head_hash);
+                println!(
+                    "ledger ok: {} entries, head {}",
+                    report.entries, report.head_hash
+                );
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -48,8 +51,12 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 /// Connects and applies the schema (every command that writes does this on start).
 async fn connect_db(url: &str) -> anyhow::Result<Database> {
-    let db = Database::connect(url).await.with_context(|| format!("connecting to {url}"))?;
-    db.migrate().await.with_context(|| format!("migrating {url}"))?;
+    let db = Database::connect(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    db.migrate()
+        .await
+        .with_context(|| format!("migrating {url}"))?;
     Ok(db)
 }
 
@@ -59,14 +66,17 @@ async fn tenant(db: Database, publisher: Publisher, config: Config) -> anyhow::R
 }
 
 async fn connect_publisher(url: &str) -> anyhow::Result<Publisher> {
-    Publisher::connect(url).await.with_context(|| format!("connecting to publisher {url}"))
+    Publisher::connect(url)
+        .await
+        .with_context(|| format!("connecting to publisher {url}"))
 }
 
 /// Resolves to true once SIGINT or SIGTERM arrives.
 fn shutdown_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing the SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -80,7 +90,10 @@ fn shutdown_signal() -> watch::Receiver<bool> {
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let db = connect_db(&args.db.db).await?;
     let publisher = connect_publisher(&args.publisher.publisher).await?;
-    let worker = Worker::new(tenant(db.clone(), publisher, args.engine.config()).await?, args.intervals.intervals());
+    let worker = Worker::new(
+        tenant(db.clone(), publisher, args.engine.config()).await?,
+        args.intervals.intervals(),
+    );
     tracing::info!(db = %args.db.db, publisher = %args.publisher.publisher, until_drained = args.until_drained, "serving");
     let started = Instant::now();
     let summary = worker.run(args.until_drained, shutdown_signal()).await;
@@ -110,7 +123,12 @@ impl RecordSummary {
 }
 
 /// Records a chunk, reporting each failure on stderr with its input line.
-async fn record_chunk(worker: &Worker, lines: Vec<usize>, ops: Vec<Operation>, summary: &mut RecordSummary) -> anyhow::Result<()> {
+async fn record_chunk(
+    worker: &Worker,
+    lines: Vec<usize>,
+    ops: Vec<Operation>,
+    summary: &mut RecordSummary,
+) -> anyhow::Result<()> {
     let ids: Vec<String> = ops.iter().map(|o| o.op_id.clone()).collect();
     let outcomes = worker.record(ops, None).await?;
     for ((line, id), outcome) in lines.iter().zip(&ids).zip(outcomes) {
@@ -119,7 +137,9 @@ async fn record_chunk(worker: &Worker, lines: Vec<usize>, ops: Vec<Operation>, s
             RecordOutcome::Published => summary.published += 1,
             RecordOutcome::Duplicate => {
                 summary.duplicate += 1;
-                eprintln!("line {line}: op_id {id:?}: conflict: an operation with this op_id already exists; the stored one is unchanged");
+                eprintln!(
+                    "line {line}: op_id {id:?}: conflict: an operation with this op_id already exists; the stored one is unchanged"
+                );
             }
             RecordOutcome::Rejected(e) => {
                 summary.rejected += 1;
@@ -137,7 +157,10 @@ async fn record_chunk(worker: &Worker, lines: Vec<usize>, ops: Vec<Operation>, s
 async fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let db = connect_db(&args.db.db).await?;
     let publisher = connect_publisher(&args.publisher.publisher).await?;
-    let worker = Worker::new(tenant(db.clone(), publisher, args.engine.config()).await?, Intervals::default());
+    let worker = Worker::new(
+        tenant(db.clone(), publisher, args.engine.config()).await?,
+        Intervals::default(),
+    );
     let mut summary = RecordSummary::default();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let (mut at, mut ops) = (Vec::new(), Vec::new());
@@ -158,7 +181,13 @@ async fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
             }
         }
         if ops.len() >= RECORD_CHUNK {
-            record_chunk(&worker, std::mem::take(&mut at), std::mem::take(&mut ops), &mut summary).await?;
+            record_chunk(
+                &worker,
+                std::mem::take(&mut at),
+                std::mem::take(&mut ops),
+                &mut summary,
+            )
+            .await?;
         }
     }
     if !ops.is_empty() {
@@ -166,7 +195,11 @@ async fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     }
     println!("{}", serde_json::to_string(&summary)?);
     db.close().await;
-    Ok(if summary.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if summary.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn status_json(r: &StatusReport) -> serde_json::Value {
@@ -197,15 +230,27 @@ fn print_status(r: &StatusReport, json: bool) {
     println!("dead_letter        {}", s.dead_letter);
     println!("cursor_lag_seconds {:.3}", r.cursor_lag_seconds);
     match &s.cursor {
-        Some(p) => println!("cursor             {} {}", ingest::format_timestamp(p.timestamp), p.op_id),
+        Some(p) => println!(
+            "cursor             {} {}",
+            ingest::format_timestamp(p.timestamp),
+            p.op_id
+        ),
         None => println!("cursor             (not moved yet)"),
     }
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let db = Database::connect(&args.db.db).await.with_context(|| format!("connecting to {}", args.db.db))?;
-    let config = Config { cursor_key: args.cursor_key.clone(), ..Config::default() };
-    let report = tenant(db.clone(), Publisher::Disabled, config).await?.status(now_micros()).await?;
+    let db = Database::connect(&args.db.db)
+        .await
+        .with_context(|| format!("connecting to {}", args.db.db))?;
+    let config = Config {
+        cursor_key: args.cursor_key.clone(),
+        ..Config::default()
+    };
+    let report = tenant(db.clone(), Publisher::Disabled, config)
+        .await?
+        .status(now_micros())
+        .await?;
     print_status(&report, args.json);
     db.close().await;
     Ok(ExitCode::SUCCESS)
@@ -218,14 +263,21 @@ fn sample_operation(run: &str, i: u32, base: i64) -> Operation {
         op_actor: format!("user-{}", i % 7),
         doid: format!("10.1000/demo.{i}"),
         producer_id: "demo-producer".into(),
-        request_body_hash: Some(trustlog_guest::envelope::sha256_hex(format!("request {i}").as_bytes())),
-        response_body_hash: (i % 3 != 0).then(|| trustlog_guest::envelope::sha256_hex(format!("response {i}").as_bytes())),
-        op_source: if i % 2 == 0 { "IRP".into() } else { "DOIP".into() },
+        request_body_hash: Some(trustlog_guest::envelope::sha256_hex(
+            format!("request {i}").as_bytes(),
+        )),
+        response_body_hash: (!i.is_multiple_of(3))
+            .then(|| trustlog_guest::envelope::sha256_hex(format!("response {i}").as_bytes())),
+        op_source: if i.is_multiple_of(2) {
+            "IRP".into()
+        } else {
+            "DOIP".into()
+        },
         op_type: kinds[(i % 4) as usize].into(),
         do_prefix: "10.1000".into(),
         do_repository: "demo-repository".into(),
         client_ip: Some(format!("192.0.2.{}", i % 250 + 1)),
-        server_ip: (i % 5 != 0).then(|| "198.51.100.7".into()),
+        server_ip: (!i.is_multiple_of(5)).then(|| "198.51.100.7".into()),
         // Ten operations share each timestamp: the cursor must not lose or repeat them.
         timestamp: base + i64::from(i / 10),
     }
@@ -235,25 +287,40 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let db = connect_db(&args.db.db).await?;
     let publisher = connect_publisher(&args.publisher.publisher).await?;
-    let worker = Worker::new(tenant(db.clone(), publisher, args.engine.config()).await?, Intervals::default());
+    let worker = Worker::new(
+        tenant(db.clone(), publisher, args.engine.config()).await?,
+        Intervals::default(),
+    );
     let base = now_micros();
     let run = format!("{base:x}");
-    let ops: Vec<Operation> = (0..args.ops).map(|i| sample_operation(&run, i, base)).collect();
+    let ops: Vec<Operation> = (0..args.ops)
+        .map(|i| sample_operation(&run, i, base))
+        .collect();
     let mut summary = RecordSummary::default();
     for (n, chunk) in ops.chunks(RECORD_CHUNK).enumerate() {
         let lines = (n * RECORD_CHUNK + 1..).take(chunk.len()).collect();
         record_chunk(&worker, lines, chunk.to_vec(), &mut summary).await?;
     }
-    println!("recorded {} sample operations into {} ({} stored)", args.ops, args.db.db, summary.stored);
+    println!(
+        "recorded {} sample operations into {} ({} stored)",
+        args.ops, args.db.db, summary.stored
+    );
     let (_tx, rx) = watch::channel(false);
     let run_summary = worker.run(true, rx).await;
     if run_summary.exit != Exit::Drained {
         bail!("delivery did not drain");
     }
-    println!("delivered {} operations to {}", run_summary.published, args.publisher.publisher);
+    println!(
+        "delivered {} operations to {}",
+        run_summary.published, args.publisher.publisher
+    );
     if let Some(path) = args.publisher.publisher.strip_prefix("ledger://") {
-        let report = ledger::verify(std::path::Path::new(path)).with_context(|| format!("verifying {path}"))?;
-        println!("ledger {path} verified: {} entries, head {}", report.entries, report.head_hash);
+        let report = ledger::verify(std::path::Path::new(path))
+            .with_context(|| format!("verifying {path}"))?;
+        println!(
+            "ledger {path} verified: {} entries, head {}",
+            report.entries, report.head_hash
+        );
     }
     let report = worker.tenant().lock().await.status(now_micros()).await?;
     print_status(&report, false);

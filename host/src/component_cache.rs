@@ -37,7 +37,9 @@ pub fn cache_dir() -> PathBuf {
 
 fn cache_key(engine: &Engine, wasm: &[u8]) -> String {
     let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut engine_hash);
+    engine
+        .precompile_compatibility_hash()
+        .hash(&mut engine_hash);
     let mut h = Sha256::new();
     h.update(wasm);
     h.update(engine_hash.finish().to_le_bytes());
@@ -53,11 +55,16 @@ pub fn load(engine: &Engine, wasm: &[u8], dir: &Path) -> Result<Component, Cache
         // directory; a corrupt file fails to load and is replaced below.
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(component) => return Ok(component),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cached component unusable; recompiling"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cached component unusable; recompiling")
+            }
         }
     }
-    let component = Component::new(engine, wasm).map_err(|e| CacheError::Compile(format!("{e:#}")))?;
-    let bytes = component.serialize().map_err(|e| CacheError::Serialize(format!("{e:#}")))?;
+    let component =
+        Component::new(engine, wasm).map_err(|e| CacheError::Compile(format!("{e:#}")))?;
+    let bytes = component
+        .serialize()
+        .map_err(|e| CacheError::Serialize(format!("{e:#}")))?;
     // A cache that cannot be written only costs the next start a compile.
     if let Err(e) = write_atomically(&path, &bytes) {
         tracing::warn!(path = %path.display(), error = %e, "could not cache the compiled component");
@@ -70,8 +77,15 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     // Unique per process and per call: tenants and tests may compile concurrently.
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("component");
-    let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("component");
+    let tmp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
@@ -87,11 +101,18 @@ mod tests {
         // The smallest valid component: compiling it is cheap, caching it is the point.
         let wasm = b"\0asm\x0d\0\x01\0";
         load(&engine, wasm, dir.path()).unwrap();
-        let cached: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+        let cached: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         assert_eq!(cached.len(), 1, "one compiled artefact: {cached:?}");
         let written = std::fs::metadata(&cached[0]).unwrap().modified().unwrap();
         load(&engine, wasm, dir.path()).unwrap();
-        assert_eq!(std::fs::metadata(&cached[0]).unwrap().modified().unwrap(), written, "the cache was not rewritten");
+        assert_eq!(
+            std::fs::metadata(&cached[0]).unwrap().modified().unwrap(),
+            written,
+            "the cache was not rewritten"
+        );
     }
 
     #[test]
@@ -100,7 +121,12 @@ mod tests {
         let engine = Engine::default();
         let wasm = b"\0asm\x0d\0\x01\0";
         load(&engine, wasm, dir.path()).unwrap();
-        let path = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+        let path = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
         std::fs::write(&path, b"garbage").unwrap();
         load(&engine, wasm, dir.path()).unwrap();
         assert_ne!(std::fs::read(&path).unwrap(), b"garbage");

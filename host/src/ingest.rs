@@ -38,17 +38,26 @@ pub struct IngestError {
 
 /// Parses RFC 3339 with at most six fractional digits into microseconds.
 pub fn parse_timestamp(s: &str) -> Result<Micros, FieldError> {
-    let t = chrono::DateTime::parse_from_rfc3339(s)
-        .map_err(|e| FieldError::new("timestamp", format!("{s:?} is not an RFC 3339 timestamp: {e}")))?;
+    let t = chrono::DateTime::parse_from_rfc3339(s).map_err(|e| {
+        FieldError::new(
+            "timestamp",
+            format!("{s:?} is not an RFC 3339 timestamp: {e}"),
+        )
+    })?;
     if fraction_digits(s) > 6 {
-        return Err(FieldError::new("timestamp", format!("{s:?} has more than 6 fractional digits; microseconds are the finest unit")));
+        return Err(FieldError::new(
+            "timestamp",
+            format!("{s:?} has more than 6 fractional digits; microseconds are the finest unit"),
+        ));
     }
     Ok(t.timestamp_micros())
 }
 
 fn fraction_digits(s: &str) -> usize {
     // RFC 3339's only '.' is the one before the fraction.
-    s.split_once('.').map_or(0, |(_, rest)| rest.bytes().take_while(u8::is_ascii_digit).count())
+    s.split_once('.').map_or(0, |(_, rest)| {
+        rest.bytes().take_while(u8::is_ascii_digit).count()
+    })
 }
 
 /// Formats microseconds as RFC 3339 UTC with six fractional digits.
@@ -70,7 +79,10 @@ fn field_of(e: &serde_json::Error) -> String {
 }
 
 fn from_value(value: serde_json::Value) -> Result<Operation, IngestError> {
-    let op_id = value.get("op_id").and_then(|v| v.as_str()).map(str::to_string);
+    let op_id = value
+        .get("op_id")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
     let incoming: Incoming = match serde_json::from_value(value.clone()) {
         Ok(i) => i,
         Err(e) => {
@@ -78,10 +90,16 @@ fn from_value(value: serde_json::Value) -> Result<Operation, IngestError> {
             if field.is_empty() {
                 field = wrong_type_field(&value).unwrap_or_else(|| "operation".into());
             }
-            return Err(IngestError { op_id, error: FieldError::new(field, e.to_string()) });
+            return Err(IngestError {
+                op_id,
+                error: FieldError::new(field, e.to_string()),
+            });
         }
     };
-    let timestamp = parse_timestamp(&incoming.timestamp).map_err(|error| IngestError { op_id: op_id.clone(), error })?;
+    let timestamp = parse_timestamp(&incoming.timestamp).map_err(|error| IngestError {
+        op_id: op_id.clone(),
+        error,
+    })?;
     Ok(Operation {
         op_id: incoming.op_id,
         op_actor: incoming.op_actor,
@@ -100,10 +118,26 @@ fn from_value(value: serde_json::Value) -> Result<Operation, IngestError> {
 }
 
 const STRING_FIELDS: [&str; 13] = [
-    "op_id", "op_actor", "doid", "producer_id", "request_body_hash", "response_body_hash", "op_source", "op_type",
-    "do_prefix", "do_repository", "client_ip", "server_ip", "timestamp",
+    "op_id",
+    "op_actor",
+    "doid",
+    "producer_id",
+    "request_body_hash",
+    "response_body_hash",
+    "op_source",
+    "op_type",
+    "do_prefix",
+    "do_repository",
+    "client_ip",
+    "server_ip",
+    "timestamp",
 ];
-const OPTIONAL_FIELDS: [&str; 4] = ["request_body_hash", "response_body_hash", "client_ip", "server_ip"];
+const OPTIONAL_FIELDS: [&str; 4] = [
+    "request_body_hash",
+    "response_body_hash",
+    "client_ip",
+    "server_ip",
+];
 
 /// The first field whose JSON type is wrong (every field is a string; four may be null).
 fn wrong_type_field(value: &serde_json::Value) -> Option<String> {
@@ -120,10 +154,15 @@ fn wrong_type_field(value: &serde_json::Value) -> Option<String> {
 
 /// Parses one JSON object into an operation.
 pub fn parse_line(line: &str) -> Result<Operation, IngestError> {
-    let value: serde_json::Value = serde_json::from_str(line)
-        .map_err(|e| IngestError { op_id: None, error: FieldError::new("operation", format!("not valid JSON: {e}")) })?;
+    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| IngestError {
+        op_id: None,
+        error: FieldError::new("operation", format!("not valid JSON: {e}")),
+    })?;
     if !value.is_object() {
-        return Err(IngestError { op_id: None, error: FieldError::new("operation", "expected a JSON object") });
+        return Err(IngestError {
+            op_id: None,
+            error: FieldError::new("operation", "expected a JSON object"),
+        });
     }
     from_value(value)
 }
@@ -161,7 +200,10 @@ mod tests {
     fn microseconds_survive_parsing() {
         let op = parse_line(&line("2026-11-24T10:23:54.123456Z")).unwrap();
         assert_eq!(op.timestamp % 1_000_000, 123_456);
-        assert_eq!(format_timestamp(op.timestamp), "2026-11-24T10:23:54.123456Z");
+        assert_eq!(
+            format_timestamp(op.timestamp),
+            "2026-11-24T10:23:54.123456Z"
+        );
     }
 
     #[test]
@@ -192,13 +234,18 @@ mod tests {
 
     #[test]
     fn an_unknown_field_is_named() {
-        let bad = line("2026-11-24T10:23:54Z").replace(r#""op_id":"a""#, r#""op_id":"a","opid":"b""#);
+        let bad =
+            line("2026-11-24T10:23:54Z").replace(r#""op_id":"a""#, r#""op_id":"a","opid":"b""#);
         assert_eq!(parse_line(&bad).unwrap_err().error.field, "opid");
     }
 
     #[test]
     fn null_and_empty_stay_distinct() {
-        let op = parse_line(&line("2026-11-24T10:23:54Z").replace(r#""client_ip":null"#, r#""client_ip":null,"server_ip":"""#)).unwrap();
+        let op = parse_line(
+            &line("2026-11-24T10:23:54Z")
+                .replace(r#""client_ip":null"#, r#""client_ip":null,"server_ip":"""#),
+        )
+        .unwrap();
         assert_eq!((op.client_ip, op.server_ip), (None, Some(String::new())));
     }
 

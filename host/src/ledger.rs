@@ -107,7 +107,11 @@ pub enum LedgerError {
         "ledger {} ends at entry {ledger} but the head anchor says {anchor}: entries removed by hand, or an older copy restored",
         .path.display()
     )]
-    ShorterThanAnchor { path: PathBuf, ledger: u64, anchor: u64 },
+    ShorterThanAnchor {
+        path: PathBuf,
+        ledger: u64,
+        anchor: u64,
+    },
     /// The last entry's hash differs from the one the head anchor records.
     #[error(
         "ledger {}: entry {seq} has hash {ledger_hash} but the head anchor says {anchor_hash}: the ledger was rewritten",
@@ -165,7 +169,11 @@ pub enum VerifyError {
         "{}: ledger ends at entry {ledger} but the head anchor says {anchor}: entries removed or appended by hand",
         .path.display()
     )]
-    AnchorSeq { path: PathBuf, ledger: u64, anchor: u64 },
+    AnchorSeq {
+        path: PathBuf,
+        ledger: u64,
+        anchor: u64,
+    },
     /// The chain ends at the anchor's seq but with another hash.
     #[error(
         "{}: entry {seq} has hash {ledger_hash} but the head anchor says {anchor_hash}: the ledger was rewritten",
@@ -227,7 +235,13 @@ impl fmt::Debug for Ledger {
 impl Ledger {
     /// Opens (creating if missing) the ledger at `path` for appending, recovering its tail.
     pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
-        let io_err = |action| move |source| LedgerError::Io { path: path.to_owned(), action, source };
+        let io_err = |action| {
+            move |source| LedgerError::Io {
+                path: path.to_owned(),
+                action,
+                source,
+            }
+        };
         // O_APPEND: every write lands at the current end, including after a
         // rollback has cut the file back.
         let file = OpenOptions::new()
@@ -238,7 +252,11 @@ impl Ledger {
             .map_err(io_err("open"))?;
         match file.try_lock() {
             Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(LedgerError::Locked { path: path.to_owned() }),
+            Err(TryLockError::WouldBlock) => {
+                return Err(LedgerError::Locked {
+                    path: path.to_owned(),
+                });
+            }
             Err(TryLockError::Error(source)) => return Err(io_err("lock")(source)),
         }
         let len = file.metadata().map_err(io_err("stat"))?.len();
@@ -254,9 +272,15 @@ impl Ledger {
                 None
             }
             Err(AnchorError::Io(source)) => {
-                return Err(LedgerError::Io { path: head, action: "read the head anchor", source });
+                return Err(LedgerError::Io {
+                    path: head,
+                    action: "read the head anchor",
+                    source,
+                });
             }
-            Err(AnchorError::Corrupt(reason)) => return Err(LedgerError::CorruptAnchor { path: head, reason }),
+            Err(AnchorError::Corrupt(reason)) => {
+                return Err(LedgerError::CorruptAnchor { path: head, reason });
+            }
         };
 
         // Reconcile before truncating anything: if the ledger is bad, the torn
@@ -269,7 +293,8 @@ impl Ledger {
                 torn_bytes = len - end,
                 "truncating a partial last line left by a crash; its batch was never confirmed"
             );
-            file.set_len(end).map_err(io_err("truncate the torn tail of"))?;
+            file.set_len(end)
+                .map_err(io_err("truncate the torn tail of"))?;
         }
 
         let ledger = Ledger {
@@ -300,11 +325,13 @@ impl Ledger {
     pub fn append(&mut self, batch: &[Envelope]) -> Result<(), LedgerError> {
         let mut staged = Staged::new(&mut self.buf, self.seq, self.hash, batch);
         for envelope in batch {
-            staged.push(envelope).map_err(|reason| LedgerError::InvalidEnvelope {
-                path: self.path.clone(),
-                op_id: envelope.op_id.clone(),
-                reason,
-            })?;
+            staged
+                .push(envelope)
+                .map_err(|reason| LedgerError::InvalidEnvelope {
+                    path: self.path.clone(),
+                    op_id: envelope.op_id.clone(),
+                    reason,
+                })?;
         }
         let (seq, hash) = staged.end();
         self.commit(seq, hash)
@@ -323,14 +350,21 @@ impl Ledger {
     /// Writes the lines staged in `buf`, which take the chain to `seq` and `hash`.
     fn commit(&mut self, seq: u64, hash: [u8; 32]) -> Result<(), LedgerError> {
         if let Some(reason) = &self.poisoned {
-            return Err(LedgerError::Poisoned { path: self.path.clone(), reason: reason.clone() });
+            return Err(LedgerError::Poisoned {
+                path: self.path.clone(),
+                reason: reason.clone(),
+            });
         }
         if seq == self.seq {
             return Ok(());
         }
         if let Err((action, source)) = self.write_durably() {
             self.roll_back();
-            return Err(LedgerError::Io { path: self.path.clone(), action, source });
+            return Err(LedgerError::Io {
+                path: self.path.clone(),
+                action,
+                source,
+            });
         }
         self.seq = seq;
         self.hash = hash;
@@ -404,7 +438,12 @@ impl<'l> Staged<'l> {
         encode_hex(&hash, &mut hash_hex);
         buf.clear();
         buf.reserve(batch.iter().map(|e| e.payload.len() + LINE_OVERHEAD).sum());
-        Staged { buf, seq, hash, hash_hex }
+        Staged {
+            buf,
+            seq,
+            hash,
+            hash_hex,
+        }
     }
 
     /// Validates an envelope and renders its line, or says why it is refused.
@@ -414,7 +453,14 @@ impl<'l> Staged<'l> {
         self.seq += 1;
         self.hash = chain_hash(&self.hash, self.seq, &digest);
         encode_hex(&self.hash, &mut self.hash_hex);
-        render_line(self.buf, self.seq, &prev_hex, &digest_hex, &self.hash_hex, &envelope.payload);
+        render_line(
+            self.buf,
+            self.seq,
+            &prev_hex,
+            &digest_hex,
+            &self.hash_hex,
+            &envelope.payload,
+        );
         Ok(())
     }
 
@@ -429,9 +475,9 @@ pub fn publish_batch(ledger: &mut Ledger, batch: &[Envelope]) -> Vec<Result<(), 
     let mut results: Vec<Result<(), PublishError>> = batch
         .iter()
         .map(|envelope| {
-            staged
-                .push(envelope)
-                .map_err(|reason| PublishError::Permanent(format!("envelope {}: {reason}", envelope.op_id)))
+            staged.push(envelope).map_err(|reason| {
+                PublishError::Permanent(format!("envelope {}: {reason}", envelope.op_id))
+            })
         })
         .collect();
     let (seq, hash) = staged.end();
@@ -461,19 +507,36 @@ pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
         Err(AnchorError::Blank) => {
             return Err(VerifyError::CorruptAnchor {
                 path: head,
-                reason: "empty (a crash before it reached disk; the next open rebuilds it)".to_string(),
+                reason: "empty (a crash before it reached disk; the next open rebuilds it)"
+                    .to_string(),
             });
         }
-        Err(AnchorError::Corrupt(reason)) => return Err(VerifyError::CorruptAnchor { path: head, reason }),
+        Err(AnchorError::Corrupt(reason)) => {
+            return Err(VerifyError::CorruptAnchor { path: head, reason });
+        }
         Err(AnchorError::Io(source)) => {
-            return Err(VerifyError::Io { path: head, action: "read the head anchor", source });
+            return Err(VerifyError::Io {
+                path: head,
+                action: "read the head anchor",
+                source,
+            });
         }
     };
     match anchor {
         None if entries == 0 => {}
-        None => return Err(VerifyError::AnchorMissing { path: path.to_owned(), head, entries }),
+        None => {
+            return Err(VerifyError::AnchorMissing {
+                path: path.to_owned(),
+                head,
+                entries,
+            });
+        }
         Some(anchor) if anchor.seq != entries => {
-            return Err(VerifyError::AnchorSeq { path: path.to_owned(), ledger: entries, anchor: anchor.seq });
+            return Err(VerifyError::AnchorSeq {
+                path: path.to_owned(),
+                ledger: entries,
+                anchor: anchor.seq,
+            });
         }
         Some(anchor) if anchor.hash != hash => {
             return Err(VerifyError::AnchorHash {
@@ -485,7 +548,10 @@ pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
         }
         Some(_) => {}
     }
-    Ok(VerifyReport { entries, head_hash: hex::encode(hash) })
+    Ok(VerifyReport {
+        entries,
+        head_hash: hex::encode(hash),
+    })
 }
 
 /// Checks an envelope on its own, returning its payload's digest and its hex.
@@ -524,7 +590,14 @@ fn chain_hash(prev: &[u8; 32], seq: u64, digest: &[u8; 32]) -> [u8; 32] {
 }
 
 /// Renders one entry from its fields, already in hex.
-fn render_line(buf: &mut Vec<u8>, seq: u64, prev: &[u8; 64], digest: &[u8; 64], hash: &[u8; 64], payload: &[u8]) {
+fn render_line(
+    buf: &mut Vec<u8>,
+    seq: u64,
+    prev: &[u8; 64],
+    digest: &[u8; 64],
+    hash: &[u8; 64],
+    payload: &[u8],
+) {
     buf.extend_from_slice(b"{\"seq\":");
     push_decimal(buf, seq);
     buf.extend_from_slice(b",\"prev\":\"");
@@ -626,7 +699,10 @@ fn check_entry(
     let text = std::str::from_utf8(raw).map_err(|e| unreadable(format!("not UTF-8: {e}")))?;
     let line: Line<'_> =
         serde_json::from_str(text).map_err(|e| unreadable(format!("not a ledger entry: {e}")))?;
-    let fault = |reason: String| EntryFault { seq: Some(line.seq), reason };
+    let fault = |reason: String| EntryFault {
+        seq: Some(line.seq),
+        reason,
+    };
 
     match expected_seq {
         Some(expected) if line.seq != expected => {
@@ -649,8 +725,12 @@ fn check_entry(
             *expected
         }
         None => {
-            let prev = decode_hash(line.prev)
-                .ok_or_else(|| fault(format!("prev {:?} is not 64 lower-case hex digits", line.prev)))?;
+            let prev = decode_hash(line.prev).ok_or_else(|| {
+                fault(format!(
+                    "prev {:?} is not 64 lower-case hex digits",
+                    line.prev
+                ))
+            })?;
             encode_hex(&prev, &mut prev_hex);
             prev
         }
@@ -682,11 +762,22 @@ fn check_entry(
     // rest of the line that JSON parsing forgives (spacing, escapes, key order,
     // extra fields).
     scratch.clear();
-    render_line(scratch, line.seq, &prev_hex, &digest_hex, &hash_hex, payload);
+    render_line(
+        scratch,
+        line.seq,
+        &prev_hex,
+        &digest_hex,
+        &hash_hex,
+        payload,
+    );
     if scratch[..scratch.len() - 1] != *raw {
         return Err(fault("not in the canonical form of an entry".to_string()));
     }
-    Ok(Entry { seq: line.seq, prev, hash })
+    Ok(Entry {
+        seq: line.seq,
+        prev,
+        hash,
+    })
 }
 
 /// Reads entries from the start, checking each and the chain; returns the
@@ -698,21 +789,29 @@ fn walk_chain(path: &Path, mut reader: impl BufRead) -> Result<(u64, [u8; 32]), 
     let mut hash = ZERO_HASH;
     loop {
         line.clear();
-        let read = reader.read_until(b'\n', &mut line).map_err(|source| VerifyError::Io {
-            path: path.to_owned(),
-            action: "read",
-            source,
-        })?;
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|source| VerifyError::Io {
+                path: path.to_owned(),
+                action: "read",
+                source,
+            })?;
         if read == 0 {
             return Ok((entries, hash));
         }
         // The walk stops at the first bad line, so line numbers and seqs agree.
         let number = entries + 1;
-        let bad = |seq, reason| VerifyError::BadEntry { path: path.to_owned(), line: number, seq, reason };
+        let bad = |seq, reason| VerifyError::BadEntry {
+            path: path.to_owned(),
+            line: number,
+            seq,
+            reason,
+        };
         if line.pop() != Some(b'\n') {
             return Err(bad(
                 None,
-                "incomplete last line (no newline): a torn write, which the next open truncates".to_string(),
+                "incomplete last line (no newline): a torn write, which the next open truncates"
+                    .to_string(),
             ));
         }
         let entry = check_entry(&line, Some(number), Some(&hash), &mut scratch)
@@ -730,32 +829,53 @@ fn reconcile(
     end: u64,
     anchor: Option<Anchor>,
 ) -> Result<(u64, [u8; 32], bool), LedgerError> {
-    let io_err = |source| LedgerError::Io { path: path.to_owned(), action: "read", source };
-    let corrupt = |seq, offset, reason| LedgerError::CorruptTail { path: path.to_owned(), seq, offset, reason };
+    let io_err = |source| LedgerError::Io {
+        path: path.to_owned(),
+        action: "read",
+        source,
+    };
+    let corrupt = |seq, offset, reason| LedgerError::CorruptTail {
+        path: path.to_owned(),
+        seq,
+        offset,
+        reason,
+    };
     let mut scratch = Vec::new();
 
     if end == 0 {
         return match anchor {
             None => Ok((0, ZERO_HASH, false)),
             Some(a) if a.seq == 0 && a.hash == ZERO_HASH => Ok((0, ZERO_HASH, false)),
-            Some(a) => Err(LedgerError::ShorterThanAnchor { path: path.to_owned(), ledger: 0, anchor: a.seq }),
+            Some(a) => Err(LedgerError::ShorterThanAnchor {
+                path: path.to_owned(),
+                ledger: 0,
+                anchor: a.seq,
+            }),
         };
     }
 
     let (mut start, raw) = line_before(file, end).map_err(io_err)?;
-    let last = check_entry(&raw, None, None, &mut scratch).map_err(|f| corrupt(f.seq, start, f.reason))?;
+    let last =
+        check_entry(&raw, None, None, &mut scratch).map_err(|f| corrupt(f.seq, start, f.reason))?;
 
     let Some(anchor) = anchor else {
         tracing::warn!(path = %path.display(), "no head anchor; verifying the whole chain before writing one");
         let mut reader = file;
         reader.seek(SeekFrom::Start(0)).map_err(io_err)?;
         let (entries, hash) = walk_chain(path, BufReader::with_capacity(1 << 18, reader.take(end)))
-            .map_err(|source| LedgerError::Unanchored { path: path.to_owned(), source })?;
+            .map_err(|source| LedgerError::Unanchored {
+                path: path.to_owned(),
+                source,
+            })?;
         return Ok((entries, hash, true));
     };
 
     if last.seq < anchor.seq {
-        return Err(LedgerError::ShorterThanAnchor { path: path.to_owned(), ledger: last.seq, anchor: anchor.seq });
+        return Err(LedgerError::ShorterThanAnchor {
+            path: path.to_owned(),
+            ledger: last.seq,
+            anchor: anchor.seq,
+        });
     }
     if last.seq == anchor.seq {
         if last.hash != anchor.hash {
@@ -785,7 +905,10 @@ fn reconcile(
             return Err(corrupt(
                 Some(next.seq),
                 0,
-                format!("the file starts at entry {}, not after the anchor's entry {}", next.seq, anchor.seq),
+                format!(
+                    "the file starts at entry {}, not after the anchor's entry {}",
+                    next.seq, anchor.seq
+                ),
             ));
         }
         let (line_start, raw) = line_before(file, start).map_err(io_err)?;
@@ -795,7 +918,10 @@ fn reconcile(
             return Err(corrupt(
                 Some(next.seq),
                 start,
-                format!("chain broken: prev is not entry {want}'s hash {}", hex::encode(entry.hash)),
+                format!(
+                    "chain broken: prev is not entry {want}'s hash {}",
+                    hex::encode(entry.hash)
+                ),
             ));
         }
         start = line_start;
@@ -898,10 +1024,18 @@ fn read_anchor(head: &Path) -> Result<Option<Anchor>, AnchorError> {
     if bytes.iter().all(|&b| b == 0) {
         return Err(AnchorError::Blank);
     }
-    let line: AnchorLine<'_> = serde_json::from_slice(&bytes).map_err(|e| AnchorError::Corrupt(e.to_string()))?;
-    let hash = decode_hash(line.hash)
-        .ok_or_else(|| AnchorError::Corrupt(format!("hash {:?} is not 64 lower-case hex digits", line.hash)))?;
-    Ok(Some(Anchor { seq: line.seq, hash }))
+    let line: AnchorLine<'_> =
+        serde_json::from_slice(&bytes).map_err(|e| AnchorError::Corrupt(e.to_string()))?;
+    let hash = decode_hash(line.hash).ok_or_else(|| {
+        AnchorError::Corrupt(format!(
+            "hash {:?} is not 64 lower-case hex digits",
+            line.hash
+        ))
+    })?;
+    Ok(Some(Anchor {
+        seq: line.seq,
+        hash,
+    }))
 }
 
 /// A failure injected into the next batch write, so tests can drive the
@@ -920,8 +1054,12 @@ impl Fault {
     fn inject(self, file: &mut File, buf: &[u8]) -> Result<(), (&'static str, io::Error)> {
         match self {
             Fault::TornWrite => {
-                file.write_all(&buf[..buf.len() / 2]).map_err(|e| ("write", e))?;
-                Err(("write", io::Error::other("injected: the device failed mid-write")))
+                file.write_all(&buf[..buf.len() / 2])
+                    .map_err(|e| ("write", e))?;
+                Err((
+                    "write",
+                    io::Error::other("injected: the device failed mid-write"),
+                ))
             }
             Fault::FailedSync => {
                 file.write_all(buf).map_err(|e| ("write", e))?;
@@ -971,7 +1109,9 @@ mod tests {
     }
 
     fn envelopes(from: u64, count: u64) -> Vec<Envelope> {
-        (from..from + count).map(|i| envelope(&format!("op-{i:08}"), &op_payload(i))).collect()
+        (from..from + count)
+            .map(|i| envelope(&format!("op-{i:08}"), &op_payload(i)))
+            .collect()
     }
 
     fn ledger_path(dir: &TempDir) -> PathBuf {
@@ -993,7 +1133,10 @@ mod tests {
 
     fn read_lines(path: &Path) -> Vec<Vec<u8>> {
         let bytes = fs::read(path).unwrap();
-        bytes.split_inclusive(|&b| b == b'\n').map(<[u8]>::to_vec).collect()
+        bytes
+            .split_inclusive(|&b| b == b'\n')
+            .map(<[u8]>::to_vec)
+            .collect()
     }
 
     fn write_lines(path: &Path, lines: &[Vec<u8>]) {
@@ -1013,7 +1156,9 @@ mod tests {
 
     fn bad_entry(result: Result<VerifyReport, VerifyError>) -> (u64, Option<u64>, String) {
         match result {
-            Err(VerifyError::BadEntry { line, seq, reason, .. }) => (line, seq, reason),
+            Err(VerifyError::BadEntry {
+                line, seq, reason, ..
+            }) => (line, seq, reason),
             other => panic!("expected a bad entry, got {other:?}"),
         }
     }
@@ -1024,7 +1169,14 @@ mod tests {
         let hash = chain_hash(prev, seq, &digest);
         let hex = |bytes: &[u8; 32]| <[u8; 64]>::try_from(hex::encode(bytes).as_bytes()).unwrap();
         let mut line = Vec::new();
-        render_line(&mut line, seq, &hex(prev), &hex(&digest), &hex(&hash), payload);
+        render_line(
+            &mut line,
+            seq,
+            &hex(prev),
+            &hex(&digest),
+            &hex(&hash),
+            payload,
+        );
         (line, hash)
     }
 
@@ -1050,7 +1202,9 @@ mod tests {
         let dir = TempDir::new().unwrap();
         let path = ledger_path(&dir);
         let mut ledger = Ledger::open(&path).unwrap();
-        ledger.append(&[envelope("a", br#"{"x":1}"#), envelope("b", b"[true, null]")]).unwrap();
+        ledger
+            .append(&[envelope("a", br#"{"x":1}"#), envelope("b", b"[true, null]")])
+            .unwrap();
 
         let zeros = "0".repeat(64);
         let sha1 = hex::encode(Sha256::digest(br#"{"x":1}"#));
@@ -1069,7 +1223,10 @@ mod tests {
             "{{\"seq\":1,\"prev\":\"{zeros}\",\"sha256\":\"{sha1}\",\"hash\":\"{hash1}\",\"payload\":{{\"x\":1}}}}\n\
              {{\"seq\":2,\"prev\":\"{hash1}\",\"sha256\":\"{sha2}\",\"hash\":\"{hash2}\",\"payload\":[true, null]}}\n"
         );
-        assert_eq!(String::from_utf8(fs::read(&path).unwrap()).unwrap(), expected);
+        assert_eq!(
+            String::from_utf8(fs::read(&path).unwrap()).unwrap(),
+            expected
+        );
         assert_eq!(
             fs::read_to_string(head_path(&path)).unwrap(),
             format!("{{\"seq\":2,\"hash\":\"{hash2}\"}}\n")
@@ -1090,7 +1247,11 @@ mod tests {
         assert_eq!(verify(&path).unwrap().entries, 5);
         let seqs: Vec<u64> = read_lines(&path)
             .iter()
-            .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["seq"].as_u64().unwrap())
+            .map(|l| {
+                serde_json::from_slice::<serde_json::Value>(l).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
             .collect();
         assert_eq!(seqs, [1, 2, 3, 4, 5]);
     }
@@ -1103,7 +1264,13 @@ mod tests {
         assert!(ledger.is_empty());
         drop(ledger);
         assert!(!head_path(&path).exists());
-        assert_eq!(verify(&path).unwrap(), VerifyReport { entries: 0, head_hash: "0".repeat(64) });
+        assert_eq!(
+            verify(&path).unwrap(),
+            VerifyReport {
+                entries: 0,
+                head_hash: "0".repeat(64)
+            }
+        );
         assert_eq!(Ledger::open(&path).unwrap().len(), 0);
     }
 
@@ -1183,7 +1350,10 @@ mod tests {
                 fs::write(&path, &bytes).unwrap();
                 match verify(&path) {
                     Err(VerifyError::BadEntry { line, .. }) => {
-                        assert_eq!(line, own_line, "byte {at} ^ {flip:#x} blamed the wrong line")
+                        assert_eq!(
+                            line, own_line,
+                            "byte {at} ^ {flip:#x} blamed the wrong line"
+                        )
                     }
                     other => panic!("byte {at} ^ {flip:#x} was not caught: {other:?}"),
                 }
@@ -1223,7 +1393,17 @@ mod tests {
         write_lines(&path, &lines);
 
         let error = verify(&path).unwrap_err();
-        assert!(matches!(error, VerifyError::AnchorSeq { ledger: 4, anchor: 5, .. }), "{error:?}");
+        assert!(
+            matches!(
+                error,
+                VerifyError::AnchorSeq {
+                    ledger: 4,
+                    anchor: 5,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
         assert!(
             error.to_string().ends_with(
                 "ledger ends at entry 4 but the head anchor says 5: entries removed or appended by hand"
@@ -1232,7 +1412,17 @@ mod tests {
         );
 
         let error = Ledger::open(&path).unwrap_err();
-        assert!(matches!(error, LedgerError::ShorterThanAnchor { ledger: 4, anchor: 5, .. }), "{error:?}");
+        assert!(
+            matches!(
+                error,
+                LedgerError::ShorterThanAnchor {
+                    ledger: 4,
+                    anchor: 5,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
     }
 
     #[test]
@@ -1256,7 +1446,17 @@ mod tests {
         lines.push(forged);
         write_lines(&path, &lines);
         let error = verify(&path).unwrap_err();
-        assert!(matches!(error, VerifyError::AnchorSeq { ledger: 6, anchor: 5, .. }), "{error:?}");
+        assert!(
+            matches!(
+                error,
+                VerifyError::AnchorSeq {
+                    ledger: 6,
+                    anchor: 5,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
     }
 
     #[test]
@@ -1267,16 +1467,23 @@ mod tests {
         let mut forged_lines = vec![lines[0].clone()];
         let mut prev = stored_hash(&lines[0]);
         for seq in 2..=4 {
-            let (line, hash) = forged_line(seq, &prev, format!("{{\"rewritten\":{seq}}}").as_bytes());
+            let (line, hash) =
+                forged_line(seq, &prev, format!("{{\"rewritten\":{seq}}}").as_bytes());
             forged_lines.push(line);
             prev = hash;
         }
         write_lines(&path, &forged_lines);
 
         let error = verify(&path).unwrap_err();
-        assert!(matches!(error, VerifyError::AnchorHash { seq: 4, .. }), "{error:?}");
+        assert!(
+            matches!(error, VerifyError::AnchorHash { seq: 4, .. }),
+            "{error:?}"
+        );
         let error = Ledger::open(&path).unwrap_err();
-        assert!(matches!(error, LedgerError::AnchorMismatch { seq: 4, .. }), "{error:?}");
+        assert!(
+            matches!(error, LedgerError::AnchorMismatch { seq: 4, .. }),
+            "{error:?}"
+        );
     }
 
     #[test]
@@ -1305,7 +1512,10 @@ mod tests {
         let dir = TempDir::new().unwrap();
         let path = ledger_with(&dir, 2, 2);
         let mut lines = read_lines(&path);
-        let spaced = String::from_utf8(lines[1].clone()).unwrap().replacen(",\"prev\"", ", \"prev\"", 1);
+        let spaced =
+            String::from_utf8(lines[1].clone())
+                .unwrap()
+                .replacen(",\"prev\"", ", \"prev\"", 1);
         lines[1] = spaced.into_bytes();
         write_lines(&path, &lines);
         let (line, seq, reason) = bad_entry(verify(&path));
@@ -1323,7 +1533,10 @@ mod tests {
         let message = verify(&path).unwrap_err().to_string();
         assert_eq!(
             message,
-            format!("{}: entry 2 (line 1): out of sequence: expected seq 1", path.display())
+            format!(
+                "{}: entry 2 (line 1): out of sequence: expected seq 1",
+                path.display()
+            )
         );
     }
 
@@ -1379,7 +1592,14 @@ mod tests {
         ledger.append(&envelopes(5, 3)).unwrap();
         drop(ledger);
         fs::write(head_path(&path), lagging).unwrap();
-        assert!(matches!(verify(&path), Err(VerifyError::AnchorSeq { ledger: 7, anchor: 4, .. })));
+        assert!(matches!(
+            verify(&path),
+            Err(VerifyError::AnchorSeq {
+                ledger: 7,
+                anchor: 4,
+                ..
+            })
+        ));
 
         let ledger = Ledger::open(&path).unwrap();
         assert_eq!(ledger.len(), 7);
@@ -1393,11 +1613,22 @@ mod tests {
         let path = ledger_with(&dir, 5, 5);
         let lines = read_lines(&path);
         let wrong = hex::encode(stored_hash(&lines[1]));
-        fs::write(head_path(&path), format!("{{\"seq\":3,\"hash\":\"{wrong}\"}}\n")).unwrap();
+        fs::write(
+            head_path(&path),
+            format!("{{\"seq\":3,\"hash\":\"{wrong}\"}}\n"),
+        )
+        .unwrap();
         let error = Ledger::open(&path).unwrap_err();
         match &error {
-            LedgerError::CorruptTail { seq: Some(4), reason, .. } => {
-                assert!(reason.contains("does not chain from the head anchor"), "{reason}")
+            LedgerError::CorruptTail {
+                seq: Some(4),
+                reason,
+                ..
+            } => {
+                assert!(
+                    reason.contains("does not chain from the head anchor"),
+                    "{reason}"
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -1417,7 +1648,10 @@ mod tests {
         write_lines(&path, &lines);
 
         let error = Ledger::open(&path).unwrap_err();
-        assert!(matches!(error, LedgerError::CorruptTail { seq: Some(4), .. }), "{error:?}");
+        assert!(
+            matches!(error, LedgerError::CorruptTail { seq: Some(4), .. }),
+            "{error:?}"
+        );
         assert!(error.to_string().contains("entry 4 at byte"), "{error}");
     }
 
@@ -1427,7 +1661,10 @@ mod tests {
         let path = ledger_with(&dir, 6, 2);
         let anchor = fs::read(head_path(&path)).unwrap();
         fs::remove_file(head_path(&path)).unwrap();
-        assert!(matches!(verify(&path), Err(VerifyError::AnchorMissing { entries: 6, .. })));
+        assert!(matches!(
+            verify(&path),
+            Err(VerifyError::AnchorMissing { entries: 6, .. })
+        ));
 
         let ledger = Ledger::open(&path).unwrap();
         assert_eq!(ledger.len(), 6);
@@ -1444,7 +1681,15 @@ mod tests {
         write_lines(&path, &lines);
         let error = Ledger::open(&path).unwrap_err();
         match error {
-            LedgerError::Unanchored { source: VerifyError::BadEntry { line: 2, seq: Some(3), .. }, .. } => {}
+            LedgerError::Unanchored {
+                source:
+                    VerifyError::BadEntry {
+                        line: 2,
+                        seq: Some(3),
+                        ..
+                    },
+                ..
+            } => {}
             other => panic!("{other:?}"),
         }
         assert!(!head_path(&path).exists());
@@ -1456,7 +1701,10 @@ mod tests {
         let path = ledger_with(&dir, 3, 3);
         let anchor = fs::read(head_path(&path)).unwrap();
         fs::write(head_path(&path), b"").unwrap();
-        assert!(matches!(verify(&path), Err(VerifyError::CorruptAnchor { .. })));
+        assert!(matches!(
+            verify(&path),
+            Err(VerifyError::CorruptAnchor { .. })
+        ));
         assert_eq!(Ledger::open(&path).unwrap().len(), 3);
         assert_eq!(fs::read(head_path(&path)).unwrap(), anchor);
     }
@@ -1466,8 +1714,14 @@ mod tests {
         let dir = TempDir::new().unwrap();
         let path = ledger_with(&dir, 3, 3);
         fs::write(head_path(&path), b"{\"seq\":3}").unwrap();
-        assert!(matches!(Ledger::open(&path), Err(LedgerError::CorruptAnchor { .. })));
-        assert!(matches!(verify(&path), Err(VerifyError::CorruptAnchor { .. })));
+        assert!(matches!(
+            Ledger::open(&path),
+            Err(LedgerError::CorruptAnchor { .. })
+        ));
+        assert!(matches!(
+            verify(&path),
+            Err(VerifyError::CorruptAnchor { .. })
+        ));
     }
 
     #[test]
@@ -1476,7 +1730,17 @@ mod tests {
         let path = ledger_with(&dir, 3, 3);
         fs::write(&path, b"").unwrap();
         let error = Ledger::open(&path).unwrap_err();
-        assert!(matches!(error, LedgerError::ShorterThanAnchor { ledger: 0, anchor: 3, .. }), "{error:?}");
+        assert!(
+            matches!(
+                error,
+                LedgerError::ShorterThanAnchor {
+                    ledger: 0,
+                    anchor: 3,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
     }
 
     #[test]
@@ -1484,12 +1748,19 @@ mod tests {
         let dir = TempDir::new().unwrap();
         let path = ledger_with(&dir, 3, 3);
         let mut lines = read_lines(&path);
-        let last = String::from_utf8(lines[2].clone()).unwrap().replace("CREATE", "DELETE");
+        let last = String::from_utf8(lines[2].clone())
+            .unwrap()
+            .replace("CREATE", "DELETE");
         lines[2] = last.into_bytes();
         write_lines(&path, &lines);
         let start = (lines[0].len() + lines[1].len()) as u64;
         match Ledger::open(&path).unwrap_err() {
-            LedgerError::CorruptTail { seq: Some(3), offset, reason, .. } => {
+            LedgerError::CorruptTail {
+                seq: Some(3),
+                offset,
+                reason,
+                ..
+            } => {
                 assert_eq!(offset, start);
                 assert!(reason.starts_with("payload sha256 mismatch"), "{reason}");
             }
@@ -1503,8 +1774,14 @@ mod tests {
         let path = ledger_with(&dir, 1, 1);
         let first = Ledger::open(&path).unwrap();
         let error = Ledger::open(&path).unwrap_err();
-        assert!(matches!(&error, LedgerError::Locked { path: p } if *p == path), "{error:?}");
-        assert!(error.to_string().contains("locked by another process"), "{error}");
+        assert!(
+            matches!(&error, LedgerError::Locked { path: p } if *p == path),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("locked by another process"),
+            "{error}"
+        );
         drop(first);
         assert_eq!(Ledger::open(&path).unwrap().len(), 1);
     }
@@ -1516,13 +1793,20 @@ mod tests {
         let mut ledger = Ledger::open(&path).unwrap();
         let mut bad = envelope("op-bad", br#"{"n":2}"#);
         bad.sha256 = hex::encode(Sha256::digest(b"something else"));
-        let batch = [envelope("op-1", br#"{"n":1}"#), bad, envelope("op-3", br#"{"n":3}"#)];
+        let batch = [
+            envelope("op-1", br#"{"n":1}"#),
+            bad,
+            envelope("op-3", br#"{"n":3}"#),
+        ];
 
         let results = publish_batch(&mut ledger, &batch);
         assert_eq!(results[0], Ok(()));
         match &results[1] {
             Err(PublishError::Permanent(message)) => {
-                assert!(message.contains("op-bad") && message.contains("does not match"), "{message}")
+                assert!(
+                    message.contains("op-bad") && message.contains("does not match"),
+                    "{message}"
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -1546,12 +1830,18 @@ mod tests {
             ("padded", b" 1\t", "whitespace around"),
             ("not-utf8", b"\"\xff\"", "not a single JSON value"),
         ];
-        let batch: Vec<Envelope> = cases.iter().map(|(id, payload, _)| envelope(id, payload)).collect();
+        let batch: Vec<Envelope> = cases
+            .iter()
+            .map(|(id, payload, _)| envelope(id, payload))
+            .collect();
         let results = publish_batch(&mut ledger, &batch);
         for ((id, _, why), result) in cases.iter().zip(&results) {
             match result {
                 Err(PublishError::Permanent(message)) => {
-                    assert!(message.contains(id) && message.contains(why), "{id}: {message}")
+                    assert!(
+                        message.contains(id) && message.contains(why),
+                        "{id}: {message}"
+                    )
                 }
                 other => panic!("{id}: {other:?}"),
             }
@@ -1600,9 +1890,18 @@ mod tests {
         let mut batch = envelopes(3, 3);
         batch[1].sha256 = "00".repeat(32);
         let results = publish_batch(&mut ledger, &batch);
-        assert!(matches!(&results[0], Err(PublishError::Transient(m)) if m.contains("injected")), "{results:?}");
-        assert!(matches!(&results[1], Err(PublishError::Permanent(_))), "{results:?}");
-        assert!(matches!(&results[2], Err(PublishError::Transient(_))), "{results:?}");
+        assert!(
+            matches!(&results[0], Err(PublishError::Transient(m)) if m.contains("injected")),
+            "{results:?}"
+        );
+        assert!(
+            matches!(&results[1], Err(PublishError::Permanent(_))),
+            "{results:?}"
+        );
+        assert!(
+            matches!(&results[2], Err(PublishError::Transient(_))),
+            "{results:?}"
+        );
         assert_eq!(ledger.len(), 2);
         assert_eq!(fs::read(&path).unwrap(), before);
         assert_eq!(fs::read(head_path(&path)).unwrap(), anchor);
@@ -1637,15 +1936,24 @@ mod tests {
         for result in &results {
             match result {
                 Err(PublishError::Transient(message)) => {
-                    assert!(message.contains("cannot write") && message.contains("trust.log"), "{message}")
+                    assert!(
+                        message.contains("cannot write") && message.contains("trust.log"),
+                        "{message}"
+                    )
                 }
                 other => panic!("{other:?}"),
             }
         }
         assert_eq!(ledger.len(), 0);
         assert!(!head_path(&path).exists());
-        assert!(matches!(ledger.append(&envelopes(1, 1)), Err(LedgerError::Poisoned { .. })));
-        assert!(matches!(&publish_batch(&mut ledger, &envelopes(1, 1))[0], Err(PublishError::Transient(_))));
+        assert!(matches!(
+            ledger.append(&envelopes(1, 1)),
+            Err(LedgerError::Poisoned { .. })
+        ));
+        assert!(matches!(
+            &publish_batch(&mut ledger, &envelopes(1, 1))[0],
+            Err(PublishError::Transient(_))
+        ));
     }
 
     #[test]
@@ -1677,7 +1985,10 @@ mod tests {
         assert_eq!(report.entries, 100_000);
         let started = Instant::now();
         assert_eq!(Ledger::open(&path).unwrap().len(), 100_000);
-        println!("reopened the 100000-entry ledger in {:?}", started.elapsed());
+        println!(
+            "reopened the 100000-entry ledger in {:?}",
+            started.elapsed()
+        );
     }
 
     proptest! {

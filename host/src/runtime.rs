@@ -38,7 +38,11 @@ pub enum CallError {
     Engine(m::EngineError),
     /// The guest trapped; the instance is unusable and must be replaced.
     #[error("tenant {tenant}: guest trapped in {call}: {message}")]
-    Trap { tenant: String, call: &'static str, message: String },
+    Trap {
+        tenant: String,
+        call: &'static str,
+        message: String,
+    },
 }
 
 /// The process-wide engine and the component, compiled and linked once.
@@ -61,15 +65,24 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let component = component_cache::load(&engine, wasm, &component_cache::cache_dir())?;
         let mut linker = Linker::<TenantState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
-        bindings::Trustlog::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
-        let pre = linker.instantiate_pre(&component).map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
+        bindings::Trustlog::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
         let pre = TrustlogPre::new(pre).map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
         Ok(Runtime { engine, pre })
     }
 
     /// A fresh sandbox for `tenant`, wired to its own database and publisher.
-    pub async fn instantiate(&self, tenant: &str, db: Database, publisher: Publisher) -> Result<Instance, RuntimeError> {
+    pub async fn instantiate(
+        &self,
+        tenant: &str,
+        db: Database,
+        publisher: Publisher,
+    ) -> Result<Instance, RuntimeError> {
         let tenant: Arc<str> = Arc::from(tenant);
         // No preopened dirs, no env, no args, no sockets: the guest's only way out is our imports.
         let wasi = WasiCtxBuilder::new()
@@ -79,14 +92,25 @@ impl Runtime {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let state = TenantState { tenant: tenant.clone(), db, publisher, wasi, table: ResourceTable::new() };
+        let state = TenantState {
+            tenant: tenant.clone(),
+            db,
+            publisher,
+            wasi,
+            table: ResourceTable::new(),
+        };
         let mut store = Store::new(&self.engine, state);
-        let bindings = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| RuntimeError::Instantiate { tenant: tenant.to_string(), message: format!("{e:#}") })?;
-        Ok(Instance { store, bindings, tenant })
+        let bindings = self.pre.instantiate_async(&mut store).await.map_err(|e| {
+            RuntimeError::Instantiate {
+                tenant: tenant.to_string(),
+                message: format!("{e:#}"),
+            }
+        })?;
+        Ok(Instance {
+            store,
+            bindings,
+            tenant,
+        })
     }
 }
 
@@ -101,7 +125,10 @@ pub struct TenantState {
 
 impl WasiView for TenantState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -109,9 +136,17 @@ impl t::Host for TenantState {}
 impl monitoring::Host for TenantState {}
 
 impl db::Host for TenantState {
-    async fn insert(&mut self, ops: Vec<t::Operation>, status: t::TrustlogStatus) -> Result<Vec<db::InsertOutcome>, t::DbError> {
+    async fn insert(
+        &mut self,
+        ops: Vec<t::Operation>,
+        status: t::TrustlogStatus,
+    ) -> Result<Vec<db::InsertOutcome>, t::DbError> {
         let ops = ops.into_iter().map(Into::into).collect();
-        let outcomes = self.db.insert(ops, status.into()).await.map_err(t::DbError::from)?;
+        let outcomes = self
+            .db
+            .insert(ops, status.into())
+            .await
+            .map_err(t::DbError::from)?;
         Ok(outcomes
             .into_iter()
             .map(|o| match o {
@@ -125,17 +160,35 @@ impl db::Host for TenantState {
         Ok(self.db.load_cursor(&key).await?.map(Into::into))
     }
 
-    async fn scan_after(&mut self, after: Option<t::Position>, limit: u32) -> Result<Vec<t::Operation>, t::DbError> {
+    async fn scan_after(
+        &mut self,
+        after: Option<t::Position>,
+        limit: u32,
+    ) -> Result<Vec<t::Operation>, t::DbError> {
         let rows = self.db.scan_after(after.map(Into::into), limit).await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
-    async fn due_retries(&mut self, now: t::Micros, limit: u32) -> Result<Vec<db::RetryRow>, t::DbError> {
+    async fn due_retries(
+        &mut self,
+        now: t::Micros,
+        limit: u32,
+    ) -> Result<Vec<db::RetryRow>, t::DbError> {
         let rows = self.db.due_retries(now, limit).await?;
-        Ok(rows.into_iter().map(|r| db::RetryRow { op: r.op.into(), retry_count: r.retry_count }).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| db::RetryRow {
+                op: r.op.into(),
+                retry_count: r.retry_count,
+            })
+            .collect())
     }
 
-    async fn sweep_candidates(&mut self, before: t::Position, limit: u32) -> Result<Vec<t::Operation>, t::DbError> {
+    async fn sweep_candidates(
+        &mut self,
+        before: t::Position,
+        limit: u32,
+    ) -> Result<Vec<t::Operation>, t::DbError> {
         let rows = self.db.sweep_candidates(before.into(), limit).await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
@@ -151,8 +204,20 @@ impl db::Host for TenantState {
 
 impl publisher::Host for TenantState {
     async fn publish(&mut self, batch: Vec<t::Envelope>) -> Vec<Result<(), t::PublishError>> {
-        let batch = batch.into_iter().map(|e| m::Envelope { op_id: e.op_id, payload: e.payload, sha256: e.sha256 }).collect();
-        self.publisher.publish(batch).await.into_iter().map(|r| r.map_err(Into::into)).collect()
+        let batch = batch
+            .into_iter()
+            .map(|e| m::Envelope {
+                op_id: e.op_id,
+                payload: e.payload,
+                sha256: e.sha256,
+            })
+            .collect();
+        self.publisher
+            .publish(batch)
+            .await
+            .into_iter()
+            .map(|r| r.map_err(Into::into))
+            .collect()
     }
 }
 
@@ -178,46 +243,91 @@ pub struct Instance {
 
 impl Instance {
     fn trap(&self, call: &'static str, e: wasmtime::Error) -> CallError {
-        CallError::Trap { tenant: self.tenant.to_string(), call, message: format!("{e:#}") }
+        CallError::Trap {
+            tenant: self.tenant.to_string(),
+            call,
+            message: format!("{e:#}"),
+        }
     }
 
     /// Configures the engine; must come first.
     pub async fn configure(&mut self, cfg: m::Config) -> Result<(), CallError> {
-        let r = self.bindings.trustlog_engine_engine().call_configure(&mut self.store, &cfg.into()).await;
-        r.map_err(|e| self.trap("configure", e))?.map_err(|e| CallError::Engine(e.into()))
+        let r = self
+            .bindings
+            .trustlog_engine_engine()
+            .call_configure(&mut self.store, &cfg.into())
+            .await;
+        r.map_err(|e| self.trap("configure", e))?
+            .map_err(|e| CallError::Engine(e.into()))
     }
 
     /// Applies a strategy to `ops`; one outcome per input.
-    pub async fn record(&mut self, ops: Vec<m::Operation>, strategy: Option<m::Strategy>) -> Result<Vec<m::RecordOutcome>, CallError> {
+    pub async fn record(
+        &mut self,
+        ops: Vec<m::Operation>,
+        strategy: Option<m::Strategy>,
+    ) -> Result<Vec<m::RecordOutcome>, CallError> {
         let ops: Vec<t::Operation> = ops.into_iter().map(Into::into).collect();
-        let r = self.bindings.trustlog_engine_engine().call_record(&mut self.store, &ops, strategy.map(Into::into)).await;
-        let outcomes = r.map_err(|e| self.trap("record", e))?.map_err(|e| CallError::Engine(e.into()))?;
+        let r = self
+            .bindings
+            .trustlog_engine_engine()
+            .call_record(&mut self.store, &ops, strategy.map(Into::into))
+            .await;
+        let outcomes = r
+            .map_err(|e| self.trap("record", e))?
+            .map_err(|e| CallError::Engine(e.into()))?;
         Ok(outcomes.into_iter().map(Into::into).collect())
     }
 
     /// One scan batch.
     pub async fn scan_tick(&mut self, now: m::Micros) -> Result<m::TickReport, CallError> {
-        let r = self.bindings.trustlog_engine_engine().call_scan_tick(&mut self.store, now).await;
-        Ok(r.map_err(|e| self.trap("scan-tick", e))?.map_err(|e| CallError::Engine(e.into()))?.into())
+        let r = self
+            .bindings
+            .trustlog_engine_engine()
+            .call_scan_tick(&mut self.store, now)
+            .await;
+        Ok(r.map_err(|e| self.trap("scan-tick", e))?
+            .map_err(|e| CallError::Engine(e.into()))?
+            .into())
     }
 
     /// One retry batch.
     pub async fn retry_tick(&mut self, now: m::Micros) -> Result<m::TickReport, CallError> {
-        let r = self.bindings.trustlog_engine_engine().call_retry_tick(&mut self.store, now).await;
-        Ok(r.map_err(|e| self.trap("retry-tick", e))?.map_err(|e| CallError::Engine(e.into()))?.into())
+        let r = self
+            .bindings
+            .trustlog_engine_engine()
+            .call_retry_tick(&mut self.store, now)
+            .await;
+        Ok(r.map_err(|e| self.trap("retry-tick", e))?
+            .map_err(|e| CallError::Engine(e.into()))?
+            .into())
     }
 
     /// One sweep batch.
     pub async fn sweep_tick(&mut self, now: m::Micros) -> Result<m::TickReport, CallError> {
-        let r = self.bindings.trustlog_engine_engine().call_sweep_tick(&mut self.store, now).await;
-        Ok(r.map_err(|e| self.trap("sweep-tick", e))?.map_err(|e| CallError::Engine(e.into()))?.into())
+        let r = self
+            .bindings
+            .trustlog_engine_engine()
+            .call_sweep_tick(&mut self.store, now)
+            .await;
+        Ok(r.map_err(|e| self.trap("sweep-tick", e))?
+            .map_err(|e| CallError::Engine(e.into()))?
+            .into())
     }
 
     /// The monitoring figures.
     pub async fn status(&mut self, now: m::Micros) -> Result<m::StatusReport, CallError> {
-        let r = self.bindings.trustlog_engine_engine().call_status(&mut self.store, now).await;
-        let s = r.map_err(|e| self.trap("status", e))?.map_err(|e| CallError::Engine(e.into()))?;
-        Ok(m::StatusReport { stats: s.stats.into(), cursor_lag_seconds: s.cursor_lag_seconds })
+        let r = self
+            .bindings
+            .trustlog_engine_engine()
+            .call_status(&mut self.store, now)
+            .await;
+        let s = r
+            .map_err(|e| self.trap("status", e))?
+            .map_err(|e| CallError::Engine(e.into()))?;
+        Ok(m::StatusReport {
+            stats: s.stats.into(),
+            cursor_lag_seconds: s.cursor_lag_seconds,
+        })
     }
 }
-

@@ -30,8 +30,21 @@ pub struct Tenant {
 
 impl Tenant {
     /// Instantiates and configures the guest for `id`; fails on a bad configuration.
-    pub async fn new(runtime: Runtime, id: &str, db: Database, publisher: Publisher, config: m::Config) -> Result<Tenant, TenantError> {
-        let mut tenant = Tenant { id: id.to_string(), runtime, db, publisher, config, instance: None };
+    pub async fn new(
+        runtime: Runtime,
+        id: &str,
+        db: Database,
+        publisher: Publisher,
+        config: m::Config,
+    ) -> Result<Tenant, TenantError> {
+        let mut tenant = Tenant {
+            id: id.to_string(),
+            runtime,
+            db,
+            publisher,
+            config,
+            instance: None,
+        };
         tenant.instance().await?;
         Ok(tenant)
     }
@@ -53,14 +66,20 @@ impl Tenant {
 
     async fn instance(&mut self) -> Result<&mut Instance, TenantError> {
         if self.instance.is_none() {
-            let mut instance = self.runtime.instantiate(&self.id, self.db.clone(), self.publisher.clone()).await?;
+            let mut instance = self
+                .runtime
+                .instantiate(&self.id, self.db.clone(), self.publisher.clone())
+                .await?;
             instance.configure(self.config.clone()).await?;
             self.instance = Some(instance);
         }
         Ok(self.instance.as_mut().expect("set above"))
     }
 
-    async fn call<R>(&mut self, f: impl AsyncFnOnce(&mut Instance) -> Result<R, CallError>) -> Result<R, TenantError> {
+    async fn call<R>(
+        &mut self,
+        f: impl AsyncFnOnce(&mut Instance) -> Result<R, CallError>,
+    ) -> Result<R, TenantError> {
         let result = f(self.instance().await?).await;
         if let Err(CallError::Trap { .. }) = &result {
             tracing::error!(tenant = %self.id, error = %result.as_ref().err().expect("matched"), "guest trapped; replacing its instance");
@@ -70,7 +89,11 @@ impl Tenant {
     }
 
     /// Applies a strategy to `ops`.
-    pub async fn record(&mut self, ops: Vec<m::Operation>, strategy: Option<m::Strategy>) -> Result<Vec<m::RecordOutcome>, TenantError> {
+    pub async fn record(
+        &mut self,
+        ops: Vec<m::Operation>,
+        strategy: Option<m::Strategy>,
+    ) -> Result<Vec<m::RecordOutcome>, TenantError> {
         self.call(async |i| i.record(ops, strategy).await).await
     }
 

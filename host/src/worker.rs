@@ -23,7 +23,11 @@ pub struct Intervals {
 
 impl Default for Intervals {
     fn default() -> Self {
-        Intervals { poll: Duration::from_secs(10), retry: Duration::from_secs(10), sweep: Duration::from_secs(60) }
+        Intervals {
+            poll: Duration::from_secs(10),
+            retry: Duration::from_secs(10),
+            sweep: Duration::from_secs(60),
+        }
     }
 }
 
@@ -66,7 +70,11 @@ struct Pass {
 impl Worker {
     /// A worker driving `tenant`.
     pub fn new(tenant: Tenant, intervals: Intervals) -> Worker {
-        Worker { tenant: Arc::new(Mutex::new(tenant)), wake: Arc::new(Notify::new()), intervals }
+        Worker {
+            tenant: Arc::new(Mutex::new(tenant)),
+            wake: Arc::new(Notify::new()),
+            intervals,
+        }
     }
 
     /// The tenant, for calls outside the schedule.
@@ -75,9 +83,13 @@ impl Worker {
     }
 
     /// Records operations and wakes the scanner for the stored ones.
-    pub async fn record(&self, ops: Vec<Operation>, strategy: Option<Strategy>) -> Result<Vec<RecordOutcome>, TenantError> {
+    pub async fn record(
+        &self,
+        ops: Vec<Operation>,
+        strategy: Option<Strategy>,
+    ) -> Result<Vec<RecordOutcome>, TenantError> {
         let outcomes = self.tenant.lock().await.record(ops, strategy).await?;
-        if outcomes.iter().any(|o| *o == RecordOutcome::Stored) {
+        if outcomes.contains(&RecordOutcome::Stored) {
             self.wake.notify_one();
         }
         Ok(outcomes)
@@ -85,20 +97,35 @@ impl Worker {
 
     /// Runs until shutdown, or until drained when `until_drained`.
     pub async fn run(&self, until_drained: bool, mut shutdown: watch::Receiver<bool>) -> Summary {
-        let mut summary = Summary { exit: Exit::Shutdown, published: 0, retry_scheduled: 0, dead_lettered: 0, errors: 0 };
+        let mut summary = Summary {
+            exit: Exit::Shutdown,
+            published: 0,
+            retry_scheduled: 0,
+            dead_lettered: 0,
+            errors: 0,
+        };
         let retry_every = micros(self.intervals.retry);
         let sweep_every = micros(self.intervals.sweep);
         let (mut next_retry, mut next_sweep) = (now_micros(), now_micros());
         loop {
             let mut pass = Pass::default();
-            self.drain("scan", &mut pass, &mut summary, &shutdown, |t, now| Box::pin(t.scan_tick(now))).await;
+            self.drain("scan", &mut pass, &mut summary, &shutdown, |t, now| {
+                Box::pin(t.scan_tick(now))
+            })
+            .await;
             let now = now_micros();
             if until_drained || now >= next_retry {
-                self.drain("retry", &mut pass, &mut summary, &shutdown, |t, now| Box::pin(t.retry_tick(now))).await;
+                self.drain("retry", &mut pass, &mut summary, &shutdown, |t, now| {
+                    Box::pin(t.retry_tick(now))
+                })
+                .await;
                 next_retry = now_micros().saturating_add(retry_every);
             }
             if until_drained || now >= next_sweep {
-                self.drain("sweep", &mut pass, &mut summary, &shutdown, |t, now| Box::pin(t.sweep_tick(now))).await;
+                self.drain("sweep", &mut pass, &mut summary, &shutdown, |t, now| {
+                    Box::pin(t.sweep_tick(now))
+                })
+                .await;
                 next_sweep = now_micros().saturating_add(sweep_every);
             }
             if *shutdown.borrow() {
@@ -115,7 +142,10 @@ impl Worker {
             } else {
                 let now = now_micros();
                 let until = |t: Micros| Duration::from_micros(t.saturating_sub(now).max(0) as u64);
-                self.intervals.poll.min(until(next_retry)).min(until(next_sweep))
+                self.intervals
+                    .poll
+                    .min(until(next_retry))
+                    .min(until(next_sweep))
             };
             if wait.is_zero() {
                 continue;
@@ -135,7 +165,12 @@ impl Worker {
         pass: &mut Pass,
         summary: &mut Summary,
         shutdown: &watch::Receiver<bool>,
-        tick: impl for<'a> Fn(&'a mut Tenant, Micros) -> std::pin::Pin<Box<dyn Future<Output = Result<TickReport, TenantError>> + Send + 'a>>,
+        tick: impl for<'a> Fn(
+            &'a mut Tenant,
+            Micros,
+        ) -> std::pin::Pin<
+            Box<dyn Future<Output = Result<TickReport, TenantError>> + Send + 'a>,
+        >,
     ) {
         loop {
             if *shutdown.borrow() {
@@ -152,7 +187,15 @@ impl Worker {
                     summary.retry_scheduled += u64::from(r.retry_scheduled);
                     summary.dead_lettered += u64::from(r.dead_lettered);
                     if r.fetched > 0 {
-                        tracing::debug!(tick = kind, fetched = r.fetched, published = r.published, retry_scheduled = r.retry_scheduled, dead_lettered = r.dead_lettered, cursor_conflict = r.cursor_conflict, "tick");
+                        tracing::debug!(
+                            tick = kind,
+                            fetched = r.fetched,
+                            published = r.published,
+                            retry_scheduled = r.retry_scheduled,
+                            dead_lettered = r.dead_lettered,
+                            cursor_conflict = r.cursor_conflict,
+                            "tick"
+                        );
                     }
                     if !r.more {
                         return;

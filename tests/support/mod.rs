@@ -11,14 +11,27 @@ use sqlx::sqlite::SqlitePool;
 /// The `trustlog` binary under test.
 pub fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_trustlog"));
-    cmd.env("RUST_LOG", "warn").env_remove("TRUSTLOG_DB").env_remove("TRUSTLOG_PUBLISHER");
+    cmd.env("RUST_LOG", "warn")
+        .env_remove("TRUSTLOG_DB")
+        .env_remove("TRUSTLOG_PUBLISHER");
     cmd
 }
 
 /// Runs the binary with `args`, feeding `stdin`.
 pub fn run(args: &[&str], stdin: &str) -> Output {
-    let mut child = bin().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawning trustlog");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let mut child = bin()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning trustlog");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -43,7 +56,9 @@ pub struct Scratch {
 impl Scratch {
     /// A fresh scratch directory.
     pub fn new() -> Scratch {
-        Scratch { dir: tempfile::tempdir().unwrap() }
+        Scratch {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     /// The database file.
@@ -68,13 +83,17 @@ impl Scratch {
 
     /// A pool on the database, for peeking as the application would.
     pub async fn pool(&self) -> SqlitePool {
-        SqlitePool::connect(&format!("{}?mode=rwc", self.db_url())).await.unwrap()
+        SqlitePool::connect(&format!("{}?mode=rwc", self.db_url()))
+            .await
+            .unwrap()
     }
 }
 
 /// RFC 3339 of `micros` since the epoch, six fractional digits.
 pub fn rfc3339(micros: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(micros).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// One operation as a JSON line, like an application would send it.
@@ -99,18 +118,25 @@ pub fn op_line(op_id: &str, micros: i64) -> String {
 
 /// `n` JSON lines with ids `{prefix}-{i}`, timestamps from `micros(i)`.
 pub fn op_lines(prefix: &str, n: usize, micros: impl Fn(usize) -> i64) -> String {
-    (0..n).map(|i| op_line(&format!("{prefix}-{i:06}"), micros(i)) + "\n").collect()
+    (0..n)
+        .map(|i| op_line(&format!("{prefix}-{i:06}"), micros(i)) + "\n")
+        .collect()
 }
 
 /// Every ledger entry's payload, parsed.
 pub fn ledger_payloads(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["payload"].clone()).collect()
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["payload"].clone())
+        .collect()
 }
 
 /// The op_ids in the ledger, in order.
 pub fn ledger_op_ids(path: &Path) -> Vec<String> {
-    ledger_payloads(path).iter().map(|p| p["op_id"].as_str().unwrap().to_string()).collect()
+    ledger_payloads(path)
+        .iter()
+        .map(|p| p["op_id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// `status --json` of the database.
@@ -121,10 +147,19 @@ pub fn status(db_url: &str) -> serde_json::Value {
 
 /// Count of operations with `status`.
 pub async fn count_status(pool: &SqlitePool, status: &str) -> i64 {
-    sqlx::query("SELECT COUNT(*) FROM operation WHERE trustlog_status = ?").bind(status).fetch_one(pool).await.unwrap().get(0)
+    sqlx::query("SELECT COUNT(*) FROM operation WHERE trustlog_status = ?")
+        .bind(status)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        .get(0)
 }
 
 /// A tokio runtime for the synchronous e2e tests that peek with sqlx.
 pub fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
 }

@@ -1,8 +1,12 @@
 //! Database adapters, chosen by URL; each speaks the WIT `db` interface.
 
+pub mod cursor_value;
 pub mod sqlite;
 
-use trustlog_guest::model::{DbError, DbStats, InsertOutcome, Micros, Operation, Position, RetryRow, TrustlogStatus, UnitOfWork};
+use trustlog_guest::model::{
+    DbError, DbStats, InsertOutcome, Micros, Operation, Position, RetryRow, TrustlogStatus,
+    UnitOfWork,
+};
 
 /// A database connection pool behind one of the adapters.
 #[derive(Clone, Debug)]
@@ -37,7 +41,11 @@ impl Database {
     }
 
     /// Stores operations with one status; one outcome per input.
-    pub async fn insert(&self, ops: Vec<Operation>, status: TrustlogStatus) -> Result<Vec<InsertOutcome>, DbError> {
+    pub async fn insert(
+        &self,
+        ops: Vec<Operation>,
+        status: TrustlogStatus,
+    ) -> Result<Vec<InsertOutcome>, DbError> {
         dispatch!(self, db => db.insert(ops, status).await)
     }
 
@@ -47,7 +55,11 @@ impl Database {
     }
 
     /// `NOT_TRUSTLOGGED` rows after a keyset position.
-    pub async fn scan_after(&self, after: Option<Position>, limit: u32) -> Result<Vec<Operation>, DbError> {
+    pub async fn scan_after(
+        &self,
+        after: Option<Position>,
+        limit: u32,
+    ) -> Result<Vec<Operation>, DbError> {
         dispatch!(self, db => db.scan_after(after, limit).await)
     }
 
@@ -57,7 +69,11 @@ impl Database {
     }
 
     /// Rows left behind a position with no retry row.
-    pub async fn sweep_candidates(&self, before: Position, limit: u32) -> Result<Vec<Operation>, DbError> {
+    pub async fn sweep_candidates(
+        &self,
+        before: Position,
+        limit: u32,
+    ) -> Result<Vec<Operation>, DbError> {
         dispatch!(self, db => db.sweep_candidates(before, limit).await)
     }
 

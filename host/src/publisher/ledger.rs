@@ -21,7 +21,10 @@ pub struct LedgerPublisher {
 impl LedgerPublisher {
     /// Opens the ledger at `path` now if it can; otherwise at the first publish.
     pub async fn open(path: PathBuf) -> LedgerPublisher {
-        let publisher = LedgerPublisher { path, ledger: Arc::new(Mutex::new(None)) };
+        let publisher = LedgerPublisher {
+            path,
+            ledger: Arc::new(Mutex::new(None)),
+        };
         let p = publisher.clone();
         let opened = tokio::task::spawn_blocking(move || p.with_ledger(|_| ())).await;
         if let Ok(Err(e)) = opened {
@@ -44,7 +47,10 @@ impl LedgerPublisher {
     pub async fn publish(&self, batch: Vec<Envelope>) -> Vec<Result<(), PublishError>> {
         let n = batch.len();
         let this = self.clone();
-        let joined = tokio::task::spawn_blocking(move || this.with_ledger(|l| ledger::publish_batch(l, &batch))).await;
+        let joined = tokio::task::spawn_blocking(move || {
+            this.with_ledger(|l| ledger::publish_batch(l, &batch))
+        })
+        .await;
         let error = match joined {
             Ok(Ok(results)) => return results,
             Ok(Err(e)) => format!("ledger {}: {e}", self.path.display()),

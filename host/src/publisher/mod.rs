@@ -25,8 +25,13 @@ impl Publisher {
     /// Connects by URL: `ledger://PATH`.
     pub async fn connect(url: &str) -> Result<Publisher, PublisherError> {
         match url.split_once("://") {
-            Some(("ledger", path)) if !path.is_empty() => Ok(Publisher::Ledger(ledger::LedgerPublisher::open(path.into()).await)),
-            Some(("ledger", _)) => Err(PublisherError::InvalidUrl { url: url.into(), message: "the ledger path is empty".into() }),
+            Some(("ledger", path)) if !path.is_empty() => Ok(Publisher::Ledger(
+                ledger::LedgerPublisher::open(path.into()).await,
+            )),
+            Some(("ledger", _)) => Err(PublisherError::InvalidUrl {
+                url: url.into(),
+                message: "the ledger path is empty".into(),
+            }),
             _ => Err(PublisherError::UnsupportedUrl(url.into())),
         }
     }
@@ -35,7 +40,10 @@ impl Publisher {
     pub async fn publish(&self, batch: Vec<Envelope>) -> Vec<Result<(), PublishError>> {
         match self {
             Publisher::Ledger(p) => p.publish(batch).await,
-            Publisher::Disabled => batch.iter().map(|_| Err(PublishError::Transient("no publisher configured".into()))).collect(),
+            Publisher::Disabled => batch
+                .iter()
+                .map(|_| Err(PublishError::Transient("no publisher configured".into())))
+                .collect(),
         }
     }
 }
