@@ -26,6 +26,7 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| guest_target_dir(&out_dir));
 
+    ensure_wasm_target();
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
@@ -75,6 +76,28 @@ fn main() {
     std::fs::copy(&built, &embedded)
         .unwrap_or_else(|e| panic!("copying {} failed: {e}", built.display()));
     println!("cargo:rustc-env=TRUSTLOG_GUEST_WASM={}", embedded.display());
+}
+
+/// Installs the wasm target when rustup manages this toolchain and lacks it, so the
+/// README's first command works on a fresh machine (rust-toolchain.toml names the
+/// target, but rustup only installs it with the toolchain, not on a plain `cargo build`).
+fn ensure_wasm_target() {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let installed = Command::new(&rustc)
+        .args(["--print", "target-libdir", "--target", TARGET])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .is_some_and(|dir| dir.is_dir());
+    if installed {
+        return;
+    }
+    println!("cargo:warning=installing the {TARGET} target with rustup (needed to build the guest component)");
+    match Command::new("rustup").args(["target", "add", TARGET]).status() {
+        Ok(s) if s.success() => {}
+        other => println!("cargo:warning=`rustup target add {TARGET}` failed ({other:?}); install the target by hand"),
+    }
 }
 
 /// `<target>/guest-wasm`, found from OUT_DIR = `<target>[/<triple>]/<profile>/build/<pkg>/out`.
