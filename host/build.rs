@@ -93,10 +93,17 @@ fn ensure_wasm_target() {
     if installed {
         return;
     }
-    println!("cargo:warning=installing the {TARGET} target with rustup (needed to build the guest component)");
-    match Command::new("rustup").args(["target", "add", TARGET]).status() {
+    println!(
+        "cargo:warning=installing the {TARGET} target with rustup (needed to build the guest component)"
+    );
+    match Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()
+    {
         Ok(s) if s.success() => {}
-        other => println!("cargo:warning=`rustup target add {TARGET}` failed ({other:?}); install the target by hand"),
+        other => println!(
+            "cargo:warning=`rustup target add {TARGET}` failed ({other:?}); install the target by hand"
+        ),
     }
 }
 

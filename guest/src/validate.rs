@@ -65,6 +65,14 @@ pub fn operation(op: &Operation) -> Result<(), FieldError> {
     if op.op_id.trim().is_empty() {
         return Err(FieldError::new("op_id", "must not be empty"));
     }
+    // MySQL's binary collations pad with spaces and sort control characters before the
+    // end of a string; refusing both everywhere keeps one keyset order on every database.
+    if op.op_id.ends_with(' ') || op.op_id.chars().any(|c| c.is_ascii_control()) {
+        return Err(FieldError::new(
+            "op_id",
+            "must not end with a space or contain control characters",
+        ));
+    }
     for (field, value) in [
         ("op_id", &op.op_id),
         ("op_actor", &op.op_actor),
@@ -153,6 +161,29 @@ mod tests {
             .unwrap_err()
             .field,
             "op_id"
+        );
+    }
+
+    #[test]
+    fn op_ids_with_a_trailing_space_or_control_characters_are_refused() {
+        for bad in ["a ", "a\tb", "a\n"] {
+            assert_eq!(
+                operation(&Operation {
+                    op_id: bad.into(),
+                    ..ok_op()
+                })
+                .unwrap_err()
+                .field,
+                "op_id",
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            operation(&Operation {
+                op_id: "a b".into(),
+                ..ok_op()
+            }),
+            Ok(())
         );
     }
 

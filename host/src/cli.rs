@@ -58,7 +58,7 @@ pub enum Command {
 /// `--db`.
 #[derive(Debug, Args)]
 pub struct DbArg {
-    /// Database URL: sqlite://PATH.
+    /// Database URL: sqlite://PATH, postgres://USER@HOST/DB, mysql://USER@HOST/DB.
     #[arg(long, env = "TRUSTLOG_DB", default_value = DEFAULT_DB)]
     pub db: String,
 }
@@ -162,6 +162,9 @@ pub struct ServeArgs {
     /// Exit 0 once nothing is left to deliver or due.
     #[arg(long)]
     pub until_drained: bool,
+    /// Never LISTEN for new rows; rely on the idle poll (for PgBouncer in transaction mode).
+    #[arg(long, env = "TRUSTLOG_POLL_ONLY")]
+    pub poll_only: bool,
 }
 
 /// `record`.

@@ -94,7 +94,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tenant(db.clone(), publisher, args.engine.config()).await?,
         args.intervals.intervals(),
     );
-    tracing::info!(db = %args.db.db, publisher = %args.publisher.publisher, until_drained = args.until_drained, "serving");
+    let listener = if args.poll_only {
+        None
+    } else {
+        db.spawn_listener(worker.wake_handle())
+    };
+    tracing::info!(db = %args.db.db, publisher = %args.publisher.publisher, until_drained = args.until_drained, listening = listener.is_some(), "serving");
     let started = Instant::now();
     let summary = worker.run(args.until_drained, shutdown_signal()).await;
     let secs = started.elapsed().as_secs_f64();
@@ -103,6 +108,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         dead_lettered = summary.dead_lettered, errors = summary.errors, seconds = secs,
         ops_per_sec = summary.published as f64 / secs.max(1e-9), "stopped"
     );
+    if let Some(l) = listener {
+        l.abort();
+    }
     db.close().await;
     Ok(ExitCode::SUCCESS)
 }

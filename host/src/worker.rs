@@ -77,6 +77,11 @@ impl Worker {
         }
     }
 
+    /// The notifier that wakes the idle scanner; database listeners signal it.
+    pub fn wake_handle(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
     /// The tenant, for calls outside the schedule.
     pub fn tenant(&self) -> &Arc<Mutex<Tenant>> {
         &self.tenant

@@ -163,3 +163,4 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
         .unwrap()
         .block_on(f)
 }
+pub mod backends;

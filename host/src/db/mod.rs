@@ -1,8 +1,14 @@
 //! Database adapters, chosen by URL; each speaks the WIT `db` interface.
 
 pub mod cursor_value;
+pub mod mysql;
+pub mod postgres;
 pub mod sqlite;
 
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use trustlog_guest::model::{
     DbError, DbStats, InsertOutcome, Micros, Operation, Position, RetryRow, TrustlogStatus,
     UnitOfWork,
@@ -12,6 +18,8 @@ use trustlog_guest::model::{
 #[derive(Clone, Debug)]
 pub enum Database {
     Sqlite(sqlite::SqliteDb),
+    Postgres(postgres::PostgresDb),
+    MySql(mysql::MySqlDb),
 }
 
 /// Calls the same method on whichever adapter is inside.
@@ -19,19 +27,40 @@ macro_rules! dispatch {
     ($self:ident, $db:ident => $call:expr) => {
         match $self {
             Database::Sqlite($db) => $call,
+            Database::Postgres($db) => $call,
+            Database::MySql($db) => $call,
         }
     };
 }
 
 impl Database {
-    /// Connects by URL: `sqlite://PATH`.
+    /// Connects by URL: `sqlite://PATH`, `postgres://…` (or `postgresql://…`), `mysql://…` (or `mariadb://…`).
     pub async fn connect(url: &str) -> Result<Database, DbError> {
         match url.split_once(':').map(|(scheme, _)| scheme) {
             Some("sqlite") => Ok(Database::Sqlite(sqlite::SqliteDb::connect(url).await?)),
+            Some("postgres" | "postgresql") => Ok(Database::Postgres(
+                postgres::PostgresDb::connect(url).await?,
+            )),
+            Some("mysql") => Ok(Database::MySql(mysql::MySqlDb::connect(url).await?)),
+            // sqlx knows MariaDB as mysql://; accept the name users reach for.
+            Some("mariadb") => Ok(Database::MySql(
+                mysql::MySqlDb::connect(&url.replacen("mariadb", "mysql", 1)).await?,
+            )),
             _ => Err(DbError::Invalid(trustlog_guest::model::FieldError::new(
                 "db",
-                format!("unsupported database URL {url:?}; expected sqlite://PATH"),
+                format!(
+                    "unsupported database URL {url:?}; expected sqlite://PATH, postgres://… or mysql://…"
+                ),
             ))),
+        }
+    }
+
+    /// Wakes `wake` whenever any client inserts a row, where the database can say so
+    /// (PostgreSQL LISTEN/NOTIFY); `None` where only the idle poll can notice.
+    pub fn spawn_listener(&self, wake: Arc<Notify>) -> Option<JoinHandle<()>> {
+        match self {
+            Database::Postgres(db) => Some(db.spawn_listener(wake)),
+            Database::Sqlite(_) | Database::MySql(_) => None,
         }
     }
 

@@ -1,0 +1,2474 @@
+//! The MySQL / MariaDB adapter: the `db` interface of `wit/trustlog.wit` as batched SQL.
+//!
+//! Every statement that touches many rows is one multi-row statement per chunk, and every
+//! write runs in one InnoDB transaction. Two workers on one cursor serialize on the row
+//! lock of its `trustlog_cursor` row, taken first in [`MySqlDb::apply`], so they never
+//! interleave their updates of `operation`. Only portable syntax is used (no
+//! `RETURNING`, no `CREATE INDEX IF NOT EXISTS`, no row alias in upserts), so MySQL 8.0.16+
+//! serves as well as MariaDB (the tests run against MariaDB 10.11).
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime};
+use sqlx::mysql::{
+    MySql, MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlRow,
+};
+use sqlx::{Executor, QueryBuilder, Row};
+use trustlog_guest::model::{
+    CursorMove, DbError, DbStats, FieldError, InsertOutcome, Micros, Operation, Position, RetryRow,
+    RetryUpdate, TrustlogStatus, UnitOfWork,
+};
+use trustlog_guest::validate::{MAX_TIMESTAMP, MIN_TIMESTAMP};
+
+use super::cursor_value::{format_position, parse_position};
+
+// PATH: the schema; the host crate points this at its own `sql/mysql.sql`.
+const SCHEMA: &str = include_str!("../../../sql/mysql.sql");
+
+/// Rows per multi-row INSERT into `operation`: 14 binds each, 14,000 in all, well under
+/// the protocol's limit of 65,535 placeholders per prepared statement.
+const INSERT_CHUNK: usize = 1_000;
+/// Rows per multi-row upsert into `trustlog_retry` (8 binds each).
+const RETRY_CHUNK: usize = 1_000;
+/// op_ids per `IN (...)` list.
+const ID_CHUNK: usize = 5_000;
+/// How often [`MySqlDb::insert`] starts over when a concurrent insert of the same op_id
+/// committed between its existence check and its INSERT; the next attempt sees that row.
+const INSERT_ATTEMPTS: u32 = 3;
+/// Connections per pool: enough for the scan, retry and sweep ticks and an HTTP handler
+/// or two at once; every one holds a server thread.
+const POOL_SIZE: u32 = 5;
+/// How long a caller waits for a pooled connection (or a server that refuses connections)
+/// before the call fails as unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The session's SQL mode, set whole rather than added to the server's, so behaviour never
+/// depends on server configuration. STRICT_ALL_TABLES turns an over-long or out-of-range
+/// value into an error instead of a silently truncated row; the rest keep zero dates out.
+const SESSION_SQL_MODE: &str = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,\
+     NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'";
+
+/// The columns of [`Operation`], in field order, from `operation o`; rows are mapped by
+/// index with [`operation_at`].
+macro_rules! operation_columns {
+    () => {
+        "o.op_id, o.op_actor, o.doid, o.producer_id, o.request_body_hash, \
+         o.response_body_hash, o.op_source, o.op_type, o.do_prefix, o.do_repository, \
+         o.client_ip, o.server_ip, o.timestamp"
+    };
+}
+const OPERATION_COLUMN_COUNT: usize = 13;
+
+// The waiting-row queries name their index: the status leads it, so an equality on the
+// literal status followed by a keyset range on (timestamp, op_id) is one ordered index
+// range and needs no sort. The keyset bound is spelled out with OR rather than as a row
+// comparison, which MariaDB cannot turn into an index range.
+
+/// `scan_after(None, ?)`.
+const SCAN_FROM_START: &str = concat!(
+    "SELECT ",
+    operation_columns!(),
+    " FROM operation o FORCE INDEX (operation_waiting) \
+     WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' \
+     ORDER BY o.timestamp, o.op_id LIMIT ?"
+);
+/// `scan_after(Some(p), ?)`, binding p's timestamp twice, then its op_id and the limit.
+const SCAN_AFTER: &str = concat!(
+    "SELECT ",
+    operation_columns!(),
+    " FROM operation o FORCE INDEX (operation_waiting) \
+     WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' \
+     AND (o.timestamp > ? OR (o.timestamp = ? AND o.op_id > ?)) \
+     ORDER BY o.timestamp, o.op_id LIMIT ?"
+);
+/// `sweep_candidates(p, ?)`, binding p's timestamp twice, then its op_id and the limit.
+const SWEEP: &str = concat!(
+    "SELECT ",
+    operation_columns!(),
+    " FROM operation o FORCE INDEX (operation_waiting) \
+     WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' \
+     AND (o.timestamp < ? OR (o.timestamp = ? AND o.op_id < ?)) \
+     AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id) \
+     ORDER BY o.timestamp, o.op_id LIMIT ?"
+);
+/// `sweep_candidates` before a position past DATETIME's range: every waiting row qualifies.
+const SWEEP_ALL: &str = concat!(
+    "SELECT ",
+    operation_columns!(),
+    " FROM operation o FORCE INDEX (operation_waiting) \
+     WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' \
+     AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id) \
+     ORDER BY o.timestamp, o.op_id LIMIT ?"
+);
+/// `due_retries(?, ?)`: the operation's columns, then `retry_count`. STRAIGHT_JOIN keeps
+/// the join driven by the due retry rows, never by the status index of `operation`, and
+/// the named index keeps their lookup a range of due rows however many dead letters
+/// the table holds (on a small table the optimizer would rather read it all).
+const DUE_RETRIES: &str = concat!(
+    "SELECT ",
+    operation_columns!(),
+    ", r.retry_count FROM trustlog_retry r FORCE INDEX (trustlog_retry_due) \
+     STRAIGHT_JOIN operation o ON o.op_id = r.op_id \
+     WHERE r.retry_status IN ('PENDING', 'RETRYING') AND r.next_retry_at <= ? \
+     AND o.trustlog_status = 'NOT_TRUSTLOGGED' \
+     ORDER BY r.next_retry_at, r.op_id LIMIT ?"
+);
+/// The timestamp of the oldest waiting row with no retry row. Not MIN(): walking the
+/// index in order stops at the first match, where MIN() over the NOT EXISTS filter would
+/// visit every waiting row.
+const OLDEST_WAITING: &str = "SELECT o.timestamp FROM operation o FORCE INDEX (operation_waiting) \
+     WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' \
+     AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id) \
+     ORDER BY o.timestamp, o.op_id LIMIT 1";
+/// Rows per status, from the status prefix of `operation_waiting`.
+const COUNT_BY_STATUS: &str =
+    "SELECT trustlog_status, COUNT(*) FROM operation GROUP BY trustlog_status";
+/// Retry rows per status, from the covering due index.
+const COUNT_RETRIES_BY_STATUS: &str =
+    "SELECT retry_status, COUNT(*) FROM trustlog_retry GROUP BY retry_status";
+/// Which of a list of op_ids are stored; an `(op_id, ...)` list follows.
+const EXISTING_IDS: &str = "SELECT op_id FROM operation WHERE op_id IN ";
+/// Marks waiting rows delivered; an `(op_id, ...)` list follows.
+const MARK_TRUSTLOGGED: &str = "UPDATE operation SET trustlog_status = 'TRUSTLOGGED' \
+     WHERE trustlog_status = 'NOT_TRUSTLOGGED' AND op_id IN ";
+/// Deletes retry rows; an `(op_id, ...)` list follows.
+const DELETE_RETRIES: &str = "DELETE FROM trustlog_retry WHERE op_id IN ";
+/// One cursor's stored text.
+const LOAD_CURSOR: &str = "SELECT cursor_value FROM trustlog_cursor WHERE cursor_key = ?";
+/// Creates a cursor row holding no position unless one exists. Not INSERT IGNORE, which
+/// would also truncate an over-long key; the no-op update leaves an existing row as it is.
+const ENSURE_CURSOR: &str = "INSERT INTO trustlog_cursor (cursor_key, cursor_value, last_updated_at) \
+     VALUES (?, '', ?) ON DUPLICATE KEY UPDATE cursor_key = cursor_key";
+/// The compare-and-set: moves a cursor only while it still holds the expected text.
+const MOVE_CURSOR: &str = "UPDATE trustlog_cursor SET cursor_value = ?, last_updated_at = ? \
+     WHERE cursor_key = ? AND cursor_value = ?";
+/// Starts the read-only transaction of [`MySqlDb::stats`]. Its reads share one snapshot
+/// only under REPEATABLE READ, so that level is set for this transaction whatever the
+/// server's default.
+const BEGIN_SNAPSHOT: &str = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; \
+     START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY";
+
+/// The indexes the queries name, with the DDL adding each to a table that lacks it:
+/// CREATE TABLE IF NOT EXISTS leaves a table created earlier (by the seed, say) alone.
+const NAMED_INDEXES: &[(&str, &str, &str)] = &[
+    (
+        "operation",
+        "operation_waiting",
+        "ALTER TABLE operation ADD INDEX operation_waiting (trustlog_status, timestamp, op_id)",
+    ),
+    (
+        "trustlog_retry",
+        "trustlog_retry_due",
+        "ALTER TABLE trustlog_retry ADD INDEX trustlog_retry_due (retry_status, next_retry_at)",
+    ),
+];
+/// Whether the current database has an index of a table.
+const HAS_INDEX: &str = "SELECT COUNT(*) FROM information_schema.statistics \
+     WHERE table_schema = DATABASE() AND table_name = ? AND index_name = ?";
+
+/// A pool of connections to one MySQL or MariaDB database, implementing the `db` interface.
+#[derive(Debug, Clone)]
+pub struct MySqlDb {
+    pool: MySqlPool,
+}
+
+impl MySqlDb {
+    /// Connects to the database at `url` (`mysql://user:password@host:port/database`).
+    pub async fn connect(url: &str) -> Result<MySqlDb, DbError> {
+        let options = MySqlConnectOptions::from_str(url)
+            .map_err(map_error)?
+            // DATETIME columns hold UTC; NOW() and friends should agree with them.
+            .timezone(Some("+00:00".to_string()))
+            .charset("utf8mb4")
+            // The whole sql_mode is set after connecting; sqlx's own additions to the
+            // server's mode would only be overwritten.
+            .pipes_as_concat(false)
+            .no_engine_substitution(false);
+        let pool = MySqlPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(SESSION_SQL_MODE).await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(map_error)?;
+        Ok(MySqlDb { pool })
+    }
+
+    /// Creates the tables and indexes that are missing; safe to run on every start.
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        sqlx::raw_sql(SCHEMA)
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        for (table, index, ddl) in NAMED_INDEXES {
+            let present: i64 = sqlx::query_scalar(HAS_INDEX)
+                .bind(*table)
+                .bind(*index)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_error)?;
+            if present == 0 {
+                match sqlx::query(*ddl).execute(&self.pool).await {
+                    // Another process migrating at the same moment added it first.
+                    Err(sqlx::Error::Database(e)) if server_error_number(&*e) == Some(1061) => {}
+                    other => {
+                        other.map_err(map_error)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores operations with one status; one outcome per input, in input order.
+    pub async fn insert(
+        &self,
+        ops: Vec<Operation>,
+        status: TrustlogStatus,
+    ) -> Result<Vec<InsertOutcome>, DbError> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut stamps = Vec::with_capacity(ops.len());
+        for op in &ops {
+            check_op_id(&op.op_id)?;
+            stamps.push(to_datetime("timestamp", op.timestamp)?);
+        }
+        let mut attempt = 1;
+        loop {
+            match self.try_insert(&ops, &stamps, status).await {
+                Err(DbError::Conflict(message)) if attempt < INSERT_ATTEMPTS => {
+                    tracing::debug!(attempt, %message, "op_id inserted concurrently; starting over");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// One attempt of [`MySqlDb::insert`], in one transaction.
+    ///
+    /// MySQL has no portable `RETURNING`, and an affected-rows count cannot tell which rows
+    /// of a multi-row statement were stored, so the outcomes are decided up front: one
+    /// SELECT finds the op_ids already stored, the first occurrence of each other op_id is
+    /// Inserted and the rest of the batch are Duplicates; then one plain INSERT per chunk
+    /// stores the new rows. Not INSERT IGNORE: that would also turn an over-long value
+    /// into a truncated row. A row committed by someone else after the SELECT makes the
+    /// INSERT fail with a duplicate key (Conflict); everything rolls back and the caller
+    /// starts over, and the next SELECT sees that row. A concurrent insert not yet
+    /// committed makes ours wait on its row lock, not fail. The new rows go in op_id
+    /// order, so two batches sharing op_ids lock them in the same order and cannot
+    /// deadlock on each other. No locking read is needed, so nothing takes gap locks.
+    async fn try_insert(
+        &self,
+        ops: &[Operation],
+        stamps: &[NaiveDateTime],
+        status: TrustlogStatus,
+    ) -> Result<Vec<InsertOutcome>, DbError> {
+        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        let mut stored = HashSet::new();
+        for chunk in ops.chunks(ID_CHUNK) {
+            let mut qb = QueryBuilder::<MySql>::new(EXISTING_IDS);
+            push_id_list(&mut qb, chunk.iter().map(|op| op.op_id.as_str()));
+            let ids: Vec<String> = qb
+                .build_query_scalar()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_error)?;
+            // The key compares with PAD SPACE, so a stored 'a ' (from before the op_id
+            // check existed) is the key 'a'; input op_ids never end in a space.
+            stored.extend(
+                ids.into_iter()
+                    .map(|id| id.trim_end_matches(' ').to_string()),
+            );
+        }
+        let mut outcomes = Vec::with_capacity(ops.len());
+        let mut fresh = Vec::with_capacity(ops.len());
+        let mut claimed = HashSet::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            let id = op.op_id.as_str();
+            if !stored.contains(id) && claimed.insert(id) {
+                outcomes.push(InsertOutcome::Inserted);
+                fresh.push(i);
+            } else {
+                outcomes.push(InsertOutcome::Duplicate);
+            }
+        }
+        fresh.sort_unstable_by(|&a, &b| ops[a].op_id.cmp(&ops[b].op_id));
+        for chunk in fresh.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::<MySql>::new(
+                "INSERT INTO operation (op_id, op_actor, doid, producer_id, request_body_hash, \
+                 response_body_hash, op_source, op_type, do_prefix, do_repository, client_ip, \
+                 server_ip, timestamp, trustlog_status) ",
+            );
+            qb.push_values(chunk, |mut row, &i| {
+                let op = &ops[i];
+                row.push_bind(op.op_id.as_str())
+                    .push_bind(op.op_actor.as_str())
+                    .push_bind(op.doid.as_str())
+                    .push_bind(op.producer_id.as_str())
+                    .push_bind(op.request_body_hash.as_deref())
+                    .push_bind(op.response_body_hash.as_deref())
+                    .push_bind(op.op_source.as_str())
+                    .push_bind(op.op_type.as_str())
+                    .push_bind(op.do_prefix.as_str())
+                    .push_bind(op.do_repository.as_str())
+                    .push_bind(op.client_ip.as_deref())
+                    .push_bind(op.server_ip.as_deref())
+                    .push_bind(stamps[i])
+                    .push_bind(status.as_str());
+            });
+            qb.build().execute(&mut *tx).await.map_err(map_error)?;
+        }
+        tx.commit().await.map_err(map_error)?;
+        Ok(outcomes)
+    }
+
+    /// Reads a cursor's position; `None` when the row is missing or empty.
+    pub async fn load_cursor(&self, key: &str) -> Result<Option<Position>, DbError> {
+        let value: Option<String> = sqlx::query_scalar(LOAD_CURSOR)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?;
+        parse_cursor_of(key, value.as_deref())
+    }
+
+    /// `NOT_TRUSTLOGGED` rows strictly after `after` in (timestamp, op_id) order.
+    pub async fn scan_after(
+        &self,
+        after: Option<Position>,
+        limit: u32,
+    ) -> Result<Vec<Operation>, DbError> {
+        // Stored timestamps lie within DATETIME's range: a position before it is before
+        // every row, one past it after every row.
+        let after = after.filter(|p| p.timestamp >= MIN_TIMESTAMP);
+        let rows = match after {
+            None => {
+                sqlx::query(SCAN_FROM_START)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            Some(p) if p.timestamp > MAX_TIMESTAMP => return Ok(Vec::new()),
+            Some(p) => {
+                let at = to_datetime("timestamp", p.timestamp)?;
+                sqlx::query(SCAN_AFTER)
+                    .bind(at)
+                    .bind(at)
+                    .bind(p.op_id)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(map_error)?;
+        rows.iter().map(operation_at).collect()
+    }
+
+    /// Retry rows due at `now` (pending or retrying, operation still waiting), oldest due first.
+    pub async fn due_retries(&self, now: Micros, limit: u32) -> Result<Vec<RetryRow>, DbError> {
+        if now < MIN_TIMESTAMP {
+            return Ok(Vec::new());
+        }
+        let now = to_datetime("now", now.min(MAX_TIMESTAMP))?;
+        let rows = sqlx::query(DUE_RETRIES)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_error)?;
+        rows.iter()
+            .map(|row| {
+                let op = operation_at(row)?;
+                let count: i64 = row.try_get(OPERATION_COLUMN_COUNT).map_err(map_error)?;
+                let retry_count = u32::try_from(count).map_err(|_| {
+                    DbError::Other(format!(
+                        "retry_count {count} of {:?} is out of range",
+                        op.op_id
+                    ))
+                })?;
+                Ok(RetryRow { op, retry_count })
+            })
+            .collect()
+    }
+
+    /// `NOT_TRUSTLOGGED` rows strictly before `before` with no retry row: late commits.
+    pub async fn sweep_candidates(
+        &self,
+        before: Position,
+        limit: u32,
+    ) -> Result<Vec<Operation>, DbError> {
+        let rows = if before.timestamp < MIN_TIMESTAMP {
+            return Ok(Vec::new());
+        } else if before.timestamp > MAX_TIMESTAMP {
+            sqlx::query(SWEEP_ALL)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+        } else {
+            let at = to_datetime("timestamp", before.timestamp)?;
+            sqlx::query(SWEEP)
+                .bind(at)
+                .bind(at)
+                .bind(before.op_id)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+        }
+        .map_err(map_error)?;
+        rows.iter().map(operation_at).collect()
+    }
+
+    /// The monitoring counts and the position of `cursor_key`, read in one snapshot.
+    pub async fn stats(&self, cursor_key: &str) -> Result<DbStats, DbError> {
+        let mut tx = self
+            .pool
+            .begin_with(BEGIN_SNAPSHOT)
+            .await
+            .map_err(map_error)?;
+        let mut stats = DbStats::default();
+
+        let rows = sqlx::query(COUNT_BY_STATUS)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        for row in &rows {
+            let status: String = row.try_get(0).map_err(map_error)?;
+            let count = count_at(row)?;
+            match status.as_str() {
+                "NOT_TRUSTLOGGED" => stats.not_trustlogged = count,
+                "TRUSTLOGGED" => stats.trustlogged = count,
+                "DB_ONLY" => stats.db_only = count,
+                other => {
+                    return Err(DbError::Other(format!(
+                        "operation.trustlog_status holds unknown value {other:?}"
+                    )));
+                }
+            }
+            stats.total += count;
+        }
+
+        let rows = sqlx::query(COUNT_RETRIES_BY_STATUS)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        for row in &rows {
+            let status: String = row.try_get(0).map_err(map_error)?;
+            let count = count_at(row)?;
+            match status.as_str() {
+                "PENDING" | "RETRYING" => stats.retry_pending += count,
+                "DEAD_LETTER" => stats.dead_letter += count,
+                other => {
+                    return Err(DbError::Other(format!(
+                        "trustlog_retry.retry_status holds unknown value {other:?}"
+                    )));
+                }
+            }
+        }
+
+        let value: Option<String> = sqlx::query_scalar(LOAD_CURSOR)
+            .bind(cursor_key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        stats.cursor = parse_cursor_of(cursor_key, value.as_deref())?;
+
+        let oldest: Option<NaiveDateTime> = sqlx::query_scalar(OLDEST_WAITING)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        stats.oldest_waiting = oldest.map(micros_of);
+
+        tx.commit().await.map_err(map_error)?;
+        Ok(stats)
+    }
+
+    /// Runs a unit of work in one transaction; on a cursor mismatch nothing is applied.
+    pub async fn apply(&self, work: UnitOfWork) -> Result<(), DbError> {
+        if let Some(CursorMove {
+            key,
+            expected: Some(expected),
+            to,
+        }) = &work.cursor
+            && to <= expected
+        {
+            return Err(DbError::Other(format!(
+                "cursor {key:?} only moves forward: refusing to move it from {} to {}",
+                format_position(expected),
+                format_position(to)
+            )));
+        }
+        let UnitOfWork {
+            now,
+            mut trustlogged,
+            retries,
+            mut delete_retries,
+            cursor,
+        } = work;
+        if cursor.is_none()
+            && trustlogged.is_empty()
+            && retries.is_empty()
+            && delete_retries.is_empty()
+        {
+            return Ok(());
+        }
+        // Every value is checked before the transaction starts; `now` only where it is stored.
+        let now_at = if cursor.is_some() || !retries.is_empty() {
+            Some(to_datetime("now", now)?)
+        } else {
+            None
+        };
+        let mut retry_times = Vec::with_capacity(retries.len());
+        for r in &retries {
+            retry_times.push((
+                r.last_retry_at
+                    .map(|t| to_datetime("last_retry_at", t))
+                    .transpose()?,
+                r.next_retry_at
+                    .map(|t| to_datetime("next_retry_at", t))
+                    .transpose()?,
+            ));
+        }
+        // Rows are locked in key order, so two units sharing op_ids (the scan tick and a
+        // retry tick, say) wait for each other instead of deadlocking. The sort is stable:
+        // of two updates of one retry row the later still lands last.
+        trustlogged.sort_unstable();
+        delete_retries.sort_unstable();
+        let mut order: Vec<usize> = (0..retries.len()).collect();
+        order.sort_by(|&a, &b| retries[a].op_id.cmp(&retries[b].op_id));
+
+        let mut tx = self.pool.begin().await.map_err(map_error)?;
+
+        if let (Some(CursorMove { key, expected, to }), Some(now_at)) = (cursor, now_at) {
+            // No position is stored as '', so expecting none is one compare-and-set on ''
+            // once the row exists. The ensuring upsert takes the row's lock at once (an
+            // UPDATE of a missing row would take a gap lock, and two workers holding one
+            // would deadlock on their INSERTs); a concurrent first move waits for it and
+            // then finds the cursor set.
+            let expected = match expected {
+                Some(p) => format_position(&p),
+                None => {
+                    sqlx::query(ENSURE_CURSOR)
+                        .bind(key.as_str())
+                        .bind(now_at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_error)?;
+                    String::new()
+                }
+            };
+            // The row lock serializes two workers: the second re-reads the committed value,
+            // no longer matches and changes nothing. sqlx connects with CLIENT_FOUND_ROWS,
+            // so rows_affected counts matched rows; the count of changed rows would agree
+            // anyway, since the forward-only check makes the new value differ from the old.
+            let moved = sqlx::query(MOVE_CURSOR)
+                .bind(format_position(&to))
+                .bind(now_at)
+                .bind(key.as_str())
+                .bind(expected)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?
+                .rows_affected();
+            if moved != 1 {
+                tx.rollback().await.map_err(map_error)?;
+                tracing::debug!(cursor_key = %key, "cursor moved by another worker; unit of work rolled back");
+                return Err(DbError::CursorMoved(key));
+            }
+        }
+
+        for ids in trustlogged.chunks(ID_CHUNK) {
+            let mut qb = QueryBuilder::<MySql>::new(MARK_TRUSTLOGGED);
+            push_id_list(&mut qb, ids.iter().map(String::as_str));
+            qb.build().execute(&mut *tx).await.map_err(map_error)?;
+        }
+
+        if let Some(now_at) = now_at {
+            for chunk in order.chunks(RETRY_CHUNK) {
+                let mut qb = QueryBuilder::<MySql>::new(
+                    "INSERT INTO trustlog_retry (op_id, retry_count, retry_status, last_retry_at, \
+                     next_retry_at, error_message, created_at, updated_at) ",
+                );
+                qb.push_values(chunk, |mut row, &i| {
+                    let r: &RetryUpdate = &retries[i];
+                    let (last_retry_at, next_retry_at) = retry_times[i];
+                    row.push_bind(r.op_id.as_str())
+                        .push_bind(i64::from(r.retry_count))
+                        .push_bind(r.retry_status.as_str())
+                        .push_bind(last_retry_at)
+                        .push_bind(next_retry_at)
+                        .push_bind(r.error_message.as_str())
+                        .push_bind(now_at)
+                        .push_bind(now_at);
+                });
+                // created_at is absent from the update list: it keeps the first failure's
+                // time. VALUES() is deprecated in MySQL 8.0.20+ in favour of a row alias,
+                // which MariaDB lacks; both still accept VALUES().
+                qb.push(
+                    " ON DUPLICATE KEY UPDATE retry_count = VALUES(retry_count), \
+                     retry_status = VALUES(retry_status), last_retry_at = VALUES(last_retry_at), \
+                     next_retry_at = VALUES(next_retry_at), error_message = VALUES(error_message), \
+                     updated_at = VALUES(updated_at)",
+                );
+                qb.build().execute(&mut *tx).await.map_err(map_error)?;
+            }
+        }
+        for ids in delete_retries.chunks(ID_CHUNK) {
+            let mut qb = QueryBuilder::<MySql>::new(DELETE_RETRIES);
+            push_id_list(&mut qb, ids.iter().map(String::as_str));
+            qb.build().execute(&mut *tx).await.map_err(map_error)?;
+        }
+
+        tx.commit().await.map_err(map_error)?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Appends `(?, ?, ...)` binding `ids`; callers never pass an empty list.
+fn push_id_list<'a>(qb: &mut QueryBuilder<MySql>, ids: impl Iterator<Item = &'a str>) {
+    qb.push("(");
+    let mut list = qb.separated(", ");
+    for id in ids {
+        list.push_bind(id);
+    }
+    list.push_unseparated(")");
+}
+
+/// Refuses an op_id that the PAD SPACE key collation would not order by its bytes: one
+/// ending in a space (equal to the op_id without it) or holding an ASCII control
+/// character (sorting before the op_id without it). The schema's `operation_op_id_chars`
+/// refuses the same for rows inserted with plain SQL.
+fn check_op_id(op_id: &str) -> Result<(), DbError> {
+    if op_id.ends_with(' ') || op_id.chars().any(|c| c.is_ascii_control()) {
+        return Err(DbError::Invalid(FieldError::new(
+            "op_id",
+            format!(
+                "{op_id:?} ends with a space or holds a control character, which MySQL's \
+                 key collation cannot order byte by byte"
+            ),
+        )));
+    }
+    Ok(())
+}
+
+/// The DATETIME holding `micros` (UTC); `field` names the value when it lies outside
+/// DATETIME's range, 1000-01-01 to 9999-12-31.
+fn to_datetime(field: &str, micros: Micros) -> Result<NaiveDateTime, DbError> {
+    (MIN_TIMESTAMP..=MAX_TIMESTAMP)
+        .contains(&micros)
+        .then(|| DateTime::from_timestamp_micros(micros))
+        .flatten()
+        .map(|at| at.naive_utc())
+        .ok_or_else(|| {
+            DbError::Invalid(FieldError::new(
+                field,
+                format!(
+                    "{micros} µs since the epoch lies outside MySQL's DATETIME range, \
+                     1000-01-01 to 9999-12-31"
+                ),
+            ))
+        })
+}
+
+/// Microseconds since the epoch of a DATETIME holding UTC.
+fn micros_of(at: NaiveDateTime) -> Micros {
+    at.and_utc().timestamp_micros()
+}
+
+/// The [`Operation`] in the first [`OPERATION_COLUMN_COUNT`] columns of `row`.
+fn operation_at(row: &MySqlRow) -> Result<Operation, DbError> {
+    let timestamp: NaiveDateTime = row.try_get(12).map_err(map_error)?;
+    let op = Operation {
+        op_id: row.try_get(0).map_err(map_error)?,
+        op_actor: row.try_get(1).map_err(map_error)?,
+        doid: row.try_get(2).map_err(map_error)?,
+        producer_id: row.try_get(3).map_err(map_error)?,
+        request_body_hash: row.try_get(4).map_err(map_error)?,
+        response_body_hash: row.try_get(5).map_err(map_error)?,
+        op_source: row.try_get(6).map_err(map_error)?,
+        op_type: row.try_get(7).map_err(map_error)?,
+        do_prefix: row.try_get(8).map_err(map_error)?,
+        do_repository: row.try_get(9).map_err(map_error)?,
+        client_ip: row.try_get(10).map_err(map_error)?,
+        server_ip: row.try_get(11).map_err(map_error)?,
+        timestamp: micros_of(timestamp),
+    };
+    Ok(op)
+}
+
+/// The `COUNT(*)` in column 1 of `row`.
+fn count_at(row: &MySqlRow) -> Result<u64, DbError> {
+    let count: i64 = row.try_get(1).map_err(map_error)?;
+    u64::try_from(count).map_err(|_| DbError::Other(format!("negative count {count}")))
+}
+
+/// Parses a stored cursor value, naming `key` when it is malformed.
+fn parse_cursor_of(key: &str, value: Option<&str>) -> Result<Option<Position>, DbError> {
+    match value {
+        None => Ok(None),
+        Some(v) => parse_position(v).map_err(|e| match e {
+            DbError::Other(m) => DbError::Other(format!("cursor {key:?}: {m}")),
+            other => other,
+        }),
+    }
+}
+
+/// The named CHECK constraints of the schema and the field each guards.
+const CHECKED_FIELDS: &[(&str, &str)] = &[
+    ("operation_op_id_chars", "op_id"),
+    ("operation_trustlog_status_value", "trustlog_status"),
+    ("trustlog_retry_retry_status_value", "retry_status"),
+];
+
+/// Server errors that name the column whose value was refused: data too long (1406),
+/// out of range (1264), incorrect datetime (1292) or string (1366) value, NULL into
+/// NOT NULL (1048), no value for a column without default (1364).
+const COLUMN_ERRORS: &[u16] = &[1406, 1264, 1292, 1366, 1048, 1364];
+/// Server errors that pass with time or a retry: lock wait timeout (1205), deadlock
+/// (1213), too many connections (1040, 1203), shutdown in progress (1053), disk or table
+/// full (1021, 1114), read-only server during a failover (1290, 1836), connection killed
+/// or timed out (1927, 4031), statement interrupted or timed out (1317, 1969, 3024),
+/// network errors (1152 to 1161), statement to be re-prepared after DDL (1615).
+const TRANSIENT_ERRORS: &[u16] = &[
+    1205, 1213, 1040, 1203, 1053, 1021, 1114, 1290, 1836, 1927, 4031, 1317, 1969, 3024, 1152, 1153,
+    1154, 1155, 1156, 1157, 1158, 1159, 1160, 1161, 1615,
+];
+
+/// The server's error number, when `error` came from a MySQL or MariaDB server.
+fn server_error_number(error: &dyn sqlx::error::DatabaseError) -> Option<u16> {
+    error
+        .try_downcast_ref::<MySqlDatabaseError>()
+        .map(MySqlDatabaseError::number)
+}
+
+/// Maps a sqlx error onto the `db-error` variants, keeping the server's message.
+fn map_error(error: sqlx::Error) -> DbError {
+    match error {
+        sqlx::Error::Database(db) => {
+            let message = db.message().to_string();
+            let Some(number) = server_error_number(&*db) else {
+                return DbError::Other(message);
+            };
+            match number {
+                // Duplicate key, in its several spellings. The message names the value.
+                1022 | 1062 | 1169 | 1586 | 1859 => DbError::Conflict(message),
+                // A CHECK constraint: 4025 on MariaDB, 3819 on MySQL.
+                4025 | 3819 => {
+                    let name = quoted_after(&message, "constraint ").unwrap_or_default();
+                    let field = CHECKED_FIELDS
+                        .iter()
+                        .find(|(constraint, _)| *constraint == name)
+                        .map_or(name, |(_, field)| *field)
+                        .to_string();
+                    DbError::Invalid(FieldError::new(field, message))
+                }
+                n if COLUMN_ERRORS.contains(&n) => {
+                    let field = quoted_after(&message, "column ")
+                        .or_else(|| quoted_after(&message, "field "))
+                        .map(str::to_string);
+                    match field {
+                        Some(field) => DbError::Invalid(FieldError::new(field, message)),
+                        None => DbError::Other(format!("{message} (error {number})")),
+                    }
+                }
+                n if TRANSIENT_ERRORS.contains(&n) => {
+                    DbError::Unavailable(format!("{message} (error {number})"))
+                }
+                _ => DbError::Other(format!("{message} (error {number})")),
+            }
+        }
+        sqlx::Error::Io(e) => DbError::Unavailable(e.to_string()),
+        e @ (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed) => {
+            DbError::Unavailable(e.to_string())
+        }
+        other => DbError::Other(other.to_string()),
+    }
+}
+
+/// The unquoted identifier that follows `word` (matched case-insensitively) in a server
+/// message: `'op_id'`, or the last part of `` `db`.`table`.`op_id` ``.
+fn quoted_after<'m>(message: &'m str, word: &str) -> Option<&'m str> {
+    let start = message.to_ascii_lowercase().find(word)? + word.len();
+    let token = message[start..].split(' ').next()?;
+    let last = token.rsplit('.').next()?;
+    let name = last.trim_matches(|c| c == '\'' || c == '`' || c == '"');
+    (!name.is_empty()).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use sqlx::mysql::MySqlConnection;
+    use sqlx::{AssertSqlSafe, Connection};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Instant;
+    use trustlog_guest::model::RetryStatus;
+
+    /// The server the tests use unless `TRUSTLOG_TEST_MYSQL_URL` names another; the
+    /// account must be allowed to create and drop databases.
+    const DEFAULT_TEST_URL: &str = "mysql://root@127.0.0.1:3306/test";
+
+    fn admin_url() -> String {
+        std::env::var("TRUSTLOG_TEST_MYSQL_URL").unwrap_or_else(|_| DEFAULT_TEST_URL.to_string())
+    }
+
+    /// `url` with its database replaced by `database`.
+    fn url_with_database(url: &str, database: &str) -> String {
+        let (base, query) = match url.split_once('?') {
+            Some((base, query)) => (base, Some(query)),
+            None => (url, None),
+        };
+        let authority_start = base.find("://").map_or(0, |i| i + 3);
+        let base = match base[authority_start..].find('/') {
+            Some(slash) => &base[..authority_start + slash],
+            None => base,
+        };
+        match query {
+            Some(query) => format!("{base}/{database}?{query}"),
+            None => format!("{base}/{database}"),
+        }
+    }
+
+    async fn admin_connection(url: &str) -> MySqlConnection {
+        MySqlConnection::connect(url).await.unwrap_or_else(|e| {
+            panic!(
+                "cannot reach the MySQL/MariaDB server at {url}: {e}. The tests need a real \
+                 server: start it, or set TRUSTLOG_TEST_MYSQL_URL to one where this account \
+                 may create databases"
+            )
+        })
+    }
+
+    /// A database of its own for one test, so tests run in parallel; dropped with the
+    /// value, also when the test panics.
+    struct TestDb {
+        name: String,
+        admin: String,
+        url: String,
+    }
+
+    impl TestDb {
+        async fn create() -> TestDb {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let admin = admin_url();
+            let name = format!(
+                "trustlog_t_{}_{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            );
+            let mut conn = admin_connection(&admin).await;
+            conn.execute(AssertSqlSafe(format!("CREATE DATABASE `{name}`")))
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+            TestDb {
+                url: url_with_database(&admin, &name),
+                name,
+                admin,
+            }
+        }
+    }
+
+    impl Drop for TestDb {
+        fn drop(&mut self) {
+            let (admin, name) = (self.admin.clone(), self.name.clone());
+            // Drop cannot await, and the test's own runtime may be blocked running it: a
+            // runtime of its own on a thread of its own does the dropping.
+            let dropped = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(async move {
+                        let mut conn = MySqlConnection::connect(&admin).await?;
+                        // A test that panicked inside a transaction may leave a lock behind
+                        // until its connection goes; give up on the drop instead of hanging.
+                        conn.execute("SET SESSION lock_wait_timeout = 10").await?;
+                        conn.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{name}`")))
+                            .await?;
+                        conn.close().await?;
+                        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+                    })
+            })
+            .join();
+            match dropped {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("could not drop test database {}: {e}", self.name),
+                Err(_) => eprintln!("could not drop test database {}", self.name),
+            }
+        }
+    }
+
+    /// A migrated database of its own; keep the `TestDb` alive for the test.
+    async fn fresh() -> (TestDb, MySqlDb) {
+        let t = TestDb::create().await;
+        let db = MySqlDb::connect(&t.url).await.unwrap();
+        db.migrate().await.unwrap();
+        (t, db)
+    }
+
+    fn op(id: &str, timestamp: Micros) -> Operation {
+        Operation {
+            op_id: id.to_string(),
+            op_actor: "actor".to_string(),
+            doid: format!("10.1000/repo/{id}"),
+            producer_id: "producer-1".to_string(),
+            request_body_hash: Some("req-hash".to_string()),
+            response_body_hash: None,
+            op_source: "api".to_string(),
+            op_type: "create".to_string(),
+            do_prefix: "10.1000".to_string(),
+            do_repository: "repo".to_string(),
+            client_ip: Some("192.0.2.1".to_string()),
+            server_ip: None,
+            timestamp,
+        }
+    }
+
+    fn pos(timestamp: Micros, id: &str) -> Position {
+        Position {
+            timestamp,
+            op_id: id.to_string(),
+        }
+    }
+
+    fn retry(id: &str, status: RetryStatus, next: Option<Micros>) -> RetryUpdate {
+        RetryUpdate {
+            op_id: id.to_string(),
+            retry_count: 1,
+            retry_status: status,
+            last_retry_at: Some(1),
+            next_retry_at: next,
+            error_message: "broker down".to_string(),
+        }
+    }
+
+    fn move_cursor(expected: Option<Position>, to: Position) -> Option<CursorMove> {
+        Some(CursorMove {
+            key: DEFAULT_KEY.to_string(),
+            expected,
+            to,
+        })
+    }
+
+    const DEFAULT_KEY: &str = trustlog_guest::model::DEFAULT_CURSOR_KEY;
+
+    async fn status_of(db: &MySqlDb, id: &str) -> String {
+        sqlx::query_scalar("SELECT trustlog_status FROM operation WHERE op_id = ?")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Every retry row as (op_id, retry_count, retry_status, next_retry_at, created_at, updated_at).
+    async fn retry_rows(db: &MySqlDb) -> Vec<(String, i64, String, Option<i64>, i64, i64)> {
+        sqlx::query(
+            "SELECT op_id, retry_count, retry_status, next_retry_at, created_at, updated_at \
+             FROM trustlog_retry ORDER BY op_id",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                r.get::<Option<NaiveDateTime>, _>(3).map(micros_of),
+                micros_of(r.get(4)),
+                micros_of(r.get(5)),
+            )
+        })
+        .collect()
+    }
+
+    async fn fetch_all_waiting(db: &MySqlDb) -> Vec<Operation> {
+        db.scan_after(None, u32::MAX).await.unwrap()
+    }
+
+    fn ids(ops: Vec<Operation>) -> Vec<String> {
+        ops.into_iter().map(|o| o.op_id).collect()
+    }
+
+    #[tokio::test]
+    async fn migrating_twice_is_harmless() {
+        let (_t, db) = fresh().await;
+        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        db.migrate().await.unwrap();
+        db.migrate().await.unwrap();
+        assert_eq!(fetch_all_waiting(&db).await, vec![op("a", 1)]);
+    }
+
+    #[tokio::test]
+    async fn migrate_adds_the_named_indexes_to_tables_created_without_them() {
+        let t = TestDb::create().await;
+        let db = MySqlDb::connect(&t.url).await.unwrap();
+        // The schema's tables with neither index nor constraint, as an older creator made them.
+        let bare = SCHEMA
+            .lines()
+            .filter(|l| {
+                let l = l.trim_start();
+                !(l.starts_with("INDEX ")
+                    || l.starts_with("CONSTRAINT ")
+                    || l.starts_with("CHECK ")
+                    || l.starts_with("--"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace(",\n)", "\n)");
+        sqlx::raw_sql(AssertSqlSafe(bare))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        assert!(
+            db.scan_after(None, 10).await.is_err(),
+            "FORCE INDEX needs the index"
+        );
+        db.migrate().await.unwrap();
+        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        assert_eq!(fetch_all_waiting(&db).await, vec![op("a", 1)]);
+        let retry_index: i64 = sqlx::query_scalar(HAS_INDEX)
+            .bind("trustlog_retry")
+            .bind("trustlog_retry_due")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert!(retry_index > 0);
+    }
+
+    #[tokio::test]
+    async fn connect_sets_strict_mode_utc_and_utf8mb4() {
+        let (_t, db) = fresh().await;
+        // Every connection of the pool, not just the first.
+        let mut conns = Vec::new();
+        for _ in 0..POOL_SIZE {
+            conns.push(db.pool.acquire().await.unwrap());
+        }
+        for conn in &mut conns {
+            let (mode, zone, charset): (String, String, String) = sqlx::query_as(
+                "SELECT @@SESSION.sql_mode, @@SESSION.time_zone, @@SESSION.character_set_connection",
+            )
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+            assert!(mode.split(',').any(|m| m == "STRICT_ALL_TABLES"), "{mode}");
+            assert_eq!(zone, "+00:00");
+            assert_eq!(charset, "utf8mb4");
+        }
+    }
+
+    #[tokio::test]
+    async fn insert_reports_inserted_and_duplicate_in_input_order_and_leaves_stored_rows_untouched()
+    {
+        let (_t, db) = fresh().await;
+        let first = db
+            .insert(vec![op("a", 1), op("b", 2)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        assert_eq!(
+            first,
+            vec![InsertOutcome::Inserted, InsertOutcome::Inserted]
+        );
+
+        let mut changed_a = op("a", 99);
+        changed_a.op_actor = "mallory".to_string();
+        let mut second_c = op("c", 98);
+        second_c.op_actor = "second".to_string();
+        let outcomes = db
+            .insert(
+                vec![changed_a, op("c", 3), second_c, op("d", 4)],
+                TrustlogStatus::Trustlogged,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            outcomes,
+            vec![
+                InsertOutcome::Duplicate,
+                InsertOutcome::Inserted,
+                InsertOutcome::Duplicate,
+                InsertOutcome::Inserted
+            ]
+        );
+        // The stored a keeps its content and status; the first c of the batch won.
+        assert_eq!(fetch_all_waiting(&db).await, vec![op("a", 1), op("b", 2)]);
+        assert_eq!(status_of(&db, "c").await, "TRUSTLOGGED");
+        let c: (String, NaiveDateTime) =
+            sqlx::query_as("SELECT op_actor, timestamp FROM operation WHERE op_id = 'c'")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!((c.0.as_str(), micros_of(c.1)), ("actor", 3));
+    }
+
+    #[tokio::test]
+    async fn insert_spanning_several_chunks_keeps_outcomes_in_order() {
+        let (_t, db) = fresh().await;
+        db.insert(vec![op("op-01500", 0)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        let mut ops: Vec<Operation> = (0..2_500).map(|i| op(&format!("op-{i:05}"), i)).collect();
+        // A repeat in the second chunk of an id stored by the first chunk.
+        ops[1_200] = op("op-00007", 7);
+        let outcomes = db
+            .insert(ops, TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        assert_eq!(outcomes.len(), 2_500);
+        for (i, outcome) in outcomes.iter().enumerate() {
+            let expected = if i == 1_200 || i == 1_500 {
+                InsertOutcome::Duplicate
+            } else {
+                InsertOutcome::Inserted
+            };
+            assert_eq!(*outcome, expected, "input {i}");
+        }
+        assert_eq!(db.stats(DEFAULT_KEY).await.unwrap().total, 2_499);
+    }
+
+    #[tokio::test]
+    async fn insert_of_nothing_is_nothing() {
+        let (_t, db) = fresh().await;
+        assert!(
+            db.insert(Vec::new(), TrustlogStatus::NotTrustlogged)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_inserts_of_the_same_op_ids_store_each_exactly_once() {
+        let (t, one) = fresh().await;
+        let two = MySqlDb::connect(&t.url).await.unwrap();
+        for round in 0..10 {
+            // Overlapping batches, in opposite orders, each with a repeat of its own.
+            let mut a: Vec<Operation> = (0..300)
+                .map(|i| op(&format!("r{round}-{i:03}"), i))
+                .collect();
+            a.push(op(&format!("r{round}-000"), 0));
+            let mut b: Vec<Operation> = (150..450)
+                .map(|i| op(&format!("r{round}-{i:03}"), i))
+                .collect();
+            b.reverse();
+            let (ra, rb) = tokio::join!(
+                tokio::spawn({
+                    let (db, a) = (one.clone(), a.clone());
+                    async move { db.insert(a, TrustlogStatus::NotTrustlogged).await }
+                }),
+                tokio::spawn({
+                    let (db, b) = (two.clone(), b.clone());
+                    async move { db.insert(b, TrustlogStatus::NotTrustlogged).await }
+                }),
+            );
+            let (ra, rb) = (ra.unwrap().unwrap(), rb.unwrap().unwrap());
+            let mut inserted = std::collections::HashMap::<&str, u32>::new();
+            for (o, outcome) in a.iter().zip(&ra).chain(b.iter().zip(&rb)) {
+                if *outcome == InsertOutcome::Inserted {
+                    *inserted.entry(o.op_id.as_str()).or_default() += 1;
+                }
+            }
+            assert_eq!(inserted.len(), 450, "round {round}");
+            assert!(inserted.values().all(|n| *n == 1), "round {round}");
+            assert_eq!(ra[300], InsertOutcome::Duplicate);
+        }
+        assert_eq!(two.stats(DEFAULT_KEY).await.unwrap().total, 4_500);
+        two.close().await;
+    }
+
+    #[tokio::test]
+    async fn null_and_empty_string_stay_distinct_in_the_optional_fields() {
+        let (_t, db) = fresh().await;
+        let mut empty = op("empty", 1);
+        empty.request_body_hash = Some(String::new());
+        empty.response_body_hash = Some(String::new());
+        empty.client_ip = Some(String::new());
+        empty.server_ip = Some(String::new());
+        let mut null = op("null", 2);
+        null.request_body_hash = None;
+        null.response_body_hash = None;
+        null.client_ip = None;
+        null.server_ip = None;
+        db.insert(
+            vec![empty.clone(), null.clone()],
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
+        assert_eq!(fetch_all_waiting(&db).await, vec![empty, null]);
+        let nulls: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM operation WHERE request_body_hash IS NULL \
+             AND response_body_hash IS NULL AND client_ip IS NULL AND server_ip IS NULL",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(nulls, 1);
+    }
+
+    #[tokio::test]
+    async fn chinese_utf8_text_round_trips() {
+        let (_t, db) = fresh().await;
+        let mut o = op("操作-0001", 1);
+        o.op_actor = "张三".to_string();
+        o.doid = "10.1000/仓库/数字对象-甲".to_string();
+        o.op_type = "创建".to_string();
+        o.do_repository = "国家数据仓库".to_string();
+        o.response_body_hash = Some("哈希值🙂".to_string());
+        // VARCHAR keeps trailing spaces; only the key collation ignores them.
+        o.producer_id = " 生产者 ".to_string();
+        db.insert(vec![o.clone()], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        assert_eq!(fetch_all_waiting(&db).await, vec![o.clone()]);
+        db.apply(UnitOfWork {
+            now: 5,
+            cursor: move_cursor(None, o.position()),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            db.load_cursor(DEFAULT_KEY).await.unwrap(),
+            Some(o.position())
+        );
+        // Each column holds its full size in four-byte characters too.
+        let mut wide = op(&"操".repeat(64), 2);
+        wide.doid = "🙂".repeat(512);
+        wide.op_actor = "张".repeat(128);
+        wide.client_ip = Some("库".repeat(45));
+        db.insert(vec![wide.clone()], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        assert_eq!(fetch_all_waiting(&db).await, vec![o, wide]);
+    }
+
+    #[tokio::test]
+    async fn microsecond_timestamps_round_trip_exactly() {
+        let (_t, db) = fresh().await;
+        let stamps = [
+            MIN_TIMESTAMP, // 1000-01-01T00:00:00Z
+            MIN_TIMESTAMP + 1,
+            -1, // 1969-12-31T23:59:59.999999Z
+            0,
+            1,
+            1_795_515_834_123_456, // 2026-11-24T10:23:54.123456Z
+            4_102_444_800_000_001, // 2100-01-01 and a microsecond
+            MAX_TIMESTAMP,         // 9999-12-31T23:59:59.999999Z
+        ];
+        let ops: Vec<Operation> = stamps
+            .iter()
+            .enumerate()
+            .map(|(i, t)| op(&format!("t{i}"), *t))
+            .collect();
+        db.insert(ops.clone(), TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        assert_eq!(
+            fetch_all_waiting(&db).await,
+            ops,
+            "returned exactly, in timestamp order"
+        );
+        let text: String =
+            sqlx::query_scalar("SELECT CONCAT(MIN(timestamp), '|', MAX(timestamp)) FROM operation")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            text,
+            "1000-01-01 00:00:00.000000|9999-12-31 23:59:59.999999"
+        );
+
+        // The cursor text carries them exactly too, up to the largest.
+        let mut expected = None;
+        for o in &ops {
+            db.apply(UnitOfWork {
+                now: 1,
+                cursor: move_cursor(expected.clone(), o.position()),
+                ..UnitOfWork::default()
+            })
+            .await
+            .unwrap();
+            assert_eq!(
+                db.load_cursor(DEFAULT_KEY).await.unwrap(),
+                Some(o.position())
+            );
+            expected = Some(o.position());
+        }
+    }
+
+    #[tokio::test]
+    async fn timestamps_outside_datetime_are_invalid_and_nothing_of_the_batch_is_stored() {
+        let (_t, db) = fresh().await;
+        for bad in [MIN_TIMESTAMP - 1, MAX_TIMESTAMP + 1, i64::MIN, i64::MAX] {
+            match db
+                .insert(
+                    vec![op("fine", 1), op("bad", bad)],
+                    TrustlogStatus::NotTrustlogged,
+                )
+                .await
+            {
+                Err(DbError::Invalid(FieldError { field, .. })) => assert_eq!(field, "timestamp"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let mut r = retry("fine", RetryStatus::Pending, Some(MAX_TIMESTAMP + 1));
+        match db
+            .apply(UnitOfWork {
+                now: 1,
+                retries: vec![r.clone()],
+                ..UnitOfWork::default()
+            })
+            .await
+        {
+            Err(DbError::Invalid(FieldError { field, .. })) => assert_eq!(field, "next_retry_at"),
+            other => panic!("{other:?}"),
+        }
+        r.next_retry_at = Some(5);
+        match db
+            .apply(UnitOfWork {
+                now: i64::MIN,
+                retries: vec![r],
+                ..UnitOfWork::default()
+            })
+            .await
+        {
+            Err(DbError::Invalid(FieldError { field, .. })) => assert_eq!(field, "now"),
+            other => panic!("{other:?}"),
+        }
+        let stats = db.stats(DEFAULT_KEY).await.unwrap();
+        assert_eq!(stats, DbStats::default());
+    }
+
+    #[tokio::test]
+    async fn positions_and_times_beyond_datetime_bound_the_queries_as_they_would_anywhere() {
+        let (_t, db) = fresh().await;
+        db.insert(
+            vec![op("a", MIN_TIMESTAMP), op("b", 0), op("c", MAX_TIMESTAMP)],
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
+        db.apply(UnitOfWork {
+            now: 1,
+            retries: vec![retry("b", RetryStatus::Pending, Some(MAX_TIMESTAMP))],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            ids(db.scan_after(Some(pos(i64::MIN, "z")), 10).await.unwrap()),
+            vec!["a", "b", "c"]
+        );
+        assert!(
+            db.scan_after(Some(pos(i64::MAX, "")), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            ids(db.sweep_candidates(pos(i64::MAX, ""), 10).await.unwrap()),
+            vec!["a", "c"]
+        );
+        assert!(
+            db.sweep_candidates(pos(i64::MIN, "z"), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(db.due_retries(i64::MAX, 10).await.unwrap().len(), 1);
+        assert!(db.due_retries(i64::MIN, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn rows_sharing_one_timestamp_are_each_scanned_exactly_once_in_op_id_order() {
+        let (_t, db) = fresh().await;
+        let ts = 1_795_515_834_123_456;
+        // Inserted out of order so the scan, not the insert, provides the order.
+        let mut ids: Vec<String> = (0..250).map(|i| format!("op-{i:03}")).collect();
+        ids.reverse();
+        db.insert(
+            ids.iter().map(|id| op(id, ts)).collect(),
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
+
+        let mut seen = Vec::new();
+        let mut batches = 0;
+        loop {
+            let cursor = db.load_cursor(DEFAULT_KEY).await.unwrap();
+            let batch = db.scan_after(cursor.clone(), 100).await.unwrap();
+            let Some(last) = batch.last() else { break };
+            batches += 1;
+            db.apply(UnitOfWork {
+                now: 1,
+                cursor: move_cursor(cursor, last.position()),
+                ..UnitOfWork::default()
+            })
+            .await
+            .unwrap();
+            seen.extend(batch.into_iter().map(|o| o.op_id));
+        }
+        ids.sort();
+        assert_eq!(batches, 3);
+        assert_eq!(seen, ids);
+    }
+
+    #[tokio::test]
+    async fn the_scan_orders_op_ids_by_their_bytes() {
+        let (_t, db) = fresh().await;
+        // Case, a shared prefix, inner spaces and characters beyond the BMP: byte order,
+        // the order the guest's Position compares in.
+        let mut expected = vec!["B", "a", "a b", "ab", "a~", "é", "z", "操", "🙂", "A", ""];
+        db.insert(
+            expected.iter().map(|id| op(id, 7)).collect(),
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
+        expected.sort_unstable();
+        assert_eq!(ids(fetch_all_waiting(&db).await), expected);
+        // One row at a time, each strictly after the last.
+        let mut cursor = None;
+        let mut seen = Vec::new();
+        while let Some(o) = db.scan_after(cursor.clone(), 1).await.unwrap().pop() {
+            cursor = Some(o.position());
+            seen.push(o.op_id);
+        }
+        assert_eq!(seen, expected);
+    }
+
+    #[tokio::test]
+    async fn op_ids_the_key_collation_cannot_order_by_bytes_are_invalid() {
+        let (_t, db) = fresh().await;
+        for bad in ["a ", "a\tb", "line\n", "\u{7f}"] {
+            match db
+                .insert(
+                    vec![op("fine", 1), op(bad, 2)],
+                    TrustlogStatus::NotTrustlogged,
+                )
+                .await
+            {
+                Err(DbError::Invalid(FieldError { field, .. })) => assert_eq!(field, "op_id"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        // The schema refuses them from plain SQL too, naming the field.
+        let err = sqlx::query(
+            "INSERT INTO operation (op_id, op_actor, doid, producer_id, op_source, op_type, \
+             do_prefix, do_repository, timestamp) VALUES ('x ', 'a', 'd', 'p', 's', 't', 'dp', \
+             'dr', '2026-01-01')",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
+        match map_error(err) {
+            DbError::Invalid(FieldError { field, message }) => {
+                assert_eq!(field, "op_id");
+                assert!(message.contains("operation_op_id_chars"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = sqlx::query("UPDATE operation SET trustlog_status = 'LOST'")
+            .execute(&db.pool)
+            .await;
+        assert!(err.is_ok(), "no rows, so no check");
+        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        let err = sqlx::query("UPDATE operation SET trustlog_status = 'LOST'")
+            .execute(&db.pool)
+            .await
+            .unwrap_err();
+        match map_error(err) {
+            DbError::Invalid(FieldError { field, .. }) => assert_eq!(field, "trustlog_status"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(db.stats(DEFAULT_KEY).await.unwrap().total, 1);
+    }
+
+    #[tokio::test]
+    async fn apply_marks_only_waiting_rows_trustlogged() {
+        let (_t, db) = fresh().await;
+        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        db.insert(vec![op("k", 2)], TrustlogStatus::DbOnly)
+            .await
+            .unwrap();
+        db.apply(UnitOfWork {
+            now: 1,
+            trustlogged: vec!["a".into(), "k".into(), "missing".into()],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(status_of(&db, "a").await, "TRUSTLOGGED");
+        assert_eq!(status_of(&db, "k").await, "DB_ONLY");
+    }
+
+    #[tokio::test]
+    async fn apply_of_nothing_touches_nothing() {
+        let (_t, db) = fresh().await;
+        // Not even `now`, which could not be stored, is looked at.
+        db.apply(UnitOfWork {
+            now: i64::MIN,
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(db.stats(DEFAULT_KEY).await.unwrap(), DbStats::default());
+    }
+
+    #[tokio::test]
+    async fn apply_with_a_stale_expected_position_returns_cursor_moved_and_changes_nothing() {
+        let (_t, db) = fresh().await;
+        db.insert(
+            vec![op("a", 1), op("b", 2), op("c", 3)],
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
+        db.apply(UnitOfWork {
+            now: 10,
+            retries: vec![retry("b", RetryStatus::Pending, Some(100))],
+            cursor: move_cursor(None, pos(2, "b")),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        let retries_before = retry_rows(&db).await;
+
+        let stale = UnitOfWork {
+            now: 20,
+            trustlogged: vec!["a".into(), "c".into()],
+            retries: vec![retry("c", RetryStatus::Retrying, Some(200))],
+            delete_retries: vec!["b".into()],
+            cursor: move_cursor(Some(pos(1, "a")), pos(3, "c")),
+        };
+        assert_eq!(
+            db.apply(stale).await,
+            Err(DbError::CursorMoved(DEFAULT_KEY.to_string()))
+        );
+
+        // A cursor that was never set is stale for an expected position too.
+        let never_set = UnitOfWork {
+            now: 20,
+            trustlogged: vec!["a".into()],
+            cursor: Some(CursorMove {
+                key: "other".into(),
+                expected: Some(pos(1, "a")),
+                to: pos(3, "c"),
+            }),
+            ..UnitOfWork::default()
+        };
+        assert_eq!(
+            db.apply(never_set).await,
+            Err(DbError::CursorMoved("other".to_string()))
+        );
+
+        // And expecting no position fails once one is set.
+        let expected_none = UnitOfWork {
+            now: 20,
+            trustlogged: vec!["a".into()],
+            cursor: move_cursor(None, pos(3, "c")),
+            ..UnitOfWork::default()
+        };
+        assert_eq!(
+            db.apply(expected_none).await,
+            Err(DbError::CursorMoved(DEFAULT_KEY.to_string()))
+        );
+
+        for id in ["a", "b", "c"] {
+            assert_eq!(status_of(&db, id).await, "NOT_TRUSTLOGGED", "{id}");
+        }
+        assert_eq!(retry_rows(&db).await, retries_before);
+        assert_eq!(
+            db.load_cursor(DEFAULT_KEY).await.unwrap(),
+            Some(pos(2, "b"))
+        );
+        assert_eq!(db.load_cursor("other").await.unwrap(), None);
+        let cursor_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM trustlog_cursor")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(cursor_rows, 1, "a failed unit leaves no cursor row behind");
+    }
+
+    #[tokio::test]
+    async fn apply_takes_an_empty_cursor_value_as_no_position() {
+        let (_t, db) = fresh().await;
+        sqlx::query("INSERT INTO trustlog_cursor VALUES (?, '', '1970-01-01')")
+            .bind(DEFAULT_KEY)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(db.load_cursor(DEFAULT_KEY).await.unwrap(), None);
+        db.apply(UnitOfWork {
+            now: 7,
+            cursor: move_cursor(None, pos(1, "a")),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        let (value, updated): (String, NaiveDateTime) = sqlx::query_as(
+            "SELECT cursor_value, last_updated_at FROM trustlog_cursor WHERE cursor_key = ?",
+        )
+        .bind(DEFAULT_KEY)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(value, "1970-01-01T00:00:00.000001Z|a");
+        assert_eq!(micros_of(updated), 7);
+    }
+
+    #[tokio::test]
+    async fn apply_refuses_to_move_a_cursor_backwards_or_in_place() {
+        let (_t, db) = fresh().await;
+        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        db.apply(UnitOfWork {
+            now: 1,
+            cursor: move_cursor(None, pos(5, "e")),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        for to in [pos(5, "e"), pos(5, "d"), pos(4, "z")] {
+            let work = UnitOfWork {
+                now: 2,
+                trustlogged: vec!["a".into()],
+                cursor: move_cursor(Some(pos(5, "e")), to.clone()),
+                ..UnitOfWork::default()
+            };
+            match db.apply(work).await {
+                Err(DbError::Other(m)) => assert!(m.contains(DEFAULT_KEY), "{m}"),
+                other => panic!("moving to {to:?}: {other:?}"),
+            }
+        }
+        assert_eq!(status_of(&db, "a").await, "NOT_TRUSTLOGGED");
+        assert_eq!(
+            db.load_cursor(DEFAULT_KEY).await.unwrap(),
+            Some(pos(5, "e"))
+        );
+    }
+
+    #[tokio::test]
+    async fn apply_upserts_retry_rows_keeping_created_at_and_deletes_them() {
+        let (_t, db) = fresh().await;
+        db.insert(vec![op("a", 1), op("b", 2)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        db.apply(UnitOfWork {
+            now: 100,
+            retries: vec![
+                retry("a", RetryStatus::Pending, Some(160)),
+                retry("b", RetryStatus::Pending, Some(160)),
+            ],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        let mut again = retry("a", RetryStatus::Retrying, Some(400));
+        again.retry_count = 2;
+        db.apply(UnitOfWork {
+            now: 200,
+            retries: vec![again],
+            delete_retries: vec!["b".into()],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            retry_rows(&db).await,
+            vec![(
+                "a".to_string(),
+                2,
+                "RETRYING".to_string(),
+                Some(400),
+                100,
+                200
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn of_two_updates_of_one_retry_row_in_a_unit_the_later_wins() {
+        let (_t, db) = fresh().await;
+        let mut later = retry("m", RetryStatus::DeadLetter, None);
+        later.retry_count = 5;
+        later.error_message = "x".repeat(100_000);
+        db.apply(UnitOfWork {
+            now: 1,
+            retries: vec![
+                retry("z", RetryStatus::Pending, Some(3)),
+                retry("m", RetryStatus::Pending, Some(2)),
+                retry("a", RetryStatus::Pending, Some(1)),
+                later,
+            ],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        let rows = retry_rows(&db).await;
+        assert_eq!(rows.len(), 3);
+        assert_eq!(
+            (rows[1].1, rows[1].2.as_str(), rows[1].3),
+            (5, "DEAD_LETTER", None)
+        );
+        let message_len: i64 = sqlx::query_scalar(
+            "SELECT CHAR_LENGTH(error_message) FROM trustlog_retry WHERE op_id = 'm'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(message_len, 100_000, "long error messages are kept whole");
+    }
+
+    #[tokio::test]
+    async fn due_retries_honour_next_retry_at_and_skip_dead_letters_and_delivered_rows() {
+        let (_t, db) = fresh().await;
+        let ids = [
+            "due-late",
+            "due-early",
+            "due-tie",
+            "future",
+            "dead",
+            "delivered",
+            "unscheduled",
+        ];
+        db.insert(
+            ids.iter().map(|id| op(id, 1)).collect(),
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
+        let mut retrying = retry("due-late", RetryStatus::Retrying, Some(300));
+        retrying.retry_count = 3;
+        db.apply(UnitOfWork {
+            now: 1,
+            retries: vec![
+                retrying,
+                retry("due-early", RetryStatus::Pending, Some(100)),
+                retry("due-tie", RetryStatus::Pending, Some(300)),
+                retry("future", RetryStatus::Pending, Some(301)),
+                retry("dead", RetryStatus::DeadLetter, Some(50)),
+                retry("delivered", RetryStatus::Pending, Some(50)),
+                retry("unscheduled", RetryStatus::Pending, None),
+            ],
+            trustlogged: vec!["delivered".into()],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+
+        let due = db.due_retries(300, 10).await.unwrap();
+        let got: Vec<(&str, u32)> = due
+            .iter()
+            .map(|r| (r.op.op_id.as_str(), r.retry_count))
+            .collect();
+        assert_eq!(got, vec![("due-early", 1), ("due-late", 3), ("due-tie", 1)]);
+        assert_eq!(due[0].op, op("due-early", 1));
+        assert_eq!(db.due_retries(300, 1).await.unwrap().len(), 1);
+        assert!(db.due_retries(99, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn sweep_candidates_are_waiting_rows_behind_the_cursor_without_retry_rows() {
+        let (_t, db) = fresh().await;
+        db.insert(
+            vec![
+                op("a", 1),
+                op("b", 2),
+                op("c", 3),
+                op("d", 3),
+                op("e", 4),
+                op("f", 5),
+            ],
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
+        db.apply(UnitOfWork {
+            now: 1,
+            trustlogged: vec!["c".into()],
+            retries: vec![retry("b", RetryStatus::Pending, Some(10))],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        // Strictly before (4, "e"): d shares c's timestamp and is behind; e itself is not.
+        assert_eq!(
+            ids(db.sweep_candidates(pos(4, "e"), 10).await.unwrap()),
+            vec!["a", "d"]
+        );
+        assert_eq!(
+            ids(db.sweep_candidates(pos(4, "e"), 1).await.unwrap()),
+            vec!["a"]
+        );
+        assert_eq!(
+            ids(db.sweep_candidates(pos(3, "d"), 10).await.unwrap()),
+            vec!["a"]
+        );
+    }
+
+    #[tokio::test]
+    async fn db_only_rows_are_never_scanned_or_swept() {
+        let (_t, db) = fresh().await;
+        db.insert(
+            vec![op("kept-1", 1), op("kept-3", 3)],
+            TrustlogStatus::DbOnly,
+        )
+        .await
+        .unwrap();
+        db.insert(vec![op("sent-2", 2)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        assert_eq!(ids(db.scan_after(None, 10).await.unwrap()), vec!["sent-2"]);
+        assert_eq!(
+            ids(db.scan_after(Some(pos(0, "")), 10).await.unwrap()),
+            vec!["sent-2"]
+        );
+        assert_eq!(
+            ids(db.sweep_candidates(pos(10, ""), 10).await.unwrap()),
+            vec!["sent-2"]
+        );
+        let stats = db.stats(DEFAULT_KEY).await.unwrap();
+        assert_eq!((stats.db_only, stats.oldest_waiting), (2, Some(2)));
+    }
+
+    #[tokio::test]
+    async fn stats_count_every_status_and_read_the_cursor() {
+        let (_t, db) = fresh().await;
+        assert_eq!(db.stats(DEFAULT_KEY).await.unwrap(), DbStats::default());
+        db.insert(
+            (1..=6).map(|i| op(&format!("w{i}"), i)).collect(),
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
+        db.insert(vec![op("t1", 7), op("t2", 8)], TrustlogStatus::Trustlogged)
+            .await
+            .unwrap();
+        db.insert(vec![op("k1", 0)], TrustlogStatus::DbOnly)
+            .await
+            .unwrap();
+        db.apply(UnitOfWork {
+            now: 1,
+            trustlogged: vec!["w6".into()],
+            retries: vec![
+                retry("w1", RetryStatus::Pending, Some(5)),
+                retry("w2", RetryStatus::Retrying, Some(5)),
+                retry("w3", RetryStatus::DeadLetter, None),
+            ],
+            cursor: move_cursor(None, pos(5, "w5")),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        let stats = db.stats(DEFAULT_KEY).await.unwrap();
+        assert_eq!(
+            stats,
+            DbStats {
+                total: 9,
+                trustlogged: 3,
+                not_trustlogged: 5,
+                db_only: 1,
+                retry_pending: 2,
+                dead_letter: 1,
+                cursor: Some(pos(5, "w5")),
+                // w1..w3 wait in the retry queue, so w4 is the oldest the scan or sweep owes.
+                oldest_waiting: Some(4),
+            }
+        );
+        assert_eq!(db.stats("unknown").await.unwrap().cursor, None);
+    }
+
+    #[tokio::test]
+    async fn stats_read_one_snapshot_even_where_read_committed_is_the_default() {
+        let (t, db) = fresh().await;
+        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        let mut reader = MySqlConnection::connect(&t.url).await.unwrap();
+        reader
+            .execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .await
+            .unwrap();
+        let mut tx = reader.begin_with(BEGIN_SNAPSHOT).await.unwrap();
+        let count = "SELECT COUNT(*) FROM operation";
+        let before: i64 = sqlx::query_scalar(count).fetch_one(&mut *tx).await.unwrap();
+        db.insert(vec![op("b", 2)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        let after: i64 = sqlx::query_scalar(count).fetch_one(&mut *tx).await.unwrap();
+        assert_eq!((before, after), (1, 1));
+        tx.commit().await.unwrap();
+        // The level applied to that transaction only.
+        let later: i64 = sqlx::query_scalar(count)
+            .fetch_one(&mut reader)
+            .await
+            .unwrap();
+        assert_eq!(later, 2);
+        let level: String = match sqlx::query_scalar("SELECT @@SESSION.transaction_isolation")
+            .fetch_one(&mut reader)
+            .await
+        {
+            Ok(level) => level,
+            // MariaDB before 11.1 knows the variable by its old name only.
+            Err(_) => sqlx::query_scalar("SELECT @@SESSION.tx_isolation")
+                .fetch_one(&mut reader)
+                .await
+                .unwrap(),
+        };
+        assert_eq!(level, "READ-COMMITTED");
+        reader.close().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_workers_racing_for_one_cursor_move_exactly_one_wins() {
+        let (t, one) = fresh().await;
+        let two = MySqlDb::connect(&t.url).await.unwrap();
+        one.insert(
+            (0..200).map(|i| op(&format!("op-{i:03}"), i)).collect(),
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
+
+        for round in 0..20 {
+            let (at_one, at_two) =
+                tokio::join!(one.load_cursor(DEFAULT_KEY), two.load_cursor(DEFAULT_KEY));
+            let expected = at_one.unwrap();
+            assert_eq!(expected, at_two.unwrap());
+            let batch = one.scan_after(expected.clone(), 10).await.unwrap();
+            let work = UnitOfWork {
+                now: round,
+                trustlogged: batch.iter().map(|o| o.op_id.clone()).collect(),
+                cursor: move_cursor(expected, batch.last().unwrap().position()),
+                ..UnitOfWork::default()
+            };
+            let (a, b) = tokio::join!(
+                tokio::spawn({
+                    let (db, work) = (one.clone(), work.clone());
+                    async move { db.apply(work).await }
+                }),
+                tokio::spawn({
+                    let db = two.clone();
+                    async move { db.apply(work).await }
+                }),
+            );
+            let mut results = [a.unwrap(), b.unwrap()];
+            results.sort_by_key(|r| r.is_err());
+            assert_eq!(
+                results,
+                [Ok(()), Err(DbError::CursorMoved(DEFAULT_KEY.to_string()))],
+                "round {round}"
+            );
+        }
+        let stats = two.stats(DEFAULT_KEY).await.unwrap();
+        assert_eq!((stats.trustlogged, stats.not_trustlogged), (200, 0));
+        assert_eq!(stats.cursor, Some(pos(199, "op-199")));
+        one.close().await;
+        two.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_workers_racing_for_a_new_cursor_key_exactly_one_wins() {
+        let (t, one) = fresh().await;
+        let two = MySqlDb::connect(&t.url).await.unwrap();
+        for round in 0..20 {
+            let key = format!("new-{round}");
+            let work = UnitOfWork {
+                now: round,
+                cursor: Some(CursorMove {
+                    key: key.clone(),
+                    expected: None,
+                    to: pos(round, "x"),
+                }),
+                ..UnitOfWork::default()
+            };
+            let (a, b) = tokio::join!(
+                tokio::spawn({
+                    let (db, work) = (one.clone(), work.clone());
+                    async move { db.apply(work).await }
+                }),
+                tokio::spawn({
+                    let db = two.clone();
+                    async move { db.apply(work).await }
+                }),
+            );
+            let mut results = [a.unwrap(), b.unwrap()];
+            results.sort_by_key(|r| r.is_err());
+            assert_eq!(
+                results,
+                [Ok(()), Err(DbError::CursorMoved(key.clone()))],
+                "round {round}"
+            );
+        }
+        two.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_op_id_over_64_characters_is_invalid_and_nothing_of_the_batch_is_stored() {
+        let (_t, db) = fresh().await;
+        let long = "x".repeat(65);
+        // Straight to the adapter: the guest's own validation would refuse it first.
+        let err = db
+            .insert(
+                vec![op("fine", 1), op(&long, 2)],
+                TrustlogStatus::NotTrustlogged,
+            )
+            .await
+            .unwrap_err();
+        match err {
+            DbError::Invalid(FieldError { field, message }) => {
+                assert_eq!(field, "op_id");
+                assert!(message.contains("Data too long"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(db.stats(DEFAULT_KEY).await.unwrap().total, 0);
+        // 64 characters, not bytes: 64 ASCII and 64 Chinese characters fit.
+        db.insert(
+            vec![op(&"x".repeat(64), 1), op(&"操".repeat(64), 1)],
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
+        // Every column is checked, and the error names it.
+        let mut o = op("y", 1);
+        o.client_ip = Some("1".repeat(46));
+        match db.insert(vec![o], TrustlogStatus::NotTrustlogged).await {
+            Err(DbError::Invalid(FieldError { field, .. })) => assert_eq!(field, "client_ip"),
+            other => panic!("{other:?}"),
+        }
+        let stats = db.stats(DEFAULT_KEY).await.unwrap();
+        assert_eq!(stats.total, 2);
+    }
+
+    #[tokio::test]
+    async fn duplicate_keys_are_conflicts() {
+        let (_t, db) = fresh().await;
+        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        let err =
+            sqlx::query("INSERT INTO trustlog_cursor VALUES ('k', '', NOW()), ('k', '', NOW())")
+                .execute(&db.pool)
+                .await
+                .unwrap_err();
+        match map_error(err) {
+            DbError::Conflict(message) => assert!(message.contains("'k'"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lock_wait_timeouts_and_deadlocks_are_unavailable() {
+        let (_t, db) = fresh().await;
+        db.insert(vec![op("a", 1), op("b", 2)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        let lock = "UPDATE operation SET op_actor = 'locker' WHERE op_id = ?";
+
+        let mut holder = db.pool.begin().await.unwrap();
+        sqlx::query(lock)
+            .bind("a")
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let mut impatient = db.pool.acquire().await.unwrap();
+        impatient
+            .execute("SET SESSION innodb_lock_wait_timeout = 1")
+            .await
+            .unwrap();
+        let err = sqlx::query(lock)
+            .bind("a")
+            .execute(&mut *impatient)
+            .await
+            .unwrap_err();
+        match map_error(err) {
+            DbError::Unavailable(m) => assert!(m.contains("1205"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        holder.rollback().await.unwrap();
+        drop(impatient);
+
+        // Each holds one row and wants the other's.
+        let mut one = db.pool.begin().await.unwrap();
+        let mut two = db.pool.begin().await.unwrap();
+        sqlx::query(lock)
+            .bind("a")
+            .execute(&mut *one)
+            .await
+            .unwrap();
+        sqlx::query(lock)
+            .bind("b")
+            .execute(&mut *two)
+            .await
+            .unwrap();
+        let (r1, r2) = tokio::join!(
+            sqlx::query(lock).bind("b").execute(&mut *one),
+            sqlx::query(lock).bind("a").execute(&mut *two),
+        );
+        let err = match (r1, r2) {
+            (Err(e), Ok(_)) | (Ok(_), Err(e)) => e,
+            other => panic!("expected one deadlock victim: {other:?}"),
+        };
+        match map_error(err) {
+            DbError::Unavailable(m) => assert!(m.contains("1213"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        one.rollback().await.unwrap();
+        two.rollback().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_unavailable() {
+        // Nothing listens on port 1; the pool keeps trying until its acquire timeout.
+        match MySqlDb::connect("mysql://root@127.0.0.1:1/test").await {
+            Err(DbError::Unavailable(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_malformed_stored_cursor_is_an_error_naming_the_key() {
+        let (_t, db) = fresh().await;
+        sqlx::query(
+            "INSERT INTO trustlog_cursor VALUES (?, '2026-11-24T10:23:54.123Z|a', '1970-01-01')",
+        )
+        .bind(DEFAULT_KEY)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        match db.load_cursor(DEFAULT_KEY).await {
+            Err(DbError::Other(m)) => assert!(m.contains(DEFAULT_KEY), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// One row of `EXPLAIN`, by column name (MySQL adds columns MariaDB lacks).
+    #[derive(Debug)]
+    struct Step {
+        select_type: String,
+        table: String,
+        access: String,
+        key: String,
+        extra: String,
+    }
+
+    /// The plan of `sql`, binding each of `binds` in turn.
+    async fn plan_of(db: &MySqlDb, sql: &str, binds: &[Bind]) -> Vec<Step> {
+        let sql = format!("EXPLAIN {sql}");
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for bind in binds {
+            query = match bind {
+                Bind::Int(n) => query.bind(*n),
+                Bind::Text(s) => query.bind(*s),
+                Bind::At(t) => query.bind(DateTime::from_timestamp_micros(*t).unwrap().naive_utc()),
+            };
+        }
+        let text = |row: &MySqlRow, column: &str| -> String {
+            row.try_get::<Option<String>, _>(column)
+                .unwrap()
+                .unwrap_or_default()
+        };
+        query
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| Step {
+                select_type: text(row, "select_type"),
+                table: text(row, "table"),
+                access: text(row, "type"),
+                key: text(row, "key"),
+                extra: text(row, "Extra"),
+            })
+            .collect()
+    }
+
+    enum Bind {
+        Int(i64),
+        Text(&'static str),
+        At(Micros),
+    }
+
+    #[tokio::test]
+    async fn the_queries_use_their_indexes_without_sorting() {
+        let (_t, db) = fresh().await;
+        let base = 1_795_515_834_000_000;
+        // 10,000 rows: most delivered, as in a table that has been running for a while.
+        let ops: Vec<Operation> = (0..10_000)
+            .map(|i| op(&format!("op-{i:05}"), base + i / 3))
+            .collect();
+        db.insert(ops, TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        db.apply(UnitOfWork {
+            now: base,
+            trustlogged: (0..8_000).map(|i| format!("op-{i:05}")).collect(),
+            retries: (8_000..8_100)
+                .map(|i| retry(&format!("op-{i:05}"), RetryStatus::Pending, Some(base + i)))
+                .collect(),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        sqlx::raw_sql("ANALYZE TABLE operation, trustlog_retry")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        // A keyset bound in the waiting rows: the timestamp twice, the op_id, the limit.
+        let bound = || {
+            vec![
+                Bind::At(base + 2_900),
+                Bind::At(base + 2_900),
+                Bind::Text("op-08700"),
+                Bind::Int(1_000),
+            ]
+        };
+        for (name, sql, binds) in [
+            ("scan from start", SCAN_FROM_START, vec![Bind::Int(1_000)]),
+            ("scan after", SCAN_AFTER, bound()),
+            ("sweep", SWEEP, bound()),
+            ("sweep all", SWEEP_ALL, vec![Bind::Int(1_000)]),
+            ("oldest waiting", OLDEST_WAITING, vec![]),
+        ] {
+            let plan = plan_of(&db, sql, &binds).await;
+            let o = plan.iter().find(|s| s.table == "o").unwrap();
+            assert_eq!(o.key, "operation_waiting", "{name}: {plan:?}");
+            assert!(
+                matches!(o.access.as_str(), "range" | "ref"),
+                "{name}: {plan:?}"
+            );
+            assert!(
+                plan.iter()
+                    .all(|s| !s.extra.contains("filesort") && !s.extra.contains("temporary")),
+                "{name}: {plan:?}"
+            );
+            // NOT EXISTS is a primary-key probe per row, or, while the retry table is small,
+            // one pass over it into a hash table (MariaDB's choice, by cost).
+            if let Some(r) = plan.iter().find(|s| s.table == "r") {
+                assert!(
+                    r.select_type == "MATERIALIZED"
+                        || (r.key == "PRIMARY"
+                            && matches!(r.access.as_str(), "eq_ref" | "unique_subquery")),
+                    "{name}: {plan:?}"
+                );
+                assert!(r.extra.contains("Using index"), "{name}: {plan:?}");
+            }
+        }
+        for (name, sql, key) in [
+            ("count by status", COUNT_BY_STATUS, "operation_waiting"),
+            (
+                "count retries",
+                COUNT_RETRIES_BY_STATUS,
+                "trustlog_retry_due",
+            ),
+        ] {
+            let plan = plan_of(&db, sql, &[]).await;
+            assert_eq!(plan[0].key, key, "{name}: {plan:?}");
+            assert!(plan[0].extra.contains("Using index"), "{name}: {plan:?}");
+            assert!(!plan[0].extra.contains("filesort"), "{name}: {plan:?}");
+        }
+        for (name, sql) in [
+            ("existing ids", EXISTING_IDS),
+            ("mark", MARK_TRUSTLOGGED),
+            ("delete retries", DELETE_RETRIES),
+        ] {
+            let plan = plan_of(
+                &db,
+                &format!("{sql}(?, ?)"),
+                &[Bind::Text("op-08500"), Bind::Text("op-09999")],
+            )
+            .await;
+            assert_eq!(plan[0].key, "PRIMARY", "{name}: {plan:?}");
+            assert_eq!(plan[0].access, "range", "{name}: {plan:?}");
+        }
+        // The due rows of two statuses are two index ranges merged by a sort of the due
+        // rows only; each operation is then one primary-key lookup.
+        let plan = plan_of(&db, DUE_RETRIES, &[Bind::At(base + 8_050), Bind::Int(100)]).await;
+        assert_eq!(
+            (
+                plan[0].table.as_str(),
+                plan[0].key.as_str(),
+                plan[0].access.as_str()
+            ),
+            ("r", "trustlog_retry_due", "range"),
+            "{plan:?}"
+        );
+        assert_eq!(
+            (
+                plan[1].table.as_str(),
+                plan[1].key.as_str(),
+                plan[1].access.as_str()
+            ),
+            ("o", "PRIMARY", "eq_ref"),
+            "{plan:?}"
+        );
+    }
+
+    /// Not a benchmark with assertions: prints what the adapter costs for 100,000 rows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn perf_delivers_100k_rows_in_batches_of_1000() {
+        const ROWS: i64 = 100_000;
+        const BATCH: u32 = 1_000;
+        let (_t, db) = fresh().await;
+        let base = 1_795_515_834_000_000;
+        let ops: Vec<Operation> = (0..ROWS)
+            .map(|i| {
+                let mut o = op(&format!("op-{i:07}"), base + i / 4);
+                o.request_body_hash = Some(format!("{:064x}", i * 7919));
+                o
+            })
+            .collect();
+
+        let started = Instant::now();
+        for chunk in ops.chunks(BATCH as usize) {
+            db.insert(chunk.to_vec(), TrustlogStatus::NotTrustlogged)
+                .await
+                .unwrap();
+        }
+        let insert_time = started.elapsed();
+
+        let started = Instant::now();
+        let (mut scan_time, mut apply_time, mut delivered, mut batches) =
+            (Duration::ZERO, Duration::ZERO, 0usize, 0u32);
+        let mut cursor = db.load_cursor(DEFAULT_KEY).await.unwrap();
+        loop {
+            let t = Instant::now();
+            let batch = db.scan_after(cursor.clone(), BATCH).await.unwrap();
+            scan_time += t.elapsed();
+            let Some(last) = batch.last() else { break };
+            let to = last.position();
+            let t = Instant::now();
+            db.apply(UnitOfWork {
+                now: base,
+                trustlogged: batch.iter().map(|o| o.op_id.clone()).collect(),
+                cursor: move_cursor(cursor, to.clone()),
+                ..UnitOfWork::default()
+            })
+            .await
+            .unwrap();
+            apply_time += t.elapsed();
+            delivered += batch.len();
+            batches += 1;
+            cursor = Some(to);
+        }
+        let loop_time = started.elapsed();
+        let stats = db.stats(DEFAULT_KEY).await.unwrap();
+        assert_eq!(delivered, ROWS as usize);
+        assert_eq!((stats.trustlogged, stats.not_trustlogged), (ROWS as u64, 0));
+        let rate = |d: Duration| ROWS as f64 / d.as_secs_f64();
+        println!(
+            "perf: insert {ROWS} rows in batches of {BATCH}: {insert_time:?} ({:.0} rows/s); \
+             scan+apply loop: {loop_time:?} for {batches} batches ({:.0} rows/s; \
+             scan_after {scan_time:?}, apply {apply_time:?})",
+            rate(insert_time),
+            rate(loop_time)
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the op_id and timestamp, a cursor stored by `apply` reads back as it was.
+        #[test]
+        fn positions_round_trip_through_the_stored_cursor(
+            timestamp in any::<i64>(),
+            op_id in "[^\\x00-\\x1f\\x7f]{0,63}[^ \\x00-\\x1f\\x7f]?",
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let (got, want) = runtime.block_on(async {
+                let (_t, db) = fresh().await;
+                let key = format!("prop-{}", NEXT_KEY.fetch_add(1, Ordering::Relaxed));
+                let to = Position { timestamp, op_id: op_id.clone() };
+                db.apply(UnitOfWork {
+                    now: 1,
+                    cursor: Some(CursorMove { key: key.clone(), expected: None, to: to.clone() }),
+                    ..UnitOfWork::default()
+                })
+                .await
+                .unwrap();
+                let got = db.load_cursor(&key).await.unwrap();
+                db.close().await;
+                (got, Some(to))
+            });
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    static NEXT_KEY: AtomicU32 = AtomicU32::new(0);
+
+    #[test]
+    fn server_messages_name_their_column_or_constraint() {
+        for (message, word, name) in [
+            (
+                "Data too long for column 'op_id' at row 1",
+                "column ",
+                "op_id",
+            ),
+            ("Column 'op_actor' cannot be null", "column ", "op_actor"),
+            (
+                "Incorrect datetime value: '0000-00-00' for column `db`.`operation`.`timestamp` at row 1",
+                "column ",
+                "timestamp",
+            ),
+            (
+                "Field 'doid' doesn't have a default value",
+                "field ",
+                "doid",
+            ),
+            (
+                "CONSTRAINT `operation_op_id_chars` failed for `test`.`operation`",
+                "constraint ",
+                "operation_op_id_chars",
+            ),
+            (
+                "Check constraint 'trustlog_retry_retry_status_value' is violated.",
+                "constraint ",
+                "trustlog_retry_retry_status_value",
+            ),
+        ] {
+            assert_eq!(quoted_after(message, word), Some(name), "{message}");
+        }
+        assert_eq!(quoted_after("no such thing", "column "), None);
+    }
+
+    #[test]
+    fn urls_get_their_database_replaced() {
+        assert_eq!(
+            url_with_database("mysql://root@127.0.0.1:3306/test", "x"),
+            "mysql://root@127.0.0.1:3306/x"
+        );
+        assert_eq!(
+            url_with_database("mysql://u:p@h/test?ssl-mode=DISABLED", "x"),
+            "mysql://u:p@h/x?ssl-mode=DISABLED"
+        );
+        assert_eq!(url_with_database("mysql://h:3306", "x"), "mysql://h:3306/x");
+    }
+}

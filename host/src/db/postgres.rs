@@ -1,0 +1,2628 @@
+//! The PostgreSQL adapter: the `db` interface of `wit/trustlog.wit` as batched SQL.
+//!
+//! Every statement that touches many rows binds whole arrays (`UNNEST`, `= ANY`), so a
+//! batch is one statement whatever its size and never meets the 65,535-bind limit.
+//! Writes run in READ COMMITTED transactions: the cursor's compare-and-set comes first,
+//! so its row lock queues a second worker on the same cursor, which then re-reads the
+//! row, finds it moved and rolls back.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{
+    PgArgumentBuffer, PgConnectOptions, PgDatabaseError, PgHasArrayType, PgListener, PgPool,
+    PgPoolOptions, PgRow, PgTypeInfo, PgValueFormat, Postgres,
+};
+use sqlx::types::chrono::{DateTime, Utc};
+use sqlx::{Decode, Encode, Row, Type, TypeInfo, ValueRef};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use trustlog_guest::model::{
+    CursorMove, DbError, DbStats, FieldError, InsertOutcome, Micros, Operation, Position, RetryRow,
+    RetryUpdate, TrustlogStatus, UnitOfWork,
+};
+use trustlog_guest::validate::LIMITS;
+
+use super::cursor_value::{format_position, parse_position};
+
+// PATH: the schema; the host crate points this at its own `sql/postgresql.sql`.
+const SCHEMA: &str = include_str!("../../../sql/postgresql.sql");
+
+/// Connections per pool: a worker needs one at a time, the rest serve inserts and status.
+const POOL_SIZE: u32 = 5;
+/// How long a call waits for a free connection (or a new one) before failing unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The channel the schema's insert trigger notifies.
+const WAKE_CHANNEL: &str = "trustlog_operation";
+/// How long the listener waits for a connection before counting the attempt failed; its
+/// loop then tries again, so a short wait only makes the failure show sooner.
+const LISTEN_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The first and the longest wait before listening again after the listener failed.
+const LISTEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Unix time of PostgreSQL's epoch, 2000-01-01T00:00:00Z, in microseconds.
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+/// PostgreSQL's earliest timestamp, 4714-11-24T00:00:00Z BC, in Unix microseconds. Its
+/// latest (294276 AD) lies beyond every `i64` of Unix microseconds.
+const PG_MIN_MICROS: i64 = -210_866_803_200_000_000;
+
+/// The columns of [`Operation`], in field order, from `operation o`; rows are mapped by
+/// index with [`operation_at`].
+macro_rules! operation_columns {
+    () => {
+        "o.op_id, o.op_actor, o.doid, o.producer_id, o.request_body_hash, \
+         o.response_body_hash, o.op_source, o.op_type, o.do_prefix, o.do_repository, \
+         o.client_ip, o.server_ip, o.timestamp"
+    };
+}
+const OPERATION_COLUMN_COUNT: usize = 13;
+
+// The waiting-row queries repeat the partial index's predicate as a literal, not a bind,
+// so the planner can prove the index applies to generic plans too; the row value makes
+// the keyset bound a single index range in (timestamp, op_id) order, so no query sorts.
+
+/// `scan_after(None, $1)`.
+const SCAN_FROM_START: &str = concat!(
+    "SELECT ",
+    operation_columns!(),
+    " FROM operation o \
+     WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' \
+     ORDER BY o.timestamp, o.op_id LIMIT $1"
+);
+/// `scan_after(Some(($1, $2)), $3)`.
+const SCAN_AFTER: &str = concat!(
+    "SELECT ",
+    operation_columns!(),
+    " FROM operation o \
+     WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' AND (o.timestamp, o.op_id) > ($1, $2) \
+     ORDER BY o.timestamp, o.op_id LIMIT $3"
+);
+/// `sweep_candidates(($1, $2), $3)`.
+const SWEEP: &str = concat!(
+    "SELECT ",
+    operation_columns!(),
+    " FROM operation o \
+     WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' AND (o.timestamp, o.op_id) < ($1, $2) \
+     AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id) \
+     ORDER BY o.timestamp, o.op_id LIMIT $3"
+);
+/// `due_retries($1, $2)`: the operation's columns, then `retry_count`. The due retry rows
+/// are sorted first (the only rows sorted: two statuses are two ranges of the index) and
+/// each then looks its operation up by primary key until the limit is reached. The OFFSET
+/// 0 fences keep the planner from flattening the subqueries into a join it may turn
+/// around, hashing every waiting row and sorting every due row's operation.
+const DUE_RETRIES: &str = concat!(
+    "SELECT ",
+    operation_columns!(),
+    ", r.retry_count FROM (SELECT op_id, retry_count, next_retry_at FROM trustlog_retry \
+     WHERE retry_status IN ('PENDING', 'RETRYING') AND next_retry_at <= $1 \
+     ORDER BY next_retry_at, op_id OFFSET 0) r \
+     CROSS JOIN LATERAL (SELECT o.* FROM operation o \
+     WHERE o.op_id = r.op_id AND o.trustlog_status = 'NOT_TRUSTLOGGED' OFFSET 0) o \
+     ORDER BY r.next_retry_at, r.op_id LIMIT $2"
+);
+/// The timestamp of the oldest waiting row with no retry row. Not MIN(): walking the
+/// index in order stops at the first match, where MIN() over the NOT EXISTS filter would
+/// visit every waiting row.
+const OLDEST_WAITING: &str = "SELECT o.timestamp FROM operation o \
+     WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' \
+     AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id) \
+     ORDER BY o.timestamp, o.op_id LIMIT 1";
+/// Rows per status. Exact counts read every row (PostgreSQL keeps no row count); the
+/// status is not indexed because each index slows the insert and the status update.
+const COUNT_BY_STATUS: &str =
+    "SELECT trustlog_status, COUNT(*) FROM operation GROUP BY trustlog_status";
+/// Retry rows per status.
+const COUNT_RETRIES_BY_STATUS: &str =
+    "SELECT retry_status, COUNT(*) FROM trustlog_retry GROUP BY retry_status";
+/// Stores a batch: one array per column, unnested in input order, so of two equal op_ids
+/// in one batch the first is stored and the second meets it as a conflict.
+const INSERT: &str = "INSERT INTO operation (op_id, op_actor, doid, producer_id, \
+     request_body_hash, response_body_hash, op_source, op_type, do_prefix, do_repository, \
+     client_ip, server_ip, timestamp, trustlog_status) \
+     SELECT u.*, $14 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
+     $13::timestamptz[]) AS u \
+     ON CONFLICT (op_id) DO NOTHING RETURNING op_id";
+/// Marks waiting rows delivered.
+const MARK_TRUSTLOGGED: &str = "UPDATE operation SET trustlog_status = 'TRUSTLOGGED' \
+     WHERE op_id = ANY($1) AND trustlog_status = 'NOT_TRUSTLOGGED'";
+/// Inserts or overwrites retry rows; created_at is absent from the update list, so it
+/// keeps the first failure's time.
+const UPSERT_RETRIES: &str = "INSERT INTO trustlog_retry (op_id, retry_count, retry_status, \
+     last_retry_at, next_retry_at, error_message, created_at, updated_at) \
+     SELECT u.*, $7, $7 FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::timestamptz[], \
+     $5::timestamptz[], $6::text[]) AS u \
+     ON CONFLICT (op_id) DO UPDATE SET retry_count = excluded.retry_count, \
+     retry_status = excluded.retry_status, last_retry_at = excluded.last_retry_at, \
+     next_retry_at = excluded.next_retry_at, error_message = excluded.error_message, \
+     updated_at = excluded.updated_at";
+/// Deletes retry rows.
+const DELETE_RETRIES: &str = "DELETE FROM trustlog_retry WHERE op_id = ANY($1)";
+/// Moves a set cursor: `$1` the new value, `$2` the time, `$3` the key, `$4` the old value.
+const MOVE_CURSOR: &str = "UPDATE trustlog_cursor SET cursor_value = $1, last_updated_at = $2 \
+     WHERE cursor_key = $3 AND cursor_value = $4";
+/// Sets a cursor with no position: a missing row is created; an existing one is taken
+/// only while empty (the DO UPDATE's WHERE leaves a set cursor alone and reports no change).
+const START_CURSOR: &str = "INSERT INTO trustlog_cursor (cursor_key, cursor_value, \
+     last_updated_at) VALUES ($1, $2, $3) ON CONFLICT (cursor_key) DO UPDATE SET \
+     cursor_value = excluded.cursor_value, last_updated_at = excluded.last_updated_at \
+     WHERE trustlog_cursor.cursor_value = ''";
+/// One cursor's stored text.
+const LOAD_CURSOR: &str = "SELECT cursor_value FROM trustlog_cursor WHERE cursor_key = $1";
+/// The schema `operation` resolves to on this connection: the trigger's payload for it.
+const OWN_SCHEMA: &str = "SELECT n.nspname::text FROM pg_catalog.pg_class c \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     WHERE c.oid = to_regclass('operation')";
+
+/// A pool of connections to one PostgreSQL database (and schema), implementing the `db` interface.
+#[derive(Debug, Clone)]
+pub struct PostgresDb {
+    pool: PgPool,
+}
+
+impl PostgresDb {
+    /// Connects to `url` (`postgres://user@host:port/db`, libpq parameters such as
+    /// `?options=-c%20search_path%3Dmyschema` included).
+    pub async fn connect(url: &str) -> Result<PostgresDb, DbError> {
+        let mut options = PgConnectOptions::from_str(url).map_err(map_error)?;
+        if options.get_application_name().is_none() {
+            // Names the relay's sessions in pg_stat_activity.
+            options = options.application_name("trustlog");
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(map_error)?;
+        Ok(PostgresDb { pool })
+    }
+
+    /// Creates the tables, indexes and wake-up trigger that are missing; safe to run on
+    /// every start, from several processes at once.
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        let mut conn = self.pool.acquire().await.map_err(map_error)?;
+        if let Err(e) = sqlx::raw_sql(SCHEMA).execute(&mut *conn).await {
+            // The script opens its own transaction, which an error leaves open and failed:
+            // the connection must not serve anyone else.
+            conn.close_on_drop();
+            return Err(map_error(e));
+        }
+        Ok(())
+    }
+
+    /// Stores operations with one status; one outcome per input, in input order.
+    pub async fn insert(
+        &self,
+        ops: Vec<Operation>,
+        status: TrustlogStatus,
+    ) -> Result<Vec<InsertOutcome>, DbError> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let timestamps = ops
+            .iter()
+            .map(|op| {
+                PgTime::stored(op.timestamp).map_err(|message| {
+                    DbError::Invalid(FieldError::new(
+                        "timestamp",
+                        format!("op_id {:?}: {message}", op.op_id),
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let column = |f: fn(&Operation) -> &str| ops.iter().map(f).collect::<Vec<&str>>();
+        let optional =
+            |f: fn(&Operation) -> Option<&str>| ops.iter().map(f).collect::<Vec<Option<&str>>>();
+        let rows = sqlx::query(INSERT)
+            .bind(column(|o| &o.op_id))
+            .bind(column(|o| &o.op_actor))
+            .bind(column(|o| &o.doid))
+            .bind(column(|o| &o.producer_id))
+            .bind(optional(|o| o.request_body_hash.as_deref()))
+            .bind(optional(|o| o.response_body_hash.as_deref()))
+            .bind(column(|o| &o.op_source))
+            .bind(column(|o| &o.op_type))
+            .bind(column(|o| &o.do_prefix))
+            .bind(column(|o| &o.do_repository))
+            .bind(optional(|o| o.client_ip.as_deref()))
+            .bind(optional(|o| o.server_ip.as_deref()))
+            .bind(timestamps)
+            .bind(status.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| blame_operation_field(&ops, map_error(e)))?;
+        let mut stored = rows
+            .iter()
+            .map(|row| row.try_get::<String, _>(0))
+            .collect::<Result<HashSet<String>, _>>()
+            .map_err(map_error)?;
+        // Removing an id once claimed makes a second copy in the batch a Duplicate.
+        Ok(ops
+            .iter()
+            .map(|op| {
+                if stored.remove(op.op_id.as_str()) {
+                    InsertOutcome::Inserted
+                } else {
+                    InsertOutcome::Duplicate
+                }
+            })
+            .collect())
+    }
+
+    /// Reads a cursor's position; `None` when the row is missing or empty.
+    pub async fn load_cursor(&self, key: &str) -> Result<Option<Position>, DbError> {
+        let value: Option<String> = sqlx::query_scalar(LOAD_CURSOR)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?;
+        parse_cursor_of(key, value.as_deref())
+    }
+
+    /// `NOT_TRUSTLOGGED` rows strictly after `after` in (timestamp, op_id) order.
+    pub async fn scan_after(
+        &self,
+        after: Option<Position>,
+        limit: u32,
+    ) -> Result<Vec<Operation>, DbError> {
+        let rows = match after {
+            None => {
+                sqlx::query(SCAN_FROM_START)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            Some(p) => {
+                sqlx::query(SCAN_AFTER)
+                    .bind(PgTime::bound(p.timestamp))
+                    .bind(p.op_id)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(map_error)?;
+        rows.iter().map(operation_at).collect()
+    }
+
+    /// Retry rows due at `now` (pending or retrying, operation still waiting), oldest due first.
+    pub async fn due_retries(&self, now: Micros, limit: u32) -> Result<Vec<RetryRow>, DbError> {
+        let rows = sqlx::query(DUE_RETRIES)
+            .bind(PgTime::bound(now))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_error)?;
+        rows.iter()
+            .map(|row| {
+                let op = operation_at(row)?;
+                let count: i64 = row.try_get(OPERATION_COLUMN_COUNT).map_err(map_error)?;
+                let retry_count = u32::try_from(count).map_err(|_| {
+                    DbError::Other(format!(
+                        "retry_count {count} of {:?} is out of range",
+                        op.op_id
+                    ))
+                })?;
+                Ok(RetryRow { op, retry_count })
+            })
+            .collect()
+    }
+
+    /// `NOT_TRUSTLOGGED` rows strictly before `before` with no retry row: late commits.
+    pub async fn sweep_candidates(
+        &self,
+        before: Position,
+        limit: u32,
+    ) -> Result<Vec<Operation>, DbError> {
+        let rows = sqlx::query(SWEEP)
+            .bind(PgTime::bound(before.timestamp))
+            .bind(before.op_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_error)?;
+        rows.iter().map(operation_at).collect()
+    }
+
+    /// The monitoring counts and the position of `cursor_key`, read in one snapshot.
+    pub async fn stats(&self, cursor_key: &str) -> Result<DbStats, DbError> {
+        // REPEATABLE READ: every read below sees the snapshot of the first.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(map_error)?;
+        let mut stats = DbStats::default();
+
+        let rows = sqlx::query(COUNT_BY_STATUS)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        for row in &rows {
+            let status: String = row.try_get(0).map_err(map_error)?;
+            let count = count_at(row)?;
+            match status.as_str() {
+                "NOT_TRUSTLOGGED" => stats.not_trustlogged = count,
+                "TRUSTLOGGED" => stats.trustlogged = count,
+                "DB_ONLY" => stats.db_only = count,
+                other => {
+                    return Err(DbError::Other(format!(
+                        "operation.trustlog_status holds unknown value {other:?}"
+                    )));
+                }
+            }
+            stats.total += count;
+        }
+
+        let rows = sqlx::query(COUNT_RETRIES_BY_STATUS)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        for row in &rows {
+            let status: String = row.try_get(0).map_err(map_error)?;
+            let count = count_at(row)?;
+            match status.as_str() {
+                "PENDING" | "RETRYING" => stats.retry_pending += count,
+                "DEAD_LETTER" => stats.dead_letter += count,
+                other => {
+                    return Err(DbError::Other(format!(
+                        "trustlog_retry.retry_status holds unknown value {other:?}"
+                    )));
+                }
+            }
+        }
+
+        let value: Option<String> = sqlx::query_scalar(LOAD_CURSOR)
+            .bind(cursor_key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        stats.cursor = parse_cursor_of(cursor_key, value.as_deref())?;
+
+        let oldest = sqlx::query(OLDEST_WAITING)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        stats.oldest_waiting = oldest.as_ref().map(|row| micros_at(row, 0)).transpose()?;
+
+        tx.commit().await.map_err(map_error)?;
+        Ok(stats)
+    }
+
+    /// Runs a unit of work in one transaction; on a cursor mismatch nothing is applied.
+    pub async fn apply(&self, work: UnitOfWork) -> Result<(), DbError> {
+        if let Some(CursorMove {
+            key,
+            expected: Some(expected),
+            to,
+        }) = &work.cursor
+            && to <= expected
+        {
+            return Err(DbError::Other(format!(
+                "cursor {key:?} only moves forward: refusing to move it from {} to {}",
+                format_position(expected),
+                format_position(to)
+            )));
+        }
+        let UnitOfWork {
+            now,
+            trustlogged,
+            retries,
+            delete_retries,
+            cursor,
+        } = work;
+        if cursor.is_none()
+            && trustlogged.is_empty()
+            && retries.is_empty()
+            && delete_retries.is_empty()
+        {
+            return Ok(());
+        }
+        // Every value is checked before the transaction opens; `now` only where it is used.
+        let stored_now = || {
+            PgTime::stored(now).map_err(|message| DbError::Invalid(FieldError::new("now", message)))
+        };
+        let cursor = cursor
+            .map(|c| Ok::<_, DbError>((c, stored_now()?)))
+            .transpose()?;
+        let retries = if retries.is_empty() {
+            None
+        } else {
+            Some(RetryColumns::new(retries, stored_now()?)?)
+        };
+
+        let mut tx = self.pool.begin().await.map_err(map_error)?;
+
+        if let Some((CursorMove { key, expected, to }, at)) = cursor {
+            let to = format_position(&to);
+            let moved = match expected {
+                Some(expected) => sqlx::query(MOVE_CURSOR)
+                    .bind(to)
+                    .bind(at)
+                    .bind(key.as_str())
+                    .bind(format_position(&expected)),
+                None => sqlx::query(START_CURSOR)
+                    .bind(key.as_str())
+                    .bind(to)
+                    .bind(at),
+            }
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?
+            .rows_affected();
+            if moved != 1 {
+                tx.rollback().await.map_err(map_error)?;
+                tracing::debug!(cursor_key = %key, "cursor moved by another worker; unit of work rolled back");
+                return Err(DbError::CursorMoved(key));
+            }
+        }
+
+        if !trustlogged.is_empty() {
+            sqlx::query(MARK_TRUSTLOGGED)
+                .bind(trustlogged)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?;
+        }
+
+        if let Some(r) = retries {
+            sqlx::query(UPSERT_RETRIES)
+                .bind(r.op_id)
+                .bind(r.retry_count)
+                .bind(r.retry_status)
+                .bind(r.last_retry_at)
+                .bind(r.next_retry_at)
+                .bind(r.error_message)
+                .bind(r.now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match map_error(e) {
+                    // The only column a caller's string can overflow here.
+                    DbError::Invalid(FieldError { field, message }) if field == UNKNOWN_FIELD => {
+                        DbError::Invalid(FieldError::new("op_id", message))
+                    }
+                    other => other,
+                })?;
+        }
+
+        if !delete_retries.is_empty() {
+            sqlx::query(DELETE_RETRIES)
+                .bind(delete_retries)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?;
+        }
+
+        tx.commit().await.map_err(map_error)?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Spawns a task that calls `wake.notify_one()` whenever an INSERT on this schema's
+    /// `operation` table commits, from any client; abort the handle to stop it.
+    ///
+    /// It also wakes once each time it starts listening, the first time included: a row
+    /// committed while it was not listening sent a notification nobody received. A lost
+    /// connection is logged and listened on again, with a backoff while that fails.
+    pub fn spawn_listener(&self, wake: Arc<Notify>) -> JoinHandle<()> {
+        // A pool of its own with the same options (search_path included): the listener
+        // holds its connection for good, which must not cost the workers one of theirs,
+        // and `close()` must not wait for it.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(LISTEN_ACQUIRE_TIMEOUT)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_lazy_with(self.pool.connect_options().as_ref().clone());
+        tokio::spawn(async move {
+            let mut backoff = LISTEN_BACKOFF_MIN;
+            loop {
+                let Err(error) = listen(&pool, &wake, &mut backoff).await;
+                tracing::warn!(
+                    %error,
+                    retry_in = ?backoff,
+                    "PostgreSQL wake-up listener failed; listening again shortly"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
+            }
+        })
+    }
+}
+
+/// LISTENs and wakes until the listener fails; resets `backoff` once listening.
+async fn listen(
+    pool: &PgPool,
+    wake: &Notify,
+    backoff: &mut Duration,
+) -> Result<Infallible, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    // Its pool is never closed; without this a close would end every receive.
+    listener.ignore_pool_close_event(true);
+    let schema: Option<String> = sqlx::query_scalar(OWN_SCHEMA)
+        .fetch_optional(&mut listener)
+        .await?;
+    listener.listen(WAKE_CHANNEL).await?;
+    *backoff = LISTEN_BACKOFF_MIN;
+    tracing::debug!(
+        channel = WAKE_CHANNEL,
+        ?schema,
+        "listening for new operations"
+    );
+    wake.notify_one();
+    loop {
+        match listener.try_recv().await? {
+            Some(notification) => {
+                // Other schemas' tenants share the channel; a payload naming no schema
+                // (an older trigger, a hand-made NOTIFY) may concern anyone.
+                let payload = notification.payload();
+                if payload.is_empty() || schema.as_deref().is_none_or(|s| s == payload) {
+                    wake.notify_one();
+                }
+            }
+            None => {
+                // PgListener has already reconnected and listens again.
+                tracing::warn!(
+                    channel = WAKE_CHANNEL,
+                    "PostgreSQL wake-up listener lost its connection; listening again"
+                );
+                wake.notify_one();
+            }
+        }
+    }
+}
+
+/// A timestamp bound as PostgreSQL's `timestamptz`: microseconds since 2000-01-01 UTC.
+///
+/// Exact over every `i64` of Unix microseconds PostgreSQL can hold, which chrono's
+/// `DateTime` (±262,143 years) is not; the encoding is the one sqlx uses for `DateTime`.
+#[derive(Debug, Clone, Copy)]
+struct PgTime(i64);
+
+impl PgTime {
+    /// A value to store; refused when PostgreSQL cannot hold it.
+    fn stored(micros: Micros) -> Result<PgTime, String> {
+        if micros < PG_MIN_MICROS {
+            return Err(format!(
+                "{micros} µs since the Unix epoch is before 4714-11-24T00:00:00Z BC, \
+                 the earliest timestamp PostgreSQL stores"
+            ));
+        }
+        Ok(PgTime(micros - PG_EPOCH_MICROS))
+    }
+
+    /// A bound to compare with: an instant before PostgreSQL's range is `-infinity`,
+    /// which sorts before every stored value just as the instant would.
+    fn bound(micros: Micros) -> PgTime {
+        PgTime::stored(micros).unwrap_or(PgTime(i64::MIN))
+    }
+}
+
+impl Type<Postgres> for PgTime {
+    fn type_info() -> PgTypeInfo {
+        <DateTime<Utc> as Type<Postgres>>::type_info()
+    }
+}
+
+impl PgHasArrayType for PgTime {
+    fn array_type_info() -> PgTypeInfo {
+        <DateTime<Utc> as PgHasArrayType>::array_type_info()
+    }
+}
+
+impl Encode<'_, Postgres> for PgTime {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        Encode::<Postgres>::encode(self.0, buf)
+    }
+
+    fn size_hint(&self) -> usize {
+        std::mem::size_of::<i64>()
+    }
+}
+
+/// The Unix microseconds of the `timestamptz` in column `index` of `row`.
+///
+/// Decoded from the wire by hand: sqlx's chrono decoding panics on `infinity` and on
+/// years chrono cannot represent, both of which a row written by hand may hold.
+fn micros_at(row: &PgRow, index: usize) -> Result<Micros, DbError> {
+    let value = row.try_get_raw(index).map_err(map_error)?;
+    let type_info = value.type_info().into_owned();
+    let bad =
+        |what: String| DbError::Other(format!("column {index} ({}): {what}", type_info.name()));
+    if !<PgTime as Type<Postgres>>::compatible(&type_info) {
+        return Err(bad("expected a TIMESTAMPTZ".to_string()));
+    }
+    if value.is_null() {
+        return Err(bad("unexpected NULL".to_string()));
+    }
+    if value.format() != PgValueFormat::Binary {
+        return Err(bad("expected the binary format".to_string()));
+    }
+    let pg = <i64 as Decode<Postgres>>::decode(value).map_err(|e| bad(e.to_string()))?;
+    if pg == i64::MIN || pg == i64::MAX {
+        return Err(bad("the timestamp is infinite".to_string()));
+    }
+    pg.checked_add(PG_EPOCH_MICROS).ok_or_else(|| {
+        bad(format!(
+            "{pg} µs after 2000-01-01 is beyond the range of i64 Unix microseconds"
+        ))
+    })
+}
+
+/// `trustlog_retry` rows as the arrays [`UPSERT_RETRIES`] binds.
+struct RetryColumns {
+    op_id: Vec<String>,
+    retry_count: Vec<i64>,
+    retry_status: Vec<&'static str>,
+    last_retry_at: Vec<Option<PgTime>>,
+    next_retry_at: Vec<Option<PgTime>>,
+    error_message: Vec<String>,
+    now: PgTime,
+}
+
+impl RetryColumns {
+    /// The columns of `retries`, written at `now`.
+    fn new(retries: Vec<RetryUpdate>, now: PgTime) -> Result<RetryColumns, DbError> {
+        // One statement cannot update a row twice; the last update of an op_id wins, as
+        // it would applied one after the other.
+        let mut seen = HashSet::new();
+        let mut retries: Vec<RetryUpdate> = retries
+            .into_iter()
+            .rev()
+            .filter(|r| seen.insert(r.op_id.clone()))
+            .collect();
+        retries.reverse();
+        let time = |field: &'static str, micros: Option<Micros>, op_id: &str| {
+            micros
+                .map(|m| {
+                    PgTime::stored(m).map_err(|message| {
+                        DbError::Invalid(FieldError::new(
+                            field,
+                            format!("op_id {op_id:?}: {message}"),
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        let mut columns = RetryColumns {
+            op_id: Vec::with_capacity(retries.len()),
+            retry_count: Vec::with_capacity(retries.len()),
+            retry_status: Vec::with_capacity(retries.len()),
+            last_retry_at: Vec::with_capacity(retries.len()),
+            next_retry_at: Vec::with_capacity(retries.len()),
+            error_message: Vec::with_capacity(retries.len()),
+            now,
+        };
+        for r in retries {
+            columns
+                .last_retry_at
+                .push(time("last_retry_at", r.last_retry_at, &r.op_id)?);
+            columns
+                .next_retry_at
+                .push(time("next_retry_at", r.next_retry_at, &r.op_id)?);
+            columns.retry_count.push(i64::from(r.retry_count));
+            columns.retry_status.push(r.retry_status.as_str());
+            columns.error_message.push(r.error_message);
+            columns.op_id.push(r.op_id);
+        }
+        Ok(columns)
+    }
+}
+
+/// The [`Operation`] in the first [`OPERATION_COLUMN_COUNT`] columns of `row`.
+fn operation_at(row: &PgRow) -> Result<Operation, DbError> {
+    let op = Operation {
+        op_id: row.try_get(0).map_err(map_error)?,
+        op_actor: row.try_get(1).map_err(map_error)?,
+        doid: row.try_get(2).map_err(map_error)?,
+        producer_id: row.try_get(3).map_err(map_error)?,
+        request_body_hash: row.try_get(4).map_err(map_error)?,
+        response_body_hash: row.try_get(5).map_err(map_error)?,
+        op_source: row.try_get(6).map_err(map_error)?,
+        op_type: row.try_get(7).map_err(map_error)?,
+        do_prefix: row.try_get(8).map_err(map_error)?,
+        do_repository: row.try_get(9).map_err(map_error)?,
+        client_ip: row.try_get(10).map_err(map_error)?,
+        server_ip: row.try_get(11).map_err(map_error)?,
+        timestamp: micros_at(row, 12)?,
+    };
+    Ok(op)
+}
+
+/// The `COUNT(*)` in column 1 of `row`.
+fn count_at(row: &PgRow) -> Result<u64, DbError> {
+    let count: i64 = row.try_get(1).map_err(map_error)?;
+    u64::try_from(count).map_err(|_| DbError::Other(format!("negative count {count}")))
+}
+
+/// Parses a stored cursor value, naming `key` when it is malformed.
+fn parse_cursor_of(key: &str, value: Option<&str>) -> Result<Option<Position>, DbError> {
+    match value {
+        None => Ok(None),
+        Some(v) => parse_position(v).map_err(|e| match e {
+            DbError::Other(m) => DbError::Other(format!("cursor {key:?}: {m}")),
+            other => other,
+        }),
+    }
+}
+
+/// The field of an [`DbError::Invalid`] whose column PostgreSQL did not name.
+const UNKNOWN_FIELD: &str = "value";
+
+/// Names the field behind an insert's "value too long" or NUL-byte refusal, which
+/// PostgreSQL reports by type only ("value too long for type character varying(64)").
+fn blame_operation_field(ops: &[Operation], error: DbError) -> DbError {
+    let DbError::Invalid(FieldError { field, message }) = &error else {
+        return error;
+    };
+    if field != UNKNOWN_FIELD {
+        return error;
+    }
+    // The declared length, when the message gives one: of the fields too long, the first
+    // of that size is the one PostgreSQL tripped on.
+    let declared: Option<usize> = message
+        .rsplit_once('(')
+        .and_then(|(_, n)| n.strip_suffix(')'))
+        .and_then(|n| n.parse().ok());
+    for op in ops {
+        for (name, value) in [
+            ("op_id", Some(&op.op_id)),
+            ("op_actor", Some(&op.op_actor)),
+            ("doid", Some(&op.doid)),
+            ("producer_id", Some(&op.producer_id)),
+            ("request_body_hash", op.request_body_hash.as_ref()),
+            ("response_body_hash", op.response_body_hash.as_ref()),
+            ("op_source", Some(&op.op_source)),
+            ("op_type", Some(&op.op_type)),
+            ("do_prefix", Some(&op.do_prefix)),
+            ("do_repository", Some(&op.do_repository)),
+            ("client_ip", op.client_ip.as_ref()),
+            ("server_ip", op.server_ip.as_ref()),
+        ] {
+            let Some(value) = value else { continue };
+            let max = LIMITS
+                .iter()
+                .find(|(f, _)| *f == name)
+                .map_or(usize::MAX, |(_, n)| *n);
+            let len = value.chars().count();
+            let detail = if len > max && declared.is_none_or(|d| d == max) {
+                format!("{name} is {len} characters long; at most {max} are allowed")
+            } else if value.contains('\0') {
+                format!("{name} contains a NUL character")
+            } else {
+                continue;
+            };
+            return DbError::Invalid(FieldError::new(
+                name,
+                format!("{message} (op_id {:?}: {detail})", op.op_id),
+            ));
+        }
+    }
+    error
+}
+
+/// The named CHECK constraints of the schema and the field each guards.
+const CHECKED_FIELDS: &[(&str, &str)] = &[
+    ("operation_trustlog_status_value", "trustlog_status"),
+    ("trustlog_retry_retry_status_value", "retry_status"),
+];
+
+/// The key value of a unique violation on op_id: "Key (op_id)=(op-1) already exists."
+fn conflicting_op_id(detail: &str) -> Option<String> {
+    detail
+        .strip_prefix("Key (op_id)=(")?
+        .strip_suffix(") already exists.")
+        .map(str::to_string)
+}
+
+/// SQLSTATEs worth retrying: the server is going away, overloaded or timed out, or the
+/// transaction lost a lock race it will win next time.
+fn is_transient(code: &str) -> bool {
+    code.starts_with("08") // connection exception
+        || code.starts_with("53") // insufficient resources, too many connections
+        || matches!(
+            code,
+            "57P01" // admin_shutdown
+                | "57P02" // crash_shutdown
+                | "57P03" // cannot_connect_now (starting up, shutting down)
+                | "57014" // query_canceled (statement_timeout)
+                | "55P03" // lock_not_available (lock_timeout)
+                | "40001" // serialization_failure
+                | "40P01" // deadlock_detected
+        )
+}
+
+/// Maps a sqlx error onto the `db-error` variants, keeping the server's message.
+fn map_error(error: sqlx::Error) -> DbError {
+    match error {
+        sqlx::Error::Database(db) => {
+            let message = db.message().to_string();
+            let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() else {
+                return DbError::Other(message);
+            };
+            let code = pg.code();
+            match code {
+                "23505" => {
+                    DbError::Conflict(pg.detail().and_then(conflicting_op_id).unwrap_or(message))
+                }
+                // string_data_right_truncation, character_not_in_repertoire (a NUL byte),
+                // not_null_violation: the column is named when PostgreSQL knows it.
+                "22001" | "22021" | "23502" => DbError::Invalid(FieldError::new(
+                    pg.column().unwrap_or(UNKNOWN_FIELD),
+                    message,
+                )),
+                "23514" => {
+                    let constraint = pg.constraint().unwrap_or_default();
+                    let field = CHECKED_FIELDS
+                        .iter()
+                        .find(|(name, _)| *name == constraint)
+                        .map_or(constraint, |(_, field)| field);
+                    DbError::Invalid(FieldError::new(
+                        if field.is_empty() {
+                            UNKNOWN_FIELD
+                        } else {
+                            field
+                        },
+                        message,
+                    ))
+                }
+                // datetime_field_overflow: a timestamp PostgreSQL cannot hold.
+                "22008" => DbError::Invalid(FieldError::new("timestamp", message)),
+                _ if is_transient(code) => {
+                    DbError::Unavailable(format!("{message} (SQLSTATE {code})"))
+                }
+                _ => DbError::Other(format!("{message} (SQLSTATE {code})")),
+            }
+        }
+        e @ (sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed) => DbError::Unavailable(e.to_string()),
+        other => DbError::Other(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::{Connection, Executor, PgConnection};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Instant;
+    use trustlog_guest::model::RetryStatus;
+
+    /// The server every test uses; each test works in a schema of its own.
+    fn admin_url() -> String {
+        std::env::var("TRUSTLOG_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+    }
+
+    async fn admin() -> PgConnection {
+        let url = admin_url();
+        PgConnection::connect(&url).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL at {url} is unreachable ({e}); these tests need a running server \
+                 (set TRUSTLOG_TEST_POSTGRES_URL to point elsewhere)"
+            )
+        })
+    }
+
+    /// A schema of the test's own, dropped with everything in it when this is dropped.
+    struct TestSchema {
+        name: String,
+    }
+
+    impl TestSchema {
+        async fn new() -> TestSchema {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos();
+            let name = format!(
+                "trustlog_t_{}_{nanos}_{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            );
+            let mut admin = admin().await;
+            admin
+                .execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+                .await
+                .unwrap();
+            TestSchema { name }
+        }
+
+        /// The admin URL with this schema as the search_path; also the application_name,
+        /// so a test can find its own sessions in pg_stat_activity.
+        fn url(&self) -> String {
+            let base = admin_url();
+            let sep = if base.contains('?') { '&' } else { '?' };
+            format!(
+                "{base}{sep}options=-c%20search_path%3D{0}&application_name={0}",
+                self.name
+            )
+        }
+    }
+
+    impl Drop for TestSchema {
+        fn drop(&mut self) {
+            // Drop cannot await, and the test's runtime may be shutting down: a thread
+            // with a runtime of its own drops the schema.
+            let (name, url) = (self.name.clone(), admin_url());
+            let dropped = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let mut conn = PgConnection::connect(&url).await?;
+                    conn.execute("SET lock_timeout = '10s'").await?;
+                    conn.execute(sqlx::AssertSqlSafe(format!(
+                        "DROP SCHEMA IF EXISTS {name} CASCADE"
+                    )))
+                    .await?;
+                    Ok::<_, sqlx::Error>(())
+                })
+            })
+            .join();
+            if let Ok(Err(e)) = dropped {
+                eprintln!("could not drop test schema {}: {e}", self.name);
+            }
+        }
+    }
+
+    /// A migrated adapter in a fresh schema; keep the `TestSchema` alive for the test.
+    async fn fresh() -> (TestSchema, PostgresDb) {
+        let schema = TestSchema::new().await;
+        let db = PostgresDb::connect(&schema.url()).await.unwrap();
+        db.migrate().await.unwrap();
+        (schema, db)
+    }
+
+    fn op(id: &str, timestamp: Micros) -> Operation {
+        Operation {
+            op_id: id.to_string(),
+            op_actor: "actor".to_string(),
+            doid: format!("10.1000/repo/{id}"),
+            producer_id: "producer-1".to_string(),
+            request_body_hash: Some("req-hash".to_string()),
+            response_body_hash: None,
+            op_source: "api".to_string(),
+            op_type: "create".to_string(),
+            do_prefix: "10.1000".to_string(),
+            do_repository: "repo".to_string(),
+            client_ip: Some("192.0.2.1".to_string()),
+            server_ip: None,
+            timestamp,
+        }
+    }
+
+    fn pos(timestamp: Micros, id: &str) -> Position {
+        Position {
+            timestamp,
+            op_id: id.to_string(),
+        }
+    }
+
+    fn retry(id: &str, status: RetryStatus, next: Option<Micros>) -> RetryUpdate {
+        RetryUpdate {
+            op_id: id.to_string(),
+            retry_count: 1,
+            retry_status: status,
+            last_retry_at: Some(1),
+            next_retry_at: next,
+            error_message: "broker down".to_string(),
+        }
+    }
+
+    fn move_cursor(expected: Option<Position>, to: Position) -> Option<CursorMove> {
+        Some(CursorMove {
+            key: DEFAULT_KEY.to_string(),
+            expected,
+            to,
+        })
+    }
+
+    const DEFAULT_KEY: &str = trustlog_guest::model::DEFAULT_CURSOR_KEY;
+
+    async fn status_of(db: &PostgresDb, id: &str) -> String {
+        sqlx::query_scalar("SELECT trustlog_status::text FROM operation WHERE op_id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    }
+
+    /// The `timestamptz` in column `index` of `row`, or `None` for NULL.
+    fn optional_micros_at(row: &PgRow, index: usize) -> Option<Micros> {
+        let null = row.try_get_raw(index).unwrap().is_null();
+        (!null).then(|| micros_at(row, index).unwrap())
+    }
+
+    /// Every retry row as (op_id, retry_count, retry_status, next_retry_at, created_at, updated_at).
+    async fn retry_rows(db: &PostgresDb) -> Vec<(String, i64, String, Option<i64>, i64, i64)> {
+        sqlx::query(
+            "SELECT op_id::text, retry_count, retry_status::text, next_retry_at, created_at, \
+             updated_at FROM trustlog_retry ORDER BY op_id",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                optional_micros_at(r, 3),
+                micros_at(r, 4).unwrap(),
+                micros_at(r, 5).unwrap(),
+            )
+        })
+        .collect()
+    }
+
+    async fn fetch_all_waiting(db: &PostgresDb) -> Vec<Operation> {
+        db.scan_after(None, u32::MAX).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn migrating_twice_is_harmless() {
+        let (_schema, db) = fresh().await;
+        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        db.migrate().await.unwrap();
+        db.migrate().await.unwrap();
+        assert_eq!(fetch_all_waiting(&db).await, vec![op("a", 1)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_migrations_of_one_schema_all_succeed() {
+        let schema = TestSchema::new().await;
+        let mut dbs = Vec::new();
+        for _ in 0..4 {
+            dbs.push(PostgresDb::connect(&schema.url()).await.unwrap());
+        }
+        for round in 0..2 {
+            let tasks: Vec<_> = dbs
+                .iter()
+                .map(|db| {
+                    let db = db.clone();
+                    tokio::spawn(async move { db.migrate().await })
+                })
+                .collect();
+            for task in tasks {
+                assert_eq!(task.await.unwrap(), Ok(()), "round {round}");
+            }
+        }
+        dbs[0]
+            .insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        assert_eq!(fetch_all_waiting(&dbs[3]).await, vec![op("a", 1)]);
+    }
+
+    #[tokio::test]
+    async fn connect_works_in_the_schema_of_the_url_and_a_failed_migration_leaks_nothing() {
+        let (schema, db) = fresh().await;
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = $1 ORDER BY table_name",
+        )
+        .bind(&schema.name)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(tables, ["operation", "trustlog_cursor", "trustlog_retry"]);
+        let collation: String = sqlx::query_scalar(
+            "SELECT collation_name::text FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = 'operation' AND column_name = 'op_id'",
+        )
+        .bind(&schema.name)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(collation, "C");
+
+        // A search_path naming no existing schema: the script fails inside its own
+        // transaction, and the connection it failed on must not come back aborted.
+        let base = admin_url();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let app = format!("{}_nowhere", schema.name);
+        let missing = format!(
+            "{base}{sep}options=-c%20search_path%3D{}_missing&application_name={app}",
+            schema.name
+        );
+        let nowhere = PostgresDb::connect(&missing).await.unwrap();
+        match nowhere.migrate().await {
+            Err(DbError::Other(m)) => assert!(m.contains("schema"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // The pool returns a connection in the background; give it the time to.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let aborted: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE application_name = $1 AND state = 'idle in transaction (aborted)'",
+        )
+        .bind(&app)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(aborted, 0);
+        for _ in 0..POOL_SIZE {
+            let one: i32 = sqlx::query_scalar("SELECT 1")
+                .fetch_one(&nowhere.pool)
+                .await
+                .unwrap();
+            assert_eq!(one, 1);
+        }
+        nowhere.close().await;
+    }
+
+    #[tokio::test]
+    async fn insert_reports_inserted_and_duplicate_in_input_order_and_leaves_stored_rows_untouched()
+    {
+        let (_schema, db) = fresh().await;
+        let first = db
+            .insert(vec![op("a", 1), op("b", 2)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        assert_eq!(
+            first,
+            vec![InsertOutcome::Inserted, InsertOutcome::Inserted]
+        );
+
+        let mut changed_a = op("a", 99);
+        changed_a.op_actor = "mallory".to_string();
+        let mut second_c = op("c", 98);
+        second_c.op_actor = "second".to_string();
+        let outcomes = db
+            .insert(
+                vec![changed_a, op("c", 3), second_c, op("d", 4)],
+                TrustlogStatus::Trustlogged,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            outcomes,
+            vec![
+                InsertOutcome::Duplicate,
+                InsertOutcome::Inserted,
+                InsertOutcome::Duplicate,
+                InsertOutcome::Inserted
+            ]
+        );
+        // The stored a keeps its content and status; the first c of the batch won.
+        assert_eq!(fetch_all_waiting(&db).await, vec![op("a", 1), op("b", 2)]);
+        assert_eq!(status_of(&db, "c").await, "TRUSTLOGGED");
+        let c_actor: String =
+            sqlx::query_scalar("SELECT op_actor::text FROM operation WHERE op_id = 'c'")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(c_actor, "actor");
+    }
+
+    #[tokio::test]
+    async fn a_large_insert_keeps_outcomes_in_order() {
+        let (_schema, db) = fresh().await;
+        db.insert(vec![op("op-01500", 0)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        let mut ops: Vec<Operation> = (0..2_500).map(|i| op(&format!("op-{i:05}"), i)).collect();
+        // A repeat, late in the batch, of an id stored early in it.
+        ops[1_200] = op("op-00007", 7);
+        let outcomes = db
+            .insert(ops, TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        assert_eq!(outcomes.len(), 2_500);
+        for (i, outcome) in outcomes.iter().enumerate() {
+            let expected = if i == 1_200 || i == 1_500 {
+                InsertOutcome::Duplicate
+            } else {
+                InsertOutcome::Inserted
+            };
+            assert_eq!(*outcome, expected, "input {i}");
+        }
+        assert_eq!(db.stats(DEFAULT_KEY).await.unwrap().total, 2_499);
+    }
+
+    #[tokio::test]
+    async fn insert_of_nothing_is_nothing() {
+        let (_schema, db) = fresh().await;
+        assert!(
+            db.insert(Vec::new(), TrustlogStatus::NotTrustlogged)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn null_and_empty_string_stay_distinct_in_the_optional_fields() {
+        let (_schema, db) = fresh().await;
+        let mut empty = op("empty", 1);
+        empty.request_body_hash = Some(String::new());
+        empty.response_body_hash = Some(String::new());
+        empty.client_ip = Some(String::new());
+        empty.server_ip = Some(String::new());
+        let mut null = op("null", 2);
+        null.request_body_hash = None;
+        null.response_body_hash = None;
+        null.client_ip = None;
+        null.server_ip = None;
+        db.insert(
+            vec![empty.clone(), null.clone()],
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
+        assert_eq!(fetch_all_waiting(&db).await, vec![empty, null]);
+        let nulls: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM operation WHERE request_body_hash IS NULL \
+             AND response_body_hash IS NULL AND client_ip IS NULL AND server_ip IS NULL",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(nulls, 1);
+    }
+
+    #[tokio::test]
+    async fn chinese_utf8_text_round_trips() {
+        let (_schema, db) = fresh().await;
+        let mut o = op("操作-0001", 1);
+        o.op_actor = "张三".to_string();
+        o.doid = "10.1000/仓库/数字对象-甲".to_string();
+        o.op_type = "创建".to_string();
+        o.do_repository = "国家数据仓库".to_string();
+        o.response_body_hash = Some("哈希值🙂".to_string());
+        db.insert(vec![o.clone()], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        assert_eq!(fetch_all_waiting(&db).await, vec![o.clone()]);
+        db.apply(UnitOfWork {
+            now: 5,
+            cursor: move_cursor(None, o.position()),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            db.load_cursor(DEFAULT_KEY).await.unwrap(),
+            Some(o.position())
+        );
+    }
+
+    #[tokio::test]
+    async fn op_ids_sort_by_their_bytes_like_positions_do() {
+        let (_schema, db) = fresh().await;
+        // Under a linguistic collation "a" < "B" and "é" sorts next to "e".
+        let ids = ["B", "a", "e", "é", "z", "Z", "操", "🙂", "a-1", "a_1", "a1"];
+        db.insert(
+            ids.iter().map(|id| op(id, 1)).collect(),
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
+        let mut expected: Vec<Position> = ids.iter().map(|id| pos(1, id)).collect();
+        expected.sort();
+        let scanned: Vec<Position> = fetch_all_waiting(&db)
+            .await
+            .iter()
+            .map(Operation::position)
+            .collect();
+        assert_eq!(scanned, expected);
+        // And the keyset bound agrees: after each position comes exactly the rest.
+        for (i, p) in expected.iter().enumerate() {
+            let after: Vec<Position> = db
+                .scan_after(Some(p.clone()), 100)
+                .await
+                .unwrap()
+                .iter()
+                .map(Operation::position)
+                .collect();
+            assert_eq!(after, expected[i + 1..], "after {p:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn microsecond_timestamps_round_trip_exactly() {
+        let (_schema, db) = fresh().await;
+        let stamps = [
+            PG_MIN_MICROS,           // 4714-11-24T00:00:00Z BC, PostgreSQL's first instant
+            -62_135_596_800_000_001, // a microsecond before 0001-01-01
+            -30_610_224_000_000_000, // 1000-01-01T00:00:00Z
+            -1,
+            0,
+            1,
+            1_795_515_834_123_456,     // 2026-11-24T10:23:54.123456Z
+            4_102_444_800_000_001,     // 2100-01-01 and a microsecond
+            253_402_300_799_999_999,   // 9999-12-31T23:59:59.999999Z
+            8_210_266_876_799_999_999, // +262142-12-31T23:59:59.999999Z, chrono's last
+            i64::MAX,                  // beyond chrono, within PostgreSQL
+        ];
+        let ops: Vec<Operation> = stamps
+            .iter()
+            .enumerate()
+            .map(|(i, t)| op(&format!("t{i:02}"), *t))
+            .collect();
+        db.insert(ops.clone(), TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        assert_eq!(
+            fetch_all_waiting(&db).await,
+            ops,
+            "returned exactly, in timestamp order"
+        );
+        let text: String = sqlx::query_scalar(
+            "SELECT to_char(timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') \
+             FROM operation WHERE op_id = 't08'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(text, "9999-12-31T23:59:59.999999");
+
+        // Keyset bounds at the extremes, and below PostgreSQL's range.
+        for (bound, expected_first) in [
+            (pos(i64::MIN, ""), Some("t00")),
+            (pos(PG_MIN_MICROS - 1, "zzz"), Some("t00")),
+            (pos(PG_MIN_MICROS, "t00"), Some("t01")),
+            (pos(i64::MAX, "t10"), None),
+        ] {
+            let first = db.scan_after(Some(bound.clone()), 1).await.unwrap();
+            assert_eq!(
+                first.first().map(|o| o.op_id.as_str()),
+                expected_first,
+                "after {bound:?}"
+            );
+        }
+        assert!(
+            db.sweep_candidates(pos(PG_MIN_MICROS - 1, "t00"), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            db.sweep_candidates(pos(i64::MAX, "t10"), 100)
+                .await
+                .unwrap()
+                .len(),
+            10
+        );
+
+        // The cursor text carries them exactly too, up to the largest.
+        let mut expected = None;
+        for o in &ops {
+            db.apply(UnitOfWork {
+                now: 1,
+                cursor: move_cursor(expected.clone(), o.position()),
+                ..UnitOfWork::default()
+            })
+            .await
+            .unwrap();
+            assert_eq!(
+                db.load_cursor(DEFAULT_KEY).await.unwrap(),
+                Some(o.position())
+            );
+            expected = Some(o.position());
+        }
+    }
+
+    #[tokio::test]
+    async fn timestamps_before_postgresql_s_range_are_invalid_and_store_nothing() {
+        let (_schema, db) = fresh().await;
+        for t in [i64::MIN, PG_MIN_MICROS - 1] {
+            match db
+                .insert(
+                    vec![op("fine", 1), op("early", t)],
+                    TrustlogStatus::NotTrustlogged,
+                )
+                .await
+            {
+                Err(DbError::Invalid(FieldError { field, message })) => {
+                    assert_eq!(field, "timestamp");
+                    assert!(message.contains("\"early\""), "{message}");
+                }
+                other => panic!("{t}: {other:?}"),
+            }
+        }
+        assert_eq!(db.stats(DEFAULT_KEY).await.unwrap().total, 0);
+        let mut early = retry("fine", RetryStatus::Pending, Some(i64::MIN));
+        early.last_retry_at = None;
+        match db
+            .apply(UnitOfWork {
+                now: 1,
+                retries: vec![early],
+                ..UnitOfWork::default()
+            })
+            .await
+        {
+            Err(DbError::Invalid(FieldError { field, .. })) => assert_eq!(field, "next_retry_at"),
+            other => panic!("{other:?}"),
+        }
+        match db
+            .apply(UnitOfWork {
+                now: i64::MIN,
+                cursor: move_cursor(None, pos(1, "a")),
+                ..UnitOfWork::default()
+            })
+            .await
+        {
+            Err(DbError::Invalid(FieldError { field, .. })) => assert_eq!(field, "now"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(db.load_cursor(DEFAULT_KEY).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn timestamps_agree_with_sqlx_s_chrono_mapping() {
+        let (_schema, db) = fresh().await;
+        // A spread of instants over chrono's range, from a fixed-seed LCG.
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut stamps = vec![PG_MIN_MICROS, -1, 0, 1, 8_210_266_876_799_999_999];
+        for _ in 0..500 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let span = (8_210_266_876_799_999_999 - PG_MIN_MICROS) as u64;
+            stamps.push(PG_MIN_MICROS + (state % span) as i64);
+        }
+        let ops: Vec<Operation> = stamps
+            .iter()
+            .enumerate()
+            .map(|(i, t)| op(&format!("r{i:04}"), *t))
+            .collect();
+        db.insert(ops.clone(), TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        let rows = sqlx::query("SELECT op_id::text, timestamp FROM operation ORDER BY op_id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), ops.len());
+        for (row, o) in rows.iter().zip(&ops) {
+            let via_chrono: DateTime<Utc> = row.get(1);
+            assert_eq!(via_chrono.timestamp_micros(), o.timestamp, "{}", o.op_id);
+            assert_eq!(micros_at(row, 1).unwrap(), o.timestamp, "{}", o.op_id);
+        }
+        // And a value written by sqlx's chrono mapping reads back the same way.
+        let at = DateTime::from_timestamp_micros(1_795_515_834_123_456).unwrap();
+        let row = sqlx::query("SELECT $1::timestamptz")
+            .bind(at)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(micros_at(&row, 0).unwrap(), 1_795_515_834_123_456);
+    }
+
+    #[tokio::test]
+    async fn infinite_or_unrepresentable_stored_timestamps_are_errors_not_panics() {
+        let (_schema, db) = fresh().await;
+        for (id, stamp) in [("inf", "infinity"), ("far", "294276-12-31 23:59:59+00")] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO operation (op_id, op_actor, doid, producer_id, op_source, \
+                 op_type, do_prefix, do_repository, timestamp) \
+                 VALUES ('{id}', 'a', 'd', 'p', 's', 't', 'x', 'r', '{stamp}')"
+            )))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+            match db.scan_after(None, 10).await {
+                Err(DbError::Other(m)) => assert!(m.contains("column 12"), "{m}"),
+                other => panic!("{stamp}: {other:?}"),
+            }
+            sqlx::query("DELETE FROM operation")
+                .execute(&db.pool)
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn rows_sharing_one_timestamp_are_each_scanned_exactly_once_in_op_id_order() {
+        let (_schema, db) = fresh().await;
+        let ts = 1_795_515_834_123_456;
+        // Inserted out of order so the scan, not the insert, provides the order.
+        let mut ids: Vec<String> = (0..250).map(|i| format!("op-{i:03}")).collect();
+        ids.reverse();
+        db.insert(
+            ids.iter().map(|id| op(id, ts)).collect(),
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
+
+        let mut seen = Vec::new();
+        let mut batches = 0;
+        loop {
+            let cursor = db.load_cursor(DEFAULT_KEY).await.unwrap();
+            let batch = db.scan_after(cursor.clone(), 100).await.unwrap();
+            let Some(last) = batch.last() else { break };
+            batches += 1;
+            db.apply(UnitOfWork {
+                now: 1,
+                cursor: move_cursor(cursor, last.position()),
+                ..UnitOfWork::default()
+            })
+            .await
+            .unwrap();
+            seen.extend(batch.into_iter().map(|o| o.op_id));
+        }
+        ids.sort();
+        assert_eq!(batches, 3);
+        assert_eq!(seen, ids);
+    }
+
+    #[tokio::test]
+    async fn apply_marks_only_waiting_rows_trustlogged() {
+        let (_schema, db) = fresh().await;
+        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        db.insert(vec![op("k", 2)], TrustlogStatus::DbOnly)
+            .await
+            .unwrap();
+        db.apply(UnitOfWork {
+            now: 1,
+            trustlogged: vec!["a".into(), "k".into(), "missing".into()],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(status_of(&db, "a").await, "TRUSTLOGGED");
+        assert_eq!(status_of(&db, "k").await, "DB_ONLY");
+    }
+
+    #[tokio::test]
+    async fn apply_of_nothing_touches_nothing() {
+        let (_schema, db) = fresh().await;
+        // Out-of-range values are never looked at when there is nothing to do.
+        db.apply(UnitOfWork {
+            now: i64::MIN,
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(db.stats(DEFAULT_KEY).await.unwrap(), DbStats::default());
+    }
+
+    #[tokio::test]
+    async fn apply_with_a_stale_expected_position_returns_cursor_moved_and_changes_nothing() {
+        let (_schema, db) = fresh().await;
+        db.insert(
+            vec![op("a", 1), op("b", 2), op("c", 3)],
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
+        db.apply(UnitOfWork {
+            now: 10,
+            retries: vec![retry("b", RetryStatus::Pending, Some(100))],
+            cursor: move_cursor(None, pos(2, "b")),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        let retries_before = retry_rows(&db).await;
+
+        let stale = UnitOfWork {
+            now: 20,
+            trustlogged: vec!["a".into(), "c".into()],
+            retries: vec![retry("c", RetryStatus::Retrying, Some(200))],
+            delete_retries: vec!["b".into()],
+            cursor: move_cursor(Some(pos(1, "a")), pos(3, "c")),
+        };
+        assert_eq!(
+            db.apply(stale).await,
+            Err(DbError::CursorMoved(DEFAULT_KEY.to_string()))
+        );
+
+        // A cursor that was never set is stale for an expected position too.
+        let never_set = UnitOfWork {
+            now: 20,
+            trustlogged: vec!["a".into()],
+            cursor: Some(CursorMove {
+                key: "other".into(),
+                expected: Some(pos(1, "a")),
+                to: pos(3, "c"),
+            }),
+            ..UnitOfWork::default()
+        };
+        assert_eq!(
+            db.apply(never_set).await,
+            Err(DbError::CursorMoved("other".to_string()))
+        );
+
+        // And expecting no position fails once one is set.
+        let expected_none = UnitOfWork {
+            now: 20,
+            trustlogged: vec!["a".into()],
+            cursor: move_cursor(None, pos(3, "c")),
+            ..UnitOfWork::default()
+        };
+        assert_eq!(
+            db.apply(expected_none).await,
+            Err(DbError::CursorMoved(DEFAULT_KEY.to_string()))
+        );
+
+        for id in ["a", "b", "c"] {
+            assert_eq!(status_of(&db, id).await, "NOT_TRUSTLOGGED", "{id}");
+        }
+        assert_eq!(retry_rows(&db).await, retries_before);
+        assert_eq!(
+            db.load_cursor(DEFAULT_KEY).await.unwrap(),
+            Some(pos(2, "b"))
+        );
+        assert_eq!(db.load_cursor("other").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn apply_takes_an_empty_cursor_value_as_no_position() {
+        let (_schema, db) = fresh().await;
+        sqlx::query("INSERT INTO trustlog_cursor VALUES ($1, '', 'epoch')")
+            .bind(DEFAULT_KEY)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(db.load_cursor(DEFAULT_KEY).await.unwrap(), None);
+        db.apply(UnitOfWork {
+            now: 7,
+            cursor: move_cursor(None, pos(1, "a")),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        let row = sqlx::query(
+            "SELECT cursor_value, last_updated_at FROM trustlog_cursor WHERE cursor_key = $1",
+        )
+        .bind(DEFAULT_KEY)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(row.get::<String, _>(0), "1970-01-01T00:00:00.000001Z|a");
+        assert_eq!(micros_at(&row, 1).unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn apply_refuses_to_move_a_cursor_backwards_or_in_place() {
+        let (_schema, db) = fresh().await;
+        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        db.apply(UnitOfWork {
+            now: 1,
+            cursor: move_cursor(None, pos(5, "e")),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        for to in [pos(5, "e"), pos(5, "d"), pos(4, "z")] {
+            let work = UnitOfWork {
+                now: 2,
+                trustlogged: vec!["a".into()],
+                cursor: move_cursor(Some(pos(5, "e")), to.clone()),
+                ..UnitOfWork::default()
+            };
+            match db.apply(work).await {
+                Err(DbError::Other(m)) => assert!(m.contains(DEFAULT_KEY), "{m}"),
+                other => panic!("moving to {to:?}: {other:?}"),
+            }
+        }
+        assert_eq!(status_of(&db, "a").await, "NOT_TRUSTLOGGED");
+        assert_eq!(
+            db.load_cursor(DEFAULT_KEY).await.unwrap(),
+            Some(pos(5, "e"))
+        );
+    }
+
+    #[tokio::test]
+    async fn apply_upserts_retry_rows_keeping_created_at_and_deletes_them() {
+        let (_schema, db) = fresh().await;
+        db.insert(vec![op("a", 1), op("b", 2)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        db.apply(UnitOfWork {
+            now: 100,
+            retries: vec![
+                retry("a", RetryStatus::Pending, Some(160)),
+                retry("b", RetryStatus::Pending, Some(160)),
+            ],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        let mut again = retry("a", RetryStatus::Retrying, Some(400));
+        again.retry_count = 2;
+        db.apply(UnitOfWork {
+            now: 200,
+            retries: vec![again],
+            delete_retries: vec!["b".into()],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            retry_rows(&db).await,
+            vec![(
+                "a".to_string(),
+                2,
+                "RETRYING".to_string(),
+                Some(400),
+                100,
+                200
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn apply_with_one_op_id_twice_in_its_retries_keeps_the_last() {
+        let (_schema, db) = fresh().await;
+        let mut last = retry("a", RetryStatus::DeadLetter, None);
+        last.retry_count = 5;
+        db.apply(UnitOfWork {
+            now: 100,
+            retries: vec![
+                retry("a", RetryStatus::Pending, Some(160)),
+                retry("b", RetryStatus::Pending, Some(170)),
+                last,
+            ],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            retry_rows(&db).await,
+            vec![
+                (
+                    "a".to_string(),
+                    5,
+                    "DEAD_LETTER".to_string(),
+                    None,
+                    100,
+                    100
+                ),
+                (
+                    "b".to_string(),
+                    1,
+                    "PENDING".to_string(),
+                    Some(170),
+                    100,
+                    100
+                ),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn due_retries_honour_next_retry_at_and_skip_dead_letters_and_delivered_rows() {
+        let (_schema, db) = fresh().await;
+        let ids = [
+            "due-late",
+            "due-early",
+            "due-tie",
+            "future",
+            "dead",
+            "delivered",
+            "unscheduled",
+        ];
+        db.insert(
+            ids.iter().map(|id| op(id, 1)).collect(),
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
+        let mut retrying = retry("due-late", RetryStatus::Retrying, Some(300));
+        retrying.retry_count = 3;
+        db.apply(UnitOfWork {
+            now: 1,
+            retries: vec![
+                retrying,
+                retry("due-early", RetryStatus::Pending, Some(100)),
+                retry("due-tie", RetryStatus::Pending, Some(300)),
+                retry("future", RetryStatus::Pending, Some(301)),
+                retry("dead", RetryStatus::DeadLetter, Some(50)),
+                retry("delivered", RetryStatus::Pending, Some(50)),
+                retry("unscheduled", RetryStatus::Pending, None),
+            ],
+            trustlogged: vec!["delivered".into()],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+
+        let due = db.due_retries(300, 10).await.unwrap();
+        let got: Vec<(&str, u32)> = due
+            .iter()
+            .map(|r| (r.op.op_id.as_str(), r.retry_count))
+            .collect();
+        assert_eq!(got, vec![("due-early", 1), ("due-late", 3), ("due-tie", 1)]);
+        assert_eq!(due[0].op, op("due-early", 1));
+        assert_eq!(db.due_retries(300, 1).await.unwrap().len(), 1);
+        assert!(db.due_retries(99, 10).await.unwrap().is_empty());
+        assert!(db.due_retries(i64::MIN, 10).await.unwrap().is_empty());
+        assert_eq!(db.due_retries(i64::MAX, 10).await.unwrap().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn sweep_candidates_are_waiting_rows_behind_the_cursor_without_retry_rows() {
+        let (_schema, db) = fresh().await;
+        db.insert(
+            vec![
+                op("a", 1),
+                op("b", 2),
+                op("c", 3),
+                op("d", 3),
+                op("e", 4),
+                op("f", 5),
+            ],
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
+        db.apply(UnitOfWork {
+            now: 1,
+            trustlogged: vec!["c".into()],
+            retries: vec![retry("b", RetryStatus::Pending, Some(10))],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        let ids = |ops: Vec<Operation>| ops.into_iter().map(|o| o.op_id).collect::<Vec<_>>();
+        // Strictly before (4, "e"): d shares c's timestamp and is behind; e itself is not.
+        assert_eq!(
+            ids(db.sweep_candidates(pos(4, "e"), 10).await.unwrap()),
+            vec!["a", "d"]
+        );
+        assert_eq!(
+            ids(db.sweep_candidates(pos(4, "e"), 1).await.unwrap()),
+            vec!["a"]
+        );
+        assert_eq!(
+            ids(db.sweep_candidates(pos(3, "d"), 10).await.unwrap()),
+            vec!["a"]
+        );
+    }
+
+    #[tokio::test]
+    async fn db_only_rows_are_never_scanned_or_swept() {
+        let (_schema, db) = fresh().await;
+        db.insert(
+            vec![op("kept-1", 1), op("kept-3", 3)],
+            TrustlogStatus::DbOnly,
+        )
+        .await
+        .unwrap();
+        db.insert(vec![op("sent-2", 2)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        let ids = |ops: Vec<Operation>| ops.into_iter().map(|o| o.op_id).collect::<Vec<_>>();
+        assert_eq!(ids(db.scan_after(None, 10).await.unwrap()), vec!["sent-2"]);
+        assert_eq!(
+            ids(db.scan_after(Some(pos(0, "")), 10).await.unwrap()),
+            vec!["sent-2"]
+        );
+        assert_eq!(
+            ids(db.sweep_candidates(pos(10, ""), 10).await.unwrap()),
+            vec!["sent-2"]
+        );
+        let stats = db.stats(DEFAULT_KEY).await.unwrap();
+        assert_eq!((stats.db_only, stats.oldest_waiting), (2, Some(2)));
+    }
+
+    #[tokio::test]
+    async fn stats_count_every_status_and_read_the_cursor() {
+        let (_schema, db) = fresh().await;
+        assert_eq!(db.stats(DEFAULT_KEY).await.unwrap(), DbStats::default());
+        db.insert(
+            (1..=6).map(|i| op(&format!("w{i}"), i)).collect(),
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
+        db.insert(vec![op("t1", 7), op("t2", 8)], TrustlogStatus::Trustlogged)
+            .await
+            .unwrap();
+        db.insert(vec![op("k1", 0)], TrustlogStatus::DbOnly)
+            .await
+            .unwrap();
+        db.apply(UnitOfWork {
+            now: 1,
+            trustlogged: vec!["w6".into()],
+            retries: vec![
+                retry("w1", RetryStatus::Pending, Some(5)),
+                retry("w2", RetryStatus::Retrying, Some(5)),
+                retry("w3", RetryStatus::DeadLetter, None),
+            ],
+            cursor: move_cursor(None, pos(5, "w5")),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        let stats = db.stats(DEFAULT_KEY).await.unwrap();
+        assert_eq!(
+            stats,
+            DbStats {
+                total: 9,
+                trustlogged: 3,
+                not_trustlogged: 5,
+                db_only: 1,
+                retry_pending: 2,
+                dead_letter: 1,
+                cursor: Some(pos(5, "w5")),
+                // w1..w3 wait in the retry queue, so w4 is the oldest the scan or sweep owes.
+                oldest_waiting: Some(4),
+            }
+        );
+        assert_eq!(db.stats("unknown").await.unwrap().cursor, None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_workers_racing_for_one_cursor_move_exactly_one_wins() {
+        let (schema, one) = fresh().await;
+        let two = PostgresDb::connect(&schema.url()).await.unwrap();
+        one.insert(
+            (0..200).map(|i| op(&format!("op-{i:03}"), i)).collect(),
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
+
+        for round in 0..20 {
+            let (at_one, at_two) =
+                tokio::join!(one.load_cursor(DEFAULT_KEY), two.load_cursor(DEFAULT_KEY));
+            let expected = at_one.unwrap();
+            assert_eq!(expected, at_two.unwrap());
+            let batch = one.scan_after(expected.clone(), 10).await.unwrap();
+            let work = UnitOfWork {
+                now: round,
+                trustlogged: batch.iter().map(|o| o.op_id.clone()).collect(),
+                cursor: move_cursor(expected, batch.last().unwrap().position()),
+                ..UnitOfWork::default()
+            };
+            let (a, b) = tokio::join!(
+                tokio::spawn({
+                    let (db, work) = (one.clone(), work.clone());
+                    async move { db.apply(work).await }
+                }),
+                tokio::spawn({
+                    let db = two.clone();
+                    async move { db.apply(work).await }
+                }),
+            );
+            let mut results = [a.unwrap(), b.unwrap()];
+            results.sort_by_key(|r| r.is_err());
+            assert_eq!(
+                results,
+                [Ok(()), Err(DbError::CursorMoved(DEFAULT_KEY.to_string()))],
+                "round {round}"
+            );
+        }
+        let stats = two.stats(DEFAULT_KEY).await.unwrap();
+        assert_eq!((stats.trustlogged, stats.not_trustlogged), (200, 0));
+        assert_eq!(stats.cursor, Some(pos(199, "op-199")));
+        one.close().await;
+        two.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_compare_and_set_blocked_on_the_winner_s_row_lock_loses_after_its_commit() {
+        let (schema, one) = fresh().await;
+        let two = PostgresDb::connect(&schema.url()).await.unwrap();
+        one.insert(vec![op("a", 1), op("b", 2)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        one.apply(UnitOfWork {
+            now: 1,
+            cursor: move_cursor(None, pos(1, "a")),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        // The winner holds the cursor row's lock in an open transaction...
+        let mut winner = one.pool.begin().await.unwrap();
+        let moved = sqlx::query(MOVE_CURSOR)
+            .bind(format_position(&pos(2, "b")))
+            .bind(PgTime::bound(2))
+            .bind(DEFAULT_KEY)
+            .bind(format_position(&pos(1, "a")))
+            .execute(&mut *winner)
+            .await
+            .unwrap()
+            .rows_affected();
+        assert_eq!(moved, 1);
+        // ...so the loser's identical move waits on it rather than failing at once...
+        let loser = tokio::spawn(async move {
+            two.apply(UnitOfWork {
+                now: 3,
+                trustlogged: vec!["b".into()],
+                cursor: move_cursor(Some(pos(1, "a")), pos(2, "b")),
+                ..UnitOfWork::default()
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !loser.is_finished(),
+            "the second CAS did not wait for the row lock"
+        );
+        // ...and re-reads the row once the winner commits: the value moved, so it loses.
+        winner.commit().await.unwrap();
+        assert_eq!(
+            loser.await.unwrap(),
+            Err(DbError::CursorMoved(DEFAULT_KEY.to_string()))
+        );
+        assert_eq!(status_of(&one, "b").await, "NOT_TRUSTLOGGED");
+    }
+
+    #[tokio::test]
+    async fn an_op_id_over_64_characters_is_invalid_and_nothing_of_the_batch_is_stored() {
+        let (_schema, db) = fresh().await;
+        let long = "x".repeat(65);
+        let err = db
+            .insert(
+                vec![op("fine", 1), op(&long, 2)],
+                TrustlogStatus::NotTrustlogged,
+            )
+            .await
+            .unwrap_err();
+        match err {
+            DbError::Invalid(FieldError { field, message }) => {
+                assert_eq!(field, "op_id");
+                assert!(message.contains("value too long"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(db.stats(DEFAULT_KEY).await.unwrap().total, 0);
+        // 64 characters fit, and they are characters, not bytes: 64 Chinese ones too.
+        let wide = "操".repeat(64);
+        assert_eq!(
+            db.insert(
+                vec![op(&"x".repeat(64), 1), op(&wide, 1)],
+                TrustlogStatus::NotTrustlogged
+            )
+            .await
+            .unwrap(),
+            vec![InsertOutcome::Inserted; 2]
+        );
+        // A too-long retry op_id is named too.
+        match db
+            .apply(UnitOfWork {
+                now: 1,
+                retries: vec![retry(&long, RetryStatus::Pending, Some(2))],
+                ..UnitOfWork::default()
+            })
+            .await
+        {
+            Err(DbError::Invalid(FieldError { field, .. })) => assert_eq!(field, "op_id"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn other_too_long_or_nul_values_name_their_field() {
+        let (_schema, db) = fresh().await;
+        let mut ops = vec![op("a", 1), op("b", 2)];
+        ops[1].op_source = "s".repeat(65);
+        ops[1].doid = "d".repeat(513);
+        match db.insert(ops, TrustlogStatus::NotTrustlogged).await {
+            // PostgreSQL checks columns in table order: doid (512) comes first.
+            Err(DbError::Invalid(FieldError { field, message })) => {
+                assert_eq!(field, "doid", "{message}");
+                assert!(message.contains("\"b\""), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut nul = op("c", 3);
+        nul.server_ip = Some("192.0.2.1\0".to_string());
+        match db.insert(vec![nul], TrustlogStatus::NotTrustlogged).await {
+            Err(DbError::Invalid(FieldError { field, message })) => {
+                assert_eq!(field, "server_ip", "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(db.stats(DEFAULT_KEY).await.unwrap().total, 0);
+    }
+
+    #[tokio::test]
+    async fn constraint_violations_map_to_conflict_and_invalid() {
+        let (_schema, db) = fresh().await;
+        db.insert(vec![op("op-1", 1)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        let plain_insert = |id: &str, status: &str| {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO operation (op_id, op_actor, doid, producer_id, op_source, op_type, \
+                 do_prefix, do_repository, timestamp, trustlog_status) \
+                 VALUES ('{id}', 'a', 'd', 'p', 's', 't', 'x', 'r', now(), '{status}')"
+            )))
+        };
+        let err = plain_insert("op-1", "TRUSTLOGGED")
+            .execute(&db.pool)
+            .await
+            .unwrap_err();
+        assert_eq!(map_error(err), DbError::Conflict("op-1".to_string()));
+        let err = plain_insert("op-2", "LOST")
+            .execute(&db.pool)
+            .await
+            .unwrap_err();
+        match map_error(err) {
+            DbError::Invalid(FieldError { field, message }) => {
+                assert_eq!(field, "trustlog_status");
+                assert!(
+                    message.contains("operation_trustlog_status_value"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = sqlx::query("INSERT INTO operation (op_id) VALUES ('op-3')")
+            .execute(&db.pool)
+            .await
+            .unwrap_err();
+        match map_error(err) {
+            DbError::Invalid(FieldError { field, .. }) => assert_eq!(field, "op_actor"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lock_timeout_is_unavailable() {
+        let (_schema, db) = fresh().await;
+        db.apply(UnitOfWork {
+            now: 1,
+            cursor: move_cursor(None, pos(1, "a")),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        let mut holder = db.pool.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM trustlog_cursor FOR UPDATE")
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let mut impatient = db.pool.begin().await.unwrap();
+        sqlx::query("SET LOCAL lock_timeout = '50ms'")
+            .execute(&mut *impatient)
+            .await
+            .unwrap();
+        let err = sqlx::query("UPDATE trustlog_cursor SET cursor_value = ''")
+            .execute(&mut *impatient)
+            .await
+            .unwrap_err();
+        match map_error(err) {
+            DbError::Unavailable(m) => assert!(m.contains("55P03"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        holder.rollback().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_unavailable() {
+        // Port 1 on the loopback: refused at once. The pool retries a refused connection
+        // until its acquire timeout, so this takes about that long.
+        match PostgresDb::connect("postgres://postgres@127.0.0.1:1/test").await {
+            Err(DbError::Unavailable(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_malformed_stored_cursor_is_an_error_naming_the_key() {
+        let (_schema, db) = fresh().await;
+        sqlx::query("INSERT INTO trustlog_cursor VALUES ($1, '2026-11-24T10:23:54.123Z|a', now())")
+            .bind(DEFAULT_KEY)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        match db.load_cursor(DEFAULT_KEY).await {
+            Err(DbError::Other(m)) => assert!(m.contains(DEFAULT_KEY), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Waits for one wake-up, at most `within`.
+    async fn woken(wake: &Notify, within: Duration) -> bool {
+        tokio::time::timeout(within, wake.notified()).await.is_ok()
+    }
+
+    /// Inserts one row over a plain connection of its own, as an application would.
+    async fn insert_by_hand(schema: &TestSchema, id: &str) {
+        let mut conn = PgConnection::connect(&schema.url()).await.unwrap();
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO operation (op_id, op_actor, doid, producer_id, op_source, op_type, \
+             do_prefix, do_repository, timestamp) \
+             VALUES ('{id}', 'a', 'd', 'p', 's', 't', 'x', 'r', clock_timestamp())"
+        )))
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_insert_from_any_client_wakes_the_listener() {
+        let (schema, db) = fresh().await;
+        let wake = Arc::new(Notify::new());
+        let listener = db.spawn_listener(wake.clone());
+        assert!(
+            woken(&wake, Duration::from_secs(10)).await,
+            "never listened"
+        );
+        // Nothing else wakes it: other tests insert into schemas of their own.
+        assert!(!woken(&wake, Duration::from_millis(300)).await);
+
+        let started = Instant::now();
+        insert_by_hand(&schema, "by-hand").await;
+        assert!(woken(&wake, Duration::from_secs(1)).await, "no wake-up");
+        println!("wake-up {:?} after the insert began", started.elapsed());
+
+        // The adapter's own inserts wake it too, once per statement.
+        db.insert(vec![op("a", 1), op("b", 2)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        assert!(woken(&wake, Duration::from_secs(1)).await);
+        listener.abort();
+    }
+
+    #[tokio::test]
+    async fn the_listener_listens_again_after_its_backend_is_terminated() {
+        let (schema, db) = fresh().await;
+        let wake = Arc::new(Notify::new());
+        let listener = db.spawn_listener(wake.clone());
+        assert!(
+            woken(&wake, Duration::from_secs(10)).await,
+            "never listened"
+        );
+
+        let listening_backends = || async {
+            sqlx::query_scalar::<_, i32>(
+                "SELECT pid FROM pg_stat_activity \
+                 WHERE application_name = $1 AND query LIKE 'LISTEN%'",
+            )
+            .bind(&schema.name)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+        };
+        let before = listening_backends().await;
+        assert_eq!(before.len(), 1, "{before:?}");
+        let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(before[0])
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert!(terminated);
+
+        // Listening again wakes it (a row may have come in unannounced meanwhile)...
+        assert!(
+            woken(&wake, Duration::from_secs(10)).await,
+            "did not listen again"
+        );
+        let after = listening_backends().await;
+        assert_eq!(after.len(), 1, "{after:?}");
+        assert_ne!(after, before);
+        // ...and a later insert wakes it as before.
+        insert_by_hand(&schema, "after-terminate").await;
+        assert!(woken(&wake, Duration::from_secs(1)).await, "no wake-up");
+        listener.abort();
+    }
+
+    /// A TCP proxy to the test server that can go down (dropping every connection through
+    /// it and refusing new ones) and come back on the same port.
+    struct Proxy {
+        port: u16,
+        tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    }
+
+    impl Proxy {
+        async fn start() -> Proxy {
+            let proxy = Proxy {
+                port: 0,
+                tasks: Arc::default(),
+            };
+            proxy.serve(0).await
+        }
+
+        async fn serve(self, port: u16) -> Proxy {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let upstream = PgConnectOptions::from_str(&admin_url()).unwrap();
+            let upstream = format!("{}:{}", upstream.get_host(), upstream.get_port());
+            let tasks = self.tasks.clone();
+            let accept = tokio::spawn(async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    let upstream = upstream.clone();
+                    let relay = tokio::spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    tasks.lock().unwrap().push(relay.abort_handle());
+                }
+            });
+            self.tasks.lock().unwrap().push(accept.abort_handle());
+            Proxy { port, ..self }
+        }
+
+        /// Drops every connection and the listening socket.
+        fn stop(&self) {
+            for task in self.tasks.lock().unwrap().drain(..) {
+                task.abort();
+            }
+        }
+
+        /// The URL of `schema` through this proxy.
+        fn url(&self, schema: &TestSchema) -> String {
+            let direct = PgConnectOptions::from_str(&admin_url()).unwrap();
+            schema.url().replacen(
+                &format!("{}:{}", direct.get_host(), direct.get_port()),
+                &format!("127.0.0.1:{}", self.port),
+                1,
+            )
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_listener_outlives_a_server_outage_longer_than_a_reconnect() {
+        let (schema, _db) = fresh().await;
+        let proxy = Proxy::start().await;
+        let url = proxy.url(&schema);
+        assert_ne!(url, schema.url());
+        let through_proxy = PostgresDb::connect(&url).await.unwrap();
+        let wake = Arc::new(Notify::new());
+        let listener = through_proxy.spawn_listener(wake.clone());
+        assert!(
+            woken(&wake, Duration::from_secs(10)).await,
+            "never listened"
+        );
+
+        // Down for longer than the listener waits for a connection, so it gives up on
+        // this one and starts over; a row comes in meanwhile.
+        proxy.stop();
+        tokio::time::sleep(LISTEN_ACQUIRE_TIMEOUT + Duration::from_millis(500)).await;
+        insert_by_hand(&schema, "during-outage").await;
+        assert!(!woken(&wake, Duration::from_millis(200)).await);
+        let proxy = proxy.serve(url_port(&url)).await;
+
+        // Back: it listens again and wakes for the row it could not hear of...
+        assert!(
+            woken(&wake, Duration::from_secs(10)).await,
+            "did not listen again"
+        );
+        // ...and hears of the next one.
+        insert_by_hand(&schema, "after-outage").await;
+        assert!(woken(&wake, Duration::from_secs(1)).await, "no wake-up");
+        listener.abort();
+        proxy.stop();
+    }
+
+    fn url_port(url: &str) -> u16 {
+        PgConnectOptions::from_str(url).unwrap().get_port()
+    }
+
+    /// The plan of `sql`, run as a prepared statement with `args`, one line per node;
+    /// `generic` asks for the plan made without the values, which a prepared statement
+    /// switches to after five runs when it is no costlier.
+    async fn plan_of(
+        conn: &mut PgConnection,
+        sql: &str,
+        types: &str,
+        args: &str,
+        generic: bool,
+    ) -> String {
+        let mode = if generic {
+            "force_generic_plan"
+        } else {
+            "force_custom_plan"
+        };
+        let prepare = if types.is_empty() {
+            format!("PREPARE plan_me AS {sql}")
+        } else {
+            format!("PREPARE plan_me ({types}) AS {sql}")
+        };
+        let explain = if args.is_empty() {
+            "EXPLAIN EXECUTE plan_me".to_string()
+        } else {
+            format!("EXPLAIN EXECUTE plan_me ({args})")
+        };
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "SET plan_cache_mode = {mode}; {prepare}"
+        )))
+        .await
+        .unwrap();
+        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(explain))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        conn.execute("DEALLOCATE plan_me").await.unwrap();
+        rows.iter()
+            .map(|r| r.get::<String, _>(0))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[tokio::test]
+    async fn the_queries_use_their_indexes_without_sorting() {
+        let (schema, db) = fresh().await;
+        let base = 1_795_515_834_000_000;
+        db.insert(
+            (0..10_000)
+                .map(|i| op(&format!("op-{i:05}"), base + i * 1_000))
+                .collect(),
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
+        // A relay part way through a backlog: the first rows delivered, some waiting for
+        // retries, the cursor at op-05000.
+        db.apply(UnitOfWork {
+            now: base,
+            trustlogged: (0..2_000).map(|i| format!("op-{i:05}")).collect(),
+            // Of the retry rows most are dead letters or not yet due.
+            retries: (2_000..3_000)
+                .map(|i| match i {
+                    2_000..2_800 => retry(&format!("op-{i:05}"), RetryStatus::DeadLetter, None),
+                    2_800..2_900 => {
+                        retry(&format!("op-{i:05}"), RetryStatus::Pending, Some(base * 2))
+                    }
+                    _ => retry(&format!("op-{i:05}"), RetryStatus::Retrying, Some(base)),
+                })
+                .collect(),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        let mut conn = PgConnection::connect(&schema.url()).await.unwrap();
+        conn.execute("ANALYZE").await.unwrap();
+
+        let at = "'2026-11-24 10:23:59+00'";
+        let scans = [
+            (
+                "scan from start",
+                SCAN_FROM_START,
+                "int8",
+                "1000".to_string(),
+            ),
+            (
+                "scan after",
+                SCAN_AFTER,
+                "timestamptz, text, int8",
+                format!("{at}, 'op-05000', 1000"),
+            ),
+            (
+                "sweep",
+                SWEEP,
+                "timestamptz, text, int8",
+                format!("{at}, 'op-05000', 1000"),
+            ),
+            ("oldest waiting", OLDEST_WAITING, "", String::new()),
+        ];
+        for generic in [false, true] {
+            for (name, sql, types, args) in &scans {
+                let plan = plan_of(&mut conn, sql, types, args, generic).await;
+                println!("{name} (generic: {generic}):\n{plan}");
+                assert!(plan.contains("using operation_waiting"), "{name}: {plan}");
+                assert!(!plan.contains("Seq Scan on operation"), "{name}: {plan}");
+                assert!(!plan.contains("Sort"), "{name}: {plan}");
+            }
+            for (name, sql, index) in [
+                ("mark", MARK_TRUSTLOGGED, "operation_pkey"),
+                ("delete retries", DELETE_RETRIES, "trustlog_retry_pkey"),
+            ] {
+                let plan = plan_of(
+                    &mut conn,
+                    sql,
+                    "text[]",
+                    "array['op-02001', 'op-05002', 'op-09999']",
+                    generic,
+                )
+                .await;
+                println!("{name} (generic: {generic}):\n{plan}");
+                assert!(plan.contains(index), "{name}: {plan}");
+                assert!(!plan.contains("Seq Scan"), "{name}: {plan}");
+            }
+            // The join is driven by the due retry rows, never by the waiting rows, and stops
+            // at the limit: nothing above the nested loop sorts.
+            let plan = plan_of(
+                &mut conn,
+                DUE_RETRIES,
+                "timestamptz, int8",
+                &format!("{at}, 1000"),
+                generic,
+            )
+            .await;
+            println!("due retries (generic: {generic}):\n{plan}");
+            assert!(plan.contains("operation_pkey"), "{plan}");
+            assert!(!plan.contains("Seq Scan on operation"), "{plan}");
+            assert!(!plan.contains("operation_waiting"), "{plan}");
+            assert!(
+                plan.lines().nth(1).unwrap().contains("Nested Loop"),
+                "{plan}"
+            );
+            assert!(
+                plan.contains("Index Scan on trustlog_retry_due")
+                    || plan.contains("Index Scan using trustlog_retry_due"),
+                "{plan}"
+            );
+        }
+        conn.close().await.unwrap();
+    }
+
+    /// Not a benchmark with assertions: prints what the adapter costs for 100,000 rows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn perf_delivers_100k_rows_in_batches_of_1000() {
+        const ROWS: i64 = 100_000;
+        const BATCH: u32 = 1_000;
+        let (_schema, db) = fresh().await;
+        let base = 1_795_515_834_000_000;
+        let ops: Vec<Operation> = (0..ROWS)
+            .map(|i| {
+                let mut o = op(&format!("op-{i:07}"), base + i / 4);
+                o.request_body_hash = Some(format!("{:064x}", i * 7919));
+                o
+            })
+            .collect();
+
+        let started = Instant::now();
+        for chunk in ops.chunks(BATCH as usize) {
+            db.insert(chunk.to_vec(), TrustlogStatus::NotTrustlogged)
+                .await
+                .unwrap();
+        }
+        let insert_time = started.elapsed();
+
+        let started = Instant::now();
+        let (mut scan_time, mut apply_time, mut delivered, mut batches) =
+            (Duration::ZERO, Duration::ZERO, 0usize, 0u32);
+        let mut cursor = db.load_cursor(DEFAULT_KEY).await.unwrap();
+        loop {
+            let t = Instant::now();
+            let batch = db.scan_after(cursor.clone(), BATCH).await.unwrap();
+            scan_time += t.elapsed();
+            let Some(last) = batch.last() else { break };
+            let to = last.position();
+            let t = Instant::now();
+            db.apply(UnitOfWork {
+                now: base,
+                trustlogged: batch.iter().map(|o| o.op_id.clone()).collect(),
+                cursor: move_cursor(cursor, to.clone()),
+                ..UnitOfWork::default()
+            })
+            .await
+            .unwrap();
+            apply_time += t.elapsed();
+            delivered += batch.len();
+            batches += 1;
+            cursor = Some(to);
+        }
+        let loop_time = started.elapsed();
+        let stats = db.stats(DEFAULT_KEY).await.unwrap();
+        assert_eq!(delivered, ROWS as usize);
+        assert_eq!((stats.trustlogged, stats.not_trustlogged), (ROWS as u64, 0));
+        let rate = |d: Duration| ROWS as f64 / d.as_secs_f64();
+        println!(
+            "perf: insert {ROWS} rows in batches of {BATCH}: {insert_time:?} ({:.0} rows/s); \
+             scan+apply loop: {loop_time:?} ({:.0} rows/s) for {batches} batches \
+             (scan_after {scan_time:?}, apply {apply_time:?})",
+            rate(insert_time),
+            rate(loop_time)
+        );
+    }
+}

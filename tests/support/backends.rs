@@ -1,0 +1,201 @@
+//! Isolated databases for the suites: a file for SQLite, a schema for
+//! PostgreSQL, a database for MySQL/MariaDB, so tests run in parallel.
+//! An unreachable server fails the test: nothing is ever skipped.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+// Test SQL is built from our own names and literals, never from outside input.
+use sqlx::{AssertSqlSafe, Connection, Executor};
+
+/// The three database kinds every suite runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+/// The PostgreSQL server the tests use.
+pub fn postgres_admin_url() -> String {
+    std::env::var("TRUSTLOG_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// The MySQL/MariaDB server the tests use.
+pub fn mysql_admin_url() -> String {
+    std::env::var("TRUSTLOG_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+}
+
+fn unique_name() -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "trustlog_t_{}_{}_{nanos}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// An isolated, empty database; dropped when the value is.
+pub struct TestDb {
+    pub backend: Backend,
+    /// The URL `trustlog --db` takes.
+    pub url: String,
+    name: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    /// Creates a fresh database of `backend`.
+    pub async fn create(backend: Backend) -> TestDb {
+        let name = unique_name();
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("trustlog.db").display());
+                TestDb {
+                    backend,
+                    url,
+                    name,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                let admin = postgres_admin_url();
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is unreachable ({e}); start it (see DESIGN.md §6)"));
+                conn.execute(AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+                    .await
+                    .unwrap();
+                let sep = if admin.contains('?') { '&' } else { '?' };
+                let url = format!("{admin}{sep}options=-c%20search_path%3D{name}");
+                TestDb {
+                    backend,
+                    url,
+                    name,
+                    _dir: None,
+                }
+            }
+            Backend::MySql => {
+                let admin = mysql_admin_url();
+                let mut conn = sqlx::MySqlConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("MySQL/MariaDB at {admin} is unreachable ({e}); start it (see DESIGN.md §6)"));
+                conn.execute(AssertSqlSafe(format!(
+                    "CREATE DATABASE {name} CHARACTER SET utf8mb4"
+                )))
+                .await
+                .unwrap();
+                let (base, query) = admin
+                    .split_once('?')
+                    .map_or((admin.as_str(), None), |(b, q)| (b, Some(q)));
+                let server = base.rsplit_once('/').map_or(base, |(s, _)| s);
+                let url = match query {
+                    Some(q) => format!("{server}/{name}?{q}"),
+                    None => format!("{server}/{name}"),
+                };
+                TestDb {
+                    backend,
+                    url,
+                    name,
+                    _dir: None,
+                }
+            }
+        }
+    }
+
+    /// Runs one SQL statement with no parameters, as another client of the database would.
+    pub async fn execute(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                c.execute(AssertSqlSafe(sql.to_string())).await.unwrap();
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                c.execute(AssertSqlSafe(sql.to_string())).await.unwrap();
+            }
+            Backend::MySql => {
+                let mut c = sqlx::MySqlConnection::connect(&self.url).await.unwrap();
+                c.execute(AssertSqlSafe(sql.to_string())).await.unwrap();
+            }
+        }
+    }
+
+    /// Reads one integer with a query of no parameters.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.to_string()))
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap()
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.to_string()))
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap()
+            }
+            Backend::MySql => {
+                let mut c = sqlx::MySqlConnection::connect(&self.url).await.unwrap();
+                sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.to_string()))
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap()
+            }
+        }
+    }
+
+    /// SQL for a timestamp literal of `micros` in this database's column type.
+    pub fn timestamp_sql(&self, micros: i64) -> String {
+        let t = super::rfc3339(micros);
+        match self.backend {
+            Backend::Sqlite => micros.to_string(),
+            Backend::Postgres => format!("'{t}'::timestamptz"),
+            Backend::MySql => format!("'{}'", t.trim_end_matches('Z').replace('T', " ")),
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let drop_sql = match self.backend {
+            Backend::Sqlite => return,
+            Backend::Postgres => format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
+            Backend::MySql => format!("DROP DATABASE IF EXISTS {}", self.name),
+        };
+        let (backend, admin) = (
+            self.backend,
+            if self.backend == Backend::Postgres {
+                postgres_admin_url()
+            } else {
+                mysql_admin_url()
+            },
+        );
+        // Drop runs inside the test's runtime; clean up on a thread of our own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if backend == Backend::Postgres {
+                    if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                        let _ = c.execute(AssertSqlSafe(drop_sql.clone())).await;
+                    }
+                } else if let Ok(mut c) = sqlx::MySqlConnection::connect(&admin).await {
+                    let _ = c.execute(AssertSqlSafe(drop_sql.clone())).await;
+                }
+            })
+        })
+        .join();
+    }
+}
