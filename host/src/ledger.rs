@@ -625,29 +625,9 @@ fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
     buf.extend_from_slice(&digits[at..]);
 }
 
-/// Lower-case hex of a digest.
-///
-/// Four hashes per entry go through here; it works a word at a time, without
-/// branches or tables, so it stays cheap even in an unoptimised test build,
-/// where `hex`'s generic iterator code is instantiated unoptimised.
+/// Lower-case hex of a digest, into a fixed buffer (no allocation per entry).
 fn encode_hex(bytes: &[u8; 32], out: &mut [u8; 64]) {
-    for (word, chunk) in bytes.chunks_exact(4).zip(out.chunks_exact_mut(8)) {
-        let word = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
-        chunk.copy_from_slice(&hex_word(word).to_be_bytes());
-    }
-}
-
-/// The 8 hex digits of `word`, most significant first, as 8 bytes of a u64.
-fn hex_word(word: u32) -> u64 {
-    // Spread the nibbles out so each sits alone in a byte.
-    let x = u64::from(word);
-    let x = ((x & 0xFFFF_0000) << 16) | (x & 0x0000_FFFF);
-    let x = ((x & 0x0000_FF00_0000_FF00) << 8) | (x & 0x0000_00FF_0000_00FF);
-    let x = ((x & 0x00F0_00F0_00F0_00F0) << 4) | (x & 0x000F_000F_000F_000F);
-    // A byte holding 10..=15 carries into bit 4 when 6 is added; those get
-    // 'a' - '0' - 10 more on top of '0'. No byte can carry into the next.
-    let letters = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
-    x + 0x3030_3030_3030_3030 + letters * (b'a' - b'0' - 10) as u64
+    hex::encode_to_slice(bytes, out).expect("64 bytes hold the hex of 32");
 }
 
 fn hex_str(hex: &[u8; 64]) -> &str {
