@@ -40,6 +40,7 @@ conformance!(
     the_retry_schedule_runs_on_the_injected_clock,
     the_sweep_delivers_rows_behind_the_cursor,
     db_only_rows_are_never_scanned,
+    rows_owned_by_the_retry_queue_are_never_scanned,
     stats_match_the_rows,
     migrate_is_idempotent,
 );
@@ -463,4 +464,39 @@ async fn migrate_is_idempotent(b: Backend) {
     db.migrate().await.unwrap();
     db.migrate().await.unwrap();
     assert_eq!(t.scalar("SELECT COUNT(*) FROM operation").await, 1, "{b:?}");
+}
+
+async fn rows_owned_by_the_retry_queue_are_never_scanned(b: Backend) {
+    // A fresh cursor over old data must not re-deliver dead letters behind the retry tick's back.
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    db.insert(
+        vec![op("parked", T0), op("fresh", T0 + 1)],
+        TrustlogStatus::NotTrustlogged,
+    )
+    .await
+    .unwrap();
+    let dead = trustlog_guest::model::RetryUpdate {
+        op_id: "parked".into(),
+        retry_count: 5,
+        retry_status: trustlog_guest::model::RetryStatus::DeadLetter,
+        last_retry_at: Some(T0),
+        next_retry_at: None,
+        error_message: "gave up".into(),
+    };
+    db.apply(UnitOfWork {
+        now: T0,
+        retries: vec![dead],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let ids: Vec<String> = db
+        .scan_after(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.op_id)
+        .collect();
+    assert_eq!(ids, ["fresh"], "{b:?}");
 }

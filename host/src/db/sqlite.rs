@@ -60,6 +60,7 @@ const SCAN_FROM_START: &str = concat!(
     operation_columns!(),
     " FROM operation o INDEXED BY operation_waiting \
      WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' \
+     AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id) \
      ORDER BY o.timestamp, o.op_id LIMIT ?1"
 );
 /// `scan_after(Some((?1, ?2)), ?3)`.
@@ -68,6 +69,7 @@ const SCAN_AFTER: &str = concat!(
     operation_columns!(),
     " FROM operation o INDEXED BY operation_waiting \
      WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' AND (o.timestamp, o.op_id) > (?1, ?2) \
+     AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id) \
      ORDER BY o.timestamp, o.op_id LIMIT ?3"
 );
 /// `sweep_candidates((?1, ?2), ?3)`.
