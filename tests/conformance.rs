@@ -8,9 +8,10 @@ use std::collections::BTreeSet;
 use support::backends::{Backend, TestDb};
 use support::*;
 use trustlog_guest::model::{
-    Config, CursorMove, DbError, InsertOutcome, Operation, Position, RecordOutcome, TrustlogStatus,
-    UnitOfWork,
+    Config, CursorMove, DbError, DbStats, InsertOutcome, Micros, Operation, Position,
+    RecordOutcome, RetryStatus, RetryUpdate, TrustlogStatus, UnitOfWork,
 };
+use trustlog_guest::validate::{MAX_TIMESTAMP, MIN_TIMESTAMP};
 use trustlog_host::db::Database;
 use trustlog_host::ingest;
 use trustlog_host::publisher::Publisher;
@@ -29,20 +30,32 @@ macro_rules! conformance {
 }
 
 conformance!(
-    microsecond_timestamps_round_trip,
-    null_and_empty_string_stay_distinct,
+    microsecond_timestamps_round_trip_exactly,
+    null_and_empty_string_stay_distinct_in_the_optional_fields,
     chinese_text_round_trips,
     a_64_character_op_id_fits_and_a_65_character_one_is_refused,
     a_duplicate_op_id_is_a_conflict_and_leaves_the_stored_row_untouched,
+    insert_reports_inserted_and_duplicate_in_input_order_and_leaves_stored_rows_untouched,
+    insert_spanning_several_chunks_keeps_outcomes_in_order,
+    insert_of_nothing_is_nothing,
     rows_sharing_a_timestamp_across_batches_are_delivered_exactly_once,
-    two_workers_on_one_cursor_never_both_advance_it,
-    a_stale_compare_and_set_applies_nothing,
+    rows_sharing_one_timestamp_are_each_scanned_exactly_once_in_op_id_order,
+    two_workers_racing_for_one_cursor_move_exactly_one_wins,
+    apply_with_a_stale_expected_position_returns_cursor_moved_and_changes_nothing,
+    apply_marks_only_waiting_rows_trustlogged,
+    apply_of_nothing_touches_nothing,
+    apply_takes_an_empty_cursor_value_as_no_position,
+    apply_refuses_to_move_a_cursor_backwards_or_in_place,
+    apply_upserts_retry_rows_keeping_created_at_and_deletes_them,
+    due_retries_honour_next_retry_at_and_skip_dead_letters_and_delivered_rows,
+    sweep_candidates_are_waiting_rows_behind_the_cursor_without_retry_rows,
+    a_malformed_stored_cursor_is_an_error_naming_the_key,
     the_retry_schedule_runs_on_the_injected_clock,
     the_sweep_delivers_rows_behind_the_cursor,
-    db_only_rows_are_never_scanned,
+    db_only_rows_are_never_scanned_or_swept,
     rows_owned_by_the_retry_queue_are_never_scanned,
-    stats_match_the_rows,
-    migrate_is_idempotent,
+    stats_count_every_status_and_read_the_cursor,
+    migrating_twice_is_harmless,
 );
 
 async fn connect(t: &TestDb) -> Database {
@@ -68,52 +81,6 @@ async fn tenant(t: &TestDb, publisher: &str, config: Config) -> Tenant {
     )
     .await
     .unwrap()
-}
-
-async fn microsecond_timestamps_round_trip(b: Backend) {
-    let t = TestDb::create(b).await;
-    let db = connect(&t).await;
-    let stamps = [
-        T0 + 1,
-        T0 + 999_999,
-        -30_610_224_000_000_000,
-        253_402_300_799_999_999,
-        0,
-        -1,
-    ];
-    let ops: Vec<Operation> = stamps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| op(&format!("ts-{i}"), *s))
-        .collect();
-    db.insert(ops, TrustlogStatus::NotTrustlogged)
-        .await
-        .unwrap();
-    let rows = db.scan_after(None, 100).await.unwrap();
-    for (i, s) in stamps.iter().enumerate() {
-        let row = rows.iter().find(|r| r.op_id == format!("ts-{i}")).unwrap();
-        assert_eq!(row.timestamp, *s, "{b:?}: ts-{i}");
-    }
-}
-
-async fn null_and_empty_string_stay_distinct(b: Backend) {
-    let t = TestDb::create(b).await;
-    let db = connect(&t).await;
-    let mut a = op("nulls", T0);
-    (
-        a.request_body_hash,
-        a.response_body_hash,
-        a.client_ip,
-        a.server_ip,
-    ) = (None, None, None, None);
-    let mut e = op("empties", T0 + 1);
-    (e.request_body_hash, e.response_body_hash) = (Some(String::new()), Some(String::new()));
-    (e.client_ip, e.server_ip) = (Some(String::new()), Some(String::new()));
-    db.insert(vec![a.clone(), e.clone()], TrustlogStatus::NotTrustlogged)
-        .await
-        .unwrap();
-    let rows = db.scan_after(None, 10).await.unwrap();
-    assert_eq!(rows, vec![a, e], "{b:?}");
 }
 
 async fn chinese_text_round_trips(b: Backend) {
@@ -217,116 +184,6 @@ async fn rows_sharing_a_timestamp_across_batches_are_delivered_exactly_once(b: B
     assert_eq!(tn.scan_tick(T0 + 2).await.unwrap().fetched, 0);
 }
 
-async fn two_workers_on_one_cursor_never_both_advance_it(b: Backend) {
-    let t = TestDb::create(b).await;
-    let (one, two) = (connect(&t).await, connect(&t).await);
-    one.insert(
-        (0..10).map(|i| op(&format!("w-{i}"), T0 + i)).collect(),
-        TrustlogStatus::NotTrustlogged,
-    )
-    .await
-    .unwrap();
-    let start = Position {
-        timestamp: T0 - 1,
-        op_id: String::new(),
-    };
-    let seed = UnitOfWork {
-        now: T0,
-        cursor: Some(CursorMove {
-            key: "k".into(),
-            expected: None,
-            to: start.clone(),
-        }),
-        ..Default::default()
-    };
-    one.apply(seed).await.unwrap();
-    for round in 0..20 {
-        let at = one.load_cursor("k").await.unwrap();
-        let to = Position {
-            timestamp: T0 + round,
-            op_id: format!("w-{round}"),
-        };
-        let work = |id: &str| UnitOfWork {
-            now: T0,
-            trustlogged: vec![id.to_string()],
-            cursor: Some(CursorMove {
-                key: "k".into(),
-                expected: at.clone(),
-                to: to.clone(),
-            }),
-            ..Default::default()
-        };
-        let (a, b2) = tokio::join!(
-            one.apply(work(&format!("w-{round}"))),
-            two.apply(work(&format!("w-{round}")))
-        );
-        let wins = [&a, &b2].iter().filter(|r| r.is_ok()).count();
-        assert_eq!(
-            wins, 1,
-            "{b:?} round {round}: exactly one worker advances ({a:?}, {b2:?})"
-        );
-        for r in [a, b2] {
-            if let Err(e) = r {
-                assert!(
-                    matches!(e, DbError::CursorMoved(_)),
-                    "{b:?}: the loser is told the cursor moved: {e:?}"
-                );
-            }
-        }
-        assert_eq!(one.load_cursor("k").await.unwrap(), Some(to));
-    }
-}
-
-async fn a_stale_compare_and_set_applies_nothing(b: Backend) {
-    let t = TestDb::create(b).await;
-    let db = connect(&t).await;
-    db.insert(
-        vec![op("s-1", T0), op("s-2", T0 + 1)],
-        TrustlogStatus::NotTrustlogged,
-    )
-    .await
-    .unwrap();
-    let p1 = Position {
-        timestamp: T0,
-        op_id: "s-1".into(),
-    };
-    db.apply(UnitOfWork {
-        now: T0,
-        trustlogged: vec!["s-1".into()],
-        cursor: Some(CursorMove {
-            key: "k".into(),
-            expected: None,
-            to: p1,
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let stale = UnitOfWork {
-        now: T0,
-        trustlogged: vec!["s-2".into()],
-        cursor: Some(CursorMove {
-            key: "k".into(),
-            expected: None,
-            to: Position {
-                timestamp: T0 + 1,
-                op_id: "s-2".into(),
-            },
-        }),
-        ..Default::default()
-    };
-    assert!(
-        matches!(db.apply(stale).await, Err(DbError::CursorMoved(_))),
-        "{b:?}"
-    );
-    assert_eq!(
-        t.scalar("SELECT COUNT(*) FROM operation WHERE trustlog_status = 'TRUSTLOGGED'")
-            .await,
-        1,
-        "{b:?}: the whole unit rolled back"
-    );
-}
-
 async fn the_retry_schedule_runs_on_the_injected_clock(b: Backend) {
     const MIN: i64 = 60_000_000;
     let t = TestDb::create(b).await;
@@ -381,7 +238,692 @@ async fn the_sweep_delivers_rows_behind_the_cursor(b: Backend) {
     assert_eq!(ledger_op_ids(&path), ["early", "late"], "{b:?}");
 }
 
-async fn db_only_rows_are_never_scanned(b: Backend) {
+async fn rows_owned_by_the_retry_queue_are_never_scanned(b: Backend) {
+    // A fresh cursor over old data must not re-deliver dead letters behind the retry tick's back.
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    db.insert(
+        vec![op("parked", T0), op("fresh", T0 + 1)],
+        TrustlogStatus::NotTrustlogged,
+    )
+    .await
+    .unwrap();
+    let dead = trustlog_guest::model::RetryUpdate {
+        op_id: "parked".into(),
+        retry_count: 5,
+        retry_status: trustlog_guest::model::RetryStatus::DeadLetter,
+        last_retry_at: Some(T0),
+        next_retry_at: None,
+        error_message: "gave up".into(),
+    };
+    db.apply(UnitOfWork {
+        now: T0,
+        retries: vec![dead],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let ids: Vec<String> = db
+        .scan_after(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.op_id)
+        .collect();
+    assert_eq!(ids, ["fresh"], "{b:?}");
+}
+
+const DEFAULT_KEY: &str = trustlog_guest::model::DEFAULT_CURSOR_KEY;
+
+/// `op` at any instant, even one chrono cannot print.
+fn op_at(id: &str, timestamp: Micros) -> Operation {
+    Operation {
+        timestamp,
+        ..op(id, 0)
+    }
+}
+
+fn pos(timestamp: Micros, id: &str) -> Position {
+    Position {
+        timestamp,
+        op_id: id.to_string(),
+    }
+}
+
+fn retry(id: &str, status: RetryStatus, next: Option<Micros>) -> RetryUpdate {
+    RetryUpdate {
+        op_id: id.to_string(),
+        retry_count: 1,
+        retry_status: status,
+        last_retry_at: Some(1),
+        next_retry_at: next,
+        error_message: "broker down".to_string(),
+    }
+}
+
+fn move_cursor(expected: Option<Position>, to: Position) -> Option<CursorMove> {
+    Some(CursorMove {
+        key: DEFAULT_KEY.to_string(),
+        expected,
+        to,
+    })
+}
+
+fn ids(ops: Vec<Operation>) -> Vec<String> {
+    ops.into_iter().map(|o| o.op_id).collect()
+}
+
+/// Whether the row `id` has `status`, read as another client would.
+async fn status_is(t: &TestDb, id: &str, status: &str) -> bool {
+    t.scalar(&format!(
+        "SELECT COUNT(*) FROM operation WHERE op_id = '{id}' AND trustlog_status = '{status}'"
+    ))
+    .await
+        == 1
+}
+
+/// Whether `trustlog_retry` holds exactly this row, timestamps compared in the column's own type.
+async fn has_retry_row(
+    t: &TestDb,
+    id: &str,
+    count: i64,
+    status: &str,
+    next: Option<Micros>,
+    created: Micros,
+    updated: Micros,
+) -> bool {
+    let next = match next {
+        Some(n) => format!("= {}", t.timestamp_sql(n)),
+        None => "IS NULL".to_string(),
+    };
+    t.scalar(&format!(
+        "SELECT COUNT(*) FROM trustlog_retry WHERE op_id = '{id}' AND retry_count = {count} \
+         AND retry_status = '{status}' AND next_retry_at {next} \
+         AND created_at = {} AND updated_at = {}",
+        t.timestamp_sql(created),
+        t.timestamp_sql(updated)
+    ))
+    .await
+        == 1
+}
+
+async fn migrating_twice_is_harmless(b: Backend) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    db.insert(vec![op("kept", T0)], TrustlogStatus::NotTrustlogged)
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    db.migrate().await.unwrap();
+    assert_eq!(t.scalar("SELECT COUNT(*) FROM operation").await, 1, "{b:?}");
+    assert_eq!(
+        db.scan_after(None, u32::MAX).await.unwrap(),
+        vec![op("kept", T0)],
+        "{b:?}"
+    );
+}
+
+async fn insert_reports_inserted_and_duplicate_in_input_order_and_leaves_stored_rows_untouched(
+    b: Backend,
+) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    let first = db
+        .insert(vec![op("a", 1), op("b", 2)], TrustlogStatus::NotTrustlogged)
+        .await
+        .unwrap();
+    assert_eq!(
+        first,
+        vec![InsertOutcome::Inserted, InsertOutcome::Inserted],
+        "{b:?}"
+    );
+
+    let mut changed_a = op("a", 99);
+    changed_a.op_actor = "mallory".to_string();
+    let mut first_c = op("c", 3);
+    first_c.op_actor = "first".to_string();
+    let mut second_c = op("c", 98);
+    second_c.op_actor = "second".to_string();
+    let outcomes = db
+        .insert(
+            vec![changed_a, first_c, second_c, op("d", 4)],
+            TrustlogStatus::Trustlogged,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            InsertOutcome::Duplicate,
+            InsertOutcome::Inserted,
+            InsertOutcome::Duplicate,
+            InsertOutcome::Inserted
+        ],
+        "{b:?}"
+    );
+    // The stored a keeps its content and status; the first c of the batch won.
+    assert_eq!(
+        db.scan_after(None, u32::MAX).await.unwrap(),
+        vec![op("a", 1), op("b", 2)],
+        "{b:?}"
+    );
+    assert!(status_is(&t, "c", "TRUSTLOGGED").await, "{b:?}");
+    assert_eq!(
+        t.scalar(&format!(
+            "SELECT COUNT(*) FROM operation WHERE op_id = 'c' AND op_actor = 'first' AND timestamp = {}",
+            t.timestamp_sql(3)
+        ))
+        .await,
+        1,
+        "{b:?}: c keeps the first actor and timestamp"
+    );
+}
+
+async fn insert_spanning_several_chunks_keeps_outcomes_in_order(b: Backend) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    db.insert(vec![op("op-01500", 0)], TrustlogStatus::NotTrustlogged)
+        .await
+        .unwrap();
+    let mut ops: Vec<Operation> = (0..2_500).map(|i| op(&format!("op-{i:05}"), i)).collect();
+    // A repeat, late in the batch (in a later chunk), of an id stored early in it.
+    ops[1_200] = op("op-00007", 7);
+    let outcomes = db
+        .insert(ops, TrustlogStatus::NotTrustlogged)
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 2_500, "{b:?}");
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let expected = if i == 1_200 || i == 1_500 {
+            InsertOutcome::Duplicate
+        } else {
+            InsertOutcome::Inserted
+        };
+        assert_eq!(*outcome, expected, "{b:?}: input {i}");
+    }
+    assert_eq!(db.stats(DEFAULT_KEY).await.unwrap().total, 2_499, "{b:?}");
+}
+
+async fn insert_of_nothing_is_nothing(b: Backend) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    assert!(
+        db.insert(Vec::new(), TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap()
+            .is_empty(),
+        "{b:?}"
+    );
+}
+
+async fn null_and_empty_string_stay_distinct_in_the_optional_fields(b: Backend) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    let mut empty = op("empty", T0);
+    (empty.request_body_hash, empty.response_body_hash) =
+        (Some(String::new()), Some(String::new()));
+    (empty.client_ip, empty.server_ip) = (Some(String::new()), Some(String::new()));
+    let mut null = op("null", T0 + 1);
+    (
+        null.request_body_hash,
+        null.response_body_hash,
+        null.client_ip,
+        null.server_ip,
+    ) = (None, None, None, None);
+    db.insert(
+        vec![empty.clone(), null.clone()],
+        TrustlogStatus::NotTrustlogged,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        db.scan_after(None, u32::MAX).await.unwrap(),
+        vec![empty, null],
+        "{b:?}"
+    );
+    assert_eq!(
+        t.scalar(
+            "SELECT COUNT(*) FROM operation WHERE request_body_hash IS NULL \
+             AND response_body_hash IS NULL AND client_ip IS NULL AND server_ip IS NULL"
+        )
+        .await,
+        1,
+        "{b:?}: only the null row holds NULLs"
+    );
+}
+
+async fn microsecond_timestamps_round_trip_exactly(b: Backend) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    // Every backend stores 1000-01-01 through 9999-12-31 to the microsecond.
+    let mut stamps = vec![
+        MIN_TIMESTAMP, // 1000-01-01T00:00:00Z
+        MIN_TIMESTAMP + 1,
+        -1, // 1969-12-31T23:59:59.999999Z
+        0,
+        1,
+        T0 + 1,
+        T0 + 999_999,
+        1_795_515_834_123_456, // 2026-11-24T10:23:54.123456Z
+        4_102_444_800_000_001, // 2100-01-01 and a microsecond
+        MAX_TIMESTAMP,         // 9999-12-31T23:59:59.999999Z
+    ];
+    // And each keeps what lies beyond, as far as its column type reaches.
+    stamps.extend(match b {
+        Backend::Sqlite => vec![
+            i64::MIN,
+            -62_135_596_800_000_001, // a microsecond before 0001-01-01
+            i64::MAX,
+        ],
+        Backend::Postgres => vec![
+            -210_866_803_200_000_000, // 4714-11-24T00:00:00Z BC, PostgreSQL's first instant
+            -62_135_596_800_000_001,  // a microsecond before 0001-01-01
+            8_210_266_876_799_999_999, // +262142-12-31T23:59:59.999999Z, chrono's last
+            i64::MAX,                 // beyond chrono, within PostgreSQL
+        ],
+        Backend::MySql => vec![],
+    });
+    stamps.sort();
+    let ops: Vec<Operation> = stamps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| op_at(&format!("t{i:02}"), *s))
+        .collect();
+    db.insert(ops.clone(), TrustlogStatus::NotTrustlogged)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.scan_after(None, u32::MAX).await.unwrap(),
+        ops,
+        "{b:?}: returned exactly, in timestamp order"
+    );
+
+    // The cursor text carries them exactly too, up to the largest.
+    let mut expected = None;
+    for o in &ops {
+        db.apply(UnitOfWork {
+            now: 1,
+            cursor: move_cursor(expected.clone(), o.position()),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            db.load_cursor(DEFAULT_KEY).await.unwrap(),
+            Some(o.position()),
+            "{b:?}"
+        );
+        expected = Some(o.position());
+    }
+}
+
+async fn rows_sharing_one_timestamp_are_each_scanned_exactly_once_in_op_id_order(b: Backend) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    let ts = 1_795_515_834_123_456;
+    // Inserted out of order so the scan, not the insert, provides the order.
+    let mut ids: Vec<String> = (0..250).map(|i| format!("op-{i:03}")).collect();
+    ids.reverse();
+    db.insert(
+        ids.iter().map(|id| op(id, ts)).collect(),
+        TrustlogStatus::NotTrustlogged,
+    )
+    .await
+    .unwrap();
+
+    let mut seen = Vec::new();
+    let mut batches = 0;
+    loop {
+        let cursor = db.load_cursor(DEFAULT_KEY).await.unwrap();
+        let batch = db.scan_after(cursor.clone(), 100).await.unwrap();
+        let Some(last) = batch.last() else { break };
+        batches += 1;
+        db.apply(UnitOfWork {
+            now: 1,
+            cursor: move_cursor(cursor, last.position()),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+        seen.extend(batch.into_iter().map(|o| o.op_id));
+    }
+    ids.sort();
+    assert_eq!(batches, 3, "{b:?}");
+    assert_eq!(seen, ids, "{b:?}");
+}
+
+async fn apply_marks_only_waiting_rows_trustlogged(b: Backend) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged)
+        .await
+        .unwrap();
+    db.insert(vec![op("k", 2)], TrustlogStatus::DbOnly)
+        .await
+        .unwrap();
+    db.apply(UnitOfWork {
+        now: 1,
+        trustlogged: vec!["a".into(), "k".into(), "missing".into()],
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+    assert!(status_is(&t, "a", "TRUSTLOGGED").await, "{b:?}");
+    assert!(status_is(&t, "k", "DB_ONLY").await, "{b:?}");
+}
+
+async fn apply_of_nothing_touches_nothing(b: Backend) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    // Not even `now`, which not every backend could store, is looked at.
+    db.apply(UnitOfWork {
+        now: i64::MIN,
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        db.stats(DEFAULT_KEY).await.unwrap(),
+        DbStats::default(),
+        "{b:?}"
+    );
+}
+
+async fn apply_with_a_stale_expected_position_returns_cursor_moved_and_changes_nothing(b: Backend) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    db.insert(
+        vec![op("a", 1), op("b", 2), op("c", 3), op("d", 4)],
+        TrustlogStatus::NotTrustlogged,
+    )
+    .await
+    .unwrap();
+    db.apply(UnitOfWork {
+        now: 10,
+        trustlogged: vec!["d".into()],
+        retries: vec![retry("b", RetryStatus::Pending, Some(100))],
+        cursor: move_cursor(None, pos(2, "b")),
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+
+    let stale = UnitOfWork {
+        now: 20,
+        trustlogged: vec!["a".into(), "c".into()],
+        retries: vec![retry("c", RetryStatus::Retrying, Some(200))],
+        delete_retries: vec!["b".into()],
+        cursor: move_cursor(Some(pos(1, "a")), pos(3, "c")),
+    };
+    assert_eq!(
+        db.apply(stale).await,
+        Err(DbError::CursorMoved(DEFAULT_KEY.to_string())),
+        "{b:?}"
+    );
+
+    // A cursor that was never set is stale for an expected position too.
+    let never_set = UnitOfWork {
+        now: 20,
+        trustlogged: vec!["a".into()],
+        cursor: Some(CursorMove {
+            key: "other".into(),
+            expected: Some(pos(1, "a")),
+            to: pos(3, "c"),
+        }),
+        ..UnitOfWork::default()
+    };
+    assert_eq!(
+        db.apply(never_set).await,
+        Err(DbError::CursorMoved("other".to_string())),
+        "{b:?}"
+    );
+
+    // And expecting no position fails once one is set.
+    let expected_none = UnitOfWork {
+        now: 20,
+        trustlogged: vec!["a".into()],
+        cursor: move_cursor(None, pos(3, "c")),
+        ..UnitOfWork::default()
+    };
+    assert_eq!(
+        db.apply(expected_none).await,
+        Err(DbError::CursorMoved(DEFAULT_KEY.to_string())),
+        "{b:?}"
+    );
+
+    for id in ["a", "b", "c"] {
+        assert!(status_is(&t, id, "NOT_TRUSTLOGGED").await, "{b:?}: {id}");
+    }
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) FROM operation WHERE trustlog_status = 'TRUSTLOGGED'")
+            .await,
+        1,
+        "{b:?}: only the unit that held its position took effect"
+    );
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) FROM trustlog_retry").await,
+        1,
+        "{b:?}"
+    );
+    assert!(
+        has_retry_row(&t, "b", 1, "PENDING", Some(100), 10, 10).await,
+        "{b:?}: the retry rows are as they were"
+    );
+    assert_eq!(
+        db.load_cursor(DEFAULT_KEY).await.unwrap(),
+        Some(pos(2, "b")),
+        "{b:?}"
+    );
+    assert_eq!(db.load_cursor("other").await.unwrap(), None, "{b:?}");
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) FROM trustlog_cursor").await,
+        1,
+        "{b:?}: a failed unit leaves no cursor row behind"
+    );
+}
+
+async fn apply_takes_an_empty_cursor_value_as_no_position(b: Backend) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    t.execute(&format!(
+        "INSERT INTO trustlog_cursor VALUES ('{DEFAULT_KEY}', '', {})",
+        t.timestamp_sql(0)
+    ))
+    .await;
+    assert_eq!(db.load_cursor(DEFAULT_KEY).await.unwrap(), None, "{b:?}");
+    db.apply(UnitOfWork {
+        now: 7,
+        cursor: move_cursor(None, pos(1, "a")),
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        t.scalar(&format!(
+            "SELECT COUNT(*) FROM trustlog_cursor WHERE cursor_key = '{DEFAULT_KEY}' \
+             AND cursor_value = '1970-01-01T00:00:00.000001Z|a' AND last_updated_at = {}",
+            t.timestamp_sql(7)
+        ))
+        .await,
+        1,
+        "{b:?}"
+    );
+}
+
+async fn apply_refuses_to_move_a_cursor_backwards_or_in_place(b: Backend) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged)
+        .await
+        .unwrap();
+    db.apply(UnitOfWork {
+        now: 1,
+        cursor: move_cursor(None, pos(5, "e")),
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+    for to in [pos(5, "e"), pos(5, "d"), pos(4, "z")] {
+        let work = UnitOfWork {
+            now: 2,
+            trustlogged: vec!["a".into()],
+            cursor: move_cursor(Some(pos(5, "e")), to.clone()),
+            ..UnitOfWork::default()
+        };
+        match db.apply(work).await {
+            Err(DbError::Other(m)) => assert!(m.contains(DEFAULT_KEY), "{b:?}: {m}"),
+            other => panic!("{b:?}: moving to {to:?}: {other:?}"),
+        }
+    }
+    assert!(status_is(&t, "a", "NOT_TRUSTLOGGED").await, "{b:?}");
+    assert_eq!(
+        db.load_cursor(DEFAULT_KEY).await.unwrap(),
+        Some(pos(5, "e")),
+        "{b:?}"
+    );
+}
+
+async fn apply_upserts_retry_rows_keeping_created_at_and_deletes_them(b: Backend) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    db.insert(vec![op("a", 1), op("b", 2)], TrustlogStatus::NotTrustlogged)
+        .await
+        .unwrap();
+    db.apply(UnitOfWork {
+        now: 100,
+        retries: vec![
+            retry("a", RetryStatus::Pending, Some(160)),
+            retry("b", RetryStatus::Pending, Some(160)),
+        ],
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+    let mut again = retry("a", RetryStatus::Retrying, Some(400));
+    again.retry_count = 2;
+    db.apply(UnitOfWork {
+        now: 200,
+        retries: vec![again],
+        delete_retries: vec!["b".into()],
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) FROM trustlog_retry").await,
+        1,
+        "{b:?}: b is deleted"
+    );
+    assert!(
+        has_retry_row(&t, "a", 2, "RETRYING", Some(400), 100, 200).await,
+        "{b:?}: a is overwritten, keeping its created_at"
+    );
+}
+
+async fn due_retries_honour_next_retry_at_and_skip_dead_letters_and_delivered_rows(b: Backend) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    let ids = [
+        "due-late",
+        "due-early",
+        "due-tie",
+        "future",
+        "dead",
+        "delivered",
+        "unscheduled",
+    ];
+    db.insert(
+        ids.iter().map(|id| op(id, 1)).collect(),
+        TrustlogStatus::NotTrustlogged,
+    )
+    .await
+    .unwrap();
+    let mut retrying = retry("due-late", RetryStatus::Retrying, Some(300));
+    retrying.retry_count = 3;
+    db.apply(UnitOfWork {
+        now: 1,
+        retries: vec![
+            retrying,
+            retry("due-early", RetryStatus::Pending, Some(100)),
+            retry("due-tie", RetryStatus::Pending, Some(300)),
+            retry("future", RetryStatus::Pending, Some(301)),
+            retry("dead", RetryStatus::DeadLetter, Some(50)),
+            retry("delivered", RetryStatus::Pending, Some(50)),
+            retry("unscheduled", RetryStatus::Pending, None),
+        ],
+        trustlogged: vec!["delivered".into()],
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+
+    let due = db.due_retries(300, 10).await.unwrap();
+    let got: Vec<(&str, u32)> = due
+        .iter()
+        .map(|r| (r.op.op_id.as_str(), r.retry_count))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("due-early", 1), ("due-late", 3), ("due-tie", 1)],
+        "{b:?}"
+    );
+    assert_eq!(due[0].op, op("due-early", 1), "{b:?}");
+    assert_eq!(db.due_retries(300, 1).await.unwrap().len(), 1, "{b:?}");
+    assert!(db.due_retries(99, 10).await.unwrap().is_empty(), "{b:?}");
+    assert!(
+        db.due_retries(i64::MIN, 10).await.unwrap().is_empty(),
+        "{b:?}"
+    );
+    assert_eq!(
+        db.due_retries(i64::MAX, 10).await.unwrap().len(),
+        4,
+        "{b:?}"
+    );
+}
+
+async fn sweep_candidates_are_waiting_rows_behind_the_cursor_without_retry_rows(b: Backend) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    db.insert(
+        vec![
+            op("a", 1),
+            op("b", 2),
+            op("c", 3),
+            op("d", 3),
+            op("e", 4),
+            op("f", 5),
+        ],
+        TrustlogStatus::NotTrustlogged,
+    )
+    .await
+    .unwrap();
+    db.apply(UnitOfWork {
+        now: 1,
+        trustlogged: vec!["c".into()],
+        retries: vec![retry("b", RetryStatus::Pending, Some(10))],
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+    // Strictly before (4, "e"): d shares c's timestamp and is behind; e itself is not.
+    assert_eq!(
+        ids(db.sweep_candidates(pos(4, "e"), 10).await.unwrap()),
+        vec!["a", "d"],
+        "{b:?}"
+    );
+    assert_eq!(
+        ids(db.sweep_candidates(pos(4, "e"), 1).await.unwrap()),
+        vec!["a"],
+        "{b:?}"
+    );
+    assert_eq!(
+        ids(db.sweep_candidates(pos(3, "d"), 10).await.unwrap()),
+        vec!["a"],
+        "{b:?}"
+    );
+}
+
+async fn db_only_rows_are_never_scanned_or_swept(b: Backend) {
     let t = TestDb::create(b).await;
     let db = connect(&t).await;
     db.insert(vec![op("quiet", T0)], TrustlogStatus::DbOnly)
@@ -389,21 +931,93 @@ async fn db_only_rows_are_never_scanned(b: Backend) {
         .unwrap();
     assert!(db.scan_after(None, 10).await.unwrap().is_empty(), "{b:?}");
     assert!(
-        db.sweep_candidates(
-            Position {
-                timestamp: T0 + 1,
-                op_id: String::new()
-            },
-            10
-        )
-        .await
-        .unwrap()
-        .is_empty(),
+        db.sweep_candidates(pos(T0 + 1, ""), 10)
+            .await
+            .unwrap()
+            .is_empty(),
         "{b:?}"
     );
+
+    db.insert(
+        vec![op("kept-1", 1), op("kept-3", 3)],
+        TrustlogStatus::DbOnly,
+    )
+    .await
+    .unwrap();
+    db.insert(vec![op("sent-2", 2)], TrustlogStatus::NotTrustlogged)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(db.scan_after(None, 10).await.unwrap()),
+        vec!["sent-2"],
+        "{b:?}"
+    );
+    assert_eq!(
+        ids(db.scan_after(Some(pos(0, "")), 10).await.unwrap()),
+        vec!["sent-2"],
+        "{b:?}"
+    );
+    assert_eq!(
+        ids(db.sweep_candidates(pos(10, ""), 10).await.unwrap()),
+        vec!["sent-2"],
+        "{b:?}"
+    );
+    let stats = db.stats(DEFAULT_KEY).await.unwrap();
+    assert_eq!((stats.db_only, stats.oldest_waiting), (3, Some(2)), "{b:?}");
 }
 
-async fn stats_match_the_rows(b: Backend) {
+async fn stats_count_every_status_and_read_the_cursor(b: Backend) {
+    // Straight from the adapter: every count, the cursor and the oldest row owed.
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    assert_eq!(
+        db.stats(DEFAULT_KEY).await.unwrap(),
+        DbStats::default(),
+        "{b:?}"
+    );
+    db.insert(
+        (1..=6).map(|i| op(&format!("w{i}"), i)).collect(),
+        TrustlogStatus::NotTrustlogged,
+    )
+    .await
+    .unwrap();
+    db.insert(vec![op("t1", 7), op("t2", 8)], TrustlogStatus::Trustlogged)
+        .await
+        .unwrap();
+    db.insert(vec![op("k1", 0)], TrustlogStatus::DbOnly)
+        .await
+        .unwrap();
+    db.apply(UnitOfWork {
+        now: 1,
+        trustlogged: vec!["w6".into()],
+        retries: vec![
+            retry("w1", RetryStatus::Pending, Some(5)),
+            retry("w2", RetryStatus::Retrying, Some(5)),
+            retry("w3", RetryStatus::DeadLetter, None),
+        ],
+        cursor: move_cursor(None, pos(5, "w5")),
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        db.stats(DEFAULT_KEY).await.unwrap(),
+        DbStats {
+            total: 9,
+            trustlogged: 3,
+            not_trustlogged: 5,
+            db_only: 1,
+            retry_pending: 2,
+            dead_letter: 1,
+            cursor: Some(pos(5, "w5")),
+            // w1..w3 wait in the retry queue, so w4 is the oldest the scan or sweep owes.
+            oldest_waiting: Some(4),
+        },
+        "{b:?}"
+    );
+    assert_eq!(db.stats("unknown").await.unwrap().cursor, None, "{b:?}");
+
+    // Through the engine: what a failed delivery leaves, and the lag it reports.
     let t = TestDb::create(b).await;
     let broken = tempfile::tempdir().unwrap();
     let mut tn = tenant(
@@ -445,58 +1059,77 @@ async fn stats_match_the_rows(b: Backend) {
         "{b:?}: {}",
         s.cursor_lag_seconds
     );
-    assert_eq!(
-        st.cursor,
-        Some(Position {
-            timestamp: T0 + 2,
-            op_id: "a-2".into()
-        }),
-        "{b:?}"
-    );
+    assert_eq!(st.cursor, Some(pos(T0 + 2, "a-2")), "{b:?}");
 }
 
-async fn migrate_is_idempotent(b: Backend) {
+async fn two_workers_racing_for_one_cursor_move_exactly_one_wins(b: Backend) {
     let t = TestDb::create(b).await;
-    let db = connect(&t).await;
-    db.insert(vec![op("kept", T0)], TrustlogStatus::NotTrustlogged)
-        .await
-        .unwrap();
-    db.migrate().await.unwrap();
-    db.migrate().await.unwrap();
-    assert_eq!(t.scalar("SELECT COUNT(*) FROM operation").await, 1, "{b:?}");
-}
-
-async fn rows_owned_by_the_retry_queue_are_never_scanned(b: Backend) {
-    // A fresh cursor over old data must not re-deliver dead letters behind the retry tick's back.
-    let t = TestDb::create(b).await;
-    let db = connect(&t).await;
-    db.insert(
-        vec![op("parked", T0), op("fresh", T0 + 1)],
+    let (one, two) = (connect(&t).await, connect(&t).await);
+    one.insert(
+        (0..200).map(|i| op(&format!("op-{i:03}"), i)).collect(),
         TrustlogStatus::NotTrustlogged,
     )
     .await
     .unwrap();
-    let dead = trustlog_guest::model::RetryUpdate {
-        op_id: "parked".into(),
-        retry_count: 5,
-        retry_status: trustlog_guest::model::RetryStatus::DeadLetter,
-        last_retry_at: Some(T0),
-        next_retry_at: None,
-        error_message: "gave up".into(),
-    };
-    db.apply(UnitOfWork {
-        now: T0,
-        retries: vec![dead],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let ids: Vec<String> = db
-        .scan_after(None, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.op_id)
-        .collect();
-    assert_eq!(ids, ["fresh"], "{b:?}");
+
+    // The first round races to create the cursor, the others to move it.
+    for round in 0..20 {
+        let (at_one, at_two) =
+            tokio::join!(one.load_cursor(DEFAULT_KEY), two.load_cursor(DEFAULT_KEY));
+        let expected = at_one.unwrap();
+        assert_eq!(expected, at_two.unwrap(), "{b:?} round {round}");
+        let batch = one.scan_after(expected.clone(), 10).await.unwrap();
+        let to = batch.last().unwrap().position();
+        let work = UnitOfWork {
+            now: round,
+            trustlogged: batch.iter().map(|o| o.op_id.clone()).collect(),
+            cursor: move_cursor(expected, to.clone()),
+            ..UnitOfWork::default()
+        };
+        let (a, b2) = tokio::join!(
+            tokio::spawn({
+                let (db, work) = (one.clone(), work.clone());
+                async move { db.apply(work).await }
+            }),
+            tokio::spawn({
+                let db = two.clone();
+                async move { db.apply(work).await }
+            }),
+        );
+        let mut results = [a.unwrap(), b2.unwrap()];
+        results.sort_by_key(|r| r.is_err());
+        assert_eq!(
+            results,
+            [Ok(()), Err(DbError::CursorMoved(DEFAULT_KEY.to_string()))],
+            "{b:?} round {round}: exactly one worker advances, the loser is told the cursor moved"
+        );
+        assert_eq!(
+            one.load_cursor(DEFAULT_KEY).await.unwrap(),
+            Some(to),
+            "{b:?} round {round}"
+        );
+    }
+    let stats = two.stats(DEFAULT_KEY).await.unwrap();
+    assert_eq!(
+        (stats.trustlogged, stats.not_trustlogged),
+        (200, 0),
+        "{b:?}"
+    );
+    assert_eq!(stats.cursor, Some(pos(199, "op-199")), "{b:?}");
+    one.close().await;
+    two.close().await;
+}
+
+async fn a_malformed_stored_cursor_is_an_error_naming_the_key(b: Backend) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    t.execute(&format!(
+        "INSERT INTO trustlog_cursor VALUES ('{DEFAULT_KEY}', '2026-11-24T10:23:54.123Z|a', {})",
+        t.timestamp_sql(0)
+    ))
+    .await;
+    match db.load_cursor(DEFAULT_KEY).await {
+        Err(DbError::Other(m)) => assert!(m.contains(DEFAULT_KEY), "{b:?}: {m}"),
+        other => panic!("{b:?}: {other:?}"),
+    }
 }

@@ -968,14 +968,6 @@ mod tests {
 
     const DEFAULT_KEY: &str = trustlog_guest::model::DEFAULT_CURSOR_KEY;
 
-    async fn status_of(db: &MySqlDb, id: &str) -> String {
-        sqlx::query_scalar("SELECT trustlog_status FROM operation WHERE op_id = ?")
-            .bind(id)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap()
-    }
-
     /// Every retry row as (op_id, retry_count, retry_status, next_retry_at, created_at, updated_at).
     async fn retry_rows(db: &MySqlDb) -> Vec<(String, i64, String, Option<i64>, i64, i64)> {
         sqlx::query(
@@ -1005,17 +997,6 @@ mod tests {
 
     fn ids(ops: Vec<Operation>) -> Vec<String> {
         ops.into_iter().map(|o| o.op_id).collect()
-    }
-
-    #[tokio::test]
-    async fn migrating_twice_is_harmless() {
-        let (_t, db) = fresh().await;
-        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged)
-            .await
-            .unwrap();
-        db.migrate().await.unwrap();
-        db.migrate().await.unwrap();
-        assert_eq!(fetch_all_waiting(&db).await, vec![op("a", 1)]);
     }
 
     #[tokio::test]
@@ -1078,86 +1059,6 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn insert_reports_inserted_and_duplicate_in_input_order_and_leaves_stored_rows_untouched()
-    {
-        let (_t, db) = fresh().await;
-        let first = db
-            .insert(vec![op("a", 1), op("b", 2)], TrustlogStatus::NotTrustlogged)
-            .await
-            .unwrap();
-        assert_eq!(
-            first,
-            vec![InsertOutcome::Inserted, InsertOutcome::Inserted]
-        );
-
-        let mut changed_a = op("a", 99);
-        changed_a.op_actor = "mallory".to_string();
-        let mut second_c = op("c", 98);
-        second_c.op_actor = "second".to_string();
-        let outcomes = db
-            .insert(
-                vec![changed_a, op("c", 3), second_c, op("d", 4)],
-                TrustlogStatus::Trustlogged,
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            outcomes,
-            vec![
-                InsertOutcome::Duplicate,
-                InsertOutcome::Inserted,
-                InsertOutcome::Duplicate,
-                InsertOutcome::Inserted
-            ]
-        );
-        // The stored a keeps its content and status; the first c of the batch won.
-        assert_eq!(fetch_all_waiting(&db).await, vec![op("a", 1), op("b", 2)]);
-        assert_eq!(status_of(&db, "c").await, "TRUSTLOGGED");
-        let c: (String, NaiveDateTime) =
-            sqlx::query_as("SELECT op_actor, timestamp FROM operation WHERE op_id = 'c'")
-                .fetch_one(&db.pool)
-                .await
-                .unwrap();
-        assert_eq!((c.0.as_str(), micros_of(c.1)), ("actor", 3));
-    }
-
-    #[tokio::test]
-    async fn insert_spanning_several_chunks_keeps_outcomes_in_order() {
-        let (_t, db) = fresh().await;
-        db.insert(vec![op("op-01500", 0)], TrustlogStatus::NotTrustlogged)
-            .await
-            .unwrap();
-        let mut ops: Vec<Operation> = (0..2_500).map(|i| op(&format!("op-{i:05}"), i)).collect();
-        // A repeat in the second chunk of an id stored by the first chunk.
-        ops[1_200] = op("op-00007", 7);
-        let outcomes = db
-            .insert(ops, TrustlogStatus::NotTrustlogged)
-            .await
-            .unwrap();
-        assert_eq!(outcomes.len(), 2_500);
-        for (i, outcome) in outcomes.iter().enumerate() {
-            let expected = if i == 1_200 || i == 1_500 {
-                InsertOutcome::Duplicate
-            } else {
-                InsertOutcome::Inserted
-            };
-            assert_eq!(*outcome, expected, "input {i}");
-        }
-        assert_eq!(db.stats(DEFAULT_KEY).await.unwrap().total, 2_499);
-    }
-
-    #[tokio::test]
-    async fn insert_of_nothing_is_nothing() {
-        let (_t, db) = fresh().await;
-        assert!(
-            db.insert(Vec::new(), TrustlogStatus::NotTrustlogged)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_inserts_of_the_same_op_ids_store_each_exactly_once() {
         let (t, one) = fresh().await;
@@ -1198,36 +1099,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn null_and_empty_string_stay_distinct_in_the_optional_fields() {
-        let (_t, db) = fresh().await;
-        let mut empty = op("empty", 1);
-        empty.request_body_hash = Some(String::new());
-        empty.response_body_hash = Some(String::new());
-        empty.client_ip = Some(String::new());
-        empty.server_ip = Some(String::new());
-        let mut null = op("null", 2);
-        null.request_body_hash = None;
-        null.response_body_hash = None;
-        null.client_ip = None;
-        null.server_ip = None;
-        db.insert(
-            vec![empty.clone(), null.clone()],
-            TrustlogStatus::NotTrustlogged,
-        )
-        .await
-        .unwrap();
-        assert_eq!(fetch_all_waiting(&db).await, vec![empty, null]);
-        let nulls: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM operation WHERE request_body_hash IS NULL \
-             AND response_body_hash IS NULL AND client_ip IS NULL AND server_ip IS NULL",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        assert_eq!(nulls, 1);
-    }
-
-    #[tokio::test]
     async fn chinese_utf8_text_round_trips() {
         let (_t, db) = fresh().await;
         let mut o = op("操作-0001", 1);
@@ -1265,31 +1136,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn microsecond_timestamps_round_trip_exactly() {
+    async fn datetime_stores_the_ends_of_its_range_as_such() {
         let (_t, db) = fresh().await;
-        let stamps = [
-            MIN_TIMESTAMP, // 1000-01-01T00:00:00Z
-            MIN_TIMESTAMP + 1,
-            -1, // 1969-12-31T23:59:59.999999Z
-            0,
-            1,
-            1_795_515_834_123_456, // 2026-11-24T10:23:54.123456Z
-            4_102_444_800_000_001, // 2100-01-01 and a microsecond
-            MAX_TIMESTAMP,         // 9999-12-31T23:59:59.999999Z
-        ];
-        let ops: Vec<Operation> = stamps
-            .iter()
-            .enumerate()
-            .map(|(i, t)| op(&format!("t{i}"), *t))
-            .collect();
-        db.insert(ops.clone(), TrustlogStatus::NotTrustlogged)
-            .await
-            .unwrap();
-        assert_eq!(
-            fetch_all_waiting(&db).await,
-            ops,
-            "returned exactly, in timestamp order"
-        );
+        db.insert(
+            vec![op("first", MIN_TIMESTAMP), op("last", MAX_TIMESTAMP)],
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
         let text: String =
             sqlx::query_scalar("SELECT CONCAT(MIN(timestamp), '|', MAX(timestamp)) FROM operation")
                 .fetch_one(&db.pool)
@@ -1299,23 +1153,6 @@ mod tests {
             text,
             "1000-01-01 00:00:00.000000|9999-12-31 23:59:59.999999"
         );
-
-        // The cursor text carries them exactly too, up to the largest.
-        let mut expected = None;
-        for o in &ops {
-            db.apply(UnitOfWork {
-                now: 1,
-                cursor: move_cursor(expected.clone(), o.position()),
-                ..UnitOfWork::default()
-            })
-            .await
-            .unwrap();
-            assert_eq!(
-                db.load_cursor(DEFAULT_KEY).await.unwrap(),
-                Some(o.position())
-            );
-            expected = Some(o.position());
-        }
     }
 
     #[tokio::test]
@@ -1403,41 +1240,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn rows_sharing_one_timestamp_are_each_scanned_exactly_once_in_op_id_order() {
-        let (_t, db) = fresh().await;
-        let ts = 1_795_515_834_123_456;
-        // Inserted out of order so the scan, not the insert, provides the order.
-        let mut ids: Vec<String> = (0..250).map(|i| format!("op-{i:03}")).collect();
-        ids.reverse();
-        db.insert(
-            ids.iter().map(|id| op(id, ts)).collect(),
-            TrustlogStatus::NotTrustlogged,
-        )
-        .await
-        .unwrap();
-
-        let mut seen = Vec::new();
-        let mut batches = 0;
-        loop {
-            let cursor = db.load_cursor(DEFAULT_KEY).await.unwrap();
-            let batch = db.scan_after(cursor.clone(), 100).await.unwrap();
-            let Some(last) = batch.last() else { break };
-            batches += 1;
-            db.apply(UnitOfWork {
-                now: 1,
-                cursor: move_cursor(cursor, last.position()),
-                ..UnitOfWork::default()
-            })
-            .await
-            .unwrap();
-            seen.extend(batch.into_iter().map(|o| o.op_id));
-        }
-        ids.sort();
-        assert_eq!(batches, 3);
-        assert_eq!(seen, ids);
-    }
-
-    #[tokio::test]
     async fn the_scan_orders_op_ids_by_their_bytes() {
         let (_t, db) = fresh().await;
         // Case, a shared prefix, inner spaces and characters beyond the BMP: byte order,
@@ -1511,212 +1313,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn apply_marks_only_waiting_rows_trustlogged() {
-        let (_t, db) = fresh().await;
-        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged)
-            .await
-            .unwrap();
-        db.insert(vec![op("k", 2)], TrustlogStatus::DbOnly)
-            .await
-            .unwrap();
-        db.apply(UnitOfWork {
-            now: 1,
-            trustlogged: vec!["a".into(), "k".into(), "missing".into()],
-            ..UnitOfWork::default()
-        })
-        .await
-        .unwrap();
-        assert_eq!(status_of(&db, "a").await, "TRUSTLOGGED");
-        assert_eq!(status_of(&db, "k").await, "DB_ONLY");
-    }
-
-    #[tokio::test]
-    async fn apply_of_nothing_touches_nothing() {
-        let (_t, db) = fresh().await;
-        // Not even `now`, which could not be stored, is looked at.
-        db.apply(UnitOfWork {
-            now: i64::MIN,
-            ..UnitOfWork::default()
-        })
-        .await
-        .unwrap();
-        assert_eq!(db.stats(DEFAULT_KEY).await.unwrap(), DbStats::default());
-    }
-
-    #[tokio::test]
-    async fn apply_with_a_stale_expected_position_returns_cursor_moved_and_changes_nothing() {
-        let (_t, db) = fresh().await;
-        db.insert(
-            vec![op("a", 1), op("b", 2), op("c", 3)],
-            TrustlogStatus::NotTrustlogged,
-        )
-        .await
-        .unwrap();
-        db.apply(UnitOfWork {
-            now: 10,
-            retries: vec![retry("b", RetryStatus::Pending, Some(100))],
-            cursor: move_cursor(None, pos(2, "b")),
-            ..UnitOfWork::default()
-        })
-        .await
-        .unwrap();
-        let retries_before = retry_rows(&db).await;
-
-        let stale = UnitOfWork {
-            now: 20,
-            trustlogged: vec!["a".into(), "c".into()],
-            retries: vec![retry("c", RetryStatus::Retrying, Some(200))],
-            delete_retries: vec!["b".into()],
-            cursor: move_cursor(Some(pos(1, "a")), pos(3, "c")),
-        };
-        assert_eq!(
-            db.apply(stale).await,
-            Err(DbError::CursorMoved(DEFAULT_KEY.to_string()))
-        );
-
-        // A cursor that was never set is stale for an expected position too.
-        let never_set = UnitOfWork {
-            now: 20,
-            trustlogged: vec!["a".into()],
-            cursor: Some(CursorMove {
-                key: "other".into(),
-                expected: Some(pos(1, "a")),
-                to: pos(3, "c"),
-            }),
-            ..UnitOfWork::default()
-        };
-        assert_eq!(
-            db.apply(never_set).await,
-            Err(DbError::CursorMoved("other".to_string()))
-        );
-
-        // And expecting no position fails once one is set.
-        let expected_none = UnitOfWork {
-            now: 20,
-            trustlogged: vec!["a".into()],
-            cursor: move_cursor(None, pos(3, "c")),
-            ..UnitOfWork::default()
-        };
-        assert_eq!(
-            db.apply(expected_none).await,
-            Err(DbError::CursorMoved(DEFAULT_KEY.to_string()))
-        );
-
-        for id in ["a", "b", "c"] {
-            assert_eq!(status_of(&db, id).await, "NOT_TRUSTLOGGED", "{id}");
-        }
-        assert_eq!(retry_rows(&db).await, retries_before);
-        assert_eq!(
-            db.load_cursor(DEFAULT_KEY).await.unwrap(),
-            Some(pos(2, "b"))
-        );
-        assert_eq!(db.load_cursor("other").await.unwrap(), None);
-        let cursor_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM trustlog_cursor")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-        assert_eq!(cursor_rows, 1, "a failed unit leaves no cursor row behind");
-    }
-
-    #[tokio::test]
-    async fn apply_takes_an_empty_cursor_value_as_no_position() {
-        let (_t, db) = fresh().await;
-        sqlx::query("INSERT INTO trustlog_cursor VALUES (?, '', '1970-01-01')")
-            .bind(DEFAULT_KEY)
-            .execute(&db.pool)
-            .await
-            .unwrap();
-        assert_eq!(db.load_cursor(DEFAULT_KEY).await.unwrap(), None);
-        db.apply(UnitOfWork {
-            now: 7,
-            cursor: move_cursor(None, pos(1, "a")),
-            ..UnitOfWork::default()
-        })
-        .await
-        .unwrap();
-        let (value, updated): (String, NaiveDateTime) = sqlx::query_as(
-            "SELECT cursor_value, last_updated_at FROM trustlog_cursor WHERE cursor_key = ?",
-        )
-        .bind(DEFAULT_KEY)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        assert_eq!(value, "1970-01-01T00:00:00.000001Z|a");
-        assert_eq!(micros_of(updated), 7);
-    }
-
-    #[tokio::test]
-    async fn apply_refuses_to_move_a_cursor_backwards_or_in_place() {
-        let (_t, db) = fresh().await;
-        db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged)
-            .await
-            .unwrap();
-        db.apply(UnitOfWork {
-            now: 1,
-            cursor: move_cursor(None, pos(5, "e")),
-            ..UnitOfWork::default()
-        })
-        .await
-        .unwrap();
-        for to in [pos(5, "e"), pos(5, "d"), pos(4, "z")] {
-            let work = UnitOfWork {
-                now: 2,
-                trustlogged: vec!["a".into()],
-                cursor: move_cursor(Some(pos(5, "e")), to.clone()),
-                ..UnitOfWork::default()
-            };
-            match db.apply(work).await {
-                Err(DbError::Other(m)) => assert!(m.contains(DEFAULT_KEY), "{m}"),
-                other => panic!("moving to {to:?}: {other:?}"),
-            }
-        }
-        assert_eq!(status_of(&db, "a").await, "NOT_TRUSTLOGGED");
-        assert_eq!(
-            db.load_cursor(DEFAULT_KEY).await.unwrap(),
-            Some(pos(5, "e"))
-        );
-    }
-
-    #[tokio::test]
-    async fn apply_upserts_retry_rows_keeping_created_at_and_deletes_them() {
-        let (_t, db) = fresh().await;
-        db.insert(vec![op("a", 1), op("b", 2)], TrustlogStatus::NotTrustlogged)
-            .await
-            .unwrap();
-        db.apply(UnitOfWork {
-            now: 100,
-            retries: vec![
-                retry("a", RetryStatus::Pending, Some(160)),
-                retry("b", RetryStatus::Pending, Some(160)),
-            ],
-            ..UnitOfWork::default()
-        })
-        .await
-        .unwrap();
-        let mut again = retry("a", RetryStatus::Retrying, Some(400));
-        again.retry_count = 2;
-        db.apply(UnitOfWork {
-            now: 200,
-            retries: vec![again],
-            delete_retries: vec!["b".into()],
-            ..UnitOfWork::default()
-        })
-        .await
-        .unwrap();
-        assert_eq!(
-            retry_rows(&db).await,
-            vec![(
-                "a".to_string(),
-                2,
-                "RETRYING".to_string(),
-                Some(400),
-                100,
-                200
-            )]
-        );
-    }
-
-    #[tokio::test]
     async fn of_two_updates_of_one_retry_row_in_a_unit_the_later_wins() {
         let (_t, db) = fresh().await;
         let mut later = retry("m", RetryStatus::DeadLetter, None);
@@ -1747,165 +1343,6 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(message_len, 100_000, "long error messages are kept whole");
-    }
-
-    #[tokio::test]
-    async fn due_retries_honour_next_retry_at_and_skip_dead_letters_and_delivered_rows() {
-        let (_t, db) = fresh().await;
-        let ids = [
-            "due-late",
-            "due-early",
-            "due-tie",
-            "future",
-            "dead",
-            "delivered",
-            "unscheduled",
-        ];
-        db.insert(
-            ids.iter().map(|id| op(id, 1)).collect(),
-            TrustlogStatus::NotTrustlogged,
-        )
-        .await
-        .unwrap();
-        let mut retrying = retry("due-late", RetryStatus::Retrying, Some(300));
-        retrying.retry_count = 3;
-        db.apply(UnitOfWork {
-            now: 1,
-            retries: vec![
-                retrying,
-                retry("due-early", RetryStatus::Pending, Some(100)),
-                retry("due-tie", RetryStatus::Pending, Some(300)),
-                retry("future", RetryStatus::Pending, Some(301)),
-                retry("dead", RetryStatus::DeadLetter, Some(50)),
-                retry("delivered", RetryStatus::Pending, Some(50)),
-                retry("unscheduled", RetryStatus::Pending, None),
-            ],
-            trustlogged: vec!["delivered".into()],
-            ..UnitOfWork::default()
-        })
-        .await
-        .unwrap();
-
-        let due = db.due_retries(300, 10).await.unwrap();
-        let got: Vec<(&str, u32)> = due
-            .iter()
-            .map(|r| (r.op.op_id.as_str(), r.retry_count))
-            .collect();
-        assert_eq!(got, vec![("due-early", 1), ("due-late", 3), ("due-tie", 1)]);
-        assert_eq!(due[0].op, op("due-early", 1));
-        assert_eq!(db.due_retries(300, 1).await.unwrap().len(), 1);
-        assert!(db.due_retries(99, 10).await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn sweep_candidates_are_waiting_rows_behind_the_cursor_without_retry_rows() {
-        let (_t, db) = fresh().await;
-        db.insert(
-            vec![
-                op("a", 1),
-                op("b", 2),
-                op("c", 3),
-                op("d", 3),
-                op("e", 4),
-                op("f", 5),
-            ],
-            TrustlogStatus::NotTrustlogged,
-        )
-        .await
-        .unwrap();
-        db.apply(UnitOfWork {
-            now: 1,
-            trustlogged: vec!["c".into()],
-            retries: vec![retry("b", RetryStatus::Pending, Some(10))],
-            ..UnitOfWork::default()
-        })
-        .await
-        .unwrap();
-        // Strictly before (4, "e"): d shares c's timestamp and is behind; e itself is not.
-        assert_eq!(
-            ids(db.sweep_candidates(pos(4, "e"), 10).await.unwrap()),
-            vec!["a", "d"]
-        );
-        assert_eq!(
-            ids(db.sweep_candidates(pos(4, "e"), 1).await.unwrap()),
-            vec!["a"]
-        );
-        assert_eq!(
-            ids(db.sweep_candidates(pos(3, "d"), 10).await.unwrap()),
-            vec!["a"]
-        );
-    }
-
-    #[tokio::test]
-    async fn db_only_rows_are_never_scanned_or_swept() {
-        let (_t, db) = fresh().await;
-        db.insert(
-            vec![op("kept-1", 1), op("kept-3", 3)],
-            TrustlogStatus::DbOnly,
-        )
-        .await
-        .unwrap();
-        db.insert(vec![op("sent-2", 2)], TrustlogStatus::NotTrustlogged)
-            .await
-            .unwrap();
-        assert_eq!(ids(db.scan_after(None, 10).await.unwrap()), vec!["sent-2"]);
-        assert_eq!(
-            ids(db.scan_after(Some(pos(0, "")), 10).await.unwrap()),
-            vec!["sent-2"]
-        );
-        assert_eq!(
-            ids(db.sweep_candidates(pos(10, ""), 10).await.unwrap()),
-            vec!["sent-2"]
-        );
-        let stats = db.stats(DEFAULT_KEY).await.unwrap();
-        assert_eq!((stats.db_only, stats.oldest_waiting), (2, Some(2)));
-    }
-
-    #[tokio::test]
-    async fn stats_count_every_status_and_read_the_cursor() {
-        let (_t, db) = fresh().await;
-        assert_eq!(db.stats(DEFAULT_KEY).await.unwrap(), DbStats::default());
-        db.insert(
-            (1..=6).map(|i| op(&format!("w{i}"), i)).collect(),
-            TrustlogStatus::NotTrustlogged,
-        )
-        .await
-        .unwrap();
-        db.insert(vec![op("t1", 7), op("t2", 8)], TrustlogStatus::Trustlogged)
-            .await
-            .unwrap();
-        db.insert(vec![op("k1", 0)], TrustlogStatus::DbOnly)
-            .await
-            .unwrap();
-        db.apply(UnitOfWork {
-            now: 1,
-            trustlogged: vec!["w6".into()],
-            retries: vec![
-                retry("w1", RetryStatus::Pending, Some(5)),
-                retry("w2", RetryStatus::Retrying, Some(5)),
-                retry("w3", RetryStatus::DeadLetter, None),
-            ],
-            cursor: move_cursor(None, pos(5, "w5")),
-            ..UnitOfWork::default()
-        })
-        .await
-        .unwrap();
-        let stats = db.stats(DEFAULT_KEY).await.unwrap();
-        assert_eq!(
-            stats,
-            DbStats {
-                total: 9,
-                trustlogged: 3,
-                not_trustlogged: 5,
-                db_only: 1,
-                retry_pending: 2,
-                dead_letter: 1,
-                cursor: Some(pos(5, "w5")),
-                // w1..w3 wait in the retry queue, so w4 is the oldest the scan or sweep owes.
-                oldest_waiting: Some(4),
-            }
-        );
-        assert_eq!(db.stats("unknown").await.unwrap().cursor, None);
     }
 
     #[tokio::test]
@@ -1947,54 +1384,6 @@ mod tests {
         };
         assert_eq!(level, "READ-COMMITTED");
         reader.close().await.unwrap();
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn two_workers_racing_for_one_cursor_move_exactly_one_wins() {
-        let (t, one) = fresh().await;
-        let two = MySqlDb::connect(&t.url).await.unwrap();
-        one.insert(
-            (0..200).map(|i| op(&format!("op-{i:03}"), i)).collect(),
-            TrustlogStatus::NotTrustlogged,
-        )
-        .await
-        .unwrap();
-
-        for round in 0..20 {
-            let (at_one, at_two) =
-                tokio::join!(one.load_cursor(DEFAULT_KEY), two.load_cursor(DEFAULT_KEY));
-            let expected = at_one.unwrap();
-            assert_eq!(expected, at_two.unwrap());
-            let batch = one.scan_after(expected.clone(), 10).await.unwrap();
-            let work = UnitOfWork {
-                now: round,
-                trustlogged: batch.iter().map(|o| o.op_id.clone()).collect(),
-                cursor: move_cursor(expected, batch.last().unwrap().position()),
-                ..UnitOfWork::default()
-            };
-            let (a, b) = tokio::join!(
-                tokio::spawn({
-                    let (db, work) = (one.clone(), work.clone());
-                    async move { db.apply(work).await }
-                }),
-                tokio::spawn({
-                    let db = two.clone();
-                    async move { db.apply(work).await }
-                }),
-            );
-            let mut results = [a.unwrap(), b.unwrap()];
-            results.sort_by_key(|r| r.is_err());
-            assert_eq!(
-                results,
-                [Ok(()), Err(DbError::CursorMoved(DEFAULT_KEY.to_string()))],
-                "round {round}"
-            );
-        }
-        let stats = two.stats(DEFAULT_KEY).await.unwrap();
-        assert_eq!((stats.trustlogged, stats.not_trustlogged), (200, 0));
-        assert_eq!(stats.cursor, Some(pos(199, "op-199")));
-        one.close().await;
-        two.close().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2153,22 +1542,6 @@ mod tests {
         // Nothing listens on port 1; the pool keeps trying until its acquire timeout.
         match MySqlDb::connect("mysql://root@127.0.0.1:1/test").await {
             Err(DbError::Unavailable(_)) => {}
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_malformed_stored_cursor_is_an_error_naming_the_key() {
-        let (_t, db) = fresh().await;
-        sqlx::query(
-            "INSERT INTO trustlog_cursor VALUES (?, '2026-11-24T10:23:54.123Z|a', '1970-01-01')",
-        )
-        .bind(DEFAULT_KEY)
-        .execute(&db.pool)
-        .await
-        .unwrap();
-        match db.load_cursor(DEFAULT_KEY).await {
-            Err(DbError::Other(m)) => assert!(m.contains(DEFAULT_KEY), "{m}"),
             other => panic!("{other:?}"),
         }
     }
