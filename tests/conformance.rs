@@ -30,6 +30,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    a_backlog_of_100k_rows_drains_through_scan_and_apply_in_batches_of_1000,
     microsecond_timestamps_round_trip_exactly,
     null_and_empty_string_stay_distinct_in_the_optional_fields,
     chinese_text_round_trips,
@@ -1132,4 +1133,48 @@ async fn a_malformed_stored_cursor_is_an_error_naming_the_key(b: Backend) {
         Err(DbError::Other(m)) => assert!(m.contains(DEFAULT_KEY), "{b:?}: {m}"),
         other => panic!("{b:?}: {other:?}"),
     }
+}
+
+async fn a_backlog_of_100k_rows_drains_through_scan_and_apply_in_batches_of_1000(b: Backend) {
+    // Throughput is measured by `trustlog bench`, not here: this proves the bulk
+    // statements hold up at a realistic backlog on every database.
+    const ROWS: i64 = 100_000;
+    const BATCH: u32 = 1_000;
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    let base = 1_795_515_834_000_000;
+    let ops: Vec<Operation> = (0..ROWS)
+        .map(|i| {
+            let mut o = op_at(&format!("op-{i:07}"), base + i / 4);
+            o.request_body_hash = Some(format!("{:064x}", i * 7919));
+            o
+        })
+        .collect();
+    for chunk in ops.chunks(BATCH as usize) {
+        db.insert(chunk.to_vec(), TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+    }
+    let (mut delivered, mut cursor) = (0usize, db.load_cursor(DEFAULT_KEY).await.unwrap());
+    loop {
+        let batch = db.scan_after(cursor.clone(), BATCH).await.unwrap();
+        let Some(last) = batch.last() else { break };
+        let to = last.position();
+        let work = UnitOfWork {
+            now: base,
+            trustlogged: batch.iter().map(|o| o.op_id.clone()).collect(),
+            cursor: move_cursor(cursor, to.clone()),
+            ..UnitOfWork::default()
+        };
+        db.apply(work).await.unwrap();
+        delivered += batch.len();
+        cursor = Some(to);
+    }
+    let stats = db.stats(DEFAULT_KEY).await.unwrap();
+    assert_eq!(delivered, ROWS as usize, "{b:?}");
+    assert_eq!(
+        (stats.trustlogged, stats.not_trustlogged),
+        (ROWS as u64, 0),
+        "{b:?}"
+    );
 }

@@ -4,6 +4,8 @@ pub mod cursor_value;
 pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+mod test_fixtures;
 
 use std::sync::Arc;
 

@@ -813,11 +813,11 @@ fn quoted_after<'m>(message: &'m str, word: &str) -> Option<&'m str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::test_fixtures::*;
     use proptest::prelude::*;
     use sqlx::mysql::MySqlConnection;
     use sqlx::{AssertSqlSafe, Connection};
     use std::sync::atomic::{AtomicU32, Ordering};
-    use std::time::Instant;
     use trustlog_guest::model::RetryStatus;
 
     /// The server the tests use unless `TRUSTLOG_TEST_MYSQL_URL` names another; the
@@ -921,52 +921,6 @@ mod tests {
         db.migrate().await.unwrap();
         (t, db)
     }
-
-    fn op(id: &str, timestamp: Micros) -> Operation {
-        Operation {
-            op_id: id.to_string(),
-            op_actor: "actor".to_string(),
-            doid: format!("10.1000/repo/{id}"),
-            producer_id: "producer-1".to_string(),
-            request_body_hash: Some("req-hash".to_string()),
-            response_body_hash: None,
-            op_source: "api".to_string(),
-            op_type: "create".to_string(),
-            do_prefix: "10.1000".to_string(),
-            do_repository: "repo".to_string(),
-            client_ip: Some("192.0.2.1".to_string()),
-            server_ip: None,
-            timestamp,
-        }
-    }
-
-    fn pos(timestamp: Micros, id: &str) -> Position {
-        Position {
-            timestamp,
-            op_id: id.to_string(),
-        }
-    }
-
-    fn retry(id: &str, status: RetryStatus, next: Option<Micros>) -> RetryUpdate {
-        RetryUpdate {
-            op_id: id.to_string(),
-            retry_count: 1,
-            retry_status: status,
-            last_retry_at: Some(1),
-            next_retry_at: next,
-            error_message: "broker down".to_string(),
-        }
-    }
-
-    fn move_cursor(expected: Option<Position>, to: Position) -> Option<CursorMove> {
-        Some(CursorMove {
-            key: DEFAULT_KEY.to_string(),
-            expected,
-            to,
-        })
-    }
-
-    const DEFAULT_KEY: &str = trustlog_guest::model::DEFAULT_CURSOR_KEY;
 
     /// Every retry row as (op_id, retry_count, retry_status, next_retry_at, created_at, updated_at).
     async fn retry_rows(db: &MySqlDb) -> Vec<(String, i64, String, Option<i64>, i64, i64)> {
@@ -1705,67 +1659,6 @@ mod tests {
             ),
             ("o", "PRIMARY", "eq_ref"),
             "{plan:?}"
-        );
-    }
-
-    /// Not a benchmark with assertions: prints what the adapter costs for 100,000 rows.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn perf_delivers_100k_rows_in_batches_of_1000() {
-        const ROWS: i64 = 100_000;
-        const BATCH: u32 = 1_000;
-        let (_t, db) = fresh().await;
-        let base = 1_795_515_834_000_000;
-        let ops: Vec<Operation> = (0..ROWS)
-            .map(|i| {
-                let mut o = op(&format!("op-{i:07}"), base + i / 4);
-                o.request_body_hash = Some(format!("{:064x}", i * 7919));
-                o
-            })
-            .collect();
-
-        let started = Instant::now();
-        for chunk in ops.chunks(BATCH as usize) {
-            db.insert(chunk.to_vec(), TrustlogStatus::NotTrustlogged)
-                .await
-                .unwrap();
-        }
-        let insert_time = started.elapsed();
-
-        let started = Instant::now();
-        let (mut scan_time, mut apply_time, mut delivered, mut batches) =
-            (Duration::ZERO, Duration::ZERO, 0usize, 0u32);
-        let mut cursor = db.load_cursor(DEFAULT_KEY).await.unwrap();
-        loop {
-            let t = Instant::now();
-            let batch = db.scan_after(cursor.clone(), BATCH).await.unwrap();
-            scan_time += t.elapsed();
-            let Some(last) = batch.last() else { break };
-            let to = last.position();
-            let t = Instant::now();
-            db.apply(UnitOfWork {
-                now: base,
-                trustlogged: batch.iter().map(|o| o.op_id.clone()).collect(),
-                cursor: move_cursor(cursor, to.clone()),
-                ..UnitOfWork::default()
-            })
-            .await
-            .unwrap();
-            apply_time += t.elapsed();
-            delivered += batch.len();
-            batches += 1;
-            cursor = Some(to);
-        }
-        let loop_time = started.elapsed();
-        let stats = db.stats(DEFAULT_KEY).await.unwrap();
-        assert_eq!(delivered, ROWS as usize);
-        assert_eq!((stats.trustlogged, stats.not_trustlogged), (ROWS as u64, 0));
-        let rate = |d: Duration| ROWS as f64 / d.as_secs_f64();
-        println!(
-            "perf: insert {ROWS} rows in batches of {BATCH}: {insert_time:?} ({:.0} rows/s); \
-             scan+apply loop: {loop_time:?} for {batches} batches ({:.0} rows/s; \
-             scan_after {scan_time:?}, apply {apply_time:?})",
-            rate(insert_time),
-            rate(loop_time)
         );
     }
 
