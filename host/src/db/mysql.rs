@@ -95,15 +95,6 @@ const SWEEP: &str = concat!(
      AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id) \
      ORDER BY o.timestamp, o.op_id LIMIT ?"
 );
-/// `sweep_candidates` before a position past DATETIME's range: every waiting row qualifies.
-const SWEEP_ALL: &str = concat!(
-    "SELECT ",
-    operation_columns!(),
-    " FROM operation o FORCE INDEX (operation_waiting) \
-     WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' \
-     AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id) \
-     ORDER BY o.timestamp, o.op_id LIMIT ?"
-);
 /// `due_retries(?, ?)`: the operation's columns, then `retry_count`. STRAIGHT_JOIN keeps
 /// the join driven by the due retry rows, never by the status index of `operation`, and
 /// the named index keeps their lookup a range of due rows however many dead letters
@@ -411,7 +402,8 @@ impl MySqlDb {
         let rows = if before.timestamp < MIN_TIMESTAMP {
             return Ok(Vec::new());
         } else if before.timestamp > MAX_TIMESTAMP {
-            sqlx::query(SWEEP_ALL)
+            // Every waiting row without a retry row: exactly the scan from the start.
+            sqlx::query(SCAN_FROM_START)
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await
@@ -1585,7 +1577,6 @@ mod tests {
             ("scan from start", SCAN_FROM_START, vec![Bind::Int(1_000)]),
             ("scan after", SCAN_AFTER, bound()),
             ("sweep", SWEEP, bound()),
-            ("sweep all", SWEEP_ALL, vec![Bind::Int(1_000)]),
             ("oldest waiting", OLDEST_WAITING, vec![]),
         ] {
             let plan = plan_of(&db, sql, &binds).await;
