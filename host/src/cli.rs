@@ -66,7 +66,8 @@ pub struct DbArg {
 /// `--publisher`.
 #[derive(Debug, Args)]
 pub struct PublisherArg {
-    /// Publisher URL: ledger://PATH.
+    /// Publisher URL: ledger://PATH, nats://HOST:PORT, amqp://HOST/VHOST, redis://HOST/DB,
+    /// http(s)://HOST/PATH or mqtt://HOST:PORT (options in the query; see the README).
     #[arg(long, env = "TRUSTLOG_PUBLISHER", default_value = DEFAULT_PUBLISHER)]
     pub publisher: String,
 }

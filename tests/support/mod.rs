@@ -164,3 +164,5 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
         .block_on(f)
 }
 pub mod backends;
+pub mod brokers;
+pub mod proxy;

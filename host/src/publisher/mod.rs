@@ -1,13 +1,28 @@
 //! Publisher adapters, chosen by URL; each speaks the WIT `publisher` interface.
+//!
+//! Every adapter reports one result per envelope: `Ok` only once the trust log confirmed
+//! that envelope (broker ack, fsync, 2xx), a transient error for anything that may pass
+//! on a later try (including a broker that is down), a permanent one for a refusal.
+//! None of them needs its broker up to start: each connects (again) by itself.
 
+pub mod amqp;
 pub mod ledger;
+pub mod mqtt;
+pub mod nats;
+pub mod options;
+pub mod redis_streams;
+pub mod webhook;
+
+use std::sync::Arc;
 
 use trustlog_guest::model::{Envelope, PublishError};
 
 /// Why a publisher URL could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PublisherError {
-    #[error("unsupported publisher URL {0:?}; expected ledger://PATH")]
+    #[error(
+        "unsupported publisher URL {0:?}; expected ledger://PATH, nats://, amqp://, redis://, http(s):// or mqtt://"
+    )]
     UnsupportedUrl(String),
     #[error("publisher URL {url:?}: {message}")]
     InvalidUrl { url: String, message: String },
@@ -17,33 +32,87 @@ pub enum PublisherError {
 #[derive(Clone, Debug)]
 pub enum Publisher {
     Ledger(ledger::LedgerPublisher),
+    Nats(nats::NatsPublisher),
+    Amqp(Arc<amqp::AmqpPublisher>),
+    Redis(redis_streams::RedisStreamsPublisher),
+    Webhook(webhook::WebhookPublisher),
+    Mqtt(mqtt::MqttPublisher),
     /// For commands that never publish (status): every publish fails, transiently.
     Disabled,
 }
 
 impl Publisher {
-    /// Connects by URL: `ledger://PATH`.
+    /// Connects by URL scheme: `ledger`, `nats`, `amqp(s)`, `redis(s)`, `http(s)`, `mqtt`.
     pub async fn connect(url: &str) -> Result<Publisher, PublisherError> {
-        match url.split_once("://") {
-            Some(("ledger", path)) if !path.is_empty() => Ok(Publisher::Ledger(
-                ledger::LedgerPublisher::open(path.into()).await,
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(PublisherError::UnsupportedUrl(options::redact(url)));
+        };
+        match scheme {
+            "ledger" if !rest.is_empty() => Ok(Publisher::Ledger(
+                ledger::LedgerPublisher::open(rest.into()).await,
             )),
-            Some(("ledger", _)) => Err(PublisherError::InvalidUrl {
-                url: url.into(),
-                message: "the ledger path is empty".into(),
-            }),
-            _ => Err(PublisherError::UnsupportedUrl(url.into())),
+            "ledger" => Err(options::invalid(url, "the ledger path is empty".into())),
+            "nats" | "tls" => Ok(Publisher::Nats(nats::NatsPublisher::connect(url).await?)),
+            "amqp" | "amqps" => Ok(Publisher::Amqp(Arc::new(amqp::AmqpPublisher::connect(
+                url,
+            )?))),
+            "redis" | "rediss" => Ok(Publisher::Redis(
+                redis_streams::RedisStreamsPublisher::connect(url)?,
+            )),
+            "http" | "https" => Ok(Publisher::Webhook(webhook::WebhookPublisher::connect(url)?)),
+            "mqtt" => Ok(Publisher::Mqtt(mqtt::MqttPublisher::connect(url)?)),
+            _ => Err(PublisherError::UnsupportedUrl(options::redact(url))),
         }
     }
 
     /// Delivers a batch; one result per envelope, in order. Ok means confirmed.
     pub async fn publish(&self, batch: Vec<Envelope>) -> Vec<Result<(), PublishError>> {
+        if batch.is_empty() {
+            return Vec::new();
+        }
         match self {
             Publisher::Ledger(p) => p.publish(batch).await,
+            Publisher::Nats(p) => p.publish(batch).await,
+            Publisher::Amqp(p) => p.publish(batch).await,
+            Publisher::Redis(p) => p.publish(batch).await,
+            Publisher::Webhook(p) => p.publish(batch).await,
+            Publisher::Mqtt(p) => p.publish(batch).await,
             Publisher::Disabled => batch
                 .iter()
                 .map(|_| Err(PublishError::Transient("no publisher configured".into())))
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn urls_pick_their_adapter_and_unknown_schemes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = format!("ledger://{}", dir.path().join("l").display());
+        assert!(matches!(Publisher::connect(&ledger).await, Ok(Publisher::Ledger(_))));
+        assert!(matches!(
+            Publisher::connect("amqp://127.0.0.1:5672/%2f").await,
+            Ok(Publisher::Amqp(_))
+        ));
+        assert!(matches!(
+            Publisher::connect("redis://127.0.0.1:6379/0").await,
+            Ok(Publisher::Redis(_))
+        ));
+        assert!(matches!(
+            Publisher::connect("http://127.0.0.1:9/hook").await,
+            Ok(Publisher::Webhook(_))
+        ));
+        assert!(matches!(
+            Publisher::connect("mqtt://127.0.0.1:1883").await,
+            Ok(Publisher::Mqtt(_))
+        ));
+        let e = Publisher::connect("kafka://x:9092").await.unwrap_err();
+        assert!(matches!(e, PublisherError::UnsupportedUrl(_)), "{e}");
+        let e = Publisher::connect("redis://:hunter2@127.0.0.1/0?nope=1").await.unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 }
