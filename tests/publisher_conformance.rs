@@ -192,6 +192,12 @@ async fn a_connection_cut_mid_batch_fails_only_unconfirmed_envelopes_and_the_nex
 
     let trustlogged = op_ids_with_status(&s, "TRUSTLOGGED").await;
     let retries = retry_rows(&s).await;
+    println!(
+        "{kind:?}: {} confirmed before the cut, {} to retry; first error: {:?}",
+        trustlogged.len(),
+        retries.len(),
+        retries.first().map(|r| &r.2)
+    );
     assert_eq!(trustlogged.len() + retries.len(), 2000, "every envelope has one outcome");
     for (op_id, status, error) in &retries {
         assert_eq!(status, "PENDING", "{op_id}: a cut is transient: {error}");
