@@ -80,7 +80,10 @@ async fn postgres_drains_into(kind: Broker) {
     assert_eq!(distinct.len(), n, "{kind:?}: every op_id arrived");
     let status = status(&db.url);
     assert_eq!(
-        (status["trustlogged"].as_u64(), status["not_trustlogged"].as_u64()),
+        (
+            status["trustlogged"].as_u64(),
+            status["not_trustlogged"].as_u64()
+        ),
         (Some(n as u64), Some(0)),
         "{status}"
     );

@@ -118,7 +118,11 @@ fn assert_intact(received: &[Received]) {
             r.op_id
         );
         let body: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
-        assert_eq!(body["op_id"], r.op_id.as_str(), "the broker's id is the op_id");
+        assert_eq!(
+            body["op_id"],
+            r.op_id.as_str(),
+            "the broker's id is the op_id"
+        );
     }
 }
 
@@ -135,7 +139,11 @@ async fn a_batch_of_1000_is_confirmed_and_read_back_by_a_plain_consumer(kind: Br
     record_all(&mut t, batch).await;
 
     let report = t.scan_tick(T0).await.unwrap();
-    assert_eq!((report.fetched, report.published), (1000, 1000), "{report:?}");
+    assert_eq!(
+        (report.fetched, report.published),
+        (1000, 1000),
+        "{report:?}"
+    );
     assert_eq!(op_ids_with_status(&s, "TRUSTLOGGED").await, expected);
 
     let received = broker.wait_received(1000).await;
@@ -159,8 +167,16 @@ async fn the_same_envelope_twice_is_deduplicated_where_the_broker_can(kind: Brok
     let received = broker.wait_received(copies).await;
     // Give a wrong extra copy the chance to show up before counting.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let received = if received.len() == copies { broker.received().await } else { received };
-    assert_eq!(received.len(), copies, "{kind:?} keeps {copies} copies of 10 envelopes");
+    let received = if received.len() == copies {
+        broker.received().await
+    } else {
+        received
+    };
+    assert_eq!(
+        received.len(),
+        copies,
+        "{kind:?} keeps {copies} copies of 10 envelopes"
+    );
     assert_eq!(received_ids(&received).len(), 10);
     assert_intact(&received);
 }
@@ -198,14 +214,22 @@ async fn a_connection_cut_mid_batch_fails_only_unconfirmed_envelopes_and_the_nex
         retries.len(),
         retries.first().map(|r| &r.2)
     );
-    assert_eq!(trustlogged.len() + retries.len(), 2000, "every envelope has one outcome");
+    assert_eq!(
+        trustlogged.len() + retries.len(),
+        2000,
+        "every envelope has one outcome"
+    );
     for (op_id, status, error) in &retries {
         assert_eq!(status, "PENDING", "{op_id}: a cut is transient: {error}");
         assert!(!trustlogged.contains(op_id));
     }
     // Nothing is TRUSTLOGGED that the broker does not hold.
     let held = received_ids(&broker.wait_received(trustlogged.len()).await);
-    assert!(trustlogged.is_subset(&held), "{} confirmed but missing", trustlogged.difference(&held).count());
+    assert!(
+        trustlogged.is_subset(&held),
+        "{} confirmed but missing",
+        trustlogged.difference(&held).count()
+    );
 
     proxy.restore();
     let report = t.retry_tick(T0 + MIN).await.unwrap();
@@ -232,7 +256,11 @@ async fn a_broker_that_is_down_fails_the_batch_transiently_and_is_used_once_it_i
 
     let started = Instant::now();
     let report = t.scan_tick(T0).await.unwrap();
-    assert_eq!((report.published, report.retry_scheduled), (0, 5), "{report:?}");
+    assert_eq!(
+        (report.published, report.retry_scheduled),
+        (0, 5),
+        "{report:?}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "a dead broker costs at most the timeout, took {:?}",
@@ -252,18 +280,29 @@ async fn a_broker_that_is_down_fails_the_batch_transiently_and_is_used_once_it_i
 
 async fn a_permanent_refusal_dead_letters_at_once_keeping_the_brokers_message(kind: Broker) {
     let broker = TestBroker::create(kind).await;
-    let refusing = broker.refusing().await.expect("networked brokers can refuse");
+    let refusing = broker
+        .refusing()
+        .await
+        .expect("networked brokers can refuse");
     let s = Scratch::new();
     let mut t = tenant(&s, &refusing.url, 100).await;
     record_all(&mut t, ops("no", 3)).await;
 
     let report = t.scan_tick(T0).await.unwrap();
-    assert_eq!((report.published, report.dead_lettered), (0, 3), "{report:?}");
+    assert_eq!(
+        (report.published, report.dead_lettered),
+        (0, 3),
+        "{report:?}"
+    );
     let rows = retry_rows(&s).await;
     assert_eq!(rows.len(), 3);
     for (op_id, status, error) in rows {
         assert_eq!(status, "DEAD_LETTER", "{op_id}");
-        assert!(error.contains(refusing.says), "{op_id}: {error:?} lacks {:?}", refusing.says);
+        assert!(
+            error.contains(refusing.says),
+            "{op_id}: {error:?} lacks {:?}",
+            refusing.says
+        );
     }
     assert!(op_ids_with_status(&s, "TRUSTLOGGED").await.is_empty());
 }

@@ -66,12 +66,10 @@ async fn tenant(db: Database, publisher: Publisher, config: Config) -> anyhow::R
 }
 
 async fn connect_publisher(url: &str) -> anyhow::Result<Publisher> {
-    Publisher::connect(url)
-        .await
-        .with_context(|| {
-            let shown = trustlog_host::publisher::options::redact(url);
-            format!("connecting to publisher {shown}")
-        })
+    Publisher::connect(url).await.with_context(|| {
+        let shown = trustlog_host::publisher::options::redact(url);
+        format!("connecting to publisher {shown}")
+    })
 }
 
 /// Resolves to true once SIGINT or SIGTERM arrives.

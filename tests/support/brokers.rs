@@ -155,7 +155,12 @@ impl TestBroker {
         match self.kind {
             Broker::Ledger => format!(
                 "ledger://{}",
-                self._dir.as_ref().unwrap().path().join("t.ledger").display()
+                self._dir
+                    .as_ref()
+                    .unwrap()
+                    .path()
+                    .join("t.ledger")
+                    .display()
             ),
             Broker::Nats => format!(
                 "nats://{}?stream={}&subject={n}.ops&timeout={TIMEOUT}",
@@ -245,7 +250,8 @@ impl TestBroker {
                 text.lines()
                     .map(|line| {
                         let entry: LedgerLine = serde_json::from_str(line).unwrap();
-                        let payload: serde_json::Value = serde_json::from_str(entry.payload.get()).unwrap();
+                        let payload: serde_json::Value =
+                            serde_json::from_str(entry.payload.get()).unwrap();
                         Received {
                             op_id: payload["op_id"].as_str().unwrap().into(),
                             sha256: entry.sha256,
@@ -322,7 +328,12 @@ async fn read_nats(a: SocketAddr, stream: &str) -> Vec<Received> {
         while let Some(m) = batch.next().await {
             let m = m.unwrap();
             let headers = m.headers.clone().unwrap_or_default();
-            let header = |h: &str| headers.get(h).map(|v| v.as_str().to_string()).unwrap_or_default();
+            let header = |h: &str| {
+                headers
+                    .get(h)
+                    .map(|v| v.as_str().to_string())
+                    .unwrap_or_default()
+            };
             out.push(Received {
                 op_id: header("Nats-Msg-Id"),
                 sha256: header("Trustlog-Sha256"),
@@ -425,7 +436,11 @@ async fn subscribe_mqtt(
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::mqttbytes::v5::Packet;
     use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-    let mut options = MqttOptions::new(format!("reader-{}", unique_name()), a.ip().to_string(), a.port());
+    let mut options = MqttOptions::new(
+        format!("reader-{}", unique_name()),
+        a.ip().to_string(),
+        a.port(),
+    );
     options.set_clean_start(true);
     let (client, mut eventloop) = AsyncClient::new(options, 64);
     client.subscribe(topic, QoS::AtLeastOnce).await.unwrap();

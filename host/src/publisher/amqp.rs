@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
@@ -47,7 +49,14 @@ impl AmqpPublisher {
         let mut opts = UrlOptions::parse(url, parsed.query())?;
         let exchange = opts.string("exchange", "");
         let routing_key = opts.string("routing_key", "trustlog");
-        let queue = opts.string("queue", if exchange.is_empty() { &routing_key } else { "" });
+        let queue = opts.string(
+            "queue",
+            if exchange.is_empty() {
+                &routing_key
+            } else {
+                ""
+            },
+        );
         let timeout = opts.duration("timeout", Duration::from_secs(5))?;
         opts.finish()?;
         let uri = without_options(&parsed);
@@ -123,12 +132,12 @@ impl AmqpPublisher {
         match confirmation {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(returned)) => Err(PublishError::Permanent(format!(
-                    "amqp {} exchange {:?} routing key {:?}: returned by the broker: {} {}",
-                    self.shown,
-                    self.exchange,
-                    self.routing_key,
-                    returned.reply_code,
-                    returned.reply_text
+                "amqp {} exchange {:?} routing key {:?}: returned by the broker: {} {}",
+                self.shown,
+                self.exchange,
+                self.routing_key,
+                returned.reply_code,
+                returned.reply_text
             ))),
             Confirmation::Nack(_) => Err(self.transient("nacked by the broker".into())),
             Confirmation::NotRequested => Err(self.transient("confirms are off".into())),
@@ -170,7 +179,9 @@ impl AmqpPublisher {
         )
         .await?;
         let channel = connection.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         if !self.queue.is_empty() {
             channel
                 .queue_declare(
@@ -208,10 +219,14 @@ mod tests {
 
     #[test]
     fn the_default_queue_follows_the_routing_key_on_the_default_exchange() {
-        let p = AmqpPublisher::connect("amqp://guest:guest@127.0.0.1:5672/%2f?routing_key=ops").unwrap();
+        let p = AmqpPublisher::connect("amqp://guest:guest@127.0.0.1:5672/%2f?routing_key=ops")
+            .unwrap();
         assert_eq!((p.exchange.as_str(), p.queue.as_str()), ("", "ops"));
         assert_eq!(p.shown, "amqp://guest:***@127.0.0.1:5672/%2f");
         let p = AmqpPublisher::connect("amqp://127.0.0.1/%2f?exchange=amq.topic").unwrap();
-        assert_eq!(p.queue, "", "with a named exchange nothing is declared unless asked");
+        assert_eq!(
+            p.queue, "",
+            "with a named exchange nothing is declared unless asked"
+        );
     }
 }

@@ -93,7 +93,10 @@ mod tests {
     async fn urls_pick_their_adapter_and_unknown_schemes_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = format!("ledger://{}", dir.path().join("l").display());
-        assert!(matches!(Publisher::connect(&ledger).await, Ok(Publisher::Ledger(_))));
+        assert!(matches!(
+            Publisher::connect(&ledger).await,
+            Ok(Publisher::Ledger(_))
+        ));
         assert!(matches!(
             Publisher::connect("amqp://127.0.0.1:5672/%2f").await,
             Ok(Publisher::Amqp(_))
@@ -112,7 +115,9 @@ mod tests {
         ));
         let e = Publisher::connect("kafka://x:9092").await.unwrap_err();
         assert!(matches!(e, PublisherError::UnsupportedUrl(_)), "{e}");
-        let e = Publisher::connect("redis://:hunter2@127.0.0.1/0?nope=1").await.unwrap_err();
+        let e = Publisher::connect("redis://:hunter2@127.0.0.1/0?nope=1")
+            .await
+            .unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 }

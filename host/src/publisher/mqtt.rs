@@ -242,7 +242,12 @@ impl Driver {
     }
 
     fn judge(&self, reason: &PubAckReason) -> Result<(), PublishError> {
-        let message = || format!("mqtt {} topic {}: PUBACK {reason:?}", self.shown, self.topic);
+        let message = || {
+            format!(
+                "mqtt {} topic {}: PUBACK {reason:?}",
+                self.shown, self.topic
+            )
+        };
         match reason {
             PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
             PubAckReason::NotAuthorized

@@ -66,7 +66,10 @@ impl UrlOptions {
             None => Ok(default),
             Some(v) => match humantime::parse_duration(&v) {
                 Ok(d) if !d.is_zero() => Ok(d),
-                Ok(_) => Err(invalid(&self.url, format!("option {name}={v:?} must be > 0"))),
+                Ok(_) => Err(invalid(
+                    &self.url,
+                    format!("option {name}={v:?} must be > 0"),
+                )),
                 Err(e) => Err(invalid(&self.url, format!("option {name}={v:?}: {e}"))),
             },
         }

@@ -60,7 +60,8 @@ impl RedisStreamsPublisher {
         };
         opts.finish()?;
         let server = without_options(&parsed);
-        let client = redis::Client::open(server.as_str()).map_err(|e| invalid(url, e.to_string()))?;
+        let client =
+            redis::Client::open(server.as_str()).map_err(|e| invalid(url, e.to_string()))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))

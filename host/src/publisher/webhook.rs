@@ -150,8 +150,9 @@ mod tests {
 
     #[test]
     fn options_come_from_the_fragment_and_the_query_is_the_endpoints() {
-        let p = WebhookPublisher::connect("https://h.example/hook?tenant=a#concurrency=4&timeout=1s")
-            .unwrap();
+        let p =
+            WebhookPublisher::connect("https://h.example/hook?tenant=a#concurrency=4&timeout=1s")
+                .unwrap();
         assert_eq!(p.endpoint.as_str(), "https://h.example/hook?tenant=a");
         assert_eq!(p.concurrency, 4);
         let e = WebhookPublisher::connect("http://h/#concurrency=0").unwrap_err();
