@@ -2,8 +2,6 @@
 //! PostgreSQL, a database for MySQL/MariaDB, so tests run in parallel.
 //! An unreachable server fails the test: nothing is ever skipped.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 // Test SQL is built from our own names and literals, never from outside input.
 use sqlx::{AssertSqlSafe, Connection, Executor};
 
@@ -27,19 +25,6 @@ pub fn mysql_admin_url() -> String {
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
 }
 
-fn unique_name() -> String {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "trustlog_t_{}_{}_{nanos}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 /// An isolated, empty database; dropped when the value is.
 pub struct TestDb {
     pub backend: Backend,
@@ -52,7 +37,7 @@ pub struct TestDb {
 impl TestDb {
     /// Creates a fresh database of `backend`.
     pub async fn create(backend: Backend) -> TestDb {
-        let name = unique_name();
+        let name = super::unique_name("trustlog_t");
         match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();

@@ -63,26 +63,12 @@ fn unreachable(what: &str, e: impl std::fmt::Display) -> ! {
     panic!("{what} is unreachable ({e}); the suites need it running (CI never skips)")
 }
 
-fn unique_name() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "tl_{}_{}_{nanos}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 impl TestBroker {
     /// A new, empty destination on `kind`'s real server.
     pub async fn create(kind: Broker) -> TestBroker {
         let mut broker = TestBroker {
             kind,
-            name: unique_name(),
+            name: super::unique_name("tl"),
             upstream: None,
             store: Arc::new(Mutex::new(Vec::new())),
             _dir: None,
@@ -293,6 +279,54 @@ struct LedgerLine<'a> {
     payload: &'a serde_json::value::RawValue,
 }
 
+impl Drop for TestBroker {
+    /// Deletes what the test made on the shared servers (streams, queues, keys), so
+    /// runs do not pile them up. Best effort: a server that went away keeps them.
+    fn drop(&mut self) {
+        let (kind, name, stream, upstream) = (
+            self.kind,
+            self.name.clone(),
+            self.stream_name(),
+            self.upstream,
+        );
+        let Some(a) = upstream else { return };
+        let cleanup = async move {
+            match kind {
+                Broker::Nats => {
+                    let js = async_nats::jetstream::new(nats_client(a).await);
+                    let _ = js.delete_stream(&stream).await;
+                    let _ = js.delete_stream(format!("{stream}_SMALL")).await;
+                }
+                Broker::Amqp => {
+                    let (_conn, channel) = amqp_channel(a).await;
+                    let _ = channel
+                        .queue_delete(name.as_str().into(), Default::default())
+                        .await;
+                }
+                Broker::Redis => {
+                    let _: redis::RedisResult<()> = redis::cmd("DEL")
+                        .arg(&name)
+                        .arg(format!("{name}_string"))
+                        .query_async(&mut redis_connection(a).await)
+                        .await;
+                }
+                Broker::Ledger | Broker::Webhook | Broker::Mqtt => {}
+            }
+        };
+        // Drop cannot await, and the test's runtime may be shutting down: use a thread.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), cleanup).await;
+                })
+        })
+        .join();
+    }
+}
+
 async fn nats_client(a: SocketAddr) -> async_nats::Client {
     async_nats::connect(format!("nats://{a}"))
         .await
@@ -437,7 +471,7 @@ async fn subscribe_mqtt(
     use rumqttc::v5::mqttbytes::v5::Packet;
     use rumqttc::v5::{AsyncClient, Event, MqttOptions};
     let mut options = MqttOptions::new(
-        format!("reader-{}", unique_name()),
+        format!("reader-{}", super::unique_name("tl")),
         a.ip().to_string(),
         a.port(),
     );

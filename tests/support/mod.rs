@@ -163,6 +163,21 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
         .unwrap()
         .block_on(f)
 }
+/// A name no other test (or test process) uses at the same time: `PREFIX_PID_SEQ_NANOS`.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}_{}_{}_{nanos}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 pub mod backends;
 pub mod brokers;
 pub mod proxy;
