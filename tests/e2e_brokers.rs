@@ -2,7 +2,8 @@
 //! JetStream, RabbitMQ, Redis Streams, an HTTP receiver and Mosquitto, and a plain
 //! consumer of each counts the distinct op_ids that arrived.
 //!
-//! `TRUSTLOG_E2E_OPS` scales the run (default 3,000); with a release build it gives the
+//! `TRUSTLOG_E2E_OPS` scales the run (default 3,000) and `TRUSTLOG_E2E_BATCH` sets
+//! `--batch-size` (default 1,000); with a release build it gives the
 //! figures quoted in the README: `TRUSTLOG_E2E_OPS=100000 cargo test --release --test
 //! e2e_brokers -- --nocapture --test-threads 1`.
 
@@ -32,6 +33,10 @@ through_every_broker!(
     postgres_to_mqtt: Mqtt,
 );
 
+fn batch_size() -> String {
+    std::env::var("TRUSTLOG_E2E_BATCH").unwrap_or_else(|_| "1000".into())
+}
+
 fn ops_to_run() -> usize {
     std::env::var("TRUSTLOG_E2E_OPS")
         .ok()
@@ -46,6 +51,7 @@ async fn postgres_drains_into(kind: Broker) {
     let url = broker.url();
     let db_url = db.url.clone();
     let lines = op_lines("e2e", n, |i| T0 + (i / 3) as i64);
+    let batch = batch_size();
 
     let elapsed = tokio::task::spawn_blocking(move || {
         run_ok(&["record", "--db", &db_url, "--publisher", &url], &lines);
@@ -59,7 +65,7 @@ async fn postgres_drains_into(kind: Broker) {
                 &url,
                 "--until-drained",
                 "--batch-size",
-                "1000",
+                &batch,
             ],
             "",
         );
@@ -71,7 +77,7 @@ async fn postgres_drains_into(kind: Broker) {
     let received = broker.wait_received(n).await;
     let distinct: BTreeSet<_> = received.iter().map(|r| r.op_id.as_str()).collect();
     println!(
-        "e2e PostgreSQL -> {kind:?}: {n} ops delivered in {:.2} s = {:.0} ops/s ({} messages, {} distinct op_ids)",
+        "e2e PostgreSQL -> {kind:?}, batch {batch}: {n} ops delivered in {:.2} s = {:.0} ops/s ({} messages, {} distinct op_ids)",
         elapsed.as_secs_f64(),
         n as f64 / elapsed.as_secs_f64(),
         received.len(),
