@@ -52,6 +52,7 @@ async fn postgres_drains_into(kind: Broker) {
     let db_url = db.url.clone();
     let lines = op_lines("e2e", n, |i| T0 + (i / 3) as i64);
     let batch = batch_size();
+    let batch_arg = batch.clone();
 
     let elapsed = tokio::task::spawn_blocking(move || {
         run_ok(&["record", "--db", &db_url, "--publisher", &url], &lines);
@@ -65,7 +66,7 @@ async fn postgres_drains_into(kind: Broker) {
                 &url,
                 "--until-drained",
                 "--batch-size",
-                &batch,
+                &batch_arg,
             ],
             "",
         );
