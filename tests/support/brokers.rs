@@ -43,7 +43,7 @@ pub struct TestBroker {
     pub kind: Broker,
     name: String,
     upstream: Option<SocketAddr>,
-    /// What push-style consumers (webhook, MQTT) and draining ones (AMQP) collected.
+    /// What the push-style consumers (AMQP, webhook, MQTT) collected.
     store: Arc<Mutex<Vec<Received>>>,
     _dir: Option<tempfile::TempDir>,
     _subscriber: Option<tokio::task::AbortHandle>,
@@ -83,7 +83,8 @@ impl TestBroker {
             }
             Broker::Amqp => {
                 let a = addr("TRUSTLOG_TEST_AMQP_ADDR", "127.0.0.1:5672");
-                amqp_channel(a).await;
+                let queue = broker.name.clone();
+                broker._subscriber = Some(subscribe_amqp(a, &queue, broker.store.clone()).await);
                 broker.upstream = Some(a);
             }
             Broker::Redis => {
@@ -248,13 +249,7 @@ impl TestBroker {
             }
             Broker::Nats => read_nats(self.upstream(), &self.stream_name()).await,
             Broker::Redis => read_redis(self.upstream(), &self.name).await,
-            Broker::Amqp => {
-                let drained = drain_amqp(self.upstream(), &self.name).await;
-                let mut store = self.store.lock().unwrap();
-                store.extend(drained);
-                store.clone()
-            }
-            Broker::Webhook | Broker::Mqtt => self.store.lock().unwrap().clone(),
+            Broker::Amqp | Broker::Webhook | Broker::Mqtt => self.store.lock().unwrap().clone(),
         }
     }
 
@@ -283,6 +278,9 @@ impl Drop for TestBroker {
     /// Deletes what the test made on the shared servers (streams, queues, keys), so
     /// runs do not pile them up. Best effort: a server that went away keeps them.
     fn drop(&mut self) {
+        if let Some(consumer) = self._subscriber.take() {
+            consumer.abort();
+        }
         let (kind, name, stream, upstream) = (
             self.kind,
             self.name.clone(),
@@ -392,47 +390,57 @@ async fn amqp_channel(a: SocketAddr) -> (lapin::Connection, lapin::Channel) {
     (conn, channel)
 }
 
-/// Consumes everything queued (auto-ack), stopping once nothing came for 300 ms.
-async fn drain_amqp(a: SocketAddr, queue: &str) -> Vec<Received> {
-    use lapin::options::BasicConsumeOptions;
+/// Declares the queue the publisher will use and consumes it (auto-ack) into `store`
+/// from now on, as an application reading the trust log would.
+async fn subscribe_amqp(
+    a: SocketAddr,
+    queue: &str,
+    store: Arc<Mutex<Vec<Received>>>,
+) -> tokio::task::AbortHandle {
+    use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
     use lapin::types::{AMQPValue, FieldTable};
-    let (_conn, channel) = amqp_channel(a).await;
-    let options = BasicConsumeOptions {
+    let (conn, channel) = amqp_channel(a).await;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(queue.into(), durable, FieldTable::default())
+        .await
+        .unwrap();
+    let no_ack = BasicConsumeOptions {
         no_ack: true,
         ..Default::default()
     };
-    // The queue exists once the publisher has connected; before that, nothing arrived.
-    let Ok(mut consumer) = channel
-        .basic_consume(queue.into(), "".into(), options, FieldTable::default())
+    let mut consumer = channel
+        .basic_consume(queue.into(), "".into(), no_ack, FieldTable::default())
         .await
-    else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    while let Ok(Some(Ok(delivery))) =
-        tokio::time::timeout(Duration::from_millis(300), consumer.next()).await
-    {
-        let props = &delivery.properties;
-        let sha256 = props
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get("trustlog-sha256").cloned())
-            .and_then(|v| match v {
-                AMQPValue::LongString(s) => Some(s.to_string()),
-                _ => None,
-            })
-            .unwrap_or_default();
-        out.push(Received {
-            op_id: props
-                .message_id()
+        .unwrap();
+    let task = tokio::spawn(async move {
+        let _keep = (conn, channel);
+        while let Some(Ok(delivery)) = consumer.next().await {
+            let props = &delivery.properties;
+            let sha256 = props
+                .headers()
                 .as_ref()
-                .map(|s| s.to_string())
-                .unwrap_or_default(),
-            sha256,
-            payload: delivery.data.clone(),
-        });
-    }
-    out
+                .and_then(|h| h.inner().get("trustlog-sha256").cloned())
+                .and_then(|v| match v {
+                    AMQPValue::LongString(s) => Some(s.to_string()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            store.lock().unwrap().push(Received {
+                op_id: props
+                    .message_id()
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+                sha256,
+                payload: delivery.data.clone(),
+            });
+        }
+    });
+    task.abort_handle()
 }
 
 async fn redis_connection(a: SocketAddr) -> redis::aio::MultiplexedConnection {
