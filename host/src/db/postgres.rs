@@ -76,6 +76,16 @@ const SCAN_FROM_START: &str = concat!(
      AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id) \
      ORDER BY o.timestamp, o.op_id LIMIT $1"
 );
+/// Refreshes the planner's statistics when a fifth of the table (and at least 10,000
+/// rows) changed since the last ANALYZE. Right after a bulk load, before autovacuum gets
+/// to it, the planner takes the backlog for a few rows and sorts all of it for every
+/// batch instead of walking `operation_waiting`: half the throughput at 100k rows, and
+/// worse as the backlog grows. Every command that writes migrates first, so `serve`
+/// starts with fresh statistics.
+const ANALYZE_IF_STALE: &str = "DO $$ BEGIN \
+     IF EXISTS (SELECT 1 FROM pg_stat_user_tables WHERE relid = 'operation'::regclass \
+     AND n_mod_since_analyze > GREATEST(10000, n_live_tup / 5)) THEN ANALYZE operation; \
+     END IF; END $$";
 /// `scan_after(Some(($1, $2)), $3)`.
 const SCAN_AFTER: &str = concat!(
     "SELECT ",
@@ -197,6 +207,10 @@ impl PostgresDb {
             conn.close_on_drop();
             return Err(map_error(e));
         }
+        sqlx::raw_sql(ANALYZE_IF_STALE)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_error)?;
         Ok(())
     }
 
@@ -1809,6 +1823,47 @@ mod tests {
             .map(|r| r.get::<String, _>(0))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    #[tokio::test]
+    async fn start_up_after_a_bulk_load_refreshes_statistics_so_scans_walk_the_index() {
+        let (schema, db) = fresh().await;
+        let mut loader = PgConnection::connect(&schema.url()).await.unwrap();
+        loader
+            .execute(
+                "INSERT INTO operation (op_id, op_actor, doid, producer_id, op_source, op_type, \
+                 do_prefix, do_repository, timestamp) \
+                 SELECT 'op-' || lpad(i::text, 6, '0'), 'a', 'd', 'p', 'IRP', 'Create', '10.1', \
+                 'r', timestamptz '2026-11-24 10:00:00+00' + i * interval '1 microsecond' \
+                 FROM generate_series(1, 100000) i",
+            )
+            .await
+            .unwrap();
+        // A backend hands its counts to the shared statistics when it exits.
+        loader.close().await.unwrap();
+        let mut conn = PgConnection::connect(&schema.url()).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let changed: Option<i64> = sqlx::query_scalar(
+                "SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relid = 'operation'::regclass",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            if changed.unwrap_or(0) >= 100_000 || std::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let args = "'2026-11-24 10:00:00.05+00', 'op-050000', 100";
+        let types = "timestamptz, text, int8";
+        let before = plan_of(&mut conn, SCAN_AFTER, types, args, false).await;
+        println!("before start-up:\n{before}");
+
+        db.migrate().await.unwrap();
+        let after = plan_of(&mut conn, SCAN_AFTER, types, args, false).await;
+        assert!(after.contains("using operation_waiting"), "{after}");
+        assert!(!after.contains("Sort"), "{after}");
     }
 
     #[tokio::test]

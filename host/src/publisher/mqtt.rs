@@ -63,6 +63,11 @@ impl MqttPublisher {
         let mut shown_url = parsed.clone();
         shown_url.set_query(None);
         let shown = redact(shown_url.as_str());
+        // PUBLISH packets are small: with Nagle's algorithm each one waits for the
+        // broker's delayed ACK, ~40 ms a batch.
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        options.set_network_options(network);
         let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL);
         let (jobs, inbox) = mpsc::channel(1);
         let driver = Driver {

@@ -60,8 +60,11 @@ impl RedisStreamsPublisher {
         };
         opts.finish()?;
         let server = without_options(&parsed);
-        let client =
-            redis::Client::open(server.as_str()).map_err(|e| invalid(url, e.to_string()))?;
+        let info = redis::IntoConnectionInfo::into_connection_info(server.as_str())
+            .map_err(|e| invalid(url, e.to_string()))?;
+        // Without TCP_NODELAY the tail of each pipeline can wait for a delayed ACK.
+        let info = info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info).map_err(|e| invalid(url, e.to_string()))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
