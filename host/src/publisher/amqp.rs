@@ -154,10 +154,10 @@ impl AmqpPublisher {
         live: &mut Option<Live>,
         deadline: tokio::time::Instant,
     ) -> Result<Channel, PublishError> {
-        if let Some(l) = live.as_ref() {
-            if l.channel.status().connected() {
-                return Ok(l.channel.clone());
-            }
+        if let Some(l) = live.as_ref()
+            && l.channel.status().connected()
+        {
+            return Ok(l.channel.clone());
         }
         *live = None;
         let opened = tokio::time::timeout_at(deadline, self.open()).await;

@@ -86,10 +86,10 @@ impl MqttPublisher {
     pub async fn publish(&self, batch: Vec<Envelope>) -> Vec<Result<(), PublishError>> {
         let n = batch.len();
         let (reply, answer) = oneshot::channel();
-        if self.jobs.send(Job { batch, reply }).await.is_ok() {
-            if let Ok(results) = answer.await {
-                return results;
-            }
+        if self.jobs.send(Job { batch, reply }).await.is_ok()
+            && let Ok(results) = answer.await
+        {
+            return results;
         }
         let gone = format!("mqtt {}: the publisher task has stopped", self.shown);
         vec![Err(PublishError::Transient(gone)); n]
