@@ -7,8 +7,8 @@
 //! because the query string belongs to the receiver's endpoint.
 //!
 //! A 2xx confirms. 408, 429, 5xx, timeouts and connection errors are transient; any
-//! other status is a refusal that will not change, so it is permanent and its response
-//! body is kept in the error.
+//! other status (redirects included: they are not followed) is a refusal that will not
+//! change, so it is permanent and its response body is kept in the error.
 
 use std::time::Duration;
 
@@ -55,6 +55,9 @@ impl WebhookPublisher {
             .connect_timeout(timeout)
             .pool_max_idle_per_host(concurrency)
             .user_agent(concat!("trustlog/", env!("CARGO_PKG_VERSION")))
+            // A 301/302/303 would be followed as a GET, whose 2xx says nothing about
+            // our POST (think of a login page): a redirect is reported, never followed.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| invalid(url, e.to_string()))?;
         Ok(WebhookPublisher {
@@ -146,6 +149,48 @@ mod tests {
         for code in [301, 400, 401, 403, 404, 409, 410, 413, 422] {
             assert!(!is_transient(StatusCode::from_u16(code).unwrap()), "{code}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_a_permanent_error_and_is_not_followed() {
+        use axum::http::{StatusCode, header};
+        use axum::routing::{get, post};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let landed = Arc::new(AtomicUsize::new(0));
+        let counter = landed.clone();
+        let app = axum::Router::new()
+            .route(
+                "/old",
+                post(|| async { (StatusCode::FOUND, [(header::LOCATION, "/login")], "moved") }),
+            )
+            .route(
+                "/login",
+                get(move || async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    "please log in"
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let p = WebhookPublisher::connect(&format!("http://{addr}/old")).unwrap();
+        let env = Envelope {
+            op_id: "r1".into(),
+            payload: b"{}".to_vec(),
+            sha256: "00".into(),
+        };
+        let results = p.publish(vec![env]).await;
+        assert!(
+            matches!(&results[..], [Err(PublishError::Permanent(m))] if m.contains("HTTP 302 Found: moved")),
+            "{results:?}"
+        );
+        assert_eq!(
+            landed.load(Ordering::SeqCst),
+            0,
+            "the redirect was not followed"
+        );
     }
 
     #[test]
