@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 use trustlog_guest::model::{Envelope, PublishError};
 
 use super::PublisherError;
-use super::options::{UrlOptions, invalid, redact, without_options};
+use super::options::{UrlOptions, redact, without_options};
 
 /// The message header that carries the envelope's SHA-256.
 pub const SHA256_HEADER: &str = "trustlog-sha256";
@@ -45,8 +45,7 @@ impl AmqpPublisher {
     /// Reads the options; the connection opens at the first batch (a broker that is
     /// down now is not fatal).
     pub fn connect(url: &str) -> Result<AmqpPublisher, PublisherError> {
-        let parsed = url::Url::parse(url).map_err(|e| invalid(url, e.to_string()))?;
-        let mut opts = UrlOptions::parse(url, parsed.query())?;
+        let (parsed, mut opts) = UrlOptions::from_query(url)?;
         let exchange = opts.string("exchange", "");
         let routing_key = opts.string("routing_key", "trustlog");
         let queue = opts.string(

@@ -42,8 +42,7 @@ struct Job {
 impl MqttPublisher {
     /// Starts the driver task; the broker is first contacted by the first batch.
     pub fn connect(url: &str) -> Result<MqttPublisher, PublisherError> {
-        let parsed = url::Url::parse(url).map_err(|e| invalid(url, e.to_string()))?;
-        let mut opts = UrlOptions::parse(url, parsed.query())?;
+        let (parsed, mut opts) = UrlOptions::from_query(url)?;
         let topic = opts.non_empty("topic", "trustlog/operations")?;
         let timeout = opts.duration("timeout", Duration::from_secs(5))?;
         let client_id = opts.non_empty("client_id", &default_client_id())?;

@@ -41,8 +41,7 @@ struct Inner {
 impl NatsPublisher {
     /// Connects in the background: a broker that is down now is retried, not fatal.
     pub async fn connect(url: &str) -> Result<NatsPublisher, PublisherError> {
-        let parsed = url::Url::parse(url).map_err(|e| invalid(url, e.to_string()))?;
-        let mut opts = UrlOptions::parse(url, parsed.query())?;
+        let (parsed, mut opts) = UrlOptions::from_query(url)?;
         let stream_name = opts.non_empty("stream", "TRUSTLOG")?;
         let subject = opts.non_empty("subject", "trustlog.operations")?;
         let timeout = opts.duration("timeout", Duration::from_secs(5))?;

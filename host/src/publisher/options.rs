@@ -31,6 +31,13 @@ impl UrlOptions {
         })
     }
 
+    /// Parses `url` and takes its query string as the options.
+    pub fn from_query(url: &str) -> Result<(url::Url, UrlOptions), PublisherError> {
+        let parsed = url::Url::parse(url).map_err(|e| invalid(url, e.to_string()))?;
+        let options = UrlOptions::parse(url, parsed.query())?;
+        Ok((parsed, options))
+    }
+
     /// A string option, or `default`.
     pub fn string(&mut self, name: &str, default: &str) -> String {
         self.pairs

@@ -50,8 +50,7 @@ const TRANSIENT_CODES: &[&str] = &[
 impl RedisStreamsPublisher {
     /// Sets up a lazy, self-reconnecting connection; a server that is down now is not fatal.
     pub fn connect(url: &str) -> Result<RedisStreamsPublisher, PublisherError> {
-        let parsed = url::Url::parse(url).map_err(|e| invalid(url, e.to_string()))?;
-        let mut opts = UrlOptions::parse(url, parsed.query())?;
+        let (parsed, mut opts) = UrlOptions::from_query(url)?;
         let stream = opts.non_empty("stream", "trustlog")?;
         let timeout = opts.duration("timeout", Duration::from_secs(5))?;
         let maxlen = match opts.parsed::<u64>("maxlen", 0)? {
