@@ -45,8 +45,8 @@ pub struct TestBroker {
     upstream: Option<SocketAddr>,
     /// What the push-style consumers (AMQP, webhook, MQTT) collected.
     store: Arc<Mutex<Vec<Received>>>,
-    _dir: Option<tempfile::TempDir>,
-    _subscriber: Option<tokio::task::AbortHandle>,
+    dir: Option<tempfile::TempDir>,
+    consumer: Option<tokio::task::AbortHandle>,
 }
 
 const TIMEOUT: &str = "2s";
@@ -71,11 +71,11 @@ impl TestBroker {
             name: super::unique_name("tl"),
             upstream: None,
             store: Arc::new(Mutex::new(Vec::new())),
-            _dir: None,
-            _subscriber: None,
+            dir: None,
+            consumer: None,
         };
         match kind {
-            Broker::Ledger => broker._dir = Some(tempfile::tempdir().unwrap()),
+            Broker::Ledger => broker.dir = Some(tempfile::tempdir().unwrap()),
             Broker::Nats => {
                 let a = addr("TRUSTLOG_TEST_NATS_ADDR", "127.0.0.1:4222");
                 nats_client(a).await;
@@ -84,7 +84,7 @@ impl TestBroker {
             Broker::Amqp => {
                 let a = addr("TRUSTLOG_TEST_AMQP_ADDR", "127.0.0.1:5672");
                 let queue = broker.name.clone();
-                broker._subscriber = Some(subscribe_amqp(a, &queue, broker.store.clone()).await);
+                broker.consumer = Some(subscribe_amqp(a, &queue, broker.store.clone()).await);
                 broker.upstream = Some(a);
             }
             Broker::Redis => {
@@ -102,7 +102,7 @@ impl TestBroker {
             Broker::Mqtt => {
                 let a = addr("TRUSTLOG_TEST_MQTT_ADDR", "127.0.0.1:1883");
                 let topic = broker.mqtt_topic();
-                broker._subscriber = Some(subscribe_mqtt(a, &topic, broker.store.clone()).await);
+                broker.consumer = Some(subscribe_mqtt(a, &topic, broker.store.clone()).await);
                 broker.upstream = Some(a);
             }
         }
@@ -129,6 +129,11 @@ impl TestBroker {
         self.kind == Broker::Nats
     }
 
+    fn ledger_path(&self) -> std::path::PathBuf {
+        let dir = self.dir.as_ref().expect("a ledger broker has a directory");
+        dir.path().join("t.ledger")
+    }
+
     fn stream_name(&self) -> String {
         self.name.to_uppercase()
     }
@@ -140,15 +145,7 @@ impl TestBroker {
     fn url_at(&self, at: Option<SocketAddr>) -> String {
         let n = &self.name;
         match self.kind {
-            Broker::Ledger => format!(
-                "ledger://{}",
-                self._dir
-                    .as_ref()
-                    .unwrap()
-                    .path()
-                    .join("t.ledger")
-                    .display()
-            ),
+            Broker::Ledger => format!("ledger://{}", self.ledger_path().display()),
             Broker::Nats => format!(
                 "nats://{}?stream={}&subject={n}.ops&timeout={TIMEOUT}",
                 at.unwrap(),
@@ -232,8 +229,7 @@ impl TestBroker {
     pub async fn received(&self) -> Vec<Received> {
         match self.kind {
             Broker::Ledger => {
-                let path = self._dir.as_ref().unwrap().path().join("t.ledger");
-                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let text = std::fs::read_to_string(self.ledger_path()).unwrap_or_default();
                 text.lines()
                     .map(|line| {
                         let entry: LedgerLine = serde_json::from_str(line).unwrap();
@@ -278,7 +274,7 @@ impl Drop for TestBroker {
     /// Deletes what the test made on the shared servers (streams, queues, keys), so
     /// runs do not pile them up. Best effort: a server that went away keeps them.
     fn drop(&mut self) {
-        if let Some(consumer) = self._subscriber.take() {
+        if let Some(consumer) = self.consumer.take() {
             consumer.abort();
         }
         let (kind, name, stream, upstream) = (

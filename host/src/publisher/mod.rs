@@ -85,6 +85,19 @@ impl Publisher {
     }
 }
 
+/// An error and its causes, `outer: inner: …`: client libraries' own messages are
+/// often terse ("publish failed") and the cause says why.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

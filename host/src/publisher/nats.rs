@@ -14,8 +14,8 @@ use async_nats::jetstream::{self, context::PublishErrorKind};
 use futures_util::future::join_all;
 use trustlog_guest::model::{Envelope, PublishError};
 
-use super::PublisherError;
 use super::options::{UrlOptions, invalid, redact, without_options};
+use super::{PublisherError, error_chain};
 
 /// The header that carries the envelope's SHA-256, so consumers can check the bytes.
 pub const SHA256_HEADER: &str = "Trustlog-Sha256";
@@ -143,11 +143,12 @@ impl NatsPublisher {
 
     fn classify(&self, e: jetstream::context::PublishError) -> PublishError {
         let inner = &self.inner;
-        let detail = match e.source() {
-            Some(source) => format!("{e}: {source}"),
-            None => e.to_string(),
-        };
-        let message = format!("nats {} subject {}: {detail}", inner.server, inner.subject);
+        let message = format!(
+            "nats {} subject {}: {}",
+            inner.server,
+            inner.subject,
+            error_chain(&e)
+        );
         match e.kind() {
             PublishErrorKind::MaxPayloadExceeded => PublishError::Permanent(message),
             PublishErrorKind::StreamNotFound => {

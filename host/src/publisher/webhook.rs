@@ -16,8 +16,8 @@ use futures_util::{StreamExt, stream};
 use reqwest::StatusCode;
 use trustlog_guest::model::{Envelope, PublishError};
 
-use super::PublisherError;
 use super::options::{UrlOptions, invalid, redact};
+use super::{PublisherError, error_chain};
 
 /// The request header that carries the op_id.
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
@@ -123,18 +123,6 @@ pub fn is_transient(status: StatusCode) -> bool {
     status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
         || status.is_server_error()
-}
-
-/// reqwest's own message is terse ("error sending request"); the cause says why.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
