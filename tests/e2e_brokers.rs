@@ -75,7 +75,9 @@ async fn postgres_drains_into(kind: Broker) {
     .await
     .unwrap();
 
-    let received = broker.wait_received(n).await;
+    let received = broker
+        .wait_until(|got| got.iter().map(|r| &r.op_id).collect::<BTreeSet<_>>().len() >= n)
+        .await;
     let distinct: BTreeSet<_> = received.iter().map(|r| r.op_id.as_str()).collect();
     println!(
         "e2e PostgreSQL -> {kind:?}, batch {batch}: {n} ops delivered in {:.2} s = {:.0} ops/s ({} messages, {} distinct op_ids)",

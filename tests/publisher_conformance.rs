@@ -224,7 +224,7 @@ async fn a_connection_cut_mid_batch_fails_only_unconfirmed_envelopes_and_the_nex
         assert!(!trustlogged.contains(op_id));
     }
     // Nothing is TRUSTLOGGED that the broker does not hold.
-    let held = received_ids(&broker.wait_received(trustlogged.len()).await);
+    let held = received_ids(&broker.wait_for_ids(&trustlogged).await);
     assert!(
         trustlogged.is_subset(&held),
         "{} confirmed but missing",
@@ -236,7 +236,7 @@ async fn a_connection_cut_mid_batch_fails_only_unconfirmed_envelopes_and_the_nex
     assert_eq!(report.published as usize, retries.len(), "{report:?}");
     assert_eq!(op_ids_with_status(&s, "TRUSTLOGGED").await, expected);
     assert!(retry_rows(&s).await.is_empty());
-    let received = broker.wait_received(2000).await;
+    let received = broker.wait_for_ids(&expected).await;
     assert_eq!(received_ids(&received), expected);
     assert_intact(&received);
 }
@@ -275,7 +275,10 @@ async fn a_broker_that_is_down_fails_the_batch_transiently_and_is_used_once_it_i
     let report = t.retry_tick(T0 + MIN).await.unwrap();
     assert_eq!(report.published, 5, "{report:?}");
     assert_eq!(op_ids_with_status(&s, "TRUSTLOGGED").await, expected);
-    assert_eq!(received_ids(&broker.wait_received(5).await), expected);
+    assert_eq!(
+        received_ids(&broker.wait_for_ids(&expected).await),
+        expected
+    );
 }
 
 async fn a_permanent_refusal_dead_letters_at_once_keeping_the_brokers_message(kind: Broker) {

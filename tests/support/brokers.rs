@@ -3,6 +3,7 @@
 //! topic on Mosquitto, an HTTP receiver started by the test, a file for the ledger.
 //! An unreachable broker fails the test: nothing is ever skipped.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -251,10 +252,25 @@ impl TestBroker {
 
     /// Waits (up to 20 s) until at least `n` envelopes arrived; returns them all.
     pub async fn wait_received(&self, n: usize) -> Vec<Received> {
+        self.wait_until(|got| got.len() >= n).await
+    }
+
+    /// Waits (up to 20 s) until every id in `ids` arrived. Counting is not enough where
+    /// a cut makes duplicates: `n` messages may hold fewer than `n` op_ids.
+    pub async fn wait_for_ids(&self, ids: &BTreeSet<String>) -> Vec<Received> {
+        self.wait_until(|got| {
+            let arrived: BTreeSet<&str> = got.iter().map(|r| r.op_id.as_str()).collect();
+            ids.iter().all(|id| arrived.contains(id.as_str()))
+        })
+        .await
+    }
+
+    /// Waits (up to 20 s) until what arrived satisfies `done`; returns it all.
+    pub async fn wait_until(&self, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let got = self.received().await;
-            if got.len() >= n || tokio::time::Instant::now() > deadline {
+            if done(&got) || tokio::time::Instant::now() > deadline {
                 return got;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
