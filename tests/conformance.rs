@@ -12,7 +12,7 @@ use trustlog_guest::model::{
     RecordOutcome, RetryStatus, RetryUpdate, TrustlogStatus, UnitOfWork,
 };
 use trustlog_guest::validate::{MAX_TIMESTAMP, MIN_TIMESTAMP};
-use trustlog_host::db::Database;
+use trustlog_host::db::{Database, DeadLetter, Replay};
 use trustlog_host::ingest;
 use trustlog_host::publisher::Publisher;
 use trustlog_host::runtime::Runtime;
@@ -57,6 +57,12 @@ conformance!(
     rows_owned_by_the_retry_queue_are_never_scanned,
     stats_count_every_status_and_read_the_cursor,
     migrating_twice_is_harmless,
+    dead_letters_are_listed_in_op_id_order_with_their_error_and_paged_by_after,
+    replaying_one_dead_letter_makes_it_due_now_with_a_fresh_count_and_leaves_the_others,
+    replaying_all_dead_letters_requeues_every_one,
+    purging_dead_letters_older_than_a_cutoff_deletes_them_and_keeps_their_operations_as_db_only,
+    ping_answers,
+    a_replayed_dead_letter_is_delivered_by_the_next_retry_tick,
 );
 
 async fn connect(t: &TestDb) -> Database {
@@ -1177,4 +1183,527 @@ async fn a_backlog_of_100k_rows_drains_through_scan_and_apply_in_batches_of_1000
         (ROWS as u64, 0),
         "{b:?}"
     );
+}
+
+/// A dead-letter retry row as the retry tick leaves it.
+fn dead(id: &str, count: u32, error: &str, last: Option<Micros>) -> RetryUpdate {
+    RetryUpdate {
+        op_id: id.to_string(),
+        retry_count: count,
+        retry_status: RetryStatus::DeadLetter,
+        last_retry_at: last,
+        next_retry_at: None,
+        error_message: error.to_string(),
+    }
+}
+
+/// The op_ids of a page of dead letters.
+fn dead_ids(page: &[DeadLetter]) -> Vec<&str> {
+    page.iter().map(|d| d.op_id.as_str()).collect()
+}
+
+async fn dead_letters_are_listed_in_op_id_order_with_their_error_and_paged_by_after(b: Backend) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    // Byte order: 'B' (0x42) before 'a' (0x61), 'é' (0xC3 0xA9) after 'z'.
+    db.insert(
+        vec![
+            op("dl-a", T0 + 1),
+            op("dl-B", T0 + 2),
+            op("dl-é", T0 + 3),
+            op("dl-z", T0 + 4),
+            op("waiting", T0 + 5),
+        ],
+        TrustlogStatus::NotTrustlogged,
+    )
+    .await
+    .unwrap();
+    let mut pending = retry("waiting", RetryStatus::Pending, Some(T0 + 300));
+    pending.error_message = "still trying".into();
+    db.apply(UnitOfWork {
+        now: T0 + 100,
+        retries: vec![
+            dead("dl-a", 5, "broker said 503", Some(T0 + 90)),
+            dead("dl-é", 5, "证书无效 (certificate invalid)", Some(T0 + 91)),
+            dead("dl-z", 0, "permanent: 422 doid not registered", None),
+            pending,
+        ],
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+    // dl-B fails first at T0+100 and is dead-lettered later, keeping its created_at.
+    db.apply(UnitOfWork {
+        now: T0 + 100,
+        retries: vec![retry("dl-B", RetryStatus::Retrying, Some(T0 + 150))],
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+    db.apply(UnitOfWork {
+        now: T0 + 200,
+        retries: vec![dead("dl-B", 3, "timed out", Some(T0 + 199))],
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+    // The schema allows a NULL error, as a row written by the seed may hold.
+    t.execute("UPDATE trustlog_retry SET error_message = NULL WHERE op_id = 'dl-z'")
+        .await;
+
+    let letter =
+        |op_id: &str, timestamp, retry_count, error: &str, created, updated, last| DeadLetter {
+            op_id: op_id.to_string(),
+            timestamp,
+            retry_count,
+            error_message: error.to_string(),
+            created_at: created,
+            updated_at: updated,
+            last_retry_at: last,
+        };
+    let all = vec![
+        letter(
+            "dl-B",
+            T0 + 2,
+            3,
+            "timed out",
+            T0 + 100,
+            T0 + 200,
+            Some(T0 + 199),
+        ),
+        letter(
+            "dl-a",
+            T0 + 1,
+            5,
+            "broker said 503",
+            T0 + 100,
+            T0 + 100,
+            Some(T0 + 90),
+        ),
+        letter("dl-z", T0 + 4, 0, "", T0 + 100, T0 + 100, None),
+        letter(
+            "dl-é",
+            T0 + 3,
+            5,
+            "证书无效 (certificate invalid)",
+            T0 + 100,
+            T0 + 100,
+            Some(T0 + 91),
+        ),
+    ];
+    assert_eq!(
+        db.dead_letters(None, 10).await.unwrap(),
+        all,
+        "{b:?}: every dead letter, the pending retry left out"
+    );
+
+    let first = db.dead_letters(None, 2).await.unwrap();
+    assert_eq!(dead_ids(&first), ["dl-B", "dl-a"], "{b:?}");
+    let second = db.dead_letters(Some("dl-a"), 2).await.unwrap();
+    assert_eq!(second, all[2..], "{b:?}");
+    assert!(
+        db.dead_letters(Some("dl-é"), 2).await.unwrap().is_empty(),
+        "{b:?}: nothing after the last"
+    );
+    // `after` need not be a stored op_id: strictly after it in byte order.
+    assert_eq!(
+        dead_ids(&db.dead_letters(Some("dl-C"), 10).await.unwrap()),
+        ["dl-a", "dl-z", "dl-é"],
+        "{b:?}"
+    );
+    assert_eq!(
+        dead_ids(&db.dead_letters(Some(""), 10).await.unwrap()),
+        ["dl-B", "dl-a", "dl-z", "dl-é"],
+        "{b:?}"
+    );
+    assert!(
+        db.dead_letters(None, 0).await.unwrap().is_empty(),
+        "{b:?}: limit 0"
+    );
+}
+
+async fn replaying_one_dead_letter_makes_it_due_now_with_a_fresh_count_and_leaves_the_others(
+    b: Backend,
+) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    db.insert(
+        vec![op("a", T0), op("b", T0), op("p", T0)],
+        TrustlogStatus::NotTrustlogged,
+    )
+    .await
+    .unwrap();
+    db.apply(UnitOfWork {
+        now: T0 + 10,
+        retries: vec![
+            dead("a", 5, "gave up", Some(T0 + 5)),
+            dead("b", 5, "gave up", Some(T0 + 5)),
+            retry("p", RetryStatus::Pending, Some(T0 + 50)),
+        ],
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+    let now = T0 + 100;
+    assert!(
+        db.due_retries(now, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.op.op_id == "p"),
+        "{b:?}: a dead letter is never due"
+    );
+
+    assert_eq!(
+        db.replay_dead_letters(Replay::One("a".into()), now)
+            .await
+            .unwrap(),
+        1,
+        "{b:?}"
+    );
+    assert!(
+        has_retry_row(&t, "a", 0, "PENDING", Some(now), T0 + 10, now).await,
+        "{b:?}: pending, count 0, due and updated now, created_at kept"
+    );
+    assert_eq!(
+        t.scalar(&format!(
+            "SELECT COUNT(*) FROM trustlog_retry WHERE op_id = 'a' \
+             AND error_message = 'gave up' AND last_retry_at = {}",
+            t.timestamp_sql(T0 + 5)
+        ))
+        .await,
+        1,
+        "{b:?}: the last error and attempt are kept"
+    );
+    let due: Vec<(String, u32)> = db
+        .due_retries(now, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.op.op_id, r.retry_count))
+        .collect();
+    assert_eq!(
+        due,
+        [("p".to_string(), 1), ("a".to_string(), 0)],
+        "{b:?}: due at now, with a fresh count"
+    );
+    assert!(
+        db.due_retries(now - 1, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.op.op_id != "a"),
+        "{b:?}: not due before now"
+    );
+    assert!(
+        has_retry_row(&t, "b", 5, "DEAD_LETTER", None, T0 + 10, T0 + 10).await,
+        "{b:?}: the other dead letter is untouched"
+    );
+    assert_eq!(
+        dead_ids(&db.dead_letters(None, 10).await.unwrap()),
+        ["b"],
+        "{b:?}"
+    );
+
+    // Anything that is not a dead letter: nothing changes.
+    for id in ["a", "p", "nope", "b ", ""] {
+        assert_eq!(
+            db.replay_dead_letters(Replay::One(id.into()), now + 1)
+                .await
+                .unwrap(),
+            0,
+            "{b:?}: {id:?} is not a dead letter"
+        );
+    }
+    assert!(
+        has_retry_row(&t, "a", 0, "PENDING", Some(now), T0 + 10, now).await,
+        "{b:?}: a replayed row is not replayed again"
+    );
+    assert!(
+        has_retry_row(&t, "p", 1, "PENDING", Some(T0 + 50), T0 + 10, T0 + 10).await,
+        "{b:?}: a pending retry is left alone"
+    );
+    assert!(
+        has_retry_row(&t, "b", 5, "DEAD_LETTER", None, T0 + 10, T0 + 10).await,
+        "{b:?}: 'b ' is not 'b'"
+    );
+}
+
+async fn replaying_all_dead_letters_requeues_every_one(b: Backend) {
+    // More than one chunk of any adapter's id lists.
+    const DEAD: usize = 6_000;
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    let mut ops: Vec<Operation> = (0..DEAD).map(|i| op(&format!("dl-{i:05}"), T0)).collect();
+    ops.push(op("later", T0));
+    db.insert(ops, TrustlogStatus::NotTrustlogged)
+        .await
+        .unwrap();
+    let mut retries: Vec<RetryUpdate> = (0..DEAD)
+        .map(|i| dead(&format!("dl-{i:05}"), 5, "gave up", Some(T0 + 5)))
+        .collect();
+    retries.push(retry("later", RetryStatus::Pending, Some(T0 + 1_000)));
+    db.apply(UnitOfWork {
+        now: T0 + 10,
+        retries,
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+
+    let now = T0 + 100;
+    assert_eq!(
+        db.replay_dead_letters(Replay::All, now).await.unwrap(),
+        DEAD as u64,
+        "{b:?}"
+    );
+    assert_eq!(
+        t.scalar(&format!(
+            "SELECT COUNT(*) FROM trustlog_retry WHERE retry_status = 'PENDING' \
+             AND retry_count = 0 AND next_retry_at = {0} AND updated_at = {0} \
+             AND created_at = {1} AND error_message = 'gave up' AND last_retry_at = {2}",
+            t.timestamp_sql(now),
+            t.timestamp_sql(T0 + 10),
+            t.timestamp_sql(T0 + 5)
+        ))
+        .await,
+        DEAD as i64,
+        "{b:?}: every one pending, count 0, due now, the rest kept"
+    );
+    assert!(
+        has_retry_row(
+            &t,
+            "later",
+            1,
+            "PENDING",
+            Some(T0 + 1_000),
+            T0 + 10,
+            T0 + 10
+        )
+        .await,
+        "{b:?}: the pending retry keeps its own schedule"
+    );
+    let due = db.due_retries(now, 10_000).await.unwrap();
+    assert_eq!(due.len(), DEAD, "{b:?}");
+    assert!(due.iter().all(|r| r.retry_count == 0), "{b:?}");
+    let stats = db.stats(DEFAULT_KEY).await.unwrap();
+    assert_eq!(
+        (stats.retry_pending, stats.dead_letter),
+        (DEAD as u64 + 1, 0),
+        "{b:?}"
+    );
+    assert_eq!(
+        db.replay_dead_letters(Replay::All, now + 1).await.unwrap(),
+        0,
+        "{b:?}: nothing left to replay"
+    );
+}
+
+async fn purging_dead_letters_older_than_a_cutoff_deletes_them_and_keeps_their_operations_as_db_only(
+    b: Backend,
+) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    db.insert(
+        vec![
+            op("old-1", T0 + 1),
+            op("old-2", T0 + 2),
+            op("old-done", T0 + 3),
+            op("young", T0 + 4),
+            op("pending", T0 + 5),
+            op("plain", T0 + 6),
+        ],
+        TrustlogStatus::NotTrustlogged,
+    )
+    .await
+    .unwrap();
+    db.apply(UnitOfWork {
+        now: T0 + 10,
+        retries: vec![
+            dead("old-1", 5, "gave up", Some(T0 + 9)),
+            dead("old-2", 5, "gave up", Some(T0 + 9)),
+            // Delivered some other way after all: it stays delivered.
+            dead("old-done", 5, "gave up", Some(T0 + 9)),
+            retry("pending", RetryStatus::Pending, Some(T0 + 60)),
+        ],
+        trustlogged: vec!["old-done".into()],
+        cursor: move_cursor(None, pos(T0 + 6, "plain")),
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+    db.apply(UnitOfWork {
+        now: T0 + 1_000,
+        retries: vec![dead("young", 5, "gave up", Some(T0 + 999))],
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(
+        db.purge_dead_letters(i64::MIN).await.unwrap(),
+        0,
+        "{b:?}: nothing is older than the earliest instant"
+    );
+    // Strictly before: young, dead-lettered at exactly the cutoff, stays.
+    assert_eq!(db.purge_dead_letters(T0 + 1_000).await.unwrap(), 3, "{b:?}");
+    for id in ["old-1", "old-2"] {
+        assert!(
+            status_is(&t, id, "DB_ONLY").await,
+            "{b:?}: {id} is kept as db-only"
+        );
+    }
+    assert!(
+        status_is(&t, "old-done", "TRUSTLOGGED").await,
+        "{b:?}: a delivered row stays delivered"
+    );
+    for id in ["young", "pending", "plain"] {
+        assert!(status_is(&t, id, "NOT_TRUSTLOGGED").await, "{b:?}: {id}");
+    }
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) FROM trustlog_retry WHERE op_id LIKE 'old-%'")
+            .await,
+        0,
+        "{b:?}: the purged retry rows are gone"
+    );
+    assert!(
+        has_retry_row(&t, "young", 5, "DEAD_LETTER", None, T0 + 1_000, T0 + 1_000).await,
+        "{b:?}: the younger dead letter stays"
+    );
+    assert!(
+        has_retry_row(&t, "pending", 1, "PENDING", Some(T0 + 60), T0 + 10, T0 + 10).await,
+        "{b:?}: a pending retry stays, however old"
+    );
+
+    // Nothing delivers a purged row again: not the sweep behind the cursor, not a scan.
+    assert_eq!(
+        ids(db.sweep_candidates(pos(i64::MAX, ""), 100).await.unwrap()),
+        ["plain"],
+        "{b:?}"
+    );
+    assert_eq!(
+        ids(db.scan_after(None, 100).await.unwrap()),
+        ["plain"],
+        "{b:?}"
+    );
+    assert!(
+        db.due_retries(i64::MAX, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.op.op_id == "pending"),
+        "{b:?}"
+    );
+    assert_eq!(
+        db.stats(DEFAULT_KEY).await.unwrap(),
+        DbStats {
+            total: 6,
+            trustlogged: 1,
+            not_trustlogged: 3,
+            db_only: 2,
+            retry_pending: 1,
+            dead_letter: 1,
+            cursor: Some(pos(T0 + 6, "plain")),
+            // young and pending belong to the retry queue; plain is the oldest owed.
+            oldest_waiting: Some(T0 + 6),
+        },
+        "{b:?}: the counts add up"
+    );
+
+    assert_eq!(
+        db.purge_dead_letters(T0 + 1_000).await.unwrap(),
+        0,
+        "{b:?}: purging again finds nothing"
+    );
+    assert_eq!(
+        db.purge_dead_letters(i64::MAX).await.unwrap(),
+        1,
+        "{b:?}: a cutoff beyond every instant takes the rest"
+    );
+    assert!(status_is(&t, "young", "DB_ONLY").await, "{b:?}");
+    assert!(db.dead_letters(None, 10).await.unwrap().is_empty(), "{b:?}");
+}
+
+async fn ping_answers(b: Backend) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    db.ping().await.unwrap_or_else(|e| panic!("{b:?}: {e}"));
+    db.close().await;
+    match db.ping().await {
+        Err(DbError::Unavailable(_)) => {}
+        other => panic!("{b:?}: a closed pool must not look ready, got {other:?}"),
+    }
+}
+
+async fn a_replayed_dead_letter_is_delivered_by_the_next_retry_tick(b: Backend) {
+    const MIN: i64 = 60_000_000;
+    let t = TestDb::create(b).await;
+    // A ledger pointed at a directory: every publish fails, transiently.
+    let broken = tempfile::tempdir().unwrap();
+    let mut failing = tenant(
+        &t,
+        &format!("ledger://{}", broken.path().display()),
+        Config::default(),
+    )
+    .await;
+    failing.record(vec![op("r", T0)], None).await.unwrap();
+    assert_eq!(failing.scan_tick(T0).await.unwrap().retry_scheduled, 1);
+    let mut due = T0 + MIN;
+    for wait in [2, 4, 8, 16] {
+        assert_eq!(
+            failing.retry_tick(due).await.unwrap().retry_scheduled,
+            1,
+            "{b:?}"
+        );
+        due += wait * MIN;
+    }
+    assert_eq!(
+        failing.retry_tick(due).await.unwrap().dead_lettered,
+        1,
+        "{b:?}"
+    );
+    let db = connect(&t).await;
+    let parked = db.dead_letters(None, 10).await.unwrap();
+    assert_eq!(dead_ids(&parked), ["r"], "{b:?}");
+    assert_eq!(
+        (
+            parked[0].retry_count,
+            parked[0].timestamp,
+            parked[0].updated_at
+        ),
+        (5, T0, due),
+        "{b:?}"
+    );
+    assert!(!parked[0].error_message.is_empty(), "{b:?}: {parked:?}");
+
+    // The broker is fixed; an operator replays the dead letter.
+    let ledger = tempfile::tempdir().unwrap();
+    let path = ledger.path().join("l");
+    let mut working = tenant(
+        &t,
+        &format!("ledger://{}", path.display()),
+        Config::default(),
+    )
+    .await;
+    let now = due + MIN;
+    assert_eq!(
+        working.retry_tick(now).await.unwrap().fetched,
+        0,
+        "{b:?}: a dead letter waits for the operator"
+    );
+    assert_eq!(
+        db.replay_dead_letters(Replay::One("r".into()), now)
+            .await
+            .unwrap(),
+        1,
+        "{b:?}"
+    );
+    assert_eq!(working.retry_tick(now).await.unwrap().published, 1, "{b:?}");
+    assert!(status_is(&t, "r", "TRUSTLOGGED").await, "{b:?}");
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) FROM trustlog_retry").await,
+        0,
+        "{b:?}: the retry row is gone"
+    );
+    assert_eq!(ledger_op_ids(&path), ["r"], "{b:?}");
 }

@@ -16,6 +16,34 @@ use trustlog_guest::model::{
     UnitOfWork,
 };
 
+/// One dead letter, as an operator sees it: the retry row joined with its operation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeadLetter {
+    /// The operation's key.
+    pub op_id: String,
+    /// The operation's own timestamp.
+    pub timestamp: Micros,
+    /// Retries made before it was parked.
+    pub retry_count: u32,
+    /// The last error (the publisher's message).
+    pub error_message: String,
+    /// When the first failure happened (`trustlog_retry.created_at`).
+    pub created_at: Micros,
+    /// When the row was dead-lettered (`trustlog_retry.updated_at`, its last change).
+    pub updated_at: Micros,
+    /// When the last attempt was made; `None` if it never was.
+    pub last_retry_at: Option<Micros>,
+}
+
+/// Which dead letters a replay takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    /// The dead letter of one op_id.
+    One(String),
+    /// Every dead letter.
+    All,
+}
+
 /// A database connection pool behind one of the adapters.
 #[derive(Clone, Debug)]
 pub enum Database {
@@ -116,6 +144,38 @@ impl Database {
     /// Runs a unit of work in one transaction.
     pub async fn apply(&self, work: UnitOfWork) -> Result<(), DbError> {
         dispatch!(self, db => db.apply(work).await)
+    }
+
+    /// Dead letters in op_id order (byte order, as the keyset elsewhere), strictly after
+    /// `after` when given, at most `limit`.
+    pub async fn dead_letters(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, DbError> {
+        dispatch!(self, db => db.dead_letters(after, limit).await)
+    }
+
+    /// Puts dead letters back in the retry queue, due at `now`: retry_status 'PENDING',
+    /// retry_count 0, next_retry_at = now, updated_at = now (error_message, created_at,
+    /// last_retry_at kept). Only rows whose retry_status is 'DEAD_LETTER' change. Returns
+    /// how many rows changed (0 when the op_id is not a dead letter).
+    pub async fn replay_dead_letters(&self, which: Replay, now: Micros) -> Result<u64, DbError> {
+        dispatch!(self, db => db.replay_dead_letters(which, now).await)
+    }
+
+    /// Purges dead letters whose updated_at is strictly before `before`, in one
+    /// transaction: their operations that are still 'NOT_TRUSTLOGGED' get trustlog_status
+    /// 'DB_ONLY' (kept in the database, never published, so the sweep of rows behind the
+    /// cursor does not re-deliver them), and their retry rows are deleted. Returns how
+    /// many retry rows were deleted.
+    pub async fn purge_dead_letters(&self, before: Micros) -> Result<u64, DbError> {
+        dispatch!(self, db => db.purge_dead_letters(before).await)
+    }
+
+    /// Whether the database answers (a trivial query through the pool), for /readyz.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        dispatch!(self, db => db.ping().await)
     }
 
     /// Closes the pool, waiting for connections to finish.

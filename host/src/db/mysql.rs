@@ -23,6 +23,7 @@ use trustlog_guest::model::{
 use trustlog_guest::validate::{MAX_TIMESTAMP, MIN_TIMESTAMP};
 
 use super::cursor_value::{format_position, parse_position};
+use super::{DeadLetter, Replay};
 
 // PATH: the schema; the host crate points this at its own `sql/mysql.sql`.
 const SCHEMA: &str = include_str!("../../../sql/mysql.sql");
@@ -137,6 +138,57 @@ const ENSURE_CURSOR: &str = "INSERT INTO trustlog_cursor (cursor_key, cursor_val
 /// The compare-and-set: moves a cursor only while it still holds the expected text.
 const MOVE_CURSOR: &str = "UPDATE trustlog_cursor SET cursor_value = ?, last_updated_at = ? \
      WHERE cursor_key = ? AND cursor_value = ?";
+/// The columns of [`DeadLetter`], in field order, mapped by [`dead_letter_at`].
+macro_rules! dead_letter_columns {
+    () => {
+        "r.op_id, o.timestamp, r.retry_count, r.error_message, r.created_at, r.updated_at, \
+         r.last_retry_at"
+    };
+}
+/// `dead_letters(None, ?)`. op_id is utf8mb4_bin in both tables: the order is byte order.
+const DEAD_LETTERS_FROM_START: &str = concat!(
+    "SELECT ",
+    dead_letter_columns!(),
+    " FROM trustlog_retry r STRAIGHT_JOIN operation o ON o.op_id = r.op_id \
+     WHERE r.retry_status = 'DEAD_LETTER' ORDER BY r.op_id LIMIT ?"
+);
+/// `dead_letters(Some(?), ?)`.
+const DEAD_LETTERS_AFTER: &str = concat!(
+    "SELECT ",
+    dead_letter_columns!(),
+    " FROM trustlog_retry r STRAIGHT_JOIN operation o ON o.op_id = r.op_id \
+     WHERE r.retry_status = 'DEAD_LETTER' AND r.op_id > ? ORDER BY r.op_id LIMIT ?"
+);
+/// `replay_dead_letters(Replay::One(op_id), now)`, binding now twice, then the op_id.
+const REPLAY_ONE: &str = "UPDATE trustlog_retry SET retry_status = 'PENDING', retry_count = 0, \
+     next_retry_at = ?, updated_at = ? WHERE op_id = ? AND retry_status = 'DEAD_LETTER'";
+/// The op_ids `Replay::All` takes, read without locks. One UPDATE by status would walk
+/// `trustlog_retry_due` under REPEATABLE READ and gap-lock the dead-letter range, where a
+/// worker dead-lettering two rows at once could deadlock with it; updating by primary
+/// key locks only the rows replayed.
+const DEAD_LETTER_IDS: &str =
+    "SELECT op_id FROM trustlog_retry WHERE retry_status = 'DEAD_LETTER' ORDER BY op_id";
+/// Replays listed dead letters, in the pieces around its binds: `now`, `now` again, then
+/// an `(op_id, ...)` list. The status is checked again: a row may have changed since it
+/// was listed.
+const REPLAY_LISTED: [&str; 3] = [
+    "UPDATE trustlog_retry FORCE INDEX (PRIMARY) SET retry_status = 'PENDING', \
+     retry_count = 0, next_retry_at = ",
+    ", updated_at = ",
+    " WHERE retry_status = 'DEAD_LETTER' AND op_id IN ",
+];
+/// The op_ids a purge takes, last changed at or before ?, read without locks: the purge
+/// then locks their operations before their retry rows, by primary key, the way
+/// [`MySqlDb::apply`] does, so it cannot deadlock with a worker. (A subquery in the
+/// UPDATE would take shared next-key locks on `trustlog_retry` first.)
+const PURGEABLE: &str = "SELECT op_id FROM trustlog_retry \
+     WHERE retry_status = 'DEAD_LETTER' AND updated_at <= ? ORDER BY op_id";
+/// Sets purged dead letters' operations aside as db-only, so nothing delivers them once
+/// their retry rows are gone; an `(op_id, ...)` list follows.
+const MARK_DB_ONLY: &str = "UPDATE operation SET trustlog_status = 'DB_ONLY' \
+     WHERE trustlog_status = 'NOT_TRUSTLOGGED' AND op_id IN ";
+/// A round trip through the pool.
+const PING: &str = "SELECT 1";
 /// Starts the read-only transaction of [`MySqlDb::stats`]. Its reads share one snapshot
 /// only under REPEATABLE READ, so that level is set for this transaction whatever the
 /// server's default.
@@ -625,6 +677,124 @@ impl MySqlDb {
         Ok(())
     }
 
+    /// Dead letters in op_id order, strictly after `after` when given, at most `limit`.
+    pub async fn dead_letters(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, DbError> {
+        let rows = match after {
+            None => {
+                sqlx::query(DEAD_LETTERS_FROM_START)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            Some(after) => {
+                sqlx::query(DEAD_LETTERS_AFTER)
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(map_error)?;
+        rows.iter().map(dead_letter_at).collect()
+    }
+
+    /// Puts dead letters back in the retry queue, due at `now`; returns how many changed.
+    pub async fn replay_dead_letters(&self, which: Replay, now: Micros) -> Result<u64, DbError> {
+        let now = to_datetime("now", now)?;
+        match which {
+            Replay::One(op_id) => {
+                // Under PAD SPACE 'a ' would find 'a'; no stored op_id looks like that.
+                if check_op_id(&op_id).is_err() {
+                    return Ok(0);
+                }
+                let replayed = sqlx::query(REPLAY_ONE)
+                    .bind(now)
+                    .bind(now)
+                    .bind(op_id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_error)?
+                    .rows_affected();
+                Ok(replayed)
+            }
+            Replay::All => {
+                let mut tx = self.pool.begin().await.map_err(map_error)?;
+                let ids: Vec<String> = sqlx::query_scalar(DEAD_LETTER_IDS)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(map_error)?;
+                let mut replayed = 0;
+                for chunk in ids.chunks(ID_CHUNK) {
+                    let mut qb = QueryBuilder::<MySql>::new(REPLAY_LISTED[0]);
+                    qb.push_bind(now)
+                        .push(REPLAY_LISTED[1])
+                        .push_bind(now)
+                        .push(REPLAY_LISTED[2]);
+                    push_id_list(&mut qb, chunk.iter().map(String::as_str));
+                    replayed += qb
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_error)?
+                        .rows_affected();
+                }
+                tx.commit().await.map_err(map_error)?;
+                Ok(replayed)
+            }
+        }
+    }
+
+    /// Purges dead letters last changed before `before`, keeping their operations as
+    /// db-only; returns how many retry rows were deleted.
+    pub async fn purge_dead_letters(&self, before: Micros) -> Result<u64, DbError> {
+        // Stored times are whole microseconds within DATETIME's range, so "before `before`"
+        // is "at or before the microsecond ahead of it", clamped into that range.
+        let Some(last) = before.checked_sub(1).filter(|last| *last >= MIN_TIMESTAMP) else {
+            return Ok(0);
+        };
+        let last = to_datetime("before", last.min(MAX_TIMESTAMP))?;
+        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        let ids: Vec<String> = sqlx::query_scalar(PURGEABLE)
+            .bind(last)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        for chunk in ids.chunks(ID_CHUNK) {
+            let mut qb = QueryBuilder::<MySql>::new(MARK_DB_ONLY);
+            push_id_list(&mut qb, chunk.iter().map(String::as_str));
+            qb.build().execute(&mut *tx).await.map_err(map_error)?;
+        }
+        // By op_id, not by status again: a row replayed since the read above has had its
+        // operation set aside all the same, and left behind it would wait for ever in a
+        // queue whose join skips db-only operations.
+        let mut purged = 0;
+        for chunk in ids.chunks(ID_CHUNK) {
+            let mut qb = QueryBuilder::<MySql>::new(DELETE_RETRIES);
+            push_id_list(&mut qb, chunk.iter().map(String::as_str));
+            purged += qb
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(map_error)?;
+        Ok(purged)
+    }
+
+    /// Whether the server answers a query through the pool.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query(PING)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -701,6 +871,29 @@ fn operation_at(row: &MySqlRow) -> Result<Operation, DbError> {
         timestamp: micros_of(timestamp),
     };
     Ok(op)
+}
+
+/// The [`DeadLetter`] in the columns `dead_letter_columns!` lists.
+fn dead_letter_at(row: &MySqlRow) -> Result<DeadLetter, DbError> {
+    let op_id: String = row.try_get(0).map_err(map_error)?;
+    let timestamp: NaiveDateTime = row.try_get(1).map_err(map_error)?;
+    let count: i64 = row.try_get(2).map_err(map_error)?;
+    let retry_count = u32::try_from(count)
+        .map_err(|_| DbError::Other(format!("retry_count {count} of {op_id:?} is out of range")))?;
+    let error_message: Option<String> = row.try_get(3).map_err(map_error)?;
+    let created_at: NaiveDateTime = row.try_get(4).map_err(map_error)?;
+    let updated_at: NaiveDateTime = row.try_get(5).map_err(map_error)?;
+    let last_retry_at: Option<NaiveDateTime> = row.try_get(6).map_err(map_error)?;
+    Ok(DeadLetter {
+        timestamp: micros_of(timestamp),
+        retry_count,
+        // The schema allows NULL; rows written by hand or by the seed may hold it.
+        error_message: error_message.unwrap_or_default(),
+        created_at: micros_of(created_at),
+        updated_at: micros_of(updated_at),
+        last_retry_at: last_retry_at.map(micros_of),
+        op_id,
+    })
 }
 
 /// The `COUNT(*)` in column 1 of `row`.

@@ -29,6 +29,7 @@ use trustlog_guest::model::{
 use trustlog_guest::validate::LIMITS;
 
 use super::cursor_value::{format_position, parse_position};
+use super::{DeadLetter, Replay};
 
 // PATH: the schema; the host crate points this at its own `sql/postgresql.sql`.
 const SCHEMA: &str = include_str!("../../../sql/postgresql.sql");
@@ -168,6 +169,45 @@ const START_CURSOR: &str = "INSERT INTO trustlog_cursor (cursor_key, cursor_valu
      WHERE trustlog_cursor.cursor_value = ''";
 /// One cursor's stored text.
 const LOAD_CURSOR: &str = "SELECT cursor_value FROM trustlog_cursor WHERE cursor_key = $1";
+/// The columns of [`DeadLetter`], in field order, mapped by [`dead_letter_at`].
+macro_rules! dead_letter_columns {
+    () => {
+        "r.op_id, o.timestamp, r.retry_count, r.error_message, r.created_at, r.updated_at, \
+         r.last_retry_at"
+    };
+}
+/// `dead_letters(None, $1)`. op_id is COLLATE "C" in both tables: the order is byte order.
+const DEAD_LETTERS_FROM_START: &str = concat!(
+    "SELECT ",
+    dead_letter_columns!(),
+    " FROM trustlog_retry r JOIN operation o ON o.op_id = r.op_id \
+     WHERE r.retry_status = 'DEAD_LETTER' ORDER BY r.op_id LIMIT $1"
+);
+/// `dead_letters(Some($1), $2)`.
+const DEAD_LETTERS_AFTER: &str = concat!(
+    "SELECT ",
+    dead_letter_columns!(),
+    " FROM trustlog_retry r JOIN operation o ON o.op_id = r.op_id \
+     WHERE r.retry_status = 'DEAD_LETTER' AND r.op_id > $1 ORDER BY r.op_id LIMIT $2"
+);
+/// `replay_dead_letters(Replay::One($2), $1)`.
+const REPLAY_ONE: &str = "UPDATE trustlog_retry SET retry_status = 'PENDING', retry_count = 0, \
+     next_retry_at = $1, updated_at = $1 WHERE op_id = $2 AND retry_status = 'DEAD_LETTER'";
+/// `replay_dead_letters(Replay::All, $1)`. One statement whatever the count: it locks
+/// dead-letter rows only, which the workers' units of work leave alone, so it cannot
+/// deadlock with them.
+const REPLAY_ALL: &str = "UPDATE trustlog_retry SET retry_status = 'PENDING', retry_count = 0, \
+     next_retry_at = $1, updated_at = $1 WHERE retry_status = 'DEAD_LETTER'";
+/// The op_ids a purge before $1 takes, read without locks: the purge then locks their
+/// operations before their retry rows, the order [`PostgresDb::apply`] locks in.
+const PURGEABLE: &str = "SELECT op_id FROM trustlog_retry \
+     WHERE retry_status = 'DEAD_LETTER' AND updated_at < $1 ORDER BY op_id";
+/// Sets purged dead letters' operations aside as db-only, so nothing delivers them once
+/// their retry rows are gone.
+const MARK_DB_ONLY: &str = "UPDATE operation SET trustlog_status = 'DB_ONLY' \
+     WHERE op_id = ANY($1) AND trustlog_status = 'NOT_TRUSTLOGGED'";
+/// A round trip through the pool.
+const PING: &str = "SELECT 1";
 /// The schema `operation` resolves to on this connection: the trigger's payload for it.
 const OWN_SCHEMA: &str = "SELECT n.nspname::text FROM pg_catalog.pg_class c \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -521,6 +561,86 @@ impl PostgresDb {
         Ok(())
     }
 
+    /// Dead letters in op_id order, strictly after `after` when given, at most `limit`.
+    pub async fn dead_letters(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, DbError> {
+        let rows = match after {
+            None => {
+                sqlx::query(DEAD_LETTERS_FROM_START)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            Some(after) => {
+                sqlx::query(DEAD_LETTERS_AFTER)
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(map_error)?;
+        rows.iter().map(dead_letter_at).collect()
+    }
+
+    /// Puts dead letters back in the retry queue, due at `now`; returns how many changed.
+    pub async fn replay_dead_letters(&self, which: Replay, now: Micros) -> Result<u64, DbError> {
+        let now = PgTime::stored(now)
+            .map_err(|message| DbError::Invalid(FieldError::new("now", message)))?;
+        let replayed = match &which {
+            Replay::One(op_id) => sqlx::query(REPLAY_ONE).bind(now).bind(op_id.as_str()),
+            Replay::All => sqlx::query(REPLAY_ALL).bind(now),
+        }
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?
+        .rows_affected();
+        Ok(replayed)
+    }
+
+    /// Purges dead letters last changed before `before`, keeping their operations as
+    /// db-only; returns how many retry rows were deleted.
+    pub async fn purge_dead_letters(&self, before: Micros) -> Result<u64, DbError> {
+        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        let ids: Vec<String> = sqlx::query_scalar(PURGEABLE)
+            .bind(PgTime::bound(before))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        if ids.is_empty() {
+            tx.rollback().await.map_err(map_error)?;
+            return Ok(0);
+        }
+        sqlx::query(MARK_DB_ONLY)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        // By op_id, not by status again: a row replayed since the read above has had its
+        // operation set aside all the same, and left behind it would wait for ever in a
+        // queue whose join skips db-only operations.
+        let purged = sqlx::query(DELETE_RETRIES)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?
+            .rows_affected();
+        tx.commit().await.map_err(map_error)?;
+        Ok(purged)
+    }
+
+    /// Whether the server answers a query through the pool.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query(PING)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -755,6 +875,33 @@ fn operation_at(row: &PgRow) -> Result<Operation, DbError> {
         timestamp: micros_at(row, 12)?,
     };
     Ok(op)
+}
+
+/// Like [`micros_at`], for a nullable column.
+fn optional_micros_at(row: &PgRow, index: usize) -> Result<Option<Micros>, DbError> {
+    if row.try_get_raw(index).map_err(map_error)?.is_null() {
+        return Ok(None);
+    }
+    micros_at(row, index).map(Some)
+}
+
+/// The [`DeadLetter`] in the columns `dead_letter_columns!` lists.
+fn dead_letter_at(row: &PgRow) -> Result<DeadLetter, DbError> {
+    let op_id: String = row.try_get(0).map_err(map_error)?;
+    let count: i64 = row.try_get(2).map_err(map_error)?;
+    let retry_count = u32::try_from(count)
+        .map_err(|_| DbError::Other(format!("retry_count {count} of {op_id:?} is out of range")))?;
+    let error_message: Option<String> = row.try_get(3).map_err(map_error)?;
+    Ok(DeadLetter {
+        timestamp: micros_at(row, 1)?,
+        retry_count,
+        // The schema allows NULL; rows written by hand or by the seed may hold it.
+        error_message: error_message.unwrap_or_default(),
+        created_at: micros_at(row, 4)?,
+        updated_at: micros_at(row, 5)?,
+        last_retry_at: optional_micros_at(row, 6)?,
+        op_id,
+    })
 }
 
 /// The `COUNT(*)` in column 1 of `row`.

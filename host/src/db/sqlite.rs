@@ -20,6 +20,7 @@ use trustlog_guest::model::{
 };
 
 use super::cursor_value::{format_position, parse_position};
+use super::{DeadLetter, Replay};
 
 // PATH: the schema; the host crate points this at its own `sql/sqlite.sql`.
 const SCHEMA: &str = include_str!("../../../sql/sqlite.sql");
@@ -113,6 +114,45 @@ const MARK_TRUSTLOGGED: &str = "UPDATE operation SET trustlog_status = 'TRUSTLOG
 const DELETE_RETRIES: &str = "DELETE FROM trustlog_retry WHERE op_id IN ";
 /// One cursor's stored text.
 const LOAD_CURSOR: &str = "SELECT cursor_value FROM trustlog_cursor WHERE cursor_key = ?1";
+/// The columns of [`DeadLetter`], in field order, mapped by [`dead_letter_at`].
+macro_rules! dead_letter_columns {
+    () => {
+        "r.op_id, o.timestamp, r.retry_count, r.error_message, r.created_at, r.updated_at, \
+         r.last_retry_at"
+    };
+}
+/// `dead_letters(None, ?1)`.
+const DEAD_LETTERS_FROM_START: &str = concat!(
+    "SELECT ",
+    dead_letter_columns!(),
+    " FROM trustlog_retry r JOIN operation o ON o.op_id = r.op_id \
+     WHERE r.retry_status = 'DEAD_LETTER' ORDER BY r.op_id LIMIT ?1"
+);
+/// `dead_letters(Some(?1), ?2)`.
+const DEAD_LETTERS_AFTER: &str = concat!(
+    "SELECT ",
+    dead_letter_columns!(),
+    " FROM trustlog_retry r JOIN operation o ON o.op_id = r.op_id \
+     WHERE r.retry_status = 'DEAD_LETTER' AND r.op_id > ?1 ORDER BY r.op_id LIMIT ?2"
+);
+/// `replay_dead_letters(Replay::One(?2), ?1)`.
+const REPLAY_ONE: &str = "UPDATE trustlog_retry SET retry_status = 'PENDING', retry_count = 0, \
+     next_retry_at = ?1, updated_at = ?1 WHERE op_id = ?2 AND retry_status = 'DEAD_LETTER'";
+/// `replay_dead_letters(Replay::All, ?1)`.
+const REPLAY_ALL: &str = "UPDATE trustlog_retry SET retry_status = 'PENDING', retry_count = 0, \
+     next_retry_at = ?1, updated_at = ?1 WHERE retry_status = 'DEAD_LETTER'";
+/// Sets the operations of the dead letters last changed before ?1 aside as db-only, so
+/// nothing delivers them once their retry rows are gone. The unary + keeps the planner
+/// on the primary key, as in [`MARK_TRUSTLOGGED`].
+const PURGE_MARK_DB_ONLY: &str = "UPDATE operation SET trustlog_status = 'DB_ONLY' \
+     WHERE +trustlog_status = 'NOT_TRUSTLOGGED' AND op_id IN (SELECT op_id FROM trustlog_retry \
+     WHERE retry_status = 'DEAD_LETTER' AND updated_at < ?1)";
+/// Deletes the dead letters last changed before ?1. The write lock taken by BEGIN IMMEDIATE
+/// keeps this the same set of rows [`PURGE_MARK_DB_ONLY`] read.
+const PURGE_DELETE: &str =
+    "DELETE FROM trustlog_retry WHERE retry_status = 'DEAD_LETTER' AND updated_at < ?1";
+/// Reads the schema page: `SELECT 1` alone would not touch the database file.
+const PING: &str = "SELECT COUNT(*) FROM sqlite_master";
 
 /// A pool of connections to one SQLite database, implementing the `db` interface.
 #[derive(Debug, Clone)]
@@ -462,6 +502,82 @@ impl SqliteDb {
         Ok(())
     }
 
+    /// Dead letters in op_id order, strictly after `after` when given, at most `limit`.
+    pub async fn dead_letters(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, DbError> {
+        let rows = match after {
+            None => {
+                sqlx::query(DEAD_LETTERS_FROM_START)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            Some(after) => {
+                sqlx::query(DEAD_LETTERS_AFTER)
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(map_error)?;
+        rows.iter().map(dead_letter_at).collect()
+    }
+
+    /// Puts dead letters back in the retry queue, due at `now`; returns how many changed.
+    pub async fn replay_dead_letters(&self, which: Replay, now: Micros) -> Result<u64, DbError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_error)?;
+        let replayed = match &which {
+            Replay::One(op_id) => sqlx::query(REPLAY_ONE).bind(now).bind(op_id.as_str()),
+            Replay::All => sqlx::query(REPLAY_ALL).bind(now),
+        }
+        .execute(&mut *tx)
+        .await
+        .map_err(map_error)?
+        .rows_affected();
+        tx.commit().await.map_err(map_error)?;
+        Ok(replayed)
+    }
+
+    /// Purges dead letters last changed before `before`, keeping their operations as
+    /// db-only; returns how many retry rows were deleted.
+    pub async fn purge_dead_letters(&self, before: Micros) -> Result<u64, DbError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_error)?;
+        sqlx::query(PURGE_MARK_DB_ONLY)
+            .bind(before)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        let purged = sqlx::query(PURGE_DELETE)
+            .bind(before)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?
+            .rows_affected();
+        tx.commit().await.map_err(map_error)?;
+        Ok(purged)
+    }
+
+    /// Whether the database file can be read through the pool.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query(PING)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -496,6 +612,25 @@ fn operation_at(row: &SqliteRow) -> Result<Operation, DbError> {
         timestamp: row.try_get(12).map_err(map_error)?,
     };
     Ok(op)
+}
+
+/// The [`DeadLetter`] in the columns `dead_letter_columns!` lists.
+fn dead_letter_at(row: &SqliteRow) -> Result<DeadLetter, DbError> {
+    let op_id: String = row.try_get(0).map_err(map_error)?;
+    let count: i64 = row.try_get(2).map_err(map_error)?;
+    let retry_count = u32::try_from(count)
+        .map_err(|_| DbError::Other(format!("retry_count {count} of {op_id:?} is out of range")))?;
+    let error_message: Option<String> = row.try_get(3).map_err(map_error)?;
+    Ok(DeadLetter {
+        timestamp: row.try_get(1).map_err(map_error)?,
+        retry_count,
+        // The schema allows NULL; rows written by hand or by the seed may hold it.
+        error_message: error_message.unwrap_or_default(),
+        created_at: row.try_get(4).map_err(map_error)?,
+        updated_at: row.try_get(5).map_err(map_error)?,
+        last_retry_at: row.try_get(6).map_err(map_error)?,
+        op_id,
+    })
 }
 
 /// The `COUNT(*)` in column 1 of `row`.
