@@ -8,6 +8,7 @@ pub mod db;
 pub mod guest_output;
 pub mod ingest;
 pub mod ledger;
+pub mod metrics;
 pub mod publisher;
 pub mod runtime;
 pub mod tenant;

@@ -1,7 +1,9 @@
 //! The wasmtime side: one engine and pre-linked component per process, one
 //! store and instance per tenant, and the imports the guest calls.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use trustlog_guest::model as m;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
@@ -12,6 +14,7 @@ use crate::bindings::{self, TrustlogPre, db, log, monitoring, publisher, t};
 use crate::component_cache;
 use crate::db::Database;
 use crate::guest_output::GuestOutput;
+use crate::metrics::TenantMetrics;
 use crate::publisher::Publisher;
 
 /// The component built from `guest/` by `host/build.rs`.
@@ -98,6 +101,8 @@ impl Runtime {
             publisher,
             wasi,
             table: ResourceTable::new(),
+            metrics: None,
+            fetched: HashMap::new(),
         };
         let mut store = Store::new(&self.engine, state);
         let bindings = self.pre.instantiate_async(&mut store).await.map_err(|e| {
@@ -121,6 +126,21 @@ pub struct TenantState {
     publisher: Publisher,
     wasi: WasiCtx,
     table: ResourceTable,
+    metrics: Option<TenantMetrics>,
+    /// Timestamps of the rows the current tick read, by op_id, so the commit that marks
+    /// them can observe insert→`TRUSTLOGGED` latency. Filled only when metrics are on.
+    fetched: HashMap<String, m::Micros>,
+}
+
+impl TenantState {
+    /// Notes the rows a tick read (one read per tick, so the last one is the one applied).
+    fn remember<'a>(&mut self, rows: impl Iterator<Item = &'a m::Operation>) {
+        if self.metrics.is_some() {
+            self.fetched.clear();
+            self.fetched
+                .extend(rows.map(|op| (op.op_id.clone(), op.timestamp)));
+        }
+    }
 }
 
 impl WasiView for TenantState {
@@ -166,6 +186,7 @@ impl db::Host for TenantState {
         limit: u32,
     ) -> Result<Vec<t::Operation>, t::DbError> {
         let rows = self.db.scan_after(after.map(Into::into), limit).await?;
+        self.remember(rows.iter());
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
@@ -175,6 +196,7 @@ impl db::Host for TenantState {
         limit: u32,
     ) -> Result<Vec<db::RetryRow>, t::DbError> {
         let rows = self.db.due_retries(now, limit).await?;
+        self.remember(rows.iter().map(|r| &r.op));
         Ok(rows
             .into_iter()
             .map(|r| db::RetryRow {
@@ -190,6 +212,7 @@ impl db::Host for TenantState {
         limit: u32,
     ) -> Result<Vec<t::Operation>, t::DbError> {
         let rows = self.db.sweep_candidates(before.into(), limit).await?;
+        self.remember(rows.iter());
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
@@ -198,7 +221,20 @@ impl db::Host for TenantState {
     }
 
     async fn apply(&mut self, work: db::UnitOfWork) -> Result<(), t::DbError> {
-        Ok(self.db.apply(work.into()).await?)
+        let work: m::UnitOfWork = work.into();
+        let Some(metrics) = self.metrics.clone() else {
+            return Ok(self.db.apply(work).await?);
+        };
+        let marked: Vec<m::Micros> = work
+            .trustlogged
+            .iter()
+            .filter_map(|id| self.fetched.get(id).copied())
+            .collect();
+        self.fetched.clear();
+        self.db.apply(work).await?;
+        let committed = crate::clock::now_micros();
+        metrics.delivered(marked.into_iter().map(|ts| committed.saturating_sub(ts)));
+        Ok(())
     }
 }
 
@@ -212,12 +248,12 @@ impl publisher::Host for TenantState {
                 sha256: e.sha256,
             })
             .collect();
-        self.publisher
-            .publish(batch)
-            .await
-            .into_iter()
-            .map(|r| r.map_err(Into::into))
-            .collect()
+        let started = Instant::now();
+        let results = self.publisher.publish(batch).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.publish(started.elapsed());
+        }
+        results.into_iter().map(|r| r.map_err(Into::into)).collect()
     }
 }
 
@@ -248,6 +284,11 @@ impl Instance {
             call,
             message: format!("{e:#}"),
         }
+    }
+
+    /// Feeds this instance's publish and delivery observations into `metrics`.
+    pub fn set_metrics(&mut self, metrics: Option<TenantMetrics>) {
+        self.store.data_mut().metrics = metrics;
     }
 
     /// Configures the engine; must come first.

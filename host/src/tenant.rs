@@ -6,6 +6,7 @@
 use trustlog_guest::model as m;
 
 use crate::db::Database;
+use crate::metrics::TenantMetrics;
 use crate::publisher::Publisher;
 use crate::runtime::{CallError, Instance, Runtime, RuntimeError};
 
@@ -26,6 +27,7 @@ pub struct Tenant {
     publisher: Publisher,
     config: m::Config,
     instance: Option<Instance>,
+    metrics: Option<TenantMetrics>,
 }
 
 impl Tenant {
@@ -44,6 +46,7 @@ impl Tenant {
             publisher,
             config,
             instance: None,
+            metrics: None,
         };
         tenant.instance().await?;
         Ok(tenant)
@@ -59,6 +62,19 @@ impl Tenant {
         &self.db
     }
 
+    /// The tenant's publisher.
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
+    /// Feeds publish and delivery observations into `metrics`, in this and every later instance.
+    pub fn set_metrics(&mut self, metrics: TenantMetrics) {
+        if let Some(instance) = &mut self.instance {
+            instance.set_metrics(Some(metrics.clone()));
+        }
+        self.metrics = Some(metrics);
+    }
+
     /// The engine configuration the guest runs with.
     pub fn config(&self) -> &m::Config {
         &self.config
@@ -71,6 +87,7 @@ impl Tenant {
                 .instantiate(&self.id, self.db.clone(), self.publisher.clone())
                 .await?;
             instance.configure(self.config.clone()).await?;
+            instance.set_metrics(self.metrics.clone());
             self.instance = Some(instance);
         }
         Ok(self.instance.as_mut().expect("set above"))

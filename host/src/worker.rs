@@ -1,13 +1,23 @@
 //! The scheduler: drains the scan, runs the retry and sweep ticks on their
 //! intervals, wakes on new rows, and stops between batches on shutdown.
+//!
+//! Fresh rows and retries share one delivery budget. A pass gives each active kind
+//! of tick (scan, then retry, then sweep) one batch in turn, and goes round again
+//! while any of them came back full. The scan is active in every pass; the retry
+//! and sweep ticks join when their interval is due, also in the middle of a long
+//! drain. So while a backlog streams in and retries are due, they alternate batch
+//! for batch, and either gets every batch when the other has nothing.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, Notify, watch};
-use trustlog_guest::model::{Micros, Operation, RecordOutcome, Strategy, TickReport};
+use tracing::Instrument;
+use trustlog_guest::model::{Micros, Operation, RecordOutcome, Strategy};
 
-use crate::clock::now_micros;
+use crate::clock::{Clock, SystemClock};
+use crate::metrics::TenantMetrics;
 use crate::tenant::{Tenant, TenantError};
 
 /// How often each tick runs when there is nothing to drain.
@@ -55,11 +65,32 @@ pub struct Summary {
 pub struct Worker {
     tenant: Arc<Mutex<Tenant>>,
     wake: Arc<Notify>,
+    retry_now: Arc<AtomicBool>,
     intervals: Intervals,
+    clock: Arc<dyn Clock>,
+    metrics: Option<TenantMetrics>,
 }
 
 /// Pause after a failed tick so an outage is not a busy loop.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// One kind of tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Scan,
+    Retry,
+    Sweep,
+}
+
+impl Lane {
+    fn name(self) -> &'static str {
+        match self {
+            Lane::Scan => "scan",
+            Lane::Retry => "retry",
+            Lane::Sweep => "sweep",
+        }
+    }
+}
 
 #[derive(Default)]
 struct Pass {
@@ -68,13 +99,29 @@ struct Pass {
 }
 
 impl Worker {
-    /// A worker driving `tenant`.
+    /// A worker driving `tenant` on the wall clock.
     pub fn new(tenant: Tenant, intervals: Intervals) -> Worker {
         Worker {
             tenant: Arc::new(Mutex::new(tenant)),
             wake: Arc::new(Notify::new()),
+            retry_now: Arc::new(AtomicBool::new(false)),
             intervals,
+            clock: Arc::new(SystemClock),
+            metrics: None,
         }
+    }
+
+    /// The same worker reading the time from `clock` (tests drive the schedule with it).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Worker {
+        self.clock = clock;
+        self
+    }
+
+    /// The same worker counting its ticks into `metrics`.
+    pub async fn with_metrics(mut self, metrics: TenantMetrics) -> Worker {
+        self.tenant.lock().await.set_metrics(metrics.clone());
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The notifier that wakes the idle scanner; database listeners signal it.
@@ -82,9 +129,25 @@ impl Worker {
         self.wake.clone()
     }
 
+    /// Wakes the scanner now (rows were stored elsewhere in this process).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs the retry tick at the next wake-up instead of at its interval (after a replay).
+    pub fn retry_soon(&self) {
+        self.retry_now.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
     /// The tenant, for calls outside the schedule.
     pub fn tenant(&self) -> &Arc<Mutex<Tenant>> {
         &self.tenant
+    }
+
+    /// The clock the schedule runs on.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// Records operations and wakes the scanner for the stored ones.
@@ -111,27 +174,41 @@ impl Worker {
         };
         let retry_every = micros(self.intervals.retry);
         let sweep_every = micros(self.intervals.sweep);
-        let (mut next_retry, mut next_sweep) = (now_micros(), now_micros());
+        let start = self.clock.now();
+        let (mut next_retry, mut next_sweep) = (start, start);
         loop {
             let mut pass = Pass::default();
-            self.drain("scan", &mut pass, &mut summary, &shutdown, |t, now| {
-                Box::pin(t.scan_tick(now))
-            })
-            .await;
-            let now = now_micros();
-            if until_drained || now >= next_retry {
-                self.drain("retry", &mut pass, &mut summary, &shutdown, |t, now| {
-                    Box::pin(t.retry_tick(now))
-                })
-                .await;
-                next_retry = now_micros().saturating_add(retry_every);
-            }
-            if until_drained || now >= next_sweep {
-                self.drain("sweep", &mut pass, &mut summary, &shutdown, |t, now| {
-                    Box::pin(t.sweep_tick(now))
-                })
-                .await;
-                next_sweep = now_micros().saturating_add(sweep_every);
+            let mut lanes = vec![Lane::Scan];
+            let (mut retry_joined, mut sweep_joined) = (false, false);
+            // Round-robin, one batch per lane per turn; see the module comment.
+            while !lanes.is_empty() && !*shutdown.borrow() {
+                let now = self.clock.now();
+                let nudged = self.retry_now.swap(false, Ordering::SeqCst);
+                // Retry and sweep join when their interval is due, again during a long drain;
+                // until drained, once per pass, so that a pass ends.
+                let due = |joined: bool, next: Micros| {
+                    if until_drained { !joined } else { now >= next }
+                };
+                if !lanes.contains(&Lane::Retry) && (nudged || due(retry_joined, next_retry)) {
+                    lanes.push(Lane::Retry);
+                    retry_joined = true;
+                    next_retry = now.saturating_add(retry_every);
+                }
+                if !lanes.contains(&Lane::Sweep) && due(sweep_joined, next_sweep) {
+                    lanes.push(Lane::Sweep);
+                    sweep_joined = true;
+                    next_sweep = now.saturating_add(sweep_every);
+                }
+                let mut still = Vec::with_capacity(lanes.len());
+                for lane in lanes {
+                    if *shutdown.borrow() {
+                        break;
+                    }
+                    if self.one_batch(lane, &mut pass, &mut summary).await {
+                        still.push(lane);
+                    }
+                }
+                lanes = still;
             }
             if *shutdown.borrow() {
                 return summary;
@@ -145,7 +222,7 @@ impl Worker {
             } else if until_drained && pass.fetched > 0 {
                 Duration::ZERO
             } else {
-                let now = now_micros();
+                let now = self.clock.now();
                 let until = |t: Micros| Duration::from_micros(t.saturating_sub(now).max(0) as u64);
                 self.intervals
                     .poll
@@ -163,55 +240,64 @@ impl Worker {
         }
     }
 
-    /// Runs one kind of tick until its batch comes back short, an error, or shutdown.
-    async fn drain(
-        &self,
-        kind: &'static str,
-        pass: &mut Pass,
-        summary: &mut Summary,
-        shutdown: &watch::Receiver<bool>,
-        tick: impl for<'a> Fn(
-            &'a mut Tenant,
-            Micros,
-        ) -> std::pin::Pin<
-            Box<dyn Future<Output = Result<TickReport, TenantError>> + Send + 'a>,
-        >,
-    ) {
-        loop {
-            if *shutdown.borrow() {
-                return;
+    /// Runs one batch of `lane`; true when the batch came back full (more to do).
+    async fn one_batch(&self, lane: Lane, pass: &mut Pass, summary: &mut Summary) -> bool {
+        let kind = lane.name();
+        let span = tracing::info_span!(
+            "tick",
+            tick = kind,
+            fetched = tracing::field::Empty,
+            published = tracing::field::Empty,
+            retry_scheduled = tracing::field::Empty,
+            dead_lettered = tracing::field::Empty,
+            more = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let result = async {
+            let mut tenant = self.tenant.lock().await;
+            let now = self.clock.now();
+            match lane {
+                Lane::Scan => tenant.scan_tick(now).await,
+                Lane::Retry => tenant.retry_tick(now).await,
+                Lane::Sweep => tenant.sweep_tick(now).await,
             }
-            let result = {
-                let mut tenant = self.tenant.lock().await;
-                tick(&mut tenant, now_micros()).await
-            };
-            match result {
-                Ok(r) => {
-                    pass.fetched += u64::from(r.fetched);
-                    summary.published += u64::from(r.published);
-                    summary.retry_scheduled += u64::from(r.retry_scheduled);
-                    summary.dead_lettered += u64::from(r.dead_lettered);
-                    if r.fetched > 0 {
+        }
+        .instrument(span.clone())
+        .await;
+        let took = started.elapsed();
+        match result {
+            Ok(r) => {
+                span.record("fetched", r.fetched)
+                    .record("published", r.published)
+                    .record("retry_scheduled", r.retry_scheduled)
+                    .record("dead_lettered", r.dead_lettered)
+                    .record("more", r.more);
+                if let Some(m) = &self.metrics {
+                    m.tick(kind, &r, took);
+                }
+                pass.fetched += u64::from(r.fetched);
+                summary.published += u64::from(r.published);
+                summary.retry_scheduled += u64::from(r.retry_scheduled);
+                summary.dead_lettered += u64::from(r.dead_lettered);
+                if r.fetched > 0 {
+                    span.in_scope(|| {
                         tracing::debug!(
-                            tick = kind,
-                            fetched = r.fetched,
-                            published = r.published,
-                            retry_scheduled = r.retry_scheduled,
-                            dead_lettered = r.dead_lettered,
                             cursor_conflict = r.cursor_conflict,
-                            "tick"
-                        );
-                    }
-                    if !r.more {
-                        return;
-                    }
+                            seconds = took.as_secs_f64(),
+                            "tick done"
+                        )
+                    });
                 }
-                Err(e) => {
-                    summary.errors += 1;
-                    pass.errored = true;
-                    tracing::warn!(tick = kind, error = %e, "tick failed; will try again");
-                    return;
+                r.more
+            }
+            Err(e) => {
+                if let Some(m) = &self.metrics {
+                    m.tick_failed(kind, took);
                 }
+                summary.errors += 1;
+                pass.errored = true;
+                span.in_scope(|| tracing::warn!(error = %e, "tick failed; will try again"));
+                false
             }
         }
     }

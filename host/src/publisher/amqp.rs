@@ -127,6 +127,16 @@ impl AmqpPublisher {
         results
     }
 
+    /// Whether the confirm channel is open, opening it now if it was not.
+    pub async fn ready(&self) -> Result<(), String> {
+        let mut live = self.live.lock().await;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        match self.channel(&mut live, deadline).await {
+            Ok(_) => Ok(()),
+            Err(PublishError::Transient(e) | PublishError::Permanent(e)) => Err(e),
+        }
+    }
+
     fn judge(&self, confirmation: Confirmation) -> Result<(), PublishError> {
         match confirmation {
             Confirmation::Ack(None) => Ok(()),

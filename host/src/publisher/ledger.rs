@@ -43,6 +43,16 @@ impl LedgerPublisher {
         Ok(f(slot.as_mut().expect("opened above")))
     }
 
+    /// Whether the ledger file is open (opening it now if it was not).
+    pub async fn ready(&self) -> Result<(), String> {
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || this.with_ledger(|_| ())).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("ledger {}: {e}", self.path.display())),
+            Err(e) => Err(format!("ledger {}: {e}", self.path.display())),
+        }
+    }
+
     /// Appends the batch and fsyncs it; one result per envelope.
     pub async fn publish(&self, batch: Vec<Envelope>) -> Vec<Result<(), PublishError>> {
         let n = batch.len();

@@ -32,6 +32,8 @@ const REQUEST_CHANNEL: usize = 256;
 pub struct MqttPublisher {
     jobs: mpsc::Sender<Job>,
     shown: String,
+    broker: (String, u16),
+    timeout: Duration,
 }
 
 struct Job {
@@ -51,7 +53,8 @@ impl MqttPublisher {
             .host_str()
             .filter(|h| !h.is_empty())
             .ok_or_else(|| invalid(url, "the broker host is missing".into()))?;
-        let mut options = MqttOptions::new(client_id, host, parsed.port().unwrap_or(1883));
+        let broker = (host.to_string(), parsed.port().unwrap_or(1883));
+        let mut options = MqttOptions::new(client_id, host, broker.1);
         options
             .set_clean_start(true)
             .set_keep_alive(Duration::from_secs(30))
@@ -78,7 +81,21 @@ impl MqttPublisher {
             connected: false,
         };
         tokio::spawn(driver.run(inbox));
-        Ok(MqttPublisher { jobs, shown })
+        Ok(MqttPublisher {
+            jobs,
+            shown,
+            broker,
+            timeout,
+        })
+    }
+
+    /// Whether the broker accepts a TCP connection. The driver does not poll while
+    /// idle, so its own connection says nothing about a broker that went away since.
+    pub async fn ready(&self) -> Result<(), String> {
+        let (host, port) = &self.broker;
+        super::tcp_answers(host, *port, self.timeout)
+            .await
+            .map_err(|e| format!("mqtt {}: {e}", self.shown))
     }
 
     /// Publishes the batch and awaits every PUBACK; one result per envelope.

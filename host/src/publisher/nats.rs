@@ -29,6 +29,7 @@ pub struct NatsPublisher {
 #[derive(Debug)]
 struct Inner {
     server: String,
+    client: async_nats::Client,
     js: jetstream::Context,
     subject: String,
     stream: jetstream::stream::Config,
@@ -65,10 +66,11 @@ impl NatsPublisher {
             .timeout(timeout)
             .max_ack_inflight(65_536)
             .backpressure_on_inflight(true)
-            .build(client);
+            .build(client.clone());
         Ok(NatsPublisher {
             inner: Arc::new(Inner {
                 server: redact(&server),
+                client,
                 js,
                 stream: jetstream::stream::Config {
                     name: stream_name,
@@ -83,6 +85,15 @@ impl NatsPublisher {
                 stream_ready: AtomicBool::new(!create_stream),
             }),
         })
+    }
+
+    /// Whether the client holds a live connection (it pings the server and notices a
+    /// broken socket by itself).
+    pub async fn ready(&self) -> Result<(), String> {
+        match self.inner.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(format!("nats {}: {state}", self.inner.server)),
+        }
     }
 
     /// Publishes the batch and awaits every ack; one result per envelope.

@@ -79,6 +79,16 @@ impl RedisStreamsPublisher {
         })
     }
 
+    /// Whether the server answers a PING.
+    pub async fn ready(&self) -> Result<(), String> {
+        let mut connection = self.connection.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("redis {}: {e}", self.shown))
+    }
+
     /// Appends the batch in one pipeline; one result per envelope.
     pub async fn publish(&self, batch: Vec<Envelope>) -> Vec<Result<(), PublishError>> {
         let n = batch.len();

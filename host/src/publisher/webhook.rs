@@ -33,6 +33,7 @@ pub struct WebhookPublisher {
     endpoint: reqwest::Url,
     shown: String,
     concurrency: usize,
+    timeout: Duration,
 }
 
 impl WebhookPublisher {
@@ -65,7 +66,18 @@ impl WebhookPublisher {
             shown: redact(endpoint.as_str()),
             endpoint,
             concurrency,
+            timeout,
         })
+    }
+
+    /// Whether the receiver accepts a TCP connection. Nothing is sent: a probe request
+    /// could count as a delivery attempt on the receiver's side.
+    pub async fn ready(&self) -> Result<(), String> {
+        let host = self.endpoint.host_str().unwrap_or_default();
+        let port = self.endpoint.port_or_known_default().unwrap_or(80);
+        super::tcp_answers(host, port, self.timeout)
+            .await
+            .map_err(|e| format!("webhook {}: {e}", self.shown))
     }
 
     /// Posts each envelope; one result per envelope, in order.

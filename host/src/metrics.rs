@@ -1,0 +1,317 @@
+//! Prometheus metrics: one registry per host, every series labelled by tenant.
+//!
+//! The four monitoring gauges are set from a status snapshot when `/metrics` is
+//! scraped, so they always match the database; the counters and histograms are fed
+//! by the worker and by the guest's imports as deliveries happen.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use trustlog_guest::model::{StatusReport, TickReport};
+
+/// Why the registry could not be built or rendered.
+#[derive(Debug, thiserror::Error)]
+#[error("metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+/// Every metric of one host.
+pub struct Metrics {
+    registry: Registry,
+    untrustlogged: IntGaugeVec,
+    cursor_lag: GaugeVec,
+    retry_queue: IntGaugeVec,
+    dead_letters: IntGaugeVec,
+    published: IntCounterVec,
+    failed: IntCounterVec,
+    dead_lettered: IntCounterVec,
+    tick_errors: IntCounterVec,
+    publish_latency: HistogramVec,
+    tick_duration: HistogramVec,
+    delivery_latency: HistogramVec,
+}
+
+/// Batch-sized operations: from half a millisecond to half a minute.
+fn batch_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(0.0005, 2.0, 17).expect("constant, valid buckets")
+}
+
+/// Insert to `TRUSTLOGGED`: milliseconds when the scan keeps up, up to hours
+/// for rows that went through the retry schedule.
+fn delivery_buckets() -> Vec<f64> {
+    vec![
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+        3600.0, 14400.0,
+    ]
+}
+
+impl Metrics {
+    /// A fresh registry holding every trustlog metric.
+    pub fn new() -> Result<Arc<Metrics>, MetricsError> {
+        let registry = Registry::new();
+        let tenant = &["tenant"];
+        let tick = &["tenant", "tick"];
+        let m = Metrics {
+            untrustlogged: IntGaugeVec::new(
+                Opts::new(
+                    "trustlog_untrustlogged_rows",
+                    "Operations stored as NOT_TRUSTLOGGED (waiting, retrying or dead-lettered).",
+                ),
+                tenant,
+            )?,
+            cursor_lag: GaugeVec::new(
+                Opts::new(
+                    "trustlog_cursor_lag_seconds",
+                    "Age of the oldest operation waiting for the scan or the sweep.",
+                ),
+                tenant,
+            )?,
+            retry_queue: IntGaugeVec::new(
+                Opts::new(
+                    "trustlog_retry_queue_length",
+                    "Retry rows that are PENDING or RETRYING.",
+                ),
+                tenant,
+            )?,
+            dead_letters: IntGaugeVec::new(
+                Opts::new("trustlog_dead_letters", "Retry rows in DEAD_LETTER."),
+                tenant,
+            )?,
+            published: IntCounterVec::new(
+                Opts::new(
+                    "trustlog_published_total",
+                    "Operations the publisher confirmed and the database marked TRUSTLOGGED.",
+                ),
+                tick,
+            )?,
+            failed: IntCounterVec::new(
+                Opts::new(
+                    "trustlog_publish_failed_total",
+                    "Deliveries that failed transiently and were scheduled for a retry.",
+                ),
+                tick,
+            )?,
+            dead_lettered: IntCounterVec::new(
+                Opts::new("trustlog_dead_lettered_total", "Operations dead-lettered."),
+                tick,
+            )?,
+            tick_errors: IntCounterVec::new(
+                Opts::new(
+                    "trustlog_tick_errors_total",
+                    "Ticks that failed as a whole (database unavailable, guest trap).",
+                ),
+                tick,
+            )?,
+            publish_latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "trustlog_publish_latency_seconds",
+                    "Time to publish one batch and receive every confirmation.",
+                )
+                .buckets(batch_buckets()),
+                tenant,
+            )?,
+            tick_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "trustlog_tick_duration_seconds",
+                    "Time of one tick: read, publish and apply one batch.",
+                )
+                .buckets(batch_buckets()),
+                tick,
+            )?,
+            delivery_latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "trustlog_delivery_latency_seconds",
+                    "From the operation's timestamp to the commit that marked it TRUSTLOGGED.",
+                )
+                .buckets(delivery_buckets()),
+                tenant,
+            )?,
+            registry,
+        };
+        m.registry.register(Box::new(m.untrustlogged.clone()))?;
+        m.registry.register(Box::new(m.cursor_lag.clone()))?;
+        m.registry.register(Box::new(m.retry_queue.clone()))?;
+        m.registry.register(Box::new(m.dead_letters.clone()))?;
+        m.registry.register(Box::new(m.published.clone()))?;
+        m.registry.register(Box::new(m.failed.clone()))?;
+        m.registry.register(Box::new(m.dead_lettered.clone()))?;
+        m.registry.register(Box::new(m.tick_errors.clone()))?;
+        m.registry.register(Box::new(m.publish_latency.clone()))?;
+        m.registry.register(Box::new(m.tick_duration.clone()))?;
+        m.registry.register(Box::new(m.delivery_latency.clone()))?;
+        Ok(Arc::new(m))
+    }
+
+    /// The handles of one tenant.
+    pub fn tenant(self: &Arc<Self>, id: &str) -> TenantMetrics {
+        // Touch every tick series so a scrape lists them at 0 before the first event.
+        for kind in TICK_KINDS {
+            let labels = &[id, kind];
+            self.published.with_label_values(labels);
+            self.failed.with_label_values(labels);
+            self.dead_lettered.with_label_values(labels);
+            self.tick_errors.with_label_values(labels);
+        }
+        TenantMetrics {
+            metrics: self.clone(),
+            tenant: Arc::from(id),
+        }
+    }
+
+    /// Every metric in the Prometheus text format.
+    pub fn render(&self) -> Result<String, MetricsError> {
+        Ok(TextEncoder::new().encode_to_string(&self.registry.gather())?)
+    }
+}
+
+/// The tick kinds that label the per-tick series.
+pub const TICK_KINDS: [&str; 3] = ["scan", "retry", "sweep"];
+
+/// One tenant's view of the metrics; cheap to clone.
+#[derive(Clone)]
+pub struct TenantMetrics {
+    metrics: Arc<Metrics>,
+    tenant: Arc<str>,
+}
+
+impl std::fmt::Debug for TenantMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantMetrics")
+            .field("tenant", &self.tenant)
+            .finish()
+    }
+}
+
+impl TenantMetrics {
+    /// Sets the monitoring gauges from a status snapshot.
+    pub fn status(&self, report: &StatusReport) {
+        let m = &self.metrics;
+        let t = &[&*self.tenant];
+        let s = &report.stats;
+        m.untrustlogged
+            .with_label_values(t)
+            .set(gauge(s.not_trustlogged));
+        m.cursor_lag
+            .with_label_values(t)
+            .set(report.cursor_lag_seconds);
+        m.retry_queue
+            .with_label_values(t)
+            .set(gauge(s.retry_pending));
+        m.dead_letters
+            .with_label_values(t)
+            .set(gauge(s.dead_letter));
+    }
+
+    /// Counts one tick's outcome and its duration.
+    pub fn tick(&self, kind: &str, report: &TickReport, took: Duration) {
+        let m = &self.metrics;
+        let l = &[&*self.tenant, kind];
+        m.published
+            .with_label_values(l)
+            .inc_by(u64::from(report.published));
+        m.failed
+            .with_label_values(l)
+            .inc_by(u64::from(report.retry_scheduled));
+        m.dead_lettered
+            .with_label_values(l)
+            .inc_by(u64::from(report.dead_lettered));
+        m.tick_duration
+            .with_label_values(l)
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a tick that failed as a whole.
+    pub fn tick_failed(&self, kind: &str, took: Duration) {
+        let m = &self.metrics;
+        let l = &[&*self.tenant, kind];
+        m.tick_errors.with_label_values(l).inc();
+        m.tick_duration
+            .with_label_values(l)
+            .observe(took.as_secs_f64());
+    }
+
+    /// Observes one publish call.
+    pub fn publish(&self, took: Duration) {
+        self.metrics
+            .publish_latency
+            .with_label_values(&[&*self.tenant])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Observes insert→`TRUSTLOGGED` latencies, in microseconds.
+    pub fn delivered(&self, latencies_micros: impl IntoIterator<Item = i64>) {
+        let h = self
+            .metrics
+            .delivery_latency
+            .with_label_values(&[&*self.tenant]);
+        for micros in latencies_micros {
+            h.observe(micros.max(0) as f64 / 1e6);
+        }
+    }
+}
+
+fn gauge(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trustlog_guest::model::DbStats;
+
+    #[test]
+    fn a_fresh_tenant_lists_every_series_and_ticks_add_up() {
+        let metrics = Metrics::new().unwrap();
+        let t = metrics.tenant("a");
+        t.status(&StatusReport {
+            stats: DbStats {
+                not_trustlogged: 7,
+                retry_pending: 2,
+                dead_letter: 1,
+                ..DbStats::default()
+            },
+            cursor_lag_seconds: 1.5,
+        });
+        let report = TickReport {
+            fetched: 4,
+            published: 3,
+            retry_scheduled: 1,
+            ..TickReport::default()
+        };
+        t.tick("scan", &report, Duration::from_millis(2));
+        t.tick("scan", &report, Duration::from_millis(2));
+        t.delivered([1_000, 2_000_000]);
+        let text = metrics.render().unwrap();
+        for line in [
+            "trustlog_untrustlogged_rows{tenant=\"a\"} 7",
+            "trustlog_cursor_lag_seconds{tenant=\"a\"} 1.5",
+            "trustlog_retry_queue_length{tenant=\"a\"} 2",
+            "trustlog_dead_letters{tenant=\"a\"} 1",
+            "trustlog_published_total{tenant=\"a\",tick=\"scan\"} 6",
+            "trustlog_publish_failed_total{tenant=\"a\",tick=\"scan\"} 2",
+            "trustlog_published_total{tenant=\"a\",tick=\"retry\"} 0",
+            "trustlog_tick_errors_total{tenant=\"a\",tick=\"sweep\"} 0",
+            "trustlog_tick_duration_seconds_count{tenant=\"a\",tick=\"scan\"} 2",
+            "trustlog_delivery_latency_seconds_count{tenant=\"a\"} 2",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn two_registries_do_not_share_series() {
+        let (a, b) = (Metrics::new().unwrap(), Metrics::new().unwrap());
+        a.tenant("x").tick_failed("scan", Duration::ZERO);
+        assert!(
+            a.render()
+                .unwrap()
+                .contains("trustlog_tick_errors_total{tenant=\"x\",tick=\"scan\"} 1")
+        );
+        assert!(!b.render().unwrap().contains("tenant=\"x\""));
+    }
+}

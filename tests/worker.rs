@@ -1,0 +1,210 @@
+//! The scheduler on every database, in process: the retry schedule driven by an
+//! injected clock (minutes of backoff pass in milliseconds), and fresh rows and
+//! due retries sharing the delivery budget.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::backends::{Backend, TestDb};
+use support::*;
+use tokio::sync::watch;
+use trustlog_guest::model::{Config, RetryStatus, RetryUpdate, TrustlogStatus, UnitOfWork};
+use trustlog_host::clock::{Clock, ManualClock, now_micros};
+use trustlog_host::db::Database;
+use trustlog_host::ingest;
+use trustlog_host::publisher::Publisher;
+use trustlog_host::runtime::Runtime;
+use trustlog_host::tenant::Tenant;
+use trustlog_host::worker::{Exit, Intervals, Worker};
+
+const MIN: Duration = Duration::from_secs(60);
+
+macro_rules! on_every_database {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::Sqlite).await } )* }
+        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::Postgres).await } )* }
+        mod mysql { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::MySql).await } )* }
+    };
+}
+
+on_every_database!(
+    the_worker_walks_the_whole_retry_schedule_on_an_injected_clock,
+    fresh_rows_and_due_retries_take_turns_batch_for_batch,
+);
+
+async fn worker(t: &TestDb, publisher: &str, batch_size: u32, intervals: Intervals) -> Worker {
+    let db = Database::connect(&t.url).await.unwrap();
+    db.migrate().await.unwrap();
+    let config = Config {
+        batch_size,
+        ..Config::default()
+    };
+    let tenant = Tenant::new(
+        Runtime::new().unwrap(),
+        "worker-test",
+        db,
+        Publisher::connect(publisher).await.unwrap(),
+        config,
+    )
+    .await
+    .unwrap();
+    Worker::new(tenant, intervals)
+}
+
+/// Polls `sql` until it reads `want`, for at most 10 s of real time.
+async fn eventually(t: &TestDb, sql: &str, want: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = t.scalar(sql).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}: {sql} reads {got}, not {want}",
+            t.backend
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn the_worker_walks_the_whole_retry_schedule_on_an_injected_clock(b: Backend) {
+    let t = TestDb::create(b).await;
+    // A ledger path that is a directory: every publish fails, transiently.
+    let broken = tempfile::tempdir().unwrap();
+    let fast = Intervals {
+        poll: Duration::from_millis(20),
+        retry: Duration::from_millis(20),
+        sweep: Duration::from_secs(3600),
+    };
+    let clock = ManualClock::at(now_micros());
+    let w = worker(
+        &t,
+        &format!("ledger://{}", broken.path().display()),
+        100,
+        fast,
+    )
+    .await
+    .with_clock(Arc::new(clock.clone()));
+    let op = ingest::parse_line(&op_line("r", clock.now())).unwrap();
+    w.record(vec![op], None).await.unwrap();
+    let (stop, stopped) = watch::channel(false);
+    let running = tokio::spawn({
+        let w = w.clone();
+        async move { w.run(false, stopped).await }
+    });
+
+    let row = |count: i64, status: &str| {
+        format!(
+            "SELECT COUNT(*) FROM trustlog_retry WHERE op_id = 'r' AND retry_count = {count} AND retry_status = '{status}'"
+        )
+    };
+    eventually(&t, &row(0, "PENDING"), 1).await;
+    // The seed's schedule: 1, 2, 4, 8, 16 minutes; the fifth failed retry dead-letters.
+    for (n, wait) in [1u32, 2, 4, 8].into_iter().enumerate() {
+        clock.advance(MIN * wait - Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let before = if n == 0 { "PENDING" } else { "RETRYING" };
+        assert_eq!(
+            t.scalar(&row(n as i64, before)).await,
+            1,
+            "{b:?}: retry {} ran a second early",
+            n + 1
+        );
+        clock.advance(Duration::from_secs(1));
+        eventually(&t, &row(n as i64 + 1, "RETRYING"), 1).await;
+    }
+    clock.advance(MIN * 16);
+    eventually(&t, &row(5, "DEAD_LETTER"), 1).await;
+    clock.advance(MIN * 60);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        t.scalar(&row(5, "DEAD_LETTER")).await,
+        1,
+        "{b:?}: a dead letter is never retried by itself"
+    );
+    stop.send(true).unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.exit, Exit::Shutdown);
+    assert_eq!(
+        (
+            summary.retry_scheduled,
+            summary.dead_lettered,
+            summary.published
+        ),
+        (5, 1, 0),
+        "{b:?}"
+    );
+}
+
+async fn fresh_rows_and_due_retries_take_turns_batch_for_batch(b: Backend) {
+    let t = TestDb::create(b).await;
+    let db = Database::connect(&t.url).await.unwrap();
+    db.migrate().await.unwrap();
+    let t0 = now_micros() - 3_600_000_000;
+    let op = |id: String, at: i64| ingest::parse_line(&op_line(&id, at)).unwrap();
+    let retries: Vec<_> = (0..500)
+        .map(|i| op(format!("retry-{i:04}"), t0 + i))
+        .collect();
+    let fresh: Vec<_> = (0..2000)
+        .map(|i| op(format!("fresh-{i:04}"), t0 + 1000 + i))
+        .collect();
+    db.insert(retries.clone(), TrustlogStatus::NotTrustlogged)
+        .await
+        .unwrap();
+    db.apply(UnitOfWork {
+        now: t0,
+        retries: retries
+            .iter()
+            .map(|o| RetryUpdate {
+                op_id: o.op_id.clone(),
+                retry_count: 0,
+                retry_status: RetryStatus::Pending,
+                last_retry_at: None,
+                next_retry_at: Some(t0),
+                error_message: "broker was down".into(),
+            })
+            .collect(),
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+    db.insert(fresh, TrustlogStatus::NotTrustlogged)
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l");
+    let w = worker(
+        &t,
+        &format!("ledger://{}", path.display()),
+        100,
+        Intervals::default(),
+    )
+    .await;
+    let (_stop, stopped) = watch::channel(false);
+    let summary = w.run(true, stopped).await;
+    assert_eq!(
+        (summary.exit, summary.published),
+        (Exit::Drained, 2500),
+        "{b:?}"
+    );
+
+    let ids = ledger_op_ids(&path);
+    assert_eq!(ids.len(), 2500, "{b:?}");
+    // Batch for batch: scan 100, retry 100, scan 100, … until the retries run out.
+    for (n, batch) in ids.chunks(100).take(10).enumerate() {
+        let want = if n % 2 == 0 { "fresh-" } else { "retry-" };
+        assert!(
+            batch.iter().all(|id| id.starts_with(want)),
+            "{b:?}: batch {n} should be all {want}: {:?}…",
+            &batch[..3]
+        );
+    }
+    assert!(ids[1000..].iter().all(|id| id.starts_with("fresh-")));
+}
