@@ -357,6 +357,9 @@ fn help_is_available_everywhere() {
         vec!["ledger", "verify", "--help"],
         vec!["demo", "--help"],
         vec!["migrate", "--help"],
+        vec!["dead-letters", "list", "--help"],
+        vec!["dead-letters", "replay", "--help"],
+        vec!["dead-letters", "purge", "--help"],
     ] {
         let out = run_ok(&args, "");
         assert!(

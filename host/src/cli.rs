@@ -12,6 +12,8 @@ use trustlog_host::worker::Intervals;
 pub const DEFAULT_DB: &str = "sqlite://trustlog.db";
 /// The embedded default publisher.
 pub const DEFAULT_PUBLISHER: &str = "ledger://trustlog.ledger";
+/// Where `serve` answers HTTP unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// Delivers every operation your application records in SQL to a trust log: asynchronously, with retries and dead letters, nothing lost.
 #[derive(Debug, Parser)]
@@ -48,6 +50,9 @@ pub enum Command {
     Record(RecordArgs),
     /// Print the monitoring figures.
     Status(StatusArgs),
+    /// List, replay or purge dead letters.
+    #[command(subcommand)]
+    DeadLetters(DeadLetterCommand),
     /// Inspect the embedded ledger.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -166,6 +171,76 @@ pub struct ServeArgs {
     /// Never LISTEN for new rows; rely on the idle poll (for PgBouncer in transaction mode).
     #[arg(long, env = "TRUSTLOG_POLL_ONLY")]
     pub poll_only: bool,
+    /// HTTP address for the API, /metrics and the probes [default: 127.0.0.1:8080;
+    /// with --until-drained, no HTTP unless given]; port 0 picks a free port, `none` turns HTTP off.
+    #[arg(long, env = "TRUSTLOG_LISTEN")]
+    pub listen: Option<String>,
+    /// Bearer token of the admin API (/v1/admin/...); without one the admin API is off.
+    #[arg(long, env = "TRUSTLOG_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+impl ServeArgs {
+    /// The address to serve HTTP on, if any.
+    pub fn listen_addr(&self) -> Option<String> {
+        match self.listen.as_deref() {
+            Some("none" | "off" | "") => None,
+            Some(addr) => Some(addr.to_string()),
+            None if self.until_drained => None,
+            None => Some(DEFAULT_LISTEN.to_string()),
+        }
+    }
+}
+
+/// `dead-letters ...`.
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterCommand {
+    /// List dead letters in op_id order, with their last error.
+    List(DeadLetterListArgs),
+    /// Put dead letters back in the retry queue, due now, with a fresh retry count.
+    Replay(DeadLetterReplayArgs),
+    /// Drop dead letters older than a duration from the queue; their operations stay, as DB_ONLY.
+    Purge(DeadLetterPurgeArgs),
+}
+
+/// `dead-letters list`.
+#[derive(Debug, Args)]
+pub struct DeadLetterListArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// At most this many (all when absent).
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Start after this op_id (for paging).
+    #[arg(long)]
+    pub after: Option<String>,
+}
+
+/// `dead-letters replay`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("which").required(true).args(["op_id", "all"]))]
+pub struct DeadLetterReplayArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// The dead letter to replay.
+    #[arg(long)]
+    pub op_id: Option<String>,
+    /// Replay every dead letter.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `dead-letters purge`.
+#[derive(Debug, Args)]
+pub struct DeadLetterPurgeArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Purge dead letters dead-lettered longer ago than this (e.g. 30d, 12h, 0s for all).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub older_than: Duration,
 }
 
 /// `record`.

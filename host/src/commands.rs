@@ -1,25 +1,38 @@
 //! What each subcommand does; errors become `anyhow` here, at the edge.
 
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 use trustlog_guest::model::{Config, Operation, RecordOutcome, StatusReport};
-use trustlog_host::clock::now_micros;
-use trustlog_host::db::Database;
+use trustlog_host::clock::{SystemClock, now_micros};
+use trustlog_host::db::{Database, Replay};
+use trustlog_host::http::{self, AppState};
 use trustlog_host::ingest;
 use trustlog_host::ledger;
+use trustlog_host::metrics::Metrics;
 use trustlog_host::publisher::Publisher;
+use trustlog_host::report::{dead_letter_json, status_json};
 use trustlog_host::runtime::Runtime;
 use trustlog_host::tenant::Tenant;
 use trustlog_host::worker::{Exit, Intervals, Worker};
 
-use crate::cli::{Command, DemoArgs, LedgerCommand, RecordArgs, ServeArgs, StatusArgs};
+use crate::cli::{
+    Command, DeadLetterCommand, DeadLetterListArgs, DemoArgs, LedgerCommand, RecordArgs, ServeArgs,
+    StatusArgs,
+};
 
 /// Operations per `record` call into the engine.
 const RECORD_CHUNK: usize = 1000;
+/// The tenant of a single-tenant host.
+const TENANT: &str = "default";
+/// How long in-flight HTTP requests get to finish once the worker has stopped.
+const HTTP_GRACE: Duration = Duration::from_secs(3);
+/// Dead letters read per query when listing.
+const LIST_PAGE: u64 = 1000;
 
 /// Runs one subcommand.
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -32,6 +45,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Record(args) => record(args).await,
         Command::Status(args) => status(args).await,
+        Command::DeadLetters(cmd) => dead_letters(cmd).await,
         Command::Ledger(LedgerCommand::Verify { path }) => match ledger::verify(&path) {
             Ok(report) => {
                 println!(
@@ -62,7 +76,7 @@ async fn connect_db(url: &str) -> anyhow::Result<Database> {
 
 async fn tenant(db: Database, publisher: Publisher, config: Config) -> anyhow::Result<Tenant> {
     let runtime = Runtime::new().context("loading the trustlog component")?;
-    Ok(Tenant::new(runtime, "default", db, publisher, config).await?)
+    Ok(Tenant::new(runtime, TENANT, db, publisher, config).await?)
 }
 
 async fn connect_publisher(url: &str) -> anyhow::Result<Publisher> {
@@ -91,16 +105,58 @@ fn shutdown_signal() -> watch::Receiver<bool> {
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let db = connect_db(&args.db.db).await?;
     let publisher = connect_publisher(&args.publisher.publisher).await?;
+    let runtime = Runtime::new().context("loading the trustlog component")?;
+    let config = args.engine.config();
+    let metrics = Metrics::new()?;
+    let tenant_metrics = metrics.tenant(TENANT);
     let worker = Worker::new(
-        tenant(db.clone(), publisher, args.engine.config()).await?,
+        Tenant::new(
+            runtime.clone(),
+            TENANT,
+            db.clone(),
+            publisher.clone(),
+            config.clone(),
+        )
+        .await?,
         args.intervals.intervals(),
-    );
+    )
+    .with_metrics(tenant_metrics.clone())
+    .await;
+
+    let (stop_http, http_stopped) = watch::channel(false);
+    let http = match args.listen_addr() {
+        Some(addr) => {
+            let (listener, bound) = http::bind(&addr).await?;
+            let mut front =
+                Tenant::new(runtime, TENANT, db.clone(), publisher.clone(), config).await?;
+            front.set_metrics(tenant_metrics.clone());
+            let state = Arc::new(AppState {
+                worker: worker.clone(),
+                front: tokio::sync::Mutex::new(front),
+                db: db.clone(),
+                publisher,
+                metrics,
+                tenant_metrics,
+                admin_token: args.admin_token.clone().filter(|t| !t.is_empty()),
+                clock: Arc::new(SystemClock),
+            });
+            // Tests and scripts that asked for port 0 read the address from here.
+            println!("listening on http://{bound}");
+            tracing::info!(%bound, admin_api = state.admin_token.is_some(), "http listening");
+            let mut stopped = http_stopped.clone();
+            Some(tokio::spawn(http::serve(listener, state, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })))
+        }
+        None => None,
+    };
+
     let listener = if args.poll_only {
         None
     } else {
         db.spawn_listener(worker.wake_handle())
     };
-    tracing::info!(db = %args.db.db, publisher = %args.publisher.publisher, until_drained = args.until_drained, listening = listener.is_some(), "serving");
+    tracing::info!(db = %args.db.db, publisher = %trustlog_host::publisher::options::redact(&args.publisher.publisher), until_drained = args.until_drained, listening = listener.is_some(), "serving");
     let started = Instant::now();
     let summary = worker.run(args.until_drained, shutdown_signal()).await;
     let secs = started.elapsed().as_secs_f64();
@@ -109,6 +165,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         dead_lettered = summary.dead_lettered, errors = summary.errors, seconds = secs,
         ops_per_sec = summary.published as f64 / secs.max(1e-9), "stopped"
     );
+    let _ = stop_http.send(true);
+    if let Some(server) = http {
+        match tokio::time::timeout(HTTP_GRACE, server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server ended with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "http server task failed"),
+            Err(_) => tracing::warn!("http requests still running after {HTTP_GRACE:?}; dropped"),
+        }
+    }
     if let Some(l) = listener {
         l.abort();
     }
@@ -211,20 +276,6 @@ async fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn status_json(r: &StatusReport) -> serde_json::Value {
-    let s = &r.stats;
-    serde_json::json!({
-        "total": s.total,
-        "trustlogged": s.trustlogged,
-        "not_trustlogged": s.not_trustlogged,
-        "db_only": s.db_only,
-        "retry_pending": s.retry_pending,
-        "dead_letter": s.dead_letter,
-        "cursor_lag_seconds": r.cursor_lag_seconds,
-        "cursor": s.cursor.as_ref().map(|p| serde_json::json!({"timestamp": ingest::format_timestamp(p.timestamp), "op_id": p.op_id})),
-    })
-}
-
 fn print_status(r: &StatusReport, json: bool) {
     if json {
         println!("{}", status_json(r));
@@ -261,6 +312,90 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .status(now_micros())
         .await?;
     print_status(&report, args.json);
+    db.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dead_letters(cmd: DeadLetterCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        DeadLetterCommand::List(args) => list_dead_letters(args).await,
+        DeadLetterCommand::Replay(args) => {
+            let db = connect_db(&args.db.db).await?;
+            let which = match args.op_id {
+                Some(id) => Replay::One(id),
+                None => Replay::All,
+            };
+            let n = db
+                .replay_dead_letters(which.clone(), now_micros())
+                .await
+                .context("replaying dead letters")?;
+            db.close().await;
+            if let (0, Replay::One(id)) = (n, &which) {
+                eprintln!("error: op_id {id:?} is not a dead letter; nothing changed");
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("replayed {n} dead letter(s): due now, the next retry tick delivers them");
+            Ok(ExitCode::SUCCESS)
+        }
+        DeadLetterCommand::Purge(args) => {
+            let db = connect_db(&args.db.db).await?;
+            let age = i64::try_from(args.older_than.as_micros()).unwrap_or(i64::MAX);
+            let n = db
+                .purge_dead_letters(now_micros().saturating_sub(age))
+                .await
+                .context("purging dead letters")?;
+            db.close().await;
+            println!(
+                "purged {n} dead letter(s) older than {}; their operations stay, as DB_ONLY",
+                humantime::format_duration(args.older_than)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn list_dead_letters(args: DeadLetterListArgs) -> anyhow::Result<ExitCode> {
+    let db = Database::connect(&args.db.db)
+        .await
+        .with_context(|| format!("connecting to {}", args.db.db))?;
+    let mut after = args.after.clone();
+    let mut left = args.limit.unwrap_or(u64::MAX);
+    let mut shown = 0u64;
+    if !args.json {
+        println!(
+            "{:<40} {:>7}  {:<27}  error",
+            "op_id", "retries", "dead_lettered_at"
+        );
+    }
+    while left > 0 {
+        let asked = left.min(LIST_PAGE);
+        let page = db
+            .dead_letters(after.as_deref(), asked as u32)
+            .await
+            .context("listing dead letters")?;
+        for d in &page {
+            if args.json {
+                println!("{}", dead_letter_json(d));
+            } else {
+                println!(
+                    "{:<40} {:>7}  {:<27}  {}",
+                    d.op_id,
+                    d.retry_count,
+                    ingest::format_timestamp(d.updated_at),
+                    d.error_message.replace('\n', " ")
+                );
+            }
+        }
+        shown += page.len() as u64;
+        left -= page.len() as u64;
+        match page.last() {
+            Some(last) if page.len() as u64 == asked => after = Some(last.op_id.clone()),
+            _ => break,
+        }
+    }
+    if !args.json {
+        println!("{shown} dead letter(s)");
+    }
     db.close().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -78,7 +78,14 @@ fn field_of(e: &serde_json::Error) -> String {
     String::new()
 }
 
-fn from_value(value: serde_json::Value) -> Result<Operation, IngestError> {
+/// Turns one parsed JSON value into an operation, naming the field at fault.
+pub fn from_value(value: serde_json::Value) -> Result<Operation, IngestError> {
+    if !value.is_object() {
+        return Err(IngestError {
+            op_id: None,
+            error: FieldError::new("operation", "expected a JSON object"),
+        });
+    }
     let op_id = value
         .get("op_id")
         .and_then(|v| v.as_str())
@@ -158,12 +165,6 @@ pub fn parse_line(line: &str) -> Result<Operation, IngestError> {
         op_id: None,
         error: FieldError::new("operation", format!("not valid JSON: {e}")),
     })?;
-    if !value.is_object() {
-        return Err(IngestError {
-            op_id: None,
-            error: FieldError::new("operation", "expected a JSON object"),
-        });
-    }
     from_value(value)
 }
 

@@ -11,9 +11,12 @@ use sqlx::sqlite::SqlitePool;
 /// The `trustlog` binary under test.
 pub fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_trustlog"));
+    // Port 0: tests run side by side, and `serve` prints the port it got.
     cmd.env("RUST_LOG", "warn")
+        .env("TRUSTLOG_LISTEN", "127.0.0.1:0")
         .env_remove("TRUSTLOG_DB")
-        .env_remove("TRUSTLOG_PUBLISHER");
+        .env_remove("TRUSTLOG_PUBLISHER")
+        .env_remove("TRUSTLOG_ADMIN_TOKEN");
     cmd
 }
 
@@ -181,3 +184,4 @@ pub fn unique_name(prefix: &str) -> String {
 pub mod backends;
 pub mod brokers;
 pub mod proxy;
+pub mod server;

@@ -1,0 +1,560 @@
+//! The operator's view, through the real binary on every database: the HTTP API
+//! of `serve` (ingest, status, Prometheus metrics, probes, the dead-letter admin
+//! API behind its token) and the `dead-letters` commands.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use support::backends::{Backend, TestDb};
+use support::server::Server;
+use support::*;
+use trustlog_guest::model::{RetryStatus, RetryUpdate, TrustlogStatus, UnitOfWork};
+use trustlog_host::clock::now_micros;
+use trustlog_host::db::Database;
+use trustlog_host::ingest;
+
+const TOKEN: &str = "s3cret-admin-token";
+const DAY: i64 = 86_400_000_000;
+const WAIT: Duration = Duration::from_secs(30);
+
+macro_rules! on_every_database {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::Sqlite).await } )* }
+        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::Postgres).await } )* }
+        mod mysql { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::MySql).await } )* }
+    };
+}
+
+on_every_database!(
+    operations_posted_over_http_are_delivered_and_every_metric_matches_the_database,
+    the_admin_api_lists_replays_and_purges_dead_letters_and_refuses_a_wrong_token,
+    the_dead_letter_commands_list_replay_and_purge,
+);
+
+/// Dead letters `dl-old-1`, `dl-old-2` (dead-lettered 40 days ago) and `dl-fresh`
+/// (just now), and retries `pending-1`, `pending-2` due in an hour.
+async fn seed_retry_queue(t: &TestDb) {
+    let db = Database::connect(&t.url).await.unwrap();
+    db.migrate().await.unwrap();
+    let now = now_micros();
+    let ids = ["dl-old-1", "dl-old-2", "dl-fresh", "pending-1", "pending-2"];
+    let ops = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| ingest::parse_line(&op_line(id, now - DAY + i as i64)).unwrap())
+        .collect();
+    db.insert(ops, TrustlogStatus::NotTrustlogged)
+        .await
+        .unwrap();
+    let retry = |id: &str, status, next| RetryUpdate {
+        op_id: id.into(),
+        retry_count: if status == RetryStatus::DeadLetter {
+            5
+        } else {
+            1
+        },
+        retry_status: status,
+        last_retry_at: Some(now - 41 * DAY),
+        next_retry_at: next,
+        error_message: format!("broker said no to {id}"),
+    };
+    db.apply(UnitOfWork {
+        now: now - 40 * DAY,
+        retries: vec![
+            retry("dl-old-1", RetryStatus::DeadLetter, None),
+            retry("dl-old-2", RetryStatus::DeadLetter, None),
+        ],
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+    db.apply(UnitOfWork {
+        now,
+        retries: vec![
+            retry("dl-fresh", RetryStatus::DeadLetter, None),
+            retry(
+                "pending-1",
+                RetryStatus::Pending,
+                Some(now + 3600 * 1_000_000),
+            ),
+            retry(
+                "pending-2",
+                RetryStatus::Pending,
+                Some(now + 3600 * 1_000_000),
+            ),
+        ],
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+    db.close().await;
+}
+
+fn ops_json(prefix: &str, n: usize) -> String {
+    let now = now_micros();
+    let items: Vec<String> = (0..n)
+        .map(|i| op_line(&format!("{prefix}-{i:04}"), now + i as i64))
+        .collect();
+    format!("[{}]", items.join(","))
+}
+
+/// Samples of a Prometheus text exposition, keyed `name{labels}`; panics on any
+/// line that is not a comment, a blank or a `series value` sample of a declared metric.
+fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
+    let mut declared = Vec::new();
+    let mut samples = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            declared.push(rest.split(' ').next().unwrap().to_string());
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not a sample: {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number in {line:?}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            declared.iter().any(|d| name == d
+                || name
+                    .strip_prefix(d.as_str())
+                    .is_some_and(|s| { ["_bucket", "_sum", "_count"].contains(&s) })),
+            "sample of an undeclared metric: {line:?}"
+        );
+        samples.insert(series.to_string(), value);
+    }
+    samples
+}
+
+async fn operations_posted_over_http_are_delivered_and_every_metric_matches_the_database(
+    b: Backend,
+) {
+    let t = TestDb::create(b).await;
+    seed_retry_queue(&t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = format!("ledger://{}", dir.path().join("l").display());
+    let server = Server::start(&["--db", &t.url, "--publisher", &ledger]);
+
+    let (code, body) = server
+        .post(None, "/v1/operations", ops_json("http", 100))
+        .await;
+    assert_eq!((code, &body["stored"]), (200, &100.into()), "{b:?}: {body}");
+    let single = op_line("http-single", now_micros());
+    let (code, body) = server.post(None, "/v1/operations", single).await;
+    assert_eq!(code, 200, "{b:?}: {body}");
+    assert_eq!(body["results"][0]["outcome"], "stored");
+
+    // A POST wakes the worker: no poll interval to wait out.
+    let st = server.wait_status(WAIT, |s| s["trustlogged"] == 101).await;
+    assert_eq!(
+        st,
+        status(&t.url),
+        "{b:?}: the API and `status --json` agree"
+    );
+
+    let (code, text) = server.text("/metrics").await;
+    assert_eq!(code, 200);
+    let m = parse_prometheus(&text);
+    let metric = |series: &str| {
+        *m.get(series)
+            .unwrap_or_else(|| panic!("{b:?}: no {series} in\n{text}"))
+    };
+    let sql = |q: &str| {
+        let t = &t;
+        let q = q.to_string();
+        async move { t.scalar(&q).await as f64 }
+    };
+    assert_eq!(
+        metric("trustlog_untrustlogged_rows{tenant=\"default\"}"),
+        sql("SELECT COUNT(*) FROM operation WHERE trustlog_status = 'NOT_TRUSTLOGGED'").await,
+        "{b:?}"
+    );
+    assert_eq!(
+        metric("trustlog_retry_queue_length{tenant=\"default\"}"),
+        sql("SELECT COUNT(*) FROM trustlog_retry WHERE retry_status IN ('PENDING', 'RETRYING')")
+            .await,
+        "{b:?}"
+    );
+    assert_eq!(
+        metric("trustlog_dead_letters{tenant=\"default\"}"),
+        sql("SELECT COUNT(*) FROM trustlog_retry WHERE retry_status = 'DEAD_LETTER'").await,
+        "{b:?}"
+    );
+    assert_eq!(
+        (
+            metric("trustlog_untrustlogged_rows{tenant=\"default\"}"),
+            metric("trustlog_retry_queue_length{tenant=\"default\"}"),
+            metric("trustlog_dead_letters{tenant=\"default\"}"),
+        ),
+        (5.0, 2.0, 3.0),
+        "{b:?}"
+    );
+    // Nothing waits outside the retry queue, so nothing lags.
+    assert_eq!(
+        metric("trustlog_cursor_lag_seconds{tenant=\"default\"}"),
+        0.0,
+        "{b:?}"
+    );
+    let trustlogged =
+        sql("SELECT COUNT(*) FROM operation WHERE trustlog_status = 'TRUSTLOGGED'").await;
+    assert_eq!(trustlogged, 101.0, "{b:?}");
+    assert_eq!(
+        metric("trustlog_published_total{tenant=\"default\",tick=\"scan\"}")
+            + metric("trustlog_published_total{tenant=\"default\",tick=\"sweep\"}"),
+        trustlogged,
+        "{b:?}: every TRUSTLOGGED row was counted once"
+    );
+    assert_eq!(
+        metric("trustlog_delivery_latency_seconds_count{tenant=\"default\"}"),
+        trustlogged,
+        "{b:?}"
+    );
+    assert_eq!(
+        metric("trustlog_publish_failed_total{tenant=\"default\",tick=\"scan\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric("trustlog_dead_lettered_total{tenant=\"default\",tick=\"scan\"}"),
+        0.0
+    );
+    assert!(metric("trustlog_publish_latency_seconds_count{tenant=\"default\"}") >= 1.0);
+    assert!(
+        metric("trustlog_tick_duration_seconds_count{tenant=\"default\",tick=\"scan\"}") >= 1.0
+    );
+    assert!(
+        metric("trustlog_delivery_latency_seconds_bucket{tenant=\"default\",le=\"+Inf\"}")
+            == trustlogged
+    );
+
+    assert_eq!(server.get("/healthz").await.0, 200);
+    let (code, ready) = server.get("/readyz").await;
+    assert_eq!(
+        (code, &ready["database"], &ready["publisher"]),
+        (200, &"ok".into(), &"ok".into()),
+        "{b:?}: {ready}"
+    );
+}
+
+async fn the_admin_api_lists_replays_and_purges_dead_letters_and_refuses_a_wrong_token(b: Backend) {
+    let t = TestDb::create(b).await;
+    seed_retry_queue(&t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l");
+    let ledger = format!("ledger://{}", path.display());
+    let server = Server::start(&[
+        "--db",
+        &t.url,
+        "--publisher",
+        &ledger,
+        "--admin-token",
+        TOKEN,
+    ]);
+    let dead = "SELECT COUNT(*) FROM trustlog_retry WHERE retry_status = 'DEAD_LETTER'";
+
+    // No token, a wrong token, a token without "Bearer ": 401, and nothing changes.
+    assert_eq!(server.get("/v1/admin/dead-letters").await.0, 401, "{b:?}");
+    assert_eq!(
+        server.get_as("wrong", "/v1/admin/dead-letters").await.0,
+        401
+    );
+    let all = r#"{"all": true}"#;
+    for token in [None, Some("wrong"), Some("s3cret-admin-toke")] {
+        let (code, body) = server
+            .post(token, "/v1/admin/dead-letters/replay", all)
+            .await;
+        assert_eq!(code, 401, "{b:?}: {body}");
+        assert_eq!(body["field"], "authorization");
+        let purge = r#"{"older_than": "0s"}"#;
+        let (code, _) = server
+            .post(token, "/v1/admin/dead-letters/purge", purge)
+            .await;
+        assert_eq!(code, 401, "{b:?}");
+    }
+    assert_eq!(
+        t.scalar(dead).await,
+        3,
+        "{b:?}: a refused request changed nothing"
+    );
+
+    let (code, page) = server.get_as(TOKEN, "/v1/admin/dead-letters").await;
+    assert_eq!(code, 200, "{b:?}: {page}");
+    let ids: Vec<&str> = page["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["op_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["dl-fresh", "dl-old-1", "dl-old-2"], "{b:?}");
+    let first = &page["dead_letters"][0];
+    assert_eq!(first["retry_count"], 5);
+    assert_eq!(first["error_message"], "broker said no to dl-fresh");
+    assert!(first["dead_lettered_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(page["next_after"], serde_json::Value::Null);
+
+    let (_, page) = server.get_as(TOKEN, "/v1/admin/dead-letters?limit=2").await;
+    assert_eq!(page["next_after"], "dl-old-1", "{b:?}: {page}");
+    let (_, rest) = server
+        .get_as(TOKEN, "/v1/admin/dead-letters?limit=2&after=dl-old-1")
+        .await;
+    assert_eq!(rest["dead_letters"][0]["op_id"], "dl-old-2", "{b:?}");
+    assert_eq!(
+        server
+            .get_as(TOKEN, "/v1/admin/dead-letters?limit=0")
+            .await
+            .1["field"],
+        "limit"
+    );
+
+    // Replay: due now, and the worker is nudged, so it goes out long before the
+    // 10 s retry interval.
+    let (code, body) = server
+        .post(
+            Some(TOKEN),
+            "/v1/admin/dead-letters/replay",
+            r#"{"op_id": "dl-fresh"}"#,
+        )
+        .await;
+    assert_eq!((code, &body["replayed"]), (200, &1.into()), "{b:?}: {body}");
+    server
+        .wait_status(Duration::from_secs(8), |s| s["trustlogged"] == 1)
+        .await;
+    assert_eq!(ledger_op_ids(&path), ["dl-fresh"], "{b:?}");
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) FROM trustlog_retry WHERE op_id = 'dl-fresh'")
+            .await,
+        0,
+        "{b:?}: the delivered row left the retry queue"
+    );
+    let (code, body) = server
+        .post(
+            Some(TOKEN),
+            "/v1/admin/dead-letters/replay",
+            r#"{"op_id": "dl-fresh"}"#,
+        )
+        .await;
+    assert_eq!((code, &body["field"]), (404, &"op_id".into()), "{b:?}");
+    for bad in [
+        r#"{}"#,
+        r#"{"op_id": 5}"#,
+        r#"{"all": false}"#,
+        r#"{"every": true}"#,
+        "[1]",
+    ] {
+        let (code, body) = server
+            .post(Some(TOKEN), "/v1/admin/dead-letters/replay", bad)
+            .await;
+        assert_eq!(code, 400, "{b:?}: {bad} → {body}");
+        assert!(body["field"].is_string(), "{bad} → {body}");
+    }
+
+    // Purge: only what was dead-lettered more than 30 days ago; the operations stay.
+    let (code, body) = server
+        .post(
+            Some(TOKEN),
+            "/v1/admin/dead-letters/purge",
+            r#"{"older_than": "soon"}"#,
+        )
+        .await;
+    assert_eq!((code, &body["field"]), (400, &"older_than".into()), "{b:?}");
+    let (code, body) = server
+        .post(
+            Some(TOKEN),
+            "/v1/admin/dead-letters/purge",
+            r#"{"older_than": "30days"}"#,
+        )
+        .await;
+    assert_eq!((code, &body["purged"]), (200, &2.into()), "{b:?}: {body}");
+    assert_eq!(t.scalar(dead).await, 0, "{b:?}");
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) FROM operation WHERE op_id LIKE 'dl-old-%' AND trustlog_status = 'DB_ONLY'")
+            .await,
+        2,
+        "{b:?}"
+    );
+    let st = server.get("/v1/status").await.1;
+    assert_eq!(
+        (&st["dead_letter"], &st["retry_pending"], &st["db_only"]),
+        (&0.into(), &2.into(), &2.into()),
+        "{b:?}: {st}"
+    );
+}
+
+async fn the_dead_letter_commands_list_replay_and_purge(b: Backend) {
+    let t = TestDb::create(b).await;
+    seed_retry_queue(&t).await;
+    let db = t.url.as_str();
+
+    let out = run_ok(&["dead-letters", "list", "--db", db, "--json"], "");
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<&str> = lines.iter().map(|l| l["op_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["dl-fresh", "dl-old-1", "dl-old-2"], "{b:?}");
+    assert_eq!(lines[1]["error_message"], "broker said no to dl-old-1");
+
+    let out = run_ok(
+        &[
+            "dead-letters",
+            "list",
+            "--db",
+            db,
+            "--limit",
+            "1",
+            "--after",
+            "dl-fresh",
+        ],
+        "",
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("dl-old-1") && !text.contains("dl-old-2"),
+        "{b:?}: {text}"
+    );
+    assert!(text.contains("1 dead letter(s)"), "{text}");
+
+    let out = run_ok(
+        &["dead-letters", "purge", "--db", db, "--older-than", "30d"],
+        "",
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("purged 2 "),
+        "{b:?}"
+    );
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) FROM operation WHERE trustlog_status = 'DB_ONLY'")
+            .await,
+        2
+    );
+
+    run_ok(
+        &["dead-letters", "replay", "--db", db, "--op-id", "dl-fresh"],
+        "",
+    );
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) FROM trustlog_retry WHERE op_id = 'dl-fresh' AND retry_status = 'PENDING' AND retry_count = 0")
+            .await,
+        1,
+        "{b:?}: back in the queue with a fresh count"
+    );
+    let again = run(
+        &["dead-letters", "replay", "--db", db, "--op-id", "dl-fresh"],
+        "",
+    );
+    assert!(!again.status.success(), "{b:?}: no longer a dead letter");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is not a dead letter"));
+    let none = run(&["dead-letters", "replay", "--db", db], "");
+    assert!(!none.status.success(), "--op-id or --all is required");
+    let out = run_ok(&["dead-letters", "replay", "--db", db, "--all"], "");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("replayed 0 "));
+    let out = run_ok(&["dead-letters", "list", "--db", db], "");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 dead letter(s)"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_the_admin_api_is_off() {
+    let s = Scratch::new();
+    let server = Server::start(&["--db", &s.db_url(), "--publisher", &s.ledger_url()]);
+    let (code, body) = server
+        .post(
+            Some(TOKEN),
+            "/v1/admin/dead-letters/replay",
+            r#"{"all": true}"#,
+        )
+        .await;
+    assert_eq!(code, 404, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("TRUSTLOG_ADMIN_TOKEN")
+    );
+    assert_eq!(server.get_as(TOKEN, "/v1/admin/dead-letters").await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_and_names_the_publisher_that_does_not_answer() {
+    let s = Scratch::new();
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hook = format!("http://127.0.0.1:{port}/hook#timeout=1s");
+    let server = Server::start(&["--db", &s.db_url(), "--publisher", &hook]);
+    let (code, body) = server.get("/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["database"], "ok");
+    let why = body["publisher"].as_str().unwrap();
+    assert!(why.contains(&port.to_string()), "{why}");
+    assert_eq!(server.get("/healthz").await.0, 200, "alive, just not ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_operations_get_a_4xx_naming_the_field_and_the_valid_ones_of_a_batch_are_stored() {
+    let s = Scratch::new();
+    let server = Server::start(&["--db", &s.db_url(), "--publisher", &s.ledger_url()]);
+    let now = now_micros();
+
+    let (code, body) = server
+        .post(None, "/v1/operations", vec![0xff_u8, 0xfe, b'{'])
+        .await;
+    assert_eq!((code, &body["field"]), (400, &"body".into()), "{body}");
+    let (code, body) = server.post(None, "/v1/operations", "{\"op_id\": ").await;
+    assert_eq!((code, &body["field"]), (400, &"body".into()), "{body}");
+    let (code, body) = server.post(None, "/v1/operations", "42").await;
+    assert_eq!((code, &body["field"]), (400, &"body".into()), "{body}");
+    let (code, body) = server
+        .post(None, "/v1/operations?strategy=sometimes", op_line("x", now))
+        .await;
+    assert_eq!((code, &body["field"]), (400, &"strategy".into()), "{body}");
+
+    let mut bad_ip: serde_json::Value = serde_json::from_str(&op_line("bad-ip", now)).unwrap();
+    bad_ip["client_ip"] = "999.1.1.1".into();
+    let mut no_actor: serde_json::Value = serde_json::from_str(&op_line("no-actor", now)).unwrap();
+    no_actor.as_object_mut().unwrap().remove("op_actor");
+    let batch = format!(
+        "[{}, {bad_ip}, {no_actor}, {}]",
+        op_line("good-1", now),
+        op_line(&"x".repeat(65), now)
+    );
+    let (code, body) = server.post(None, "/v1/operations", batch).await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!((&body["stored"], &body["rejected"]), (&1.into(), &3.into()));
+    let fields: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["field"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(fields, ["", "client_ip", "op_actor", "op_id"], "{body}");
+
+    // The same op_id again: 409, and the stored row is untouched.
+    let mut impostor: serde_json::Value = serde_json::from_str(&op_line("good-1", now)).unwrap();
+    impostor["op_actor"] = "mallory".into();
+    let (code, body) = server
+        .post(None, "/v1/operations", impostor.to_string())
+        .await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(body["results"][0]["outcome"], "duplicate");
+    let pool = s.pool().await;
+    let actor: String = sqlx::query_scalar("SELECT op_actor FROM operation WHERE op_id = 'good-1'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(actor, "张三");
+
+    let (code, _) = server
+        .post(None, "/v1/operations", vec![b' '; 5 * 1024 * 1024])
+        .await;
+    assert_eq!(code, 413, "a body over the limit is refused whole");
+}

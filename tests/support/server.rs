@@ -1,0 +1,143 @@
+//! `trustlog serve` running in the background with its HTTP API on a free port.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::bin;
+
+/// A running `serve`; killed when dropped.
+pub struct Server {
+    child: Child,
+    /// Everything the server wrote to stderr so far (read by a thread, so the
+    /// server never blocks on a full pipe).
+    pub stderr: Arc<Mutex<String>>,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    /// Starts `trustlog serve ARGS` and waits until it says where it listens.
+    pub fn start(args: &[&str]) -> Server {
+        let mut child = bin()
+            .arg("serve")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning trustlog serve");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while err.read_line(&mut line).unwrap_or(0) > 0 {
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let Some(base) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+            panic!(
+                "serve {args:?} did not start: stdout {line:?}, stderr:\n{}",
+                stderr.lock().unwrap()
+            );
+        };
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+        });
+        // reqwest is built without a crypto provider of its own (see the webhook publisher).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Server {
+            base: base.to_string(),
+            child,
+            stderr,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// The URL of `path` on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// GETs `path`: the status and the body as JSON (or `Null` when it is not JSON).
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        answer(self.http.get(self.url(path)).send().await.unwrap()).await
+    }
+
+    /// GETs `path` with a bearer token.
+    pub async fn get_as(&self, token: &str, path: &str) -> (u16, serde_json::Value) {
+        let req = self.http.get(self.url(path)).bearer_auth(token);
+        answer(req.send().await.unwrap()).await
+    }
+
+    /// POSTs `body` to `path`, with a bearer token when given.
+    pub async fn post(
+        &self,
+        token: Option<&str>,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        answer(req.send().await.unwrap()).await
+    }
+
+    /// GETs `path` as text.
+    pub async fn text(&self, path: &str) -> (u16, String) {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// Polls `/v1/status` until `done` holds, for at most `within`.
+    pub async fn wait_status(
+        &self,
+        within: Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let (code, st) = self.get("/v1/status").await;
+            if code == 200 && done(&st) {
+                return st;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "status never got there within {within:?}; last: {code} {st}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn answer(r: reqwest::Response) -> (u16, serde_json::Value) {
+    let code = r.status().as_u16();
+    let bytes = r.bytes().await.unwrap();
+    (
+        code,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
