@@ -369,3 +369,49 @@ fn help_is_available_everywhere() {
     }
     assert!(!run(&["no-such-command"], "").status.success());
 }
+
+#[test]
+fn serve_logs_json_with_one_tick_span_per_batch_carrying_its_counts() {
+    let s = Scratch::new();
+    let (db, ledger) = (s.db_url(), s.ledger_url());
+    run_ok(
+        &["record", "--db", &db, "--publisher", &ledger],
+        &op_lines("log", 250, |i| T0 + i as i64),
+    );
+    let out = bin()
+        .args([
+            "serve",
+            "--db",
+            &db,
+            "--publisher",
+            &ledger,
+            "--until-drained",
+        ])
+        .args(["--batch-size", "100", "--log-format", "json"])
+        .env("RUST_LOG", "trustlog=debug")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let ticks: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "tick done")
+        .map(|l| &l["span"])
+        .collect();
+    assert!(ticks.iter().all(|span| span["name"] == "tick"), "{stderr}");
+    let scanned: Vec<u64> = ticks
+        .iter()
+        .filter(|span| span["tick"] == "scan")
+        .map(|span| span["fetched"].as_u64().unwrap())
+        .collect();
+    assert_eq!(scanned, [100, 100, 50], "{stderr}");
+    assert!(
+        ticks
+            .iter()
+            .all(|span| span["published"] == span["fetched"])
+    );
+}

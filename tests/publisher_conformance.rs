@@ -51,6 +51,7 @@ publisher_conformance!(
         a_connection_cut_mid_batch_fails_only_unconfirmed_envelopes_and_the_next_tick_delivers_them,
         a_broker_that_is_down_fails_the_batch_transiently_and_is_used_once_it_is_back,
         a_permanent_refusal_dead_letters_at_once_keeping_the_brokers_message,
+        readiness_follows_the_broker_through_a_cut_and_back,
     ]
 );
 
@@ -279,6 +280,37 @@ async fn a_broker_that_is_down_fails_the_batch_transiently_and_is_used_once_it_i
         received_ids(&broker.wait_for_ids(&expected).await),
         expected
     );
+}
+
+/// Polls `ready()` until it is `Ok` (or `Err`, when `want_ok` is false), for at most 15 s.
+async fn readiness_becomes(publisher: &Publisher, want_ok: bool) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = publisher.ready().await;
+        if r.is_ok() == want_ok {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "readiness stuck at {r:?}, wanted ok = {want_ok}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn readiness_follows_the_broker_through_a_cut_and_back(kind: Broker) {
+    let broker = TestBroker::create(kind).await;
+    let proxy = TcpProxy::start(broker.upstream()).await;
+    let publisher = Publisher::connect(&broker.url_via(&proxy)).await.unwrap();
+    readiness_becomes(&publisher, true).await.unwrap();
+    proxy.cut();
+    let why = readiness_becomes(&publisher, false).await.unwrap_err();
+    assert!(
+        why.contains(&proxy.addr().port().to_string()),
+        "{kind:?}: the reason names the broker: {why}"
+    );
+    proxy.restore();
+    readiness_becomes(&publisher, true).await.unwrap();
 }
 
 async fn a_permanent_refusal_dead_letters_at_once_keeping_the_brokers_message(kind: Broker) {

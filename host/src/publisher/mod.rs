@@ -100,17 +100,6 @@ impl Publisher {
     }
 }
 
-/// Whether `host:port` accepts a TCP connection within `timeout`.
-async fn tcp_answers(host: &str, port: u16, timeout: std::time::Duration) -> Result<(), String> {
-    // Brackets of an IPv6 literal belong to the URL, not to the address.
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port))).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!("cannot connect to {host}:{port}: {e}")),
-        Err(_) => Err(format!("no connection to {host}:{port} within {timeout:?}")),
-    }
-}
-
 /// An error and its causes, `outer: inner: …`: client libraries' own messages are
 /// often terse ("publish failed") and the cause says why.
 fn error_chain(e: &dyn std::error::Error) -> String {

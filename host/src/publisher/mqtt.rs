@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet, PubAckReason, PublishProperties};
 use rumqttc::v5::{AsyncClient, ClientError, Event, EventLoop, MqttOptions};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -32,7 +32,8 @@ const REQUEST_CHANNEL: usize = 256;
 pub struct MqttPublisher {
     jobs: mpsc::Sender<Job>,
     shown: String,
-    broker: (String, u16),
+    /// The publisher's options under a client id of its own, for readiness probes.
+    probe: std::sync::Arc<MqttOptions>,
     timeout: Duration,
 }
 
@@ -53,8 +54,7 @@ impl MqttPublisher {
             .host_str()
             .filter(|h| !h.is_empty())
             .ok_or_else(|| invalid(url, "the broker host is missing".into()))?;
-        let broker = (host.to_string(), parsed.port().unwrap_or(1883));
-        let mut options = MqttOptions::new(client_id, host, broker.1);
+        let mut options = MqttOptions::new(client_id.clone(), host, parsed.port().unwrap_or(1883));
         options
             .set_clean_start(true)
             .set_keep_alive(Duration::from_secs(30))
@@ -70,6 +70,8 @@ impl MqttPublisher {
         let mut network = rumqttc::NetworkOptions::new();
         network.set_tcp_nodelay(true);
         options.set_network_options(network);
+        let mut probe = options.clone();
+        probe.set_client_id(format!("{client_id}-probe"));
         let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL);
         let (jobs, inbox) = mpsc::channel(1);
         let driver = Driver {
@@ -84,18 +86,39 @@ impl MqttPublisher {
         Ok(MqttPublisher {
             jobs,
             shown,
-            broker,
+            probe: std::sync::Arc::new(probe),
             timeout,
         })
     }
 
-    /// Whether the broker accepts a TCP connection. The driver does not poll while
-    /// idle, so its own connection says nothing about a broker that went away since.
+    /// Whether the broker accepts an MQTT session (CONNECT answered by a successful
+    /// CONNACK) on a connection of its own. The driver does not poll while idle, so
+    /// its own connection says nothing about a broker that went away since.
     pub async fn ready(&self) -> Result<(), String> {
-        let (host, port) = &self.broker;
-        super::tcp_answers(host, *port, self.timeout)
+        let (client, mut eventloop) = AsyncClient::new((*self.probe).clone(), 1);
+        let handshake = async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        return match ack.code {
+                            ConnectReturnCode::Success => Ok(()),
+                            refused => Err(format!("connection refused: {refused:?}")),
+                        };
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        };
+        let answer = tokio::time::timeout(self.timeout, handshake)
             .await
-            .map_err(|e| format!("mqtt {}: {e}", self.shown))
+            .unwrap_or_else(|_| Err(format!("no CONNACK within {:?}", self.timeout)));
+        if answer.is_ok() {
+            // Queue the DISCONNECT and let the event loop write it.
+            let _ = client.try_disconnect();
+            let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+        }
+        answer.map_err(|e| format!("mqtt {}: {e}", self.shown))
     }
 
     /// Publishes the batch and awaits every PUBACK; one result per envelope.

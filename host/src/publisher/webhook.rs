@@ -33,7 +33,6 @@ pub struct WebhookPublisher {
     endpoint: reqwest::Url,
     shown: String,
     concurrency: usize,
-    timeout: Duration,
 }
 
 impl WebhookPublisher {
@@ -66,18 +65,18 @@ impl WebhookPublisher {
             shown: redact(endpoint.as_str()),
             endpoint,
             concurrency,
-            timeout,
         })
     }
 
-    /// Whether the receiver accepts a TCP connection. Nothing is sent: a probe request
-    /// could count as a delivery attempt on the receiver's side.
+    /// Whether the receiver answers a `HEAD` of the endpoint, with any status: HEAD
+    /// is safe, so it cannot count as a delivery, and a 405 still proves a live server.
     pub async fn ready(&self) -> Result<(), String> {
-        let host = self.endpoint.host_str().unwrap_or_default();
-        let port = self.endpoint.port_or_known_default().unwrap_or(80);
-        super::tcp_answers(host, port, self.timeout)
+        self.client
+            .head(self.endpoint.clone())
+            .send()
             .await
-            .map_err(|e| format!("webhook {}: {e}", self.shown))
+            .map(|_| ())
+            .map_err(|e| format!("webhook {}: {}", self.shown, error_chain(&e)))
     }
 
     /// Posts each envelope; one result per envelope, in order.
