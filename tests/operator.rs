@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use support::backends::{Backend, TestDb};
+use support::brokers::{Broker, TestBroker};
 use support::server::Server;
 use support::*;
 use trustlog_guest::model::{RetryStatus, RetryUpdate, TrustlogStatus, UnitOfWork};
@@ -456,6 +457,71 @@ async fn the_dead_letter_commands_list_replay_and_purge(b: Backend) {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("replayed 0 "));
     let out = run_ok(&["dead-letters", "list", "--db", db], "");
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 dead letter(s)"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_and_refusals_are_counted_as_the_retry_table_holds_them() {
+    let receiver = TestBroker::create(Broker::Webhook).await;
+    let refusing = receiver.refusing().await.unwrap();
+    // A port nothing listens on: every delivery fails transiently.
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for (publisher, failed, dead_lettered) in [
+        (
+            format!("http://127.0.0.1:{dead_port}/hook#timeout=1s"),
+            30.0,
+            0.0,
+        ),
+        (refusing.url.clone(), 0.0, 30.0),
+    ] {
+        let s = Scratch::new();
+        let server = Server::start(&["--db", &s.db_url(), "--publisher", &publisher]);
+        let (code, _) = server.post(None, "/v1/operations", ops_json("f", 30)).await;
+        assert_eq!(code, 200);
+        server
+            .wait_status(WAIT, |st| {
+                st["retry_pending"].as_u64().unwrap() + st["dead_letter"].as_u64().unwrap() == 30
+            })
+            .await;
+        let text = server.text("/metrics").await.1;
+        let m = parse_prometheus(&text);
+        let pool = s.pool().await;
+        let retry_rows = |status: &'static str| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT COUNT(*) FROM trustlog_retry WHERE retry_status = ?",
+                )
+                .bind(status)
+                .fetch_one(&pool)
+                .await
+                .unwrap() as f64
+            }
+        };
+        let (pending, dead) = (retry_rows("PENDING").await, retry_rows("DEAD_LETTER").await);
+        assert_eq!((pending, dead), (failed, dead_lettered), "{publisher}");
+        let series = |name: &str| m[&format!("{name}{{tenant=\"default\",tick=\"scan\"}}")];
+        assert_eq!(
+            series("trustlog_publish_failed_total"),
+            pending,
+            "{publisher}"
+        );
+        assert_eq!(series("trustlog_dead_lettered_total"), dead, "{publisher}");
+        assert_eq!(series("trustlog_published_total"), 0.0);
+        assert_eq!(
+            m["trustlog_retry_queue_length{tenant=\"default\"}"],
+            pending
+        );
+        assert_eq!(m["trustlog_dead_letters{tenant=\"default\"}"], dead);
+        assert_eq!(m["trustlog_untrustlogged_rows{tenant=\"default\"}"], 30.0);
+        assert_eq!(
+            m["trustlog_delivery_latency_seconds_count{tenant=\"default\"}"], 0.0,
+            "nothing was delivered"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -146,7 +146,14 @@ impl Metrics {
 
     /// The handles of one tenant.
     pub fn tenant(self: &Arc<Self>, id: &str) -> TenantMetrics {
-        // Touch every tick series so a scrape lists them at 0 before the first event.
+        // Touch every series so a scrape lists them at 0 before the first event.
+        let t = &[id];
+        self.untrustlogged.with_label_values(t);
+        self.cursor_lag.with_label_values(t);
+        self.retry_queue.with_label_values(t);
+        self.dead_letters.with_label_values(t);
+        self.publish_latency.with_label_values(t);
+        self.delivery_latency.with_label_values(t);
         for kind in TICK_KINDS {
             let labels = &[id, kind];
             self.published.with_label_values(labels);
@@ -295,6 +302,7 @@ mod tests {
             "trustlog_tick_errors_total{tenant=\"a\",tick=\"sweep\"} 0",
             "trustlog_tick_duration_seconds_count{tenant=\"a\",tick=\"scan\"} 2",
             "trustlog_delivery_latency_seconds_count{tenant=\"a\"} 2",
+            "trustlog_publish_latency_seconds_count{tenant=\"a\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
