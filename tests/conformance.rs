@@ -20,16 +20,7 @@ use trustlog_host::tenant::Tenant;
 
 const T0: i64 = 1_764_000_000_000_000;
 
-/// Instantiates every conformance test once per backend.
-macro_rules! conformance {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::Sqlite).await } )* }
-        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::Postgres).await } )* }
-        mod mysql { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::MySql).await } )* }
-    };
-}
-
-conformance!(
+on_every_database!(
     a_backlog_of_100k_rows_drains_through_scan_and_apply_in_batches_of_1000,
     microsecond_timestamps_round_trip_exactly,
     null_and_empty_string_stay_distinct_in_the_optional_fields,

@@ -11,14 +11,6 @@ use support::*;
 
 const T0: i64 = 1_764_000_000_000_000;
 
-macro_rules! on_every_database {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::Sqlite).await } )* }
-        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::Postgres).await } )* }
-        mod mysql { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::MySql).await } )* }
-    };
-}
-
 on_every_database!(
     recorded_operations_are_delivered_and_the_ledger_verifies,
     rows_inserted_by_another_client_while_serving_are_delivered

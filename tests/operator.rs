@@ -20,14 +20,6 @@ const TOKEN: &str = "s3cret-admin-token";
 const DAY: i64 = 86_400_000_000;
 const WAIT: Duration = Duration::from_secs(30);
 
-macro_rules! on_every_database {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::Sqlite).await } )* }
-        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::Postgres).await } )* }
-        mod mysql { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::MySql).await } )* }
-    };
-}
-
 on_every_database!(
     operations_posted_over_http_are_delivered_and_every_metric_matches_the_database,
     the_admin_api_lists_replays_and_purges_dead_letters_and_refuses_a_wrong_token,

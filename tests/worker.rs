@@ -21,14 +21,6 @@ use trustlog_host::worker::{Exit, Intervals, Worker};
 
 const MIN: Duration = Duration::from_secs(60);
 
-macro_rules! on_every_database {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::Sqlite).await } )* }
-        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::Postgres).await } )* }
-        mod mysql { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::MySql).await } )* }
-    };
-}
-
 on_every_database!(
     the_worker_walks_the_whole_retry_schedule_on_an_injected_clock,
     fresh_rows_and_due_retries_take_turns_batch_for_batch,

@@ -5,6 +5,17 @@
 // Test SQL is built from our own names and literals, never from outside input.
 use sqlx::{AssertSqlSafe, Connection, Executor};
 
+/// Instantiates each named `async fn(Backend)` once per database, as the tests
+/// `sqlite::NAME`, `postgres::NAME` and `mysql::NAME`.
+#[macro_export]
+macro_rules! on_every_database {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test($crate::support::backends::Backend::Sqlite).await } )* }
+        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test($crate::support::backends::Backend::Postgres).await } )* }
+        mod mysql { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test($crate::support::backends::Backend::MySql).await } )* }
+    };
+}
+
 /// The three database kinds every suite runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -62,6 +62,32 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Denied> {
     }
 }
 
+/// Why a request was turned away before it did anything.
+enum Refusal {
+    Denied(Denied),
+    Invalid(ApiError),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Denied(d) => d.into_response(),
+            Refusal::Invalid(e) => e.into_response(),
+        }
+    }
+}
+
+/// Authorizes a request, then parses its body.
+fn admit<T>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    parse: fn(&[u8]) -> Result<T, ApiError>,
+) -> Result<T, Refusal> {
+    authorize(state, headers).map_err(Refusal::Denied)?;
+    parse(body).map_err(Refusal::Invalid)
+}
+
 fn unavailable(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
@@ -107,12 +133,9 @@ pub async fn replay(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
-        return denied.into_response();
-    }
-    let which = match replay_request(&body) {
+    let which = match admit(&state, &headers, &body, replay_request) {
         Ok(w) => w,
-        Err(e) => return e.into_response(),
+        Err(refused) => return refused.into_response(),
     };
     match state
         .db
@@ -166,12 +189,9 @@ pub async fn purge(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
-        return denied.into_response();
-    }
-    let older_than = match purge_request(&body) {
+    let older_than = match admit(&state, &headers, &body, purge_request) {
         Ok(d) => d,
-        Err(e) => return e.into_response(),
+        Err(refused) => return refused.into_response(),
     };
     let before = state
         .clock
