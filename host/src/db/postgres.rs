@@ -82,11 +82,16 @@ const SCAN_FROM_START: &str = concat!(
 /// to it, the planner takes the backlog for a few rows and sorts all of it for every
 /// batch instead of walking `operation_waiting`: half the throughput at 100k rows, and
 /// worse as the backlog grows. Every command that writes migrates first, so `serve`
-/// starts with fresh statistics.
+/// starts with fresh statistics, and the scan checks again every
+/// [`STATS_CHECK_EVERY`]: a table that grows from empty while `serve` runs (a stream
+/// of inserts) looked empty to the last ANALYZE, and autovacuum may not come for a minute.
 const ANALYZE_IF_STALE: &str = "DO $$ BEGIN \
      IF EXISTS (SELECT 1 FROM pg_stat_user_tables WHERE relid = 'operation'::regclass \
      AND n_mod_since_analyze > GREATEST(10000, n_live_tup / 5)) THEN ANALYZE operation; \
      END IF; END $$";
+/// How often the scan checks whether the statistics went stale (a read of
+/// pg_stat_user_tables; the ANALYZE itself runs only when they did).
+const STATS_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// `scan_after(Some(($1, $2)), $3)`.
 const SCAN_AFTER: &str = concat!(
     "SELECT ",
@@ -217,6 +222,8 @@ const OWN_SCHEMA: &str = "SELECT n.nspname::text FROM pg_catalog.pg_class c \
 #[derive(Debug, Clone)]
 pub struct PostgresDb {
     pool: PgPool,
+    /// When the scan last checked the statistics; shared by clones of the pool.
+    stats_checked: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl PostgresDb {
@@ -234,7 +241,10 @@ impl PostgresDb {
             .connect_with(options)
             .await
             .map_err(map_error)?;
-        Ok(PostgresDb { pool })
+        Ok(PostgresDb {
+            pool,
+            stats_checked: Arc::new(std::sync::Mutex::new(None)),
+        })
     }
 
     /// Creates the tables, indexes and wake-up trigger that are missing; safe to run on
@@ -252,6 +262,21 @@ impl PostgresDb {
             .await
             .map_err(map_error)?;
         Ok(())
+    }
+
+    /// Runs [`ANALYZE_IF_STALE`] if [`STATS_CHECK_EVERY`] has passed since the last check.
+    /// A failure is logged, not returned: the scan works with stale statistics, only slower.
+    async fn refresh_statistics_if_due(&self) {
+        {
+            let mut checked = self.stats_checked.lock().unwrap_or_else(|p| p.into_inner());
+            if checked.is_some_and(|at| at.elapsed() < STATS_CHECK_EVERY) {
+                return;
+            }
+            *checked = Some(std::time::Instant::now());
+        }
+        if let Err(e) = sqlx::raw_sql(ANALYZE_IF_STALE).execute(&self.pool).await {
+            tracing::warn!(error = %e, "refreshing the statistics of operation failed; scanning on");
+        }
     }
 
     /// Stores operations with one status; one outcome per input, in input order.
@@ -329,6 +354,7 @@ impl PostgresDb {
         after: Option<Position>,
         limit: u32,
     ) -> Result<Vec<Operation>, DbError> {
+        self.refresh_statistics_if_due().await;
         let rows = match after {
             None => {
                 sqlx::query(SCAN_FROM_START)
@@ -1972,9 +1998,9 @@ mod tests {
             .join("\n")
     }
 
-    #[tokio::test]
-    async fn start_up_after_a_bulk_load_refreshes_statistics_so_scans_walk_the_index() {
-        let (schema, db) = fresh().await;
+    /// Loads 100k waiting rows from another connection, past any ANALYZE, and waits until
+    /// the statistics collector has counted them; returns a connection for EXPLAIN.
+    async fn load_100k_unanalyzed(schema: &TestSchema) -> PgConnection {
         let mut loader = PgConnection::connect(&schema.url()).await.unwrap();
         loader
             .execute(
@@ -2002,13 +2028,35 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let args = "'2026-11-24 10:00:00.05+00', 'op-050000', 100";
-        let types = "timestamptz, text, int8";
-        let before = plan_of(&mut conn, SCAN_AFTER, types, args, false).await;
+        conn
+    }
+
+    const PLAN_TYPES: &str = "timestamptz, text, int8";
+    const PLAN_ARGS: &str = "'2026-11-24 10:00:00.05+00', 'op-050000', 100";
+
+    #[tokio::test]
+    async fn start_up_after_a_bulk_load_refreshes_statistics_so_scans_walk_the_index() {
+        let (schema, db) = fresh().await;
+        let mut conn = load_100k_unanalyzed(&schema).await;
+        let before = plan_of(&mut conn, SCAN_AFTER, PLAN_TYPES, PLAN_ARGS, false).await;
         println!("before start-up:\n{before}");
 
         db.migrate().await.unwrap();
-        let after = plan_of(&mut conn, SCAN_AFTER, types, args, false).await;
+        let after = plan_of(&mut conn, SCAN_AFTER, PLAN_TYPES, PLAN_ARGS, false).await;
+        assert!(after.contains("using operation_waiting"), "{after}");
+        assert!(!after.contains("Sort"), "{after}");
+    }
+
+    #[tokio::test]
+    async fn a_table_that_grows_while_serving_gets_fresh_statistics_from_the_scan() {
+        // Migrated while empty, as a new deployment is; then a stream of inserts.
+        let (schema, db) = fresh().await;
+        let mut conn = load_100k_unanalyzed(&schema).await;
+        let before = plan_of(&mut conn, SCAN_AFTER, PLAN_TYPES, PLAN_ARGS, false).await;
+        println!("while the statistics say empty:\n{before}");
+
+        assert_eq!(db.scan_after(None, 100).await.unwrap().len(), 100);
+        let after = plan_of(&mut conn, SCAN_AFTER, PLAN_TYPES, PLAN_ARGS, false).await;
         assert!(after.contains("using operation_waiting"), "{after}");
         assert!(!after.contains("Sort"), "{after}");
     }
