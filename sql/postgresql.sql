@@ -111,9 +111,13 @@ CREATE TABLE IF NOT EXISTS trustlog_retry (
     updated_at    TIMESTAMPTZ NOT NULL
 );
 
--- Due retries (status, then due time).
-CREATE INDEX IF NOT EXISTS trustlog_retry_due
-    ON trustlog_retry (retry_status, next_retry_at);
+-- Due retries (status, then due time, then op_id). op_id is part of the key so that rows
+-- due at the same instant (a replay of many dead letters) come out in the relay's order
+-- without a sort: each retry batch reads only its own rows. It replaces
+-- trustlog_retry_due (status, due time), dropped below.
+CREATE INDEX IF NOT EXISTS trustlog_retry_due_order
+    ON trustlog_retry (retry_status, next_retry_at, op_id);
+DROP INDEX IF EXISTS trustlog_retry_due;
 
 -- The wake-up NOTIFY (see the header). A statement-level trigger sends one
 -- notification per INSERT statement however many rows it carries.

@@ -82,15 +82,32 @@ const SWEEP: &str = concat!(
      AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id) \
      ORDER BY o.timestamp, o.op_id LIMIT ?3"
 );
-/// `due_retries(?1, ?2)`: the operation's columns, then `retry_count`. The unary + keeps
-/// the join driven by the due retry rows, never by the status index of `operation`.
+/// One status's due rows for [`DUE_RETRIES`]: a walk of `trustlog_retry_due_order` in
+/// (due time, op_id) order that stops at the limit. The unary + keeps the join driven by
+/// the due retry rows, never by the status index of `operation`.
+macro_rules! due_of {
+    ($status:literal) => {
+        concat!(
+            "SELECT * FROM (SELECT ",
+            operation_columns!(),
+            ", r.retry_count, r.next_retry_at AS due \
+             FROM trustlog_retry r INDEXED BY trustlog_retry_due_order \
+             JOIN operation o ON o.op_id = r.op_id \
+             WHERE r.retry_status = '",
+            $status,
+            "' AND r.next_retry_at <= ?1 AND +o.trustlog_status = 'NOT_TRUSTLOGGED' \
+             ORDER BY r.next_retry_at, r.op_id LIMIT ?2)"
+        )
+    };
+}
+/// `due_retries(?1, ?2)`: the operation's columns, then `retry_count` (then the due time).
+/// One ordered, limited branch per status, merged: a single range over both statuses
+/// would have to sort every due row for every batch.
 const DUE_RETRIES: &str = concat!(
-    "SELECT ",
-    operation_columns!(),
-    ", r.retry_count FROM trustlog_retry r JOIN operation o ON o.op_id = r.op_id \
-     WHERE r.retry_status IN ('PENDING', 'RETRYING') AND r.next_retry_at <= ?1 \
-     AND +o.trustlog_status = 'NOT_TRUSTLOGGED' \
-     ORDER BY r.next_retry_at, r.op_id LIMIT ?2"
+    due_of!("PENDING"),
+    " UNION ALL ",
+    due_of!("RETRYING"),
+    " ORDER BY due, op_id LIMIT ?2"
 );
 /// The timestamp of the oldest waiting row with no retry row. Not MIN(): walking the
 /// index in order stops at the first match, where MIN() over the NOT EXISTS filter would
@@ -913,16 +930,32 @@ mod tests {
             );
             assert!(plan.contains("(op_id=?)"), "{name}: {plan}");
         }
-        // Two index ranges (one per status) merged by a sort of the due rows only.
+        // Each status is one index range read in (due time, op_id) order up to the limit;
+        // only a branch's result (at most one batch) is sorted again for the merge.
         let plan = plan_of(&db, DUE_RETRIES, 2).await;
-        assert!(
-            plan.contains("INDEX trustlog_retry_due (retry_status=? AND next_retry_at<?)"),
+        let lines: Vec<&str> = plan.lines().collect();
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.contains(
+                    "SEARCH r USING INDEX trustlog_retry_due_order (retry_status=? AND next_retry_at<?)"
+                ))
+                .count(),
+            2,
             "{plan}"
         );
         assert!(
             plan.contains("o USING INDEX sqlite_autoindex_operation_1 (op_id=?)"),
             "{plan}"
         );
+        for (i, line) in lines.iter().enumerate() {
+            if line.contains("TEMP B-TREE") {
+                assert!(
+                    i > 0 && lines[i - 1].starts_with("SCAN (subquery-"),
+                    "only a branch's limited result may be sorted: {plan}"
+                );
+            }
+        }
     }
 
     proptest! {
