@@ -7,8 +7,11 @@ use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use support::backends::{Backend, TestDb};
 use support::brokers::{Broker, TestBroker};
+use support::server::Server;
 use support::*;
+use trustlog_host::clock::now_micros;
 
 const T0: i64 = 1_764_000_000_000_000;
 
@@ -216,4 +219,157 @@ async fn kill_9_twenty_times_with_jetstream_leaves_each_op_id_in_the_stream_once
     let distinct: BTreeSet<&str> = held.iter().copied().collect();
     assert_eq!(distinct.len(), STREAMED);
     assert_eq!(held.len(), STREAMED, "JetStream dropped every re-delivery");
+}
+
+/// When one late row was stamped, and when its COMMIT was sent and came back.
+#[derive(Clone, Copy)]
+struct Committed {
+    stamped: i64,
+    sent: Instant,
+    done: Instant,
+}
+
+/// One application transaction that takes its timestamp, waits `hold`, then commits:
+/// the row becomes visible late, possibly behind rows stamped after it.
+async fn insert_late(t: &TestDb, op_id: &str, hold: Duration) -> Committed {
+    use sqlx::{AssertSqlSafe, Connection, Executor};
+    let stamped = now_micros();
+    let insert = format!(
+        "INSERT INTO operation (op_id, op_actor, doid, producer_id, op_source, op_type, \
+         do_prefix, do_repository, timestamp) \
+         VALUES ('{op_id}', 'app', 'doid', 'prod', 'IRP', 'Create', '10.1', 'repo', {})",
+        t.timestamp_sql(stamped)
+    );
+    let sent;
+    match t.backend {
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&t.url).await.unwrap();
+            let mut tx = c.begin().await.unwrap();
+            tx.execute(AssertSqlSafe(insert)).await.unwrap();
+            tokio::time::sleep(hold).await;
+            sent = Instant::now();
+            tx.commit().await.unwrap();
+        }
+        Backend::MySql => {
+            let mut c = sqlx::MySqlConnection::connect(&t.url).await.unwrap();
+            let mut tx = c.begin().await.unwrap();
+            tx.execute(AssertSqlSafe(insert)).await.unwrap();
+            tokio::time::sleep(hold).await;
+            sent = Instant::now();
+            tx.commit().await.unwrap();
+        }
+        Backend::Sqlite => unreachable!("SQLite has one writer at a time: no commit is late"),
+    }
+    Committed {
+        stamped,
+        sent,
+        done: Instant::now(),
+    }
+}
+
+/// Rows that surely committed in timestamp order: every row stamped later sent its
+/// COMMIT only after this one's came back. The cursor must deliver each of these,
+/// since no later row was visible to move it past them.
+fn surely_in_order(rows: &[Committed]) -> usize {
+    rows.iter()
+        .filter(|r| {
+            rows.iter()
+                .filter(|o| o.stamped > r.stamped)
+                .all(|o| o.sent > r.done)
+        })
+        .count()
+}
+
+/// 8 writers, 25 rows each, every row held 0–500 ms between its timestamp and its
+/// commit; one row held 1.5 s while the others commit past it; and one last row
+/// after them all.
+async fn late_commits_are_all_delivered_and_in_order_commits_go_through_the_cursor(b: Backend) {
+    const WRITERS: usize = 8;
+    const ROWS: usize = 25;
+    let t = TestDb::create(b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("l");
+    run_ok(&["migrate", "--db", &t.url], "");
+    let server = Server::start(&[
+        "--db",
+        &t.url,
+        "--publisher",
+        &format!("ledger://{}", ledger.display()),
+        "--poll-interval",
+        "100ms",
+        "--sweep-interval",
+        "2s",
+    ]);
+    let t = std::sync::Arc::new(t);
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let t = t.clone();
+        writers.push(tokio::spawn(async move {
+            let mut dice = Dice::seeded();
+            let mut done = Vec::new();
+            for i in 0..ROWS {
+                let hold = Duration::from_millis(dice.below(500));
+                done.push(insert_late(&t, &format!("late-{w}-{i:03}"), hold).await);
+            }
+            done
+        }));
+    }
+    let straggler = {
+        let t = t.clone();
+        tokio::spawn(async move { insert_late(&t, "straggler", Duration::from_millis(1500)).await })
+    };
+    let mut rows = Vec::new();
+    for w in writers {
+        rows.extend(w.await.unwrap());
+    }
+    rows.push(straggler.await.unwrap());
+    rows.push(insert_late(&t, "last", Duration::ZERO).await);
+    let in_order = surely_in_order(&rows);
+    let total = WRITERS * ROWS + 2;
+    server
+        .wait_status(Duration::from_secs(30), |st| st["trustlogged"] == total)
+        .await;
+
+    let metrics = server.text("/metrics").await.1;
+    let count = |tick: &str| -> f64 {
+        let series = format!("trustlog_published_total{{tenant=\"default\",tick=\"{tick}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    let (scan, sweep, retry) = (count("scan"), count("sweep"), count("retry"));
+    println!(
+        "{b:?}: {total} rows, {in_order} surely committed in order; {scan} delivered through the cursor, {sweep} by the sweep"
+    );
+    assert_eq!(
+        scan + sweep + retry,
+        total as f64,
+        "{b:?}: each row marked once"
+    );
+    assert!(
+        sweep >= 1.0,
+        "{b:?}: the straggler committed behind the cursor"
+    );
+    assert!(in_order >= 1, "{b:?}: the last row commits in order");
+    assert!(
+        scan >= in_order as f64,
+        "{b:?}: rows that commit in order go through the cursor, not the sweep: {scan} < {in_order}"
+    );
+    let ids: BTreeSet<String> = ledger_op_ids(&ledger).into_iter().collect();
+    assert_eq!(ids.len(), total, "{b:?}");
+    assert!(ids.contains("straggler") && ids.contains("last"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_late_commits_from_8_writers_are_all_delivered() {
+    late_commits_are_all_delivered_and_in_order_commits_go_through_the_cursor(Backend::Postgres)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_late_commits_from_8_writers_are_all_delivered() {
+    late_commits_are_all_delivered_and_in_order_commits_go_through_the_cursor(Backend::MySql).await
 }
