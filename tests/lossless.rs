@@ -373,3 +373,146 @@ async fn postgres_late_commits_from_8_writers_are_all_delivered() {
 async fn mysql_late_commits_from_8_writers_are_all_delivered() {
     late_commits_are_all_delivered_and_in_order_commits_go_through_the_cursor(Backend::MySql).await
 }
+
+/// Inserts `ids` straight into the database, as the application does, whatever the host is doing.
+async fn insert_directly(t: &TestDb, ids: impl Iterator<Item = String>) {
+    let at = now_micros();
+    let values: Vec<String> = ids
+        .enumerate()
+        .map(|(i, id)| {
+            format!(
+                "('{id}', 'app', 'doid', 'prod', 'IRP', 'Create', '10.1', 'repo', {})",
+                t.timestamp_sql(at + i as i64)
+            )
+        })
+        .collect();
+    t.execute(&format!(
+        "INSERT INTO operation (op_id, op_actor, doid, producer_id, op_source, op_type, \
+         do_prefix, do_repository, timestamp) VALUES {}",
+        values.join(", ")
+    ))
+    .await;
+}
+
+/// Waits `window` and returns the share of one CPU the server used meanwhile.
+async fn cpu_share_over(server: &Server, window: Duration) -> f64 {
+    let before = server.cpu_time();
+    tokio::time::sleep(window).await;
+    (server.cpu_time() - before).as_secs_f64() / window.as_secs_f64()
+}
+
+async fn trustlogged(t: &TestDb) -> i64 {
+    t.scalar("SELECT COUNT(*) FROM operation WHERE trustlog_status = 'TRUSTLOGGED'")
+        .await
+}
+
+async fn wait_trustlogged(t: &TestDb, n: i64, within: Duration) {
+    let deadline = Instant::now() + within;
+    while trustlogged(t).await < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} delivered",
+            trustlogged(t).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The database stalls (every byte held) and, later, the broker goes away; both through
+/// TCP proxies in front of the real PostgreSQL and NATS. Scaled to fit CI: a 10 s stall
+/// and 20 s down, with a 1–2 s backoff standing in for minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_database_stall_and_a_broker_outage_the_host_waits_quietly_and_delivers_everything()
+ {
+    use support::proxy::TcpProxy;
+    let t = TestDb::create(Backend::Postgres).await;
+    run_ok(&["migrate", "--db", &t.url], "");
+    let broker = TestBroker::create(Broker::Nats).await;
+    let pg: std::net::SocketAddr = "127.0.0.1:5432".parse().unwrap();
+    assert!(t.url.contains("127.0.0.1:5432"), "{}", t.url);
+    let db_proxy = TcpProxy::start(pg).await;
+    let nats_proxy = TcpProxy::start(broker.upstream()).await;
+    let proxied_db = t
+        .url
+        .replace("127.0.0.1:5432", &db_proxy.addr().to_string());
+    let server = Server::start(&[
+        "--db",
+        &proxied_db,
+        "--publisher",
+        &broker.url_via(&nats_proxy),
+        "--poll-interval",
+        "200ms",
+        "--retry-interval",
+        "1s",
+        "--backoff-base",
+        "1s",
+        "--backoff-cap",
+        "2s",
+        "--max-retries",
+        "1000",
+    ]);
+    let batch = |from: usize, n: usize| (from..from + n).map(|i| format!("out-{i:05}"));
+
+    insert_directly(&t, batch(0, 500)).await;
+    wait_trustlogged(&t, 500, Duration::from_secs(30)).await;
+    assert_eq!(server.get("/readyz").await.0, 200);
+
+    // The database hangs: every query of the host waits, none fails, nothing spins.
+    db_proxy.stall();
+    insert_directly(&t, batch(500, 100)).await;
+    let (code, ready) = server.get("/readyz").await;
+    assert_eq!(code, 503, "{ready}");
+    assert_eq!(ready["publisher"], "ok", "{ready}");
+    assert!(
+        ready["database"].as_str().unwrap().contains("no answer"),
+        "{ready}"
+    );
+    let share = cpu_share_over(&server, Duration::from_secs(8)).await;
+    println!(
+        "database stalled: the host used {:.1}% of a CPU",
+        share * 100.0
+    );
+    assert!(
+        share < 0.10,
+        "the host spun while the database hung: {share:.3}"
+    );
+    db_proxy.resume();
+    wait_trustlogged(&t, 600, Duration::from_secs(30)).await;
+    assert_eq!(server.get("/readyz").await.0, 200);
+
+    // The broker goes away: deliveries fail transiently and wait in the retry queue.
+    nats_proxy.cut();
+    insert_directly(&t, batch(600, 100)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (code, ready) = server.get("/readyz").await;
+    assert_eq!(code, 503, "{ready}");
+    assert_eq!(ready["database"], "ok", "{ready}");
+    let why = ready["publisher"].as_str().unwrap();
+    assert!(why.contains(&nats_proxy.addr().port().to_string()), "{why}");
+    let share = cpu_share_over(&server, Duration::from_secs(15)).await;
+    println!("broker down: the host used {:.1}% of a CPU", share * 100.0);
+    assert!(
+        share < 0.10,
+        "the host spun while the broker was down: {share:.3}"
+    );
+    assert!(
+        t.scalar(
+            "SELECT COUNT(*) FROM trustlog_retry WHERE retry_status IN ('PENDING', 'RETRYING')"
+        )
+        .await
+            > 0,
+        "failed deliveries wait in the retry queue"
+    );
+    nats_proxy.restore();
+    wait_trustlogged(&t, 700, Duration::from_secs(60)).await;
+    assert_eq!(server.get("/readyz").await.0, 200);
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) FROM trustlog_retry").await,
+        0,
+        "every retry was delivered, none dead-lettered"
+    );
+    let expected: BTreeSet<String> = batch(0, 700).collect();
+    let received = broker.wait_for_ids(&expected).await;
+    let distinct: BTreeSet<&str> = received.iter().map(|r| r.op_id.as_str()).collect();
+    assert_eq!(distinct.len(), 700);
+}

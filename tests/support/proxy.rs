@@ -2,7 +2,8 @@
 //!
 //! `cut` drops every connection through the proxy and refuses new ones (they are
 //! accepted and closed at once, so the port stays ours); `restore` lets them through
-//! again. `cut_after_upstream_bytes(n)` arms a cut that fires in the middle of the
+//! again. `stall` keeps every connection open but moves no byte, as a server that
+//! hangs does, until `resume`. `cut_after_upstream_bytes(n)` arms a cut that fires in the middle of the
 //! traffic: once n more client→server bytes have been forwarded.
 
 use std::net::SocketAddr;
@@ -23,6 +24,8 @@ pub struct TcpProxy {
 struct State {
     upstream: SocketAddr,
     refusing: AtomicBool,
+    /// While set, no byte moves in either direction and new connections wait.
+    stalled: tokio::sync::watch::Sender<bool>,
     /// Client→server bytes still allowed before the armed cut; `u64::MAX` is unarmed.
     budget: AtomicU64,
     connections: Mutex<Vec<AbortHandle>>,
@@ -36,6 +39,7 @@ impl TcpProxy {
         let state = Arc::new(State {
             upstream,
             refusing: AtomicBool::new(false),
+            stalled: tokio::sync::watch::Sender::new(false),
             budget: AtomicU64::new(u64::MAX),
             connections: Mutex::new(Vec::new()),
         });
@@ -82,6 +86,16 @@ impl TcpProxy {
         self.state.refusing.store(false, Ordering::SeqCst);
     }
 
+    /// Holds every byte, both ways, on every connection until `resume`.
+    pub fn stall(&self) {
+        self.state.stalled.send_replace(true);
+    }
+
+    /// Lets bytes flow again after `stall`.
+    pub fn resume(&self) {
+        self.state.stalled.send_replace(false);
+    }
+
     /// Whether the proxy is refusing connections.
     pub fn is_cut(&self) -> bool {
         self.state.refusing.load(Ordering::SeqCst)
@@ -101,6 +115,12 @@ impl State {
         for c in self.connections.lock().unwrap().drain(..) {
             c.abort();
         }
+    }
+
+    /// Returns once the proxy is not stalled.
+    async fn flowing(&self) {
+        let mut rx = self.stalled.subscribe();
+        let _ = rx.wait_for(|stalled| !*stalled).await;
     }
 
     /// Takes up to `want` bytes from the budget; fewer means the cut is due.
@@ -125,6 +145,7 @@ impl State {
 }
 
 async fn forward(client: TcpStream, state: Arc<State>) {
+    state.flowing().await;
     let Ok(server) = TcpStream::connect(state.upstream).await else {
         return;
     };
@@ -140,6 +161,7 @@ async fn forward(client: TcpStream, state: Arc<State>) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            up_state.flowing().await;
             let granted = up_state.take_budget(n as u64) as usize;
             if server_tx.write_all(&buf[..granted]).await.is_err() {
                 return;
@@ -150,8 +172,19 @@ async fn forward(client: TcpStream, state: Arc<State>) {
             }
         }
     };
+    let down_state = state.clone();
     let down = async move {
-        let _ = tokio::io::copy(&mut server_rx, &mut client_tx).await;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match server_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            down_state.flowing().await;
+            if client_tx.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
     };
     // Whichever side ends first ends both, as a real dropped connection would.
     tokio::select! {
