@@ -308,6 +308,68 @@ fn bad_lines_are_refused_naming_the_field_and_good_ones_are_stored() {
     );
     assert_eq!(status(&db)["total"], 1);
 
+    // Bytes that are not UTF-8, a wrong type, a 10 MB line and an op_id twice in one
+    // input: each refused line is named with its field, and the good ones are stored.
+    let mut input = op_line("good-3", T0).into_bytes();
+    input.extend_from_slice(b"\n{\"op_id\": \"bin\xff\xfe\"}\n");
+    input.extend_from_slice(
+        op_line("typed", T0)
+            .replace(r#""doid":"10.1000/typed""#, r#""doid":42"#)
+            .as_bytes(),
+    );
+    input.push(b'\n');
+    input.extend_from_slice(
+        op_line("huge", T0)
+            .replace("张三", &"z".repeat(10 * 1024 * 1024))
+            .as_bytes(),
+    );
+    input.push(b'\n');
+    input.extend_from_slice(op_line("twice", T0).as_bytes());
+    input.push(b'\n');
+    input.extend_from_slice(op_line("twice", T0 + 1).as_bytes());
+    input.push(b'\n');
+    let mut child = bin()
+        .args(["record", "--db", &db, "--publisher", &ledger])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &input).unwrap());
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for (line, field) in [
+        ("line 2: ", "operation: the line is not UTF-8"),
+        ("line 3: ", "doid"),
+        ("line 4: ", "op_actor"),
+        ("line 6: ", "conflict"),
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(line) && l.contains(field)),
+            "{line}{field} in {stderr:.2000}"
+        );
+    }
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            &summary["stored"],
+            &summary["rejected"],
+            &summary["duplicate"]
+        ),
+        (&2.into(), &3.into(), &1.into()),
+        "{summary}"
+    );
+    assert_eq!(
+        status(&db)["total"],
+        3,
+        "good-1 from before, good-3 and twice"
+    );
+
     // A duplicate op_id is a conflict and leaves the stored row as it was.
     let again = run(
         &["record", "--db", &db, "--publisher", &ledger],

@@ -611,8 +611,44 @@ async fn bad_operations_get_a_4xx_naming_the_field_and_the_valid_ones_of_a_batch
         .unwrap();
     assert_eq!(actor, "张三");
 
-    let (code, _) = server
-        .post(None, "/v1/operations", vec![b' '; 5 * 1024 * 1024])
-        .await;
-    assert_eq!(code, 413, "a body over the limit is refused whole");
+    // One op_id twice in one batch: the first is stored, the second is the duplicate.
+    let twice = format!("[{}, {}]", op_line("twice", now), op_line("twice", now + 1));
+    let (code, body) = server.post(None, "/v1/operations", twice).await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(body["results"][0]["outcome"], "stored");
+    assert_eq!(body["results"][1]["outcome"], "duplicate");
+    assert_eq!(body["results"][1]["field"], "op_id");
+
+    // A 10 MB body is refused whole once the first 4 MiB are read. The server then
+    // answers and closes, so this client sends on one half and listens on the other.
+    let answer = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = server.base.trim_start_matches("http://").to_string();
+        let (mut rx, mut tx) = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap()
+            .into_split();
+        let sending = tokio::spawn(async move {
+            tx.write_all(
+                b"POST /v1/operations HTTP/1.1\r\nHost: trustlog\r\n\
+                  Content-Type: application/json\r\nContent-Length: 10000000\r\n\r\n",
+            )
+            .await?;
+            let chunk = vec![b' '; 64 * 1024];
+            for _ in 0..10_000_000 / chunk.len() {
+                tx.write_all(&chunk).await?;
+            }
+            std::io::Result::Ok(())
+        });
+        let mut head = vec![0u8; 64];
+        let n = rx.read(&mut head).await.unwrap();
+        sending.abort();
+        String::from_utf8_lossy(&head[..n]).to_string()
+    };
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM operation")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 2, "good-1 and twice, nothing else");
 }

@@ -236,15 +236,34 @@ async fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         Intervals::default(),
     );
     let mut summary = RecordSummary::default();
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin = BufReader::new(tokio::io::stdin());
     let (mut at, mut ops) = (Vec::new(), Vec::new());
     let mut n = 0usize;
-    while let Some(line) = lines.next_line().await.context("reading stdin")? {
+    let mut bytes = Vec::new();
+    loop {
+        bytes.clear();
+        if stdin
+            .read_until(b'\n', &mut bytes)
+            .await
+            .context("reading stdin")?
+            == 0
+        {
+            break;
+        }
         n += 1;
+        // A line that is not UTF-8 is refused on its own; the lines around it go on.
+        let line = match std::str::from_utf8(&bytes) {
+            Ok(line) => line.trim_end_matches(['\n', '\r']),
+            Err(e) => {
+                summary.rejected += 1;
+                eprintln!("line {n}: operation: the line is not UTF-8 ({e})");
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
-        match ingest::parse_line(&line) {
+        match ingest::parse_line(line) {
             Ok(op) => {
                 at.push(n);
                 ops.push(op);
