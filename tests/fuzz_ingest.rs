@@ -15,21 +15,7 @@ use serde_json::{Map, Value};
 use trustlog_guest::{envelope, validate};
 use trustlog_host::ingest;
 
-const FIELDS: [&str; 13] = [
-    "op_id",
-    "op_actor",
-    "doid",
-    "producer_id",
-    "request_body_hash",
-    "response_body_hash",
-    "op_source",
-    "op_type",
-    "do_prefix",
-    "do_repository",
-    "client_ip",
-    "server_ip",
-    "timestamp",
-];
+use ingest::STRING_FIELDS as FIELDS;
 
 /// Any JSON value, nested a few levels.
 fn any_json() -> impl Strategy<Value = Value> {

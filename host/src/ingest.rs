@@ -124,7 +124,8 @@ pub fn from_value(value: serde_json::Value) -> Result<Operation, IngestError> {
     })
 }
 
-const STRING_FIELDS: [&str; 13] = [
+/// Every field of an operation, as the JSON names it (all strings).
+pub const STRING_FIELDS: [&str; 13] = [
     "op_id",
     "op_actor",
     "doid",
