@@ -116,16 +116,7 @@ fn rows_inserted_with_plain_sql_are_delivered_while_serve_runs() {
         }
     });
     // SIGTERM: a graceful stop, exit code 0.
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "serve exits 0 on SIGTERM: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stop(child);
     assert_eq!(ledger_op_ids(&s.ledger_path()).len(), 50);
 }
 

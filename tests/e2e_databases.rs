@@ -34,19 +34,6 @@ fn spawn_serve(db: &str, ledger: &str, extra: &[&str]) -> Child {
         .unwrap()
 }
 
-fn stop(child: Child) {
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "serve exits 0 on SIGTERM: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 async fn recorded_operations_are_delivered_and_the_ledger_verifies(b: Backend) {
     let t = TestDb::create(b).await;
     let dir = tempfile::tempdir().unwrap();
@@ -216,13 +203,8 @@ async fn postgres_poll_only_serves_without_listen() {
         .unwrap();
     t.execute(&plain_insert(&t, "polled", T0)).await;
     delivered_after(&t, "polled", Instant::now(), Duration::from_secs(10)).await;
-    std::process::Command::new("kill")
-        .args(["-TERM", &serve.id().to_string()])
-        .status()
-        .unwrap();
-    let out = serve.wait_with_output().unwrap();
+    let out = stop(serve);
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
     assert!(
         log.contains(r#""listening":false"#),
         "--poll-only never LISTENs: {log}"

@@ -4,12 +4,11 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use support::backends::{Backend, TestDb};
 use support::brokers::{Broker, TestBroker};
-use support::server::Server;
+use support::server::{Server, parse_prometheus};
 use support::*;
 use trustlog_guest::model::{RetryStatus, RetryUpdate, TrustlogStatus, UnitOfWork};
 use trustlog_host::clock::now_micros;
@@ -91,38 +90,6 @@ fn ops_json(prefix: &str, n: usize) -> String {
         .map(|i| op_line(&format!("{prefix}-{i:04}"), now + i as i64))
         .collect();
     format!("[{}]", items.join(","))
-}
-
-/// Samples of a Prometheus text exposition, keyed `name{labels}`; panics on any
-/// line that is not a comment, a blank or a `series value` sample of a declared metric.
-fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
-    let mut declared = Vec::new();
-    let mut samples = BTreeMap::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            declared.push(rest.split(' ').next().unwrap().to_string());
-            continue;
-        }
-        if line.starts_with('#') || line.is_empty() {
-            continue;
-        }
-        let (series, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("not a sample: {line:?}"));
-        let value: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("not a number in {line:?}"));
-        let name = series.split('{').next().unwrap();
-        assert!(
-            declared.iter().any(|d| name == d
-                || name
-                    .strip_prefix(d.as_str())
-                    .is_some_and(|s| { ["_bucket", "_sum", "_count"].contains(&s) })),
-            "sample of an undeclared metric: {line:?}"
-        );
-        samples.insert(series.to_string(), value);
-    }
-    samples
 }
 
 async fn operations_posted_over_http_are_delivered_and_every_metric_matches_the_database(
@@ -456,11 +423,7 @@ async fn transient_failures_and_refusals_are_counted_as_the_retry_table_holds_th
     let receiver = TestBroker::create(Broker::Webhook).await;
     let refusing = receiver.refusing().await.unwrap();
     // A port nothing listens on: every delivery fails transiently.
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let dead_port = closed_port();
     for (publisher, failed, dead_lettered) in [
         (
             format!("http://127.0.0.1:{dead_port}/hook#timeout=1s"),
@@ -540,12 +503,7 @@ async fn without_a_token_the_admin_api_is_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_503_and_names_the_publisher_that_does_not_answer() {
     let s = Scratch::new();
-    // A port nothing listens on: bound, then released.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port();
     let hook = format!("http://127.0.0.1:{port}/hook#timeout=1s");
     let server = Server::start(&["--db", &s.db_url(), "--publisher", &hook]);
     let (code, body) = server.get("/readyz").await;

@@ -145,11 +145,6 @@ impl Worker {
         &self.tenant
     }
 
-    /// The clock the schedule runs on.
-    pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
-    }
-
     /// Records operations and wakes the scanner for the stored ones.
     pub async fn record(
         &self,

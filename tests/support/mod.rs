@@ -51,6 +51,30 @@ pub fn run_ok(args: &[&str], stdin: &str) -> Output {
     out
 }
 
+/// Sends SIGTERM to a running `serve`, waits, and insists on exit code 0.
+pub fn stop(child: std::process::Child) -> Output {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "serve exits 0 on SIGTERM: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A local port nothing listens on: bound, then released.
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A scratch directory with a database and a ledger in it.
 pub struct Scratch {
     pub dir: tempfile::TempDir,

@@ -1,5 +1,6 @@
 //! `trustlog serve` running in the background with its HTTP API on a free port.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
@@ -127,6 +128,13 @@ impl Server {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
+    /// Scrapes `/metrics` and parses every sample.
+    pub async fn metrics(&self) -> BTreeMap<String, f64> {
+        let (code, text) = self.text("/metrics").await;
+        assert_eq!(code, 200, "{text}");
+        parse_prometheus(&text)
+    }
+
     /// Polls `/v1/status` until `done` holds, for at most `within`.
     pub async fn wait_status(
         &self,
@@ -162,4 +170,36 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Samples of a Prometheus text exposition, keyed `name{labels}`; panics on any
+/// line that is not a comment, a blank or a `series value` sample of a declared metric.
+pub fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
+    let mut declared = Vec::new();
+    let mut samples = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            declared.push(rest.split(' ').next().unwrap().to_string());
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not a sample: {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number in {line:?}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            declared.iter().any(|d| name == d
+                || name
+                    .strip_prefix(d.as_str())
+                    .is_some_and(|s| { ["_bucket", "_sum", "_count"].contains(&s) })),
+            "sample of an undeclared metric: {line:?}"
+        );
+        samples.insert(series.to_string(), value);
+    }
+    samples
 }
