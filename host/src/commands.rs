@@ -358,9 +358,8 @@ async fn dead_letters(cmd: DeadLetterCommand) -> anyhow::Result<ExitCode> {
         }
         DeadLetterCommand::Purge(args) => {
             let db = connect_db(&args.db.db).await?;
-            let age = i64::try_from(args.older_than.as_micros()).unwrap_or(i64::MAX);
             let n = db
-                .purge_dead_letters(now_micros().saturating_sub(age))
+                .purge_dead_letters_older_than(args.older_than, now_micros())
                 .await
                 .context("purging dead letters")?;
             db.close().await;

@@ -174,7 +174,7 @@ impl Metrics {
 }
 
 /// The tick kinds that label the per-tick series.
-pub const TICK_KINDS: [&str; 3] = ["scan", "retry", "sweep"];
+const TICK_KINDS: [&str; 3] = ["scan", "retry", "sweep"];
 
 /// One tenant's view of the metrics; cheap to clone.
 #[derive(Clone)]

@@ -62,11 +62,6 @@ impl Tenant {
         &self.db
     }
 
-    /// The tenant's publisher.
-    pub fn publisher(&self) -> &Publisher {
-        &self.publisher
-    }
-
     /// Feeds publish and delivery observations into `metrics`, in this and every later instance.
     pub fn set_metrics(&mut self, metrics: TenantMetrics) {
         if let Some(instance) = &mut self.instance {

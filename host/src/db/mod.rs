@@ -173,6 +173,16 @@ impl Database {
         dispatch!(self, db => db.purge_dead_letters(before).await)
     }
 
+    /// [`Database::purge_dead_letters`] of those dead-lettered more than `age` before `now`.
+    pub async fn purge_dead_letters_older_than(
+        &self,
+        age: std::time::Duration,
+        now: Micros,
+    ) -> Result<u64, DbError> {
+        let age = i64::try_from(age.as_micros()).unwrap_or(i64::MAX);
+        self.purge_dead_letters(now.saturating_sub(age)).await
+    }
+
     /// Whether the database answers (a trivial query through the pool), for /readyz.
     pub async fn ping(&self) -> Result<(), DbError> {
         dispatch!(self, db => db.ping().await)

@@ -193,11 +193,11 @@ pub async fn purge(
         Ok(d) => d,
         Err(refused) => return refused.into_response(),
     };
-    let before = state
-        .clock
-        .now()
-        .saturating_sub(i64::try_from(older_than.as_micros()).unwrap_or(i64::MAX));
-    match state.db.purge_dead_letters(before).await {
+    match state
+        .db
+        .purge_dead_letters_older_than(older_than, state.clock.now())
+        .await
+    {
         Ok(n) => {
             tracing::info!(purged = n, "dead letters purged through the admin API");
             Json(json!({"purged": n})).into_response()
