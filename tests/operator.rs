@@ -111,7 +111,10 @@ async fn operations_posted_over_http_are_delivered_and_every_metric_matches_the_
     assert_eq!(body["results"][0]["outcome"], "stored");
 
     // A POST wakes the worker: no poll interval to wait out.
-    let st = server.wait_status(WAIT, |s| s["trustlogged"] == 101).await;
+    server.wait_status(WAIT, |s| s["trustlogged"] == 101).await;
+    let (code, mut st) = server.get("/v1/tenants/default/status").await;
+    assert_eq!((code, st["state"].take()), (200, "running".into()), "{st}");
+    st.as_object_mut().unwrap().remove("state");
     assert_eq!(
         st,
         status(&t.url),

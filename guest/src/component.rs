@@ -11,22 +11,27 @@ use crate::model as m;
 wit_bindgen::generate!({
     world: "trustlog",
     path: "../wit",
+    // Test guests built on this crate (tests/guests/hostile) export their own wrapper.
+    pub_export_macro: true,
+    export_macro_name: "export_trustlog",
 });
 
 use exports::trustlog::engine::engine as x;
-use trustlog::engine::{db, log, monitoring, publisher, types as t};
+pub use trustlog::engine::{db, log, monitoring, publisher, types as t};
 
 thread_local! {
     // A component instance is single-threaded; the host keeps one instance per tenant.
     static ENGINE: RefCell<Engine> = RefCell::new(Engine::new());
 }
 
-struct Component;
+/// The engine as the component's export.
+pub struct Component;
 
-export!(Component);
+#[cfg(feature = "export")]
+export_trustlog!(Component);
 
 /// The imports, as the engine's [`Host`].
-struct Imports;
+pub struct Imports;
 
 impl Host for Imports {
     fn insert(
@@ -122,7 +127,8 @@ impl Host for Imports {
     }
 }
 
-fn with_engine<R>(
+/// Runs `f` on this instance's engine with the real imports.
+pub fn with_engine<R>(
     f: impl FnOnce(&mut Engine, &mut Imports) -> Result<R, m::EngineError>,
 ) -> Result<R, x::EngineError> {
     ENGINE
@@ -132,18 +138,7 @@ fn with_engine<R>(
 
 impl x::Guest for Component {
     fn configure(cfg: t::Config) -> Result<(), x::EngineError> {
-        let cfg = m::Config {
-            cursor_key: cfg.cursor_key,
-            batch_size: cfg.batch_size,
-            backoff: m::Backoff {
-                base_micros: cfg.backoff.base_micros,
-                factor: cfg.backoff.factor,
-                cap_micros: cfg.backoff.cap_micros,
-                max_retries: cfg.backoff.max_retries,
-            },
-            default_strategy: cfg.default_strategy.into(),
-        };
-        with_engine(|e, _| e.configure(cfg))
+        with_engine(|e, _| e.configure(cfg.into()))
     }
 
     fn record(
@@ -182,6 +177,22 @@ impl x::Guest for Component {
             stats: r.stats.into(),
             cursor_lag_seconds: r.cursor_lag_seconds,
         })
+    }
+}
+
+impl From<t::Config> for m::Config {
+    fn from(cfg: t::Config) -> Self {
+        m::Config {
+            cursor_key: cfg.cursor_key,
+            batch_size: cfg.batch_size,
+            backoff: m::Backoff {
+                base_micros: cfg.backoff.base_micros,
+                factor: cfg.backoff.factor,
+                cap_micros: cfg.backoff.cap_micros,
+                max_retries: cfg.backoff.max_retries,
+            },
+            default_strategy: cfg.default_strategy.into(),
+        }
     }
 }
 

@@ -11,5 +11,6 @@ pub mod model;
 pub mod plan;
 pub mod validate;
 
+/// The wit-bindgen glue; exported as the component unless the `export` feature is off.
 #[cfg(target_arch = "wasm32")]
-mod component;
+pub mod component;

@@ -157,6 +157,10 @@ impl IntervalArgs {
 /// `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// A TOML file of `[[tenant]]` entries: one host, many tenants (see README,
+    /// "Many tenants"). Re-read on SIGHUP. Replaces --db, --publisher and the engine flags.
+    #[arg(long, env = "TRUSTLOG_CONFIG", conflicts_with_all = ["db", "publisher", "component"])]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub db: DbArg,
     #[command(flatten)]
@@ -178,12 +182,16 @@ pub struct ServeArgs {
     /// Bearer token of the admin API (/v1/admin/...); without one the admin API is off.
     #[arg(long, env = "TRUSTLOG_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Run this component file instead of the built-in one (a newer or a custom engine).
+    #[arg(long, env = "TRUSTLOG_COMPONENT")]
+    pub component: Option<PathBuf>,
 }
 
 impl ServeArgs {
     /// The address to serve HTTP on, if any.
-    pub fn listen_addr(&self) -> Option<String> {
-        match self.listen.as_deref() {
+    /// The address to serve HTTP on, if any: --listen, else the config file's `listen`.
+    pub fn listen_addr(&self, from_config: Option<&str>) -> Option<String> {
+        match self.listen.as_deref().or(from_config) {
             Some("none" | "off" | "") => None,
             Some(addr) => Some(addr.to_string()),
             None if self.until_drained => None,

@@ -9,15 +9,19 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 use trustlog_guest::model::{Config, Operation, RecordOutcome, StatusReport};
 use trustlog_host::clock::{SystemClock, now_micros};
+use trustlog_host::config::{HostConfig, TenantSpec};
 use trustlog_host::db::{Database, Replay};
-use trustlog_host::http::{self, AppState};
+use trustlog_host::http::{self, AppState, DEFAULT_TENANT};
 use trustlog_host::ingest;
 use trustlog_host::ledger;
+use trustlog_host::limits::Limits;
 use trustlog_host::metrics::Metrics;
 use trustlog_host::publisher::Publisher;
 use trustlog_host::report::{dead_letter_json, status_json};
 use trustlog_host::runtime::Runtime;
+use trustlog_host::runtime::{self, Allocation};
 use trustlog_host::tenant::Tenant;
+use trustlog_host::tenants::{RunState, Tenants};
 use trustlog_host::worker::{Exit, Intervals, Worker};
 
 use crate::cli::{
@@ -102,69 +106,123 @@ fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
+/// What `serve` runs: the tenants of the config file, or the one the flags describe.
+struct ServePlan {
+    tenants: Vec<TenantSpec>,
+    admin_token: Option<String>,
+    listen: Option<String>,
+    max_tenants: u32,
+}
+
+fn serve_plan(args: &ServeArgs) -> anyhow::Result<ServePlan> {
+    let flag_token = args.admin_token.clone().filter(|t| !t.is_empty());
+    if let Some(path) = &args.config {
+        let config = HostConfig::load(path)?;
+        return Ok(ServePlan {
+            tenants: config.tenants,
+            admin_token: flag_token.or(config.admin_token),
+            listen: args.listen_addr(config.listen.as_deref()),
+            max_tenants: config.max_tenants,
+        });
+    }
+    let spec = TenantSpec {
+        id: DEFAULT_TENANT.to_string(),
+        db: args.db.db.clone(),
+        publisher: args.publisher.publisher.clone(),
+        engine: args.engine.config(),
+        intervals: args.intervals.intervals(),
+        limits: Limits::default(),
+        admin_token: None,
+        component: args.component.clone(),
+        poll_only: args.poll_only,
+    };
+    Ok(ServePlan {
+        tenants: vec![spec],
+        admin_token: flag_token,
+        listen: args.listen_addr(None),
+        max_tenants: 1,
+    })
+}
+
+/// Instances the pool holds per tenant: the worker's, the request instance, and
+/// one being replaced while its successor starts.
+const INSTANCES_PER_TENANT: u32 = 3;
+
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let db = connect_db(&args.db.db).await?;
-    let publisher = connect_publisher(&args.publisher.publisher).await?;
-    let runtime = Runtime::new().context("loading the trustlog component")?;
-    let config = args.engine.config();
-    let metrics = Metrics::new()?;
-    let tenant_metrics = metrics.tenant(TENANT);
-    let worker = Worker::new(
-        Tenant::new(
-            runtime.clone(),
-            TENANT,
-            db.clone(),
-            publisher.clone(),
-            config.clone(),
-        )
-        .await?,
-        args.intervals.intervals(),
-    )
-    .with_metrics(tenant_metrics.clone())
-    .await;
+    let plan = serve_plan(&args)?;
+    let engine = runtime::engine(Allocation::Pooling {
+        instances: plan
+            .max_tenants
+            .saturating_mul(INSTANCES_PER_TENANT)
+            .saturating_add(8),
+    })?;
+    let tenants = Tenants::new(engine, Metrics::new()?, args.until_drained);
+    for spec in plan.tenants {
+        tenants.add(spec).await?;
+    }
+    let state = Arc::new(AppState {
+        tenants: tenants.clone(),
+        admin_token: plan.admin_token,
+        clock: Arc::new(SystemClock),
+        config_path: args.config.clone(),
+        reloading: tokio::sync::Mutex::new(()),
+    });
+    let reloader = args
+        .config
+        .is_some()
+        .then(|| spawn_reload_on_sighup(state.clone()));
 
     let (stop_http, http_stopped) = watch::channel(false);
-    let http = match args.listen_addr() {
+    let http = match plan.listen {
         Some(addr) => {
             let (listener, bound) = http::bind(&addr).await?;
-            let mut front =
-                Tenant::new(runtime, TENANT, db.clone(), publisher.clone(), config).await?;
-            front.set_metrics(tenant_metrics.clone());
-            let state = Arc::new(AppState {
-                worker: worker.clone(),
-                front: tokio::sync::Mutex::new(front),
-                db: db.clone(),
-                publisher,
-                metrics,
-                tenant_metrics,
-                admin_token: args.admin_token.clone().filter(|t| !t.is_empty()),
-                clock: Arc::new(SystemClock),
-            });
             // Tests and scripts that asked for port 0 read the address from here.
             println!("listening on http://{bound}");
             tracing::info!(%bound, admin_api = state.admin_token.is_some(), "http listening");
             let mut stopped = http_stopped.clone();
-            Some(tokio::spawn(http::serve(listener, state, async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })))
+            Some(tokio::spawn(http::serve(
+                listener,
+                state.clone(),
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            )))
         }
         None => None,
     };
 
-    let listener = if args.poll_only {
-        None
-    } else {
-        db.spawn_listener(worker.wake_handle())
-    };
-    tracing::info!(db = %args.db.db, publisher = %trustlog_host::publisher::options::redact(&args.publisher.publisher), until_drained = args.until_drained, listening = listener.is_some(), "serving");
-    let started = Instant::now();
-    let summary = worker.run(args.until_drained, shutdown_signal()).await;
-    let secs = started.elapsed().as_secs_f64();
     tracing::info!(
-        exit = ?summary.exit, published = summary.published, retry_scheduled = summary.retry_scheduled,
-        dead_lettered = summary.dead_lettered, errors = summary.errors, seconds = secs,
-        ops_per_sec = summary.published as f64 / secs.max(1e-9), "stopped"
+        tenants = tenants.list().await.len(),
+        until_drained = args.until_drained,
+        "serving"
     );
+    let started = Instant::now();
+    let mut shutdown = shutdown_signal();
+    if args.until_drained {
+        tokio::select! {
+            _ = tenants.wait_all_ended() => {}
+            _ = shutdown.wait_for(|s| *s) => {}
+        }
+    } else {
+        let _ = shutdown.wait_for(|s| *s).await;
+    }
+    let states: Vec<(String, RunState)> = tenants
+        .list()
+        .await
+        .iter()
+        .map(|t| (t.id().to_string(), t.state()))
+        .collect();
+    let secs = started.elapsed().as_secs_f64();
+    for (id, summary) in tenants.shutdown().await {
+        tracing::info!(
+            tenant = %id, exit = ?summary.exit, published = summary.published, retry_scheduled = summary.retry_scheduled,
+            dead_lettered = summary.dead_lettered, errors = summary.errors, seconds = secs,
+            ops_per_sec = summary.published as f64 / secs.max(1e-9), "stopped"
+        );
+    }
+    if let Some(r) = reloader {
+        r.abort();
+    }
     let _ = stop_http.send(true);
     if let Some(server) = http {
         match tokio::time::timeout(HTTP_GRACE, server).await {
@@ -174,11 +232,35 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Err(_) => tracing::warn!("http requests still running after {HTTP_GRACE:?}; dropped"),
         }
     }
-    if let Some(l) = listener {
-        l.abort();
+    // --until-drained promises everything delivered: a tenant stopped by its limits breaks it.
+    let stopped: Vec<String> = states
+        .iter()
+        .filter_map(|(id, s)| s.reason().map(|r| format!("{id}: {r}")))
+        .collect();
+    if args.until_drained && !stopped.is_empty() && !*shutdown.borrow() {
+        eprintln!("not drained; tenants stopped: {}", stopped.join("; "));
+        return Ok(ExitCode::FAILURE);
     }
-    db.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Re-reads the config file at every SIGHUP.
+fn spawn_reload_on_sighup(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::error!("could not install the SIGHUP handler; reload through the admin API");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match state.reload().await {
+                Ok(report) => tracing::info!(?report, "SIGHUP: config reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: config not reloaded; the tenants run on")
+                }
+            }
+        }
+    })
 }
 
 #[derive(Default, serde::Serialize)]

@@ -4,14 +4,17 @@
 pub mod bindings;
 pub mod clock;
 pub mod component_cache;
+pub mod config;
 pub mod db;
 pub mod guest_output;
 pub mod http;
 pub mod ingest;
 pub mod ledger;
+pub mod limits;
 pub mod metrics;
 pub mod publisher;
 pub mod report;
 pub mod runtime;
 pub mod tenant;
+pub mod tenants;
 pub mod worker;

@@ -31,6 +31,10 @@ pub struct Metrics {
     publish_latency: HistogramVec,
     tick_duration: HistogramVec,
     delivery_latency: HistogramVec,
+    tenant_up: IntGaugeVec,
+    guest_traps: IntCounterVec,
+    limit_exceeded: IntCounterVec,
+    guest_log_dropped: IntCounterVec,
 }
 
 /// Batch-sized operations: from half a millisecond to half a minute.
@@ -128,6 +132,34 @@ impl Metrics {
                 .buckets(delivery_buckets()),
                 tenant,
             )?,
+            tenant_up: IntGaugeVec::new(
+                Opts::new(
+                    "trustlog_tenant_up",
+                    "1 while the tenant's worker runs, 0 once it was stopped (a limit exceeded).",
+                ),
+                tenant,
+            )?,
+            guest_traps: IntCounterVec::new(
+                Opts::new(
+                    "trustlog_guest_traps_total",
+                    "Calls into the guest that trapped; each cost its instance.",
+                ),
+                tenant,
+            )?,
+            limit_exceeded: IntCounterVec::new(
+                Opts::new(
+                    "trustlog_limit_exceeded_total",
+                    "Calls into the guest stopped by a limit (memory, table, fuel).",
+                ),
+                &["tenant", "limit"],
+            )?,
+            guest_log_dropped: IntCounterVec::new(
+                Opts::new(
+                    "trustlog_guest_log_dropped_total",
+                    "Guest log lines dropped over the tenant's log_lines_per_sec.",
+                ),
+                tenant,
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.untrustlogged.clone()))?;
@@ -141,6 +173,10 @@ impl Metrics {
         m.registry.register(Box::new(m.publish_latency.clone()))?;
         m.registry.register(Box::new(m.tick_duration.clone()))?;
         m.registry.register(Box::new(m.delivery_latency.clone()))?;
+        m.registry.register(Box::new(m.tenant_up.clone()))?;
+        m.registry.register(Box::new(m.guest_traps.clone()))?;
+        m.registry.register(Box::new(m.limit_exceeded.clone()))?;
+        m.registry.register(Box::new(m.guest_log_dropped.clone()))?;
         Ok(Arc::new(m))
     }
 
@@ -154,6 +190,12 @@ impl Metrics {
         self.dead_letters.with_label_values(t);
         self.publish_latency.with_label_values(t);
         self.delivery_latency.with_label_values(t);
+        self.tenant_up.with_label_values(t).set(1);
+        self.guest_traps.with_label_values(t);
+        self.guest_log_dropped.with_label_values(t);
+        for limit in LIMIT_KINDS {
+            self.limit_exceeded.with_label_values(&[id, limit]);
+        }
         for kind in TICK_KINDS {
             let labels = &[id, kind];
             self.published.with_label_values(labels);
@@ -167,6 +209,31 @@ impl Metrics {
         }
     }
 
+    /// Drops every series of a tenant that was removed from the host.
+    pub fn remove_tenant(&self, id: &str) {
+        let t = &[id];
+        let _ = self.untrustlogged.remove_label_values(t);
+        let _ = self.cursor_lag.remove_label_values(t);
+        let _ = self.retry_queue.remove_label_values(t);
+        let _ = self.dead_letters.remove_label_values(t);
+        let _ = self.publish_latency.remove_label_values(t);
+        let _ = self.delivery_latency.remove_label_values(t);
+        let _ = self.tenant_up.remove_label_values(t);
+        let _ = self.guest_traps.remove_label_values(t);
+        let _ = self.guest_log_dropped.remove_label_values(t);
+        for limit in LIMIT_KINDS {
+            let _ = self.limit_exceeded.remove_label_values(&[id, limit]);
+        }
+        for kind in TICK_KINDS {
+            let labels = &[id, kind];
+            let _ = self.published.remove_label_values(labels);
+            let _ = self.failed.remove_label_values(labels);
+            let _ = self.dead_lettered.remove_label_values(labels);
+            let _ = self.tick_errors.remove_label_values(labels);
+            let _ = self.tick_duration.remove_label_values(labels);
+        }
+    }
+
     /// Every metric in the Prometheus text format.
     pub fn render(&self) -> Result<String, MetricsError> {
         Ok(TextEncoder::new().encode_to_string(&self.registry.gather())?)
@@ -175,6 +242,9 @@ impl Metrics {
 
 /// The tick kinds that label the per-tick series.
 const TICK_KINDS: [&str; 3] = ["scan", "retry", "sweep"];
+
+/// The limits that label `trustlog_limit_exceeded_total`.
+const LIMIT_KINDS: [&str; 3] = ["memory", "table", "fuel"];
 
 /// One tenant's view of the metrics; cheap to clone.
 #[derive(Clone)]
@@ -237,6 +307,38 @@ impl TenantMetrics {
         m.tick_duration
             .with_label_values(l)
             .observe(took.as_secs_f64());
+    }
+
+    /// Marks the tenant running (1) or stopped (0).
+    pub fn up(&self, running: bool) {
+        self.metrics
+            .tenant_up
+            .with_label_values(&[&*self.tenant])
+            .set(i64::from(running));
+    }
+
+    /// Counts a trap of the tenant's guest.
+    pub fn trapped(&self) {
+        self.metrics
+            .guest_traps
+            .with_label_values(&[&*self.tenant])
+            .inc();
+    }
+
+    /// Counts a call stopped by the named limit.
+    pub fn limit_exceeded(&self, limit: &str) {
+        self.metrics
+            .limit_exceeded
+            .with_label_values(&[&*self.tenant, limit])
+            .inc();
+    }
+
+    /// Counts guest log lines dropped by the rate limit.
+    pub fn guest_log_dropped(&self, lines: u64) {
+        self.metrics
+            .guest_log_dropped
+            .with_label_values(&[&*self.tenant])
+            .inc_by(lines);
     }
 
     /// Observes one publish call.

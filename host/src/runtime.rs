@@ -3,17 +3,19 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use sha2::Digest;
 use trustlog_guest::model as m;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::{self, TrustlogPre, db, log, monitoring, publisher, t};
 use crate::component_cache;
 use crate::db::Database;
 use crate::guest_output::GuestOutput;
+use crate::limits::{LimitKind, Limits, TenantLimiter};
 use crate::metrics::TenantMetrics;
 use crate::publisher::Publisher;
 
@@ -23,6 +25,11 @@ pub static GUEST_WASM: &[u8] = include_bytes!(env!("TRUSTLOG_GUEST_WASM"));
 /// Why the runtime or an instance could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    #[error("reading the component {}: {message}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        message: String,
+    },
     #[error("wasmtime engine: {0}")]
     Engine(String),
     #[error(transparent)]
@@ -46,6 +53,50 @@ pub enum CallError {
         call: &'static str,
         message: String,
     },
+    /// The guest ran into one of its limits; the tenant must be stopped.
+    #[error("tenant {tenant}: guest exceeded its {} limit in {call}: {message}", kind.name())]
+    Limit {
+        tenant: String,
+        call: &'static str,
+        kind: LimitKind,
+        message: String,
+    },
+}
+
+/// Fuel burnt between two yields to the async runtime, so a guest that computes
+/// for long never holds a runtime thread from other tenants (about a millisecond).
+const FUEL_YIELD_INTERVAL: u64 = 1_000_000;
+
+/// How instances are allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Allocation {
+    /// Allocated and freed per instance (tools and tests with a tenant or two).
+    #[default]
+    OnDemand,
+    /// Slots for this many instances reserved up front and recycled, with
+    /// copy-on-write heap images: instantiation is a few page mappings.
+    Pooling { instances: u32 },
+}
+
+/// A wasmtime engine as trustlog runs it: components, fuel, and the allocation.
+pub fn engine(allocation: Allocation) -> Result<Engine, RuntimeError> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.consume_fuel(true);
+    if let Allocation::Pooling { instances } = allocation {
+        let mut pool = PoolingAllocationConfig::default();
+        // A trustlog component holds a handful of core modules (the engine, the WASI
+        // adapter, shims), one or two memories and a few tables; room for twice that.
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(8))
+            .total_memories(instances.saturating_mul(2))
+            .total_tables(instances.saturating_mul(8))
+            .total_stacks(instances);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // Copy-on-write heap images are on by default; say so, the pool relies on them.
+        config.memory_init_cow(true);
+    }
+    Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
 }
 
 /// The process-wide engine and the component, compiled and linked once.
@@ -53,6 +104,8 @@ pub enum CallError {
 pub struct Runtime {
     engine: Engine,
     pre: TrustlogPre<TenantState>,
+    /// SHA-256 of the component's bytes: which component this is.
+    digest: [u8; 32],
 }
 
 impl Runtime {
@@ -61,11 +114,24 @@ impl Runtime {
         Self::with_component(GUEST_WASM)
     }
 
+    /// Same as [`Runtime::new`] for the component in the file at `path`.
+    pub fn from_file(path: &std::path::Path) -> Result<Runtime, RuntimeError> {
+        let wasm = std::fs::read(path).map_err(|e| RuntimeError::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::with_component(&wasm)
+    }
+
     /// Same as [`Runtime::new`] for another component binary.
     pub fn with_component(wasm: &[u8]) -> Result<Runtime, RuntimeError> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        Self::on_engine(&engine(Allocation::OnDemand)?, wasm)
+    }
+
+    /// The component `wasm`, compiled for (and linked on) a shared `engine`.
+    pub fn on_engine(engine: &Engine, wasm: &[u8]) -> Result<Runtime, RuntimeError> {
+        let engine = engine.clone();
+        let digest = sha2::Sha256::digest(wasm).into();
         let component = component_cache::load(&engine, wasm, &component_cache::cache_dir())?;
         let mut linker = Linker::<TenantState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
@@ -76,16 +142,35 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
         let pre = TrustlogPre::new(pre).map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
-        Ok(Runtime { engine, pre })
+        Ok(Runtime {
+            engine,
+            pre,
+            digest,
+        })
     }
 
-    /// A fresh sandbox for `tenant`, wired to its own database and publisher.
+    /// Whether both run the very same component bytes.
+    pub fn same_component(&self, other: &Runtime) -> bool {
+        self.digest == other.digest
+    }
+
+    /// The engine the component is compiled for.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// A fresh sandbox for `tenant` within `limits`, wired to its own database and publisher.
     pub async fn instantiate(
         &self,
         tenant: &str,
         db: Database,
         publisher: Publisher,
+        limits: Limits,
     ) -> Result<Instance, RuntimeError> {
+        let failed = |message: String| RuntimeError::Instantiate {
+            tenant: tenant.to_string(),
+            message,
+        };
         let tenant: Arc<str> = Arc::from(tenant);
         // No preopened dirs, no env, no args, no sockets: the guest's only way out is our imports.
         let wasi = WasiCtxBuilder::new()
@@ -103,18 +188,25 @@ impl Runtime {
             table: ResourceTable::new(),
             metrics: None,
             fetched: HashMap::new(),
+            limiter: TenantLimiter::new(limits),
+            log_gate: LogGate::default(),
         };
         let mut store = Store::new(&self.engine, state);
-        let bindings = self.pre.instantiate_async(&mut store).await.map_err(|e| {
-            RuntimeError::Instantiate {
-                tenant: tenant.to_string(),
-                message: format!("{e:#}"),
-            }
-        })?;
+        store.limiter(|s| &mut s.limiter);
+        store
+            .set_fuel(limits.fuel_per_call)
+            .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)))
+            .map_err(|e| failed(format!("{e:#}")))?;
+        let bindings = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| failed(format!("{e:#}")))?;
         Ok(Instance {
             store,
             bindings,
             tenant,
+            fuel: limits.fuel_per_call,
         })
     }
 }
@@ -130,6 +222,45 @@ pub struct TenantState {
     /// Timestamps of the rows the current tick read, by op_id, so the commit that marks
     /// them can observe insert→`TRUSTLOGGED` latency. Filled only when metrics are on.
     fetched: HashMap<String, m::Micros>,
+    limiter: TenantLimiter,
+    log_gate: LogGate,
+}
+
+/// Lets a tenant's guest log at most so many lines a second; counts the rest.
+#[derive(Debug)]
+struct LogGate {
+    window: Instant,
+    passed: u32,
+    dropped: u64,
+}
+
+impl Default for LogGate {
+    fn default() -> Self {
+        LogGate {
+            window: Instant::now(),
+            passed: 0,
+            dropped: 0,
+        }
+    }
+}
+
+impl LogGate {
+    /// Whether the next line may pass; at a new window, how many were dropped in the last.
+    fn admit(&mut self, per_second: u32) -> (bool, u64) {
+        let mut dropped_before = 0;
+        if self.window.elapsed() >= Duration::from_secs(1) {
+            dropped_before = std::mem::take(&mut self.dropped);
+            self.window = Instant::now();
+            self.passed = 0;
+        }
+        if self.passed < per_second {
+            self.passed += 1;
+            (true, dropped_before)
+        } else {
+            self.dropped += 1;
+            (false, dropped_before)
+        }
+    }
 }
 
 impl TenantState {
@@ -260,6 +391,17 @@ impl publisher::Host for TenantState {
 impl log::Host for TenantState {
     async fn log(&mut self, level: log::Level, message: String) {
         let tenant = &*self.tenant;
+        // A guest that logs without end must not flood the host's log or its disk.
+        let (admit, dropped) = self.log_gate.admit(self.limiter.limits().log_lines_per_sec);
+        if dropped > 0 {
+            tracing::warn!(target: "trustlog::guest", tenant, dropped, "guest log lines dropped over the last second (log_lines_per_sec)");
+            if let Some(m) = &self.metrics {
+                m.guest_log_dropped(dropped);
+            }
+        }
+        if !admit {
+            return;
+        }
         match level {
             log::Level::Trace => tracing::trace!(target: "trustlog::guest", tenant, "{message}"),
             log::Level::Debug => tracing::debug!(target: "trustlog::guest", tenant, "{message}"),
@@ -275,15 +417,36 @@ pub struct Instance {
     store: Store<TenantState>,
     bindings: bindings::Trustlog,
     tenant: Arc<str>,
+    fuel: u64,
 }
 
 impl Instance {
-    fn trap(&self, call: &'static str, e: wasmtime::Error) -> CallError {
-        CallError::Trap {
-            tenant: self.tenant.to_string(),
-            call,
-            message: format!("{e:#}"),
+    /// Classifies a failed call: a limit the guest ran into, or a plain trap.
+    fn trap(&mut self, call: &'static str, e: wasmtime::Error) -> CallError {
+        let tenant = self.tenant.to_string();
+        let message = format!("{e:#}");
+        let kind = self.store.data_mut().limiter.take_hit().or_else(|| {
+            (e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel)).then_some(LimitKind::Fuel)
+        });
+        match kind {
+            Some(kind) => CallError::Limit {
+                tenant,
+                call,
+                kind,
+                message,
+            },
+            None => CallError::Trap {
+                tenant,
+                call,
+                message,
+            },
         }
+    }
+
+    /// Gives the next call its full fuel budget.
+    fn refuel(&mut self) {
+        // Only fails when fuel is off, and the engine always turns it on.
+        let _ = self.store.set_fuel(self.fuel);
     }
 
     /// Feeds this instance's publish and delivery observations into `metrics`.
@@ -293,6 +456,7 @@ impl Instance {
 
     /// Configures the engine; must come first.
     pub async fn configure(&mut self, cfg: m::Config) -> Result<(), CallError> {
+        self.refuel();
         let r = self
             .bindings
             .trustlog_engine_engine()
@@ -309,6 +473,7 @@ impl Instance {
         strategy: Option<m::Strategy>,
     ) -> Result<Vec<m::RecordOutcome>, CallError> {
         let ops: Vec<t::Operation> = ops.into_iter().map(Into::into).collect();
+        self.refuel();
         let r = self
             .bindings
             .trustlog_engine_engine()
@@ -322,6 +487,7 @@ impl Instance {
 
     /// One scan batch.
     pub async fn scan_tick(&mut self, now: m::Micros) -> Result<m::TickReport, CallError> {
+        self.refuel();
         let r = self
             .bindings
             .trustlog_engine_engine()
@@ -334,6 +500,7 @@ impl Instance {
 
     /// One retry batch.
     pub async fn retry_tick(&mut self, now: m::Micros) -> Result<m::TickReport, CallError> {
+        self.refuel();
         let r = self
             .bindings
             .trustlog_engine_engine()
@@ -346,6 +513,7 @@ impl Instance {
 
     /// One sweep batch.
     pub async fn sweep_tick(&mut self, now: m::Micros) -> Result<m::TickReport, CallError> {
+        self.refuel();
         let r = self
             .bindings
             .trustlog_engine_engine()
@@ -358,6 +526,7 @@ impl Instance {
 
     /// The monitoring figures.
     pub async fn status(&mut self, now: m::Micros) -> Result<m::StatusReport, CallError> {
+        self.refuel();
         let r = self
             .bindings
             .trustlog_engine_engine()

@@ -6,6 +6,7 @@
 use trustlog_guest::model as m;
 
 use crate::db::Database;
+use crate::limits::Limits;
 use crate::metrics::TenantMetrics;
 use crate::publisher::Publisher;
 use crate::runtime::{CallError, Instance, Runtime, RuntimeError};
@@ -19,6 +20,16 @@ pub enum TenantError {
     Call(#[from] CallError),
 }
 
+impl TenantError {
+    /// The limit the guest ran into, when that is why the call failed.
+    pub fn limit(&self) -> Option<crate::limits::LimitKind> {
+        match self {
+            TenantError::Call(CallError::Limit { kind, .. }) => Some(*kind),
+            _ => None,
+        }
+    }
+}
+
 /// A tenant's adapters and its (lazily rebuilt) guest instance.
 pub struct Tenant {
     id: String,
@@ -26,6 +37,7 @@ pub struct Tenant {
     db: Database,
     publisher: Publisher,
     config: m::Config,
+    limits: Limits,
     instance: Option<Instance>,
     metrics: Option<TenantMetrics>,
 }
@@ -39,12 +51,25 @@ impl Tenant {
         publisher: Publisher,
         config: m::Config,
     ) -> Result<Tenant, TenantError> {
+        Self::with_limits(runtime, id, db, publisher, config, Limits::default()).await
+    }
+
+    /// Same as [`Tenant::new`], every instance held to `limits`.
+    pub async fn with_limits(
+        runtime: Runtime,
+        id: &str,
+        db: Database,
+        publisher: Publisher,
+        config: m::Config,
+        limits: Limits,
+    ) -> Result<Tenant, TenantError> {
         let mut tenant = Tenant {
             id: id.to_string(),
             runtime,
             db,
             publisher,
             config,
+            limits,
             instance: None,
             metrics: None,
         };
@@ -70,6 +95,11 @@ impl Tenant {
         self.metrics = Some(metrics);
     }
 
+    /// The limits every instance of this tenant is held to.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// The engine configuration the guest runs with.
     pub fn config(&self) -> &m::Config {
         &self.config
@@ -79,7 +109,12 @@ impl Tenant {
         if self.instance.is_none() {
             let mut instance = self
                 .runtime
-                .instantiate(&self.id, self.db.clone(), self.publisher.clone())
+                .instantiate(
+                    &self.id,
+                    self.db.clone(),
+                    self.publisher.clone(),
+                    self.limits,
+                )
                 .await?;
             instance.configure(self.config.clone()).await?;
             instance.set_metrics(self.metrics.clone());
@@ -93,9 +128,23 @@ impl Tenant {
         f: impl AsyncFnOnce(&mut Instance) -> Result<R, CallError>,
     ) -> Result<R, TenantError> {
         let result = f(self.instance().await?).await;
-        if let Err(CallError::Trap { .. }) = &result {
-            tracing::error!(tenant = %self.id, error = %result.as_ref().err().expect("matched"), "guest trapped; replacing its instance");
-            self.instance = None;
+        match &result {
+            Err(e @ CallError::Trap { .. }) => {
+                tracing::error!(tenant = %self.id, error = %e, "guest trapped; replacing its instance");
+                if let Some(m) = &self.metrics {
+                    m.trapped();
+                }
+                self.instance = None;
+            }
+            Err(e @ CallError::Limit { kind, .. }) => {
+                tracing::error!(tenant = %self.id, error = %e, limit = kind.name(), "guest exceeded a limit; dropping its instance");
+                if let Some(m) = &self.metrics {
+                    m.trapped();
+                    m.limit_exceeded(kind.name());
+                }
+                self.instance = None;
+            }
+            _ => {}
         }
         Ok(result?)
     }

@@ -17,6 +17,7 @@ use tracing::Instrument;
 use trustlog_guest::model::{Micros, Operation, RecordOutcome, Strategy};
 
 use crate::clock::{Clock, SystemClock};
+use crate::limits::LimitKind;
 use crate::metrics::TenantMetrics;
 use crate::tenant::{Tenant, TenantError};
 
@@ -42,16 +43,18 @@ impl Default for Intervals {
 }
 
 /// Why a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
     /// `--until-drained`: nothing was left to deliver or due.
     Drained,
     /// A shutdown was requested; the batch in flight was finished.
     Shutdown,
+    /// The guest ran into one of its limits: the tenant is stopped, with the reason.
+    LimitExceeded { limit: LimitKind, reason: String },
 }
 
 /// Totals of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
     pub exit: Exit,
     pub published: u64,
@@ -71,8 +74,11 @@ pub struct Worker {
     metrics: Option<TenantMetrics>,
 }
 
-/// Pause after a failed tick so an outage is not a busy loop.
+/// Pause after a pass with a failed tick, so an outage or a trapping guest is not
+/// a busy loop; it doubles with each failed pass in a row, up to `MAX_ERROR_PAUSE`.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// The longest pause after failed passes (the seed's poll interval).
+const MAX_ERROR_PAUSE: Duration = Duration::from_secs(10);
 
 /// One kind of tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +102,8 @@ impl Lane {
 struct Pass {
     fetched: u64,
     errored: bool,
+    /// A limit the guest ran into: the run ends.
+    limit: Option<(LimitKind, String)>,
 }
 
 impl Worker {
@@ -171,6 +179,7 @@ impl Worker {
         let sweep_every = micros(self.intervals.sweep);
         let start = self.clock.now();
         let (mut next_retry, mut next_sweep) = (start, start);
+        let mut failed_passes: u32 = 0;
         loop {
             let mut pass = Pass::default();
             let mut lanes = vec![Lane::Scan];
@@ -202,6 +211,10 @@ impl Worker {
                     if self.one_batch(lane, &mut pass, &mut summary).await {
                         still.push(lane);
                     }
+                    if let Some((limit, reason)) = pass.limit.take() {
+                        summary.exit = Exit::LimitExceeded { limit, reason };
+                        return summary;
+                    }
                 }
                 lanes = still;
             }
@@ -212,8 +225,16 @@ impl Worker {
                 summary.exit = Exit::Drained;
                 return summary;
             }
+            // A pass that delivered something is not a stuck one: the pause does not grow.
+            failed_passes = match (pass.errored, pass.fetched) {
+                (false, _) => 0,
+                (true, 0) => failed_passes + 1,
+                (true, _) => 1,
+            };
             let wait = if pass.errored {
-                ERROR_PAUSE.min(self.intervals.poll)
+                ERROR_PAUSE
+                    .saturating_mul(1 << (failed_passes - 1).min(8))
+                    .min(MAX_ERROR_PAUSE)
             } else if until_drained && pass.fetched > 0 {
                 Duration::ZERO
             } else {
@@ -291,6 +312,9 @@ impl Worker {
                 }
                 summary.errors += 1;
                 pass.errored = true;
+                if let Some(limit) = e.limit() {
+                    pass.limit = Some((limit, e.to_string()));
+                }
                 span.in_scope(|| tracing::warn!(error = %e, "tick failed; will try again"));
                 false
             }

@@ -207,5 +207,6 @@ pub fn unique_name(prefix: &str) -> String {
 
 pub mod backends;
 pub mod brokers;
+pub mod guests;
 pub mod proxy;
 pub mod server;

@@ -1,5 +1,6 @@
-//! The dead-letter admin API, behind a bearer token. With no token configured it
-//! is off (404); a missing or wrong token is a 401 and changes nothing.
+//! The dead-letter admin API, behind a bearer token: the tenant's own or the
+//! host's. With neither configured it is off (404); a missing or wrong token is a
+//! 401 and changes nothing. A tenant's token opens that tenant's API only.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,9 +13,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{ApiError, AppState, json_body};
+use super::{ApiError, AppState, Scoped, json_body};
 use crate::db::Replay;
 use crate::report::dead_letter_json;
+use crate::tenants::Running;
 
 /// Dead letters per page when the caller names no limit.
 const DEFAULT_PAGE: u32 = 100;
@@ -22,7 +24,7 @@ const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 10_000;
 
 /// Why a request was refused before it did anything.
-enum Denied {
+pub(super) enum Denied {
     Off,
     Unauthorized,
 }
@@ -32,7 +34,7 @@ impl IntoResponse for Denied {
         match self {
             Denied::Off => ApiError::new(
                 StatusCode::NOT_FOUND,
-                "the admin API is off: start serve with --admin-token or TRUSTLOG_ADMIN_TOKEN",
+                "the admin API is off: start serve with --admin-token or TRUSTLOG_ADMIN_TOKEN, or give the tenant an admin_token",
             )
             .into_response(),
             Denied::Unauthorized => (
@@ -47,19 +49,50 @@ impl IntoResponse for Denied {
     }
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Denied> {
-    let expected = state.admin_token.as_deref().ok_or(Denied::Off)?;
+/// Lets the request through when its bearer token is one of `accepted`.
+fn bearer_matches(headers: &HeaderMap, accepted: &[&str]) -> Result<(), Denied> {
+    if accepted.is_empty() {
+        return Err(Denied::Off);
+    }
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(Denied::Unauthorized)?;
     // Comparing digests takes the same time wherever the strings first differ.
-    if Sha256::digest(given.as_bytes()) == Sha256::digest(expected.as_bytes()) {
+    let given = Sha256::digest(given.as_bytes());
+    if accepted
+        .iter()
+        .any(|token| Sha256::digest(token.as_bytes()) == given)
+    {
         Ok(())
     } else {
         Err(Denied::Unauthorized)
     }
+}
+
+/// The host's token, or the tenant's own.
+fn authorize(state: &AppState, tenant: &Running, headers: &HeaderMap) -> Result<(), Denied> {
+    let accepted: Vec<&str> = [
+        state.admin_token.as_deref(),
+        tenant.spec.admin_token.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|t| !t.is_empty())
+    .collect();
+    bearer_matches(headers, &accepted)
+}
+
+/// The host's token only: the tenant admin API.
+pub(super) fn authorize_host(state: &AppState, headers: &HeaderMap) -> Result<(), Denied> {
+    let accepted: Vec<&str> = state
+        .admin_token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .into_iter()
+        .collect();
+    bearer_matches(headers, &accepted)
 }
 
 /// Why a request was turned away before it did anything.
@@ -80,11 +113,12 @@ impl IntoResponse for Refusal {
 /// Authorizes a request, then parses its body.
 fn admit<T>(
     state: &AppState,
+    tenant: &Running,
     headers: &HeaderMap,
     body: &[u8],
     parse: fn(&[u8]) -> Result<T, ApiError>,
 ) -> Result<T, Refusal> {
-    authorize(state, headers).map_err(Refusal::Denied)?;
+    authorize(state, tenant, headers).map_err(Refusal::Denied)?;
     parse(body).map_err(Refusal::Invalid)
 }
 
@@ -95,10 +129,11 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
 /// `GET /v1/admin/dead-letters?after=OP_ID&limit=N`: one page, in op_id order.
 pub async fn list(
     State(state): State<Arc<AppState>>,
+    Scoped(tenant): Scoped,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
+    if let Err(denied) = authorize(&state, &tenant, &headers) {
         return denied.into_response();
     }
     let limit = match query.get("limit").map(|l| l.parse::<u32>()) {
@@ -114,7 +149,7 @@ pub async fn list(
         }
     };
     let after = query.get("after").map(String::as_str);
-    match state.db.dead_letters(after, limit).await {
+    match tenant.db.dead_letters(after, limit).await {
         Ok(page) => {
             let next_after = (page.len() == limit as usize)
                 .then(|| page.last().map(|d| d.op_id.clone()))
@@ -130,14 +165,15 @@ pub async fn list(
 /// back to the retry queue, due now, with a fresh retry count.
 pub async fn replay(
     State(state): State<Arc<AppState>>,
+    Scoped(tenant): Scoped,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let which = match admit(&state, &headers, &body, replay_request) {
+    let which = match admit(&state, &tenant, &headers, &body, replay_request) {
         Ok(w) => w,
         Err(refused) => return refused.into_response(),
     };
-    match state
+    match tenant
         .db
         .replay_dead_letters(which.clone(), state.clock.now())
         .await
@@ -154,7 +190,7 @@ pub async fn replay(
             .into_response()
         }
         Ok(n) => {
-            state.worker.retry_soon();
+            tenant.worker.retry_soon();
             tracing::info!(replayed = n, "dead letters replayed through the admin API");
             Json(json!({"replayed": n})).into_response()
         }
@@ -186,14 +222,15 @@ fn replay_request(body: &[u8]) -> Result<Replay, ApiError> {
 /// as `DB_ONLY`.
 pub async fn purge(
     State(state): State<Arc<AppState>>,
+    Scoped(tenant): Scoped,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let older_than = match admit(&state, &headers, &body, purge_request) {
+    let older_than = match admit(&state, &tenant, &headers, &body, purge_request) {
         Ok(d) => d,
         Err(refused) => return refused.into_response(),
     };
-    match state
+    match tenant
         .db
         .purge_dead_letters_older_than(older_than, state.clock.now())
         .await

@@ -1,61 +1,133 @@
-//! The HTTP surface of `serve` (axum): ingest, status, metrics, probes and the
-//! dead-letter admin API.
+//! The HTTP surface of `serve` (axum): ingest, status, metrics, probes, the
+//! dead-letter admin API and the tenant admin API.
 //!
-//! Requests run on their own guest instance (`front`), not the worker's, so a
-//! tick waiting on a slow broker never holds up a scrape or an insert.
+//! Every tenant's routes live under `/v1/tenants/{tenant}/…`; the routes without
+//! that prefix (`/v1/operations`, `/v1/admin/dead-letters…`) reach the tenant
+//! named `default`, the only one of a host started without a config file.
+//! Requests run on the tenant's own request instance, not its worker's, so a tick
+//! waiting on a slow broker never holds up a scrape or an insert.
 
 mod admin;
 mod operations;
 mod probes;
+mod tenants;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::Mutex;
 
 use crate::clock::Clock;
-use crate::db::Database;
-use crate::metrics::{Metrics, TenantMetrics};
-use crate::publisher::Publisher;
-use crate::tenant::Tenant;
-use crate::worker::Worker;
+use crate::config::{ConfigError, HostConfig};
+use crate::tenants::{ReloadReport, Running, Tenants};
 
 /// The largest request body accepted (a few thousand operations).
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
+/// The tenant the routes without `/v1/tenants/{tenant}` reach.
+pub const DEFAULT_TENANT: &str = "default";
+
 /// Everything the handlers share.
 pub struct AppState {
-    /// The scheduler, woken after inserts and replays.
-    pub worker: Worker,
-    /// A guest instance of the same tenant for requests.
-    pub front: Mutex<Tenant>,
-    pub db: Database,
-    pub publisher: Publisher,
-    pub metrics: Arc<Metrics>,
-    pub tenant_metrics: TenantMetrics,
-    /// The admin API's bearer token; `None` turns the admin API off.
+    /// The host's tenants.
+    pub tenants: Arc<Tenants>,
+    /// The host-wide admin token: every tenant's admin API and the tenant admin API.
+    /// With neither it nor a tenant's own token, that admin API is off.
     pub admin_token: Option<String>,
     pub clock: Arc<dyn Clock>,
+    /// The config file `serve --config` read, re-read on reload.
+    pub config_path: Option<PathBuf>,
+    /// One reload at a time (SIGHUP and the admin API may race).
+    pub reloading: tokio::sync::Mutex<()>,
+}
+
+/// Why a reload did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the host was started without --config; there is nothing to reload")]
+    NoConfig,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+impl AppState {
+    /// Re-reads the config file and makes the host run what it says.
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let path = self.config_path.as_deref().ok_or(ReloadError::NoConfig)?;
+        let _one_at_a_time = self.reloading.lock().await;
+        let config = HostConfig::load(path)?;
+        let report = self.tenants.apply(config.tenants).await;
+        tracing::info!(?report, "config reloaded");
+        Ok(report)
+    }
+}
+
+/// The tenant a request is about: `{tenant}` in the path, else `default`.
+pub struct Scoped(pub Arc<Running>);
+
+impl FromRequestParts<Arc<AppState>> for Scoped {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let params = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map(|Path(p)| p)
+            .unwrap_or_default();
+        let id = params
+            .get("tenant")
+            .map(String::as_str)
+            .unwrap_or(DEFAULT_TENANT);
+        match state.tenants.get(id).await {
+            Some(running) => Ok(Scoped(running)),
+            None => Err(ApiError::field(
+                StatusCode::NOT_FOUND,
+                "tenant",
+                format!("no tenant {id:?} on this host"),
+            )),
+        }
+    }
 }
 
 /// Every route of the API.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/operations", post(operations::create))
-        .route("/v1/status", get(probes::status))
+        .route("/v1/tenants/{tenant}/operations", post(operations::create))
+        .route("/v1/status", get(probes::status_all))
+        .route("/v1/tenants/{tenant}/status", get(probes::status))
         .route("/metrics", get(probes::metrics))
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
         .route("/v1/admin/dead-letters", get(admin::list))
         .route("/v1/admin/dead-letters/replay", post(admin::replay))
         .route("/v1/admin/dead-letters/purge", post(admin::purge))
+        .route("/v1/tenants/{tenant}/admin/dead-letters", get(admin::list))
+        .route(
+            "/v1/tenants/{tenant}/admin/dead-letters/replay",
+            post(admin::replay),
+        )
+        .route(
+            "/v1/tenants/{tenant}/admin/dead-letters/purge",
+            post(admin::purge),
+        )
+        .route("/v1/admin/tenants", get(tenants::list))
+        .route(
+            "/v1/admin/tenants/{tenant}",
+            put(tenants::put).delete(tenants::delete),
+        )
+        .route("/v1/admin/reload", post(tenants::reload))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

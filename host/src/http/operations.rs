@@ -7,16 +7,15 @@
 //! confirmed by the trust log (trustlog-only).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use trustlog_guest::model::{Operation, RecordOutcome, Strategy};
 
-use super::{ApiError, AppState, json_body};
+use super::{ApiError, Scoped, json_body};
 use crate::ingest;
 
 /// Operations per call into the guest.
@@ -24,7 +23,7 @@ const CHUNK: usize = 1000;
 
 /// Stores (or publishes) the operations in the body.
 pub async fn create(
-    State(state): State<Arc<AppState>>,
+    Scoped(tenant): Scoped,
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -72,11 +71,8 @@ pub async fn create(
     let mut stored_any = false;
     for chunk in valid.chunks(CHUNK) {
         let ops = chunk.iter().map(|(_, op)| op.clone()).collect();
-        let outcomes = state
-            .front
-            .lock()
-            .await
-            .record(ops, strategy)
+        let outcomes = tenant
+            .with_front(async |t| t.record(ops, strategy).await)
             .await
             .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
         for ((index, op), outcome) in chunk.iter().zip(outcomes) {
@@ -85,7 +81,7 @@ pub async fn create(
         }
     }
     if stored_any {
-        state.worker.wake();
+        tenant.worker.wake();
     }
 
     let count = |what: &str| results.iter().filter(|r| r["outcome"] == what).count();

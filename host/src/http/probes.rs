@@ -10,38 +10,74 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use trustlog_guest::model::StatusReport;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, DEFAULT_TENANT, Scoped};
 use crate::report::status_json;
+use crate::tenants::{RunState, Running};
 
 /// How long readiness waits for the database and the publisher.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-async fn snapshot(state: &AppState) -> Result<StatusReport, ApiError> {
+async fn snapshot(state: &AppState, tenant: &Running) -> Result<StatusReport, ApiError> {
     let now = state.clock.now();
-    let report = state
-        .front
-        .lock()
-        .await
-        .status(now)
+    let report = tenant
+        .with_front(async |t| t.status(now).await)
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    state.tenant_metrics.status(&report);
+    tenant.metrics.status(&report);
     Ok(report)
 }
 
-/// `GET /v1/status`: the figures of `status --json`.
-pub async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(status_json(&snapshot(&state).await?)))
+/// One tenant's figures (those of `status --json`) with where its worker stands.
+async fn tenant_status(state: &AppState, tenant: &Running) -> Result<Value, ApiError> {
+    let mut body = status_json(&snapshot(state, tenant).await?);
+    let run = tenant.state();
+    body["state"] = json!(run.name());
+    if let Some(reason) = run.reason() {
+        body["reason"] = json!(reason);
+    }
+    Ok(body)
 }
 
-/// `GET /metrics`: Prometheus text format, the gauges read from the database now.
+/// `GET /v1/tenants/{tenant}/status`: the tenant's figures and state.
+pub async fn status(
+    State(state): State<Arc<AppState>>,
+    Scoped(tenant): Scoped,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(tenant_status(&state, &tenant).await?))
+}
+
+/// `GET /v1/status`: every tenant under `tenants`; the `default` tenant's figures
+/// also at the top level, as a single-tenant host has always answered.
+pub async fn status_all(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let mut body = json!({});
+    let mut tenants = serde_json::Map::new();
+    for tenant in state.tenants.list().await {
+        let one = match tenant_status(&state, &tenant).await {
+            Ok(v) => v,
+            // One tenant's database being down must not hide the others.
+            Err(e) => json!({"state": tenant.state().name(), "error": e.message}),
+        };
+        if tenant.id() == DEFAULT_TENANT
+            && let (Value::Object(top), Value::Object(fields)) = (&mut body, &one)
+        {
+            top.extend(fields.clone());
+        }
+        tenants.insert(tenant.id().to_string(), one);
+    }
+    body["tenants"] = Value::Object(tenants);
+    Ok(Json(body))
+}
+
+/// `GET /metrics`: Prometheus text format, the gauges read from the databases now.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     // A database that does not answer leaves the gauges at their last value; the
     // counters are still worth scraping, and /readyz says what is wrong.
-    if let Err(e) = snapshot(&state).await {
-        tracing::warn!(error = %e.message, "metrics: status snapshot failed");
+    for tenant in state.tenants.list().await {
+        if let Err(e) = snapshot(&state, &tenant).await {
+            tracing::warn!(tenant = tenant.id(), error = %e.message, "metrics: status snapshot failed");
+        }
     }
-    match state.metrics.render() {
+    match state.tenants.metrics().render() {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,
@@ -59,16 +95,33 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: 200 only when the database and the publisher both answer; else 503
-/// with what failed.
+/// `GET /readyz`: 200 only when every running tenant's database and publisher
+/// answer; else 503 with what failed, by tenant (the `default` tenant's also at the
+/// top level). A tenant stopped by its limits is reported, not waited for.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
-    let (db, publisher) = tokio::join!(
-        probe(async { state.db.ping().await.map_err(|e| e.to_string()) }),
-        probe(state.publisher.ready()),
-    );
-    let ready = db.is_ok() && publisher.is_ok();
-    let show = |r: Result<(), String>| r.err().unwrap_or_else(|| "ok".into());
-    let body = json!({"ready": ready, "database": show(db), "publisher": show(publisher)});
+    let show = |r: &Result<(), String>| r.clone().err().unwrap_or_else(|| "ok".into());
+    let mut ready = true;
+    let mut body = json!({});
+    let mut tenants = serde_json::Map::new();
+    for tenant in state.tenants.list().await {
+        let (db, publisher) = tokio::join!(
+            probe(async { tenant.db.ping().await.map_err(|e| e.to_string()) }),
+            probe(tenant.publisher.ready()),
+        );
+        let run = tenant.state();
+        if run == RunState::Running {
+            ready &= db.is_ok() && publisher.is_ok();
+        }
+        let one =
+            json!({"state": run.name(), "database": show(&db), "publisher": show(&publisher)});
+        if tenant.id() == DEFAULT_TENANT {
+            body["database"] = one["database"].clone();
+            body["publisher"] = one["publisher"].clone();
+        }
+        tenants.insert(tenant.id().to_string(), one);
+    }
+    body["ready"] = json!(ready);
+    body["tenants"] = Value::Object(tenants);
     let status = if ready {
         StatusCode::OK
     } else {

@@ -1,0 +1,444 @@
+//! The tenants of one host, each in a sandbox of its own with its own pool,
+//! publisher and worker task; added, removed and replaced while the host runs.
+//!
+//! Replacing a tenant (a new component, a new setting) stops its worker between
+//! two batches before the new one starts, so no row is delivered by both: what is
+//! in flight finishes, the cursor in the database hands over the rest.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex as StdMutex};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex, Notify, RwLock, watch};
+use tokio::task::JoinHandle;
+use wasmtime::Engine;
+
+use crate::config::TenantSpec;
+use crate::db::Database;
+use crate::metrics::{Metrics, TenantMetrics};
+use crate::publisher::Publisher;
+use crate::runtime::{GUEST_WASM, Runtime, RuntimeError};
+use crate::tenant::{Tenant, TenantError};
+use crate::worker::{Exit, Summary, Worker};
+
+/// Why a tenant could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("tenant {id}: already running")]
+    Exists { id: String },
+    #[error("tenant {id}: database {url}: {message}")]
+    Database {
+        id: String,
+        url: String,
+        message: String,
+    },
+    #[error("tenant {id}: publisher {url}: {message}")]
+    Publisher {
+        id: String,
+        url: String,
+        message: String,
+    },
+    #[error("tenant {id}: reading its component {path}: {message}")]
+    Component {
+        id: String,
+        path: String,
+        message: String,
+    },
+    #[error("tenant {id}: {source}")]
+    Runtime {
+        id: String,
+        #[source]
+        source: RuntimeError,
+    },
+    #[error("tenant {id}: {source}")]
+    Guest {
+        id: String,
+        #[source]
+        source: TenantError,
+    },
+}
+
+/// Where a tenant's worker stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunState {
+    Running,
+    /// `--until-drained`: everything was delivered.
+    Drained,
+    /// The worker stopped: a limit exceeded, or a shutdown.
+    Stopped {
+        reason: String,
+    },
+}
+
+impl RunState {
+    /// `running`, `drained` or `stopped`, as status reports name it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Drained => "drained",
+            RunState::Stopped { .. } => "stopped",
+        }
+    }
+
+    /// Why the worker stopped, if it did.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            RunState::Stopped { reason } => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+/// One tenant at work: its adapters, its worker, and a guest instance for requests.
+pub struct Running {
+    pub spec: TenantSpec,
+    pub worker: Worker,
+    pub db: Database,
+    pub publisher: Publisher,
+    pub metrics: TenantMetrics,
+    runtime: Runtime,
+    /// Built at the first request: an idle tenant holds one instance, not two.
+    front: Mutex<Option<Tenant>>,
+    state: StdMutex<RunState>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<Summary>>>,
+    listener: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// The tenant's id.
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
+    /// Where its worker stands.
+    pub fn state(&self) -> RunState {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_state(&self, state: RunState) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
+    }
+
+    /// Runs `f` on the tenant's request instance (not the worker's, so a tick waiting on
+    /// a slow broker never holds up a scrape or an insert).
+    pub async fn with_front<R>(
+        &self,
+        f: impl AsyncFnOnce(&mut Tenant) -> Result<R, TenantError>,
+    ) -> Result<R, TenantError> {
+        let mut front = self.front.lock().await;
+        if front.is_none() {
+            let mut tenant = Tenant::with_limits(
+                self.runtime.clone(),
+                &self.spec.id,
+                self.db.clone(),
+                self.publisher.clone(),
+                self.spec.engine.clone(),
+                self.spec.limits,
+            )
+            .await?;
+            tenant.set_metrics(self.metrics.clone());
+            *front = Some(tenant);
+        }
+        f(front.as_mut().expect("set above")).await
+    }
+
+    /// Stops the worker between two batches and waits for it; closes the adapters.
+    async fn stop(&self) -> Option<Summary> {
+        let _ = self.stop.send(true);
+        let summary = match self.task.lock().await.take() {
+            Some(task) => task.await.ok(),
+            None => None,
+        };
+        if let Some(l) = &self.listener {
+            l.abort();
+        }
+        self.db.close().await;
+        summary
+    }
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub replaced: Vec<String>,
+    pub unchanged: Vec<String>,
+    /// Tenants that could not be started, with the reason; the others went ahead.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Every tenant of the host.
+pub struct Tenants {
+    engine: Engine,
+    metrics: Arc<Metrics>,
+    until_drained: bool,
+    /// Compiled components by the SHA-256 of their bytes: tenants running the same
+    /// component share its machine code, and a changed file is recompiled.
+    runtimes: StdMutex<HashMap<[u8; 32], Runtime>>,
+    running: RwLock<BTreeMap<String, Arc<Running>>>,
+    /// Signalled whenever a worker ends.
+    ended: Arc<Notify>,
+}
+
+impl Tenants {
+    /// An empty host on `engine`, reporting into `metrics`.
+    pub fn new(engine: Engine, metrics: Arc<Metrics>, until_drained: bool) -> Arc<Tenants> {
+        Arc::new(Tenants {
+            engine,
+            metrics,
+            until_drained,
+            runtimes: StdMutex::new(HashMap::new()),
+            running: RwLock::new(BTreeMap::new()),
+            ended: Arc::new(Notify::new()),
+        })
+    }
+
+    /// The host's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The tenant `id`, if it is there.
+    pub async fn get(&self, id: &str) -> Option<Arc<Running>> {
+        self.running.read().await.get(id).cloned()
+    }
+
+    /// Every tenant, by id.
+    pub async fn list(&self) -> Vec<Arc<Running>> {
+        self.running.read().await.values().cloned().collect()
+    }
+
+    fn runtime(&self, spec: &TenantSpec) -> Result<Runtime, StartError> {
+        let wasm = match &spec.component {
+            Some(path) => std::fs::read(path).map_err(|e| StartError::Component {
+                id: spec.id.clone(),
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?,
+            None => GUEST_WASM.to_vec(),
+        };
+        let key: [u8; 32] = Sha256::digest(&wasm).into();
+        let mut cache = self.runtimes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(runtime) = cache.get(&key) {
+            return Ok(runtime.clone());
+        }
+        let runtime =
+            Runtime::on_engine(&self.engine, &wasm).map_err(|source| StartError::Runtime {
+                id: spec.id.clone(),
+                source,
+            })?;
+        cache.insert(key, runtime.clone());
+        Ok(runtime)
+    }
+
+    /// Connects, migrates and instantiates `spec`, without starting its worker.
+    async fn prepare(&self, spec: TenantSpec) -> Result<Running, StartError> {
+        let id = spec.id.clone();
+        let db = Database::connect(&spec.db)
+            .await
+            .map_err(|e| StartError::Database {
+                id: id.clone(),
+                url: crate::publisher::options::redact(&spec.db),
+                message: e.to_string(),
+            })?;
+        db.migrate().await.map_err(|e| StartError::Database {
+            id: id.clone(),
+            url: crate::publisher::options::redact(&spec.db),
+            message: e.to_string(),
+        })?;
+        let publisher =
+            Publisher::connect(&spec.publisher)
+                .await
+                .map_err(|e| StartError::Publisher {
+                    id: id.clone(),
+                    url: crate::publisher::options::redact(&spec.publisher),
+                    message: e.to_string(),
+                })?;
+        let runtime = self.runtime(&spec)?;
+        let tenant = Tenant::with_limits(
+            runtime.clone(),
+            &id,
+            db.clone(),
+            publisher.clone(),
+            spec.engine.clone(),
+            spec.limits,
+        )
+        .await
+        .map_err(|source| StartError::Guest {
+            id: id.clone(),
+            source,
+        })?;
+        let metrics = self.metrics.tenant(&id);
+        let worker = Worker::new(tenant, spec.intervals)
+            .with_metrics(metrics.clone())
+            .await;
+        let listener = if spec.poll_only {
+            None
+        } else {
+            db.spawn_listener(worker.wake_handle())
+        };
+        let (stop, _) = watch::channel(false);
+        Ok(Running {
+            spec,
+            worker,
+            db,
+            publisher,
+            metrics,
+            runtime,
+            front: Mutex::new(None),
+            state: StdMutex::new(RunState::Running),
+            stop,
+            task: Mutex::new(None),
+            listener,
+        })
+    }
+
+    /// Starts the worker of a prepared tenant and lists it.
+    async fn launch(&self, running: Running) -> Arc<Running> {
+        let running = Arc::new(running);
+        let worker = running.worker.clone();
+        let stopped = running.stop.subscribe();
+        let until_drained = self.until_drained;
+        let me = running.clone();
+        let ended = self.ended.clone();
+        let task = tokio::spawn(async move {
+            let summary = worker.run(until_drained, stopped).await;
+            let state = match &summary.exit {
+                Exit::Drained => RunState::Drained,
+                Exit::Shutdown => RunState::Stopped {
+                    reason: "shut down".into(),
+                },
+                Exit::LimitExceeded { reason, .. } => {
+                    tracing::error!(tenant = %me.spec.id, %reason, "tenant stopped");
+                    RunState::Stopped {
+                        reason: reason.clone(),
+                    }
+                }
+            };
+            me.metrics.up(false);
+            me.set_state(state);
+            ended.notify_waiters();
+            summary
+        });
+        *running.task.lock().await = Some(task);
+        self.running
+            .write()
+            .await
+            .insert(running.spec.id.clone(), running.clone());
+        tracing::info!(tenant = %running.spec.id, db = %crate::publisher::options::redact(&running.spec.db), publisher = %crate::publisher::options::redact(&running.spec.publisher), "tenant started");
+        running
+    }
+
+    /// Adds and starts a tenant.
+    pub async fn add(&self, spec: TenantSpec) -> Result<Arc<Running>, StartError> {
+        if self.running.read().await.contains_key(&spec.id) {
+            return Err(StartError::Exists { id: spec.id });
+        }
+        let prepared = self.prepare(spec).await?;
+        Ok(self.launch(prepared).await)
+    }
+
+    /// Stops and removes a tenant; false if there was none by that id.
+    pub async fn remove(&self, id: &str) -> bool {
+        let Some(running) = self.running.write().await.remove(id) else {
+            return false;
+        };
+        let summary = running.stop().await;
+        self.metrics.remove_tenant(id);
+        tracing::info!(tenant = id, ?summary, "tenant removed");
+        true
+    }
+
+    /// Replaces (or adds) a tenant: the new one is ready before the old one stops.
+    pub async fn replace(&self, spec: TenantSpec) -> Result<Arc<Running>, StartError> {
+        let prepared = self.prepare(spec).await?;
+        let old = self.running.write().await.remove(&prepared.spec.id);
+        if let Some(old) = old {
+            old.stop().await;
+        }
+        Ok(self.launch(prepared).await)
+    }
+
+    /// Makes the host run exactly `specs`: adds, removes and replaces what changed.
+    pub async fn apply(&self, specs: Vec<TenantSpec>) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        let current: BTreeMap<String, TenantSpec> = self
+            .running
+            .read()
+            .await
+            .iter()
+            .map(|(id, r)| (id.clone(), r.spec.clone()))
+            .collect();
+        for id in current.keys() {
+            if !specs.iter().any(|s| &s.id == id) {
+                self.remove(id).await;
+                report.removed.push(id.clone());
+            }
+        }
+        for spec in specs {
+            let id = spec.id.clone();
+            match current.get(&id) {
+                // A changed component file at the same path counts as a change.
+                Some(old) if *old == spec && !self.component_changed(&spec).await => {
+                    report.unchanged.push(id)
+                }
+                Some(_) => match self.replace(spec).await {
+                    Ok(_) => report.replaced.push(id),
+                    Err(e) => report.failed.push((id, e.to_string())),
+                },
+                None => match self.add(spec).await {
+                    Ok(_) => report.added.push(id),
+                    Err(e) => report.failed.push((id, e.to_string())),
+                },
+            }
+        }
+        report
+    }
+
+    async fn component_changed(&self, spec: &TenantSpec) -> bool {
+        let Some(running) = self.get(&spec.id).await else {
+            return true;
+        };
+        match self.runtime(spec) {
+            Ok(runtime) => !runtime.same_component(&running.runtime),
+            Err(_) => true,
+        }
+    }
+
+    /// Waits until no worker runs any more (with `--until-drained`: all drained).
+    pub async fn wait_all_ended(&self) {
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let all = self
+                .list()
+                .await
+                .iter()
+                .all(|r| r.state() != RunState::Running);
+            if all {
+                return;
+            }
+            ended.await;
+        }
+    }
+
+    /// Stops every tenant between batches; what each delivered, by id.
+    pub async fn shutdown(&self) -> Vec<(String, Summary)> {
+        let all: Vec<Arc<Running>> = std::mem::take(&mut *self.running.write().await)
+            .into_values()
+            .collect();
+        let mut summaries = Vec::new();
+        for running in &all {
+            let _ = running.stop.send(true);
+        }
+        for running in all {
+            if let Some(s) = running.stop().await {
+                summaries.push((running.spec.id.clone(), s));
+            }
+        }
+        summaries
+    }
+}

@@ -1,0 +1,154 @@
+//! trustlog components that misbehave on purpose, for the fault and isolation tests.
+//!
+//! Each wraps the real engine and breaks it in one way, chosen by a cargo feature:
+//! - `trap-after-publish`: every second unit of work panics before it is committed,
+//!   after its envelopes were published (a guest dying mid-tick);
+//! - `trap-every-tick`: every tick panics before doing anything;
+//! - `infinite-loop`: every tick spins forever;
+//! - `memory-bomb`: every tick allocates and touches memory until it cannot;
+//! - `log-flood`: every tick logs without end.
+//!
+//! `record` and `status` are always the real engine's, so the tests can feed a
+//! hostile tenant rows and read its state.
+
+#[cfg(target_arch = "wasm32")]
+mod hostile {
+    use trustlog_guest::component::exports::trustlog::engine::engine as x;
+    use trustlog_guest::component::{Component, Imports, monitoring, t, with_engine};
+    use trustlog_guest::engine::{Engine, Host, Level};
+    use trustlog_guest::model as m;
+
+    /// The wrapper exported as the component.
+    pub struct Hostile;
+
+    trustlog_guest::component::export_trustlog!(Hostile with_types_in trustlog_guest::component);
+
+    /// The real imports, with the unit of work sabotaged in `trap-after-publish`.
+    struct Faulty<'a>(&'a mut Imports);
+
+    thread_local! {
+        static APPLIES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    impl Host for Faulty<'_> {
+        fn insert(
+            &mut self,
+            ops: Vec<m::Operation>,
+            status: m::TrustlogStatus,
+        ) -> Result<Vec<m::InsertOutcome>, m::DbError> {
+            self.0.insert(ops, status)
+        }
+        fn load_cursor(&mut self, key: &str) -> Result<Option<m::Position>, m::DbError> {
+            self.0.load_cursor(key)
+        }
+        fn scan_after(
+            &mut self,
+            after: Option<m::Position>,
+            limit: u32,
+        ) -> Result<Vec<m::Operation>, m::DbError> {
+            self.0.scan_after(after, limit)
+        }
+        fn due_retries(
+            &mut self,
+            now: m::Micros,
+            limit: u32,
+        ) -> Result<Vec<m::RetryRow>, m::DbError> {
+            self.0.due_retries(now, limit)
+        }
+        fn sweep_candidates(
+            &mut self,
+            before: m::Position,
+            limit: u32,
+        ) -> Result<Vec<m::Operation>, m::DbError> {
+            self.0.sweep_candidates(before, limit)
+        }
+        fn stats(&mut self, cursor_key: &str) -> Result<m::DbStats, m::DbError> {
+            self.0.stats(cursor_key)
+        }
+        fn apply(&mut self, work: m::UnitOfWork) -> Result<(), m::DbError> {
+            let n = APPLIES.with(|c| {
+                c.set(c.get() + 1);
+                c.get()
+            });
+            // The counter starts again in each fresh instance, so ticks alternate
+            // between dying and committing and the backlog still drains.
+            if cfg!(feature = "trap-after-publish") && n % 2 == 0 && !work.trustlogged.is_empty() {
+                panic!(
+                    "hostile guest: dying after publishing {} envelopes, before committing (unit of work {n} of this instance)",
+                    work.trustlogged.len()
+                );
+            }
+            self.0.apply(work)
+        }
+        fn publish(&mut self, batch: Vec<m::Envelope>) -> Vec<Result<(), m::PublishError>> {
+            self.0.publish(batch)
+        }
+        fn log(&mut self, level: Level, message: &str) {
+            self.0.log(level, message)
+        }
+    }
+
+    /// The misbehaviour of this build, run at the start of every tick.
+    fn misbehave() {
+        if cfg!(feature = "trap-every-tick") {
+            panic!("hostile guest: trapping in every tick");
+        }
+        if cfg!(feature = "infinite-loop") {
+            let mut spins: u64 = 0;
+            loop {
+                spins = std::hint::black_box(spins.wrapping_add(1));
+            }
+        }
+        if cfg!(feature = "memory-bomb") {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                // Touch every page, so the memory is really used, not just reserved.
+                hoard.push(vec![0xA5; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        if cfg!(feature = "log-flood") {
+            let mut n: u64 = 0;
+            loop {
+                n += 1;
+                Imports.log(Level::Error, &format!("hostile guest: log line {n}"));
+            }
+        }
+    }
+
+    fn tick(
+        f: impl FnOnce(&mut Engine, &mut Faulty<'_>) -> Result<m::TickReport, m::EngineError>,
+    ) -> Result<x::TickReport, x::EngineError> {
+        misbehave();
+        with_engine(|e, h| f(e, &mut Faulty(h))).map(Into::into)
+    }
+
+    impl x::Guest for Hostile {
+        fn configure(cfg: t::Config) -> Result<(), x::EngineError> {
+            <Component as x::Guest>::configure(cfg)
+        }
+
+        fn record(
+            ops: Vec<t::Operation>,
+            strategy: Option<t::Strategy>,
+        ) -> Result<Vec<x::RecordOutcome>, x::EngineError> {
+            <Component as x::Guest>::record(ops, strategy)
+        }
+
+        fn scan_tick(now: t::Micros) -> Result<x::TickReport, x::EngineError> {
+            tick(|e, h| e.scan_tick(h, now))
+        }
+
+        fn retry_tick(now: t::Micros) -> Result<x::TickReport, x::EngineError> {
+            tick(|e, h| e.retry_tick(h, now))
+        }
+
+        fn sweep_tick(now: t::Micros) -> Result<x::TickReport, x::EngineError> {
+            tick(|e, h| e.sweep_tick(h, now))
+        }
+
+        fn status(now: t::Micros) -> Result<monitoring::StatusReport, x::EngineError> {
+            <Component as x::Guest>::status(now)
+        }
+    }
+}

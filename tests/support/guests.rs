@@ -1,0 +1,88 @@
+//! Hostile guest components (tests/guests/hostile), built on demand for the tests
+//! that need a misbehaving tenant.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+/// One way a hostile guest misbehaves: a feature of tests/guests/hostile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hostile {
+    TrapAfterPublish,
+    TrapEveryTick,
+    InfiniteLoop,
+    MemoryBomb,
+    LogFlood,
+}
+
+impl Hostile {
+    fn feature(self) -> &'static str {
+        match self {
+            Hostile::TrapAfterPublish => "trap-after-publish",
+            Hostile::TrapEveryTick => "trap-every-tick",
+            Hostile::InfiniteLoop => "infinite-loop",
+            Hostile::MemoryBomb => "memory-bomb",
+            Hostile::LogFlood => "log-flood",
+        }
+    }
+}
+
+/// The workspace's target directory (the one `cargo test` builds into).
+fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("CARGO_TARGET_TMPDIR is <target>/tmp")
+        .to_path_buf()
+}
+
+/// The component file of `kind`, built for wasm32-wasip2 if it is not there yet.
+pub fn hostile(kind: Hostile) -> PathBuf {
+    // Tests of one binary ask concurrently; test binaries run one after another, and a
+    // file lock covers runners that start them side by side.
+    static BUILDING: Mutex<()> = Mutex::new(());
+    let _guard = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    // The same directory and profile settings as host/build.rs, so the engine's
+    // dependencies built for the real guest are reused.
+    let dir = target_dir().join("guest-wasm");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join("hostile.lock")).unwrap();
+    lock.lock().unwrap();
+    let out = dir.join(format!("hostile-{}.wasm", kind.feature()));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root)
+        .args([
+            "build",
+            "--quiet",
+            "--package",
+            "trustlog-hostile-guest",
+            "--lib",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--features",
+            kind.feature(),
+            "--target-dir",
+        ])
+        .arg(&dir)
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
+        .env("CARGO_PROFILE_RELEASE_LTO", "true")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
+        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "3");
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("running cargo for the hostile guest");
+    assert!(status.success(), "building the {kind:?} guest failed");
+    let built = dir.join("wasm32-wasip2/release/trustlog_hostile_guest.wasm");
+    std::fs::copy(&built, &out).unwrap();
+    out
+}
