@@ -155,7 +155,16 @@ async fn beside(kind: Hostile) {
         .await;
     assert_eq!(code, 200, "B's own token does");
 
-    let (_, st) = server.get("/v1/status").await;
+    // A limit stops A once it is reached: a flood of log calls burns its fuel slowly.
+    let deadline = Instant::now() + WAIT;
+    let st = loop {
+        let (_, st) = server.get("/v1/status").await;
+        let settled = kind == Hostile::TrapEveryTick || st["tenants"]["a"]["state"] != "running";
+        if settled || Instant::now() > deadline {
+            break st;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let a_state = &st["tenants"]["a"];
     let m = server.metrics().await;
     let traps = m[r#"trustlog_guest_traps_total{tenant="a"}"#];
@@ -211,4 +220,194 @@ async fn beside_a_trap_in_every_tick_b_keeps_80_percent_and_a_is_retried_quietly
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beside_a_log_flood_b_keeps_80_percent_and_a_is_muted_then_stopped() {
     beside(Hostile::LogFlood).await;
+}
+
+fn sighup(server: &Server) {
+    let ok = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -HUP");
+}
+
+/// Waits until `path` answers `code`.
+async fn wait_code(server: &Server, path: &str, code: u16) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (got, body) = server.get(path).await;
+        if got == code {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{path}: still {got} {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Posts `ids` to `tenant`, one request, stamped now (so ahead of the cursor).
+async fn post_ids(server: &Server, tenant: &str, ids: impl Iterator<Item = String>) {
+    let now = trustlog_host::clock::now_micros();
+    let body: Vec<serde_json::Value> = ids
+        .enumerate()
+        .map(|(i, id)| serde_json::from_str(&op_line(&id, now + i as i64)).unwrap())
+        .collect();
+    let (code, answer) = server
+        .post(
+            None,
+            &format!("/v1/tenants/{tenant}/operations"),
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .await;
+    assert_eq!(code, 200, "{answer}");
+}
+
+async fn wait_delivered(server: &Server, tenant: &str, n: u64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, st) = server.get(&format!("/v1/tenants/{tenant}/status")).await;
+        if st["trustlogged"] == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{tenant}: {st}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_and_the_admin_api_add_replace_switch_and_remove_tenants_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = |id: &str, extra: &str| {
+        let (publisher, _) = ledger(dir.path(), id);
+        let db = format!("sqlite://{}", dir.path().join(format!("{id}.db")).display());
+        tenant_toml(id, &db, &publisher, extra)
+    };
+    let head = "admin_token = \"host-secret\"\n";
+    let path = write_config(dir.path(), &format!("{head}{}", entry("one", "")));
+    let server = Server::start(&["--config", &path]);
+    post_ids(&server, "one", (0..100).map(|i| format!("one-{i}"))).await;
+    wait_delivered(&server, "one", 100).await;
+
+    // Add "two", change "one": one SIGHUP.
+    write_config(
+        dir.path(),
+        &format!(
+            "{head}{}{}",
+            entry("one", "batch_size = 7"),
+            entry("two", "")
+        ),
+    );
+    sighup(&server);
+    wait_code(&server, "/v1/tenants/two/status", 200).await;
+    post_ids(&server, "one", (100..200).map(|i| format!("one-{i}"))).await;
+    post_ids(&server, "two", (0..50).map(|i| format!("two-{i}"))).await;
+    wait_delivered(&server, "one", 200).await;
+    wait_delivered(&server, "two", 50).await;
+    let one_ids = ledger_op_ids(&dir.path().join("one.ledger"));
+    let distinct: BTreeSet<&String> = one_ids.iter().collect();
+    assert_eq!(
+        (one_ids.len(), distinct.len()),
+        (200, 200),
+        "replaced without a row lost or sent twice"
+    );
+
+    // Switch "two" to another component version: it runs at once (this one traps).
+    let trapping = hostile(Hostile::TrapEveryTick);
+    write_config(
+        dir.path(),
+        &format!(
+            "{head}{}{}",
+            entry("one", "batch_size = 7"),
+            entry("two", &format!("component = \"{}\"", trapping.display()))
+        ),
+    );
+    sighup(&server);
+    let deadline = Instant::now() + WAIT;
+    while server
+        .metrics()
+        .await
+        .get(r#"trustlog_guest_traps_total{tenant="two"}"#)
+        < Some(&1.0)
+    {
+        assert!(Instant::now() < deadline, "the new component never ran");
+        post_ids(&server, "two", std::iter::once(unique_name("two-"))).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ...and back to the built-in engine, which delivers what waited.
+    write_config(
+        dir.path(),
+        &format!(
+            "{head}{}{}",
+            entry("one", "batch_size = 7"),
+            entry("two", "")
+        ),
+    );
+    sighup(&server);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, st) = server.get("/v1/tenants/two/status").await;
+        if st["not_trustlogged"] == 0 && st["state"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{st}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A file that does not parse changes nothing.
+    std::fs::write(&path, "[[tenant]\nid = ").unwrap();
+    sighup(&server);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.get("/v1/tenants/one/status").await.0, 200);
+    assert!(
+        server
+            .stderr
+            .lock()
+            .unwrap()
+            .contains("config not reloaded")
+    );
+
+    // Remove "one".
+    write_config(dir.path(), &format!("{head}{}", entry("two", "")));
+    sighup(&server);
+    wait_code(&server, "/v1/tenants/one/status", 404).await;
+    assert_eq!(server.get("/v1/tenants/two/status").await.0, 200);
+
+    // The admin API: only the host's token manages tenants.
+    let three_db = format!("sqlite://{}", dir.path().join("three.db").display());
+    let (three_pub, three_ledger) = ledger(dir.path(), "three");
+    let spec = serde_json::json!({"db": three_db, "publisher": three_pub, "batch_size": 10});
+    let put = |token: Option<&'static str>| {
+        let mut req = server
+            .http
+            .put(server.url("/v1/admin/tenants/three"))
+            .header("content-type", "application/json")
+            .body(spec.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    assert_eq!(put(None).await.unwrap().status(), 401);
+    assert_eq!(put(Some("wrong")).await.unwrap().status(), 401);
+    assert_eq!(put(Some("host-secret")).await.unwrap().status(), 201);
+    post_ids(&server, "three", (0..30).map(|i| format!("three-{i}"))).await;
+    wait_delivered(&server, "three", 30).await;
+    assert_eq!(ledger_op_ids(&three_ledger).len(), 30);
+    let (code, list) = server.get_as("host-secret", "/v1/admin/tenants").await;
+    assert_eq!(code, 200);
+    let ids: Vec<&str> = list["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["three", "two"]);
+    let delete = server
+        .http
+        .delete(server.url("/v1/admin/tenants/three"))
+        .bearer_auth("host-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 200);
+    assert_eq!(server.get("/v1/tenants/three/status").await.0, 404);
 }

@@ -143,16 +143,21 @@ impl Running {
         f(front.as_mut().expect("set above")).await
     }
 
-    /// Stops the worker between two batches and waits for it; closes the adapters.
-    async fn stop(&self) -> Option<Summary> {
+    /// Stops the worker between two batches and waits for it.
+    async fn stop_worker(&self) -> Option<Summary> {
         let _ = self.stop.send(true);
-        let summary = match self.task.lock().await.take() {
-            Some(task) => task.await.ok(),
-            None => None,
-        };
         if let Some(l) = &self.listener {
             l.abort();
         }
+        match self.task.lock().await.take() {
+            Some(task) => task.await.ok(),
+            None => None,
+        }
+    }
+
+    /// Stops the worker and closes the adapters.
+    async fn stop(&self) -> Option<Summary> {
+        let summary = self.stop_worker().await;
         self.db.close().await;
         summary
     }
@@ -323,6 +328,8 @@ impl Tenants {
             summary
         });
         *running.task.lock().await = Some(task);
+        // A predecessor stopping under the same id marked the tenant down.
+        running.metrics.up(true);
         self.running
             .write()
             .await
@@ -351,13 +358,16 @@ impl Tenants {
         true
     }
 
-    /// Replaces (or adds) a tenant: the new one is ready before the old one stops.
+    /// Replaces (or adds) a tenant: the new one is ready before the old one stops,
+    /// and the old one answers requests until the new one takes its place.
     pub async fn replace(&self, spec: TenantSpec) -> Result<Arc<Running>, StartError> {
         let prepared = self.prepare(spec).await?;
-        let old = self.running.write().await.remove(&prepared.spec.id);
-        if let Some(old) = old {
-            old.stop().await;
+        let old = self.get(&prepared.spec.id).await;
+        if let Some(old) = &old {
+            old.stop_worker().await;
         }
+        // The old pool closes when its last request lets go of it; closing it here
+        // would fail a request that picked the old tenant a moment before the swap.
         Ok(self.launch(prepared).await)
     }
 
