@@ -75,12 +75,16 @@ async fn a_config_file_runs_tenants_on_all_three_databases_each_into_its_own_led
 /// Posts `n` operations of `prefix` to `tenant` and waits until all are delivered;
 /// the throughput, from the first POST to the last row marked.
 async fn deliver(server: &Server, tenant: &str, prefix: &str, n: usize) -> f64 {
+    let status = format!("/v1/tenants/{tenant}/status");
+    let before = server.get(&status).await.1["trustlogged"].as_u64().unwrap();
     let started = Instant::now();
+    // Stamped now, so every run's rows come after the cursor.
+    let t0 = trustlog_host::clock::now_micros();
     for chunk in 0..n / 1000 {
         let body: Vec<serde_json::Value> = (0..1000)
             .map(|i| {
                 let k = chunk * 1000 + i;
-                serde_json::from_str(&op_line(&format!("{prefix}-{k}"), T0 + k as i64)).unwrap()
+                serde_json::from_str(&op_line(&format!("{prefix}-{k}"), t0 + k as i64)).unwrap()
             })
             .collect();
         let (code, answer) = server
@@ -95,7 +99,7 @@ async fn deliver(server: &Server, tenant: &str, prefix: &str, n: usize) -> f64 {
     let deadline = Instant::now() + WAIT;
     loop {
         let (_, st) = server.get(&format!("/v1/tenants/{tenant}/status")).await;
-        if st["trustlogged"] == n as u64 {
+        if st["trustlogged"] == before + n as u64 {
             return n as f64 / started.elapsed().as_secs_f64();
         }
         assert!(Instant::now() < deadline, "{tenant} never drained: {st}");
@@ -107,13 +111,19 @@ async fn deliver(server: &Server, tenant: &str, prefix: &str, n: usize) -> f64 {
 async fn beside(kind: Hostile) {
     const N: usize = 10_000;
     let dir = tempfile::tempdir().unwrap();
-    let (b_pub, b_ledger) = ledger(dir.path(), "b");
-    let b_db = format!("sqlite://{}", dir.path().join("b.db").display());
-    let b = tenant_toml("b", &b_db, &b_pub, "admin_token = \"b-secret\"");
-
+    // Each run gets a fresh database and ledger, and warms up before it is timed.
+    let b_entry = |run: &str| {
+        let (publisher, path) = ledger(dir.path(), &format!("b-{run}"));
+        let db = format!("sqlite://{}", dir.path().join(format!("b-{run}.db")).display());
+        let entry = tenant_toml("b", &db, &publisher, "admin_token = \"b-secret\"");
+        (entry, path)
+    };
+    let (b, _) = b_entry("alone");
     let alone = Server::start(&["--config", &write_config(dir.path(), &b)]);
+    deliver(&alone, "b", "warm", 1000).await;
     let solo = deliver(&alone, "b", "solo", N).await;
     drop(alone);
+    let (b, b_ledger) = b_entry("beside");
 
     let (a_pub, a_ledger) = ledger(dir.path(), "a");
     let a_db = format!("sqlite://{}", dir.path().join("a.db").display());
@@ -123,7 +133,7 @@ async fn beside(kind: Hostile) {
         &a_db,
         &a_pub,
         &format!(
-            "admin_token = \"a-secret\"\ncomponent = \"{}\"\npoll_interval = \"100ms\"\n[tenant.limits]\nmemory = \"32MiB\"",
+            "admin_token = \"a-secret\"\ncomponent = \"{}\"\npoll_interval = \"100ms\"\n[tenant.limits]\nmemory = \"32MiB\"\nfuel_per_call = 100000000",
             component.display()
         ),
     );
@@ -133,6 +143,7 @@ async fn beside(kind: Hostile) {
         .post(None, "/v1/tenants/a/operations", op_line("a-own", T0))
         .await;
     assert_eq!(code, 200);
+    deliver(&server, "b", "warm", 1000).await;
     let shared = deliver(&server, "b", "shared", N).await;
     let ratio = shared / solo;
     eprintln!("{kind:?}: B alone {solo:.0} ops/s, beside A {shared:.0} ops/s, ratio {ratio:.2}");

@@ -262,6 +262,7 @@ impl Tenants {
                     message: e.to_string(),
                 })?;
         let runtime = self.runtime(&spec)?;
+        let instantiating = std::time::Instant::now();
         let tenant = Tenant::with_limits(
             runtime.clone(),
             &id,
@@ -275,6 +276,9 @@ impl Tenants {
             id: id.clone(),
             source,
         })?;
+        // Instantiation and the configure call: what a pooled, pre-linked instance costs.
+        let instantiate_us = instantiating.elapsed().as_micros() as u64;
+        tracing::debug!(tenant = %id, instantiate_us, "guest instantiated");
         let metrics = self.metrics.tenant(&id);
         let worker = Worker::new(tenant, spec.intervals)
             .with_metrics(metrics.clone())
