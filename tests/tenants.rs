@@ -114,7 +114,10 @@ async fn beside(kind: Hostile) {
     // Each run gets a fresh database and ledger, and warms up before it is timed.
     let b_entry = |run: &str| {
         let (publisher, path) = ledger(dir.path(), &format!("b-{run}"));
-        let db = format!("sqlite://{}", dir.path().join(format!("b-{run}.db")).display());
+        let db = format!(
+            "sqlite://{}",
+            dir.path().join(format!("b-{run}.db")).display()
+        );
         let entry = tenant_toml("b", &db, &publisher, "admin_token = \"b-secret\"");
         (entry, path)
     };
