@@ -338,7 +338,7 @@ impl Tenants {
             .write()
             .await
             .insert(running.spec.id.clone(), running.clone());
-        tracing::info!(tenant = %running.spec.id, db = %crate::publisher::options::redact(&running.spec.db), publisher = %crate::publisher::options::redact(&running.spec.publisher), "tenant started");
+        tracing::info!(tenant = %running.spec.id, db = %crate::publisher::options::redact(&running.spec.db), publisher = %crate::publisher::options::redact(&running.spec.publisher), listening = running.listener.is_some(), "tenant started");
         running
     }
 
