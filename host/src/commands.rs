@@ -31,8 +31,6 @@ use crate::cli::{
 
 /// Operations per `record` call into the engine.
 const RECORD_CHUNK: usize = 1000;
-/// The tenant of a single-tenant host.
-const TENANT: &str = "default";
 /// How long in-flight HTTP requests get to finish once the worker has stopped.
 const HTTP_GRACE: Duration = Duration::from_secs(3);
 /// Dead letters read per query when listing.
@@ -80,7 +78,7 @@ async fn connect_db(url: &str) -> anyhow::Result<Database> {
 
 async fn tenant(db: Database, publisher: Publisher, config: Config) -> anyhow::Result<Tenant> {
     let runtime = Runtime::new().context("loading the trustlog component")?;
-    Ok(Tenant::new(runtime, TENANT, db, publisher, config).await?)
+    Ok(Tenant::new(runtime, DEFAULT_TENANT, db, publisher, config).await?)
 }
 
 async fn connect_publisher(url: &str) -> anyhow::Result<Publisher> {

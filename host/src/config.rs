@@ -62,7 +62,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use trustlog_guest::model::{Backoff, Config, DEFAULT_CURSOR_KEY, Strategy};
+use trustlog_guest::model::{Config, Strategy};
 
 use crate::limits::Limits;
 use crate::publisher::options::redact;
@@ -529,22 +529,8 @@ impl Default for Settings {
     /// The command line's defaults, so a one-tenant file behaves like the flags.
     fn default() -> Self {
         Settings {
-            engine: Config {
-                cursor_key: DEFAULT_CURSOR_KEY.to_string(),
-                batch_size: 100,
-                backoff: Backoff {
-                    base_micros: micros(Duration::from_secs(60)),
-                    factor: 2,
-                    cap_micros: micros(Duration::from_secs(16 * 60)),
-                    max_retries: 5,
-                },
-                default_strategy: Strategy::DbAndTrustlog,
-            },
-            intervals: Intervals {
-                poll: Duration::from_secs(10),
-                retry: Duration::from_secs(10),
-                sweep: Duration::from_secs(60),
-            },
+            engine: Config::default(),
+            intervals: Intervals::default(),
             limits: Limits::default(),
             poll_only: false,
         }
@@ -878,6 +864,7 @@ impl fmt::Debug for TenantSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use trustlog_guest::model::{Backoff, DEFAULT_CURSOR_KEY};
 
     const BASE_DIR: &str = "/etc/trustlog";
 
