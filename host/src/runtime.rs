@@ -99,6 +99,11 @@ pub fn engine(allocation: Allocation) -> Result<Engine, RuntimeError> {
     Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
 }
 
+/// Which component `wasm` is: the SHA-256 of its bytes.
+pub fn component_digest(wasm: &[u8]) -> [u8; 32] {
+    sha2::Sha256::digest(wasm).into()
+}
+
 /// The process-wide engine and the component, compiled and linked once.
 #[derive(Clone)]
 pub struct Runtime {
@@ -131,7 +136,7 @@ impl Runtime {
     /// The component `wasm`, compiled for (and linked on) a shared `engine`.
     pub fn on_engine(engine: &Engine, wasm: &[u8]) -> Result<Runtime, RuntimeError> {
         let engine = engine.clone();
-        let digest = sha2::Sha256::digest(wasm).into();
+        let digest = component_digest(wasm);
         let component = component_cache::load(&engine, wasm, &component_cache::cache_dir())?;
         let mut linker = Linker::<TenantState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)

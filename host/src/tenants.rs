@@ -5,19 +5,20 @@
 //! two batches before the new one starts, so no row is delivered by both: what is
 //! in flight finishes, the cursor in the database hands over the rest.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex as StdMutex};
 
-use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, Notify, RwLock, watch};
 use tokio::task::JoinHandle;
+use trustlog_guest::model::DbError;
 use wasmtime::Engine;
 
 use crate::config::TenantSpec;
 use crate::db::Database;
 use crate::metrics::{Metrics, TenantMetrics};
 use crate::publisher::Publisher;
-use crate::runtime::{GUEST_WASM, Runtime, RuntimeError};
+use crate::runtime::{GUEST_WASM, Runtime, RuntimeError, component_digest};
 use crate::tenant::{Tenant, TenantError};
 use crate::worker::{Exit, Summary, Worker};
 
@@ -216,15 +217,15 @@ impl Tenants {
     }
 
     fn runtime(&self, spec: &TenantSpec) -> Result<Runtime, StartError> {
-        let wasm = match &spec.component {
-            Some(path) => std::fs::read(path).map_err(|e| StartError::Component {
+        let wasm: Cow<'static, [u8]> = match &spec.component {
+            Some(path) => Cow::Owned(std::fs::read(path).map_err(|e| StartError::Component {
                 id: spec.id.clone(),
                 path: path.display().to_string(),
                 message: e.to_string(),
-            })?,
-            None => GUEST_WASM.to_vec(),
+            })?),
+            None => Cow::Borrowed(GUEST_WASM),
         };
-        let key: [u8; 32] = Sha256::digest(&wasm).into();
+        let key = component_digest(&wasm);
         let mut cache = self.runtimes.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(runtime) = cache.get(&key) {
             return Ok(runtime.clone());
@@ -241,18 +242,13 @@ impl Tenants {
     /// Connects, migrates and instantiates `spec`, without starting its worker.
     async fn prepare(&self, spec: TenantSpec) -> Result<Running, StartError> {
         let id = spec.id.clone();
-        let db = Database::connect(&spec.db)
-            .await
-            .map_err(|e| StartError::Database {
-                id: id.clone(),
-                url: crate::publisher::options::redact(&spec.db),
-                message: e.to_string(),
-            })?;
-        db.migrate().await.map_err(|e| StartError::Database {
+        let db_failed = |e: DbError| StartError::Database {
             id: id.clone(),
             url: crate::publisher::options::redact(&spec.db),
             message: e.to_string(),
-        })?;
+        };
+        let db = Database::connect(&spec.db).await.map_err(db_failed)?;
+        db.migrate().await.map_err(db_failed)?;
         let publisher =
             Publisher::connect(&spec.publisher)
                 .await
@@ -412,6 +408,10 @@ impl Tenants {
     }
 
     async fn component_changed(&self, spec: &TenantSpec) -> bool {
+        // The built-in component cannot change under a running host.
+        if spec.component.is_none() {
+            return false;
+        }
         let Some(running) = self.get(&spec.id).await else {
             return true;
         };
