@@ -10,12 +10,15 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
 
+include!("guest_build.rs");
+
 fn main() {
     let manifest_dir =
         PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir
         .parent()
         .expect("host/ lives in the workspace root");
+    println!("cargo:rerun-if-changed=guest_build.rs");
     for watched in ["guest/src", "guest/Cargo.toml", "wit", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
@@ -40,25 +43,8 @@ fn main() {
             TARGET,
             "--target-dir",
         ])
-        .arg(&target_dir)
-        // A small, fast guest: the host compiles it once and caches the machine code.
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
-        .env("CARGO_PROFILE_RELEASE_LTO", "true")
-        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
-        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "3");
-    // The outer build's flags and wrappers target the host, not wasm.
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTC_WRAPPER",
-        "CARGO_BUILD_RUSTFLAGS",
-    ] {
-        cmd.env_remove(var);
-    }
+        .arg(&target_dir);
+    guest_build_settings(&mut cmd);
     let status = cmd
         .status()
         .expect("failed to run cargo for the guest component");

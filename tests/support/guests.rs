@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
+include!(concat!(env!("CARGO_MANIFEST_DIR"), "/guest_build.rs"));
+
 /// One way a hostile guest misbehaves: a feature of tests/guests/hostile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hostile {
@@ -41,8 +43,8 @@ pub fn hostile(kind: Hostile) -> PathBuf {
     // file lock covers runners that start them side by side.
     static BUILDING: Mutex<()> = Mutex::new(());
     let _guard = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
-    // The same directory and profile settings as host/build.rs, so the engine's
-    // dependencies built for the real guest are reused.
+    // The same directory and settings as host/build.rs (guest_build.rs), so the
+    // engine's dependencies built for the real guest are reused.
     let dir = target_dir().join("guest-wasm");
     std::fs::create_dir_all(&dir).unwrap();
     let lock = std::fs::File::create(dir.join("hostile.lock")).unwrap();
@@ -64,22 +66,8 @@ pub fn hostile(kind: Hostile) -> PathBuf {
             kind.feature(),
             "--target-dir",
         ])
-        .arg(&dir)
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
-        .env("CARGO_PROFILE_RELEASE_LTO", "true")
-        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
-        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "3");
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTC_WRAPPER",
-    ] {
-        cmd.env_remove(var);
-    }
+        .arg(&dir);
+    guest_build_settings(&mut cmd);
     let status = cmd.status().expect("running cargo for the hostile guest");
     assert!(status.success(), "building the {kind:?} guest failed");
     let built = dir.join("wasm32-wasip2/release/trustlog_hostile_guest.wasm");
