@@ -96,15 +96,10 @@ async fn deliver(server: &Server, tenant: &str, prefix: &str, n: usize) -> f64 {
             .await;
         assert_eq!(code, 200, "{answer}");
     }
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, st) = server.get(&format!("/v1/tenants/{tenant}/status")).await;
-        if st["trustlogged"] == before + n as u64 {
-            return n as f64 / started.elapsed().as_secs_f64();
-        }
-        assert!(Instant::now() < deadline, "{tenant} never drained: {st}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    server
+        .wait_json(&status, WAIT, |st| st["trustlogged"] == before + n as u64)
+        .await;
+    n as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Tenant B's throughput alone, then beside a hostile tenant A; A's fate.
@@ -276,15 +271,10 @@ async fn post_ids(server: &Server, tenant: &str, ids: impl Iterator<Item = Strin
 }
 
 async fn wait_delivered(server: &Server, tenant: &str, n: u64) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, st) = server.get(&format!("/v1/tenants/{tenant}/status")).await;
-        if st["trustlogged"] == n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{tenant}: {st}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let status = format!("/v1/tenants/{tenant}/status");
+    server
+        .wait_json(&status, WAIT, |st| st["trustlogged"] == n)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,15 +346,11 @@ async fn sighup_and_the_admin_api_add_replace_switch_and_remove_tenants_without_
         ),
     );
     sighup(&server);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, st) = server.get("/v1/tenants/two/status").await;
-        if st["not_trustlogged"] == 0 && st["state"] == "running" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{st}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server
+        .wait_json("/v1/tenants/two/status", WAIT, |st| {
+            st["not_trustlogged"] == 0 && st["state"] == "running"
+        })
+        .await;
 
     // A file that does not parse changes nothing.
     std::fs::write(&path, "[[tenant]\nid = ").unwrap();

@@ -141,17 +141,28 @@ impl Server {
         within: Duration,
         done: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
+        self.wait_json("/v1/status", within, done).await
+    }
+
+    /// Polls `path` until it answers 200 with a body for which `done` holds, for at
+    /// most `within`.
+    pub async fn wait_json(
+        &self,
+        path: &str,
+        within: Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let (code, st) = self.get("/v1/status").await;
-            if code == 200 && done(&st) {
-                return st;
+            let (code, body) = self.get(path).await;
+            if code == 200 && done(&body) {
+                return body;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "status never got there within {within:?}; last: {code} {st}"
+                "{path} never got there within {within:?}; last: {code} {body}"
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }
