@@ -103,11 +103,16 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Val
     let mut ready = true;
     let mut body = json!({});
     let mut tenants = serde_json::Map::new();
-    for tenant in state.tenants.list().await {
-        let (db, publisher) = tokio::join!(
+    let all = state.tenants.list().await;
+    // All tenants at once: tenants that do not answer cost one probe timeout, not one each.
+    let probes = futures_util::future::join_all(all.iter().map(|tenant| async move {
+        tokio::join!(
             probe(async { tenant.db.ping().await.map_err(|e| e.to_string()) }),
             probe(tenant.publisher.ready()),
-        );
+        )
+    }))
+    .await;
+    for (tenant, (db, publisher)) in all.iter().zip(probes) {
         let run = tenant.state();
         if run == RunState::Running {
             ready &= db.is_ok() && publisher.is_ok();
