@@ -411,3 +411,57 @@ async fn sighup_and_the_admin_api_add_replace_switch_and_remove_tenants_without_
     assert_eq!(delete.status(), 200);
     assert_eq!(server.get("/v1/tenants/three/status").await.0, 404);
 }
+
+/// Drops a schema (PostgreSQL) or database (MariaDB) a test had the host create.
+async fn drop_schema(backend: Backend, name: &str) {
+    use sqlx::{Connection, Executor};
+    let ddl = sqlx::AssertSqlSafe(match backend {
+        Backend::Postgres => format!("DROP SCHEMA {name} CASCADE"),
+        _ => format!("DROP DATABASE {name}"),
+    });
+    match backend {
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&support::backends::postgres_admin_url())
+                .await
+                .unwrap();
+            c.execute(ddl).await.unwrap();
+        }
+        _ => {
+            let mut c = sqlx::MySqlConnection::connect(&support::backends::mysql_admin_url())
+                .await
+                .unwrap();
+            c.execute(ddl).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_schema_that_does_not_exist_yet_is_created_on_its_shared_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg_schema = unique_name("trustlog_new");
+    let maria_schema = unique_name("trustlog_new");
+    let (pg_ledger, pg_path) = ledger(dir.path(), "pg");
+    let (maria_ledger, maria_path) = ledger(dir.path(), "maria");
+    let config = tenant_toml(
+        "pg",
+        &support::backends::postgres_admin_url(),
+        &pg_ledger,
+        &format!("schema = \"{pg_schema}\""),
+    ) + &tenant_toml(
+        "maria",
+        &support::backends::mysql_admin_url(),
+        &maria_ledger,
+        &format!("schema = \"{maria_schema}\""),
+    );
+    let path = write_config(dir.path(), &config);
+    let server = Server::start(&["--config", &path]);
+    for tenant in ["pg", "maria"] {
+        post_ids(&server, tenant, (0..40).map(|i| format!("{tenant}-{i}"))).await;
+        wait_delivered(&server, tenant, 40).await;
+    }
+    drop(server);
+    assert_eq!(ledger_op_ids(&pg_path).len(), 40);
+    assert_eq!(ledger_op_ids(&maria_path).len(), 40);
+    drop_schema(Backend::Postgres, &pg_schema).await;
+    drop_schema(Backend::MySql, &maria_schema).await;
+}

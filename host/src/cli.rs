@@ -58,6 +58,8 @@ pub enum Command {
     Ledger(LedgerCommand),
     /// Record 1,000 sample operations, deliver them and print the status.
     Demo(DemoArgs),
+    /// Measure delivery throughput and latency in a fresh schema (see BENCHMARKS.md).
+    Bench(BenchArgs),
 }
 
 /// `--db`.
@@ -297,4 +299,58 @@ pub struct DemoArgs {
     /// How many sample operations to record.
     #[arg(long, default_value_t = 1000)]
     pub ops: u32,
+}
+
+/// Which engine `bench` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchEngine {
+    /// The component in its sandbox, as `serve` runs it.
+    Wasm,
+    /// The same logic compiled into the host: the cost of the boundary, measured.
+    Native,
+    /// Wasm, then native, each on a fresh database; reports their ratio.
+    Both,
+}
+
+/// `bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Database URL; the bench works in a fresh schema (PostgreSQL, MariaDB) or a fresh
+    /// file beside PATH (SQLite), and removes it afterwards.
+    #[arg(long, env = "TRUSTLOG_DB", default_value = "sqlite://trustlog-bench.db")]
+    pub db: String,
+    /// Publisher URL; a ledger gets a fresh file beside PATH, removed afterwards.
+    #[arg(long, env = "TRUSTLOG_PUBLISHER", default_value = "ledger://trustlog-bench.ledger")]
+    pub publisher: String,
+    /// Operations stored, then delivered, in the throughput phase.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ops: u32,
+    /// Rows per scan batch (one transaction each).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: u32,
+    /// Where the engine runs.
+    #[arg(long, value_enum, default_value = "wasm")]
+    pub engine: BenchEngine,
+    /// Operations recorded at --rate in the paced latency phase; 0 skips it.
+    #[arg(long, default_value_t = 2_000)]
+    pub latency_ops: u32,
+    /// Operations per second in the paced latency phase.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate: u32,
+    /// Also time one scan batch with 10,000 and with 1,000,000 rows waiting.
+    #[arg(long)]
+    pub scaling: bool,
+    /// The backlog sizes of --scaling, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10000,1000000")]
+    pub scaling_rows: Vec<u32>,
+    /// Instead of the other phases: start this many idle tenants (SQLite and ledger files
+    /// beside --db) in one host and report resident memory per tenant and instantiation times.
+    #[arg(long, default_value_t = 0)]
+    pub idle_tenants: u32,
+    /// How long idle tenants are left before they are weighed.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub idle_settle: Duration,
+    /// Print the report as one JSON object (on the last line).
+    #[arg(long)]
+    pub json: bool,
 }

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 use trustlog_guest::model::{Config, Operation, RecordOutcome, StatusReport};
+use trustlog_host::bench::{BenchOptions, BenchReport, EngineKind};
 use trustlog_host::clock::{SystemClock, now_micros};
 use trustlog_host::config::{HostConfig, TenantSpec};
 use trustlog_host::db::{Database, Replay};
@@ -17,6 +18,7 @@ use trustlog_host::ledger;
 use trustlog_host::limits::Limits;
 use trustlog_host::metrics::Metrics;
 use trustlog_host::publisher::Publisher;
+use trustlog_host::sample;
 use trustlog_host::report::{dead_letter_json, status_json};
 use trustlog_host::runtime::Runtime;
 use trustlog_host::runtime::{self, Allocation};
@@ -25,8 +27,8 @@ use trustlog_host::tenants::{RunState, Tenants};
 use trustlog_host::worker::{Exit, Intervals, Worker};
 
 use crate::cli::{
-    Command, DeadLetterCommand, DeadLetterListArgs, DemoArgs, LedgerCommand, RecordArgs, ServeArgs,
-    StatusArgs,
+    BenchArgs, BenchEngine, Command, DeadLetterCommand, DeadLetterListArgs, DemoArgs,
+    LedgerCommand, RecordArgs, ServeArgs, StatusArgs,
 };
 
 /// Operations per `record` call into the engine.
@@ -62,6 +64,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Demo(args) => demo(args).await,
+        Command::Bench(args) => bench(args).await,
     }
 }
 
@@ -133,6 +136,7 @@ fn serve_plan(args: &ServeArgs) -> anyhow::Result<ServePlan> {
         admin_token: None,
         component: args.component.clone(),
         poll_only: args.poll_only,
+        schema: None,
     };
     Ok(ServePlan {
         tenants: vec![spec],
@@ -498,33 +502,6 @@ async fn list_dead_letters(args: DeadLetterListArgs) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-fn sample_operation(run: &str, i: u32, base: i64) -> Operation {
-    let kinds = ["Create", "Update", "Delete", "Retrieve"];
-    Operation {
-        op_id: format!("demo-{run}-{i:05}"),
-        op_actor: format!("user-{}", i % 7),
-        doid: format!("10.1000/demo.{i}"),
-        producer_id: "demo-producer".into(),
-        request_body_hash: Some(trustlog_guest::envelope::sha256_hex(
-            format!("request {i}").as_bytes(),
-        )),
-        response_body_hash: (!i.is_multiple_of(3))
-            .then(|| trustlog_guest::envelope::sha256_hex(format!("response {i}").as_bytes())),
-        op_source: if i.is_multiple_of(2) {
-            "IRP".into()
-        } else {
-            "DOIP".into()
-        },
-        op_type: kinds[(i % 4) as usize].into(),
-        do_prefix: "10.1000".into(),
-        do_repository: "demo-repository".into(),
-        client_ip: Some(format!("192.0.2.{}", i % 250 + 1)),
-        server_ip: (!i.is_multiple_of(5)).then(|| "198.51.100.7".into()),
-        // Ten operations share each timestamp: the cursor must not lose or repeat them.
-        timestamp: base + i64::from(i / 10),
-    }
-}
-
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let db = connect_db(&args.db.db).await?;
@@ -534,9 +511,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Intervals::default(),
     );
     let base = now_micros();
-    let run = format!("{base:x}");
+    let run = format!("demo-{base:x}");
     let ops: Vec<Operation> = (0..args.ops)
-        .map(|i| sample_operation(&run, i, base))
+        .map(|i| sample::operation(&run, i, base))
         .collect();
     let mut summary = RecordSummary::default();
     for (n, chunk) in ops.chunks(RECORD_CHUNK).enumerate() {
@@ -569,4 +546,96 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("done in {:.2} s", started.elapsed().as_secs_f64());
     db.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let engines = match args.engine {
+        BenchEngine::Wasm => vec![EngineKind::Wasm],
+        BenchEngine::Native => vec![EngineKind::Native],
+        BenchEngine::Both => vec![EngineKind::Wasm, EngineKind::Native],
+    };
+    let opts = BenchOptions {
+        db: args.db,
+        publisher: args.publisher,
+        ops: args.ops,
+        config: Config {
+            batch_size: args.batch,
+            ..Config::default()
+        },
+        engines,
+        latency_ops: args.latency_ops,
+        rate: args.rate,
+        scaling_rows: if args.scaling {
+            args.scaling_rows
+        } else {
+            Vec::new()
+        },
+        idle_tenants: args.idle_tenants,
+        idle_settle: args.idle_settle,
+    };
+    let report = trustlog_host::bench::run(&opts).await?;
+    print_bench(&report);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_bench(r: &BenchReport) {
+    let opt = |x: Option<f64>, unit: &str| x.map_or("n/a".to_string(), |v| format!("{v} {unit}"));
+    println!("bench: db {} publisher {}", r.db, r.publisher);
+    for run in &r.runs {
+        println!(
+            "{:>6}: stored {} ops at {} ops/s; delivered in {} s: {} ops/s (batch {}), guest time {:.1}%; \
+             paced {} ops at {}/s: p50 {}, p99 {}, max {}",
+            format!("{:?}", run.engine).to_lowercase(),
+            run.ops,
+            run.store_ops_per_sec,
+            run.delivery_seconds,
+            run.ops_per_sec,
+            run.batch,
+            run.guest_time_share * 100.0,
+            run.latency_ops,
+            run.latency_rate,
+            opt(run.p50_latency_ms, "ms"),
+            opt(run.p99_latency_ms, "ms"),
+            opt(run.max_latency_ms, "ms"),
+        );
+    }
+    if let Some(ratio) = r.wasm_over_native {
+        println!("wasm/native throughput: {ratio}");
+    }
+    if let Some(s) = &r.scaling {
+        for p in &s.points {
+            println!(
+                "scaling: {} rows waiting: one scan batch of {} in {} ms, rss {}",
+                p.rows,
+                s.batch,
+                p.scan_batch_ms,
+                opt(p.rss_mib, "MiB")
+            );
+        }
+        println!(
+            "scaling: batch time ratio {}, rss ratio {}",
+            s.scan_batch_ratio,
+            s.rss_ratio.map_or("n/a".into(), |x| x.to_string())
+        );
+    }
+    if let Some(i) = &r.idle {
+        println!(
+            "idle: {} tenants: rss {} with one, {} with all: {} per idle tenant; {} threads",
+            i.tenants,
+            opt(i.rss_one_tenant_mib, "MiB"),
+            opt(i.rss_all_tenants_mib, "MiB"),
+            opt(i.rss_per_idle_tenant_mib, "MiB"),
+            i.threads.map_or("n/a".into(), |t| t.to_string()),
+        );
+        println!(
+            "idle: instantiate+configure p50 {}, p99 {}, max {}",
+            opt(i.instantiate_p50_us, "us"),
+            opt(i.instantiate_p99_us, "us"),
+            opt(i.instantiate_max_us, "us"),
+        );
+    }
+    println!("peak rss {}", opt(r.peak_rss_mib, "MiB"));
 }

@@ -54,7 +54,8 @@
 //! `schema` points a tenant at one schema of a database shared with other tenants. For
 //! `postgres://` URLs it becomes the connection option `search_path`; for `mysql://`
 //! and `mariadb://`, where a schema is a database, it replaces the URL's database. SQLite
-//! has no schemas, so it is refused there. The schema must already exist.
+//! has no schemas, so it is refused there. The host creates the schema when it is missing
+//! (which needs the privilege to); an existing one is used as it is.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -111,6 +112,17 @@ pub struct TenantSpec {
     pub component: Option<PathBuf>,
     /// true: no LISTEN/notify wake-ups, poll only.
     pub poll_only: bool,
+    /// `schema`: the tenant's schema on a shared server, created at start when missing.
+    pub schema: Option<SharedSchema>,
+}
+
+/// A tenant's schema of a database server shared with other tenants.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SharedSchema {
+    /// The `db` URL as given, before the schema was applied: where to create it.
+    pub server: String,
+    /// The schema (a database on MariaDB/MySQL).
+    pub name: String,
 }
 
 /// Why a configuration was refused.
@@ -352,9 +364,12 @@ fn tenant(
     let id = required(identity.id, field("id"))?;
     check_id(&id, field("id"))?;
     let db = secret(required(identity.db, field("db"))?, field("db"), env)?;
-    let db = match identity.schema {
-        Some(schema) => with_schema(&db, &schema, field("schema"))?,
-        None => db,
+    let (db, schema) = match identity.schema {
+        Some(name) => (
+            with_schema(&db, &name, field("schema"))?,
+            Some(SharedSchema { server: db, name }),
+        ),
+        None => (db, None),
     };
     let publisher = required(identity.publisher, field("publisher"))?;
     let settings = apply(settings, defaults, scope)?;
@@ -368,6 +383,7 @@ fn tenant(
         admin_token: optional_secret(identity.admin_token, &field("admin_token"), env)?,
         component: component_path(identity.component, base_dir, field("component"))?,
         poll_only: settings.poll_only,
+        schema,
     })
 }
 
@@ -437,8 +453,8 @@ fn component_path(
     Ok(Some(base_dir.join(non_empty(value, field)?)))
 }
 
-/// `db` pointed at `schema`: see the module doc.
-fn with_schema(db: &str, schema: &str, field: String) -> Result<String, ConfigError> {
+/// `db` pointed at `schema`: see the module doc. `field` names the setting in errors.
+pub fn with_schema(db: &str, schema: &str, field: String) -> Result<String, ConfigError> {
     check_schema(schema, field.clone())?;
     let scheme = db.split_once(':').map_or("", |(scheme, _)| scheme);
     match scheme {
@@ -857,6 +873,7 @@ impl fmt::Debug for TenantSpec {
             .field("admin_token", &hidden(&self.admin_token))
             .field("component", &self.component)
             .field("poll_only", &self.poll_only)
+            .field("schema", &self.schema.as_ref().map(|s| &s.name))
             .finish()
     }
 }
@@ -994,6 +1011,10 @@ publisher = "ledger://beta.ledger"
             admin_token: Some("acme-secret".into()),
             component: Some(PathBuf::from("/etc/trustlog/guests/acme-v2.wasm")),
             poll_only: true,
+            schema: Some(SharedSchema {
+                server: "postgres://127.0.0.1/app".into(),
+                name: "acme".into(),
+            }),
         };
         let mut beta_engine = builtin().engine;
         beta_engine.batch_size = 500;
@@ -1010,6 +1031,7 @@ publisher = "ledger://beta.ledger"
             admin_token: None,
             component: None,
             poll_only: false,
+            schema: None,
         };
         assert_eq!(config.tenants, vec![acme, beta]);
     }

@@ -1,20 +1,24 @@
 //! trustlog host: runs the trustlog component (decisions) against real
 //! databases and publishers (I/O), one sandbox per tenant.
 
+pub mod bench;
 pub mod bindings;
 pub mod clock;
 pub mod component_cache;
 pub mod config;
 pub mod db;
 pub mod guest_output;
+pub mod imports;
 pub mod http;
 pub mod ingest;
 pub mod ledger;
 pub mod limits;
 pub mod metrics;
+pub mod native;
 pub mod publisher;
 pub mod report;
 pub mod runtime;
+pub mod sample;
 pub mod tenant;
 pub mod tenants;
 pub mod worker;

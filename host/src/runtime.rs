@@ -1,11 +1,10 @@
 //! The wasmtime side: one engine and pre-linked component per process, one
 //! store and instance per tenant, and the imports the guest calls.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use sha2::Digest;
+use trustlog_guest::engine::Level;
 use trustlog_guest::model as m;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
@@ -15,6 +14,7 @@ use crate::bindings::{self, TrustlogPre, db, log, monitoring, publisher, t};
 use crate::component_cache;
 use crate::db::Database;
 use crate::guest_output::GuestOutput;
+use crate::imports::{HostImports, Probe};
 use crate::limits::{LimitKind, Limits, TenantLimiter};
 use crate::metrics::TenantMetrics;
 use crate::publisher::Publisher;
@@ -186,15 +186,10 @@ impl Runtime {
             .allow_ip_name_lookup(false)
             .build();
         let state = TenantState {
-            tenant: tenant.clone(),
-            db,
-            publisher,
+            imports: HostImports::new(tenant.clone(), db, publisher, limits.log_lines_per_sec),
             wasi,
             table: ResourceTable::new(),
-            metrics: None,
-            fetched: HashMap::new(),
             limiter: TenantLimiter::new(limits),
-            log_gate: LogGate::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -216,67 +211,12 @@ impl Runtime {
     }
 }
 
-/// What a tenant's store holds: its adapters and its WASI context.
+/// What a tenant's store holds: its imports and its WASI context.
 pub struct TenantState {
-    tenant: Arc<str>,
-    db: Database,
-    publisher: Publisher,
+    imports: HostImports,
     wasi: WasiCtx,
     table: ResourceTable,
-    metrics: Option<TenantMetrics>,
-    /// Timestamps of the rows the current tick read, by op_id, so the commit that marks
-    /// them can observe insert→`TRUSTLOGGED` latency. Filled only when metrics are on.
-    fetched: HashMap<String, m::Micros>,
     limiter: TenantLimiter,
-    log_gate: LogGate,
-}
-
-/// Lets a tenant's guest log at most so many lines a second; counts the rest.
-#[derive(Debug)]
-struct LogGate {
-    window: Instant,
-    passed: u32,
-    dropped: u64,
-}
-
-impl Default for LogGate {
-    fn default() -> Self {
-        LogGate {
-            window: Instant::now(),
-            passed: 0,
-            dropped: 0,
-        }
-    }
-}
-
-impl LogGate {
-    /// Whether the next line may pass; at a new window, how many were dropped in the last.
-    fn admit(&mut self, per_second: u32) -> (bool, u64) {
-        let mut dropped_before = 0;
-        if self.window.elapsed() >= Duration::from_secs(1) {
-            dropped_before = std::mem::take(&mut self.dropped);
-            self.window = Instant::now();
-            self.passed = 0;
-        }
-        if self.passed < per_second {
-            self.passed += 1;
-            (true, dropped_before)
-        } else {
-            self.dropped += 1;
-            (false, dropped_before)
-        }
-    }
-}
-
-impl TenantState {
-    /// Notes the rows a tick read (one read per tick, so the last one is the one applied).
-    fn remember<'a>(&mut self, rows: impl Iterator<Item = &'a m::Operation>) {
-        if self.metrics.is_some() {
-            self.fetched.clear();
-            self.fetched
-                .extend(rows.map(|op| (op.op_id.clone(), op.timestamp)));
-        }
-    }
 }
 
 impl WasiView for TenantState {
@@ -298,11 +238,7 @@ impl db::Host for TenantState {
         status: t::TrustlogStatus,
     ) -> Result<Vec<db::InsertOutcome>, t::DbError> {
         let ops = ops.into_iter().map(Into::into).collect();
-        let outcomes = self
-            .db
-            .insert(ops, status.into())
-            .await
-            .map_err(t::DbError::from)?;
+        let outcomes = self.imports.insert(ops, status.into()).await?;
         Ok(outcomes
             .into_iter()
             .map(|o| match o {
@@ -313,7 +249,7 @@ impl db::Host for TenantState {
     }
 
     async fn load_cursor(&mut self, key: String) -> Result<Option<t::Position>, t::DbError> {
-        Ok(self.db.load_cursor(&key).await?.map(Into::into))
+        Ok(self.imports.load_cursor(&key).await?.map(Into::into))
     }
 
     async fn scan_after(
@@ -321,8 +257,7 @@ impl db::Host for TenantState {
         after: Option<t::Position>,
         limit: u32,
     ) -> Result<Vec<t::Operation>, t::DbError> {
-        let rows = self.db.scan_after(after.map(Into::into), limit).await?;
-        self.remember(rows.iter());
+        let rows = self.imports.scan_after(after.map(Into::into), limit).await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
@@ -331,8 +266,7 @@ impl db::Host for TenantState {
         now: t::Micros,
         limit: u32,
     ) -> Result<Vec<db::RetryRow>, t::DbError> {
-        let rows = self.db.due_retries(now, limit).await?;
-        self.remember(rows.iter().map(|r| &r.op));
+        let rows = self.imports.due_retries(now, limit).await?;
         Ok(rows
             .into_iter()
             .map(|r| db::RetryRow {
@@ -347,30 +281,16 @@ impl db::Host for TenantState {
         before: t::Position,
         limit: u32,
     ) -> Result<Vec<t::Operation>, t::DbError> {
-        let rows = self.db.sweep_candidates(before.into(), limit).await?;
-        self.remember(rows.iter());
+        let rows = self.imports.sweep_candidates(before.into(), limit).await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn stats(&mut self, cursor_key: String) -> Result<monitoring::DbStats, t::DbError> {
-        Ok(self.db.stats(&cursor_key).await?.into())
+        Ok(self.imports.stats(&cursor_key).await?.into())
     }
 
     async fn apply(&mut self, work: db::UnitOfWork) -> Result<(), t::DbError> {
-        let work: m::UnitOfWork = work.into();
-        let Some(metrics) = self.metrics.clone() else {
-            return Ok(self.db.apply(work).await?);
-        };
-        let marked: Vec<m::Micros> = work
-            .trustlogged
-            .iter()
-            .filter_map(|id| self.fetched.get(id).copied())
-            .collect();
-        self.fetched.clear();
-        self.db.apply(work).await?;
-        let committed = crate::clock::now_micros();
-        metrics.delivered(marked.into_iter().map(|ts| committed.saturating_sub(ts)));
-        Ok(())
+        Ok(self.imports.apply(work.into()).await?)
     }
 }
 
@@ -384,36 +304,21 @@ impl publisher::Host for TenantState {
                 sha256: e.sha256,
             })
             .collect();
-        let started = Instant::now();
-        let results = self.publisher.publish(batch).await;
-        if let Some(metrics) = &self.metrics {
-            metrics.publish(started.elapsed());
-        }
+        let results = self.imports.publish(batch).await;
         results.into_iter().map(|r| r.map_err(Into::into)).collect()
     }
 }
 
 impl log::Host for TenantState {
     async fn log(&mut self, level: log::Level, message: String) {
-        let tenant = &*self.tenant;
-        // A guest that logs without end must not flood the host's log or its disk.
-        let (admit, dropped) = self.log_gate.admit(self.limiter.limits().log_lines_per_sec);
-        if dropped > 0 {
-            tracing::warn!(target: "trustlog::guest", tenant, dropped, "guest log lines dropped over the last second (log_lines_per_sec)");
-            if let Some(m) = &self.metrics {
-                m.guest_log_dropped(dropped);
-            }
-        }
-        if !admit {
-            return;
-        }
-        match level {
-            log::Level::Trace => tracing::trace!(target: "trustlog::guest", tenant, "{message}"),
-            log::Level::Debug => tracing::debug!(target: "trustlog::guest", tenant, "{message}"),
-            log::Level::Info => tracing::info!(target: "trustlog::guest", tenant, "{message}"),
-            log::Level::Warn => tracing::warn!(target: "trustlog::guest", tenant, "{message}"),
-            log::Level::Error => tracing::error!(target: "trustlog::guest", tenant, "{message}"),
-        }
+        let level = match level {
+            log::Level::Trace => Level::Trace,
+            log::Level::Debug => Level::Debug,
+            log::Level::Info => Level::Info,
+            log::Level::Warn => Level::Warn,
+            log::Level::Error => Level::Error,
+        };
+        self.imports.log(level, &message);
     }
 }
 
@@ -456,7 +361,12 @@ impl Instance {
 
     /// Feeds this instance's publish and delivery observations into `metrics`.
     pub fn set_metrics(&mut self, metrics: Option<TenantMetrics>) {
-        self.store.data_mut().metrics = metrics;
+        self.store.data_mut().imports.set_metrics(metrics);
+    }
+
+    /// Feeds this instance's latencies and call times into `probe`.
+    pub fn set_probe(&mut self, probe: Option<Arc<Probe>>) {
+        self.store.data_mut().imports.set_probe(probe);
     }
 
     /// Configures the engine; must come first.

@@ -3,11 +3,16 @@
 //! A trap leaves an instance unusable, so the tenant drops it and builds a
 //! fresh one for the next call: a guest fault costs one call, never the host.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use trustlog_guest::model as m;
 
 use crate::db::Database;
+use crate::imports::{HostImports, Probe};
 use crate::limits::Limits;
 use crate::metrics::TenantMetrics;
+use crate::native::NativeInstance;
 use crate::publisher::Publisher;
 use crate::runtime::{CallError, Instance, Runtime, RuntimeError};
 
@@ -30,16 +35,42 @@ impl TenantError {
     }
 }
 
+/// Where a tenant's engine runs.
+#[derive(Clone)]
+pub enum Backend {
+    /// In a wasm sandbox of this runtime: how trustlog runs.
+    Wasm(Runtime),
+    /// Compiled into the host, unsandboxed: to measure what the sandbox costs.
+    Native,
+}
+
+/// A live engine of either backend.
+enum Live {
+    Wasm(Instance),
+    Native(NativeInstance),
+}
+
+/// Calls the same method on whichever engine is live.
+macro_rules! on_live {
+    ($live:expr, $i:ident => $call:expr) => {
+        match $live {
+            Live::Wasm($i) => $call,
+            Live::Native($i) => $call,
+        }
+    };
+}
+
 /// A tenant's adapters and its (lazily rebuilt) guest instance.
 pub struct Tenant {
     id: String,
-    runtime: Runtime,
+    backend: Backend,
     db: Database,
     publisher: Publisher,
     config: m::Config,
     limits: Limits,
-    instance: Option<Instance>,
+    instance: Option<Live>,
     metrics: Option<TenantMetrics>,
+    probe: Option<Arc<Probe>>,
 }
 
 impl Tenant {
@@ -63,15 +94,28 @@ impl Tenant {
         config: m::Config,
         limits: Limits,
     ) -> Result<Tenant, TenantError> {
+        Self::on_backend(Backend::Wasm(runtime), id, db, publisher, config, limits).await
+    }
+
+    /// Same as [`Tenant::with_limits`] on either backend (limits bind the wasm one only).
+    pub async fn on_backend(
+        backend: Backend,
+        id: &str,
+        db: Database,
+        publisher: Publisher,
+        config: m::Config,
+        limits: Limits,
+    ) -> Result<Tenant, TenantError> {
         let mut tenant = Tenant {
             id: id.to_string(),
-            runtime,
+            backend,
             db,
             publisher,
             config,
             limits,
             instance: None,
             metrics: None,
+            probe: None,
         };
         tenant.instance().await?;
         Ok(tenant)
@@ -89,10 +133,18 @@ impl Tenant {
 
     /// Feeds publish and delivery observations into `metrics`, in this and every later instance.
     pub fn set_metrics(&mut self, metrics: TenantMetrics) {
-        if let Some(instance) = &mut self.instance {
-            instance.set_metrics(Some(metrics.clone()));
+        if let Some(live) = &mut self.instance {
+            on_live!(live, i => i.set_metrics(Some(metrics.clone())));
         }
         self.metrics = Some(metrics);
+    }
+
+    /// Feeds exact latencies and the time split of every call into `probe`.
+    pub fn set_probe(&mut self, probe: Arc<Probe>) {
+        if let Some(live) = &mut self.instance {
+            on_live!(live, i => i.set_probe(Some(probe.clone())));
+        }
+        self.probe = Some(probe);
     }
 
     /// The limits every instance of this tenant is held to.
@@ -105,29 +157,49 @@ impl Tenant {
         &self.config
     }
 
-    async fn instance(&mut self) -> Result<&mut Instance, TenantError> {
+    async fn instance(&mut self) -> Result<&mut Live, TenantError> {
         if self.instance.is_none() {
-            let mut instance = self
-                .runtime
-                .instantiate(
-                    &self.id,
-                    self.db.clone(),
-                    self.publisher.clone(),
-                    self.limits,
-                )
-                .await?;
-            instance.configure(self.config.clone()).await?;
-            instance.set_metrics(self.metrics.clone());
-            self.instance = Some(instance);
+            let mut live = match &self.backend {
+                Backend::Wasm(runtime) => Live::Wasm(
+                    runtime
+                        .instantiate(
+                            &self.id,
+                            self.db.clone(),
+                            self.publisher.clone(),
+                            self.limits,
+                        )
+                        .await?,
+                ),
+                Backend::Native => Live::Native(NativeInstance::new(
+                    Arc::from(self.id.as_str()),
+                    HostImports::new(
+                        Arc::from(self.id.as_str()),
+                        self.db.clone(),
+                        self.publisher.clone(),
+                        self.limits.log_lines_per_sec,
+                    ),
+                )),
+            };
+            on_live!(&mut live, i => i.configure(self.config.clone()).await)?;
+            on_live!(&mut live, i => {
+                i.set_metrics(self.metrics.clone());
+                i.set_probe(self.probe.clone());
+            });
+            self.instance = Some(live);
         }
         Ok(self.instance.as_mut().expect("set above"))
     }
 
     async fn call<R>(
         &mut self,
-        f: impl AsyncFnOnce(&mut Instance) -> Result<R, CallError>,
+        f: impl AsyncFnOnce(&mut Live) -> Result<R, CallError>,
     ) -> Result<R, TenantError> {
-        let result = f(self.instance().await?).await;
+        let live = self.instance().await?;
+        let started = Instant::now();
+        let result = f(live).await;
+        if let Some(p) = &self.probe {
+            p.engine_call(started.elapsed());
+        }
         match &result {
             Err(e @ CallError::Trap { .. }) => {
                 tracing::error!(tenant = %self.id, error = %e, "guest trapped; replacing its instance");
@@ -155,26 +227,26 @@ impl Tenant {
         ops: Vec<m::Operation>,
         strategy: Option<m::Strategy>,
     ) -> Result<Vec<m::RecordOutcome>, TenantError> {
-        self.call(async |i| i.record(ops, strategy).await).await
+        self.call(async |l| on_live!(l, i => i.record(ops, strategy).await)).await
     }
 
     /// One scan batch at `now`.
     pub async fn scan_tick(&mut self, now: m::Micros) -> Result<m::TickReport, TenantError> {
-        self.call(async |i| i.scan_tick(now).await).await
+        self.call(async |l| on_live!(l, i => i.scan_tick(now).await)).await
     }
 
     /// One retry batch at `now`.
     pub async fn retry_tick(&mut self, now: m::Micros) -> Result<m::TickReport, TenantError> {
-        self.call(async |i| i.retry_tick(now).await).await
+        self.call(async |l| on_live!(l, i => i.retry_tick(now).await)).await
     }
 
     /// One sweep batch at `now`.
     pub async fn sweep_tick(&mut self, now: m::Micros) -> Result<m::TickReport, TenantError> {
-        self.call(async |i| i.sweep_tick(now).await).await
+        self.call(async |l| on_live!(l, i => i.sweep_tick(now).await)).await
     }
 
     /// The monitoring figures at `now`.
     pub async fn status(&mut self, now: m::Micros) -> Result<m::StatusReport, TenantError> {
-        self.call(async |i| i.status(now).await).await
+        self.call(async |l| on_live!(l, i => i.status(now).await)).await
     }
 }

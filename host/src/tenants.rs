@@ -97,6 +97,8 @@ pub struct Running {
     pub db: Database,
     pub publisher: Publisher,
     pub metrics: TenantMetrics,
+    /// How long instantiating and configuring its guest took at start.
+    pub instantiate: std::time::Duration,
     runtime: Runtime,
     /// Built at the first request: an idle tenant holds one instance, not two.
     front: Mutex<Option<Tenant>>,
@@ -247,6 +249,11 @@ impl Tenants {
             url: crate::publisher::options::redact(&spec.db),
             message: e.to_string(),
         };
+        if let Some(schema) = &spec.schema {
+            crate::db::schemas::ensure(&schema.server, &schema.name)
+                .await
+                .map_err(db_failed)?;
+        }
         let db = Database::connect(&spec.db).await.map_err(db_failed)?;
         db.migrate().await.map_err(db_failed)?;
         let publisher =
@@ -273,7 +280,8 @@ impl Tenants {
             source,
         })?;
         // Instantiation and the configure call: what a pooled, pre-linked instance costs.
-        let instantiate_us = instantiating.elapsed().as_micros() as u64;
+        let instantiate = instantiating.elapsed();
+        let instantiate_us = instantiate.as_micros() as u64;
         tracing::debug!(tenant = %id, instantiate_us, "guest instantiated");
         let metrics = self.metrics.tenant(&id);
         let worker = Worker::new(tenant, spec.intervals)
@@ -291,6 +299,7 @@ impl Tenants {
             db,
             publisher,
             metrics,
+            instantiate,
             runtime,
             front: Mutex::new(None),
             state: StdMutex::new(RunState::Running),

@@ -3,6 +3,7 @@
 pub mod cursor_value;
 pub mod mysql;
 pub mod postgres;
+pub mod schemas;
 pub mod sqlite;
 #[cfg(test)]
 mod test_fixtures;

@@ -1,0 +1,242 @@
+//! One engine's run: store N operations, time their delivery by the real worker,
+//! then record at a steady pace and take each operation's latency.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use trustlog_guest::model::{Operation, TrustlogStatus};
+
+use crate::clock::now_micros;
+use crate::db::Database;
+use crate::imports::Probe;
+use crate::limits::Limits;
+use crate::publisher::Publisher;
+use crate::runtime::Runtime;
+use crate::sample;
+use crate::tenant::{Backend, Tenant};
+use crate::worker::{Exit, Intervals, Worker};
+
+use super::fresh::Fresh;
+use super::stats::{percentile, round, sorted};
+use super::{BenchError, BenchOptions, EngineKind, RunReport, run_tag};
+
+/// Operations per bulk insert while storing the backlog.
+pub(super) const STORE_CHUNK: usize = 5_000;
+/// The paced phase sends a slice of its operations this often.
+const PACE: Duration = Duration::from_millis(10);
+/// How long the paced phase may take beyond its schedule before it is a failure.
+const LATENCY_GRACE: Duration = Duration::from_secs(60);
+
+/// A fresh database and publisher, connected and migrated.
+pub(super) struct Target {
+    pub db: Database,
+    pub publisher: Publisher,
+    fresh_db: Fresh,
+    fresh_publisher: Fresh,
+}
+
+impl Target {
+    /// Creates the fresh database and publisher for run `label`.
+    pub async fn create(opts: &BenchOptions, label: &str) -> Result<Target, BenchError> {
+        let tag = run_tag(label);
+        let fresh_db = Fresh::database(&opts.db, &tag).await?;
+        let db_failed = |e: trustlog_guest::model::DbError| BenchError::Database {
+            url: crate::publisher::options::redact(&fresh_db.url),
+            message: e.to_string(),
+        };
+        let db = Database::connect(&fresh_db.url).await.map_err(db_failed)?;
+        db.migrate().await.map_err(db_failed)?;
+        let fresh_publisher = Fresh::publisher(&opts.publisher, &tag);
+        let publisher = Publisher::connect(&fresh_publisher.url)
+            .await
+            .map_err(|e| BenchError::Publisher {
+                url: crate::publisher::options::redact(&fresh_publisher.url),
+                message: e.to_string(),
+            })?;
+        Ok(Target {
+            db,
+            publisher,
+            fresh_db,
+            fresh_publisher,
+        })
+    }
+
+    /// A tenant on this target, on `engine`.
+    pub async fn tenant(
+        &self,
+        opts: &BenchOptions,
+        engine: EngineKind,
+    ) -> Result<Tenant, BenchError> {
+        let backend = match engine {
+            EngineKind::Wasm => Backend::Wasm(Runtime::new().map_err(|e| {
+                BenchError::Engine(crate::tenant::TenantError::Runtime(e))
+            })?),
+            EngineKind::Native => Backend::Native,
+        };
+        Ok(Tenant::on_backend(
+            backend,
+            "bench",
+            self.db.clone(),
+            self.publisher.clone(),
+            opts.config.clone(),
+            Limits::default(),
+        )
+        .await?)
+    }
+
+    /// Bulk-inserts `n` operations (as an application would), ten per timestamp; returns ops/s.
+    pub async fn store(&self, n: u32) -> Result<f64, BenchError> {
+        let run = format!("b{:x}", now_micros());
+        let base = now_micros() - i64::from(n);
+        let started = Instant::now();
+        let mut i = 0u32;
+        while i < n {
+            let end = n.min(i + STORE_CHUNK as u32);
+            let ops: Vec<Operation> = (i..end).map(|k| sample::operation(&run, k, base)).collect();
+            self.db
+                .insert(ops, TrustlogStatus::NotTrustlogged)
+                .await
+                .map_err(|e| BenchError::Database {
+                    url: crate::publisher::options::redact(&self.fresh_db.url),
+                    message: e.to_string(),
+                })?;
+            i = end;
+        }
+        Ok(f64::from(n) / started.elapsed().as_secs_f64())
+    }
+
+    /// Closes the pool and removes the fresh database and files.
+    pub async fn remove(self) -> Result<(), BenchError> {
+        self.db.close().await;
+        self.fresh_db.remove().await?;
+        self.fresh_publisher.remove().await
+    }
+}
+
+/// Runs the throughput and the paced phase on `engine`.
+pub(super) async fn run(opts: &BenchOptions, engine: EngineKind) -> Result<RunReport, BenchError> {
+    let label = match engine {
+        EngineKind::Wasm => "wasm",
+        EngineKind::Native => "native",
+    };
+    let target = Target::create(opts, label).await?;
+    let result = phases(opts, engine, &target).await;
+    target.remove().await?;
+    result
+}
+
+async fn phases(
+    opts: &BenchOptions,
+    engine: EngineKind,
+    target: &Target,
+) -> Result<RunReport, BenchError> {
+    tracing::info!(?engine, ops = opts.ops, "storing the backlog");
+    let store_ops_per_sec = target.store(opts.ops).await?;
+
+    let probe = Arc::new(Probe::default());
+    let mut tenant = target.tenant(opts, engine).await?;
+    tenant.set_probe(probe.clone());
+    // The paced phase wakes the worker itself; the polls only matter as a fallback.
+    let worker = Worker::new(tenant, Intervals::default());
+
+    tracing::info!(?engine, "delivering the backlog");
+    let (_stop, never) = watch::channel(false);
+    let started = Instant::now();
+    let summary = worker.run(true, never).await;
+    let took = started.elapsed();
+    if summary.exit != Exit::Drained || summary.published != u64::from(opts.ops) {
+        return Err(BenchError::Incomplete {
+            phase: "delivery",
+            message: format!(
+                "published {} of {} operations ({:?}, {} failed ticks)",
+                summary.published, opts.ops, summary.exit, summary.errors
+            ),
+        });
+    }
+    let guest_time_share = probe.guest_time().as_secs_f64() / took.as_secs_f64();
+    probe.take_latencies();
+
+    let latencies = if opts.latency_ops > 0 {
+        paced(opts, engine, target, &worker, &probe).await?
+    } else {
+        Vec::new()
+    };
+    let ms = |p| percentile(&latencies, p).map(|us| round(us / 1000.0, 2));
+    Ok(RunReport {
+        engine,
+        fresh_db: crate::publisher::options::redact(&target.fresh_db.url),
+        ops: opts.ops,
+        batch: opts.config.batch_size,
+        store_ops_per_sec: round(store_ops_per_sec, 0),
+        ops_per_sec: round(f64::from(opts.ops) / took.as_secs_f64(), 0),
+        delivery_seconds: round(took.as_secs_f64(), 3),
+        guest_time_share: round(guest_time_share, 3),
+        p50_latency_ms: ms(50.0),
+        p99_latency_ms: ms(99.0),
+        max_latency_ms: ms(100.0),
+        latency_ops: opts.latency_ops,
+        latency_rate: opts.rate,
+    })
+}
+
+/// Records `latency_ops` operations at `rate` through a request instance, as
+/// `POST /v1/operations` does, while the worker runs; their latencies, sorted, in µs.
+async fn paced(
+    opts: &BenchOptions,
+    engine: EngineKind,
+    target: &Target,
+    worker: &Worker,
+    probe: &Probe,
+) -> Result<Vec<f64>, BenchError> {
+    tracing::info!(
+        ?engine,
+        ops = opts.latency_ops,
+        rate = opts.rate,
+        "paced phase"
+    );
+    let mut front = target.tenant(opts, engine).await?;
+    let (stop, stopped) = watch::channel(false);
+    let running = {
+        let worker = worker.clone();
+        tokio::spawn(async move { worker.run(false, stopped).await })
+    };
+    let per_slice = (opts.rate as f64 * PACE.as_secs_f64()).ceil().max(1.0) as u32;
+    let run = format!("p{:x}", now_micros());
+    let mut ticker = tokio::time::interval(PACE);
+    let mut sent = 0u32;
+    while sent < opts.latency_ops {
+        ticker.tick().await;
+        let end = opts.latency_ops.min(sent + per_slice);
+        let ops: Vec<Operation> = (sent..end)
+            .map(|i| Operation {
+                timestamp: now_micros(),
+                ..sample::operation(&run, i, 0)
+            })
+            .collect();
+        front.record(ops, None).await?;
+        worker.wake();
+        sent = end;
+    }
+    let schedule = Duration::from_secs_f64(f64::from(opts.latency_ops) / f64::from(opts.rate));
+    let deadline = Instant::now() + schedule + LATENCY_GRACE;
+    let mut latencies = Vec::with_capacity(opts.latency_ops as usize);
+    while latencies.len() < opts.latency_ops as usize && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        latencies.extend(probe.take_latencies().into_iter().map(|us| us as f64));
+    }
+    let _ = stop.send(true);
+    let _ = running.await;
+    if latencies.len() < opts.latency_ops as usize {
+        return Err(BenchError::Incomplete {
+            phase: "paced",
+            message: format!(
+                "{} of {} operations delivered within {:?}",
+                latencies.len(),
+                opts.latency_ops,
+                schedule + LATENCY_GRACE
+            ),
+        });
+    }
+    Ok(sorted(latencies))
+}

@@ -1,0 +1,182 @@
+//! `trustlog bench`: every performance figure the project quotes, from one
+//! command anyone can rerun against their own database and broker.
+//!
+//! A run works in a fresh schema (or database file) and ledger file, removed
+//! afterwards: a throughput phase stores N operations and times their delivery
+//! by the real worker; a paced phase records operations at a steady rate while
+//! the worker runs and takes each one's insert→`TRUSTLOGGED` latency. Further
+//! modes time one scan batch against a small and a large backlog (`--scaling`)
+//! and weigh idle tenants (`--idle-tenants`).
+
+mod delivery;
+mod fresh;
+mod idle;
+pub mod rss;
+mod scaling;
+pub mod stats;
+
+use std::time::Duration;
+
+use serde::Serialize;
+use trustlog_guest::model::Config;
+
+use crate::tenant::TenantError;
+
+pub use idle::IdleReport;
+pub use scaling::ScalingReport;
+
+/// Why a bench run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Creating or removing the run's fresh database, schema or files.
+    #[error("bench setup: {what}: {message}")]
+    Setup { what: String, message: String },
+    /// The database refused a call.
+    #[error("bench database {url}: {message}")]
+    Database { url: String, message: String },
+    /// The publisher could not be reached.
+    #[error("bench publisher {url}: {message}")]
+    Publisher { url: String, message: String },
+    /// The engine failed a call.
+    #[error("bench engine: {0}")]
+    Engine(#[from] TenantError),
+    /// The run did not deliver what it stored.
+    #[error("bench {phase}: {message}")]
+    Incomplete {
+        phase: &'static str,
+        message: String,
+    },
+    /// The multi-tenant host refused a tenant.
+    #[error("bench tenant: {0}")]
+    Tenant(String),
+}
+
+/// Where the engine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// The component, in its wasm sandbox: how trustlog runs.
+    Wasm,
+    /// The same logic compiled into the host: the baseline for the boundary's cost.
+    Native,
+}
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Database URL; the run works in a fresh schema or file derived from it.
+    pub db: String,
+    /// Publisher URL; a ledger gets a fresh file.
+    pub publisher: String,
+    /// Operations stored and delivered in the throughput phase.
+    pub ops: u32,
+    /// Engine settings (batch size among them).
+    pub config: Config,
+    /// Engines to run, each on its own fresh database, in this order.
+    pub engines: Vec<EngineKind>,
+    /// Operations recorded in the paced latency phase (0 skips it).
+    pub latency_ops: u32,
+    /// Their rate, per second.
+    pub rate: u32,
+    /// Backlog sizes for the scaling mode; empty skips it.
+    pub scaling_rows: Vec<u32>,
+    /// Idle tenants to start instead of the other phases; 0 runs the other phases.
+    pub idle_tenants: u32,
+    /// How long idle tenants are left alone before they are weighed.
+    pub idle_settle: Duration,
+}
+
+/// The figures of one engine's run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub engine: EngineKind,
+    /// The fresh database this run worked in, since removed (password redacted).
+    pub fresh_db: String,
+    /// Operations stored, then delivered.
+    pub ops: u32,
+    pub batch: u32,
+    /// Bulk insert rate of the setup (the application's side), ops/s.
+    pub store_ops_per_sec: f64,
+    /// Delivery rate: operations marked `TRUSTLOGGED` per second of the drain.
+    pub ops_per_sec: f64,
+    pub delivery_seconds: f64,
+    /// Share of the drain spent in engine code and its boundary (not in host I/O).
+    pub guest_time_share: f64,
+    /// Paced phase: insert→`TRUSTLOGGED` latency percentiles, in ms.
+    pub p50_latency_ms: Option<f64>,
+    pub p99_latency_ms: Option<f64>,
+    pub max_latency_ms: Option<f64>,
+    pub latency_ops: u32,
+    pub latency_rate: u32,
+}
+
+/// Everything one `trustlog bench` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// The database and publisher the runs derived their fresh targets from (passwords redacted).
+    pub db: String,
+    pub publisher: String,
+    /// The first engine's figures, at the top so scripts find them in one place.
+    #[serde(flatten)]
+    pub first: Option<RunReport>,
+    /// Every engine's figures, in run order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<RunReport>,
+    /// Wasm throughput over native throughput, when both ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wasm_over_native: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<ScalingReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle: Option<IdleReport>,
+    /// Peak resident memory of the whole process, MiB.
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// A tag no earlier run used: names the fresh schema and files.
+fn run_tag(label: &str) -> String {
+    format!(
+        "bench_{label}_{}_{:x}",
+        std::process::id(),
+        crate::clock::now_micros()
+    )
+}
+
+/// Runs what `opts` asks for; progress goes to the log, figures to the report.
+pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
+    let redact = crate::publisher::options::redact;
+    let mut report = BenchReport {
+        db: redact(&opts.db),
+        publisher: redact(&opts.publisher),
+        first: None,
+        runs: Vec::new(),
+        wasm_over_native: None,
+        scaling: None,
+        idle: None,
+        peak_rss_mib: None,
+    };
+    if opts.idle_tenants > 0 {
+        report.idle = Some(idle::run(opts).await?);
+    } else {
+        for &engine in &opts.engines {
+            report.runs.push(delivery::run(opts, engine).await?);
+        }
+        let rate = |kind| {
+            report
+                .runs
+                .iter()
+                .find(|r| r.engine == kind)
+                .map(|r| r.ops_per_sec)
+        };
+        if let (Some(w), Some(n)) = (rate(EngineKind::Wasm), rate(EngineKind::Native)) {
+            report.wasm_over_native = Some(stats::round(w / n, 3));
+        }
+        report.first = report.runs.first().cloned();
+        if !opts.scaling_rows.is_empty() {
+            let engine = opts.engines.first().copied().unwrap_or(EngineKind::Wasm);
+            report.scaling = Some(scaling::run(opts, engine).await?);
+        }
+    }
+    report.peak_rss_mib = rss::peak_mib().map(|m| stats::round(m, 1));
+    Ok(report)
+}

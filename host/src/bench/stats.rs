@@ -1,0 +1,51 @@
+//! Order statistics of measured samples.
+
+/// The `p`-th percentile (0–100) by nearest rank; `None` for no samples.
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// `samples` sorted ascending (NaN-free input assumed: they are measured durations).
+pub fn sorted(mut samples: Vec<f64>) -> Vec<f64> {
+    samples.sort_by(f64::total_cmp);
+    samples
+}
+
+/// Rounds to `digits` decimals, so reports do not print measurement noise.
+pub fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn nearest_rank_on_a_known_list() {
+        let xs: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&xs, 50.0), Some(50.0));
+        assert_eq!(percentile(&xs, 99.0), Some(99.0));
+        assert_eq!(percentile(&xs, 100.0), Some(100.0));
+        assert_eq!(percentile(&xs, 0.0), Some(1.0));
+        assert_eq!(percentile(&[], 50.0), None);
+        assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
+    }
+
+    proptest! {
+        #[test]
+        fn a_percentile_is_a_sample_and_grows_with_p(xs in prop::collection::vec(0.0f64..1e6, 1..200), p in 0.0f64..100.0, q in 0.0f64..100.0) {
+            let xs = sorted(xs);
+            let (lo, hi) = if p <= q { (p, q) } else { (q, p) };
+            let a = percentile(&xs, lo).unwrap();
+            let b = percentile(&xs, hi).unwrap();
+            prop_assert!(xs.contains(&a));
+            prop_assert!(a <= b);
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! The host side of the guest's imports (`db`, `publisher`, `log`), in the
+//! engine's own types: one implementation behind both the wasm component and
+//! the natively compiled engine, so the two differ by the boundary only.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use trustlog_guest::engine::Level;
+use trustlog_guest::model as m;
+
+use crate::db::Database;
+use crate::metrics::TenantMetrics;
+use crate::publisher::Publisher;
+
+/// What a measuring run collects from a tenant's calls: exact delivery latencies
+/// and where the time of each engine call went (guest code or host imports).
+#[derive(Debug, Default)]
+pub struct Probe {
+    latencies_micros: Mutex<Vec<i64>>,
+    engine_call_nanos: AtomicU64,
+    host_import_nanos: AtomicU64,
+}
+
+impl Probe {
+    /// Insert→`TRUSTLOGGED` latencies observed so far, in microseconds; empties the probe's list.
+    pub fn take_latencies(&self) -> Vec<i64> {
+        std::mem::take(
+            &mut *self
+                .latencies_micros
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// Total time spent in engine calls (guest code and the host imports they made).
+    pub fn engine_call_time(&self) -> Duration {
+        Duration::from_nanos(self.engine_call_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Total time spent in host imports, within engine calls.
+    pub fn host_import_time(&self) -> Duration {
+        Duration::from_nanos(self.host_import_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Engine call time that was not spent in host imports: guest code and the boundary.
+    pub fn guest_time(&self) -> Duration {
+        self.engine_call_time()
+            .saturating_sub(self.host_import_time())
+    }
+
+    /// Adds one engine call's duration.
+    pub fn engine_call(&self, took: Duration) {
+        self.engine_call_nanos
+            .fetch_add(nanos(took), Ordering::Relaxed);
+    }
+
+    fn host_import(&self, took: Duration) {
+        self.host_import_nanos
+            .fetch_add(nanos(took), Ordering::Relaxed);
+    }
+
+    fn delivered(&self, latencies: &[i64]) {
+        self.latencies_micros
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(latencies);
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// One tenant's adapters as the guest's imports see them.
+pub struct HostImports {
+    tenant: Arc<str>,
+    db: Database,
+    publisher: Publisher,
+    metrics: Option<TenantMetrics>,
+    probe: Option<Arc<Probe>>,
+    /// Timestamps of the rows the current tick read, by op_id, so the commit that marks
+    /// them can observe insert→`TRUSTLOGGED` latency. Filled only when observed.
+    fetched: HashMap<String, m::Micros>,
+    log_gate: LogGate,
+    log_lines_per_sec: u32,
+}
+
+impl HostImports {
+    /// The imports of `tenant`, over its database and publisher.
+    pub fn new(
+        tenant: Arc<str>,
+        db: Database,
+        publisher: Publisher,
+        log_lines_per_sec: u32,
+    ) -> HostImports {
+        HostImports {
+            tenant,
+            db,
+            publisher,
+            metrics: None,
+            probe: None,
+            fetched: HashMap::new(),
+            log_gate: LogGate::default(),
+            log_lines_per_sec,
+        }
+    }
+
+    /// Feeds publish and delivery observations into `metrics`.
+    pub fn set_metrics(&mut self, metrics: Option<TenantMetrics>) {
+        self.metrics = metrics;
+    }
+
+    /// Feeds exact latencies and host-import time into `probe`.
+    pub fn set_probe(&mut self, probe: Option<Arc<Probe>>) {
+        self.probe = probe;
+    }
+
+    fn observed(&self) -> bool {
+        self.metrics.is_some() || self.probe.is_some()
+    }
+
+    /// Notes the rows a tick read (one read per tick, so the last one is the one applied).
+    fn remember<'a>(&mut self, rows: impl Iterator<Item = &'a m::Operation>) {
+        if self.observed() {
+            self.fetched.clear();
+            self.fetched
+                .extend(rows.map(|op| (op.op_id.clone(), op.timestamp)));
+        }
+    }
+
+    /// Times one import into the probe, if there is one.
+    async fn timed<R>(&self, f: impl Future<Output = R>) -> R {
+        let started = Instant::now();
+        let r = f.await;
+        if let Some(p) = &self.probe {
+            p.host_import(started.elapsed());
+        }
+        r
+    }
+
+    /// `db.insert`.
+    pub async fn insert(
+        &mut self,
+        ops: Vec<m::Operation>,
+        status: m::TrustlogStatus,
+    ) -> Result<Vec<m::InsertOutcome>, m::DbError> {
+        self.timed(self.db.insert(ops, status)).await
+    }
+
+    /// `db.load-cursor`.
+    pub async fn load_cursor(&mut self, key: &str) -> Result<Option<m::Position>, m::DbError> {
+        self.timed(self.db.load_cursor(key)).await
+    }
+
+    /// `db.scan-after`.
+    pub async fn scan_after(
+        &mut self,
+        after: Option<m::Position>,
+        limit: u32,
+    ) -> Result<Vec<m::Operation>, m::DbError> {
+        let rows = self.timed(self.db.scan_after(after, limit)).await?;
+        self.remember(rows.iter());
+        Ok(rows)
+    }
+
+    /// `db.due-retries`.
+    pub async fn due_retries(
+        &mut self,
+        now: m::Micros,
+        limit: u32,
+    ) -> Result<Vec<m::RetryRow>, m::DbError> {
+        let rows = self.timed(self.db.due_retries(now, limit)).await?;
+        self.remember(rows.iter().map(|r| &r.op));
+        Ok(rows)
+    }
+
+    /// `db.sweep-candidates`.
+    pub async fn sweep_candidates(
+        &mut self,
+        before: m::Position,
+        limit: u32,
+    ) -> Result<Vec<m::Operation>, m::DbError> {
+        let rows = self.timed(self.db.sweep_candidates(before, limit)).await?;
+        self.remember(rows.iter());
+        Ok(rows)
+    }
+
+    /// `db.stats`.
+    pub async fn stats(&mut self, cursor_key: &str) -> Result<m::DbStats, m::DbError> {
+        self.timed(self.db.stats(cursor_key)).await
+    }
+
+    /// `db.apply`: one transaction; observes the latency of every row it marks.
+    pub async fn apply(&mut self, work: m::UnitOfWork) -> Result<(), m::DbError> {
+        if !self.observed() {
+            return self.timed(self.db.apply(work)).await;
+        }
+        let marked: Vec<m::Micros> = work
+            .trustlogged
+            .iter()
+            .filter_map(|id| self.fetched.get(id).copied())
+            .collect();
+        self.fetched.clear();
+        self.timed(self.db.apply(work)).await?;
+        let committed = crate::clock::now_micros();
+        let latencies: Vec<i64> = marked
+            .into_iter()
+            .map(|ts| committed.saturating_sub(ts))
+            .collect();
+        if let Some(m) = &self.metrics {
+            m.delivered(latencies.iter().copied());
+        }
+        if let Some(p) = &self.probe {
+            p.delivered(&latencies);
+        }
+        Ok(())
+    }
+
+    /// `publisher.publish`: one result per envelope.
+    pub async fn publish(&mut self, batch: Vec<m::Envelope>) -> Vec<Result<(), m::PublishError>> {
+        let started = Instant::now();
+        let results = self.timed(self.publisher.publish(batch)).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.publish(started.elapsed());
+        }
+        results
+    }
+
+    /// `log.log`, rate-limited: a guest that logs without end must not flood the host's log or its disk.
+    pub fn log(&mut self, level: Level, message: &str) {
+        let tenant = &*self.tenant;
+        let (admit, dropped) = self.log_gate.admit(self.log_lines_per_sec);
+        if dropped > 0 {
+            tracing::warn!(target: "trustlog::guest", tenant, dropped, "guest log lines dropped over the last second (log_lines_per_sec)");
+            if let Some(m) = &self.metrics {
+                m.guest_log_dropped(dropped);
+            }
+        }
+        if !admit {
+            return;
+        }
+        match level {
+            Level::Trace => tracing::trace!(target: "trustlog::guest", tenant, "{message}"),
+            Level::Debug => tracing::debug!(target: "trustlog::guest", tenant, "{message}"),
+            Level::Info => tracing::info!(target: "trustlog::guest", tenant, "{message}"),
+            Level::Warn => tracing::warn!(target: "trustlog::guest", tenant, "{message}"),
+            Level::Error => tracing::error!(target: "trustlog::guest", tenant, "{message}"),
+        }
+    }
+}
+
+/// Lets a tenant's guest log at most so many lines a second; counts the rest.
+#[derive(Debug)]
+struct LogGate {
+    window: Instant,
+    passed: u32,
+    dropped: u64,
+}
+
+impl Default for LogGate {
+    fn default() -> Self {
+        LogGate {
+            window: Instant::now(),
+            passed: 0,
+            dropped: 0,
+        }
+    }
+}
+
+impl LogGate {
+    /// Whether the next line may pass; at a new window, how many were dropped in the last.
+    fn admit(&mut self, per_second: u32) -> (bool, u64) {
+        let mut dropped_before = 0;
+        if self.window.elapsed() >= Duration::from_secs(1) {
+            dropped_before = std::mem::take(&mut self.dropped);
+            self.window = Instant::now();
+            self.passed = 0;
+        }
+        if self.passed < per_second {
+            self.passed += 1;
+            (true, dropped_before)
+        } else {
+            self.dropped += 1;
+            (false, dropped_before)
+        }
+    }
+}

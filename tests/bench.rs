@@ -1,0 +1,188 @@
+//! `trustlog bench`, the real binary on every database: it reports every figure
+//! it promises, delivers everything it stored (or fails), and leaves nothing behind.
+
+mod support;
+
+use std::path::Path;
+
+use support::backends::{Backend, mysql_admin_url, postgres_admin_url};
+use support::*;
+
+on_every_database!(both_engines_report_throughput_latency_and_their_ratio_and_leave_nothing_behind);
+
+/// The JSON object on the last line of a `--json` run.
+fn last_json(out: &std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8(out.stdout.clone()).unwrap();
+    let last = stdout.lines().last().expect("bench printed nothing");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}"))
+}
+
+fn number(v: &serde_json::Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} missing or not a number in {v}"))
+}
+
+/// Files left in `dir` other than the ledger the test itself named.
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Whether the fresh schema named in `fresh_db` still exists on the server.
+async fn schema_exists(b: Backend, fresh_db: &str) -> bool {
+    use sqlx::Connection;
+    let name = fresh_db
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .find(|part| part.starts_with("trustlog_bench_"))
+        .unwrap_or_else(|| panic!("no fresh schema named in {fresh_db}"))
+        .to_string();
+    let sql = "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = ";
+    let count: i64 = match b {
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&postgres_admin_url()).await.unwrap();
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("{sql}$1")))
+                .bind(&name)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        }
+        Backend::MySql => {
+            let mut c = sqlx::MySqlConnection::connect(&mysql_admin_url()).await.unwrap();
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("{sql}?")))
+                .bind(&name)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        }
+        Backend::Sqlite => unreachable!("SQLite has no schemas"),
+    };
+    count > 0
+}
+
+async fn both_engines_report_throughput_latency_and_their_ratio_and_leave_nothing_behind(
+    b: Backend,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = match b {
+        Backend::Sqlite => format!("sqlite://{}", dir.path().join("b.db").display()),
+        Backend::Postgres => postgres_admin_url(),
+        Backend::MySql => mysql_admin_url(),
+    };
+    let ledger = format!("ledger://{}", dir.path().join("b.ledger").display());
+    let out = run_ok(
+        &[
+            "bench", "--db", &db, "--publisher", &ledger, "--ops", "3000", "--batch", "200",
+            "--latency-ops", "200", "--rate", "500", "--engine", "both", "--json",
+        ],
+        "",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("wasm/native throughput"), "{text}");
+    let r = last_json(&out);
+
+    // The first run's figures are at the top, as scripts expect them.
+    assert_eq!(r["engine"], "wasm", "{r}");
+    assert!(number(&r, "ops_per_sec") > 0.0, "{r}");
+    let (p50, p99) = (number(&r, "p50_latency_ms"), number(&r, "p99_latency_ms"));
+    assert!(p50 > 0.0 && p50 <= p99, "{r}");
+    // 200 at 500/s: a latency is at least a database round trip and not seconds.
+    assert!(p99 < 5_000.0, "{r}");
+    let share = number(&r, "guest_time_share");
+    assert!(share > 0.0 && share < 1.0, "{r}");
+    assert!(number(&r, "peak_rss_mib") > 1.0, "{r}");
+
+    let runs = r["runs"].as_array().unwrap();
+    let engines: Vec<&str> = runs.iter().map(|x| x["engine"].as_str().unwrap()).collect();
+    assert_eq!(engines, ["wasm", "native"], "{r}");
+    for run in runs {
+        assert_eq!(run["ops"], 3000, "{run}");
+        assert_eq!(run["batch"], 200, "{run}");
+        assert!(number(run, "ops_per_sec") > 0.0, "{run}");
+        assert!(number(run, "store_ops_per_sec") > 0.0, "{run}");
+        assert!(number(run, "p50_latency_ms") <= number(run, "p99_latency_ms"), "{run}");
+    }
+    let ratio = number(&r, "wasm_over_native");
+    let expected = number(&runs[0], "ops_per_sec") / number(&runs[1], "ops_per_sec");
+    assert!((ratio - expected).abs() < 0.01, "{ratio} vs {expected}");
+
+    // Nothing left behind: the fresh files, schemas or databases are gone.
+    match b {
+        Backend::Sqlite => assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path())),
+        _ => {
+            assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
+            for run in runs {
+                let fresh = run["fresh_db"].as_str().unwrap();
+                assert!(!schema_exists(b, fresh).await, "{fresh} was not dropped");
+            }
+        }
+    }
+}
+
+#[test]
+fn scaling_times_one_scan_batch_per_backlog_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("s.db").display());
+    let ledger = format!("ledger://{}", dir.path().join("s.ledger").display());
+    let out = run_ok(
+        &[
+            "bench", "--db", &db, "--publisher", &ledger, "--ops", "500", "--latency-ops", "0",
+            "--batch", "100", "--scaling", "--scaling-rows", "20000,3000", "--json",
+        ],
+        "",
+    );
+    let r = last_json(&out);
+    assert!(r["p50_latency_ms"].is_null(), "no paced phase was asked for: {r}");
+    let s = &r["scaling"];
+    let points = s["points"].as_array().unwrap();
+    let rows: Vec<u64> = points.iter().map(|p| p["rows"].as_u64().unwrap()).collect();
+    assert_eq!(rows, [3000, 20000], "smallest first: {s}");
+    for p in points {
+        assert!(number(p, "scan_batch_ms") > 0.0, "{p}");
+        assert!(number(p, "rss_mib") > 1.0, "{p}");
+    }
+    let ratio = number(s, "scan_batch_ratio");
+    let expected = number(&points[1], "scan_batch_ms") / number(&points[0], "scan_batch_ms");
+    assert!((ratio - expected).abs() < 0.01, "{s}");
+    assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
+}
+
+#[test]
+fn a_backlog_smaller_than_the_timed_batches_is_refused_naming_the_phase() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("s.db").display());
+    let ledger = format!("ledger://{}", dir.path().join("s.ledger").display());
+    let out = run(
+        &[
+            "bench", "--db", &db, "--publisher", &ledger, "--ops", "100", "--latency-ops", "0",
+            "--scaling", "--scaling-rows", "500",
+        ],
+        "",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("scaling") && err.contains("store more rows"), "{err}");
+    assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
+}
+
+#[test]
+fn idle_tenants_are_weighed_and_timed_in_one_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("idle.db").display());
+    let out = run_ok(
+        &["bench", "--db", &db, "--idle-tenants", "20", "--idle-settle", "500ms", "--json"],
+        "",
+    );
+    let r = last_json(&out);
+    let idle = &r["idle"];
+    assert_eq!(idle["tenants"], 20, "{r}");
+    assert!(number(idle, "rss_all_tenants_mib") >= number(idle, "rss_one_tenant_mib") * 0.9, "{idle}");
+    assert!(idle["rss_per_idle_tenant_mib"].as_f64().is_some(), "{idle}");
+    let (p50, p99) = (number(idle, "instantiate_p50_us"), number(idle, "instantiate_p99_us"));
+    assert!(p50 > 0.0 && p50 <= p99, "{idle}");
+    assert!(number(idle, "threads") >= 2.0, "{idle}");
+    assert!(r["ops_per_sec"].is_null(), "idle mode runs no delivery: {r}");
+    assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
+}
