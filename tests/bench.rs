@@ -34,11 +34,13 @@ fn leftovers(dir: &Path) -> Vec<String> {
 /// Whether the fresh schema named in `fresh_db` still exists on the server.
 async fn schema_exists(b: Backend, fresh_db: &str) -> bool {
     use sqlx::Connection;
-    let name = fresh_db
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .find(|part| part.starts_with("trustlog_bench_"))
-        .unwrap_or_else(|| panic!("no fresh schema named in {fresh_db}"))
-        .to_string();
+    let at = fresh_db
+        .find("trustlog_bench_")
+        .unwrap_or_else(|| panic!("no fresh schema named in {fresh_db}"));
+    let name: String = fresh_db[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
     let sql = "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = ";
     let count: i64 = match b {
         Backend::Postgres => {

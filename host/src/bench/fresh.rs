@@ -103,9 +103,14 @@ impl Fresh {
         match url.strip_prefix("ledger://").filter(|p| !p.is_empty()) {
             Some(path) => {
                 let fresh = beside(Path::new(path), tag);
+                // The ledger and its head anchor (and the anchor's temporary, after a crash).
+                let files = ["", ".head", ".head.tmp"]
+                    .iter()
+                    .map(|s| PathBuf::from(format!("{}{s}", fresh.display())))
+                    .collect();
                 Fresh {
                     url: format!("ledger://{}", fresh.display()),
-                    created: Created::Files(vec![fresh]),
+                    created: Created::Files(files),
                 }
             }
             None => Fresh {
