@@ -44,7 +44,9 @@ async fn schema_exists(b: Backend, fresh_db: &str) -> bool {
     let sql = "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = ";
     let count: i64 = match b {
         Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(&postgres_admin_url()).await.unwrap();
+            let mut c = sqlx::PgConnection::connect(&postgres_admin_url())
+                .await
+                .unwrap();
             sqlx::query_scalar(sqlx::AssertSqlSafe(format!("{sql}$1")))
                 .bind(&name)
                 .fetch_one(&mut c)
@@ -52,7 +54,9 @@ async fn schema_exists(b: Backend, fresh_db: &str) -> bool {
                 .unwrap()
         }
         Backend::MySql => {
-            let mut c = sqlx::MySqlConnection::connect(&mysql_admin_url()).await.unwrap();
+            let mut c = sqlx::MySqlConnection::connect(&mysql_admin_url())
+                .await
+                .unwrap();
             sqlx::query_scalar(sqlx::AssertSqlSafe(format!("{sql}?")))
                 .bind(&name)
                 .fetch_one(&mut c)
@@ -76,8 +80,22 @@ async fn both_engines_report_throughput_latency_and_their_ratio_and_leave_nothin
     let ledger = format!("ledger://{}", dir.path().join("b.ledger").display());
     let out = run_ok(
         &[
-            "bench", "--db", &db, "--publisher", &ledger, "--ops", "3000", "--batch", "200",
-            "--latency-ops", "200", "--rate", "500", "--engine", "both", "--json",
+            "bench",
+            "--db",
+            &db,
+            "--publisher",
+            &ledger,
+            "--ops",
+            "3000",
+            "--batch",
+            "200",
+            "--latency-ops",
+            "200",
+            "--rate",
+            "500",
+            "--engine",
+            "both",
+            "--json",
         ],
         "",
     );
@@ -104,7 +122,10 @@ async fn both_engines_report_throughput_latency_and_their_ratio_and_leave_nothin
         assert_eq!(run["batch"], 200, "{run}");
         assert!(number(run, "ops_per_sec") > 0.0, "{run}");
         assert!(number(run, "store_ops_per_sec") > 0.0, "{run}");
-        assert!(number(run, "p50_latency_ms") <= number(run, "p99_latency_ms"), "{run}");
+        assert!(
+            number(run, "p50_latency_ms") <= number(run, "p99_latency_ms"),
+            "{run}"
+        );
     }
     let ratio = number(&r, "wasm_over_native");
     let expected = number(&runs[0], "ops_per_sec") / number(&runs[1], "ops_per_sec");
@@ -112,9 +133,17 @@ async fn both_engines_report_throughput_latency_and_their_ratio_and_leave_nothin
 
     // Nothing left behind: the fresh files, schemas or databases are gone.
     match b {
-        Backend::Sqlite => assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path())),
+        Backend::Sqlite => assert!(
+            leftovers(dir.path()).is_empty(),
+            "{:?}",
+            leftovers(dir.path())
+        ),
         _ => {
-            assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
+            assert!(
+                leftovers(dir.path()).is_empty(),
+                "{:?}",
+                leftovers(dir.path())
+            );
             for run in runs {
                 let fresh = run["fresh_db"].as_str().unwrap();
                 assert!(!schema_exists(b, fresh).await, "{fresh} was not dropped");
@@ -130,13 +159,29 @@ fn scaling_times_one_scan_batch_per_backlog_size() {
     let ledger = format!("ledger://{}", dir.path().join("s.ledger").display());
     let out = run_ok(
         &[
-            "bench", "--db", &db, "--publisher", &ledger, "--ops", "500", "--latency-ops", "0",
-            "--batch", "100", "--scaling", "--scaling-rows", "20000,3000", "--json",
+            "bench",
+            "--db",
+            &db,
+            "--publisher",
+            &ledger,
+            "--ops",
+            "500",
+            "--latency-ops",
+            "0",
+            "--batch",
+            "100",
+            "--scaling",
+            "--scaling-rows",
+            "20000,3000",
+            "--json",
         ],
         "",
     );
     let r = last_json(&out);
-    assert!(r["p50_latency_ms"].is_null(), "no paced phase was asked for: {r}");
+    assert!(
+        r["p50_latency_ms"].is_null(),
+        "no paced phase was asked for: {r}"
+    );
     let s = &r["scaling"];
     let points = s["points"].as_array().unwrap();
     let rows: Vec<u64> = points.iter().map(|p| p["rows"].as_u64().unwrap()).collect();
@@ -148,7 +193,11 @@ fn scaling_times_one_scan_batch_per_backlog_size() {
     let ratio = number(s, "scan_batch_ratio");
     let expected = number(&points[1], "scan_batch_ms") / number(&points[0], "scan_batch_ms");
     assert!((ratio - expected).abs() < 0.01, "{s}");
-    assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "{:?}",
+        leftovers(dir.path())
+    );
 }
 
 #[test]
@@ -158,15 +207,32 @@ fn a_backlog_smaller_than_the_timed_batches_is_refused_naming_the_phase() {
     let ledger = format!("ledger://{}", dir.path().join("s.ledger").display());
     let out = run(
         &[
-            "bench", "--db", &db, "--publisher", &ledger, "--ops", "100", "--latency-ops", "0",
-            "--scaling", "--scaling-rows", "500",
+            "bench",
+            "--db",
+            &db,
+            "--publisher",
+            &ledger,
+            "--ops",
+            "100",
+            "--latency-ops",
+            "0",
+            "--scaling",
+            "--scaling-rows",
+            "500",
         ],
         "",
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("scaling") && err.contains("store more rows"), "{err}");
-    assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
+    assert!(
+        err.contains("scaling") && err.contains("store more rows"),
+        "{err}"
+    );
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "{:?}",
+        leftovers(dir.path())
+    );
 }
 
 #[test]
@@ -174,17 +240,39 @@ fn idle_tenants_are_weighed_and_timed_in_one_host() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("idle.db").display());
     let out = run_ok(
-        &["bench", "--db", &db, "--idle-tenants", "20", "--idle-settle", "500ms", "--json"],
+        &[
+            "bench",
+            "--db",
+            &db,
+            "--idle-tenants",
+            "20",
+            "--idle-settle",
+            "500ms",
+            "--json",
+        ],
         "",
     );
     let r = last_json(&out);
     let idle = &r["idle"];
     assert_eq!(idle["tenants"], 20, "{r}");
-    assert!(number(idle, "rss_all_tenants_mib") >= number(idle, "rss_one_tenant_mib") * 0.9, "{idle}");
+    assert!(
+        number(idle, "rss_all_tenants_mib") >= number(idle, "rss_one_tenant_mib") * 0.9,
+        "{idle}"
+    );
     assert!(idle["rss_per_idle_tenant_mib"].as_f64().is_some(), "{idle}");
-    let (p50, p99) = (number(idle, "instantiate_p50_us"), number(idle, "instantiate_p99_us"));
+    let (p50, p99) = (
+        number(idle, "instantiate_p50_us"),
+        number(idle, "instantiate_p99_us"),
+    );
     assert!(p50 > 0.0 && p50 <= p99, "{idle}");
     assert!(number(idle, "threads") >= 2.0, "{idle}");
-    assert!(r["ops_per_sec"].is_null(), "idle mode runs no delivery: {r}");
-    assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
+    assert!(
+        r["ops_per_sec"].is_null(),
+        "idle mode runs no delivery: {r}"
+    );
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "{:?}",
+        leftovers(dir.path())
+    );
 }

@@ -317,10 +317,18 @@ pub enum BenchEngine {
 pub struct BenchArgs {
     /// Database URL; the bench works in a fresh schema (PostgreSQL, MariaDB) or a fresh
     /// file beside PATH (SQLite), and removes it afterwards.
-    #[arg(long, env = "TRUSTLOG_DB", default_value = "sqlite://trustlog-bench.db")]
+    #[arg(
+        long,
+        env = "TRUSTLOG_DB",
+        default_value = "sqlite://trustlog-bench.db"
+    )]
     pub db: String,
     /// Publisher URL; a ledger gets a fresh file beside PATH, removed afterwards.
-    #[arg(long, env = "TRUSTLOG_PUBLISHER", default_value = "ledger://trustlog-bench.ledger")]
+    #[arg(
+        long,
+        env = "TRUSTLOG_PUBLISHER",
+        default_value = "ledger://trustlog-bench.ledger"
+    )]
     pub publisher: String,
     /// Operations stored, then delivered, in the throughput phase.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]

@@ -118,9 +118,7 @@ impl NativeInstance {
     async fn call<R: Send + 'static>(
         &mut self,
         call: &'static str,
-        f: impl FnOnce(&mut Engine, &mut BlockingImports) -> Result<R, m::EngineError>
-        + Send
-        + 'static,
+        f: impl FnOnce(&mut Engine, &mut BlockingImports) -> Result<R, m::EngineError> + Send + 'static,
     ) -> Result<R, CallError> {
         let trap = |message: String| CallError::Trap {
             tenant: self.tenant.to_string(),
@@ -161,17 +159,20 @@ impl NativeInstance {
 
     /// One scan batch.
     pub async fn scan_tick(&mut self, now: m::Micros) -> Result<m::TickReport, CallError> {
-        self.call("scan-tick", move |e, h| e.scan_tick(h, now)).await
+        self.call("scan-tick", move |e, h| e.scan_tick(h, now))
+            .await
     }
 
     /// One retry batch.
     pub async fn retry_tick(&mut self, now: m::Micros) -> Result<m::TickReport, CallError> {
-        self.call("retry-tick", move |e, h| e.retry_tick(h, now)).await
+        self.call("retry-tick", move |e, h| e.retry_tick(h, now))
+            .await
     }
 
     /// One sweep batch.
     pub async fn sweep_tick(&mut self, now: m::Micros) -> Result<m::TickReport, CallError> {
-        self.call("sweep-tick", move |e, h| e.sweep_tick(h, now)).await
+        self.call("sweep-tick", move |e, h| e.sweep_tick(h, now))
+            .await
     }
 
     /// The monitoring figures.

@@ -257,7 +257,10 @@ impl db::Host for TenantState {
         after: Option<t::Position>,
         limit: u32,
     ) -> Result<Vec<t::Operation>, t::DbError> {
-        let rows = self.imports.scan_after(after.map(Into::into), limit).await?;
+        let rows = self
+            .imports
+            .scan_after(after.map(Into::into), limit)
+            .await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 

@@ -227,26 +227,31 @@ impl Tenant {
         ops: Vec<m::Operation>,
         strategy: Option<m::Strategy>,
     ) -> Result<Vec<m::RecordOutcome>, TenantError> {
-        self.call(async |l| on_live!(l, i => i.record(ops, strategy).await)).await
+        self.call(async |l| on_live!(l, i => i.record(ops, strategy).await))
+            .await
     }
 
     /// One scan batch at `now`.
     pub async fn scan_tick(&mut self, now: m::Micros) -> Result<m::TickReport, TenantError> {
-        self.call(async |l| on_live!(l, i => i.scan_tick(now).await)).await
+        self.call(async |l| on_live!(l, i => i.scan_tick(now).await))
+            .await
     }
 
     /// One retry batch at `now`.
     pub async fn retry_tick(&mut self, now: m::Micros) -> Result<m::TickReport, TenantError> {
-        self.call(async |l| on_live!(l, i => i.retry_tick(now).await)).await
+        self.call(async |l| on_live!(l, i => i.retry_tick(now).await))
+            .await
     }
 
     /// One sweep batch at `now`.
     pub async fn sweep_tick(&mut self, now: m::Micros) -> Result<m::TickReport, TenantError> {
-        self.call(async |l| on_live!(l, i => i.sweep_tick(now).await)).await
+        self.call(async |l| on_live!(l, i => i.sweep_tick(now).await))
+            .await
     }
 
     /// The monitoring figures at `now`.
     pub async fn status(&mut self, now: m::Micros) -> Result<m::StatusReport, TenantError> {
-        self.call(async |l| on_live!(l, i => i.status(now).await)).await
+        self.call(async |l| on_live!(l, i => i.status(now).await))
+            .await
     }
 }

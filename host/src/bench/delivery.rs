@@ -69,9 +69,10 @@ impl Target {
         engine: EngineKind,
     ) -> Result<Tenant, BenchError> {
         let backend = match engine {
-            EngineKind::Wasm => Backend::Wasm(Runtime::new().map_err(|e| {
-                BenchError::Engine(crate::tenant::TenantError::Runtime(e))
-            })?),
+            EngineKind::Wasm => Backend::Wasm(
+                Runtime::new()
+                    .map_err(|e| BenchError::Engine(crate::tenant::TenantError::Runtime(e)))?,
+            ),
             EngineKind::Native => Backend::Native,
         };
         Ok(Tenant::on_backend(

@@ -97,7 +97,11 @@ pub(super) async fn run(opts: &BenchOptions) -> Result<IdleReport, BenchError> {
     Ok(report)
 }
 
-async fn weigh(opts: &BenchOptions, n: u32, dir: &std::path::Path) -> Result<IdleReport, BenchError> {
+async fn weigh(
+    opts: &BenchOptions,
+    n: u32,
+    dir: &std::path::Path,
+) -> Result<IdleReport, BenchError> {
     // Sized as `serve --config` sizes its pool.
     let engine = runtime::engine(Allocation::Pooling {
         instances: n.saturating_mul(3).saturating_add(8),
