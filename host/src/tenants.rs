@@ -312,6 +312,9 @@ impl Tenants {
     /// Starts the worker of a prepared tenant and lists it.
     async fn launch(&self, running: Running) -> Arc<Running> {
         let running = Arc::new(running);
+        // Before the worker starts: a predecessor stopping under the same id marked the
+        // tenant down, and a worker stopped at once by a limit must leave it down.
+        running.metrics.up(true);
         let worker = running.worker.clone();
         let stopped = running.stop.subscribe();
         let until_drained = self.until_drained;
@@ -337,8 +340,6 @@ impl Tenants {
             summary
         });
         *running.task.lock().await = Some(task);
-        // A predecessor stopping under the same id marked the tenant down.
-        running.metrics.up(true);
         self.running
             .write()
             .await
