@@ -201,7 +201,7 @@ fn scaling_times_one_scan_batch_per_backlog_size() {
 }
 
 #[test]
-fn a_backlog_smaller_than_the_timed_batches_is_refused_naming_the_phase() {
+fn a_backlog_smaller_than_two_batches_is_refused_naming_the_phase() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("s.db").display());
     let ledger = format!("ledger://{}", dir.path().join("s.ledger").display());
@@ -216,6 +216,8 @@ fn a_backlog_smaller_than_the_timed_batches_is_refused_naming_the_phase() {
             "100",
             "--latency-ops",
             "0",
+            "--batch",
+            "300",
             "--scaling",
             "--scaling-rows",
             "500",

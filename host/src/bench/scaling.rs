@@ -14,8 +14,8 @@ use super::rss;
 use super::stats::{percentile, round, sorted};
 use super::{BenchError, BenchOptions, EngineKind};
 
-/// Scan batches timed per backlog size; the median is reported.
-const TIMED_BATCHES: usize = 20;
+/// Scan batches timed per backlog size, at most; the median is reported.
+const TIMED_BATCHES: u32 = 20;
 
 /// One backlog size's figures.
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +33,8 @@ pub struct ScalingPoint {
 pub struct ScalingReport {
     pub engine: EngineKind,
     pub batch: u32,
+    /// Scan batches timed per size (after one that loads the cursor).
+    pub timed_batches: u32,
     pub points: Vec<ScalingPoint>,
     /// Batch time with the largest backlog over the smallest (target ≤ 1.3).
     pub scan_batch_ratio: f64,
@@ -47,10 +49,24 @@ pub(super) async fn run(
 ) -> Result<ScalingReport, BenchError> {
     let mut sizes = opts.scaling_rows.clone();
     sizes.sort_unstable();
+    // As many batches for every size as the smallest backlog holds after the first
+    // (which loads the cursor), so each size is timed over the same work.
+    let batch = opts.config.batch_size;
+    let timed = (sizes.first().copied().unwrap_or(0) / batch)
+        .saturating_sub(1)
+        .min(TIMED_BATCHES);
+    if timed == 0 {
+        return Err(BenchError::Incomplete {
+            phase: "scaling",
+            message: format!(
+                "the smallest backlog holds fewer than two batches of {batch}; store more rows"
+            ),
+        });
+    }
     let mut points = Vec::with_capacity(sizes.len());
     for rows in sizes {
         let target = Target::create(opts, &format!("scale{rows}")).await?;
-        let point = point(opts, engine, &target, rows).await;
+        let point = point(opts, engine, &target, rows, timed).await;
         target.remove().await?;
         points.push(point?);
     }
@@ -70,6 +86,7 @@ pub(super) async fn run(
     Ok(ScalingReport {
         engine,
         batch: opts.config.batch_size,
+        timed_batches: timed,
         scan_batch_ratio: round(last.scan_batch_ms / first.scan_batch_ms, 3),
         rss_ratio,
         points,
@@ -81,14 +98,15 @@ async fn point(
     engine: EngineKind,
     target: &Target,
     rows: u32,
+    timed: u32,
 ) -> Result<ScalingPoint, BenchError> {
     tracing::info!(rows, "scaling: storing the backlog");
     target.store(rows).await?;
     let mut tenant = target.tenant(opts, engine).await?;
     // The first batch loads the cursor; it is not the steady state being measured.
     tenant.scan_tick(now_micros()).await?;
-    let mut times = Vec::with_capacity(TIMED_BATCHES);
-    for _ in 0..TIMED_BATCHES {
+    let mut times = Vec::with_capacity(timed as usize);
+    for _ in 0..timed {
         let started = Instant::now();
         let report = tenant.scan_tick(now_micros()).await?;
         times.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -96,10 +114,8 @@ async fn point(
             return Err(BenchError::Incomplete {
                 phase: "scaling",
                 message: format!(
-                    "a scan batch fetched {} rows of {}; store more rows than {} batches",
-                    report.fetched,
-                    opts.config.batch_size,
-                    TIMED_BATCHES + 1
+                    "a scan batch fetched {} rows of {} with {rows} stored",
+                    report.fetched, opts.config.batch_size
                 ),
             });
         }
