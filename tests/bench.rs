@@ -5,7 +5,7 @@ mod support;
 
 use std::path::Path;
 
-use support::backends::{Backend, mysql_admin_url, postgres_admin_url};
+use support::backends::{Backend, admin_url, mysql_admin_url, postgres_admin_url, scalar_at};
 use support::*;
 
 on_every_database!(both_engines_report_throughput_latency_and_their_ratio_and_leave_nothing_behind);
@@ -33,7 +33,6 @@ fn leftovers(dir: &Path) -> Vec<String> {
 
 /// Whether the fresh schema named in `fresh_db` still exists on the server.
 async fn schema_exists(b: Backend, fresh_db: &str) -> bool {
-    use sqlx::Connection;
     let at = fresh_db
         .find("trustlog_bench_")
         .unwrap_or_else(|| panic!("no fresh schema named in {fresh_db}"));
@@ -41,31 +40,10 @@ async fn schema_exists(b: Backend, fresh_db: &str) -> bool {
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
         .collect();
-    let sql = "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = ";
-    let count: i64 = match b {
-        Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(&postgres_admin_url())
-                .await
-                .unwrap();
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("{sql}$1")))
-                .bind(&name)
-                .fetch_one(&mut c)
-                .await
-                .unwrap()
-        }
-        Backend::MySql => {
-            let mut c = sqlx::MySqlConnection::connect(&mysql_admin_url())
-                .await
-                .unwrap();
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("{sql}?")))
-                .bind(&name)
-                .fetch_one(&mut c)
-                .await
-                .unwrap()
-        }
-        Backend::Sqlite => unreachable!("SQLite has no schemas"),
-    };
-    count > 0
+    // The name is only [a-z0-9_], so it can stand in the SQL as a literal.
+    let sql =
+        format!("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = '{name}'");
+    scalar_at(b, &admin_url(b), &sql).await > 0
 }
 
 async fn both_engines_report_throughput_latency_and_their_ratio_and_leave_nothing_behind(

@@ -414,25 +414,11 @@ async fn sighup_and_the_admin_api_add_replace_switch_and_remove_tenants_without_
 
 /// Drops a schema (PostgreSQL) or database (MariaDB) a test had the host create.
 async fn drop_schema(backend: Backend, name: &str) {
-    use sqlx::{Connection, Executor};
-    let ddl = sqlx::AssertSqlSafe(match backend {
+    let ddl = match backend {
         Backend::Postgres => format!("DROP SCHEMA {name} CASCADE"),
         _ => format!("DROP DATABASE {name}"),
-    });
-    match backend {
-        Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(&support::backends::postgres_admin_url())
-                .await
-                .unwrap();
-            c.execute(ddl).await.unwrap();
-        }
-        _ => {
-            let mut c = sqlx::MySqlConnection::connect(&support::backends::mysql_admin_url())
-                .await
-                .unwrap();
-            c.execute(ddl).await.unwrap();
-        }
-    }
+    };
+    support::backends::execute_at(backend, &support::backends::admin_url(backend), &ddl).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,47 +107,12 @@ impl TestDb {
 
     /// Runs one SQL statement with no parameters, as another client of the database would.
     pub async fn execute(&self, sql: &str) {
-        match self.backend {
-            Backend::Sqlite => {
-                let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
-                c.execute(AssertSqlSafe(sql.to_string())).await.unwrap();
-            }
-            Backend::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
-                c.execute(AssertSqlSafe(sql.to_string())).await.unwrap();
-            }
-            Backend::MySql => {
-                let mut c = sqlx::MySqlConnection::connect(&self.url).await.unwrap();
-                c.execute(AssertSqlSafe(sql.to_string())).await.unwrap();
-            }
-        }
+        execute_at(self.backend, &self.url, sql).await
     }
 
     /// Reads one integer with a query of no parameters.
     pub async fn scalar(&self, sql: &str) -> i64 {
-        match self.backend {
-            Backend::Sqlite => {
-                let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
-                sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.to_string()))
-                    .fetch_one(&mut c)
-                    .await
-                    .unwrap()
-            }
-            Backend::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
-                sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.to_string()))
-                    .fetch_one(&mut c)
-                    .await
-                    .unwrap()
-            }
-            Backend::MySql => {
-                let mut c = sqlx::MySqlConnection::connect(&self.url).await.unwrap();
-                sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.to_string()))
-                    .fetch_one(&mut c)
-                    .await
-                    .unwrap()
-            }
-        }
+        scalar_at(self.backend, &self.url, sql).await
     }
 
     /// SQL for a timestamp literal of `micros` in this database's column type.
@@ -193,5 +158,61 @@ impl Drop for TestDb {
             })
         })
         .join();
+    }
+}
+
+/// The server URL the tests use for `backend` (SQLite has none).
+pub fn admin_url(backend: Backend) -> String {
+    match backend {
+        Backend::Postgres => postgres_admin_url(),
+        Backend::MySql => mysql_admin_url(),
+        Backend::Sqlite => panic!("SQLite has no server"),
+    }
+}
+
+/// Runs one SQL statement with no parameters on the `backend` database at `url`.
+pub async fn execute_at(backend: Backend, url: &str, sql: &str) {
+    let sql = AssertSqlSafe(sql.to_string());
+    match backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            c.execute(sql).await.unwrap();
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            c.execute(sql).await.unwrap();
+        }
+        Backend::MySql => {
+            let mut c = sqlx::MySqlConnection::connect(url).await.unwrap();
+            c.execute(sql).await.unwrap();
+        }
+    }
+}
+
+/// Reads one integer with a query of no parameters from the `backend` database at `url`.
+pub async fn scalar_at(backend: Backend, url: &str, sql: &str) -> i64 {
+    let sql = AssertSqlSafe(sql.to_string());
+    match backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        }
+        Backend::MySql => {
+            let mut c = sqlx::MySqlConnection::connect(url).await.unwrap();
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        }
     }
 }

@@ -25,7 +25,7 @@ pub struct Fresh {
 }
 
 /// `url` without its `scheme://` and query: the file path of a sqlite:// or ledger:// URL.
-fn file_path(url: &str, scheme: &str) -> Option<PathBuf> {
+pub(super) fn file_path(url: &str, scheme: &str) -> Option<PathBuf> {
     let rest = url
         .strip_prefix(&format!("{scheme}://"))
         .or_else(|| url.strip_prefix(&format!("{scheme}:")))?;

@@ -37,31 +37,14 @@ pub struct IdleReport {
 
 /// The directory the tenants' files go in, beside the `--db` file.
 fn tenants_dir(db: &str, tag: &str) -> Result<PathBuf, BenchError> {
-    let path = db
-        .strip_prefix("sqlite://")
-        .or_else(|| db.strip_prefix("sqlite:"))
-        .map(|p| p.split('?').next().unwrap_or(p))
-        .filter(|p| !p.is_empty() && !p.contains(":memory:"))
-        .ok_or_else(|| BenchError::Setup {
-            what: "db".into(),
-            message: "--idle-tenants gives each tenant a SQLite file of its own: pass --db sqlite://PATH (the files go beside PATH)".into(),
-        })?;
-    let parent = std::path::Path::new(path)
+    let path = super::fresh::file_path(db, "sqlite").ok_or_else(|| BenchError::Setup {
+        what: "db".into(),
+        message: "--idle-tenants gives each tenant a SQLite file of its own: pass --db sqlite://PATH (the files go beside PATH)".into(),
+    })?;
+    Ok(path
         .parent()
-        .map(|p| p.to_path_buf())
-        .unwrap_or_default();
-    Ok(parent.join(tag))
-}
-
-/// The OS threads of this process, from /proc.
-fn threads() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))?
-        .trim()
-        .parse()
-        .ok()
+        .map(|p| p.join(tag))
+        .unwrap_or_else(|| PathBuf::from(tag)))
 }
 
 fn spec(dir: &std::path::Path, i: u32, opts: &BenchOptions) -> TenantSpec {
@@ -132,7 +115,7 @@ async fn weigh(
     }
     settle(opts.idle_settle).await;
     let rss_all = rss::current_mib();
-    let threads = threads();
+    let threads = rss::threads();
     tenants.shutdown().await;
 
     // The first instantiation compiles nothing (the runtime is cached) but warms

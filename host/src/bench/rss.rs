@@ -1,4 +1,4 @@
-//! The process's resident memory, from /proc (Linux); `None` elsewhere.
+//! The process's resident memory and threads, from /proc (Linux); `None` elsewhere.
 
 /// Current resident set size, in MiB.
 pub fn current_mib() -> Option<f64> {
@@ -14,17 +14,21 @@ fn kib_to_mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
+/// The OS threads of this process.
+pub fn threads() -> Option<u64> {
+    status_field("Threads:")?.parse().ok()
+}
+
 /// A `kB` line of /proc/self/status.
 fn status_kib(key: &str) -> Option<u64> {
+    status_field(key)?.strip_suffix("kB")?.trim().parse().ok()
+}
+
+/// The value of one /proc/self/status line, trimmed.
+fn status_field(key: &str) -> Option<String> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))?
-        .trim()
-        .strip_suffix("kB")?
-        .trim()
-        .parse()
-        .ok()
+    let value = status.lines().find_map(|l| l.strip_prefix(key))?;
+    Some(value.trim().to_string())
 }
 
 #[cfg(test)]

@@ -45,42 +45,40 @@ fn unavailable(e: sqlx::Error) -> DbError {
     DbError::Unavailable(e.to_string())
 }
 
-/// Runs one DDL statement on the server `url` points at, unless `exists` finds the schema.
-async fn execute(url: &str, name: &str, ddl: &str, only_if_missing: bool) -> Result<(), DbError> {
-    // Asked first, so a user without CREATE rights can use a schema made for it.
-    const EXISTS: &str = "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = ";
-    let statement_failed = |e: sqlx::Error| DbError::Other(format!("{ddl}: {e}"));
-    match server(url)? {
-        Server::Postgres => {
-            let mut conn = PgConnection::connect(url).await.map_err(unavailable)?;
-            let exists: i64 = sqlx::query_scalar(AssertSqlSafe(format!("{EXISTS}$1")))
-                .bind(name)
-                .fetch_one(&mut conn)
+/// Runs `$ddl` on a `$conn` to `$url`; with `$only_if_missing`, only when the schema
+/// `$name` is absent. Asked first, so a user without CREATE rights can use a schema
+/// made for it. `$param` is the driver's placeholder.
+macro_rules! run_ddl {
+    ($conn:ty, $url:expr, $param:literal, $name:expr, $ddl:expr, $only_if_missing:expr) => {{
+        let mut conn = <$conn>::connect($url).await.map_err(unavailable)?;
+        let missing = !$only_if_missing || {
+            let found: i64 = sqlx::query_scalar(AssertSqlSafe(concat!(
+                "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = ",
+                $param
+            )))
+            .bind($name)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(unavailable)?;
+            found == 0
+        };
+        if missing {
+            sqlx::raw_sql(AssertSqlSafe($ddl.to_string()))
+                .execute(&mut conn)
                 .await
-                .map_err(unavailable)?;
-            if !(only_if_missing && exists > 0) {
-                sqlx::raw_sql(AssertSqlSafe(ddl.to_string()))
-                    .execute(&mut conn)
-                    .await
-                    .map_err(statement_failed)?;
-            }
-            conn.close().await.map_err(unavailable)
+                .map_err(|e| DbError::Other(format!("{}: {e}", $ddl)))?;
         }
+        conn.close().await.map_err(unavailable)
+    }};
+}
+
+/// Runs one DDL statement on the server `url` points at (see [`run_ddl`]).
+async fn execute(url: &str, name: &str, ddl: &str, only_if_missing: bool) -> Result<(), DbError> {
+    match server(url)? {
+        Server::Postgres => run_ddl!(PgConnection, url, "$1", name, ddl, only_if_missing),
         Server::MySql => {
             let url = url.replacen("mariadb", "mysql", 1);
-            let mut conn = MySqlConnection::connect(&url).await.map_err(unavailable)?;
-            let exists: i64 = sqlx::query_scalar(AssertSqlSafe(format!("{EXISTS}?")))
-                .bind(name)
-                .fetch_one(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            if !(only_if_missing && exists > 0) {
-                sqlx::raw_sql(AssertSqlSafe(ddl.to_string()))
-                    .execute(&mut conn)
-                    .await
-                    .map_err(statement_failed)?;
-            }
-            conn.close().await.map_err(unavailable)
+            run_ddl!(MySqlConnection, &url, "?", name, ddl, only_if_missing)
         }
     }
 }
