@@ -345,6 +345,10 @@ pub struct BenchArgs {
     /// Operations per second in the paced latency phase.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate: u32,
+    /// Also run DESIGN.md §7's reference, a hand-written minimal relay loop, over the
+    /// same backlog in a fresh database, and report trustlog's rate over its rate.
+    #[arg(long)]
+    pub reference: bool,
     /// Also time one scan batch with 10,000 and with 1,000,000 rows waiting.
     #[arg(long)]
     pub scaling: bool,

@@ -565,6 +565,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         engines,
         latency_ops: args.latency_ops,
         rate: args.rate,
+        reference: args.reference,
         scaling_rows: if args.scaling {
             args.scaling_rows
         } else {
@@ -604,6 +605,17 @@ fn print_bench(r: &BenchReport) {
     }
     if let Some(ratio) = r.wasm_over_native {
         println!("wasm/native throughput: {ratio}");
+    }
+    if let Some(reference) = &r.reference {
+        println!(
+            "reference ({}): {} rows in {} s: {} rows/s (batch {}); trustlog over it: {}",
+            reference.reference,
+            reference.rows,
+            reference.seconds,
+            reference.rows_per_sec,
+            reference.batch,
+            r.over_reference.map_or("n/a".into(), |x| x.to_string()),
+        );
     }
     if let Some(s) = &r.scaling {
         for p in &s.points {

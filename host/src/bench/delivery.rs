@@ -86,6 +86,11 @@ impl Target {
         .await?)
     }
 
+    /// The fresh database's URL.
+    pub fn db_url(&self) -> &str {
+        &self.fresh_db.url
+    }
+
     /// Bulk-inserts `n` operations (as an application would), ten per timestamp; returns ops/s.
     pub async fn store(&self, n: u32) -> Result<f64, BenchError> {
         let run = format!("b{:x}", now_micros());

@@ -11,6 +11,7 @@
 mod delivery;
 mod fresh;
 mod idle;
+mod reference;
 pub mod rss;
 mod scaling;
 pub mod stats;
@@ -23,6 +24,7 @@ use trustlog_guest::model::Config;
 use crate::tenant::TenantError;
 
 pub use idle::IdleReport;
+pub use reference::ReferenceReport;
 pub use scaling::ScalingReport;
 
 /// Why a bench run failed.
@@ -78,6 +80,8 @@ pub struct BenchOptions {
     pub latency_ops: u32,
     /// Their rate, per second.
     pub rate: u32,
+    /// Also run the minimal keyset loop of DESIGN.md §7 over the same backlog.
+    pub reference: bool,
     /// Backlog sizes for the scaling mode; empty skips it.
     pub scaling_rows: Vec<u32>,
     /// Idle tenants to start instead of the other phases; 0 runs the other phases.
@@ -125,6 +129,12 @@ pub struct BenchReport {
     /// Wasm throughput over native throughput, when both ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wasm_over_native: Option<f64>,
+    /// The minimal keyset loop's figures, when `--reference` ran it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<ReferenceReport>,
+    /// The first engine's ops/s over the reference loop's rows/s, from this run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub over_reference: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scaling: Option<ScalingReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -151,6 +161,8 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         first: None,
         runs: Vec::new(),
         wasm_over_native: None,
+        reference: None,
+        over_reference: None,
         scaling: None,
         idle: None,
         peak_rss_mib: None,
@@ -172,6 +184,14 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
             report.wasm_over_native = Some(stats::round(w / n, 3));
         }
         report.first = report.runs.first().cloned();
+        if opts.reference {
+            let reference = reference::run(opts).await?;
+            report.over_reference = report
+                .first
+                .as_ref()
+                .map(|r| stats::round(r.ops_per_sec / reference.rows_per_sec, 2));
+            report.reference = Some(reference);
+        }
         if !opts.scaling_rows.is_empty() {
             let engine = opts.engines.first().copied().unwrap_or(EngineKind::Wasm);
             report.scaling = Some(scaling::run(opts, engine).await?);
