@@ -235,13 +235,16 @@ async function forkedWorkers (dbUrl, concurrency, batching, processes) {
   const children = []
   const counts = new Array(processes).fill(0)
   let failure = null
+  let stopping = false
   for (let k = 0; k < processes; k++) {
     const child = fork(fileURLToPath(import.meta.url), [], {
       env: { ...process.env, TRUSTLOG_REF_CHILD: JSON.stringify({ dbUrl, concurrency, batching }) },
       stdio: ['ignore', 'ignore', 'inherit', 'ipc']
     })
     child.on('message', (msg) => { if (msg && typeof msg.handled === 'number') counts[k] = msg.handled })
-    child.on('exit', (code) => { if (code) failure = new Error(`worker process ${k} exited with code ${code}`) })
+    child.on('exit', (code, signal) => {
+      if (!stopping || code) failure ??= new Error(`worker process ${k} exited (${signal ?? `code ${code}`})`)
+    })
     children.push(child)
   }
   await Promise.all(children.map(child => new Promise((resolve, reject) => {
@@ -256,6 +259,7 @@ async function forkedWorkers (dbUrl, concurrency, batching, processes) {
       return counts.reduce((a, b) => a + b, 0)
     },
     stop: async () => {
+      stopping = true
       await Promise.all(children.map(child => new Promise(resolve => {
         if (!alive(child)) return resolve()
         const timer = setTimeout(() => child.kill('SIGKILL'), 30000)

@@ -43,14 +43,18 @@ export function parseArgs (argv, spec, usage) {
   return out
 }
 
-/** Run the script body; on an error print `error: ...` and exit 1 (finally blocks have run by then). */
+// Set by the first SIGINT/SIGTERM during withFreshDatabase: waitForCompletion
+// then throws, so the workers are stopped before the database is dropped.
+let interruptedBy = null
+
+/** Run the script body; on an error print `error: ...` and exit non-zero (finally blocks have run by then). */
 export async function runMain (reference, body) {
   try {
     await body()
   } catch (err) {
     process.stderr.write(`error: ${reference} reference run failed: ${err.message}\n`)
     if (process.env.TRUSTLOG_REF_DEBUG) process.stderr.write(`${err.stack}\n`)
-    process.exit(1)
+    process.exit(interruptedBy === 'SIGINT' ? 130 : interruptedBy === 'SIGTERM' ? 143 : 1)
   }
 }
 
@@ -88,8 +92,9 @@ function quoteIdent (name) {
 /**
  * Create `trustlog_ref_<lib>_<random hex>` on the server of `adminUrl`, run
  * `fn(url of the new database)`, and drop the database afterwards, whether
- * `fn` succeeded, threw, or the process got SIGINT/SIGTERM. The drop uses
- * WITH (FORCE) so connections a failed run left open do not keep it alive.
+ * `fn` succeeded, threw, or the process got SIGINT/SIGTERM (the first signal
+ * makes waitForCompletion throw, so `fn`'s own cleanup runs first). The drop
+ * uses WITH (FORCE) so connections a failed run left open do not keep it alive.
  */
 export async function withFreshDatabase (adminUrl, lib, fn) {
   const name = `trustlog_ref_${lib}_${randomBytes(6).toString('hex')}`
@@ -118,12 +123,19 @@ export async function withFreshDatabase (adminUrl, lib, fn) {
       process.exitCode = 1
     }
   }
+  // First signal: let the run stop its workers, then drop (see waitForCompletion).
+  // A second one: drop now and exit.
   const onSignal = (signal) => {
-    log(`got ${signal}; dropping ${name} and exiting`)
+    if (!interruptedBy) {
+      interruptedBy = signal
+      log(`got ${signal}; stopping, then dropping ${name} (again to force)`)
+      return
+    }
+    log(`got ${signal} again; dropping ${name} and exiting`)
     drop().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143))
   }
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
 
   try {
     return await fn(dbUrl, name)
@@ -152,6 +164,7 @@ export async function waitForCompletion ({ jobs, handled, remaining, started, ti
   const sleep = (ms) => new Promise(resolve => setTimeout(resolve, ms))
   let lastReport = Date.now()
   while (handled() < jobs) {
+    if (interruptedBy) throw new Error(`interrupted by ${interruptedBy}`)
     if (late()) {
       throw new Error(`not all jobs completed within ${timeoutSeconds} s: handlers ran for only ${handled()} of ${jobs} jobs`)
     }
@@ -163,6 +176,7 @@ export async function waitForCompletion ({ jobs, handled, remaining, started, ti
     }
   }
   for (;;) {
+    if (interruptedBy) throw new Error(`interrupted by ${interruptedBy}`)
     const left = await remaining()
     if (left === 0) return performance.now()
     if (late()) {
