@@ -11,7 +11,7 @@ use crate::model::*;
 use crate::plan::{self, Attempt};
 use crate::{envelope, validate};
 
-/// The imports the engine needs: the `db`, `publisher` and `log` interfaces.
+/// The imports the engine needs: the `db`, `publisher`, `log` and `digest` interfaces.
 pub trait Host {
     fn insert(
         &mut self,
@@ -31,6 +31,8 @@ pub trait Host {
     fn apply(&mut self, work: UnitOfWork) -> Result<(), DbError>;
     fn publish(&mut self, batch: Vec<Envelope>) -> Vec<Result<(), PublishError>>;
     fn log(&mut self, level: Level, message: &str);
+    /// The SHA-256 of each payload, in order.
+    fn sha256(&mut self, payloads: &[Vec<u8>]) -> Vec<[u8; 32]>;
 }
 
 /// Log levels of the `log` import.
@@ -128,19 +130,28 @@ impl Engine {
             Strategy::TrustlogOnly => {
                 // Nothing is stored, so a repeated op_id inside one call is the only duplicate we can see.
                 let mut seen = HashSet::new();
-                let mut batch = Vec::with_capacity(valid.len());
-                let mut batch_at = Vec::with_capacity(valid.len());
+                let mut unique = Vec::with_capacity(valid.len());
                 for (i, op) in valid_at.iter().zip(&valid) {
-                    if !seen.insert(op.op_id.as_str()) {
+                    if seen.insert(op.op_id.as_str()) {
+                        unique.push((*i, op));
+                    } else {
                         outcomes[*i] = Some(RecordOutcome::Duplicate);
-                        continue;
                     }
-                    match envelope::build(op) {
+                }
+                let built = build_envelopes(host, unique.iter().map(|(_, op)| *op));
+                let mut batch = Vec::with_capacity(unique.len());
+                let mut batch_at = Vec::with_capacity(unique.len());
+                for ((i, _), envelope) in unique.iter().zip(built) {
+                    match envelope {
                         Ok(e) => {
                             batch.push(e);
                             batch_at.push(*i);
                         }
-                        Err(e) => outcomes[*i] = Some(RecordOutcome::Rejected(e)),
+                        Err(Unbuilt::Invalid(e)) => outcomes[*i] = Some(RecordOutcome::Rejected(e)),
+                        Err(Unbuilt::NoDigest(why)) => {
+                            outcomes[*i] =
+                                Some(RecordOutcome::PublishFailed(PublishError::Transient(why)))
+                        }
                     }
                 }
                 let results = if batch.is_empty() {
@@ -317,6 +328,59 @@ fn report(fetched: u32, outcome: plan::Outcome, more: bool) -> TickReport {
 }
 
 /// Builds envelopes, publishes them in one call and plans the outcome.
+/// Why an operation went without an envelope.
+enum Unbuilt {
+    /// Its fields cannot be encoded, now or ever.
+    Invalid(FieldError),
+    /// The host's digest answer fell short; a later attempt may succeed.
+    NoDigest(String),
+}
+
+/// The envelope of each operation, in order: the canonical bytes are built here,
+/// and hashed by the host in one `digest` call for the whole batch.
+fn build_envelopes<'a>(
+    host: &mut impl Host,
+    ops: impl Iterator<Item = &'a Operation>,
+) -> Vec<Result<Envelope, Unbuilt>> {
+    let mut payloads = Vec::new();
+    let mut op_ids = Vec::new();
+    let mut slots = Vec::new();
+    for op in ops {
+        slots.push(envelope::canonical_bytes(op).map(|payload| {
+            payloads.push(payload);
+            op_ids.push(op.op_id.clone());
+        }));
+    }
+    let digests = if payloads.is_empty() {
+        Vec::new()
+    } else {
+        host.sha256(&payloads)
+    };
+    let short = (digests.len() != payloads.len()).then(|| {
+        format!(
+            "the host hashed {} of {} payloads",
+            digests.len(),
+            payloads.len()
+        )
+    });
+    let mut sealed = op_ids
+        .into_iter()
+        .zip(payloads)
+        .zip(digests.into_iter().map(Some).chain(std::iter::repeat(None)))
+        .map(|((op_id, payload), digest)| match (digest, &short) {
+            (Some(d), None) => Ok(envelope::seal(op_id, payload, &d)),
+            (_, Some(why)) => Err(Unbuilt::NoDigest(why.clone())),
+            (None, None) => unreachable!("as many digests as payloads when none is short"),
+        });
+    slots
+        .into_iter()
+        .map(|slot| match slot {
+            Ok(()) => sealed.next().expect("one payload per built slot"),
+            Err(e) => Err(Unbuilt::Invalid(e)),
+        })
+        .collect()
+}
+
 /// A row whose envelope cannot be built is a permanent failure: it never will be.
 fn deliver(
     host: &mut impl Host,
@@ -324,21 +388,26 @@ fn deliver(
     backoff: &Backoff,
     rows: impl Iterator<Item = (Operation, u32, bool)>,
 ) -> (UnitOfWork, plan::Outcome) {
-    let mut envelopes = Vec::new();
-    let mut sent = Vec::new();
+    let (ops, attempts): (Vec<Operation>, Vec<Attempt>) = rows
+        .map(|(op, retries_done, first)| {
+            let attempt = Attempt {
+                op_id: op.op_id.clone(),
+                retries_done,
+                first,
+            };
+            (op, attempt)
+        })
+        .unzip();
+    let mut envelopes = Vec::with_capacity(ops.len());
+    let mut sent = Vec::with_capacity(ops.len());
     let mut unbuildable = Vec::new();
-    for (op, retries_done, first) in rows {
-        let attempt = Attempt {
-            op_id: op.op_id.clone(),
-            retries_done,
-            first,
-        };
-        match envelope::build(&op) {
+    for (attempt, built) in attempts.into_iter().zip(build_envelopes(host, ops.iter())) {
+        match built {
             Ok(e) => {
                 envelopes.push(e);
                 sent.push(attempt);
             }
-            Err(e) => unbuildable.push((attempt, e)),
+            Err(why) => unbuildable.push((attempt, why)),
         }
     }
     let mut results = if envelopes.is_empty() {
@@ -352,11 +421,12 @@ fn deliver(
             "publisher returned no result for this envelope".into(),
         ))
     });
-    for (attempt, e) in unbuildable {
+    for (attempt, why) in unbuildable {
         sent.push(attempt);
-        results.push(Err(PublishError::Permanent(format!(
-            "cannot build envelope: {e}"
-        ))));
+        results.push(Err(match why {
+            Unbuilt::Invalid(e) => PublishError::Permanent(format!("cannot build envelope: {e}")),
+            Unbuilt::NoDigest(why) => PublishError::Transient(why),
+        }));
     }
     plan::deliveries(now, backoff, sent, results)
 }

@@ -13,7 +13,7 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::trustlog::engine::engine as x;
-pub use trustlog::engine::{db, log, monitoring, publisher, types as t};
+pub use trustlog::engine::{db, digest, log, monitoring, publisher, types as t};
 
 impl From<t::Operation> for m::Operation {
     fn from(o: t::Operation) -> Self {

@@ -229,6 +229,16 @@ impl HostImports {
         results
     }
 
+    /// `digest.sha256`: one digest per payload, with the CPU's SHA instructions where it has them.
+    pub fn sha256(&self, payloads: &[Vec<u8>]) -> Vec<[u8; 32]> {
+        let started = Instant::now();
+        let digests = trustlog_guest::envelope::sha256_each(payloads);
+        if let Some(p) = &self.probe {
+            p.host_import(started.elapsed());
+        }
+        digests
+    }
+
     /// `log.log`, rate-limited: a guest that logs without end must not flood the host's log or its disk.
     pub fn log(&mut self, level: Level, message: &str) {
         let tenant = &*self.tenant;

@@ -76,6 +76,10 @@ impl Host for BlockingImports {
     fn log(&mut self, level: Level, message: &str) {
         self.imports.log(level, message);
     }
+
+    fn sha256(&mut self, payloads: &[Vec<u8>]) -> Vec<[u8; 32]> {
+        self.imports.sha256(payloads)
+    }
 }
 
 /// One tenant's natively compiled engine; the counterpart of [`crate::runtime::Instance`].

@@ -10,7 +10,7 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::{self, TrustlogPre, db, log, monitoring, publisher, t};
+use crate::bindings::{self, TrustlogPre, db, digest, log, monitoring, publisher, t};
 use crate::component_cache;
 use crate::db::Database;
 use crate::guest_output::GuestOutput;
@@ -309,6 +309,12 @@ impl publisher::Host for TenantState {
             .collect();
         let results = self.imports.publish(batch).await;
         results.into_iter().map(|r| r.map_err(Into::into)).collect()
+    }
+}
+
+impl digest::Host for TenantState {
+    async fn sha256(&mut self, payloads: Vec<Vec<u8>>) -> Vec<u8> {
+        self.imports.sha256(&payloads).concat()
     }
 }
 

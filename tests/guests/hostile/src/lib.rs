@@ -86,6 +86,9 @@ mod hostile {
         fn log(&mut self, level: Level, message: &str) {
             self.0.log(level, message)
         }
+        fn sha256(&mut self, payloads: &[Vec<u8>]) -> Vec<[u8; 32]> {
+            self.0.sha256(payloads)
+        }
     }
 
     /// The misbehaviour of this build, run at the start of every tick.
