@@ -6,28 +6,9 @@
 //! exactly six fractional digits. Only strings appear, so the bytes equal
 //! the JCS serialisation and any language can recompute them.
 
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::model::{Envelope, FieldError, Micros, Operation};
-
-/// Field order is the byte order of the keys; serde keeps declaration order.
-#[derive(Serialize)]
-struct Canonical<'a> {
-    client_ip: Option<&'a str>,
-    do_prefix: &'a str,
-    do_repository: &'a str,
-    doid: &'a str,
-    op_actor: &'a str,
-    op_id: &'a str,
-    op_source: &'a str,
-    op_type: &'a str,
-    producer_id: &'a str,
-    request_body_hash: Option<&'a str>,
-    response_body_hash: Option<&'a str>,
-    server_ip: Option<&'a str>,
-    timestamp: &'a str,
-}
 
 /// RFC 3339 UTC with exactly six fractional digits, or an error naming `timestamp`.
 pub fn format_timestamp(micros: Micros) -> Result<String, FieldError> {
@@ -44,42 +25,78 @@ pub fn format_timestamp(micros: Micros) -> Result<String, FieldError> {
 /// The canonical bytes of `op`.
 pub fn canonical_bytes(op: &Operation) -> Result<Vec<u8>, FieldError> {
     let timestamp = format_timestamp(op.timestamp)?;
-    let canonical = Canonical {
-        client_ip: op.client_ip.as_deref(),
-        do_prefix: &op.do_prefix,
-        do_repository: &op.do_repository,
-        doid: &op.doid,
-        op_actor: &op.op_actor,
-        op_id: &op.op_id,
-        op_source: &op.op_source,
-        op_type: &op.op_type,
-        producer_id: &op.producer_id,
-        request_body_hash: op.request_body_hash.as_deref(),
-        response_body_hash: op.response_body_hash.as_deref(),
-        server_ip: op.server_ip.as_deref(),
-        timestamp: &timestamp,
-    };
-    // Sized for the usual case of no escapes, so the buffer is allocated once: keys and
-    // punctuation take under 256 bytes.
-    let fields = [
-        op.client_ip.as_deref(),
-        Some(op.do_prefix.as_str()),
-        Some(op.do_repository.as_str()),
-        Some(op.doid.as_str()),
-        Some(op.op_actor.as_str()),
-        Some(op.op_id.as_str()),
-        Some(op.op_source.as_str()),
-        Some(op.op_type.as_str()),
-        Some(op.producer_id.as_str()),
-        op.request_body_hash.as_deref(),
-        op.response_body_hash.as_deref(),
-        op.server_ip.as_deref(),
-        Some(timestamp.as_str()),
+    // In the byte order of the keys.
+    let fields: [(&str, Option<&str>); 13] = [
+        ("client_ip", op.client_ip.as_deref()),
+        ("do_prefix", Some(op.do_prefix.as_str())),
+        ("do_repository", Some(op.do_repository.as_str())),
+        ("doid", Some(op.doid.as_str())),
+        ("op_actor", Some(op.op_actor.as_str())),
+        ("op_id", Some(op.op_id.as_str())),
+        ("op_source", Some(op.op_source.as_str())),
+        ("op_type", Some(op.op_type.as_str())),
+        ("producer_id", Some(op.producer_id.as_str())),
+        ("request_body_hash", op.request_body_hash.as_deref()),
+        ("response_body_hash", op.response_body_hash.as_deref()),
+        ("server_ip", op.server_ip.as_deref()),
+        ("timestamp", Some(timestamp.as_str())),
     ];
-    let mut out = Vec::with_capacity(256 + fields.iter().flatten().map(|f| f.len()).sum::<usize>());
-    // Serialising borrowed strings into a Vec cannot fail.
-    serde_json::to_writer(&mut out, &canonical).expect("canonical JSON of strings is infallible");
+    // Sized for the usual case of no escapes, so the buffer is allocated once: keys,
+    // quotes and punctuation take under 256 bytes.
+    let values: usize = fields.iter().filter_map(|(_, v)| v.map(str::len)).sum();
+    let mut out = Vec::with_capacity(256 + values);
+    out.push(b'{');
+    for (i, (key, value)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_json_string(&mut out, key);
+        out.push(b':');
+        match value {
+            Some(v) => push_json_string(&mut out, v),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    out.push(b'}');
     Ok(out)
+}
+
+/// Appends `s` as a JSON string escaped as RFC 8785 (JCS) does: `"` and `\`, the
+/// short escapes `\b \t \n \f \r`, `\u00xx` for the other control characters, and
+/// every other character as it is. Written by hand so that runs without escapes
+/// are copied whole: serde_json's byte-at-a-time writer was most of the guest's
+/// time in wasm.
+fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut plain_from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
+        }
+        out.extend_from_slice(&bytes[plain_from..i]);
+        plain_from = i + 1;
+        match b {
+            b'"' => out.extend_from_slice(br#"\""#),
+            b'\\' => out.extend_from_slice(br"\\"),
+            0x08 => out.extend_from_slice(br"\b"),
+            0x09 => out.extend_from_slice(br"\t"),
+            0x0a => out.extend_from_slice(br"\n"),
+            0x0c => out.extend_from_slice(br"\f"),
+            0x0d => out.extend_from_slice(br"\r"),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0x0f)],
+            ]),
+        }
+    }
+    out.extend_from_slice(&bytes[plain_from..]);
+    out.push(b'"');
 }
 
 /// Lower-case hex SHA-256 of `bytes`.
@@ -172,7 +189,93 @@ mod tests {
         assert_eq!(format_timestamp(i64::MAX).unwrap_err().field, "timestamp");
     }
 
+    /// The canonical form as serde_json writes it: its string escapes are JCS's.
+    #[derive(serde::Serialize)]
+    struct SerdeCanonical<'a> {
+        client_ip: Option<&'a str>,
+        do_prefix: &'a str,
+        do_repository: &'a str,
+        doid: &'a str,
+        op_actor: &'a str,
+        op_id: &'a str,
+        op_source: &'a str,
+        op_type: &'a str,
+        producer_id: &'a str,
+        request_body_hash: Option<&'a str>,
+        response_body_hash: Option<&'a str>,
+        server_ip: Option<&'a str>,
+        timestamp: &'a str,
+    }
+
+    fn serde_bytes(op: &Operation) -> Vec<u8> {
+        let timestamp = format_timestamp(op.timestamp).unwrap();
+        serde_json::to_vec(&SerdeCanonical {
+            client_ip: op.client_ip.as_deref(),
+            do_prefix: &op.do_prefix,
+            do_repository: &op.do_repository,
+            doid: &op.doid,
+            op_actor: &op.op_actor,
+            op_id: &op.op_id,
+            op_source: &op.op_source,
+            op_type: &op.op_type,
+            producer_id: &op.producer_id,
+            request_body_hash: op.request_body_hash.as_deref(),
+            response_body_hash: op.response_body_hash.as_deref(),
+            server_ip: op.server_ip.as_deref(),
+            timestamp: &timestamp,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn control_characters_quotes_and_backslashes_are_escaped_as_jcs_does() {
+        let mut op = sample();
+        op.op_actor = (0u8..0x20)
+            .map(char::from)
+            .chain("\"\\\u{7f}é\u{2028}😀/".chars())
+            .collect();
+        let text = String::from_utf8(canonical_bytes(&op).unwrap()).unwrap();
+        let expected = concat!(
+            r#""op_actor":""#,
+            r#"\u0000\u0001\u0002\u0003\u0004\u0005\u0006\u0007\b\t\n\u000b\f\r\u000e\u000f"#,
+            r#"\u0010\u0011\u0012\u0013\u0014\u0015\u0016\u0017\u0018\u0019\u001a\u001b\u001c\u001d\u001e\u001f"#,
+            r#"\"\\"#,
+            "\u{7f}é\u{2028}😀/\","
+        );
+        assert!(text.contains(expected), "{text}");
+        assert_eq!(text.as_bytes(), serde_bytes(&op));
+    }
+
+    /// Text with the characters that need escaping mixed into any others.
+    fn awkward_text() -> impl Strategy<Value = String> {
+        "(\\PC|[\\x00-\\x1f\"\\\\])*"
+    }
+
     proptest! {
+        #[test]
+        fn the_hand_written_encoder_writes_what_serde_json_writes(
+            texts in proptest::collection::vec(awkward_text(), 9),
+            optional in proptest::collection::vec(proptest::option::of(awkward_text()), 4),
+            ts in -30_000_000_000_000_000i64..200_000_000_000_000_000,
+        ) {
+            let op = Operation {
+                op_id: texts[0].clone(),
+                op_actor: texts[1].clone(),
+                doid: texts[2].clone(),
+                producer_id: texts[3].clone(),
+                op_source: texts[4].clone(),
+                op_type: texts[5].clone(),
+                do_prefix: texts[6].clone(),
+                do_repository: texts[7].clone(),
+                request_body_hash: optional[0].clone(),
+                response_body_hash: optional[1].clone(),
+                client_ip: optional[2].clone(),
+                server_ip: optional[3].clone(),
+                timestamp: ts,
+            };
+            prop_assert_eq!(canonical_bytes(&op).unwrap(), serde_bytes(&op));
+        }
+
         #[test]
         fn same_operation_same_bytes_and_valid_json(actor in "\\PC*", ts in -30_000_000_000_000_000i64..200_000_000_000_000_000, ip in proptest::option::of("\\PC*")) {
             let mut op = sample();
