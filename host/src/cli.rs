@@ -349,6 +349,10 @@ pub struct BenchArgs {
     /// same backlog in a fresh database, and report trustlog's rate over its rate.
     #[arg(long)]
     pub reference: bool,
+    /// Run every engine (and --reference) this many times, taking turns, and report
+    /// the median of each: on a noisy machine one run of each is not a ratio.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
     /// Also time one scan batch with 10,000 and with 1,000,000 rows waiting.
     #[arg(long)]
     pub scaling: bool,

@@ -566,6 +566,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         latency_ops: args.latency_ops,
         rate: args.rate,
         reference: args.reference,
+        rounds: args.rounds,
         scaling_rows: if args.scaling {
             args.scaling_rows
         } else {
@@ -602,6 +603,9 @@ fn print_bench(r: &BenchReport) {
             opt(run.p99_latency_ms, "ms"),
             opt(run.max_latency_ms, "ms"),
         );
+    }
+    if r.rounds > 1 {
+        println!("medians of {} rounds below", r.rounds);
     }
     if let Some(ratio) = r.wasm_over_native {
         println!("wasm/native throughput: {ratio}");

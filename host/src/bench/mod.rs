@@ -82,6 +82,8 @@ pub struct BenchOptions {
     pub rate: u32,
     /// Also run the minimal keyset loop of DESIGN.md §7 over the same backlog.
     pub reference: bool,
+    /// How many times each engine (and the reference) runs, taking turns.
+    pub rounds: u32,
     /// Backlog sizes for the scaling mode; empty skips it.
     pub scaling_rows: Vec<u32>,
     /// Idle tenants to start instead of the other phases; 0 runs the other phases.
@@ -120,19 +122,21 @@ pub struct BenchReport {
     /// The database and publisher the runs derived their fresh targets from (passwords redacted).
     pub db: String,
     pub publisher: String,
-    /// The first engine's figures, at the top so scripts find them in one place.
+    /// Rounds run: every engine (and the reference) once per round, taking turns.
+    pub rounds: u32,
+    /// The first engine's median run (by ops/s), at the top so scripts find it in one place.
     #[serde(flatten)]
     pub first: Option<RunReport>,
-    /// Every engine's figures, in run order.
+    /// Every run's figures, in run order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<RunReport>,
-    /// Wasm throughput over native throughput, when both ran.
+    /// Median wasm throughput over median native throughput, when both ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wasm_over_native: Option<f64>,
-    /// The minimal keyset loop's figures, when `--reference` ran it.
+    /// The minimal keyset loop's median run, when `--reference` ran it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<ReferenceReport>,
-    /// The first engine's ops/s over the reference loop's rows/s, from this run.
+    /// The first engine's median ops/s over the reference loop's median rows/s.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub over_reference: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -158,6 +162,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     let mut report = BenchReport {
         db: redact(&opts.db),
         publisher: redact(&opts.publisher),
+        rounds: opts.rounds.max(1),
         first: None,
         runs: Vec::new(),
         wasm_over_native: None,
@@ -170,27 +175,31 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     if opts.idle_tenants > 0 {
         report.idle = Some(idle::run(opts).await?);
     } else {
-        for &engine in &opts.engines {
-            report.runs.push(delivery::run(opts, engine).await?);
+        // Engines (and the reference) take turns, round after round, so a slow spell of
+        // a noisy machine falls on all of them; each figure is the median of its rounds.
+        let mut references = Vec::new();
+        for _ in 0..opts.rounds.max(1) {
+            for &engine in &opts.engines {
+                report.runs.push(delivery::run(opts, engine).await?);
+            }
+            if opts.reference {
+                references.push(reference::run(opts).await?);
+            }
         }
-        let rate = |kind| {
-            report
-                .runs
-                .iter()
-                .find(|r| r.engine == kind)
-                .map(|r| r.ops_per_sec)
+        let median_run = |kind| {
+            let runs = report.runs.iter().filter(|r| r.engine == kind);
+            stats::median_by(runs, |r| r.ops_per_sec).cloned()
         };
-        if let (Some(w), Some(n)) = (rate(EngineKind::Wasm), rate(EngineKind::Native)) {
-            report.wasm_over_native = Some(stats::round(w / n, 3));
+        if let (Some(w), Some(n)) = (median_run(EngineKind::Wasm), median_run(EngineKind::Native)) {
+            report.wasm_over_native = Some(stats::round(w.ops_per_sec / n.ops_per_sec, 3));
         }
-        report.first = report.runs.first().cloned();
-        if opts.reference {
-            let reference = reference::run(opts).await?;
-            report.over_reference = report
-                .first
-                .as_ref()
-                .map(|r| stats::round(r.ops_per_sec / reference.rows_per_sec, 2));
-            report.reference = Some(reference);
+        report.first = opts.engines.first().and_then(|&kind| median_run(kind));
+        report.reference = stats::median_by(references, |r| r.rows_per_sec);
+        if let (Some(first), Some(reference)) = (&report.first, &report.reference) {
+            report.over_reference = Some(stats::round(
+                first.ops_per_sec / reference.rows_per_sec,
+                2,
+            ));
         }
         if !opts.scaling_rows.is_empty() {
             let engine = opts.engines.first().copied().unwrap_or(EngineKind::Wasm);

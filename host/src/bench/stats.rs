@@ -15,6 +15,14 @@ pub fn sorted(mut samples: Vec<f64>) -> Vec<f64> {
     samples
 }
 
+/// The item whose `key` is the median (the lower one of an even count); `None` for none.
+pub fn median_by<T>(items: impl IntoIterator<Item = T>, key: impl Fn(&T) -> f64) -> Option<T> {
+    let mut items: Vec<T> = items.into_iter().collect();
+    items.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let middle = items.len().checked_sub(1)? / 2;
+    items.into_iter().nth(middle)
+}
+
 /// Rounds to `digits` decimals, so reports do not print measurement noise.
 pub fn round(x: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
@@ -25,6 +33,14 @@ pub fn round(x: f64, digits: i32) -> f64 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_median_item_is_the_middle_one_by_key_and_the_lower_of_two() {
+        assert_eq!(median_by([3.0, 1.0, 2.0], |x| *x), Some(2.0));
+        assert_eq!(median_by([4.0, 1.0, 3.0, 2.0], |x| *x), Some(2.0));
+        assert_eq!(median_by(["bb", "a", "ccc"], |s| s.len() as f64), Some("bb"));
+        assert_eq!(median_by(Vec::<f64>::new(), |x| *x), None);
+    }
 
     #[test]
     fn nearest_rank_on_a_known_list() {
