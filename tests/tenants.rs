@@ -131,7 +131,7 @@ async fn beside(kind: Hostile) {
         &a_db,
         &a_pub,
         &format!(
-            "admin_token = \"a-secret\"\ncomponent = \"{}\"\npoll_interval = \"100ms\"\n[tenant.limits]\nmemory = \"32MiB\"\nfuel_per_call = 100000000",
+            "admin_token = \"a-secret\"\ncomponent = \"{}\"\npoll_interval = \"100ms\"\n[tenant.limits]\nmemory = \"32MiB\"\ncpu_per_call = \"100ms\"",
             component.display()
         ),
     );
@@ -164,7 +164,7 @@ async fn beside(kind: Hostile) {
         .await;
     assert_eq!(code, 200, "B's own token does");
 
-    // A limit stops A once it is reached: a flood of log calls burns its fuel slowly.
+    // A limit stops A once it is reached: a flood of log calls spends its CPU time slowly.
     let deadline = Instant::now() + WAIT;
     let st = loop {
         let (_, st) = server.get("/v1/status").await;
@@ -189,7 +189,7 @@ async fn beside(kind: Hostile) {
             let limit = if kind == Hostile::MemoryBomb {
                 "memory"
             } else {
-                "fuel"
+                "cpu"
             };
             assert!(reason.contains(limit), "{kind:?}: {reason}");
             assert_eq!(m[r#"trustlog_tenant_up{tenant="a"}"#], 0.0);
@@ -212,7 +212,7 @@ async fn beside(kind: Hostile) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn beside_an_infinite_loop_b_keeps_80_percent_and_a_is_stopped_by_its_fuel() {
+async fn beside_an_infinite_loop_b_keeps_80_percent_and_a_is_stopped_by_its_cpu_limit() {
     beside(Hostile::InfiniteLoop).await;
 }
 

@@ -30,7 +30,7 @@
 //! poll_only = false                  # true: no LISTEN/notify wake-ups, poll only
 //! [tenant.limits]                    # also allowed as [defaults.limits]
 //! memory = "64MiB"                   # B, KiB, MiB, GiB, or an integer of bytes; at least 1 MiB
-//! fuel_per_call = 1000000000
+//! cpu_per_call = "1s"               # CPU time one call may compute (epoch ticks of 1 ms)
 //! table_elements = 10000
 //! log_lines_per_sec = 100
 //! ```
@@ -619,9 +619,9 @@ fn apply_limits(raw: &RawLimits, limits: &mut Limits, scope: &str) -> Result<(),
     if let Some(v) = &raw.memory {
         limits.memory_bytes = memory(v, field("memory"))?;
     }
-    if let Some(v) = raw.fuel_per_call {
-        // No fuel at all traps the first instruction of every call.
-        limits.fuel_per_call = in_range(v, 1, i64::MAX, field("fuel_per_call"))?;
+    if let Some(v) = &raw.cpu_per_call {
+        // No time at all would trap every call at its first epoch check.
+        limits.cpu_per_call = interval(v, field("cpu_per_call"))?;
     }
     if let Some(v) = raw.table_elements {
         limits.table_elements = in_range(v, 0, max_usize, field("table_elements"))?;
@@ -777,7 +777,7 @@ struct RawSettings {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     memory: Option<toml::Value>,
-    fuel_per_call: Option<i64>,
+    cpu_per_call: Option<String>,
     table_elements: Option<i64>,
     log_lines_per_sec: Option<i64>,
 }
@@ -968,7 +968,7 @@ admin_token = "acme-secret"
 component = "guests/acme-v2.wasm"
 [tenant.limits]
 memory = "32MiB"
-fuel_per_call = 5000
+cpu_per_call = "5ms"
 table_elements = 2000
 log_lines_per_sec = 10
 
@@ -1004,7 +1004,7 @@ publisher = "ledger://beta.ledger"
             },
             limits: Limits {
                 memory_bytes: 32 << 20,
-                fuel_per_call: 5000,
+                cpu_per_call: Duration::from_millis(5),
                 table_elements: 2000,
                 log_lines_per_sec: 10,
             },
@@ -1071,9 +1071,9 @@ retry_interval = "1m"
 poll_only = true
 [defaults.limits]
 memory = "128MiB"
-fuel_per_call = 42
+cpu_per_call = "42ms"
 {}"#,
-            beta_with("batch_size = 7\npoll_only = false\n[tenant.limits]\nfuel_per_call = 99")
+            beta_with("batch_size = 7\npoll_only = false\n[tenant.limits]\ncpu_per_call = \"99ms\"")
         ))
         .unwrap();
         let [acme, beta] = &config.tenants[..] else {
@@ -1085,13 +1085,13 @@ fuel_per_call = 42
         assert_eq!(acme.intervals.retry, Duration::from_secs(60));
         assert!(acme.poll_only);
         assert_eq!(acme.limits.memory_bytes, 128 << 20);
-        assert_eq!(acme.limits.fuel_per_call, 42);
+        assert_eq!(acme.limits.cpu_per_call, Duration::from_millis(42));
         // beta overrides some keys and inherits the rest, limits included.
         assert_eq!(beta.engine.default_strategy, Strategy::DbOnly);
         assert_eq!(beta.engine.batch_size, 7);
         assert!(!beta.poll_only);
         assert_eq!(beta.limits.memory_bytes, 128 << 20);
-        assert_eq!(beta.limits.fuel_per_call, 99);
+        assert_eq!(beta.limits.cpu_per_call, Duration::from_millis(99));
         assert_eq!(beta.limits.table_elements, Limits::default().table_elements);
     }
 
@@ -1155,9 +1155,9 @@ fuel_per_call = 42
                 |e| matches!(e, ConfigError::BadSize { .. }),
             ),
             (
-                "[tenant.limits]\nfuel_per_call = 0",
-                "tenant[1].limits.fuel_per_call",
-                |e| matches!(e, ConfigError::OutOfRange { .. }),
+                "[tenant.limits]\ncpu_per_call = \"0s\"",
+                "tenant[1].limits.cpu_per_call",
+                |e| matches!(e, ConfigError::BadDuration { .. }),
             ),
         ];
         for (line, field, is_expected_kind) in cases {

@@ -2,18 +2,27 @@
 //!
 //! Memory and table growth go through [`TenantLimiter`], which refuses a grow past
 //! the cap with an error (so the guest traps at once rather than limping on) and
-//! remembers which limit was hit. CPU is bounded by fuel: every call into the guest
-//! starts with [`Limits::fuel_per_call`] units and traps when they run out.
+//! remembers which limit was hit. CPU is bounded by epoch interruption: the engine's
+//! epoch advances every [`EPOCH_TICK`], and each tick a call spends computing is
+//! charged to it ([`TenantLimiter::cpu_tick`]); past [`Limits::cpu_per_call`] it traps.
+//! A tick is charged only when the guest reaches an epoch check after the tick, so time
+//! spent waiting in host imports or descheduled counts at most one tick per wait.
+
+use std::time::Duration;
 
 use wasmtime::ResourceLimiter;
+
+/// How often the engine's epoch advances: the grain of CPU accounting, and how long
+/// a guest computes before it yields the thread to other tenants.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// The per-tenant caps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest linear memory, in bytes.
     pub memory_bytes: usize,
-    /// Fuel (roughly wasm instructions) one call into the guest may burn.
-    pub fuel_per_call: u64,
+    /// CPU time one call into the guest may spend computing, in [`EPOCH_TICK`]s.
+    pub cpu_per_call: Duration,
     /// Largest table, in elements.
     pub table_elements: usize,
     /// Guest log lines let through per second; the rest are counted and dropped.
@@ -25,9 +34,9 @@ impl Default for Limits {
         Limits {
             // A batch of 1,000 operations needs a few MiB; 64 leaves room for bigger batches.
             memory_bytes: 64 << 20,
-            // A 1,000-row tick burns about 10^8 here; ten times that is still under a
-            // second of CPU for a guest that loops.
-            fuel_per_call: 1_000_000_000,
+            // A 1,000-row tick computes for a few milliseconds; a guest that loops is
+            // stopped within a second.
+            cpu_per_call: Duration::from_secs(1),
             table_elements: 10_000,
             log_lines_per_sec: 100,
         }
@@ -39,7 +48,7 @@ impl Default for Limits {
 pub enum LimitKind {
     Memory,
     Table,
-    Fuel,
+    Cpu,
 }
 
 impl LimitKind {
@@ -48,7 +57,7 @@ impl LimitKind {
         match self {
             LimitKind::Memory => "memory",
             LimitKind::Table => "table",
-            LimitKind::Fuel => "fuel",
+            LimitKind::Cpu => "cpu",
         }
     }
 }
@@ -62,17 +71,50 @@ pub struct LimitExceeded {
     pub desired: usize,
 }
 
+/// A call that computed past its CPU budget; the guest traps with it.
+#[derive(Debug, thiserror::Error)]
+#[error("cpu limit of {limit:?} per call exceeded")]
+pub struct CpuExceeded {
+    pub limit: Duration,
+}
+
 /// Enforces [`Limits`] on one store and remembers the first limit hit.
 #[derive(Debug)]
 pub struct TenantLimiter {
     limits: Limits,
     hit: Option<LimitKind>,
+    /// Epoch ticks the current call may still be charged.
+    ticks_left: u64,
 }
 
 impl TenantLimiter {
     /// A limiter for `limits`.
     pub fn new(limits: Limits) -> TenantLimiter {
-        TenantLimiter { limits, hit: None }
+        let mut limiter = TenantLimiter {
+            limits,
+            hit: None,
+            ticks_left: 0,
+        };
+        limiter.start_call();
+        limiter
+    }
+
+    /// Gives the next call its whole CPU budget.
+    pub fn start_call(&mut self) {
+        let ticks = self.limits.cpu_per_call.as_nanos() / EPOCH_TICK.as_nanos();
+        self.ticks_left = u64::try_from(ticks).unwrap_or(u64::MAX).max(1);
+    }
+
+    /// Charges the current call one epoch tick, or refuses once its budget is spent.
+    pub fn cpu_tick(&mut self) -> Result<(), CpuExceeded> {
+        if self.ticks_left == 0 {
+            self.hit = Some(LimitKind::Cpu);
+            return Err(CpuExceeded {
+                limit: self.limits.cpu_per_call,
+            });
+        }
+        self.ticks_left -= 1;
+        Ok(())
     }
 
     /// The limits enforced.
@@ -127,6 +169,33 @@ impl ResourceLimiter for TenantLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_is_charged_its_budget_in_ticks_then_refused_and_the_next_call_starts_afresh() {
+        let mut limiter = TenantLimiter::new(Limits {
+            cpu_per_call: EPOCH_TICK * 3,
+            ..Limits::default()
+        });
+        for _ in 0..3 {
+            limiter.cpu_tick().unwrap();
+        }
+        let e = limiter.cpu_tick().unwrap_err();
+        assert!(e.to_string().contains("cpu limit of 3ms"), "{e}");
+        assert_eq!(limiter.take_hit(), Some(LimitKind::Cpu));
+        limiter.start_call();
+        limiter.cpu_tick().unwrap();
+        assert_eq!(limiter.take_hit(), None);
+    }
+
+    #[test]
+    fn a_budget_shorter_than_a_tick_still_allows_one() {
+        let mut limiter = TenantLimiter::new(Limits {
+            cpu_per_call: Duration::from_micros(10),
+            ..Limits::default()
+        });
+        limiter.cpu_tick().unwrap();
+        assert!(limiter.cpu_tick().is_err());
+    }
 
     #[test]
     fn a_grow_within_the_cap_is_allowed_and_one_past_it_is_refused_and_remembered() {

@@ -149,7 +149,7 @@ impl Metrics {
             limit_exceeded: IntCounterVec::new(
                 Opts::new(
                     "trustlog_limit_exceeded_total",
-                    "Calls into the guest stopped by a limit (memory, table, fuel).",
+                    "Calls into the guest stopped by a limit (memory, table, cpu).",
                 ),
                 &["tenant", "limit"],
             )?,
@@ -244,7 +244,7 @@ impl Metrics {
 const TICK_KINDS: [&str; 3] = ["scan", "retry", "sweep"];
 
 /// The limits that label `trustlog_limit_exceeded_total`.
-const LIMIT_KINDS: [&str; 3] = ["memory", "table", "fuel"];
+const LIMIT_KINDS: [&str; 3] = ["memory", "table", "cpu"];
 
 /// One tenant's view of the metrics; cheap to clone.
 #[derive(Clone)]
