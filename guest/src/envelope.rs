@@ -12,52 +12,108 @@ use crate::model::{Envelope, FieldError, Micros, Operation};
 
 /// RFC 3339 UTC with exactly six fractional digits, or an error naming `timestamp`.
 pub fn format_timestamp(micros: Micros) -> Result<String, FieldError> {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-        .ok_or_else(|| {
-            FieldError::new(
-                "timestamp",
-                format!("{micros} µs is outside the representable range"),
-            )
-        })
+    let mut out = Vec::with_capacity(27);
+    push_timestamp(&mut out, micros)?;
+    Ok(String::from_utf8(out).expect("RFC 3339 text is ASCII"))
+}
+
+/// The first and last microsecond of years 0000 to 9999, the years written with four
+/// digits and no sign.
+const FOUR_DIGIT_YEARS: std::ops::RangeInclusive<Micros> =
+    -62_167_219_200_000_000..=253_402_300_799_999_999;
+
+/// Appends [`format_timestamp`]'s text. Years 0000–9999 (all that validation lets in)
+/// are written digit by digit, since this runs once per envelope and chrono's
+/// formatter goes through `core::fmt`; other years go through chrono, which signs them.
+fn push_timestamp(out: &mut Vec<u8>, micros: Micros) -> Result<(), FieldError> {
+    if !FOUR_DIGIT_YEARS.contains(&micros) {
+        let text = chrono::DateTime::from_timestamp_micros(micros)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            .ok_or_else(|| {
+                FieldError::new(
+                    "timestamp",
+                    format!("{micros} µs is outside the representable range"),
+                )
+            })?;
+        out.extend_from_slice(text.as_bytes());
+        return Ok(());
+    }
+    let secs = micros.div_euclid(1_000_000);
+    let fraction = micros.rem_euclid(1_000_000);
+    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+    let second_of_day = secs.rem_euclid(86_400);
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    for (at, width, value) in [
+        (0, 4, year),
+        (5, 2, month),
+        (8, 2, day),
+        (11, 2, second_of_day / 3600),
+        (14, 2, second_of_day / 60 % 60),
+        (17, 2, second_of_day % 60),
+        (20, 6, fraction),
+    ] {
+        let mut rest = value;
+        for slot in text[at..at + width].iter_mut().rev() {
+            *slot = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+    }
+    out.extend_from_slice(&text);
+    Ok(())
+}
+
+/// (year, month, day) of the proleptic Gregorian calendar for days since 1970-01-01
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// The canonical bytes of `op`.
 pub fn canonical_bytes(op: &Operation) -> Result<Vec<u8>, FieldError> {
-    let timestamp = format_timestamp(op.timestamp)?;
-    // In the byte order of the keys.
-    let fields: [(&str, Option<&str>); 13] = [
-        ("client_ip", op.client_ip.as_deref()),
-        ("do_prefix", Some(op.do_prefix.as_str())),
-        ("do_repository", Some(op.do_repository.as_str())),
-        ("doid", Some(op.doid.as_str())),
-        ("op_actor", Some(op.op_actor.as_str())),
-        ("op_id", Some(op.op_id.as_str())),
-        ("op_source", Some(op.op_source.as_str())),
-        ("op_type", Some(op.op_type.as_str())),
-        ("producer_id", Some(op.producer_id.as_str())),
-        ("request_body_hash", op.request_body_hash.as_deref()),
-        ("response_body_hash", op.response_body_hash.as_deref()),
-        ("server_ip", op.server_ip.as_deref()),
-        ("timestamp", Some(timestamp.as_str())),
+    // Each key with its quotes and colon, in the byte order of the keys; the timestamp
+    // comes last.
+    let fields: [(&[u8], Option<&str>); 12] = [
+        (br#"{"client_ip":"#, op.client_ip.as_deref()),
+        (br#","do_prefix":"#, Some(op.do_prefix.as_str())),
+        (br#","do_repository":"#, Some(op.do_repository.as_str())),
+        (br#","doid":"#, Some(op.doid.as_str())),
+        (br#","op_actor":"#, Some(op.op_actor.as_str())),
+        (br#","op_id":"#, Some(op.op_id.as_str())),
+        (br#","op_source":"#, Some(op.op_source.as_str())),
+        (br#","op_type":"#, Some(op.op_type.as_str())),
+        (br#","producer_id":"#, Some(op.producer_id.as_str())),
+        (br#","request_body_hash":"#, op.request_body_hash.as_deref()),
+        (br#","response_body_hash":"#, op.response_body_hash.as_deref()),
+        (br#","server_ip":"#, op.server_ip.as_deref()),
     ];
     // Sized for the usual case of no escapes, so the buffer is allocated once: keys,
-    // quotes and punctuation take under 256 bytes.
+    // quotes, punctuation and the timestamp take under 256 bytes.
     let values: usize = fields.iter().filter_map(|(_, v)| v.map(str::len)).sum();
     let mut out = Vec::with_capacity(256 + values);
-    out.push(b'{');
-    for (i, (key, value)) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        push_json_string(&mut out, key);
-        out.push(b':');
+    for (key, value) in fields {
+        out.extend_from_slice(key);
         match value {
             Some(v) => push_json_string(&mut out, v),
             None => out.extend_from_slice(b"null"),
         }
     }
-    out.push(b'}');
+    out.extend_from_slice(br#","timestamp":""#);
+    push_timestamp(&mut out, op.timestamp)?;
+    out.extend_from_slice(br#""}"#);
     Ok(out)
 }
 
@@ -213,6 +269,36 @@ mod tests {
     }
 
     #[test]
+    fn calendar_edges_match_chrono() {
+        let day = 86_400_000_000i64;
+        let edges = [
+            *FOUR_DIGIT_YEARS.start(),
+            *FOUR_DIGIT_YEARS.start() - 1,
+            *FOUR_DIGIT_YEARS.end(),
+            *FOUR_DIGIT_YEARS.end() + 1,
+            951_782_400_000_000,       // 2000-02-29
+            951_782_400_000_000 + day, // 2000-03-01
+            -2_203_891_200_000_000,    // 1900-03-01
+            -2_203_891_200_000_000 - day,
+            4_107_542_400_000_000 - 1, // the last microsecond of 2099
+        ];
+        for micros in edges {
+            let chrono = chrono::DateTime::from_timestamp_micros(micros)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            assert_eq!(format_timestamp(micros).unwrap(), chrono, "{micros}");
+        }
+        assert_eq!(
+            format_timestamp(*FOUR_DIGIT_YEARS.start()).unwrap(),
+            "0000-01-01T00:00:00.000000Z"
+        );
+        assert_eq!(
+            format_timestamp(*FOUR_DIGIT_YEARS.end()).unwrap(),
+            "9999-12-31T23:59:59.999999Z"
+        );
+    }
+
+    #[test]
     fn unrepresentable_timestamp_names_the_field() {
         assert_eq!(format_timestamp(i64::MAX).unwrap_err().field, "timestamp");
     }
@@ -312,6 +398,23 @@ mod tests {
             let from = from.min(bytes.len());
             let naive = bytes[from..].iter().position(|&b| needs_escape(b)).map(|i| from + i);
             prop_assert_eq!(next_escape(&bytes, from), naive);
+        }
+
+        #[test]
+        fn timestamps_are_written_as_chrono_writes_them(micros in any::<i64>()) {
+            let ours = format_timestamp(micros);
+            match chrono::DateTime::from_timestamp_micros(micros) {
+                Some(t) => prop_assert_eq!(ours.unwrap(), t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+                None => prop_assert_eq!(ours.unwrap_err().field, "timestamp"),
+            }
+        }
+
+        #[test]
+        fn four_digit_years_are_written_as_chrono_writes_them(
+            micros in *FOUR_DIGIT_YEARS.start() - 5_000_000..=*FOUR_DIGIT_YEARS.end() + 5_000_000,
+        ) {
+            let t = chrono::DateTime::from_timestamp_micros(micros).unwrap();
+            prop_assert_eq!(format_timestamp(micros).unwrap(), t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
         }
 
         #[test]
