@@ -20,3 +20,17 @@ demo:
 lint:
     cargo clippy --workspace --all-targets -- -D warnings
     cargo fmt --all -- --check
+
+# DESIGN.md §7's references beside trustlog, in one run on this machine: trustlog
+# (ledger, then NATS JetStream) with its minimal keyset loop, graphile-worker and
+# pg-boss, all on PostgreSQL and the same number of operations or jobs. Needs Node.
+bench-references ops="100000" db="postgres://postgres@127.0.0.1:5432/postgres":
+    cargo build --release
+    npm ci --prefix tests/reference --no-audit --no-fund --silent
+    mkdir -p target/bench
+    target/release/trustlog bench --db '{{db}}' --publisher ledger://target/bench/references.ledger --ops {{ops}} --batch 1000 --latency-ops 0 --reference --rounds 3 --json | tail -1 > target/bench/trustlog-ledger.json
+    target/release/trustlog bench --db '{{db}}' --publisher 'nats://127.0.0.1:4222?stream=TRUSTLOG_BENCH&subject=trustlog.bench' --ops {{ops}} --batch 1000 --latency-ops 0 --rounds 3 --json | tail -1 > target/bench/trustlog-nats.json
+    node tests/reference/graphile-worker.mjs --db '{{db}}' --jobs {{ops}} | tail -1 > target/bench/graphile-worker.json
+    node tests/reference/graphile-worker.mjs --db '{{db}}' --jobs {{ops}} --batching off --concurrency 10 | tail -1 > target/bench/graphile-worker-unbatched.json
+    node tests/reference/pg-boss.mjs --db '{{db}}' --jobs {{ops}} | tail -1 > target/bench/pg-boss.json
+    jq -rs -f tests/reference/ratios.jq target/bench/trustlog-ledger.json target/bench/trustlog-nats.json target/bench/graphile-worker.json target/bench/graphile-worker-unbatched.json target/bench/pg-boss.json

@@ -8,7 +8,9 @@ use std::path::Path;
 use support::backends::{Backend, admin_url, mysql_admin_url, postgres_admin_url, scalar_at};
 use support::*;
 
-on_every_database!(both_engines_report_throughput_latency_and_their_ratio_and_leave_nothing_behind);
+on_every_database!(
+    both_engines_and_the_reference_take_turns_report_medians_and_leave_nothing_behind
+);
 
 /// The JSON object on the last line of a `--json` run.
 fn last_json(out: &std::process::Output) -> serde_json::Value {
@@ -46,7 +48,13 @@ async fn schema_exists(b: Backend, fresh_db: &str) -> bool {
     scalar_at(b, &admin_url(b), &sql).await > 0
 }
 
-async fn both_engines_report_throughput_latency_and_their_ratio_and_leave_nothing_behind(
+/// The lower median of `values`, as the bench takes it.
+fn lower_median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[(values.len() - 1) / 2]
+}
+
+async fn both_engines_and_the_reference_take_turns_report_medians_and_leave_nothing_behind(
     b: Backend,
 ) {
     let dir = tempfile::tempdir().unwrap();
@@ -73,15 +81,20 @@ async fn both_engines_report_throughput_latency_and_their_ratio_and_leave_nothin
             "500",
             "--engine",
             "both",
+            "--reference",
+            "--rounds",
+            "2",
             "--json",
         ],
         "",
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("wasm/native throughput"), "{text}");
+    assert!(text.contains("reference (minimal keyset loop)"), "{text}");
     let r = last_json(&out);
 
-    // The first run's figures are at the top, as scripts expect them.
+    // The first engine's median run is at the top, as scripts expect it.
+    assert_eq!(r["rounds"], 2, "{r}");
     assert_eq!(r["engine"], "wasm", "{r}");
     assert!(number(&r, "ops_per_sec") > 0.0, "{r}");
     let (p50, p99) = (number(&r, "p50_latency_ms"), number(&r, "p99_latency_ms"));
@@ -94,7 +107,7 @@ async fn both_engines_report_throughput_latency_and_their_ratio_and_leave_nothin
 
     let runs = r["runs"].as_array().unwrap();
     let engines: Vec<&str> = runs.iter().map(|x| x["engine"].as_str().unwrap()).collect();
-    assert_eq!(engines, ["wasm", "native"], "{r}");
+    assert_eq!(engines, ["wasm", "native", "wasm", "native"], "{r}");
     for run in runs {
         assert_eq!(run["ops"], 3000, "{run}");
         assert_eq!(run["batch"], 200, "{run}");
@@ -105,9 +118,28 @@ async fn both_engines_report_throughput_latency_and_their_ratio_and_leave_nothin
             "{run}"
         );
     }
+    let rates = |engine: &str| -> Vec<f64> {
+        runs.iter()
+            .filter(|x| x["engine"] == engine)
+            .map(|x| number(x, "ops_per_sec"))
+            .collect()
+    };
+    let (wasm, native) = (lower_median(rates("wasm")), lower_median(rates("native")));
+    assert_eq!(number(&r, "ops_per_sec"), wasm, "{r}");
     let ratio = number(&r, "wasm_over_native");
-    let expected = number(&runs[0], "ops_per_sec") / number(&runs[1], "ops_per_sec");
-    assert!((ratio - expected).abs() < 0.01, "{ratio} vs {expected}");
+    assert!((ratio - wasm / native).abs() < 0.01, "{ratio} vs {wasm} / {native}");
+
+    // The reference loop marked the same backlog, and the ratio is taken from this run.
+    let reference = &r["reference"];
+    assert_eq!(reference["rows"], 3000, "{r}");
+    assert_eq!(reference["batch"], 200, "{r}");
+    let reference_rate = number(reference, "rows_per_sec");
+    assert!(reference_rate > 0.0, "{r}");
+    let over = number(&r, "over_reference");
+    assert!(
+        (over - wasm / reference_rate).abs() < 0.02,
+        "{over} vs {wasm} / {reference_rate}"
+    );
 
     // Nothing left behind: the fresh files, schemas or databases are gone.
     match b {
@@ -122,7 +154,7 @@ async fn both_engines_report_throughput_latency_and_their_ratio_and_leave_nothin
                 "{:?}",
                 leftovers(dir.path())
             );
-            for run in runs {
+            for run in runs.iter().chain([reference]) {
                 let fresh = run["fresh_db"].as_str().unwrap();
                 assert!(!schema_exists(b, fresh).await, "{fresh} was not dropped");
             }
