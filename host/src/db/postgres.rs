@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::convert::Infallible;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::encode::IsNull;
@@ -235,6 +236,8 @@ pub struct PostgresDb {
     pool: PgPool,
     /// When the scan last checked the statistics; shared by clones of the pool.
     stats_checked: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// Whether a statistics refresh is running in the background.
+    analyzing: Arc<AtomicBool>,
 }
 
 impl PostgresDb {
@@ -255,6 +258,7 @@ impl PostgresDb {
         Ok(PostgresDb {
             pool,
             stats_checked: Arc::new(std::sync::Mutex::new(None)),
+            analyzing: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -275,9 +279,12 @@ impl PostgresDb {
         Ok(())
     }
 
-    /// Runs [`ANALYZE_IF_STALE`] if [`STATS_CHECK_EVERY`] has passed since the last check.
-    /// A failure is logged, not returned: the scan works with stale statistics, only slower.
-    async fn refresh_statistics_if_due(&self) {
+    /// Starts [`ANALYZE_IF_STALE`] on a connection of its own if [`STATS_CHECK_EVERY`] has
+    /// passed since the last check and none is running. The scan does not wait for it: an
+    /// ANALYZE of a large table takes a tenth of a second or more, and run inline it held
+    /// up the batch it landed in (the paced p99 latency on PostgreSQL was 150 ms against a
+    /// p50 of 2 ms). A failure is logged: the scan works with stale statistics, only slower.
+    fn refresh_statistics_if_due(&self) {
         {
             let mut checked = self.stats_checked.lock().unwrap_or_else(|p| p.into_inner());
             if checked.is_some_and(|at| at.elapsed() < STATS_CHECK_EVERY) {
@@ -285,9 +292,16 @@ impl PostgresDb {
             }
             *checked = Some(std::time::Instant::now());
         }
-        if let Err(e) = sqlx::raw_sql(ANALYZE_IF_STALE).execute(&self.pool).await {
-            tracing::warn!(error = %e, "refreshing the statistics of operation failed; scanning on");
+        if self.analyzing.swap(true, Ordering::AcqRel) {
+            return;
         }
+        let (pool, analyzing) = (self.pool.clone(), self.analyzing.clone());
+        tokio::spawn(async move {
+            if let Err(e) = sqlx::raw_sql(ANALYZE_IF_STALE).execute(&pool).await {
+                tracing::warn!(error = %e, "refreshing the statistics of operation failed; scanning on");
+            }
+            analyzing.store(false, Ordering::Release);
+        });
     }
 
     /// Stores operations with one status; one outcome per input, in input order.
@@ -365,7 +379,7 @@ impl PostgresDb {
         after: Option<Position>,
         limit: u32,
     ) -> Result<Vec<Operation>, DbError> {
-        self.refresh_statistics_if_due().await;
+        self.refresh_statistics_if_due();
         let rows = match after {
             None => {
                 sqlx::query(SCAN_FROM_START)
@@ -2067,7 +2081,16 @@ mod tests {
         println!("while the statistics say empty:\n{before}");
 
         assert_eq!(db.scan_after(None, 100).await.unwrap().len(), 100);
-        let after = plan_of(&mut conn, SCAN_AFTER, PLAN_TYPES, PLAN_ARGS, false).await;
+        // The refresh runs beside the scan, not in its way; it lands within moments.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let after = loop {
+            let plan = plan_of(&mut conn, SCAN_AFTER, PLAN_TYPES, PLAN_ARGS, false).await;
+            let walks = plan.contains("using operation_waiting") && !plan.contains("Sort");
+            if walks || std::time::Instant::now() > deadline {
+                break plan;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         assert!(after.contains("using operation_waiting"), "{after}");
         assert!(!after.contains("Sort"), "{after}");
     }
