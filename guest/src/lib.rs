@@ -14,3 +14,10 @@ pub mod validate;
 /// The wit-bindgen glue; exported as the component unless the `export` feature is off.
 #[cfg(target_arch = "wasm32")]
 pub mod component;
+
+/// The component's heap: talc, not the default dlmalloc. Lifting one scan batch into the
+/// component allocates twelve strings per row; with talc the guest's share of a
+/// `trustlog bench` drain fell from 15.7% to 14.8% (SQLite, 200,000 operations).
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
