@@ -127,7 +127,10 @@ async fn both_engines_and_the_reference_take_turns_report_medians_and_leave_noth
     let (wasm, native) = (lower_median(rates("wasm")), lower_median(rates("native")));
     assert_eq!(number(&r, "ops_per_sec"), wasm, "{r}");
     let ratio = number(&r, "wasm_over_native");
-    assert!((ratio - wasm / native).abs() < 0.01, "{ratio} vs {wasm} / {native}");
+    assert!(
+        (ratio - wasm / native).abs() < 0.01,
+        "{ratio} vs {wasm} / {native}"
+    );
 
     // The reference loop marked the same backlog, and the ratio is taken from this run.
     let reference = &r["reference"];

@@ -97,7 +97,10 @@ pub fn canonical_bytes(op: &Operation) -> Result<Vec<u8>, FieldError> {
         (br#","op_type":"#, Some(op.op_type.as_str())),
         (br#","producer_id":"#, Some(op.producer_id.as_str())),
         (br#","request_body_hash":"#, op.request_body_hash.as_deref()),
-        (br#","response_body_hash":"#, op.response_body_hash.as_deref()),
+        (
+            br#","response_body_hash":"#,
+            op.response_body_hash.as_deref(),
+        ),
         (br#","server_ip":"#, op.server_ip.as_deref()),
     ];
     // Sized for the usual case of no escapes, so the buffer is allocated once: keys,

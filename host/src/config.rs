@@ -1073,7 +1073,9 @@ poll_only = true
 memory = "128MiB"
 cpu_per_call = "42ms"
 {}"#,
-            beta_with("batch_size = 7\npoll_only = false\n[tenant.limits]\ncpu_per_call = \"99ms\"")
+            beta_with(
+                "batch_size = 7\npoll_only = false\n[tenant.limits]\ncpu_per_call = \"99ms\""
+            )
         ))
         .unwrap();
         let [acme, beta] = &config.tenants[..] else {

@@ -196,10 +196,8 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         report.first = opts.engines.first().and_then(|&kind| median_run(kind));
         report.reference = stats::median_by(references, |r| r.rows_per_sec);
         if let (Some(first), Some(reference)) = (&report.first, &report.reference) {
-            report.over_reference = Some(stats::round(
-                first.ops_per_sec / reference.rows_per_sec,
-                2,
-            ));
+            report.over_reference =
+                Some(stats::round(first.ops_per_sec / reference.rows_per_sec, 2));
         }
         if !opts.scaling_rows.is_empty() {
             let engine = opts.engines.first().copied().unwrap_or(EngineKind::Wasm);

@@ -38,7 +38,10 @@ mod tests {
     fn the_median_item_is_the_middle_one_by_key_and_the_lower_of_two() {
         assert_eq!(median_by([3.0, 1.0, 2.0], |x| *x), Some(2.0));
         assert_eq!(median_by([4.0, 1.0, 3.0, 2.0], |x| *x), Some(2.0));
-        assert_eq!(median_by(["bb", "a", "ccc"], |s| s.len() as f64), Some("bb"));
+        assert_eq!(
+            median_by(["bb", "a", "ccc"], |s| s.len() as f64),
+            Some("bb")
+        );
         assert_eq!(median_by(Vec::<f64>::new(), |x| *x), None);
     }
 
