@@ -75,7 +75,8 @@ fn backoff(c: &mut Criterion) {
 
 /// Planning the cursor move after a full 1,000-row scan: one pass to find the maximum position.
 fn cursor(c: &mut Criterion) {
-    let ops = batch();
+    let owned = batch();
+    let ops: Vec<_> = owned.iter().map(Operation::view).collect();
     let from = Some(Position {
         timestamp: BASE - 1,
         op_id: "bench-previous".into(),

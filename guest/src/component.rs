@@ -7,6 +7,7 @@ use std::cell::RefCell;
 
 use crate::engine::{Engine, Host, Level};
 use crate::model as m;
+use crate::packed;
 
 wit_bindgen::generate!({
     world: "trustlog",
@@ -62,34 +63,27 @@ impl Host for Imports {
         &mut self,
         after: Option<m::Position>,
         limit: u32,
-    ) -> Result<Vec<m::Operation>, m::DbError> {
+    ) -> Result<packed::Rows, m::DbError> {
         let after = after.map(t::Position::from);
-        db::scan_after(after.as_ref(), limit)
-            .map(|v| v.into_iter().map(Into::into).collect())
-            .map_err(Into::into)
+        let batch = db::scan_after(after.as_ref(), limit)?;
+        Ok(packed::Rows::Packed(batch.into()))
     }
 
-    fn due_retries(&mut self, now: m::Micros, limit: u32) -> Result<Vec<m::RetryRow>, m::DbError> {
-        db::due_retries(now, limit)
-            .map(|v| {
-                v.into_iter()
-                    .map(|r| m::RetryRow {
-                        op: r.op.into(),
-                        retry_count: r.retry_count,
-                    })
-                    .collect()
-            })
-            .map_err(Into::into)
+    fn due_retries(&mut self, now: m::Micros, limit: u32) -> Result<packed::RetryRows, m::DbError> {
+        let batch = db::due_retries(now, limit)?;
+        Ok(packed::RetryRows::Packed(packed::RetryBatch {
+            ops: batch.ops.into(),
+            retry_counts: batch.retry_counts,
+        }))
     }
 
     fn sweep_candidates(
         &mut self,
         before: m::Position,
         limit: u32,
-    ) -> Result<Vec<m::Operation>, m::DbError> {
-        db::sweep_candidates(&before.into(), limit)
-            .map(|v| v.into_iter().map(Into::into).collect())
-            .map_err(Into::into)
+    ) -> Result<packed::Rows, m::DbError> {
+        let batch = db::sweep_candidates(&before.into(), limit)?;
+        Ok(packed::Rows::Packed(batch.into()))
     }
 
     fn stats(&mut self, cursor_key: &str) -> Result<m::DbStats, m::DbError> {
@@ -422,6 +416,44 @@ impl From<m::TickReport> for x::TickReport {
             dead_lettered: r.dead_lettered,
             more: r.more,
             cursor_conflict: r.cursor_conflict,
+        }
+    }
+}
+
+impl From<t::Span> for packed::Span {
+    fn from(s: t::Span) -> Self {
+        packed::Span {
+            start: s.start,
+            len: s.len,
+        }
+    }
+}
+
+impl From<t::PackedOperation> for packed::PackedOperation {
+    fn from(p: t::PackedOperation) -> Self {
+        packed::PackedOperation {
+            op_id: p.op_id.into(),
+            op_actor: p.op_actor.into(),
+            doid: p.doid.into(),
+            producer_id: p.producer_id.into(),
+            request_body_hash: p.request_body_hash.map(Into::into),
+            response_body_hash: p.response_body_hash.map(Into::into),
+            op_source: p.op_source.into(),
+            op_type: p.op_type.into(),
+            do_prefix: p.do_prefix.into(),
+            do_repository: p.do_repository.into(),
+            client_ip: p.client_ip.map(Into::into),
+            server_ip: p.server_ip.map(Into::into),
+            timestamp: p.timestamp,
+        }
+    }
+}
+
+impl From<t::OperationBatch> for packed::OperationBatch {
+    fn from(b: t::OperationBatch) -> Self {
+        packed::OperationBatch {
+            text: b.text,
+            rows: b.rows.into_iter().map(Into::into).collect(),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! cursor carries the op_id of the last row delivered and the next scan asks
 //! for rows strictly after the pair. It only ever moves forward.
 
-use crate::model::{CursorMove, Operation, Position};
+use crate::model::{CursorMove, OperationRef, Position};
 
 /// The engine's view of one cursor: the last position it knows was committed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,9 +33,12 @@ impl Cursor {
     pub fn plan_move(
         key: &str,
         from: &Option<Position>,
-        batch: &[Operation],
+        batch: &[OperationRef<'_>],
     ) -> Option<CursorMove> {
-        let to = batch.iter().map(Operation::position).max()?;
+        let last = batch
+            .iter()
+            .reduce(|max, op| if op.is_after(max) { op } else { max })?;
+        let to = last.position();
         if from.as_ref().is_some_and(|f| &to <= f) {
             return None;
         }
@@ -58,18 +61,18 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
-    fn op(ts: i64, id: &str) -> Operation {
-        Operation {
-            op_id: id.to_string(),
-            op_actor: String::new(),
-            doid: String::new(),
-            producer_id: String::new(),
+    fn op(ts: i64, id: &str) -> OperationRef<'_> {
+        OperationRef {
+            op_id: id,
+            op_actor: "",
+            doid: "",
+            producer_id: "",
             request_body_hash: None,
             response_body_hash: None,
-            op_source: String::new(),
-            op_type: String::new(),
-            do_prefix: String::new(),
-            do_repository: String::new(),
+            op_source: "",
+            op_type: "",
+            do_prefix: "",
+            do_repository: "",
             client_ip: None,
             server_ip: None,
             timestamp: ts,
@@ -77,13 +80,29 @@ mod tests {
     }
 
     /// What a database's keyset scan returns: rows strictly after `after`, in order.
-    fn scan(table: &BTreeSet<Position>, after: &Option<Position>, limit: usize) -> Vec<Operation> {
+    fn scan<'a>(
+        table: &'a BTreeSet<Position>,
+        after: &Option<Position>,
+        limit: usize,
+    ) -> Vec<OperationRef<'a>> {
         table
             .iter()
             .filter(|p| after.as_ref().is_none_or(|a| *p > a))
             .take(limit)
             .map(|p| op(p.timestamp, &p.op_id))
             .collect()
+    }
+
+    #[test]
+    fn the_move_goes_to_the_greatest_row_wherever_it_is_in_the_batch() {
+        let m = Cursor::plan_move("k", &None, &[op(3, "b"), op(4, "a"), op(3, "z")]).unwrap();
+        assert_eq!(
+            m.to,
+            Position {
+                timestamp: 4,
+                op_id: "a".into()
+            }
+        );
     }
 
     #[test]
@@ -137,7 +156,7 @@ mod tests {
                 if got.is_empty() { break; }
                 let m = Cursor::plan_move("k", &from, &got).expect("a non-empty scan moves forward");
                 prop_assert!(from.as_ref().is_none_or(|f| &m.to > f));
-                seen.extend(got.iter().map(Operation::position));
+                seen.extend(got.iter().map(OperationRef::position));
                 cursor.committed(m.to);
             }
             let expected: Vec<Position> = table.into_iter().collect();

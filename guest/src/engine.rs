@@ -8,6 +8,7 @@ use std::collections::HashSet;
 
 use crate::cursor::Cursor;
 use crate::model::*;
+use crate::packed::{RetryRows, Rows};
 use crate::plan::{self, Attempt};
 use crate::{envelope, validate};
 
@@ -19,14 +20,9 @@ pub trait Host {
         status: TrustlogStatus,
     ) -> Result<Vec<InsertOutcome>, DbError>;
     fn load_cursor(&mut self, key: &str) -> Result<Option<Position>, DbError>;
-    fn scan_after(
-        &mut self,
-        after: Option<Position>,
-        limit: u32,
-    ) -> Result<Vec<Operation>, DbError>;
-    fn due_retries(&mut self, now: Micros, limit: u32) -> Result<Vec<RetryRow>, DbError>;
-    fn sweep_candidates(&mut self, before: Position, limit: u32)
-    -> Result<Vec<Operation>, DbError>;
+    fn scan_after(&mut self, after: Option<Position>, limit: u32) -> Result<Rows, DbError>;
+    fn due_retries(&mut self, now: Micros, limit: u32) -> Result<RetryRows, DbError>;
+    fn sweep_candidates(&mut self, before: Position, limit: u32) -> Result<Rows, DbError>;
     fn stats(&mut self, cursor_key: &str) -> Result<DbStats, DbError>;
     fn apply(&mut self, work: UnitOfWork) -> Result<(), DbError>;
     fn publish(&mut self, batch: Vec<Envelope>) -> Vec<Result<(), PublishError>>;
@@ -138,7 +134,7 @@ impl Engine {
                         outcomes[*i] = Some(RecordOutcome::Duplicate);
                     }
                 }
-                let built = build_envelopes(host, unique.iter().map(|(_, op)| *op));
+                let built = build_envelopes(host, unique.iter().map(|(_, op)| op.view()));
                 let mut batch = Vec::with_capacity(unique.len());
                 let mut batch_at = Vec::with_capacity(unique.len());
                 for ((i, _), envelope) in unique.iter().zip(built) {
@@ -208,6 +204,7 @@ impl Engine {
         let rows = host
             .scan_after(from.clone(), cfg.batch_size)
             .inspect_err(|_| self.cursor.forget())?;
+        let rows = rows.views().inspect_err(|_| self.cursor.forget())?;
         let Some(cursor_move) = Cursor::plan_move(&cfg.cursor_key, &from, &rows) else {
             return Ok(TickReport::default());
         };
@@ -255,6 +252,7 @@ impl Engine {
     ) -> Result<TickReport, EngineError> {
         let cfg = self.config()?.clone();
         let rows = host.due_retries(now, cfg.batch_size)?;
+        let rows = rows.views()?;
         let fetched = rows.len() as u32;
         if fetched == 0 {
             return Ok(TickReport::default());
@@ -263,7 +261,7 @@ impl Engine {
             host,
             now,
             &cfg.backoff,
-            rows.into_iter().map(|r| (r.op, r.retry_count, false)),
+            rows.into_iter().map(|(op, retries)| (op, retries, false)),
         );
         host.apply(work)?;
         Ok(report(fetched, outcome, fetched >= cfg.batch_size))
@@ -280,6 +278,7 @@ impl Engine {
             return Ok(TickReport::default());
         };
         let rows = host.sweep_candidates(before, cfg.batch_size)?;
+        let rows = rows.views()?;
         let fetched = rows.len() as u32;
         if fetched == 0 {
             return Ok(TickReport::default());
@@ -340,7 +339,7 @@ enum Unbuilt {
 /// and hashed by the host in one `digest` call for the whole batch.
 fn build_envelopes<'a>(
     host: &mut impl Host,
-    ops: impl Iterator<Item = &'a Operation>,
+    ops: impl Iterator<Item = OperationRef<'a>>,
 ) -> Vec<Result<Envelope, Unbuilt>> {
     let mut payloads = Vec::new();
     let mut op_ids = Vec::new();
@@ -348,7 +347,7 @@ fn build_envelopes<'a>(
     for op in ops {
         slots.push(envelope::canonical_bytes(op).map(|payload| {
             payloads.push(payload);
-            op_ids.push(op.op_id.clone());
+            op_ids.push(op.op_id.to_owned());
         }));
     }
     let digests = if payloads.is_empty() {
@@ -382,16 +381,16 @@ fn build_envelopes<'a>(
 }
 
 /// A row whose envelope cannot be built is a permanent failure: it never will be.
-fn deliver(
+fn deliver<'a>(
     host: &mut impl Host,
     now: Micros,
     backoff: &Backoff,
-    rows: impl Iterator<Item = (Operation, u32, bool)>,
+    rows: impl Iterator<Item = (OperationRef<'a>, u32, bool)>,
 ) -> (UnitOfWork, plan::Outcome) {
-    let (ops, attempts): (Vec<Operation>, Vec<Attempt>) = rows
+    let (ops, attempts): (Vec<OperationRef<'a>>, Vec<Attempt>) = rows
         .map(|(op, retries_done, first)| {
             let attempt = Attempt {
-                op_id: op.op_id.clone(),
+                op_id: op.op_id.to_owned(),
                 retries_done,
                 first,
             };
@@ -401,7 +400,10 @@ fn deliver(
     let mut envelopes = Vec::with_capacity(ops.len());
     let mut sent = Vec::with_capacity(ops.len());
     let mut unbuildable = Vec::new();
-    for (attempt, built) in attempts.into_iter().zip(build_envelopes(host, ops.iter())) {
+    for (attempt, built) in attempts
+        .into_iter()
+        .zip(build_envelopes(host, ops.into_iter()))
+    {
         match built {
             Ok(e) => {
                 envelopes.push(e);

@@ -8,7 +8,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::model::{Envelope, FieldError, Micros, Operation};
+use crate::model::{Envelope, FieldError, Micros, Operation, OperationRef};
 
 /// RFC 3339 UTC with exactly six fractional digits, or an error naming `timestamp`.
 pub fn format_timestamp(micros: Micros) -> Result<String, FieldError> {
@@ -83,25 +83,23 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 }
 
 /// The canonical bytes of `op`.
-pub fn canonical_bytes(op: &Operation) -> Result<Vec<u8>, FieldError> {
+pub fn canonical_bytes<'a>(op: impl Into<OperationRef<'a>>) -> Result<Vec<u8>, FieldError> {
+    let op = op.into();
     // Each key with its quotes and colon, in the byte order of the keys; the timestamp
     // comes last.
     let fields: [(&[u8], Option<&str>); 12] = [
-        (br#"{"client_ip":"#, op.client_ip.as_deref()),
-        (br#","do_prefix":"#, Some(op.do_prefix.as_str())),
-        (br#","do_repository":"#, Some(op.do_repository.as_str())),
-        (br#","doid":"#, Some(op.doid.as_str())),
-        (br#","op_actor":"#, Some(op.op_actor.as_str())),
-        (br#","op_id":"#, Some(op.op_id.as_str())),
-        (br#","op_source":"#, Some(op.op_source.as_str())),
-        (br#","op_type":"#, Some(op.op_type.as_str())),
-        (br#","producer_id":"#, Some(op.producer_id.as_str())),
-        (br#","request_body_hash":"#, op.request_body_hash.as_deref()),
-        (
-            br#","response_body_hash":"#,
-            op.response_body_hash.as_deref(),
-        ),
-        (br#","server_ip":"#, op.server_ip.as_deref()),
+        (br#"{"client_ip":"#, op.client_ip),
+        (br#","do_prefix":"#, Some(op.do_prefix)),
+        (br#","do_repository":"#, Some(op.do_repository)),
+        (br#","doid":"#, Some(op.doid)),
+        (br#","op_actor":"#, Some(op.op_actor)),
+        (br#","op_id":"#, Some(op.op_id)),
+        (br#","op_source":"#, Some(op.op_source)),
+        (br#","op_type":"#, Some(op.op_type)),
+        (br#","producer_id":"#, Some(op.producer_id)),
+        (br#","request_body_hash":"#, op.request_body_hash),
+        (br#","response_body_hash":"#, op.response_body_hash),
+        (br#","server_ip":"#, op.server_ip),
     ];
     // Sized for the usual case of no escapes, so the buffer is allocated once: keys,
     // quotes, punctuation and the timestamp take under 256 bytes.

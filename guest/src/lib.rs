@@ -8,6 +8,7 @@ pub mod cursor;
 pub mod engine;
 pub mod envelope;
 pub mod model;
+pub mod packed;
 pub mod plan;
 pub mod validate;
 
@@ -15,7 +16,7 @@ pub mod validate;
 #[cfg(target_arch = "wasm32")]
 pub mod component;
 
-/// The component's heap: talc, not the default dlmalloc. Lifting one scan batch into the
+/// The component's heap: talc, not the default dlmalloc. Unpacking one scan batch in the
 /// component allocates twelve strings per row; with talc the guest's share of a
 /// `trustlog bench` drain fell from 15.7% to 14.8% (SQLite, 200,000 operations).
 #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]

@@ -30,10 +30,86 @@ pub struct Operation {
 impl Operation {
     /// The keyset position of this row.
     pub fn position(&self) -> Position {
+        self.view().position()
+    }
+
+    /// This operation, borrowed.
+    pub fn view(&self) -> OperationRef<'_> {
+        OperationRef {
+            op_id: &self.op_id,
+            op_actor: &self.op_actor,
+            doid: &self.doid,
+            producer_id: &self.producer_id,
+            request_body_hash: self.request_body_hash.as_deref(),
+            response_body_hash: self.response_body_hash.as_deref(),
+            op_source: &self.op_source,
+            op_type: &self.op_type,
+            do_prefix: &self.do_prefix,
+            do_repository: &self.do_repository,
+            client_ip: self.client_ip.as_deref(),
+            server_ip: self.server_ip.as_deref(),
+            timestamp: self.timestamp,
+        }
+    }
+}
+
+/// An [`Operation`] borrowed from wherever its text lives: what delivery reads, so a
+/// scanned batch is never copied field by field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OperationRef<'a> {
+    pub op_id: &'a str,
+    pub op_actor: &'a str,
+    pub doid: &'a str,
+    pub producer_id: &'a str,
+    pub request_body_hash: Option<&'a str>,
+    pub response_body_hash: Option<&'a str>,
+    pub op_source: &'a str,
+    pub op_type: &'a str,
+    pub do_prefix: &'a str,
+    pub do_repository: &'a str,
+    pub client_ip: Option<&'a str>,
+    pub server_ip: Option<&'a str>,
+    pub timestamp: Micros,
+}
+
+impl OperationRef<'_> {
+    /// The keyset position of this row.
+    pub fn position(&self) -> Position {
         Position {
             timestamp: self.timestamp,
-            op_id: self.op_id.clone(),
+            op_id: self.op_id.to_owned(),
         }
+    }
+
+    /// Whether this row comes after `other` in keyset order.
+    pub fn is_after(&self, other: &OperationRef<'_>) -> bool {
+        (self.timestamp, self.op_id.as_bytes()) > (other.timestamp, other.op_id.as_bytes())
+    }
+
+    /// An owned copy.
+    pub fn to_operation(&self) -> Operation {
+        let owned = |s: Option<&str>| s.map(str::to_owned);
+        Operation {
+            op_id: self.op_id.to_owned(),
+            op_actor: self.op_actor.to_owned(),
+            doid: self.doid.to_owned(),
+            producer_id: self.producer_id.to_owned(),
+            request_body_hash: owned(self.request_body_hash),
+            response_body_hash: owned(self.response_body_hash),
+            op_source: self.op_source.to_owned(),
+            op_type: self.op_type.to_owned(),
+            do_prefix: self.do_prefix.to_owned(),
+            do_repository: self.do_repository.to_owned(),
+            client_ip: owned(self.client_ip),
+            server_ip: owned(self.server_ip),
+            timestamp: self.timestamp,
+        }
+    }
+}
+
+impl<'a> From<&'a Operation> for OperationRef<'a> {
+    fn from(op: &'a Operation) -> Self {
+        op.view()
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use trustlog_guest::engine::{Engine, Host, Level};
 use trustlog_guest::model as m;
+use trustlog_guest::packed::{RetryRows, Rows};
 
 use crate::imports::{HostImports, Probe};
 use crate::metrics::TenantMetrics;
@@ -40,25 +41,22 @@ impl Host for BlockingImports {
         self.runtime.block_on(self.imports.load_cursor(key))
     }
 
-    fn scan_after(
-        &mut self,
-        after: Option<m::Position>,
-        limit: u32,
-    ) -> Result<Vec<m::Operation>, m::DbError> {
-        self.runtime.block_on(self.imports.scan_after(after, limit))
+    fn scan_after(&mut self, after: Option<m::Position>, limit: u32) -> Result<Rows, m::DbError> {
+        self.runtime
+            .block_on(self.imports.scan_after(after, limit))
+            .map(Rows::Owned)
     }
 
-    fn due_retries(&mut self, now: m::Micros, limit: u32) -> Result<Vec<m::RetryRow>, m::DbError> {
-        self.runtime.block_on(self.imports.due_retries(now, limit))
+    fn due_retries(&mut self, now: m::Micros, limit: u32) -> Result<RetryRows, m::DbError> {
+        self.runtime
+            .block_on(self.imports.due_retries(now, limit))
+            .map(RetryRows::Owned)
     }
 
-    fn sweep_candidates(
-        &mut self,
-        before: m::Position,
-        limit: u32,
-    ) -> Result<Vec<m::Operation>, m::DbError> {
+    fn sweep_candidates(&mut self, before: m::Position, limit: u32) -> Result<Rows, m::DbError> {
         self.runtime
             .block_on(self.imports.sweep_candidates(before, limit))
+            .map(Rows::Owned)
     }
 
     fn stats(&mut self, cursor_key: &str) -> Result<m::DbStats, m::DbError> {

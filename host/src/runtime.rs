@@ -6,6 +6,7 @@ use std::sync::Arc;
 use sha2::Digest;
 use trustlog_guest::engine::Level;
 use trustlog_guest::model as m;
+use trustlog_guest::packed::{OperationBatch, RetryBatch};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
@@ -85,6 +86,10 @@ pub fn engine(allocation: Allocation) -> Result<Engine, RuntimeError> {
     // which cost the delivery 4% in `trustlog bench` (0.895 → 0.934 of native);
     // an epoch check is one load and compare at function entries and loop heads.
     config.epoch_interruption(true);
+    // `perf` names the guest's functions only from a perf map, written when asked.
+    if std::env::var_os("TRUSTLOG_PERF_MAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if let Allocation::Pooling { instances } = allocation {
         let mut pool = PoolingAllocationConfig::default();
         // A trustlog component holds a handful of core modules (the engine, the WASI
@@ -278,36 +283,34 @@ impl db::Host for TenantState {
         &mut self,
         after: Option<t::Position>,
         limit: u32,
-    ) -> Result<Vec<t::Operation>, t::DbError> {
+    ) -> Result<t::OperationBatch, t::DbError> {
         let rows = self
             .imports
             .scan_after(after.map(Into::into), limit)
             .await?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        Ok(OperationBatch::pack(&rows)?.into())
     }
 
     async fn due_retries(
         &mut self,
         now: t::Micros,
         limit: u32,
-    ) -> Result<Vec<db::RetryRow>, t::DbError> {
+    ) -> Result<db::RetryBatch, t::DbError> {
         let rows = self.imports.due_retries(now, limit).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| db::RetryRow {
-                op: r.op.into(),
-                retry_count: r.retry_count,
-            })
-            .collect())
+        let batch = RetryBatch::pack(&rows)?;
+        Ok(db::RetryBatch {
+            ops: batch.ops.into(),
+            retry_counts: batch.retry_counts,
+        })
     }
 
     async fn sweep_candidates(
         &mut self,
         before: t::Position,
         limit: u32,
-    ) -> Result<Vec<t::Operation>, t::DbError> {
+    ) -> Result<t::OperationBatch, t::DbError> {
         let rows = self.imports.sweep_candidates(before.into(), limit).await?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        Ok(OperationBatch::pack(&rows)?.into())
     }
 
     async fn stats(&mut self, cursor_key: String) -> Result<monitoring::DbStats, t::DbError> {

@@ -17,6 +17,7 @@ mod hostile {
     use trustlog_guest::component::{Component, Imports, monitoring, t, with_engine};
     use trustlog_guest::engine::{Engine, Host, Level};
     use trustlog_guest::model as m;
+    use trustlog_guest::packed::{RetryRows, Rows};
 
     /// The wrapper exported as the component.
     pub struct Hostile;
@@ -45,21 +46,17 @@ mod hostile {
             &mut self,
             after: Option<m::Position>,
             limit: u32,
-        ) -> Result<Vec<m::Operation>, m::DbError> {
+        ) -> Result<Rows, m::DbError> {
             self.0.scan_after(after, limit)
         }
-        fn due_retries(
-            &mut self,
-            now: m::Micros,
-            limit: u32,
-        ) -> Result<Vec<m::RetryRow>, m::DbError> {
+        fn due_retries(&mut self, now: m::Micros, limit: u32) -> Result<RetryRows, m::DbError> {
             self.0.due_retries(now, limit)
         }
         fn sweep_candidates(
             &mut self,
             before: m::Position,
             limit: u32,
-        ) -> Result<Vec<m::Operation>, m::DbError> {
+        ) -> Result<Rows, m::DbError> {
             self.0.sweep_candidates(before, limit)
         }
         fn stats(&mut self, cursor_key: &str) -> Result<m::DbStats, m::DbError> {
