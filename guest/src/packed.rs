@@ -202,19 +202,27 @@ fn text_len(op: &Operation) -> usize {
         + optional(&op.server_ip)
 }
 
+#[inline]
 fn field<'a>(text: &'a str, row: usize, name: &str, span: Span) -> Result<&'a str, DbError> {
     let start = span.start as usize;
-    start
+    match start
         .checked_add(span.len as usize)
         .and_then(|end| text.get(start..end))
-        .ok_or_else(|| {
-            DbError::Other(format!(
-                "packed row {row}: {name} spans bytes {start}..+{} of a {}-byte text, \
-                 outside it or off a character boundary",
-                span.len,
-                text.len()
-            ))
-        })
+    {
+        Some(value) => Ok(value),
+        None => Err(bad_span(text, row, name, span)),
+    }
+}
+
+#[cold]
+fn bad_span(text: &str, row: usize, name: &str, span: Span) -> DbError {
+    DbError::Other(format!(
+        "packed row {row}: {name} spans bytes {}..+{} of a {}-byte text, \
+         outside it or off a character boundary",
+        span.start,
+        span.len,
+        text.len()
+    ))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use trustlog_guest::engine::Level;
 use trustlog_guest::model as m;
 
 use crate::db::Database;
+use crate::limits::EPOCH_TICK;
 use crate::metrics::TenantMetrics;
 use crate::publisher::Publisher;
 
@@ -86,6 +87,11 @@ pub struct HostImports {
     fetched: HashMap<String, m::Micros>,
     log_gate: LogGate,
     log_lines_per_sec: u32,
+    /// When the last import that waited a whole epoch tick or more returned, in
+    /// nanoseconds after `created`; 0 for never. The CPU limiter counts such a wait
+    /// as a rest (see [`crate::limits::TenantLimiter::should_yield`]).
+    waited_until_nanos: AtomicU64,
+    created: Instant,
 }
 
 impl HostImports {
@@ -105,6 +111,8 @@ impl HostImports {
             fetched: HashMap::new(),
             log_gate: LogGate::default(),
             log_lines_per_sec,
+            waited_until_nanos: AtomicU64::new(0),
+            created: Instant::now(),
         }
     }
 
@@ -131,14 +139,27 @@ impl HostImports {
         }
     }
 
-    /// Times one import into the probe, if there is one.
+    /// Times one import into the probe, if there is one, and notes a long wait.
     async fn timed<R>(&self, f: impl Future<Output = R>) -> R {
         let started = Instant::now();
         let r = f.await;
+        let took = started.elapsed();
         if let Some(p) = &self.probe {
-            p.host_import(started.elapsed());
+            p.host_import(took);
+        }
+        if took >= EPOCH_TICK {
+            let ended = nanos(self.created.elapsed()).max(1);
+            self.waited_until_nanos.store(ended, Ordering::Relaxed);
         }
         r
+    }
+
+    /// When the last import that waited a whole epoch tick or more returned.
+    pub fn waited_until(&self) -> Option<Instant> {
+        match self.waited_until_nanos.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(self.created + Duration::from_nanos(n)),
+        }
     }
 
     /// `db.insert`.

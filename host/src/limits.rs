@@ -8,7 +8,7 @@
 //! A tick is charged only when the guest reaches an epoch check after the tick, so time
 //! spent waiting in host imports or descheduled counts at most one tick per wait.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::ResourceLimiter;
 
@@ -85,6 +85,8 @@ pub struct TenantLimiter {
     hit: Option<LimitKind>,
     /// Epoch ticks the current call may still be charged.
     ticks_left: u64,
+    /// When the guest last gave up its thread: the call's start or its last yield.
+    rested_at: Instant,
 }
 
 impl TenantLimiter {
@@ -94,6 +96,7 @@ impl TenantLimiter {
             limits,
             hit: None,
             ticks_left: 0,
+            rested_at: Instant::now(),
         };
         limiter.start_call();
         limiter
@@ -103,6 +106,21 @@ impl TenantLimiter {
     pub fn start_call(&mut self) {
         let ticks = self.limits.cpu_per_call.as_nanos() / EPOCH_TICK.as_nanos();
         self.ticks_left = u64::try_from(ticks).unwrap_or(u64::MAX).max(1);
+        self.rested_at = Instant::now();
+    }
+
+    /// Whether the guest, at a tick at `now`, has computed a whole tick since it last
+    /// gave up its thread: at its last yield, or in a host import that waited until
+    /// `waited_until`. If so it should yield now, and this counts as that yield. A guest
+    /// back from a wait on its database or broker has just rested; yielding again
+    /// would only cost the drain a trip through the scheduler.
+    pub fn should_yield(&mut self, waited_until: Option<Instant>, now: Instant) -> bool {
+        let rested = waited_until.map_or(self.rested_at, |w| w.max(self.rested_at));
+        if now.saturating_duration_since(rested) < EPOCH_TICK {
+            return false;
+        }
+        self.rested_at = now;
+        true
     }
 
     /// Charges the current call one epoch tick, or refuses once its budget is spent.
@@ -185,6 +203,38 @@ mod tests {
         limiter.start_call();
         limiter.cpu_tick().unwrap();
         assert_eq!(limiter.take_hit(), None);
+    }
+
+    #[test]
+    fn a_guest_yields_after_a_whole_tick_of_computing_and_not_sooner() {
+        let mut limiter = TenantLimiter::new(Limits::default());
+        let start = Instant::now();
+        limiter.rested_at = start;
+        assert!(!limiter.should_yield(None, start + EPOCH_TICK / 2));
+        assert!(limiter.should_yield(None, start + EPOCH_TICK));
+        // That yield was a rest: the next tick has to be computed in full again.
+        assert!(!limiter.should_yield(None, start + EPOCH_TICK + EPOCH_TICK / 2));
+        assert!(limiter.should_yield(None, start + EPOCH_TICK * 2));
+    }
+
+    #[test]
+    fn a_guest_back_from_a_long_wait_in_an_import_does_not_yield_at_once() {
+        let mut limiter = TenantLimiter::new(Limits::default());
+        let start = Instant::now();
+        limiter.rested_at = start;
+        let back = start + EPOCH_TICK * 5;
+        assert!(!limiter.should_yield(Some(back), back + EPOCH_TICK / 10));
+        assert!(limiter.should_yield(Some(back), back + EPOCH_TICK));
+        // A wait that ended before the last yield does not postpone the next one.
+        assert!(limiter.should_yield(Some(back), back + EPOCH_TICK * 2));
+    }
+
+    #[test]
+    fn a_new_call_starts_rested() {
+        let mut limiter = TenantLimiter::new(Limits::default());
+        limiter.rested_at = Instant::now() - EPOCH_TICK * 10;
+        limiter.start_call();
+        assert!(!limiter.should_yield(None, Instant::now()));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! store and instance per tenant, and the imports the guest calls.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use sha2::Digest;
 use trustlog_guest::engine::Level;
@@ -218,11 +219,18 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        // Each tick the guest computes through is charged to the call; then it yields,
-        // so a guest that computes for long never holds a runtime thread from others.
+        // Each tick the guest computes through is charged to the call, and a guest that
+        // has computed a whole tick since it last rested yields, so it never holds a
+        // runtime thread from others for long.
         store.epoch_deadline_callback(|mut ctx| {
-            ctx.data_mut().limiter.cpu_tick()?;
-            Ok(UpdateDeadline::Yield(1))
+            let state = ctx.data_mut();
+            state.limiter.cpu_tick()?;
+            let waited_until = state.imports.waited_until();
+            if state.limiter.should_yield(waited_until, Instant::now()) {
+                Ok(UpdateDeadline::Yield(1))
+            } else {
+                Ok(UpdateDeadline::Continue(1))
+            }
         });
         store.set_epoch_deadline(1);
         let bindings = self
