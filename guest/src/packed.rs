@@ -51,12 +51,19 @@ pub struct RetryBatch {
 impl OperationBatch {
     /// Packs `ops`, in order.
     pub fn pack(ops: &[Operation]) -> Result<OperationBatch, DbError> {
-        let bytes: usize = ops.iter().map(text_len).sum();
+        Self::pack_each(ops.iter(), ops.len())
+    }
+
+    /// Packs `count` operations borrowed from wherever they live, in order.
+    fn pack_each<'a>(
+        ops: impl Iterator<Item = &'a Operation> + Clone,
+        count: usize,
+    ) -> Result<OperationBatch, DbError> {
+        let bytes: usize = ops.clone().map(text_len).sum();
         // Spans are u32 offsets; a batch's text is kilobytes, never 4 GiB.
         if u32::try_from(bytes).is_err() {
             return Err(DbError::Other(format!(
-                "a batch of {} operations holds {bytes} bytes of text, more than a packed batch can address",
-                ops.len()
+                "a batch of {count} operations holds {bytes} bytes of text, more than a packed batch can address"
             )));
         }
         let mut text = String::with_capacity(bytes);
@@ -69,7 +76,6 @@ impl OperationBatch {
             }
         };
         let rows = ops
-            .iter()
             .map(|op| PackedOperation {
                 op_id: push(&op.op_id),
                 op_actor: push(&op.op_actor),
@@ -123,9 +129,8 @@ impl OperationBatch {
 impl RetryBatch {
     /// Packs `rows`, in order.
     pub fn pack(rows: &[RetryRow]) -> Result<RetryBatch, DbError> {
-        let ops: Vec<Operation> = rows.iter().map(|r| r.op.clone()).collect();
         Ok(RetryBatch {
-            ops: OperationBatch::pack(&ops)?,
+            ops: OperationBatch::pack_each(rows.iter().map(|r| &r.op), rows.len())?,
             retry_counts: rows.iter().map(|r| r.retry_count).collect(),
         })
     }
