@@ -4,8 +4,10 @@
 //! event loop. So one driver task owns the event loop and feeds it each batch itself:
 //! the k-th publish it feeds is the k-th `Outgoing::Publish(pkid)` event, which ties
 //! every packet id back to its envelope. The session is clean (no broker-side state):
-//! after a connection error or a missed deadline the driver drops everything in flight
-//! and reports it transient, so no stale packet id can be confused with a new one.
+//! after a connection error or a missed deadline the driver reports everything in flight
+//! transient and replaces the event loop with a new one. Cleaning the old one is not
+//! enough: a write that fails leaves its `Outgoing::Publish` event buffered, and the next
+//! batch would read it first and pair every envelope with its predecessor's packet id.
 //! While idle and disconnected the driver does not poll, so a dead broker costs nothing
 //! until the next batch tries it again.
 
@@ -72,16 +74,8 @@ impl MqttPublisher {
         options.set_network_options(network);
         let mut probe = options.clone();
         probe.set_client_id(format!("{client_id}-probe"));
-        let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL);
         let (jobs, inbox) = mpsc::channel(1);
-        let driver = Driver {
-            client,
-            eventloop,
-            topic,
-            timeout,
-            shown: shown.clone(),
-            connected: false,
-        };
+        let driver = Driver::new(options, topic, timeout, shown.clone());
         tokio::spawn(driver.run(inbox));
         Ok(MqttPublisher {
             jobs,
@@ -145,6 +139,8 @@ fn default_client_id() -> String {
 
 /// The task that owns rumqttc's event loop.
 struct Driver {
+    /// What a new event loop is made from after a connection is dropped.
+    options: MqttOptions,
     client: AsyncClient,
     eventloop: EventLoop,
     topic: String,
@@ -165,6 +161,19 @@ struct Flight {
 }
 
 impl Driver {
+    fn new(options: MqttOptions, topic: String, timeout: Duration, shown: String) -> Driver {
+        let (client, eventloop) = AsyncClient::new(options.clone(), REQUEST_CHANNEL);
+        Driver {
+            options,
+            client,
+            eventloop,
+            topic,
+            timeout,
+            shown,
+            connected: false,
+        }
+    }
+
     async fn run(mut self, mut inbox: mpsc::Receiver<Job>) {
         loop {
             let job = if self.connected {
@@ -214,8 +223,17 @@ impl Driver {
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => self.connected = true,
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                    if let Some(i) = flight.awaiting_pkid.pop_front() {
-                        flight.by_pkid.insert(pkid, i);
+                    match flight.awaiting_pkid.pop_front() {
+                        Some(i) => {
+                            flight.by_pkid.insert(pkid, i);
+                        }
+                        // Every publish the event loop sends was fed by this flight; one
+                        // that was not means the pairing is off, so trust none of it.
+                        None => {
+                            let why = format!("packet id {pkid} sent for no envelope");
+                            self.abandon(&mut flight, why);
+                            break;
+                        }
                     }
                 }
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
@@ -277,11 +295,11 @@ impl Driver {
         self.reset();
     }
 
+    /// Drops the connection and every request, packet id and buffered event of it.
     fn reset(&mut self) {
-        // clean() drops the socket and moves unsent and unacked requests into `pending`;
-        // clearing it keeps them from being replayed into the next batch's packet ids.
-        self.eventloop.clean();
-        self.eventloop.pending.clear();
+        let (client, eventloop) = AsyncClient::new(self.options.clone(), REQUEST_CHANNEL);
+        self.client = client;
+        self.eventloop = eventloop;
         self.connected = false;
     }
 
@@ -314,4 +332,58 @@ fn properties(env: Envelope) -> (Bytes, PublishProperties) {
         ..Default::default()
     };
     (Bytes::from(env.payload), props)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A driver for the local Mosquitto (`TRUSTLOG_TEST_MQTT_ADDR` overrides it).
+    fn local_driver(name: &str) -> Driver {
+        let addr = std::env::var("TRUSTLOG_TEST_MQTT_ADDR")
+            .unwrap_or_else(|_| "127.0.0.1:1883".to_owned());
+        let (host, port) = addr.rsplit_once(':').expect("HOST:PORT");
+        let id = format!("{}-{name}", default_client_id());
+        let mut options = MqttOptions::new(id, host, port.parse().expect("a port"));
+        options.set_clean_start(true);
+        let topic = format!("trustlog-test/{name}");
+        Driver::new(options, topic, Duration::from_secs(3), addr)
+    }
+
+    fn envelopes(prefix: &str, n: usize) -> Vec<Envelope> {
+        (0..n)
+            .map(|i| Envelope {
+                op_id: format!("{prefix}-{i}"),
+                payload: format!("{{\"n\":{i}}}").into_bytes(),
+                sha256: "0".repeat(64),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_publish_event_left_by_a_failed_write_does_not_shift_the_next_batch() {
+        let mut driver = local_driver("reset");
+        let first = driver.fly(envelopes("first", 5)).await;
+        assert!(first.iter().all(Result::is_ok), "{first:?}");
+
+        // A write that fails after rumqttc queued its `Outgoing::Publish` event leaves
+        // the event behind; the connection error then makes the driver reset.
+        let stale = Event::Outgoing(Outgoing::Publish(42));
+        driver.eventloop.state.events.push_back(stale);
+        driver.reset();
+
+        let started = Instant::now();
+        let next = driver.fly(envelopes("next", 300)).await;
+        let failed: Vec<_> = next.iter().filter(|r| r.is_err()).collect();
+        assert!(
+            failed.is_empty(),
+            "{} failed: {:?}",
+            failed.len(),
+            failed[0]
+        );
+        assert!(
+            started.elapsed() < driver.timeout,
+            "no envelope waited out the deadline"
+        );
+    }
 }
