@@ -131,6 +131,16 @@ async fn both_engines_and_the_reference_take_turns_report_medians_and_leave_noth
         (ratio - wasm / native).abs() < 0.01,
         "{ratio} vs {wasm} / {native}"
     );
+    let share = |engine: &str| -> f64 {
+        let shares = runs.iter().filter(|x| x["engine"] == engine);
+        lower_median(shares.map(|x| number(x, "guest_time_share")).collect())
+    };
+    let at_equal_io = number(&r, "wasm_over_native_at_equal_io");
+    let implied = (1.0 - share("wasm")) / (1.0 - share("native"));
+    assert!(
+        (at_equal_io - implied).abs() < 0.002,
+        "{at_equal_io} vs {implied}"
+    );
 
     // The reference loop marked the same backlog, and the ratio is taken from this run.
     let reference = &r["reference"];

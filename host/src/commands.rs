@@ -610,6 +610,9 @@ fn print_bench(r: &BenchReport) {
     if let Some(ratio) = r.wasm_over_native {
         println!("wasm/native throughput: {ratio}");
     }
+    if let Some(ratio) = r.wasm_over_native_at_equal_io {
+        println!("wasm/native at equal host I/O (from the guest time shares): {ratio}");
+    }
     if let Some(reference) = &r.reference {
         println!(
             "reference ({}): {} rows in {} s: {} rows/s (batch {}); trustlog over it: {}",

@@ -133,6 +133,10 @@ pub struct BenchReport {
     /// Median wasm throughput over median native throughput, when both ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wasm_over_native: Option<f64>,
+    /// The ratio the median guest time shares imply had host I/O taken the same time
+    /// in both engines' runs: the boundary's cost without the I/O noise of the rounds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wasm_over_native_at_equal_io: Option<f64>,
     /// The minimal keyset loop's median run, when `--reference` ran it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<ReferenceReport>,
@@ -166,6 +170,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         first: None,
         runs: Vec::new(),
         wasm_over_native: None,
+        wasm_over_native_at_equal_io: None,
         reference: None,
         over_reference: None,
         scaling: None,
@@ -192,6 +197,17 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         };
         if let (Some(w), Some(n)) = (median_run(EngineKind::Wasm), median_run(EngineKind::Native)) {
             report.wasm_over_native = Some(stats::round(w.ops_per_sec / n.ops_per_sec, 3));
+        }
+        let median_share = |kind| {
+            let shares = report.runs.iter().filter(|r| r.engine == kind);
+            stats::median_by(shares.map(|r| r.guest_time_share), |s| *s)
+        };
+        if let (Some(w), Some(n)) = (
+            median_share(EngineKind::Wasm),
+            median_share(EngineKind::Native),
+        ) {
+            report.wasm_over_native_at_equal_io =
+                stats::ratio_at_equal_io(w, n).map(|r| stats::round(r, 3));
         }
         report.first = opts.engines.first().and_then(|&kind| median_run(kind));
         report.reference = stats::median_by(references, |r| r.rows_per_sec);

@@ -29,6 +29,14 @@ pub fn round(x: f64, digits: i32) -> f64 {
     (x * f).round() / f
 }
 
+/// The throughput ratio two runs' guest time shares imply if their host I/O took the
+/// same time: each run spent `1 - share` of its drain in the host, so the rates
+/// compare as `(1 - a) / (1 - b)`. It isolates the engine's cost from I/O noise.
+pub fn ratio_at_equal_io(share_a: f64, share_b: f64) -> Option<f64> {
+    let valid = |x: f64| (0.0..1.0).contains(&x);
+    (valid(share_a) && valid(share_b)).then(|| (1.0 - share_a) / (1.0 - share_b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,6 +51,18 @@ mod tests {
             Some("bb")
         );
         assert_eq!(median_by(Vec::<f64>::new(), |x| *x), None);
+    }
+
+    #[test]
+    fn equal_io_ratios_follow_the_host_share_of_each_run() {
+        // wasm spent 20% of its drain in the guest, native 10%: with the same 0.8 s
+        // of host I/O, wasm takes 1.0 s and native 0.889 s.
+        let r = ratio_at_equal_io(0.2, 0.1).unwrap();
+        assert!((r - 0.8 / 0.9).abs() < 1e-12, "{r}");
+        assert_eq!(ratio_at_equal_io(0.1, 0.1), Some(1.0));
+        assert_eq!(ratio_at_equal_io(1.0, 0.1), None, "no host time at all");
+        assert_eq!(ratio_at_equal_io(0.1, -0.5), None);
+        assert_eq!(ratio_at_equal_io(f64::NAN, 0.1), None);
     }
 
     #[test]
