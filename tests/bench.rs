@@ -118,25 +118,24 @@ async fn both_engines_and_the_reference_take_turns_report_medians_and_leave_noth
             "{run}"
         );
     }
-    let rates = |engine: &str| -> Vec<f64> {
-        runs.iter()
-            .filter(|x| x["engine"] == engine)
-            .map(|x| number(x, "ops_per_sec"))
-            .collect()
+    // The lower median of one figure over one engine's runs.
+    let median = |engine: &str, figure: &str| -> f64 {
+        let runs = runs.iter().filter(|x| x["engine"] == engine);
+        lower_median(runs.map(|x| number(x, figure)).collect())
     };
-    let (wasm, native) = (lower_median(rates("wasm")), lower_median(rates("native")));
+    let (wasm, native) = (
+        median("wasm", "ops_per_sec"),
+        median("native", "ops_per_sec"),
+    );
     assert_eq!(number(&r, "ops_per_sec"), wasm, "{r}");
     let ratio = number(&r, "wasm_over_native");
     assert!(
         (ratio - wasm / native).abs() < 0.01,
         "{ratio} vs {wasm} / {native}"
     );
-    let share = |engine: &str| -> f64 {
-        let shares = runs.iter().filter(|x| x["engine"] == engine);
-        lower_median(shares.map(|x| number(x, "guest_time_share")).collect())
-    };
     let at_equal_io = number(&r, "wasm_over_native_at_equal_io");
-    let implied = (1.0 - share("wasm")) / (1.0 - share("native"));
+    let implied =
+        (1.0 - median("wasm", "guest_time_share")) / (1.0 - median("native", "guest_time_share"));
     assert!(
         (at_equal_io - implied).abs() < 0.002,
         "{at_equal_io} vs {implied}"
