@@ -19,8 +19,11 @@ fn main() {
         .parent()
         .expect("host/ lives in the workspace root");
     println!("cargo:rerun-if-changed=guest_build.rs");
+    // Relative to host/, not absolute: two checkouts sharing a target directory (a CI
+    // clone and a work tree) share this script's output, and absolute paths would make
+    // one checkout's build watch the other's sources and embed a stale guest.
     for watched in ["guest/src", "guest/Cargo.toml", "wit", "Cargo.lock"] {
-        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+        println!("cargo:rerun-if-changed=../{watched}");
     }
     println!("cargo:rerun-if-env-changed=TRUSTLOG_GUEST_TARGET_DIR");
 
