@@ -420,40 +420,13 @@ impl From<m::TickReport> for x::TickReport {
     }
 }
 
-impl From<t::Span> for packed::Span {
-    fn from(s: t::Span) -> Self {
-        packed::Span {
-            start: s.start,
-            len: s.len,
-        }
-    }
-}
-
-impl From<t::PackedOperation> for packed::PackedOperation {
-    fn from(p: t::PackedOperation) -> Self {
-        packed::PackedOperation {
-            op_id: p.op_id.into(),
-            op_actor: p.op_actor.into(),
-            doid: p.doid.into(),
-            producer_id: p.producer_id.into(),
-            request_body_hash: p.request_body_hash.map(Into::into),
-            response_body_hash: p.response_body_hash.map(Into::into),
-            op_source: p.op_source.into(),
-            op_type: p.op_type.into(),
-            do_prefix: p.do_prefix.into(),
-            do_repository: p.do_repository.into(),
-            client_ip: p.client_ip.map(Into::into),
-            server_ip: p.server_ip.map(Into::into),
-            timestamp: p.timestamp,
-        }
-    }
-}
-
 impl From<t::OperationBatch> for packed::OperationBatch {
     fn from(b: t::OperationBatch) -> Self {
         packed::OperationBatch {
             text: b.text,
-            rows: b.rows.into_iter().map(Into::into).collect(),
+            ends: b.ends,
+            absent: b.absent,
+            timestamps: b.timestamps,
         }
     }
 }

@@ -1,44 +1,40 @@
-//! Operations packed for the trip into the component: the text of every field of
-//! every row in one string, and each row's fields as spans of it.
+//! Operations packed for the trip into the component, column by column: the text
+//! of every field of every row in one string, where each field ends, which optional
+//! fields are absent, and the timestamps.
 //!
 //! The canonical ABI calls the component's allocator (`cabi_realloc`, a call from
 //! the host into wasm) for every string it passes in: twelve per operation, twelve
-//! thousand per scan batch. Packed, a batch of any size takes two, and delivery reads
-//! the rows in place ([`OperationRef`]) rather than as a dozen strings each. The host
-//! packs ([`OperationBatch::pack`]); the component checks every span as it reads.
+//! thousand per scan batch. It lowers a list of records field by field, each field
+//! a lookup of the guest's memory, but a list of numbers in one copy. Packed, a batch
+//! of any size is one string and three lists of numbers, and delivery reads the rows
+//! in place ([`OperationRef`]). The host packs ([`OperationBatch::pack`]); the
+//! component checks every field as it reads ([`OperationBatch::views`]).
 
 use crate::model::{DbError, Micros, Operation, OperationRef, RetryRow};
 
-/// Where one field's text lies in its batch's `text`: `len` bytes from byte `start`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span {
-    pub start: u32,
-    pub len: u32,
-}
+/// Text fields per operation, each with an entry in [`OperationBatch::ends`].
+pub const FIELDS: usize = 12;
 
-/// An [`Operation`] whose text fields are spans of its batch's `text`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PackedOperation {
-    pub op_id: Span,
-    pub op_actor: Span,
-    pub doid: Span,
-    pub producer_id: Span,
-    pub request_body_hash: Option<Span>,
-    pub response_body_hash: Option<Span>,
-    pub op_source: Span,
-    pub op_type: Span,
-    pub do_prefix: Span,
-    pub do_repository: Span,
-    pub client_ip: Option<Span>,
-    pub server_ip: Option<Span>,
-    pub timestamp: Micros,
-}
+/// The bits of [`OperationBatch::absent`]: one per optional field, in field order.
+pub const ABSENT_REQUEST_BODY_HASH: u8 = 1;
+pub const ABSENT_RESPONSE_BODY_HASH: u8 = 1 << 1;
+pub const ABSENT_CLIENT_IP: u8 = 1 << 2;
+pub const ABSENT_SERVER_IP: u8 = 1 << 3;
+const ABSENT_ANY: u8 =
+    ABSENT_REQUEST_BODY_HASH | ABSENT_RESPONSE_BODY_HASH | ABSENT_CLIENT_IP | ABSENT_SERVER_IP;
 
-/// Operations in the order given, packed into one text.
+/// Operations in the order given, packed column by column (`operation-batch` in the WIT).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OperationBatch {
+    /// Every row's text fields in `operation`'s field order, one after another.
     pub text: String,
-    pub rows: Vec<PackedOperation>,
+    /// [`FIELDS`] per row: where each field ends in `text`; each starts where the one
+    /// before it ends.
+    pub ends: Vec<u32>,
+    /// One per row: the `ABSENT_*` bits of its optional fields that are none.
+    pub absent: Vec<u8>,
+    /// One per row.
+    pub timestamps: Vec<Micros>,
 }
 
 /// Due retries, packed: `retry_counts[i]` belongs to `ops.rows[i]`.
@@ -66,65 +62,134 @@ impl OperationBatch {
                 "a batch of {count} operations holds {bytes} bytes of text, more than a packed batch can address"
             )));
         }
-        let mut text = String::with_capacity(bytes);
-        let mut push = |s: &str| {
-            let start = text.len() as u32;
-            text.push_str(s);
-            Span {
-                start,
-                len: s.len() as u32,
-            }
+        let mut batch = OperationBatch {
+            text: String::with_capacity(bytes),
+            ends: Vec::with_capacity(count * FIELDS),
+            absent: Vec::with_capacity(count),
+            timestamps: Vec::with_capacity(count),
         };
-        let rows = ops
-            .map(|op| PackedOperation {
-                op_id: push(&op.op_id),
-                op_actor: push(&op.op_actor),
-                doid: push(&op.doid),
-                producer_id: push(&op.producer_id),
-                request_body_hash: op.request_body_hash.as_deref().map(&mut push),
-                response_body_hash: op.response_body_hash.as_deref().map(&mut push),
-                op_source: push(&op.op_source),
-                op_type: push(&op.op_type),
-                do_prefix: push(&op.do_prefix),
-                do_repository: push(&op.do_repository),
-                client_ip: op.client_ip.as_deref().map(&mut push),
-                server_ip: op.server_ip.as_deref().map(&mut push),
-                timestamp: op.timestamp,
-            })
-            .collect();
-        Ok(OperationBatch { text, rows })
+        for op in ops {
+            let mut absent = 0;
+            let mut optional = |s: &'a Option<String>, bit: u8| -> &'a str {
+                absent |= if s.is_none() { bit } else { 0 };
+                s.as_deref().unwrap_or("")
+            };
+            let fields: [&str; FIELDS] = [
+                &op.op_id,
+                &op.op_actor,
+                &op.doid,
+                &op.producer_id,
+                optional(&op.request_body_hash, ABSENT_REQUEST_BODY_HASH),
+                optional(&op.response_body_hash, ABSENT_RESPONSE_BODY_HASH),
+                &op.op_source,
+                &op.op_type,
+                &op.do_prefix,
+                &op.do_repository,
+                optional(&op.client_ip, ABSENT_CLIENT_IP),
+                optional(&op.server_ip, ABSENT_SERVER_IP),
+            ];
+            for field in fields {
+                batch.text.push_str(field);
+                // Within u32: the whole text's length was checked above.
+                batch.ends.push(batch.text.len() as u32);
+            }
+            batch.absent.push(absent);
+            batch.timestamps.push(op.timestamp);
+        }
+        Ok(batch)
     }
 
-    /// The operations, in order, borrowed from `text`; a span outside it or off a
-    /// character boundary is the host's fault and refuses the whole batch.
+    /// How many operations the batch holds.
+    pub fn len(&self) -> usize {
+        self.timestamps.len()
+    }
+
+    /// Whether the batch holds no operation.
+    pub fn is_empty(&self) -> bool {
+        self.timestamps.is_empty()
+    }
+
+    /// The operations, in order, borrowed from `text`. Lists of different lengths, an
+    /// end before its field's start, past `text` or off a character boundary, or text
+    /// in an absent field are the host's fault and refuse the whole batch.
     pub fn views(&self) -> Result<Vec<OperationRef<'_>>, DbError> {
+        let rows = self.timestamps.len();
+        if self.ends.len() != rows * FIELDS || self.absent.len() != rows {
+            return Err(DbError::Other(format!(
+                "a packed batch of {rows} timestamps came with {} field ends ({FIELDS} per row \
+                 expected) and {} absent-field masks",
+                self.ends.len(),
+                self.absent.len()
+            )));
+        }
         let text = self.text.as_str();
-        self.rows
-            .iter()
+        let mut start = 0usize;
+        let mut views = Vec::with_capacity(rows);
+        for (row, ((ends, &absent), &timestamp)) in self
+            .ends
+            .chunks_exact(FIELDS)
+            .zip(&self.absent)
+            .zip(&self.timestamps)
             .enumerate()
-            .map(|(row, p)| {
-                let field = |name: &str, span: Span| field(text, row, name, span);
-                let optional =
-                    |name: &str, span: Option<Span>| span.map(|s| field(name, s)).transpose();
-                Ok(OperationRef {
-                    op_id: field("op_id", p.op_id)?,
-                    op_actor: field("op_actor", p.op_actor)?,
-                    doid: field("doid", p.doid)?,
-                    producer_id: field("producer_id", p.producer_id)?,
-                    request_body_hash: optional("request_body_hash", p.request_body_hash)?,
-                    response_body_hash: optional("response_body_hash", p.response_body_hash)?,
-                    op_source: field("op_source", p.op_source)?,
-                    op_type: field("op_type", p.op_type)?,
-                    do_prefix: field("do_prefix", p.do_prefix)?,
-                    do_repository: field("do_repository", p.do_repository)?,
-                    client_ip: optional("client_ip", p.client_ip)?,
-                    server_ip: optional("server_ip", p.server_ip)?,
-                    timestamp: p.timestamp,
-                })
-            })
-            .collect()
+        {
+            if absent & !ABSENT_ANY != 0 {
+                return Err(DbError::Other(format!(
+                    "packed row {row}: absent-field mask {absent:#04x} sets a bit for no optional field"
+                )));
+            }
+            let mut fields = [""; FIELDS];
+            for (i, (&end, value)) in ends.iter().zip(&mut fields).enumerate() {
+                let end = end as usize;
+                *value = text
+                    .get(start..end)
+                    .ok_or_else(|| bad_field(text, row, FIELD_NAMES[i], start, end))?;
+                start = end;
+            }
+            let optional = |i: usize, bit: u8| -> Result<Option<&str>, DbError> {
+                match (absent & bit != 0, fields[i]) {
+                    (false, value) => Ok(Some(value)),
+                    (true, "") => Ok(None),
+                    (true, _) => Err(DbError::Other(format!(
+                        "packed row {row}: {} is marked absent but has text",
+                        FIELD_NAMES[i]
+                    ))),
+                }
+            };
+            views.push(OperationRef {
+                op_id: fields[0],
+                op_actor: fields[1],
+                doid: fields[2],
+                producer_id: fields[3],
+                request_body_hash: optional(4, ABSENT_REQUEST_BODY_HASH)?,
+                response_body_hash: optional(5, ABSENT_RESPONSE_BODY_HASH)?,
+                op_source: fields[6],
+                op_type: fields[7],
+                do_prefix: fields[8],
+                do_repository: fields[9],
+                client_ip: optional(10, ABSENT_CLIENT_IP)?,
+                server_ip: optional(11, ABSENT_SERVER_IP)?,
+                timestamp,
+            });
+        }
+        Ok(views)
     }
 }
+
+/// The names of the text fields, in their packed order, for errors.
+const FIELD_NAMES: [&str; FIELDS] = [
+    "op_id",
+    "op_actor",
+    "doid",
+    "producer_id",
+    "request_body_hash",
+    "response_body_hash",
+    "op_source",
+    "op_type",
+    "do_prefix",
+    "do_repository",
+    "client_ip",
+    "server_ip",
+];
 
 impl RetryBatch {
     /// Packs `rows`, in order.
@@ -138,10 +203,10 @@ impl RetryBatch {
     /// The operations with their retry counts, in order; refuses a batch whose counts
     /// do not match its rows.
     pub fn views(&self) -> Result<Vec<(OperationRef<'_>, u32)>, DbError> {
-        if self.retry_counts.len() != self.ops.rows.len() {
+        if self.retry_counts.len() != self.ops.len() {
             return Err(DbError::Other(format!(
                 "a retry batch of {} operations came with {} retry counts",
-                self.ops.rows.len(),
+                self.ops.len(),
                 self.retry_counts.len()
             )));
         }
@@ -207,25 +272,11 @@ fn text_len(op: &Operation) -> usize {
         + optional(&op.server_ip)
 }
 
-#[inline]
-fn field<'a>(text: &'a str, row: usize, name: &str, span: Span) -> Result<&'a str, DbError> {
-    let start = span.start as usize;
-    match start
-        .checked_add(span.len as usize)
-        .and_then(|end| text.get(start..end))
-    {
-        Some(value) => Ok(value),
-        None => Err(bad_span(text, row, name, span)),
-    }
-}
-
 #[cold]
-fn bad_span(text: &str, row: usize, name: &str, span: Span) -> DbError {
+fn bad_field(text: &str, row: usize, name: &str, start: usize, end: usize) -> DbError {
     DbError::Other(format!(
-        "packed row {row}: {name} spans bytes {}..+{} of a {}-byte text, \
-         outside it or off a character boundary",
-        span.start,
-        span.len,
+        "packed row {row}: {name} spans bytes {start}..{end} of a {}-byte text, \
+         backwards, outside it or off a character boundary",
         text.len()
     ))
 }
@@ -323,34 +374,80 @@ mod tests {
         }
     }
 
+    /// Where field `field` of row `row` ends in `batch.ends`.
+    fn end_of<'b>(batch: &'b mut OperationBatch, row: usize, field: &str) -> &'b mut u32 {
+        let i = FIELD_NAMES.iter().position(|f| *f == field).unwrap();
+        &mut batch.ends[row * FIELDS + i]
+    }
+
+    fn refusal(batch: &OperationBatch) -> String {
+        match batch.views() {
+            Err(DbError::Other(message)) => message,
+            other => panic!("expected DbError::Other, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn a_span_past_the_end_of_the_text_refuses_the_batch_naming_row_and_field() {
+    fn the_text_holds_each_field_in_operation_order_and_absent_fields_take_none() {
+        let batch = OperationBatch::pack(&[one("a")]).unwrap();
+        assert_eq!(batch.text, "aactordoidproducerabsrctypeprefixrepo");
+        assert_eq!(batch.ends, [1, 6, 10, 18, 18, 20, 23, 27, 33, 37, 37, 37]);
+        assert_eq!(
+            batch.absent,
+            [ABSENT_REQUEST_BODY_HASH | ABSENT_CLIENT_IP | ABSENT_SERVER_IP]
+        );
+        assert_eq!(batch.timestamps, [7]);
+    }
+
+    #[test]
+    fn an_end_past_the_text_refuses_the_batch_naming_row_and_field() {
         let mut batch = OperationBatch::pack(&[one("a"), one("b")]).unwrap();
-        batch.rows[1].doid.len = 1_000;
-        let DbError::Other(message) = batch.views().unwrap_err() else {
-            panic!("expected DbError::Other");
-        };
+        *end_of(&mut batch, 1, "doid") = 1_000;
+        let message = refusal(&batch);
         assert!(message.starts_with("packed row 1: doid spans"), "{message}");
     }
 
     #[test]
-    fn a_span_whose_end_overflows_refuses_the_batch() {
-        let mut batch = OperationBatch::pack(&[one("a")]).unwrap();
-        batch.rows[0].op_id = Span {
-            start: u32::MAX,
-            len: u32::MAX,
-        };
-        assert!(matches!(batch.views(), Err(DbError::Other(m)) if m.contains("op_id")));
+    fn an_end_before_its_fields_start_refuses_the_batch() {
+        let mut batch = OperationBatch::pack(&[one("abc")]).unwrap();
+        *end_of(&mut batch, 0, "op_actor") = 1;
+        assert!(refusal(&batch).contains("op_actor spans bytes 3..1"));
     }
 
     #[test]
-    fn a_span_that_splits_a_character_refuses_the_batch() {
-        let mut op = one("é");
-        op.client_ip = Some("x".into());
-        let mut batch = OperationBatch::pack(&[op]).unwrap();
+    fn an_end_that_splits_a_character_refuses_the_batch() {
         // "é" is two bytes; one byte of it is not text.
-        batch.rows[0].client_ip = Some(Span { start: 0, len: 1 });
-        assert!(matches!(batch.views(), Err(DbError::Other(m)) if m.contains("client_ip")));
+        let mut batch = OperationBatch::pack(&[one("é")]).unwrap();
+        *end_of(&mut batch, 0, "op_id") = 1;
+        assert!(refusal(&batch).contains("op_id"));
+    }
+
+    #[test]
+    fn lists_that_do_not_match_the_rows_refuse_the_batch() {
+        let whole = OperationBatch::pack(&[one("a"), one("b")]).unwrap();
+        let mut batch = whole.clone();
+        batch.ends.pop();
+        assert!(refusal(&batch).contains("23 field ends"));
+        let mut batch = whole.clone();
+        batch.absent.push(0);
+        assert!(refusal(&batch).contains("3 absent-field masks"));
+        let mut batch = whole;
+        batch.timestamps.push(8);
+        assert!(refusal(&batch).contains("3 timestamps"));
+    }
+
+    #[test]
+    fn an_absent_field_with_text_refuses_the_batch() {
+        let mut batch = OperationBatch::pack(&[one("a")]).unwrap();
+        batch.absent[0] |= ABSENT_RESPONSE_BODY_HASH;
+        assert!(refusal(&batch).contains("response_body_hash is marked absent but has text"));
+    }
+
+    #[test]
+    fn a_mask_bit_for_no_optional_field_refuses_the_batch() {
+        let mut batch = OperationBatch::pack(&[one("a")]).unwrap();
+        batch.absent[0] |= 1 << 4;
+        assert!(refusal(&batch).contains("mask 0x1"));
     }
 
     #[test]
@@ -362,14 +459,5 @@ mod tests {
         let mut batch = RetryBatch::pack(&rows).unwrap();
         batch.retry_counts.push(3);
         assert!(matches!(batch.views(), Err(DbError::Other(m)) if m.contains("2 retry counts")));
-    }
-
-    #[test]
-    fn spans_may_share_text_and_come_in_any_order() {
-        // The host is free to lay text out as it likes: one span for two equal fields.
-        let mut batch = OperationBatch::pack(&[one("same")]).unwrap();
-        let id = batch.rows[0].op_id;
-        batch.rows[0].doid = id;
-        assert_eq!(batch.views().unwrap()[0].doid, "same");
     }
 }
