@@ -220,11 +220,6 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex_lower(&Sha256::digest(bytes).into())
 }
 
-/// SHA-256 of each payload, for a host that implements the `digest` import.
-pub fn sha256_each(payloads: &[Vec<u8>]) -> Vec<[u8; 32]> {
-    payloads.iter().map(|p| Sha256::digest(p).into()).collect()
-}
-
 /// Lower-case hex of a digest. A table, not a formatter: it runs once per
 /// envelope, and in wasm the generic encoder cost as much as a third of the hashing.
 pub fn hex_lower(digest: &[u8; 32]) -> String {

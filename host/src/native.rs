@@ -76,7 +76,7 @@ impl Host for BlockingImports {
     }
 
     fn sha256(&mut self, payloads: &[Vec<u8>]) -> Vec<[u8; 32]> {
-        self.imports.sha256(payloads)
+        self.imports.sha256(payloads.iter().map(Vec::as_slice))
     }
 }
 

@@ -8,13 +8,13 @@ use sha2::Digest;
 use trustlog_guest::engine::Level;
 use trustlog_guest::model as m;
 use trustlog_guest::packed::{OperationBatch, RetryBatch};
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::component::{HasSelf, Linker, ResourceTable, WasmList};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::{self, TrustlogPre, db, digest, log, monitoring, publisher, t};
+use crate::bindings::{self, TrustlogPre, db, log, monitoring, publisher, t};
 use crate::component_cache;
 use crate::db::Database;
 use crate::guest_output::GuestOutput;
@@ -167,8 +167,7 @@ impl Runtime {
         let mut linker = Linker::<TenantState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
-        bindings::Trustlog::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
+        link_imports(&mut linker).map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
@@ -345,11 +344,29 @@ impl publisher::Host for TenantState {
     }
 }
 
-impl digest::Host for TenantState {
-    async fn sha256(&mut self, payloads: Vec<Vec<u8>>) -> Vec<u8> {
-        self.imports.sha256(&payloads).concat()
-    }
+/// The component's imports: `db`, `publisher` and `log` through the generated
+/// bindings; `digest` by hand (see [`DIGEST_INTERFACE`]).
+fn link_imports(linker: &mut Linker<TenantState>) -> wasmtime::Result<()> {
+    db::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    publisher::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    log::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    linker.instance(DIGEST_INTERFACE)?.func_wrap(
+        "sha256",
+        |mut store, (payloads,): (WasmList<WasmList<u8>>,)| {
+            // Only the lists' places are read out; the bytes are hashed where the
+            // guest wrote them. Bindings would copy every payload out first.
+            let payloads = payloads
+                .iter(&mut store)?
+                .collect::<wasmtime::Result<Vec<WasmList<u8>>>>()?;
+            let slices = payloads.iter().map(|p| p.as_le_slice(&store));
+            Ok((store.data().imports.sha256(slices).concat(),))
+        },
+    )
 }
+
+/// `digest` is linked by hand: its bindings would copy a batch's payloads out of
+/// the guest only to hash them, and the same payloads cross again to be published.
+const DIGEST_INTERFACE: &str = "trustlog:engine/digest@0.1.0";
 
 impl log::Host for TenantState {
     async fn log(&mut self, level: log::Level, message: String) {
