@@ -9,6 +9,22 @@ use std::fmt;
 /// Microseconds since the Unix epoch, UTC.
 pub type Micros = i64;
 
+/// The names of [`Operation`]'s text fields, in the order it declares them.
+pub const TEXT_FIELDS: [&str; 12] = [
+    "op_id",
+    "op_actor",
+    "doid",
+    "producer_id",
+    "request_body_hash",
+    "response_body_hash",
+    "op_source",
+    "op_type",
+    "do_prefix",
+    "do_repository",
+    "client_ip",
+    "server_ip",
+];
+
 /// One recorded operation, a row of the `operation` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operation {

@@ -10,10 +10,10 @@
 //! in place ([`OperationRef`]). The host packs ([`OperationBatch::pack`]); the
 //! component checks every field as it reads ([`OperationBatch::views`]).
 
-use crate::model::{DbError, Micros, Operation, OperationRef, RetryRow};
+use crate::model::{DbError, Micros, Operation, OperationRef, RetryRow, TEXT_FIELDS};
 
 /// Text fields per operation, each with an entry in [`OperationBatch::ends`].
-pub const FIELDS: usize = 12;
+pub const FIELDS: usize = TEXT_FIELDS.len();
 
 /// The bits of [`OperationBatch::absent`]: one per optional field, in field order.
 pub const ABSENT_REQUEST_BODY_HASH: u8 = 1;
@@ -142,7 +142,7 @@ impl OperationBatch {
                 let end = end as usize;
                 *value = text
                     .get(start..end)
-                    .ok_or_else(|| bad_field(text, row, FIELD_NAMES[i], start, end))?;
+                    .ok_or_else(|| bad_field(text, row, TEXT_FIELDS[i], start, end))?;
                 start = end;
             }
             let optional = |i: usize, bit: u8| -> Result<Option<&str>, DbError> {
@@ -151,7 +151,7 @@ impl OperationBatch {
                     (true, "") => Ok(None),
                     (true, _) => Err(DbError::Other(format!(
                         "packed row {row}: {} is marked absent but has text",
-                        FIELD_NAMES[i]
+                        TEXT_FIELDS[i]
                     ))),
                 }
             };
@@ -174,22 +174,6 @@ impl OperationBatch {
         Ok(views)
     }
 }
-
-/// The names of the text fields, in their packed order, for errors.
-const FIELD_NAMES: [&str; FIELDS] = [
-    "op_id",
-    "op_actor",
-    "doid",
-    "producer_id",
-    "request_body_hash",
-    "response_body_hash",
-    "op_source",
-    "op_type",
-    "do_prefix",
-    "do_repository",
-    "client_ip",
-    "server_ip",
-];
 
 impl RetryBatch {
     /// Packs `rows`, in order.
@@ -376,7 +360,7 @@ mod tests {
 
     /// Where field `field` of row `row` ends in `batch.ends`.
     fn end_of<'b>(batch: &'b mut OperationBatch, row: usize, field: &str) -> &'b mut u32 {
-        let i = FIELD_NAMES.iter().position(|f| *f == field).unwrap();
+        let i = TEXT_FIELDS.iter().position(|f| *f == field).unwrap();
         &mut batch.ends[row * FIELDS + i]
     }
 

@@ -2,7 +2,7 @@
 //! columns, `timestamp` as RFC 3339 with at most six fractional digits.
 
 use serde::Deserialize;
-use trustlog_guest::model::{FieldError, Micros, Operation};
+use trustlog_guest::model::{FieldError, Micros, Operation, TEXT_FIELDS};
 
 /// An operation as it arrives, before its timestamp is parsed.
 #[derive(Debug, Deserialize)]
@@ -124,22 +124,18 @@ pub fn from_value(value: serde_json::Value) -> Result<Operation, IngestError> {
     })
 }
 
-/// Every field of an operation, as the JSON names it (all strings).
-pub const STRING_FIELDS: [&str; 13] = [
-    "op_id",
-    "op_actor",
-    "doid",
-    "producer_id",
-    "request_body_hash",
-    "response_body_hash",
-    "op_source",
-    "op_type",
-    "do_prefix",
-    "do_repository",
-    "client_ip",
-    "server_ip",
-    "timestamp",
-];
+/// Every field of an operation, as the JSON names it (all strings): the text
+/// fields, then `timestamp`.
+pub const STRING_FIELDS: [&str; 13] = {
+    let mut all = ["timestamp"; 13];
+    let mut i = 0;
+    while i < TEXT_FIELDS.len() {
+        all[i] = TEXT_FIELDS[i];
+        i += 1;
+    }
+    all
+};
+
 const OPTIONAL_FIELDS: [&str; 4] = [
     "request_body_hash",
     "response_body_hash",
