@@ -37,7 +37,7 @@ pub struct OperationBatch {
     pub timestamps: Vec<Micros>,
 }
 
-/// Due retries, packed: `retry_counts[i]` belongs to `ops.rows[i]`.
+/// Due retries, packed: `retry_counts[i]` belongs to row `i` of `ops`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RetryBatch {
     pub ops: OperationBatch,

@@ -353,8 +353,7 @@ fn link_imports(linker: &mut Linker<TenantState>) -> wasmtime::Result<()> {
     linker.instance(DIGEST_INTERFACE)?.func_wrap(
         "sha256",
         |mut store, (payloads,): (WasmList<WasmList<u8>>,)| {
-            // Only the lists' places are read out; the bytes are hashed where the
-            // guest wrote them. Bindings would copy every payload out first.
+            // Only the lists' places are read out; the bytes are hashed in place.
             let payloads = payloads
                 .iter(&mut store)?
                 .collect::<wasmtime::Result<Vec<WasmList<u8>>>>()?;
