@@ -160,6 +160,17 @@ fn run_tag(label: &str) -> String {
     )
 }
 
+/// The engines' order in round `round`: as given in even rounds, reversed in odd ones.
+/// Whatever the second run of a round gains or loses from the first (a warm page cache,
+/// a checkpoint the first one triggered) then falls on each engine equally often.
+fn round_order(engines: &[EngineKind], round: u32) -> Vec<EngineKind> {
+    let mut order = engines.to_vec();
+    if round % 2 == 1 {
+        order.reverse();
+    }
+    order
+}
+
 /// Runs what `opts` asks for; progress goes to the log, figures to the report.
 pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     let redact = crate::publisher::options::redact;
@@ -183,8 +194,8 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         // Engines (and the reference) take turns, round after round, so a slow spell of
         // a noisy machine falls on all of them; each figure is the median of its rounds.
         let mut references = Vec::new();
-        for _ in 0..opts.rounds.max(1) {
-            for &engine in &opts.engines {
+        for round in 0..opts.rounds.max(1) {
+            for engine in round_order(&opts.engines, round) {
                 report.runs.push(delivery::run(opts, engine).await?);
             }
             if opts.reference {
@@ -222,4 +233,21 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     }
     report.peak_rss_mib = rss::peak_mib().map(|m| stats::round(m, 1));
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_engine_goes_first_in_every_other_round() {
+        let both = [EngineKind::Wasm, EngineKind::Native];
+        let firsts: Vec<EngineKind> = (0..4).map(|r| round_order(&both, r)[0]).collect();
+        assert_eq!(
+            firsts,
+            [EngineKind::Wasm, EngineKind::Native, EngineKind::Wasm, EngineKind::Native]
+        );
+        assert_eq!(round_order(&both, 1), [EngineKind::Native, EngineKind::Wasm]);
+        assert_eq!(round_order(&[EngineKind::Native], 1), [EngineKind::Native]);
+    }
 }
