@@ -121,13 +121,17 @@ impl Target {
 }
 
 /// Runs the throughput and the paced phase on `engine`.
-pub(super) async fn run(opts: &BenchOptions, engine: EngineKind) -> Result<RunReport, BenchError> {
+pub(super) async fn run(
+    opts: &BenchOptions,
+    engine: EngineKind,
+    in_round: u32,
+) -> Result<RunReport, BenchError> {
     let label = match engine {
         EngineKind::Wasm => "wasm",
         EngineKind::Native => "native",
     };
     let target = Target::create(opts, label).await?;
-    let result = phases(opts, engine, &target).await;
+    let result = phases(opts, engine, in_round, &target).await;
     target.remove().await?;
     result
 }
@@ -135,6 +139,7 @@ pub(super) async fn run(opts: &BenchOptions, engine: EngineKind) -> Result<RunRe
 async fn phases(
     opts: &BenchOptions,
     engine: EngineKind,
+    in_round: u32,
     target: &Target,
 ) -> Result<RunReport, BenchError> {
     tracing::info!(?engine, ops = opts.ops, "storing the backlog");
@@ -171,6 +176,7 @@ async fn phases(
     let ms = |p| percentile(&latencies, p).map(|us| round(us / 1000.0, 2));
     Ok(RunReport {
         engine,
+        round: in_round,
         fresh_db: crate::publisher::options::redact(&target.fresh_db.url),
         ops: opts.ops,
         batch: opts.config.batch_size,

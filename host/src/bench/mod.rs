@@ -96,6 +96,8 @@ pub struct BenchOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub engine: EngineKind,
+    /// Which round this run belongs to, from 0.
+    pub round: u32,
     /// The fresh database this run worked in, since removed (password redacted).
     pub fresh_db: String,
     /// Operations stored, then delivered.
@@ -133,6 +135,10 @@ pub struct BenchReport {
     /// Median wasm throughput over median native throughput, when both ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wasm_over_native: Option<f64>,
+    /// Each round's wasm throughput over its native throughput, the two run back to
+    /// back: how far the machine's noise moves the ratio between rounds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub wasm_over_native_by_round: Vec<f64>,
     /// The ratio the median guest time shares imply had host I/O taken the same time
     /// in both engines' runs: the boundary's cost without the I/O noise of the rounds.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -171,6 +177,29 @@ fn round_order(engines: &[EngineKind], round: u32) -> Vec<EngineKind> {
     order
 }
 
+/// Per round that ran both engines, wasm ops/s over native ops/s, in round order.
+fn ratios_by_round(runs: &[RunReport]) -> Vec<f64> {
+    let rate = |round, kind| {
+        runs.iter()
+            .find(|r| r.round == round && r.engine == kind)
+            .map(|r| r.ops_per_sec)
+    };
+    let rounds = runs
+        .iter()
+        .map(|r| r.round)
+        .max()
+        .map_or(0, |last| last + 1);
+    (0..rounds)
+        .filter_map(|round| {
+            Some((
+                rate(round, EngineKind::Wasm)?,
+                rate(round, EngineKind::Native)?,
+            ))
+        })
+        .map(|(wasm, native)| stats::round(wasm / native, 3))
+        .collect()
+}
+
 /// Runs what `opts` asks for; progress goes to the log, figures to the report.
 pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     let redact = crate::publisher::options::redact;
@@ -181,6 +210,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         first: None,
         runs: Vec::new(),
         wasm_over_native: None,
+        wasm_over_native_by_round: Vec::new(),
         wasm_over_native_at_equal_io: None,
         reference: None,
         over_reference: None,
@@ -196,7 +226,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         let mut references = Vec::new();
         for round in 0..opts.rounds.max(1) {
             for engine in round_order(&opts.engines, round) {
-                report.runs.push(delivery::run(opts, engine).await?);
+                report.runs.push(delivery::run(opts, engine, round).await?);
             }
             if opts.reference {
                 references.push(reference::run(opts).await?);
@@ -209,6 +239,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         if let (Some(w), Some(n)) = (median_run(EngineKind::Wasm), median_run(EngineKind::Native)) {
             report.wasm_over_native = Some(stats::round(w.ops_per_sec / n.ops_per_sec, 3));
         }
+        report.wasm_over_native_by_round = ratios_by_round(&report.runs);
         let median_share = |kind| {
             let shares = report.runs.iter().filter(|r| r.engine == kind);
             stats::median_by(shares.map(|r| r.guest_time_share), |s| *s)
@@ -245,9 +276,49 @@ mod tests {
         let firsts: Vec<EngineKind> = (0..4).map(|r| round_order(&both, r)[0]).collect();
         assert_eq!(
             firsts,
-            [EngineKind::Wasm, EngineKind::Native, EngineKind::Wasm, EngineKind::Native]
+            [
+                EngineKind::Wasm,
+                EngineKind::Native,
+                EngineKind::Wasm,
+                EngineKind::Native
+            ]
         );
-        assert_eq!(round_order(&both, 1), [EngineKind::Native, EngineKind::Wasm]);
+        assert_eq!(
+            round_order(&both, 1),
+            [EngineKind::Native, EngineKind::Wasm]
+        );
         assert_eq!(round_order(&[EngineKind::Native], 1), [EngineKind::Native]);
+    }
+
+    fn run(engine: EngineKind, round: u32, ops_per_sec: f64) -> RunReport {
+        RunReport {
+            engine,
+            round,
+            fresh_db: String::new(),
+            ops: 1,
+            batch: 1,
+            store_ops_per_sec: 1.0,
+            ops_per_sec,
+            delivery_seconds: 1.0,
+            guest_time_share: 0.1,
+            p50_latency_ms: None,
+            p99_latency_ms: None,
+            max_latency_ms: None,
+            latency_ops: 0,
+            latency_rate: 1,
+        }
+    }
+
+    #[test]
+    fn each_round_pairs_its_own_two_runs_whatever_their_order() {
+        let runs = [
+            run(EngineKind::Wasm, 0, 90.0),
+            run(EngineKind::Native, 0, 100.0),
+            run(EngineKind::Native, 1, 50.0),
+            run(EngineKind::Wasm, 1, 55.0),
+            run(EngineKind::Wasm, 2, 70.0),
+        ];
+        assert_eq!(ratios_by_round(&runs), [0.9, 1.1]);
+        assert_eq!(ratios_by_round(&runs[..1]), Vec::<f64>::new());
     }
 }
