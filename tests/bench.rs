@@ -107,7 +107,23 @@ async fn both_engines_and_the_reference_take_turns_report_medians_and_leave_noth
 
     let runs = r["runs"].as_array().unwrap();
     let engines: Vec<&str> = runs.iter().map(|x| x["engine"].as_str().unwrap()).collect();
-    assert_eq!(engines, ["wasm", "native", "wasm", "native"], "{r}");
+    // The engines swap order every other round, so neither always runs second.
+    assert_eq!(engines, ["wasm", "native", "native", "wasm"], "{r}");
+    let rounds: Vec<u64> = runs.iter().map(|x| x["round"].as_u64().unwrap()).collect();
+    assert_eq!(rounds, [0, 0, 1, 1], "{r}");
+    // Each round's own ratio: its wasm run over its native run.
+    let by_round = r["wasm_over_native_by_round"].as_array().unwrap();
+    assert_eq!(by_round.len(), 2, "{r}");
+    for (round, ratio) in by_round.iter().enumerate() {
+        let rate = |engine: &str| {
+            runs.iter()
+                .find(|x| x["round"] == round && x["engine"] == engine)
+                .map(|x| number(x, "ops_per_sec"))
+                .unwrap()
+        };
+        let expected = rate("wasm") / rate("native");
+        assert!((ratio.as_f64().unwrap() - expected).abs() < 0.001, "{r}");
+    }
     for run in runs {
         assert_eq!(run["ops"], 3000, "{run}");
         assert_eq!(run["batch"], 200, "{run}");
