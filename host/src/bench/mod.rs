@@ -179,24 +179,12 @@ fn round_order(engines: &[EngineKind], round: u32) -> Vec<EngineKind> {
 
 /// Per round that ran both engines, wasm ops/s over native ops/s, in round order.
 fn ratios_by_round(runs: &[RunReport]) -> Vec<f64> {
-    let rate = |round, kind| {
-        runs.iter()
-            .find(|r| r.round == round && r.engine == kind)
-            .map(|r| r.ops_per_sec)
-    };
-    let rounds = runs
-        .iter()
-        .map(|r| r.round)
-        .max()
-        .map_or(0, |last| last + 1);
-    (0..rounds)
-        .filter_map(|round| {
-            Some((
-                rate(round, EngineKind::Wasm)?,
-                rate(round, EngineKind::Native)?,
-            ))
+    let of = |kind| runs.iter().filter(move |r| r.engine == kind);
+    of(EngineKind::Wasm)
+        .filter_map(|wasm| {
+            let native = of(EngineKind::Native).find(|n| n.round == wasm.round)?;
+            Some(stats::round(wasm.ops_per_sec / native.ops_per_sec, 3))
         })
-        .map(|(wasm, native)| stats::round(wasm / native, 3))
         .collect()
 }
 
