@@ -308,7 +308,7 @@ pub enum BenchEngine {
     Wasm,
     /// The same logic compiled into the host: the cost of the boundary, measured.
     Native,
-    /// Wasm, then native, each on a fresh database; reports their ratio.
+    /// Wasm and native, each on a fresh database, in turns (order swapped every other round); reports their ratio.
     Both,
 }
 
