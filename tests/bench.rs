@@ -238,6 +238,60 @@ fn scaling_times_one_scan_batch_per_backlog_size() {
     );
 }
 
+/// The names of the JetStream streams on the test server that start with `prefix`.
+async fn streams_named(prefix: &str) -> Vec<String> {
+    use futures_util::TryStreamExt;
+    let server =
+        std::env::var("TRUSTLOG_TEST_NATS_ADDR").unwrap_or_else(|_| "127.0.0.1:4222".into());
+    let client = async_nats::connect(server).await.unwrap();
+    let names: Vec<String> = async_nats::jetstream::new(client)
+        .stream_names()
+        .try_collect()
+        .await
+        .unwrap();
+    names
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+#[test]
+fn a_nats_publisher_gets_a_stream_of_its_own_per_run_deleted_afterwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("n.db").display());
+    let stream = unique_name("BENCH");
+    let publisher = format!("nats://127.0.0.1:4222?stream={stream}&subject=bench.{stream}");
+    let out = run_ok(
+        &[
+            "bench",
+            "--db",
+            &db,
+            "--publisher",
+            &publisher,
+            "--ops",
+            "2000",
+            "--batch",
+            "500",
+            "--latency-ops",
+            "0",
+            "--engine",
+            "both",
+            "--json",
+        ],
+        "",
+    );
+    let report = last_json(&out);
+    assert_eq!(report["runs"].as_array().map(Vec::len), Some(2), "{report}");
+    for run in report["runs"].as_array().unwrap() {
+        assert!(number(run, "ops_per_sec") > 0.0, "{run}");
+    }
+    assert_eq!(
+        block_on(streams_named(&stream)),
+        Vec::<String>::new(),
+        "neither the named stream nor a run's own is left on the server"
+    );
+}
+
 #[test]
 fn a_backlog_smaller_than_two_batches_is_refused_naming_the_phase() {
     let dir = tempfile::tempdir().unwrap();

@@ -53,6 +53,7 @@ on_every_database!(
     replaying_all_dead_letters_requeues_every_one,
     purging_dead_letters_older_than_a_cutoff_deletes_them_and_keeps_their_operations_as_db_only,
     ping_answers,
+    settling_after_a_load_changes_no_row_and_leaves_the_tables_writable,
     a_replayed_dead_letter_is_delivered_by_the_next_retry_tick,
 );
 
@@ -1624,6 +1625,32 @@ async fn ping_answers(b: Backend) {
         Err(DbError::Unavailable(_)) => {}
         other => panic!("{b:?}: a closed pool must not look ready, got {other:?}"),
     }
+}
+
+async fn settling_after_a_load_changes_no_row_and_leaves_the_tables_writable(b: Backend) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    let ops: Vec<Operation> = (0..2_000)
+        .map(|i| op(&format!("s-{i:04}"), T0 + i))
+        .collect();
+    db.insert(ops, TrustlogStatus::NotTrustlogged)
+        .await
+        .unwrap();
+    let before = db.stats("default").await.unwrap();
+    db.settle().await.unwrap_or_else(|e| panic!("{b:?}: {e}"));
+    assert_eq!(db.stats("default").await.unwrap(), before, "{b:?}");
+    let rows = db.scan_after(None, 5_000).await.unwrap();
+    assert_eq!(rows.len(), 2_000, "{b:?}: every row is still there");
+    assert_eq!(rows[0].op_id, "s-0000", "{b:?}");
+    // MariaDB's flush holds a read lock until it is released on the same connection.
+    db.apply(UnitOfWork {
+        now: T0 + 5_000,
+        trustlogged: vec!["s-0000".into()],
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{b:?}: the tables take writes again: {e}"));
+    assert!(status_is(&t, "s-0000", "TRUSTLOGGED").await, "{b:?}");
 }
 
 async fn a_replayed_dead_letter_is_delivered_by_the_next_retry_tick(b: Backend) {

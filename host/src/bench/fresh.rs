@@ -1,6 +1,7 @@
 //! A fresh, empty place for each bench run to write to, removed afterwards: a
 //! new database file for SQLite, a new schema on a PostgreSQL or MariaDB server,
-//! a new ledger file. Other publishers are used as they are.
+//! a new ledger file, a new NATS JetStream stream. Other publishers are used as
+//! they are.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,7 @@ use super::BenchError;
 enum Created {
     Files(Vec<PathBuf>),
     Schema { server: String, name: String },
+    Stream { server: String, name: String },
     Nothing,
 }
 
@@ -97,27 +99,29 @@ impl Fresh {
         }
     }
 
-    /// A fresh publisher like `url`: a new file for the ledger, `url` itself otherwise.
-    pub fn publisher(url: &str, tag: &str) -> Fresh {
+    /// A fresh publisher like `url`: a new file for the ledger, a new stream on the
+    /// same subject tree for NATS, `url` itself otherwise.
+    pub fn publisher(url: &str, tag: &str) -> Result<Fresh, BenchError> {
         // The ledger takes everything after its scheme as the path.
-        match url.strip_prefix("ledger://").filter(|p| !p.is_empty()) {
-            Some(path) => {
-                let fresh = beside(Path::new(path), tag);
-                // The ledger and its head anchor (and the anchor's temporary, after a crash).
-                let files = ["", ".head", ".head.tmp"]
-                    .iter()
-                    .map(|s| PathBuf::from(format!("{}{s}", fresh.display())))
-                    .collect();
-                Fresh {
-                    url: format!("ledger://{}", fresh.display()),
-                    created: Created::Files(files),
-                }
-            }
-            None => Fresh {
-                url: url.to_string(),
-                created: Created::Nothing,
-            },
+        if let Some(path) = url.strip_prefix("ledger://").filter(|p| !p.is_empty()) {
+            let fresh = beside(Path::new(path), tag);
+            // The ledger and its head anchor (and the anchor's temporary, after a crash).
+            let files = ["", ".head", ".head.tmp"]
+                .iter()
+                .map(|s| PathBuf::from(format!("{}{s}", fresh.display())))
+                .collect();
+            return Ok(Fresh {
+                url: format!("ledger://{}", fresh.display()),
+                created: Created::Files(files),
+            });
         }
+        if url.starts_with("nats://") {
+            return fresh_stream(url, tag);
+        }
+        Ok(Fresh {
+            url: url.to_string(),
+            created: Created::Nothing,
+        })
     }
 
     /// Removes what was created; the run's figures are taken by now.
@@ -146,8 +150,61 @@ impl Fresh {
                         message: e.to_string(),
                     })
             }
+            Created::Stream { server, name } => delete_stream(&server, &name).await,
             Created::Nothing => Ok(()),
         }
+    }
+}
+
+/// `url` with its stream and subject (the adapter's defaults when absent) tagged.
+/// A stream kept across runs would carry every earlier run's messages and, for its
+/// duplicate window, their ids: later runs would write into a larger stream than
+/// earlier ones.
+fn fresh_stream(url: &str, tag: &str) -> Result<Fresh, BenchError> {
+    let invalid = |message: String| BenchError::Setup {
+        what: format!("publisher {}", crate::publisher::options::redact(url)),
+        message,
+    };
+    let mut parsed = url::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
+    let mut pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
+    let mut tagged = |key: &str, default: &str, join: &str| {
+        let at = pairs.iter().position(|(k, _)| k == key).unwrap_or_else(|| {
+            pairs.push((key.to_string(), default.to_string()));
+            pairs.len() - 1
+        });
+        pairs[at].1 = format!("{}{join}{tag}", pairs[at].1);
+        pairs[at].1.clone()
+    };
+    let name = tagged("stream", "TRUSTLOG", "_");
+    tagged("subject", "trustlog.operations", ".");
+    let server = crate::publisher::options::without_options(&parsed);
+    parsed.query_pairs_mut().clear().extend_pairs(&pairs);
+    Ok(Fresh {
+        url: parsed.to_string(),
+        created: Created::Stream { server, name },
+    })
+}
+
+/// Deletes the JetStream stream `name` on `server`; one never created is no error.
+async fn delete_stream(server: &str, name: &str) -> Result<(), BenchError> {
+    let failed = |message: String| BenchError::Setup {
+        what: format!("deleting stream {name}"),
+        message,
+    };
+    let client = async_nats::connect(server)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let deleted = async_nats::jetstream::new(client).delete_stream(name).await;
+    match deleted {
+        Ok(_) => Ok(()),
+        Err(e) => match e.kind() {
+            async_nats::jetstream::context::DeleteStreamErrorKind::JetStream(j)
+                if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                Ok(())
+            }
+            _ => Err(failed(e.to_string())),
+        },
     }
 }
 
@@ -166,9 +223,36 @@ mod tests {
             beside(Path::new("/tmp/x/bench.db"), "bench_1"),
             PathBuf::from("/tmp/x/bench-bench_1.db")
         );
-        let p = Fresh::publisher("ledger:///tmp/l/t.ledger", "b2");
+        let p = Fresh::publisher("ledger:///tmp/l/t.ledger", "b2").unwrap();
         assert_eq!(p.url, "ledger:///tmp/l/t-b2.ledger");
-        let n = Fresh::publisher("nats://127.0.0.1:4222", "b2");
-        assert_eq!(n.url, "nats://127.0.0.1:4222");
+        let r = Fresh::publisher("redis://127.0.0.1:6379?stream=s", "b2").unwrap();
+        assert_eq!(r.url, "redis://127.0.0.1:6379?stream=s");
+    }
+
+    #[test]
+    fn a_nats_url_gets_a_tagged_stream_and_subject_and_keeps_its_other_options() {
+        let n = Fresh::publisher(
+            "nats://127.0.0.1:4222?stream=BENCH&timeout=2s&subject=t.bench",
+            "b2",
+        )
+        .unwrap();
+        assert_eq!(
+            n.url,
+            "nats://127.0.0.1:4222?stream=BENCH_b2&timeout=2s&subject=t.bench.b2"
+        );
+        let bare = Fresh::publisher("nats://127.0.0.1:4222", "b2").unwrap();
+        assert_eq!(
+            bare.url,
+            "nats://127.0.0.1:4222?stream=TRUSTLOG_b2&subject=trustlog.operations.b2"
+        );
+        match bare.created {
+            Created::Stream { server, name } => {
+                assert_eq!(
+                    (server.as_str(), name.as_str()),
+                    ("nats://127.0.0.1:4222", "TRUSTLOG_b2")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

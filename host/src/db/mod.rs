@@ -189,6 +189,12 @@ impl Database {
         dispatch!(self, db => db.ping().await)
     }
 
+    /// Does now the background work a bulk load leaves the database (a checkpoint,
+    /// statistics, vacuum), so it does not land at a random moment of what is timed next.
+    pub async fn settle(&self) -> Result<(), DbError> {
+        dispatch!(self, db => db.settle().await)
+    }
+
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
         dispatch!(self, db => db.close().await)

@@ -692,6 +692,19 @@ impl PostgresDb {
         Ok(())
     }
 
+    /// Does now what autovacuum and the checkpointer would do after a bulk load at a
+    /// moment of their own, likely in whatever is timed next (`trustlog bench`).
+    /// VACUUM cannot run in a transaction block, so each statement goes alone.
+    pub async fn settle(&self) -> Result<(), DbError> {
+        for statement in ["VACUUM (ANALYZE) operation", "CHECKPOINT"] {
+            sqlx::raw_sql(statement)
+                .execute(&self.pool)
+                .await
+                .map_err(map_error)?;
+        }
+        Ok(())
+    }
+
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         self.pool.close().await;

@@ -597,6 +597,16 @@ impl SqliteDb {
         Ok(())
     }
 
+    /// Moves the write-ahead log into the database file now, so that a bulk load's
+    /// checkpoint does not land in whatever is timed next (`trustlog bench`).
+    pub async fn settle(&self) -> Result<(), DbError> {
+        sqlx::raw_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
