@@ -238,12 +238,15 @@ fn scaling_times_one_scan_batch_per_backlog_size() {
     );
 }
 
+/// The NATS server the tests use.
+fn nats_addr() -> String {
+    std::env::var("TRUSTLOG_TEST_NATS_ADDR").unwrap_or_else(|_| "127.0.0.1:4222".into())
+}
+
 /// The names of the JetStream streams on the test server that start with `prefix`.
 async fn streams_named(prefix: &str) -> Vec<String> {
     use futures_util::TryStreamExt;
-    let server =
-        std::env::var("TRUSTLOG_TEST_NATS_ADDR").unwrap_or_else(|_| "127.0.0.1:4222".into());
-    let client = async_nats::connect(server).await.unwrap();
+    let client = async_nats::connect(nats_addr()).await.unwrap();
     let names: Vec<String> = async_nats::jetstream::new(client)
         .stream_names()
         .try_collect()
@@ -260,7 +263,10 @@ fn a_nats_publisher_gets_a_stream_of_its_own_per_run_deleted_afterwards() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("n.db").display());
     let stream = unique_name("BENCH");
-    let publisher = format!("nats://127.0.0.1:4222?stream={stream}&subject=bench.{stream}");
+    let publisher = format!(
+        "nats://{}?stream={stream}&subject=bench.{stream}",
+        nats_addr()
+    );
     let out = run_ok(
         &[
             "bench",

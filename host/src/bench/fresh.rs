@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::db::schemas;
+use crate::publisher::nats;
 
 use super::BenchError;
 
@@ -175,8 +176,8 @@ fn fresh_stream(url: &str, tag: &str) -> Result<Fresh, BenchError> {
         pairs[at].1 = format!("{}{join}{tag}", pairs[at].1);
         pairs[at].1.clone()
     };
-    let name = tagged("stream", "TRUSTLOG", "_");
-    tagged("subject", "trustlog.operations", ".");
+    let name = tagged("stream", nats::DEFAULT_STREAM, "_");
+    tagged("subject", nats::DEFAULT_SUBJECT, ".");
     let server = crate::publisher::options::without_options(&parsed);
     parsed.query_pairs_mut().clear().extend_pairs(&pairs);
     Ok(Fresh {

@@ -17,6 +17,11 @@ use trustlog_guest::model::{Envelope, PublishError};
 use super::options::{UrlOptions, invalid, redact, without_options};
 use super::{PublisherError, error_chain};
 
+/// The stream a URL without `stream=` publishes to.
+pub const DEFAULT_STREAM: &str = "TRUSTLOG";
+/// The subject a URL without `subject=` publishes on.
+pub const DEFAULT_SUBJECT: &str = "trustlog.operations";
+
 /// The header that carries the envelope's SHA-256, so consumers can check the bytes.
 pub const SHA256_HEADER: &str = "Trustlog-Sha256";
 
@@ -43,8 +48,8 @@ impl NatsPublisher {
     /// Connects in the background: a broker that is down now is retried, not fatal.
     pub async fn connect(url: &str) -> Result<NatsPublisher, PublisherError> {
         let (parsed, mut opts) = UrlOptions::from_query(url)?;
-        let stream_name = opts.non_empty("stream", "TRUSTLOG")?;
-        let subject = opts.non_empty("subject", "trustlog.operations")?;
+        let stream_name = opts.non_empty("stream", DEFAULT_STREAM)?;
+        let subject = opts.non_empty("subject", DEFAULT_SUBJECT)?;
         let timeout = opts.duration("timeout", Duration::from_secs(5))?;
         let duplicate_window = opts.duration("duplicate_window", Duration::from_secs(120))?;
         let create_stream = opts.parsed("create_stream", true)?;
