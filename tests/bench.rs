@@ -6,6 +6,7 @@ mod support;
 use std::path::Path;
 
 use support::backends::{Backend, admin_url, mysql_admin_url, postgres_admin_url, scalar_at};
+use support::brokers::{nats_addr, nats_client};
 use support::*;
 
 on_every_database!(
@@ -238,15 +239,10 @@ fn scaling_times_one_scan_batch_per_backlog_size() {
     );
 }
 
-/// The NATS server the tests use.
-fn nats_addr() -> String {
-    std::env::var("TRUSTLOG_TEST_NATS_ADDR").unwrap_or_else(|_| "127.0.0.1:4222".into())
-}
-
 /// The names of the JetStream streams on the test server that start with `prefix`.
 async fn streams_named(prefix: &str) -> Vec<String> {
     use futures_util::TryStreamExt;
-    let client = async_nats::connect(nats_addr()).await.unwrap();
+    let client = nats_client(nats_addr()).await;
     let names: Vec<String> = async_nats::jetstream::new(client)
         .stream_names()
         .try_collect()

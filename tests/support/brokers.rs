@@ -78,7 +78,7 @@ impl TestBroker {
         match kind {
             Broker::Ledger => broker.dir = Some(tempfile::tempdir().unwrap()),
             Broker::Nats => {
-                let a = addr("TRUSTLOG_TEST_NATS_ADDR", "127.0.0.1:4222");
+                let a = nats_addr();
                 nats_client(a).await;
                 broker.upstream = Some(a);
             }
@@ -337,7 +337,13 @@ impl Drop for TestBroker {
     }
 }
 
-async fn nats_client(a: SocketAddr) -> async_nats::Client {
+/// The NATS server the suites use (`TRUSTLOG_TEST_NATS_ADDR`).
+pub fn nats_addr() -> SocketAddr {
+    addr("TRUSTLOG_TEST_NATS_ADDR", "127.0.0.1:4222")
+}
+
+/// A client of the NATS server at `a`; an unreachable server fails the test.
+pub async fn nats_client(a: SocketAddr) -> async_nats::Client {
     async_nats::connect(format!("nats://{a}"))
         .await
         .unwrap_or_else(|e| unreachable("NATS", e))
