@@ -128,3 +128,50 @@ async fn a_guest_trapping_in_every_tick_marks_nothing_waits_between_tries_and_th
         "a failing guest must not spin the host: {cpu:.3} CPU"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_sending_malformed_envelope_batches_publishes_nothing_and_its_rows_dead_letter_naming_the_fault()
+ {
+    const N: usize = 20;
+    let s = Scratch::new();
+    let (db, ledger) = (s.db_url(), s.ledger_url());
+    run_ok(
+        &["record", "--db", &db, "--publisher", &ledger],
+        &op_lines("ragged", N, |i| T0 + i as i64),
+    );
+    let component = hostile(Hostile::MalformedEnvelopes);
+    let server = Server::start(&[
+        "--db",
+        &db,
+        "--publisher",
+        &ledger,
+        "--component",
+        component.to_str().unwrap(),
+    ]);
+    let st = server
+        .wait_status(Duration::from_secs(30), |st| st["dead_letter"] == N as u64)
+        .await;
+    assert_eq!(
+        (&st["trustlogged"], &st["not_trustlogged"]),
+        (&0.into(), &0.into()),
+        "{st}"
+    );
+    assert_eq!(server.get("/healthz").await.0, 200, "still serving");
+    assert!(
+        ledger_op_ids(&s.ledger_path()).is_empty(),
+        "a batch the host cannot read is not published"
+    );
+    drop(server);
+    let out = run_ok(&["dead-letters", "list", "--db", &db, "--json"], "");
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), N);
+    let message = lines[0]["error_message"].as_str().unwrap();
+    assert!(
+        message.contains("malformed envelope batch: envelope 0: its op_id spans bytes"),
+        "{message}"
+    );
+}

@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 
 use crate::engine::{Engine, Host, Level};
+use crate::envelope_batch::EnvelopeBatch;
 use crate::model as m;
 use crate::packed;
 
@@ -94,15 +95,14 @@ impl Host for Imports {
         db::apply(&work.into()).map_err(Into::into)
     }
 
-    fn publish(&mut self, batch: Vec<m::Envelope>) -> Vec<Result<(), m::PublishError>> {
-        let batch: Vec<t::Envelope> = batch
-            .into_iter()
-            .map(|e| t::Envelope {
-                op_id: e.op_id,
-                payload: e.payload,
-                sha256: e.sha256,
-            })
-            .collect();
+    fn publish(&mut self, batch: EnvelopeBatch) -> Vec<Result<(), m::PublishError>> {
+        let batch = t::EnvelopeBatch {
+            op_ids: batch.op_ids,
+            op_id_ends: batch.op_id_ends,
+            payloads: batch.payloads,
+            payload_ends: batch.payload_ends,
+            sha256: batch.sha256,
+        };
         publisher::publish(&batch)
             .into_iter()
             .map(|r| r.map_err(Into::into))
@@ -120,9 +120,9 @@ impl Host for Imports {
         log::log(level, message);
     }
 
-    fn sha256(&mut self, payloads: &[Vec<u8>]) -> Vec<[u8; 32]> {
+    fn sha256(&mut self, payloads: &[u8], ends: &[u32]) -> Vec<[u8; 32]> {
         // A short or ragged answer yields fewer digests; the engine retries those rows.
-        digest::sha256(payloads)
+        digest::sha256(payloads, ends)
             .chunks_exact(32)
             .map(|d| d.try_into().expect("chunks of 32"))
             .collect()

@@ -7,10 +7,11 @@
 use std::collections::HashSet;
 
 use crate::cursor::Cursor;
+use crate::envelope_batch::{EnvelopeBatch, Unjoined};
 use crate::model::*;
 use crate::packed::{RetryRows, Rows};
 use crate::plan::{self, Attempt};
-use crate::{envelope, validate};
+use crate::validate;
 
 /// The imports the engine needs: the `db`, `publisher`, `log` and `digest` interfaces.
 pub trait Host {
@@ -25,10 +26,11 @@ pub trait Host {
     fn sweep_candidates(&mut self, before: Position, limit: u32) -> Result<Rows, DbError>;
     fn stats(&mut self, cursor_key: &str) -> Result<DbStats, DbError>;
     fn apply(&mut self, work: UnitOfWork) -> Result<(), DbError>;
-    fn publish(&mut self, batch: Vec<Envelope>) -> Vec<Result<(), PublishError>>;
+    /// Delivers a sealed batch; one result per envelope, in order.
+    fn publish(&mut self, batch: EnvelopeBatch) -> Vec<Result<(), PublishError>>;
     fn log(&mut self, level: Level, message: &str);
-    /// The SHA-256 of each payload, in order.
-    fn sha256(&mut self, payloads: &[Vec<u8>]) -> Vec<[u8; 32]>;
+    /// The SHA-256 of each payload, in order: `payloads` cut where `ends` say.
+    fn sha256(&mut self, payloads: &[u8], ends: &[u32]) -> Vec<[u8; 32]>;
 }
 
 /// Log levels of the `log` import.
@@ -134,19 +136,15 @@ impl Engine {
                         outcomes[*i] = Some(RecordOutcome::Duplicate);
                     }
                 }
-                let built = build_envelopes(host, unique.iter().map(|(_, op)| op.view()));
-                let mut batch = Vec::with_capacity(unique.len());
-                let mut batch_at = Vec::with_capacity(unique.len());
-                for ((i, _), envelope) in unique.iter().zip(built) {
-                    match envelope {
-                        Ok(e) => {
-                            batch.push(e);
-                            batch_at.push(*i);
-                        }
+                let (batch, slots) =
+                    build_envelopes(host, unique.iter().map(|(_, op)| op.view()), unique.len());
+                let mut batch_at = Vec::with_capacity(batch.len());
+                for ((i, _), slot) in unique.iter().zip(slots) {
+                    match slot {
+                        Ok(()) => batch_at.push(*i),
                         Err(Unbuilt::Invalid(e)) => outcomes[*i] = Some(RecordOutcome::Rejected(e)),
-                        Err(Unbuilt::NoDigest(why)) => {
-                            outcomes[*i] =
-                                Some(RecordOutcome::PublishFailed(PublishError::Transient(why)))
+                        Err(unbuilt) => {
+                            outcomes[*i] = Some(RecordOutcome::PublishFailed(unbuilt.into()))
                         }
                     }
                 }
@@ -326,58 +324,63 @@ fn report(fetched: u32, outcome: plan::Outcome, more: bool) -> TickReport {
     }
 }
 
-/// Builds envelopes, publishes them in one call and plans the outcome.
 /// Why an operation went without an envelope.
 enum Unbuilt {
     /// Its fields cannot be encoded, now or ever.
     Invalid(FieldError),
+    /// The batch had no room left for it; a later attempt will find some.
+    NoRoom,
     /// The host's digest answer fell short; a later attempt may succeed.
     NoDigest(String),
 }
 
-/// The envelope of each operation, in order: the canonical bytes are built here,
-/// and hashed by the host in one `digest` call for the whole batch.
+impl From<Unbuilt> for PublishError {
+    fn from(why: Unbuilt) -> Self {
+        match why {
+            Unbuilt::Invalid(e) => PublishError::Permanent(format!("cannot build envelope: {e}")),
+            Unbuilt::NoRoom => PublishError::Transient(
+                "the envelope batch was full; a later batch takes this one".into(),
+            ),
+            Unbuilt::NoDigest(why) => PublishError::Transient(why),
+        }
+    }
+}
+
+/// The envelopes of `count` operations, packed in order and sealed by the host's
+/// `digest` in one call, with one slot per operation: `Ok` if it is the batch's next
+/// envelope, or why it is not in the batch.
 fn build_envelopes<'a>(
     host: &mut impl Host,
     ops: impl Iterator<Item = OperationRef<'a>>,
-) -> Vec<Result<Envelope, Unbuilt>> {
-    let mut payloads = Vec::new();
-    let mut op_ids = Vec::new();
-    let mut slots = Vec::new();
-    for op in ops {
-        slots.push(envelope::canonical_bytes(op).map(|payload| {
-            payloads.push(payload);
-            op_ids.push(op.op_id.to_owned());
-        }));
+    count: usize,
+) -> (EnvelopeBatch, Vec<Result<(), Unbuilt>>) {
+    let mut batch = EnvelopeBatch::with_capacity(count);
+    let mut slots: Vec<Result<(), Unbuilt>> = ops
+        .map(|op| {
+            batch.push(op).map_err(|e| match e {
+                Unjoined::Invalid(e) => Unbuilt::Invalid(e),
+                Unjoined::Full => Unbuilt::NoRoom,
+            })
+        })
+        .collect();
+    if batch.is_empty() {
+        return (batch, slots);
     }
-    let digests = if payloads.is_empty() {
-        Vec::new()
-    } else {
-        host.sha256(&payloads)
-    };
-    let short = (digests.len() != payloads.len()).then(|| {
-        format!(
+    let (payloads, ends) = batch.payloads();
+    let digests = host.sha256(payloads, ends);
+    if digests.len() != batch.len() {
+        let why = format!(
             "the host hashed {} of {} payloads",
             digests.len(),
-            payloads.len()
-        )
-    });
-    let mut sealed = op_ids
-        .into_iter()
-        .zip(payloads)
-        .zip(digests.into_iter().map(Some).chain(std::iter::repeat(None)))
-        .map(|((op_id, payload), digest)| match (digest, &short) {
-            (Some(d), None) => Ok(envelope::seal(op_id, payload, &d)),
-            (_, Some(why)) => Err(Unbuilt::NoDigest(why.clone())),
-            (None, None) => unreachable!("as many digests as payloads when none is short"),
-        });
-    slots
-        .into_iter()
-        .map(|slot| match slot {
-            Ok(()) => sealed.next().expect("one payload per built slot"),
-            Err(e) => Err(Unbuilt::Invalid(e)),
-        })
-        .collect()
+            batch.len()
+        );
+        for slot in slots.iter_mut().filter(|s| s.is_ok()) {
+            *slot = Err(Unbuilt::NoDigest(why.clone()));
+        }
+        return (EnvelopeBatch::default(), slots);
+    }
+    batch.seal(&digests);
+    (batch, slots)
 }
 
 /// A row whose envelope cannot be built is a permanent failure: it never will be.
@@ -397,25 +400,20 @@ fn deliver<'a>(
             (op, attempt)
         })
         .unzip();
-    let mut envelopes = Vec::with_capacity(ops.len());
-    let mut sent = Vec::with_capacity(ops.len());
+    let count = ops.len();
+    let (batch, slots) = build_envelopes(host, ops.into_iter(), count);
+    let mut sent = Vec::with_capacity(count);
     let mut unbuildable = Vec::new();
-    for (attempt, built) in attempts
-        .into_iter()
-        .zip(build_envelopes(host, ops.into_iter()))
-    {
-        match built {
-            Ok(e) => {
-                envelopes.push(e);
-                sent.push(attempt);
-            }
+    for (attempt, slot) in attempts.into_iter().zip(slots) {
+        match slot {
+            Ok(()) => sent.push(attempt),
             Err(why) => unbuildable.push((attempt, why)),
         }
     }
-    let mut results = if envelopes.is_empty() {
+    let mut results = if batch.is_empty() {
         Vec::new()
     } else {
-        host.publish(envelopes)
+        host.publish(batch)
     };
     results.truncate(sent.len());
     results.resize_with(sent.len(), || {
@@ -425,10 +423,7 @@ fn deliver<'a>(
     });
     for (attempt, why) in unbuildable {
         sent.push(attempt);
-        results.push(Err(match why {
-            Unbuilt::Invalid(e) => PublishError::Permanent(format!("cannot build envelope: {e}")),
-            Unbuilt::NoDigest(why) => PublishError::Transient(why),
-        }));
+        results.push(Err(why.into()));
     }
     plan::deliveries(now, backoff, sent, results)
 }

@@ -6,14 +6,17 @@
 //! exactly six fractional digits. Only strings appear, so the bytes equal
 //! the JCS serialisation and any language can recompute them.
 
+use std::mem::MaybeUninit;
+
 use sha2::{Digest, Sha256};
 
 use crate::model::{Envelope, FieldError, Micros, Operation, OperationRef};
 
 /// RFC 3339 UTC with exactly six fractional digits, or an error naming `timestamp`.
 pub fn format_timestamp(micros: Micros) -> Result<String, FieldError> {
-    let mut out = Vec::with_capacity(27);
-    push_timestamp(&mut out, micros)?;
+    let stamp = Stamp::of(micros)?;
+    let mut out = Vec::with_capacity(stamp.len());
+    Writer::append(&mut out, |w| w.stamp(&stamp));
     Ok(String::from_utf8(out).expect("RFC 3339 text is ASCII"))
 }
 
@@ -22,45 +25,56 @@ pub fn format_timestamp(micros: Micros) -> Result<String, FieldError> {
 const FOUR_DIGIT_YEARS: std::ops::RangeInclusive<Micros> =
     -62_167_219_200_000_000..=253_402_300_799_999_999;
 
-/// Appends [`format_timestamp`]'s text. Years 0000–9999 (all that validation lets in)
-/// are written digit by digit, since this runs once per envelope and chrono's
-/// formatter goes through `core::fmt`; other years go through chrono, which signs them.
-fn push_timestamp(out: &mut Vec<u8>, micros: Micros) -> Result<(), FieldError> {
-    if !FOUR_DIGIT_YEARS.contains(&micros) {
-        let text = chrono::DateTime::from_timestamp_micros(micros)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-            .ok_or_else(|| {
-                FieldError::new(
-                    "timestamp",
-                    format!("{micros} µs is outside the representable range"),
-                )
-            })?;
-        out.extend_from_slice(text.as_bytes());
-        return Ok(());
+/// A timestamp ready to be written: checked first, so a payload is never left half
+/// written by a timestamp it cannot hold.
+enum Stamp {
+    /// Years 0000–9999 (all that validation lets in), written digit pair by digit pair,
+    /// since this runs once per envelope and chrono's formatter goes through `core::fmt`.
+    FourDigitYear {
+        year: u32,
+        month: u32,
+        day: u32,
+        second_of_day: u32,
+        fraction: u32,
+    },
+    /// Other years go through chrono, which signs them.
+    Other(String),
+}
+
+impl Stamp {
+    fn of(micros: Micros) -> Result<Stamp, FieldError> {
+        if !FOUR_DIGIT_YEARS.contains(&micros) {
+            return chrono::DateTime::from_timestamp_micros(micros)
+                .map(|t| Stamp::Other(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
+                .ok_or_else(|| {
+                    FieldError::new(
+                        "timestamp",
+                        format!("{micros} µs is outside the representable range"),
+                    )
+                });
+        }
+        let secs = micros.div_euclid(1_000_000);
+        let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+        // In range: years 0–9999, the rest bounded by the calendar.
+        Ok(Stamp::FourDigitYear {
+            year: year as u32,
+            month: month as u32,
+            day: day as u32,
+            second_of_day: secs.rem_euclid(86_400) as u32,
+            fraction: micros.rem_euclid(1_000_000) as u32,
+        })
     }
-    let secs = micros.div_euclid(1_000_000);
-    let fraction = micros.rem_euclid(1_000_000);
-    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
-    let second_of_day = secs.rem_euclid(86_400);
-    let mut text = *b"0000-00-00T00:00:00.000000Z";
-    for (at, width, value) in [
-        (0, 4, year),
-        (5, 2, month),
-        (8, 2, day),
-        (11, 2, second_of_day / 3600),
-        (14, 2, second_of_day / 60 % 60),
-        (17, 2, second_of_day % 60),
-        (20, 6, fraction),
-    ] {
-        let mut rest = value;
-        for slot in text[at..at + width].iter_mut().rev() {
-            *slot = b'0' + (rest % 10) as u8;
-            rest /= 10;
+
+    /// Bytes the text takes.
+    fn len(&self) -> usize {
+        match self {
+            Stamp::FourDigitYear { .. } => STAMP_TEMPLATE.len(),
+            Stamp::Other(text) => text.len(),
         }
     }
-    out.extend_from_slice(&text);
-    Ok(())
 }
+
+const STAMP_TEMPLATE: &[u8; 27] = b"0000-00-00T00:00:00.000000Z";
 
 /// (year, month, day) of the proleptic Gregorian calendar for days since 1970-01-01
 /// (Howard Hinnant's `civil_from_days`).
@@ -82,99 +96,330 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
+/// The keys with their quotes and colons, in the byte order of the keys; the
+/// timestamp comes last.
+const K_CLIENT_IP: &[u8; 13] = br#"{"client_ip":"#;
+const K_DO_PREFIX: &[u8; 13] = br#","do_prefix":"#;
+const K_DO_REPOSITORY: &[u8; 17] = br#","do_repository":"#;
+const K_DOID: &[u8; 8] = br#","doid":"#;
+const K_OP_ACTOR: &[u8; 12] = br#","op_actor":"#;
+const K_OP_ID: &[u8; 9] = br#","op_id":"#;
+const K_OP_SOURCE: &[u8; 13] = br#","op_source":"#;
+const K_OP_TYPE: &[u8; 11] = br#","op_type":"#;
+const K_PRODUCER_ID: &[u8; 15] = br#","producer_id":"#;
+const K_REQUEST_BODY_HASH: &[u8; 21] = br#","request_body_hash":"#;
+const K_RESPONSE_BODY_HASH: &[u8; 22] = br#","response_body_hash":"#;
+const K_SERVER_IP: &[u8; 13] = br#","server_ip":"#;
+const K_TIMESTAMP: &[u8; 14] = br#","timestamp":""#;
+const CLOSE: &[u8; 2] = br#""}"#;
+
+/// Bytes a payload takes besides its values' text: the keys, two quotes or a `null`
+/// per field, and the closing.
+const FRAME: usize = K_CLIENT_IP.len()
+    + K_DO_PREFIX.len()
+    + K_DO_REPOSITORY.len()
+    + K_DOID.len()
+    + K_OP_ACTOR.len()
+    + K_OP_ID.len()
+    + K_OP_SOURCE.len()
+    + K_OP_TYPE.len()
+    + K_PRODUCER_ID.len()
+    + K_REQUEST_BODY_HASH.len()
+    + K_RESPONSE_BODY_HASH.len()
+    + K_SERVER_IP.len()
+    + K_TIMESTAMP.len()
+    + CLOSE.len()
+    + 12 * 4;
+
+/// The longest a character of text grows to once escaped (`\u00xx`).
+const MAX_ESCAPE: usize = 6;
+
 /// The canonical bytes of `op`.
 pub fn canonical_bytes<'a>(op: impl Into<OperationRef<'a>>) -> Result<Vec<u8>, FieldError> {
-    let op = op.into();
-    // Each key with its quotes and colon, in the byte order of the keys; the timestamp
-    // comes last.
-    let fields: [(&[u8], Option<&str>); 12] = [
-        (br#"{"client_ip":"#, op.client_ip),
-        (br#","do_prefix":"#, Some(op.do_prefix)),
-        (br#","do_repository":"#, Some(op.do_repository)),
-        (br#","doid":"#, Some(op.doid)),
-        (br#","op_actor":"#, Some(op.op_actor)),
-        (br#","op_id":"#, Some(op.op_id)),
-        (br#","op_source":"#, Some(op.op_source)),
-        (br#","op_type":"#, Some(op.op_type)),
-        (br#","producer_id":"#, Some(op.producer_id)),
-        (br#","request_body_hash":"#, op.request_body_hash),
-        (br#","response_body_hash":"#, op.response_body_hash),
-        (br#","server_ip":"#, op.server_ip),
-    ];
-    // Sized for the usual case of no escapes, so the buffer is allocated once: keys,
-    // quotes, punctuation and the timestamp take under 256 bytes.
-    let values: usize = fields.iter().filter_map(|(_, v)| v.map(str::len)).sum();
-    let mut out = Vec::with_capacity(256 + values);
-    for (key, value) in fields {
-        out.extend_from_slice(key);
-        match value {
-            Some(v) => push_json_string(&mut out, v),
-            None => out.extend_from_slice(b"null"),
-        }
-    }
-    out.extend_from_slice(br#","timestamp":""#);
-    push_timestamp(&mut out, op.timestamp)?;
-    out.extend_from_slice(br#""}"#);
+    let mut out = Vec::new();
+    append_canonical(&mut out, op)?;
     Ok(out)
 }
 
-/// Appends `s` as a JSON string escaped as RFC 8785 (JCS) does: `"` and `\`, the
-/// short escapes `\b \t \n \f \r`, `\u00xx` for the other control characters, and
-/// every other character as it is. Written by hand: serde_json's byte-at-a-time
-/// writer was most of the guest's time in wasm. Eight bytes are checked at a time
-/// and, without an escape, appended as one word: a copy of a length known only at
-/// run time is a `memory.copy`, which wasmtime runs as a call out of the sandbox.
-fn push_json_string(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut at = 0;
-    while let Some(chunk) = bytes.get(at..at + 8) {
-        let word: [u8; 8] = chunk.try_into().expect("eight bytes");
-        match escape_flags(u64::from_le_bytes(word)) {
-            0 => {
-                out.extend_from_slice(&word);
-                at += 8;
-            }
-            flags => {
-                let first = (flags.trailing_zeros() / 8) as usize;
-                for &b in &word[..first] {
-                    out.push(b);
-                }
-                push_escaped(out, word[first]);
-                at += first + 1;
-            }
-        }
-    }
-    for &b in &bytes[at..] {
-        if needs_escape(b) {
-            push_escaped(out, b);
-        } else {
-            out.push(b);
-        }
-    }
-    out.push(b'"');
+/// Appends the canonical bytes of `op` to `out`; on an error `out` is as it was.
+pub fn append_canonical<'a>(
+    out: &mut Vec<u8>,
+    op: impl Into<OperationRef<'a>>,
+) -> Result<(), FieldError> {
+    let op = op.into();
+    let stamp = Stamp::of(op.timestamp)?;
+    let optional = |v: Option<&str>| v.map_or(0, str::len);
+    let values = op.op_id.len()
+        + op.op_actor.len()
+        + op.doid.len()
+        + op.producer_id.len()
+        + optional(op.request_body_hash)
+        + optional(op.response_body_hash)
+        + op.op_source.len()
+        + op.op_type.len()
+        + op.do_prefix.len()
+        + op.do_repository.len()
+        + optional(op.client_ip)
+        + optional(op.server_ip);
+    // Room for the worst case up front, so nothing below checks for room again.
+    out.reserve(FRAME + stamp.len() + MAX_ESCAPE * values);
+    Writer::append(out, |w| {
+        w.put(K_CLIENT_IP);
+        w.optional(op.client_ip);
+        w.put(K_DO_PREFIX);
+        w.string(op.do_prefix);
+        w.put(K_DO_REPOSITORY);
+        w.string(op.do_repository);
+        w.put(K_DOID);
+        w.string(op.doid);
+        w.put(K_OP_ACTOR);
+        w.string(op.op_actor);
+        w.put(K_OP_ID);
+        w.string(op.op_id);
+        w.put(K_OP_SOURCE);
+        w.string(op.op_source);
+        w.put(K_OP_TYPE);
+        w.string(op.op_type);
+        w.put(K_PRODUCER_ID);
+        w.string(op.producer_id);
+        w.put(K_REQUEST_BODY_HASH);
+        w.optional(op.request_body_hash);
+        w.put(K_RESPONSE_BODY_HASH);
+        w.optional(op.response_body_hash);
+        w.put(K_SERVER_IP);
+        w.optional(op.server_ip);
+        w.put(K_TIMESTAMP);
+        w.stamp(&stamp);
+        w.put(CLOSE);
+    });
+    Ok(())
 }
 
-/// Appends the JSON escape of `b`, one of the bytes [`needs_escape`] picks.
-fn push_escaped(out: &mut Vec<u8>, b: u8) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    match b {
-        b'"' => out.extend_from_slice(br#"\""#),
-        b'\\' => out.extend_from_slice(br"\\"),
-        0x08 => out.extend_from_slice(br"\b"),
-        0x09 => out.extend_from_slice(br"\t"),
-        0x0a => out.extend_from_slice(br"\n"),
-        0x0c => out.extend_from_slice(br"\f"),
-        0x0d => out.extend_from_slice(br"\r"),
-        b => out.extend_from_slice(&[
-            b'\\',
-            b'u',
-            b'0',
-            b'0',
-            HEX[usize::from(b >> 4)],
-            HEX[usize::from(b & 0x0f)],
-        ]),
+/// Writes into a `Vec`'s spare capacity, reserved up front, keeping its place in a
+/// local. A `Vec` push reloads the length and capacity and checks them on every
+/// byte, and in wasm each of those is a load or store of linear memory; a copy of a
+/// length known only at run time is a `memory.copy`, which wasmtime runs as a call
+/// out of the sandbox. So constants and eight-byte words are stored whole, and short
+/// strings as two overlapping halves.
+struct Writer<'b> {
+    /// The spare capacity of the `Vec` being appended to.
+    buf: &'b mut [MaybeUninit<u8>],
+    /// Bytes written: all of `buf[..at]` is initialised.
+    at: usize,
+}
+
+impl Writer<'_> {
+    /// Runs `write` over `out`'s spare capacity, then makes what it wrote part of `out`.
+    /// Panics, leaving `out` as it was, if `write` runs out of the capacity reserved.
+    fn append(out: &mut Vec<u8>, write: impl FnOnce(&mut Writer<'_>)) {
+        let mut w = Writer {
+            buf: out.spare_capacity_mut(),
+            at: 0,
+        };
+        write(&mut w);
+        let written = w.at;
+        let len = out.len() + written;
+        // SAFETY: `len` is within the capacity (the writer never indexes past its
+        // slice), and every byte between the old length and `len` was written: each
+        // method below advances `at` only over bytes it stored.
+        unsafe { out.set_len(len) };
     }
+
+    /// Stores `bytes` at `at` without counting them.
+    #[inline(always)]
+    fn store<const N: usize>(&mut self, at: usize, bytes: [u8; N]) {
+        let dst: &mut [MaybeUninit<u8>; N] =
+            (&mut self.buf[at..at + N]).try_into().expect("N bytes");
+        *dst = bytes.map(MaybeUninit::new);
+    }
+
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        self.buf[self.at].write(b);
+        self.at += 1;
+    }
+
+    /// Appends a constant, a word at a time (the last word overlapping the one before).
+    #[inline(always)]
+    fn put<const N: usize>(&mut self, bytes: &[u8; N]) {
+        if N < 8 {
+            for (i, &b) in bytes.iter().enumerate() {
+                self.buf[self.at + i].write(b);
+            }
+        } else {
+            let mut i = 0;
+            while i + 8 <= N {
+                self.store(self.at + i, word(bytes, i));
+                i += 8;
+            }
+            if i < N {
+                self.store(self.at + N - 8, word(bytes, N - 8));
+            }
+        }
+        self.at += N;
+    }
+
+    /// Appends a value, `null` for none.
+    fn optional(&mut self, value: Option<&str>) {
+        match value {
+            Some(v) => self.string(v),
+            None => self.put(b"null"),
+        }
+    }
+
+    /// Appends `s` as a JSON string escaped as RFC 8785 (JCS) does: `"` and `\`, the
+    /// short escapes `\b \t \n \f \r`, `\u00xx` for the other control characters, and
+    /// every other character as it is. Written by hand: serde_json's byte-at-a-time
+    /// writer was most of the guest's time in wasm.
+    fn string(&mut self, s: &str) {
+        let bytes = s.as_bytes();
+        self.byte(b'"');
+        if !self.verbatim(bytes) {
+            self.escaped(bytes);
+        }
+        self.byte(b'"');
+    }
+
+    /// Appends `b` as it is, if none of its bytes needs escaping; otherwise counts
+    /// nothing and says so. Eight bytes are checked and stored at a time; the last
+    /// word overlaps the one before it, and a string under eight bytes is two
+    /// overlapping halves, so no byte is handled alone in a loop.
+    #[inline(always)]
+    fn verbatim(&mut self, b: &[u8]) -> bool {
+        let n = b.len();
+        let at = self.at;
+        if n >= 8 {
+            let mut i = 0;
+            while i + 8 <= n {
+                let w = word(b, i);
+                if escape_flags(u64::from_le_bytes(w)) != 0 {
+                    return false;
+                }
+                self.store(at + i, w);
+                i += 8;
+            }
+            if i < n {
+                let w = word(b, n - 8);
+                if escape_flags(u64::from_le_bytes(w)) != 0 {
+                    return false;
+                }
+                self.store(at + n - 8, w);
+            }
+        } else if n >= 4 {
+            let (lo, hi) = (half(b, 0), half(b, n - 4));
+            let both = u64::from(u32::from_le_bytes(lo)) | u64::from(u32::from_le_bytes(hi)) << 32;
+            if escape_flags(both) != 0 {
+                return false;
+            }
+            self.store(at, lo);
+            self.store(at + n - 4, hi);
+        } else if n > 0 {
+            // One to three bytes: the first, the middle and the last cover them all.
+            let (first, middle, last) = (b[0], b[n / 2], b[n - 1]);
+            if needs_escape(first) || needs_escape(middle) || needs_escape(last) {
+                return false;
+            }
+            self.store(at, [first]);
+            self.store(at + n / 2, [middle]);
+            self.store(at + n - 1, [last]);
+        }
+        self.at += n;
+        true
+    }
+
+    /// Appends `b` escaped, a byte at a time: only for text that has something to escape.
+    #[cold]
+    fn escaped(&mut self, b: &[u8]) {
+        for &c in b {
+            if needs_escape(c) {
+                self.escape(c);
+            } else {
+                self.byte(c);
+            }
+        }
+    }
+
+    /// Appends the JSON escape of `b`, one of the bytes [`needs_escape`] picks.
+    fn escape(&mut self, b: u8) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        match b {
+            b'"' => self.put(br#"\""#),
+            b'\\' => self.put(br"\\"),
+            0x08 => self.put(br"\b"),
+            0x09 => self.put(br"\t"),
+            0x0a => self.put(br"\n"),
+            0x0c => self.put(br"\f"),
+            0x0d => self.put(br"\r"),
+            b => self.put(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0x0f)],
+            ]),
+        }
+    }
+
+    /// Appends a timestamp checked by [`Stamp::of`].
+    fn stamp(&mut self, stamp: &Stamp) {
+        match stamp {
+            Stamp::FourDigitYear {
+                year,
+                month,
+                day,
+                second_of_day,
+                fraction,
+            } => {
+                let at = self.at;
+                self.put(STAMP_TEMPLATE);
+                let (h, m, s) = (
+                    second_of_day / 3600,
+                    second_of_day / 60 % 60,
+                    second_of_day % 60,
+                );
+                self.store(at, digit_pair(year / 100));
+                self.store(at + 2, digit_pair(year % 100));
+                self.store(at + 5, digit_pair(*month));
+                self.store(at + 8, digit_pair(*day));
+                self.store(at + 11, digit_pair(h));
+                self.store(at + 14, digit_pair(m));
+                self.store(at + 17, digit_pair(s));
+                self.store(at + 20, digit_pair(fraction / 10_000));
+                self.store(at + 22, digit_pair(fraction / 100 % 100));
+                self.store(at + 24, digit_pair(fraction % 100));
+            }
+            Stamp::Other(text) => {
+                for &b in text.as_bytes() {
+                    self.byte(b);
+                }
+            }
+        }
+    }
+}
+
+/// The eight bytes of `b` from `at`.
+#[inline(always)]
+fn word(b: &[u8], at: usize) -> [u8; 8] {
+    b[at..at + 8].try_into().expect("eight bytes")
+}
+
+/// The four bytes of `b` from `at`.
+#[inline(always)]
+fn half(b: &[u8], at: usize) -> [u8; 4] {
+    b[at..at + 4].try_into().expect("four bytes")
+}
+
+/// The two decimal digits of `n` (under 100).
+#[inline(always)]
+fn digit_pair(n: u32) -> [u8; 2] {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let i = n as usize % 100 * 2;
+    [PAIRS[i], PAIRS[i + 1]]
 }
 
 /// Whether JSON must escape byte `b`.
@@ -187,7 +432,7 @@ fn needs_escape(b: u8) -> bool {
 ///
 /// SWAR: `x - 0x01…01 & !x & 0x80…80` flags the bytes of `x` that are zero, and with
 /// `0x20…20` those below 0x20. A borrow can flag a byte above a true hit, never below
-/// one, so the lowest flag is exact.
+/// one, so the lowest flag is exact (and a word with no flag has nothing to escape).
 fn escape_flags(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -198,7 +443,7 @@ fn escape_flags(w: u64) -> u64 {
 }
 
 /// The index of the first byte at or after `from` that JSON must escape, eight bytes
-/// at a time as [`push_json_string`] reads them.
+/// at a time.
 #[cfg(test)]
 fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
     let mut at = from;
@@ -220,16 +465,24 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex_lower(&Sha256::digest(bytes).into())
 }
 
-/// Lower-case hex of a digest. A table, not a formatter: it runs once per
-/// envelope, and in wasm the generic encoder cost as much as a third of the hashing.
+/// Lower-case hex of a digest.
 pub fn hex_lower(digest: &[u8; 32]) -> String {
+    let mut out = String::with_capacity(64);
+    append_hex(&mut out, digest);
+    out
+}
+
+/// Appends the lower-case hex of a digest. A table of digit pairs, not a formatter:
+/// it runs once per envelope, and in wasm the generic encoder cost as much as a
+/// third of the hashing.
+pub fn append_hex(out: &mut String, digest: &[u8; 32]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = Vec::with_capacity(64);
-    for b in digest {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 0x0f)]);
+    let mut text = [0u8; 64];
+    for (pair, b) in text.chunks_exact_mut(2).zip(digest) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
     }
-    String::from_utf8(out).expect("hex digits are ASCII")
+    out.push_str(std::str::from_utf8(&text).expect("hex digits are ASCII"));
 }
 
 /// The envelope of `op_id` with canonical `payload` whose SHA-256 is `digest`.

@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod cursor;
 pub mod engine;
 pub mod envelope;
+pub mod envelope_batch;
 pub mod model;
 pub mod packed;
 pub mod plan;

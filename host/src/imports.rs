@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use trustlog_guest::engine::Level;
+use trustlog_guest::envelope_batch::EnvelopeBatch;
 use trustlog_guest::model as m;
 
 use crate::db::Database;
@@ -241,10 +242,21 @@ impl HostImports {
         Ok(())
     }
 
-    /// `publisher.publish`: one result per envelope.
-    pub async fn publish(&mut self, batch: Vec<m::Envelope>) -> Vec<Result<(), m::PublishError>> {
+    /// `publisher.publish`: one result per envelope. A batch whose layout is broken
+    /// (only a faulty guest sends one) is refused envelope by envelope, as permanent:
+    /// the same guest would send it broken again.
+    pub async fn publish(&mut self, batch: EnvelopeBatch) -> Vec<Result<(), m::PublishError>> {
+        let envelopes = match batch.envelopes() {
+            Ok(envelopes) => envelopes,
+            Err(fault) => {
+                tracing::warn!(tenant = %self.tenant, %fault, "refusing a malformed envelope batch");
+                let refusal =
+                    m::PublishError::Permanent(format!("malformed envelope batch: {fault}"));
+                return vec![Err(refusal); batch.len()];
+            }
+        };
         let started = Instant::now();
-        let results = self.timed(self.publisher.publish(batch)).await;
+        let results = self.timed(self.publisher.publish(envelopes)).await;
         if let Some(metrics) = &self.metrics {
             metrics.publish(started.elapsed());
         }

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use trustlog_guest::engine::{Engine, Host, Level};
+use trustlog_guest::envelope_batch::{EnvelopeBatch, spans};
 use trustlog_guest::model as m;
 use trustlog_guest::packed::{RetryRows, Rows};
 
@@ -67,7 +68,7 @@ impl Host for BlockingImports {
         self.runtime.block_on(self.imports.apply(work))
     }
 
-    fn publish(&mut self, batch: Vec<m::Envelope>) -> Vec<Result<(), m::PublishError>> {
+    fn publish(&mut self, batch: EnvelopeBatch) -> Vec<Result<(), m::PublishError>> {
         self.runtime.block_on(self.imports.publish(batch))
     }
 
@@ -75,8 +76,11 @@ impl Host for BlockingImports {
         self.imports.log(level, message);
     }
 
-    fn sha256(&mut self, payloads: &[Vec<u8>]) -> Vec<[u8; 32]> {
-        self.imports.sha256(payloads.iter().map(Vec::as_slice))
+    fn sha256(&mut self, payloads: &[u8], ends: &[u32]) -> Vec<[u8; 32]> {
+        let slices = spans(ends, payloads.len())
+            .map_while(Result::ok)
+            .map(|span| &payloads[span]);
+        self.imports.sha256(slices)
     }
 }
 

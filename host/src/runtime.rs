@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use sha2::Digest;
 use trustlog_guest::engine::Level;
+use trustlog_guest::envelope_batch::{EnvelopeBatch, spans};
 use trustlog_guest::model as m;
 use trustlog_guest::packed::{OperationBatch, RetryBatch};
 use wasmtime::component::{HasSelf, Linker, ResourceTable, WasmList};
@@ -330,15 +331,14 @@ impl db::Host for TenantState {
 }
 
 impl publisher::Host for TenantState {
-    async fn publish(&mut self, batch: Vec<t::Envelope>) -> Vec<Result<(), t::PublishError>> {
-        let batch = batch
-            .into_iter()
-            .map(|e| m::Envelope {
-                op_id: e.op_id,
-                payload: e.payload,
-                sha256: e.sha256,
-            })
-            .collect();
+    async fn publish(&mut self, batch: t::EnvelopeBatch) -> Vec<Result<(), t::PublishError>> {
+        let batch = EnvelopeBatch {
+            op_ids: batch.op_ids,
+            op_id_ends: batch.op_id_ends,
+            payloads: batch.payloads,
+            payload_ends: batch.payload_ends,
+            sha256: batch.sha256,
+        };
         let results = self.imports.publish(batch).await;
         results.into_iter().map(|r| r.map_err(Into::into)).collect()
     }
@@ -352,12 +352,17 @@ fn link_imports(linker: &mut Linker<TenantState>) -> wasmtime::Result<()> {
     log::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     linker.instance(DIGEST_INTERFACE)?.func_wrap(
         "sha256",
-        |mut store, (payloads,): (WasmList<WasmList<u8>>,)| {
-            // Only the lists' places are read out; the bytes are hashed in place.
-            let payloads = payloads
-                .iter(&mut store)?
-                .collect::<wasmtime::Result<Vec<WasmList<u8>>>>()?;
-            let slices = payloads.iter().map(|p| p.as_le_slice(&store));
+        |store, (payloads, ends): (WasmList<u8>, WasmList<u32>)| {
+            // The payloads are hashed where the guest wrote them, not copied out first.
+            let bytes = payloads.as_le_slice(&store);
+            let ends: Vec<u32> = ends
+                .as_le_slice(&store)
+                .iter()
+                .map(|e| u32::from_le(*e))
+                .collect();
+            let slices = spans(&ends, bytes.len())
+                .map_while(Result::ok)
+                .map(|span| &bytes[span]);
             Ok((store.data().imports.sha256(slices).concat(),))
         },
     )
@@ -365,6 +370,7 @@ fn link_imports(linker: &mut Linker<TenantState>) -> wasmtime::Result<()> {
 
 /// `digest` is linked by hand: its bindings would copy a batch's payloads out of
 /// the guest only to hash them, and the same payloads cross again to be published.
+/// A bad end stops the answer short, and the engine retries the rows left unhashed.
 const DIGEST_INTERFACE: &str = "trustlog:engine/digest@0.1.0";
 
 impl log::Host for TenantState {

@@ -15,6 +15,7 @@ pub enum Hostile {
     InfiniteLoop,
     MemoryBomb,
     LogFlood,
+    MalformedEnvelopes,
 }
 
 impl Hostile {
@@ -25,6 +26,7 @@ impl Hostile {
             Hostile::InfiniteLoop => "infinite-loop",
             Hostile::MemoryBomb => "memory-bomb",
             Hostile::LogFlood => "log-flood",
+            Hostile::MalformedEnvelopes => "malformed-envelopes",
         }
     }
 }

@@ -6,7 +6,8 @@
 //! - `trap-every-tick`: every tick panics before doing anything;
 //! - `infinite-loop`: every tick spins forever;
 //! - `memory-bomb`: every tick allocates and touches memory until it cannot;
-//! - `log-flood`: every tick logs without end.
+//! - `log-flood`: every tick logs without end;
+//! - `malformed-envelopes`: every envelope batch it publishes has op_id ends past its text.
 //!
 //! `record` and `status` are always the real engine's, so the tests can feed a
 //! hostile tenant rows and read its state.
@@ -16,6 +17,7 @@ mod hostile {
     use trustlog_guest::component::exports::trustlog::engine::engine as x;
     use trustlog_guest::component::{Component, Imports, monitoring, t, with_engine};
     use trustlog_guest::engine::{Engine, Host, Level};
+    use trustlog_guest::envelope_batch::EnvelopeBatch;
     use trustlog_guest::model as m;
     use trustlog_guest::packed::{RetryRows, Rows};
 
@@ -77,14 +79,19 @@ mod hostile {
             }
             self.0.apply(work)
         }
-        fn publish(&mut self, batch: Vec<m::Envelope>) -> Vec<Result<(), m::PublishError>> {
+        fn publish(&mut self, mut batch: EnvelopeBatch) -> Vec<Result<(), m::PublishError>> {
+            if cfg!(feature = "malformed-envelopes") {
+                // Every op_id is said to end past the text that holds them.
+                let past = batch.op_ids.len() as u32 + 1;
+                batch.op_id_ends.iter_mut().for_each(|end| *end = past);
+            }
             self.0.publish(batch)
         }
         fn log(&mut self, level: Level, message: &str) {
             self.0.log(level, message)
         }
-        fn sha256(&mut self, payloads: &[Vec<u8>]) -> Vec<[u8; 32]> {
-            self.0.sha256(payloads)
+        fn sha256(&mut self, payloads: &[u8], ends: &[u32]) -> Vec<[u8; 32]> {
+            self.0.sha256(payloads, ends)
         }
     }
 
