@@ -71,7 +71,10 @@ mod hostile {
             });
             // The counter starts again in each fresh instance, so ticks alternate
             // between dying and committing and the backlog still drains.
-            if cfg!(feature = "trap-after-publish") && n % 2 == 0 && !work.trustlogged.is_empty() {
+            if cfg!(feature = "trap-after-publish")
+                && n.is_multiple_of(2)
+                && !work.trustlogged.is_empty()
+            {
                 panic!(
                     "hostile guest: dying after publishing {} envelopes, before committing (unit of work {n} of this instance)",
                     work.trustlogged.len()
