@@ -14,6 +14,7 @@ use trustlog_guest::envelope_batch::EnvelopeBatch;
 use trustlog_guest::model as m;
 
 use crate::db::Database;
+use crate::epoch::Computing;
 use crate::limits::EPOCH_TICK;
 use crate::metrics::TenantMetrics;
 use crate::publisher::Publisher;
@@ -94,6 +95,9 @@ pub struct HostImports {
     /// as a rest (see [`crate::limits::TenantLimiter::should_yield`]).
     waited_until_nanos: AtomicU64,
     created: Instant,
+    /// The engine's count of computing guests, for the component's imports: a wait
+    /// here counts this guest as resting, so the epoch ticker can rest with it.
+    computing: Option<Computing>,
 }
 
 impl HostImports {
@@ -115,12 +119,18 @@ impl HostImports {
             log_lines_per_sec,
             waited_until_nanos: AtomicU64::new(0),
             created: Instant::now(),
+            computing: None,
         }
     }
 
     /// Feeds publish and delivery observations into `metrics`.
     pub fn set_metrics(&mut self, metrics: Option<TenantMetrics>) {
         self.metrics = metrics;
+    }
+
+    /// Counts this guest as resting in `computing` while an import waits.
+    pub fn set_computing(&mut self, computing: Option<Computing>) {
+        self.computing = computing;
     }
 
     /// Feeds exact latencies and host-import time into `probe`.
@@ -143,8 +153,10 @@ impl HostImports {
 
     /// Times one import into the probe, if there is one, and notes a long wait.
     async fn timed<R>(&self, f: impl Future<Output = R>) -> R {
+        let resting = self.computing.as_ref().map(Computing::rest);
         let started = Instant::now();
         let r = f.await;
+        drop(resting);
         let took = started.elapsed();
         if let Some(p) = &self.probe {
             p.host_import(took);

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod component_cache;
 pub mod config;
 pub mod db;
+pub mod epoch;
 pub mod guest_output;
 pub mod http;
 pub mod imports;

@@ -18,9 +18,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use crate::bindings::{self, TrustlogPre, db, log, monitoring, publisher, t};
 use crate::component_cache;
 use crate::db::Database;
+use crate::epoch::{self, Busy, Computing};
 use crate::guest_output::GuestOutput;
 use crate::imports::{HostImports, Probe};
-use crate::limits::{EPOCH_TICK, LimitKind, Limits, TenantLimiter};
+use crate::limits::{LimitKind, Limits, TenantLimiter};
 use crate::metrics::TenantMetrics;
 use crate::publisher::Publisher;
 
@@ -79,9 +80,24 @@ pub enum Allocation {
     Pooling { instances: u32 },
 }
 
+/// A wasmtime engine as trustlog runs it, with what drives its epoch ticker: how
+/// many of its guests are computing.
+#[derive(Clone)]
+pub struct WasmEngine {
+    engine: Engine,
+    computing: Computing,
+}
+
+impl WasmEngine {
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
 /// A wasmtime engine as trustlog runs it: components, epoch interruption (with its
 /// ticker), and the allocation.
-pub fn engine(allocation: Allocation) -> Result<Engine, RuntimeError> {
+pub fn engine(allocation: Allocation) -> Result<WasmEngine, RuntimeError> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     // Epochs, not fuel, bound a call's CPU: fuel counts every block the guest runs,
@@ -106,24 +122,10 @@ pub fn engine(allocation: Allocation) -> Result<Engine, RuntimeError> {
         config.memory_init_cow(true);
     }
     let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
-    start_epoch_ticker(&engine)?;
-    Ok(engine)
-}
-
-/// Advances `engine`'s epoch every [`EPOCH_TICK`] until the engine is dropped.
-fn start_epoch_ticker(engine: &Engine) -> Result<(), RuntimeError> {
-    let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("trustlog-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })
-        .map(drop)
-        .map_err(|e| RuntimeError::Engine(format!("starting the epoch ticker: {e}")))
+    let computing = Computing::default();
+    epoch::start_ticker(&engine, computing.clone())
+        .map_err(|e| RuntimeError::Engine(format!("starting the epoch ticker: {e}")))?;
+    Ok(WasmEngine { engine, computing })
 }
 
 /// Which component `wasm` is: the SHA-256 of its bytes.
@@ -134,7 +136,7 @@ pub fn component_digest(wasm: &[u8]) -> [u8; 32] {
 /// The process-wide engine and the component, compiled and linked once.
 #[derive(Clone)]
 pub struct Runtime {
-    engine: Engine,
+    engine: WasmEngine,
     pre: TrustlogPre<TenantState>,
     /// SHA-256 of the component's bytes: which component this is.
     digest: [u8; 32],
@@ -161,11 +163,11 @@ impl Runtime {
     }
 
     /// The component `wasm`, compiled for (and linked on) a shared `engine`.
-    pub fn on_engine(engine: &Engine, wasm: &[u8]) -> Result<Runtime, RuntimeError> {
+    pub fn on_engine(engine: &WasmEngine, wasm: &[u8]) -> Result<Runtime, RuntimeError> {
         let engine = engine.clone();
         let digest = component_digest(wasm);
-        let component = component_cache::load(&engine, wasm, &component_cache::cache_dir())?;
-        let mut linker = Linker::<TenantState>::new(&engine);
+        let component = component_cache::load(&engine.engine, wasm, &component_cache::cache_dir())?;
+        let mut linker = Linker::<TenantState>::new(&engine.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
         link_imports(&mut linker).map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
@@ -187,7 +189,7 @@ impl Runtime {
 
     /// The engine the component is compiled for.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.engine.engine
     }
 
     /// A fresh sandbox for `tenant` within `limits`, wired to its own database and publisher.
@@ -211,13 +213,16 @@ impl Runtime {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let mut imports = HostImports::new(tenant.clone(), db, publisher, limits.log_lines_per_sec);
+        // The ticker rests while this guest waits in an import, unless another computes.
+        imports.set_computing(Some(self.engine.computing.clone()));
         let state = TenantState {
-            imports: HostImports::new(tenant.clone(), db, publisher, limits.log_lines_per_sec),
+            imports,
             wasi,
             table: ResourceTable::new(),
             limiter: TenantLimiter::new(limits),
         };
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.limiter);
         // Each tick the guest computes through is charged to the call, and a guest that
         // has computed a whole tick since it last rested yields, so it never holds a
@@ -242,6 +247,7 @@ impl Runtime {
             store,
             bindings,
             tenant,
+            computing: self.engine.computing.clone(),
         })
     }
 }
@@ -391,6 +397,7 @@ pub struct Instance {
     store: Store<TenantState>,
     bindings: bindings::Trustlog,
     tenant: Arc<str>,
+    computing: Computing,
 }
 
 impl Instance {
@@ -414,10 +421,12 @@ impl Instance {
         }
     }
 
-    /// Gives the next call its whole CPU budget, counted from the next tick.
-    fn start_call(&mut self) {
+    /// Gives the next call its whole CPU budget, counted from the next tick; the
+    /// guest counts as computing (the ticker ticks) until the guard is dropped.
+    fn start_call(&mut self) -> Busy {
         self.store.data_mut().limiter.start_call();
         self.store.set_epoch_deadline(1);
+        self.computing.enter()
     }
 
     /// Feeds this instance's publish and delivery observations into `metrics`.
@@ -432,7 +441,7 @@ impl Instance {
 
     /// Configures the engine; must come first.
     pub async fn configure(&mut self, cfg: m::Config) -> Result<(), CallError> {
-        self.start_call();
+        let _computing = self.start_call();
         let r = self
             .bindings
             .trustlog_engine_engine()
@@ -449,7 +458,7 @@ impl Instance {
         strategy: Option<m::Strategy>,
     ) -> Result<Vec<m::RecordOutcome>, CallError> {
         let ops: Vec<t::Operation> = ops.into_iter().map(Into::into).collect();
-        self.start_call();
+        let _computing = self.start_call();
         let r = self
             .bindings
             .trustlog_engine_engine()
@@ -463,7 +472,7 @@ impl Instance {
 
     /// One scan batch.
     pub async fn scan_tick(&mut self, now: m::Micros) -> Result<m::TickReport, CallError> {
-        self.start_call();
+        let _computing = self.start_call();
         let r = self
             .bindings
             .trustlog_engine_engine()
@@ -476,7 +485,7 @@ impl Instance {
 
     /// One retry batch.
     pub async fn retry_tick(&mut self, now: m::Micros) -> Result<m::TickReport, CallError> {
-        self.start_call();
+        let _computing = self.start_call();
         let r = self
             .bindings
             .trustlog_engine_engine()
@@ -489,7 +498,7 @@ impl Instance {
 
     /// One sweep batch.
     pub async fn sweep_tick(&mut self, now: m::Micros) -> Result<m::TickReport, CallError> {
-        self.start_call();
+        let _computing = self.start_call();
         let r = self
             .bindings
             .trustlog_engine_engine()
@@ -502,7 +511,7 @@ impl Instance {
 
     /// The monitoring figures.
     pub async fn status(&mut self, now: m::Micros) -> Result<m::StatusReport, CallError> {
-        self.start_call();
+        let _computing = self.start_call();
         let r = self
             .bindings
             .trustlog_engine_engine()

@@ -12,13 +12,12 @@ use std::sync::{Arc, Mutex as StdMutex};
 use tokio::sync::{Mutex, Notify, RwLock, watch};
 use tokio::task::JoinHandle;
 use trustlog_guest::model::DbError;
-use wasmtime::Engine;
 
 use crate::config::TenantSpec;
 use crate::db::Database;
 use crate::metrics::{Metrics, TenantMetrics};
 use crate::publisher::Publisher;
-use crate::runtime::{GUEST_WASM, Runtime, RuntimeError, component_digest};
+use crate::runtime::{GUEST_WASM, Runtime, RuntimeError, WasmEngine, component_digest};
 use crate::tenant::{Tenant, TenantError};
 use crate::worker::{Exit, Summary, Worker};
 
@@ -179,7 +178,7 @@ pub struct ReloadReport {
 
 /// Every tenant of the host.
 pub struct Tenants {
-    engine: Engine,
+    engine: WasmEngine,
     metrics: Arc<Metrics>,
     until_drained: bool,
     /// Compiled components by the SHA-256 of their bytes: tenants running the same
@@ -192,7 +191,7 @@ pub struct Tenants {
 
 impl Tenants {
     /// An empty host on `engine`, reporting into `metrics`.
-    pub fn new(engine: Engine, metrics: Arc<Metrics>, until_drained: bool) -> Arc<Tenants> {
+    pub fn new(engine: WasmEngine, metrics: Arc<Metrics>, until_drained: bool) -> Arc<Tenants> {
         Arc::new(Tenants {
             engine,
             metrics,
