@@ -627,18 +627,16 @@ fn print_bench(r: &BenchReport) {
     if let Some(s) = &r.scaling {
         for p in &s.points {
             println!(
-                "scaling: {} rows waiting: one scan batch of {} in {} ms as stored, {} ms with its rows cached; rss {}",
+                "scaling: {} rows waiting: one scan batch of {} in {} ms, rss {}",
                 p.rows,
                 s.batch,
                 p.scan_batch_ms,
-                p.scan_batch_ms_cached,
                 opt(p.rss_mib, "MiB")
             );
         }
         println!(
-            "scaling: batch time ratio {} as stored, {} cached; rss ratio {}",
+            "scaling: batch time ratio {}, rss ratio {}",
             s.scan_batch_ratio,
-            s.scan_batch_ratio_cached,
             s.rss_ratio.map_or("n/a".into(), |x| x.to_string())
         );
     }
