@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use trustlog_guest::model::{Operation, TrustlogStatus};
+use trustlog_guest::model::{Micros, Operation, TrustlogStatus};
 
 use crate::clock::now_micros;
 use crate::db::Database;
@@ -27,6 +27,13 @@ pub(super) const STORE_CHUNK: usize = 5_000;
 const PACE: Duration = Duration::from_millis(10);
 /// How long the paced phase may take beyond its schedule before it is a failure.
 const LATENCY_GRACE: Duration = Duration::from_secs(60);
+
+/// The operations a target holds: sample operations `0..next` of `run`, from `base`.
+pub(super) struct Backlog {
+    run: String,
+    base: Micros,
+    next: u32,
+}
 
 /// A fresh database and publisher, connected and migrated.
 pub(super) struct Target {
@@ -94,22 +101,18 @@ impl Target {
     /// Bulk-inserts `n` operations (as an application would), ten per timestamp, then
     /// settles the database; returns the insert rate, ops/s.
     pub async fn store(&self, n: u32) -> Result<f64, BenchError> {
-        let run = format!("b{:x}", now_micros());
-        let base = now_micros() - i64::from(n);
+        Ok(self.store_backlog(n).await?.0)
+    }
+
+    /// [`Target::store`], also returning the backlog so more can be stored behind it.
+    pub async fn store_backlog(&self, n: u32) -> Result<(f64, Backlog), BenchError> {
+        let mut backlog = Backlog {
+            run: format!("b{:x}", now_micros()),
+            base: now_micros() - i64::from(n),
+            next: 0,
+        };
         let started = Instant::now();
-        let mut i = 0u32;
-        while i < n {
-            let end = n.min(i + STORE_CHUNK as u32);
-            let ops: Vec<Operation> = (i..end).map(|k| sample::operation(&run, k, base)).collect();
-            self.db
-                .insert(ops, TrustlogStatus::NotTrustlogged)
-                .await
-                .map_err(|e| BenchError::Database {
-                    url: crate::publisher::options::redact(&self.fresh_db.url),
-                    message: e.to_string(),
-                })?;
-            i = end;
-        }
+        self.top_up(&mut backlog, n).await?;
         let rate = f64::from(n) / started.elapsed().as_secs_f64();
         // The vacuum, statistics and checkpoint a bulk load calls for would otherwise come
         // at a moment of the server's choosing, inside one run's timed phase and not the
@@ -119,7 +122,28 @@ impl Target {
             tracing::warn!(db = %crate::publisher::options::redact(&self.fresh_db.url), error = %e,
                 "settling the database after storing the backlog failed; timing it unsettled");
         }
-        Ok(rate)
+        Ok((rate, backlog))
+    }
+
+    /// Stores `n` more operations of `backlog`, later in the scan's order than those
+    /// already stored.
+    pub async fn top_up(&self, backlog: &mut Backlog, n: u32) -> Result<(), BenchError> {
+        let end = backlog.next + n;
+        while backlog.next < end {
+            let chunk_end = end.min(backlog.next + STORE_CHUNK as u32);
+            let ops: Vec<Operation> = (backlog.next..chunk_end)
+                .map(|k| sample::operation(&backlog.run, k, backlog.base))
+                .collect();
+            self.db
+                .insert(ops, TrustlogStatus::NotTrustlogged)
+                .await
+                .map_err(|e| BenchError::Database {
+                    url: crate::publisher::options::redact(&self.fresh_db.url),
+                    message: e.to_string(),
+                })?;
+            backlog.next = chunk_end;
+        }
+        Ok(())
     }
 
     /// Closes the pool and removes the fresh database and files.
