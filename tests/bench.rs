@@ -232,7 +232,8 @@ fn scaling_times_one_scan_batch_per_backlog_size() {
     let ratio = number(s, "scan_batch_ratio");
     let expected = number(&points[1], "scan_batch_ms") / number(&points[0], "scan_batch_ms");
     assert!((ratio - expected).abs() < 0.01, "{s}");
-    assert!(number(s, "rss_end_mib") > 1.0, "{s}");
+    assert_eq!(s["timed_batches"], 40, "{s}");
+    assert_eq!(s["memory_batches"], 10, "{s}");
     assert_eq!(s["untimed_batches"], 1 + 3000 / 100, "{s}");
     assert!(
         leftovers(dir.path()).is_empty(),

@@ -627,18 +627,18 @@ fn print_bench(r: &BenchReport) {
     if let Some(s) = &r.scaling {
         for p in &s.points {
             println!(
-                "scaling: {} rows waiting: one scan batch of {} in {} ms, rss {} after its first",
+                "scaling: {} rows waiting: one scan batch of {} in {} ms, rss {} after {} batches alone",
                 p.rows,
                 s.batch,
                 p.scan_batch_ms,
-                opt(p.rss_mib, "MiB")
+                opt(p.rss_mib, "MiB"),
+                s.memory_batches
             );
         }
         println!(
-            "scaling: batch time ratio {} (median of {} batches per size, in turns), rss {} at the end, rss ratio {}",
+            "scaling: batch time ratio {} (median of {} batches per size, in turns), rss ratio {}",
             s.scan_batch_ratio,
             s.timed_batches,
-            opt(s.rss_end_mib, "MiB"),
             s.rss_ratio.map_or("n/a".into(), |x| x.to_string())
         );
     }
