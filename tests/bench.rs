@@ -298,7 +298,7 @@ fn a_nats_publisher_gets_a_stream_of_its_own_per_run_deleted_afterwards() {
 }
 
 #[test]
-fn a_backlog_smaller_than_two_batches_is_refused_naming_the_phase() {
+fn a_backlog_smaller_than_one_batch_is_refused_naming_the_phase() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("s.db").display());
     let ledger = format!("ledger://{}", dir.path().join("s.ledger").display());
@@ -317,14 +317,14 @@ fn a_backlog_smaller_than_two_batches_is_refused_naming_the_phase() {
             "300",
             "--scaling",
             "--scaling-rows",
-            "500",
+            "200,5000",
         ],
         "",
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("scaling") && err.contains("store more rows"),
+        err.contains("scaling") && err.contains("(200 rows) holds less than one batch of 300"),
         "{err}"
     );
     assert!(
