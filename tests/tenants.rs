@@ -17,6 +17,11 @@ use support::*;
 const T0: i64 = 1_764_000_000_000_000;
 const WAIT: Duration = Duration::from_secs(60);
 
+/// The throughput comparisons hold it exclusively, every other test of this file
+/// shared: on two cores, a test starting servers beside a timed delivery moved B's
+/// ratio by more than the hostile tenant did (0.72 once in a full run).
+static TIMING: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// A `[[tenant]]` entry.
 fn tenant_toml(id: &str, db: &str, publisher: &str, extra: &str) -> String {
     format!("[[tenant]]\nid = \"{id}\"\ndb = \"{db}\"\npublisher = \"{publisher}\"\n{extra}\n")
@@ -36,6 +41,7 @@ fn ledger(dir: &Path, name: &str) -> (String, std::path::PathBuf) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_file_runs_tenants_on_all_three_databases_each_into_its_own_ledger_until_drained()
 {
+    let _beside_no_timing = TIMING.read().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = String::from("# three tenants, three databases\n");
     let mut tenants = Vec::new();
@@ -102,9 +108,18 @@ async fn deliver(server: &Server, tenant: &str, prefix: &str, n: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Tenant B's better throughput of two deliveries of `n`: a slow spell of the machine
+/// lowers one, while a hostile tenant beside B would lower both.
+async fn best_of_two(server: &Server, prefix: &str, n: usize) -> f64 {
+    let first = deliver(server, "b", &format!("{prefix}1"), n).await;
+    let second = deliver(server, "b", &format!("{prefix}2"), n).await;
+    first.max(second)
+}
+
 /// Tenant B's throughput alone, then beside a hostile tenant A; A's fate.
 async fn beside(kind: Hostile) {
     const N: usize = 10_000;
+    let _alone_on_the_machine = TIMING.write().await;
     let dir = tempfile::tempdir().unwrap();
     // Each run gets a fresh database and ledger, and warms up before it is timed.
     let b_entry = |run: &str| {
@@ -119,7 +134,7 @@ async fn beside(kind: Hostile) {
     let (b, _) = b_entry("alone");
     let alone = Server::start(&["--config", &write_config(dir.path(), &b)]);
     deliver(&alone, "b", "warm", 1000).await;
-    let solo = deliver(&alone, "b", "solo", N).await;
+    let solo = best_of_two(&alone, "solo", N).await;
     drop(alone);
     let (b, b_ledger) = b_entry("beside");
 
@@ -142,7 +157,7 @@ async fn beside(kind: Hostile) {
         .await;
     assert_eq!(code, 200);
     deliver(&server, "b", "warm", 1000).await;
-    let shared = deliver(&server, "b", "shared", N).await;
+    let shared = best_of_two(&server, "shared", N).await;
     let ratio = shared / solo;
     eprintln!("{kind:?}: B alone {solo:.0} ops/s, beside A {shared:.0} ops/s, ratio {ratio:.2}");
     assert!(
@@ -279,6 +294,7 @@ async fn wait_delivered(server: &Server, tenant: &str, n: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_and_the_admin_api_add_replace_switch_and_remove_tenants_without_a_restart() {
+    let _beside_no_timing = TIMING.read().await;
     let dir = tempfile::tempdir().unwrap();
     let entry = |id: &str, extra: &str| {
         let (publisher, _) = ledger(dir.path(), id);
@@ -423,6 +439,7 @@ async fn drop_schema(backend: Backend, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_schema_that_does_not_exist_yet_is_created_on_its_shared_server() {
+    let _beside_no_timing = TIMING.read().await;
     let dir = tempfile::tempdir().unwrap();
     let pg_schema = unique_name("trustlog_new");
     let maria_schema = unique_name("trustlog_new");
