@@ -89,13 +89,15 @@ pub(super) async fn run(
     let mut rss_mib = Vec::with_capacity(sizes.len());
     for &rows in &sizes {
         let mut lane = Lane::store(opts, engine, rows, "mem").await?;
-        let batches = run_batches(opts, &mut lane, MEMORY_BATCHES).await;
+        let batches = run_batches(&mut lane, batch, MEMORY_BATCHES).await;
         rss_mib.push(rss::current_mib());
         lane.target.remove().await?;
         batches?;
     }
+    // The batch that loads the cursor, then as many as the smallest backlog holds.
+    let untimed = 1 + smallest.div_ceil(batch);
     let mut lanes = Vec::with_capacity(sizes.len());
-    let result = timed_turns(opts, engine, &sizes, &mut lanes).await;
+    let result = timed_turns(opts, engine, &sizes, untimed, &mut lanes).await;
     for lane in lanes.drain(..) {
         lane.target.remove().await?;
     }
@@ -119,7 +121,7 @@ pub(super) async fn run(
         engine,
         batch,
         timed_batches: TIMED_BATCHES,
-        untimed_batches: 1 + smallest.div_ceil(batch),
+        untimed_batches: untimed,
         memory_batches: MEMORY_BATCHES,
         scan_batch_ratio: round(last.scan_batch_ms / first.scan_batch_ms, 3),
         rss_ratio,
@@ -127,32 +129,29 @@ pub(super) async fn run(
     })
 }
 
-/// Stores every size into `lanes`, runs the untimed then the timed turns, and returns
+/// Stores every size into `lanes`, runs `untimed` then the timed turns, and returns
 /// each size's median batch time, ms; the caller removes the lanes' targets whatever
 /// happens.
 async fn timed_turns(
     opts: &BenchOptions,
     engine: EngineKind,
     sizes: &[u32],
+    untimed: u32,
     lanes: &mut Vec<Lane>,
 ) -> Result<Vec<f64>, BenchError> {
     for &rows in sizes {
-        let mut lane = Lane::store(opts, engine, rows, "time").await?;
-        // The first batch loads the cursor; it is not the steady state being measured.
-        let first = run_batches(opts, &mut lane, 1).await;
-        lanes.push(lane);
-        first?;
+        lanes.push(Lane::store(opts, engine, rows, "time").await?);
     }
-    let untimed = sizes[0].div_ceil(opts.config.batch_size);
+    let batch = opts.config.batch_size;
     for _ in 0..untimed {
         for lane in lanes.iter_mut() {
-            scan_batch(lane, opts.config.batch_size).await?;
+            scan_batch(lane, batch).await?;
         }
     }
     let mut times_ms = vec![Vec::with_capacity(TIMED_BATCHES as usize); lanes.len()];
     for _ in 0..TIMED_BATCHES {
         for (lane, times) in lanes.iter_mut().zip(&mut times_ms) {
-            times.push(scan_batch(lane, opts.config.batch_size).await? * 1000.0);
+            times.push(scan_batch(lane, batch).await? * 1000.0);
         }
     }
     Ok(times_ms
@@ -201,10 +200,10 @@ impl Lane {
     }
 }
 
-/// Runs `n` scan batches on `lane`.
-async fn run_batches(opts: &BenchOptions, lane: &mut Lane, n: u32) -> Result<(), BenchError> {
+/// Runs `n` scan batches of `batch` on `lane`.
+async fn run_batches(lane: &mut Lane, batch: u32, n: u32) -> Result<(), BenchError> {
     for _ in 0..n {
-        scan_batch(lane, opts.config.batch_size).await?;
+        scan_batch(lane, batch).await?;
     }
     Ok(())
 }
