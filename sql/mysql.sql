@@ -109,3 +109,18 @@ CREATE TABLE IF NOT EXISTS trustlog_retry (
     CONSTRAINT trustlog_retry_retry_status_value
         CHECK (retry_status IN ('PENDING', 'RETRYING', 'DEAD_LETTER'))
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+
+-- Which host delivers for a cursor key (trustlog_cursor.cursor_key). Hosts sharing the
+-- database take turns through this row: one holds it, renews it every few seconds and
+-- releases it when it stops; the others stand by and take it once it is released or has
+-- run out (a host killed without a release). holder is '' once released; state is what
+-- the holder last said of its delivery ('running', 'outage: ...').
+CREATE TABLE IF NOT EXISTS trustlog_lease (
+    lease_key   VARCHAR(255)  NOT NULL,
+    holder      VARCHAR(255)  NOT NULL,
+    acquired_at DATETIME(6)   NOT NULL,
+    renewed_at  DATETIME(6)   NOT NULL,
+    expires_at  DATETIME(6)   NOT NULL,
+    state       VARCHAR(1024) NOT NULL DEFAULT '',
+    PRIMARY KEY (lease_key)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;

@@ -48,9 +48,12 @@
 -- Wake-up
 --   Every INSERT statement on operation, from any client, sends one NOTIFY on the
 --   channel trustlog_operation (one per statement, not per row; the payload is the
---   table's schema, so tenants in other schemas can ignore it). The relay LISTENs and
---   scans at once. NOTIFY is best effort: a notification sent while the relay is not
---   listening is lost, and the relay's idle poll is the fallback that finds the row.
+--   table's schema, so tenants in other schemas can ignore it). PostgreSQL delivers it
+--   when the inserting transaction commits, so a row that commits late, behind rows
+--   the relay has already passed, wakes it too: the relay scans, and its catch-up
+--   delivers rows behind the cursor at once. NOTIFY is best effort: a notification
+--   sent while the relay is not listening is lost, and the relay's idle poll is the
+--   fallback that finds the row.
 --
 -- trustlog_cursor.cursor_value
 --   '<RFC 3339 UTC, exactly 6 fractional digits, Z>|<op_id>', e.g.
@@ -118,6 +121,20 @@ CREATE TABLE IF NOT EXISTS trustlog_retry (
 CREATE INDEX IF NOT EXISTS trustlog_retry_due_order
     ON trustlog_retry (retry_status, next_retry_at, op_id);
 DROP INDEX IF EXISTS trustlog_retry_due;
+
+-- Which host delivers for a cursor key (trustlog_cursor.cursor_key). Hosts sharing
+-- the database take turns through this row: one holds it, renews it every few seconds
+-- and releases it when it stops; the others stand by and take it once it is released
+-- or has run out (a host killed without a release). holder is '' once released; state
+-- is what the holder last said of its delivery ('running', 'outage: ...').
+CREATE TABLE IF NOT EXISTS trustlog_lease (
+    lease_key   TEXT        NOT NULL PRIMARY KEY,
+    holder      TEXT        NOT NULL,
+    acquired_at TIMESTAMPTZ NOT NULL,
+    renewed_at  TIMESTAMPTZ NOT NULL,
+    expires_at  TIMESTAMPTZ NOT NULL,
+    state       TEXT        NOT NULL DEFAULT ''
+);
 
 -- The wake-up NOTIFY (see the header). A statement-level trigger sends one
 -- notification per INSERT statement however many rows it carries.

@@ -97,3 +97,18 @@ CREATE TABLE IF NOT EXISTS trustlog_retry (
 CREATE INDEX IF NOT EXISTS trustlog_retry_due_order
     ON trustlog_retry (retry_status, next_retry_at, op_id);
 DROP INDEX IF EXISTS trustlog_retry_due;
+
+-- Which host delivers for a cursor key (trustlog_cursor.cursor_key). Hosts sharing the
+-- database take turns through this row: one holds it, renews it every few seconds and
+-- releases it when it stops; the others stand by and take it once it is released or has
+-- run out (a host killed without a release). holder is '' once released; state is what
+-- the holder last said of its delivery ('running', 'outage: ...'). Times are integer
+-- microseconds from the hosts' clock.
+CREATE TABLE IF NOT EXISTS trustlog_lease (
+    lease_key   TEXT    NOT NULL PRIMARY KEY,
+    holder      TEXT    NOT NULL,
+    acquired_at INTEGER NOT NULL,
+    renewed_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    state       TEXT    NOT NULL DEFAULT ''
+);

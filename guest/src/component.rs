@@ -81,9 +81,10 @@ impl Host for Imports {
     fn sweep_candidates(
         &mut self,
         before: m::Position,
+        since: m::Micros,
         limit: u32,
     ) -> Result<packed::Rows, m::DbError> {
-        let batch = db::sweep_candidates(&before.into(), limit)?;
+        let batch = db::sweep_candidates(&before.into(), since, limit)?;
         Ok(packed::Rows::Packed(batch.into()))
     }
 
@@ -173,6 +174,10 @@ impl x::Guest for Component {
         with_engine(|e, h| e.sweep_tick(h, now)).map(Into::into)
     }
 
+    fn catch_up_tick(now: t::Micros) -> Result<x::TickReport, x::EngineError> {
+        with_engine(|e, h| e.catch_up_tick(h, now)).map(Into::into)
+    }
+
     fn status(now: t::Micros) -> Result<monitoring::StatusReport, x::EngineError> {
         let r = with_engine(|e, h| e.status(h, now))?;
         Ok(monitoring::StatusReport {
@@ -194,6 +199,7 @@ impl From<t::Config> for m::Config {
                 max_retries: cfg.backoff.max_retries,
             },
             default_strategy: cfg.default_strategy.into(),
+            catch_up_window_micros: cfg.catch_up_window_micros,
         }
     }
 }
@@ -327,6 +333,7 @@ impl From<t::PublishError> for m::PublishError {
         match e {
             t::PublishError::Transient(s) => m::PublishError::Transient(s),
             t::PublishError::Permanent(s) => m::PublishError::Permanent(s),
+            t::PublishError::Unavailable(s) => m::PublishError::Unavailable(s),
         }
     }
 }
@@ -336,6 +343,7 @@ impl From<m::PublishError> for t::PublishError {
         match e {
             m::PublishError::Transient(s) => t::PublishError::Transient(s),
             m::PublishError::Permanent(s) => t::PublishError::Permanent(s),
+            m::PublishError::Unavailable(s) => t::PublishError::Unavailable(s),
         }
     }
 }
@@ -351,6 +359,7 @@ impl From<monitoring::DbStats> for m::DbStats {
             dead_letter: s.dead_letter,
             cursor: s.cursor.map(Into::into),
             oldest_waiting: s.oldest_waiting,
+            next_retry_at: s.next_retry_at,
         }
     }
 }
@@ -366,6 +375,7 @@ impl From<m::DbStats> for monitoring::DbStats {
             dead_letter: s.dead_letter,
             cursor: s.cursor.map(Into::into),
             oldest_waiting: s.oldest_waiting,
+            next_retry_at: s.next_retry_at,
         }
     }
 }
@@ -416,6 +426,8 @@ impl From<m::TickReport> for x::TickReport {
             dead_lettered: r.dead_lettered,
             more: r.more,
             cursor_conflict: r.cursor_conflict,
+            unavailable: r.unavailable,
+            error: r.error,
         }
     }
 }

@@ -4,7 +4,14 @@
 //! cursor carries the op_id of the last row delivered and the next scan asks
 //! for rows strictly after the pair. It only ever moves forward.
 
-use crate::model::{CursorMove, OperationRef, Position};
+use std::collections::HashSet;
+
+use crate::model::{CursorMove, Micros, OperationRef, Position};
+
+/// How far past `now` the cursor may go: a row stamped later than that (a skewed
+/// clock, a bad value) is delivered without moving the cursor to it, so it holds
+/// no row stamped at the right time behind the cursor.
+pub const FUTURE_SLACK_MICROS: Micros = 1_000_000;
 
 /// The engine's view of one cursor: the last position it knows was committed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,15 +35,16 @@ impl Cursor {
         self.known = None;
     }
 
-    /// The move covering `batch`, which the scan returned after `from` in order;
-    /// `None` when the batch is empty or would not move the cursor forward.
-    pub fn plan_move(
+    /// The move covering `settled`, rows the scan returned after `from` that are
+    /// settled (confirmed, retried or dead-lettered); `None` when there are none or the
+    /// move would not take the cursor forward.
+    pub fn plan_move<'r, 'a: 'r>(
         key: &str,
         from: &Option<Position>,
-        batch: &[OperationRef<'_>],
+        settled: impl IntoIterator<Item = &'r OperationRef<'a>>,
     ) -> Option<CursorMove> {
-        let last = batch
-            .iter()
+        let last = settled
+            .into_iter()
             .reduce(|max, op| if op.is_after(max) { op } else { max })?;
         let to = last.position();
         if from.as_ref().is_some_and(|f| &to <= f) {
@@ -47,6 +55,21 @@ impl Cursor {
             expected: from.clone(),
             to,
         })
+    }
+
+    /// The rows of a scanned batch, in keyset order, that the cursor may move over:
+    /// those before the first row left `unsettled` (not confirmed, retried or
+    /// dead-lettered, so still to be scanned), stamped no later than `horizon`.
+    pub fn movable<'r, 'a>(
+        batch: &'r [OperationRef<'a>],
+        unsettled: &[String],
+        horizon: Micros,
+    ) -> impl Iterator<Item = &'r OperationRef<'a>> {
+        let unsettled: HashSet<&str> = unsettled.iter().map(String::as_str).collect();
+        batch
+            .iter()
+            .take_while(move |op| !unsettled.contains(op.op_id))
+            .filter(move |op| op.timestamp <= horizon)
     }
 
     /// Adopts the position a committed move reached.
@@ -107,7 +130,7 @@ mod tests {
 
     #[test]
     fn empty_batch_does_not_move() {
-        assert_eq!(Cursor::plan_move("k", &None, &[]), None);
+        assert_eq!(Cursor::plan_move("k", &None, &[] as &[OperationRef]), None);
     }
 
     #[test]
@@ -137,6 +160,67 @@ mod tests {
             }
         );
         assert_eq!(m.expected, from);
+    }
+
+    #[test]
+    fn the_cursor_stops_before_the_first_unsettled_row_and_at_the_horizon() {
+        let batch = [op(1, "a"), op(2, "b"), op(3, "c"), op(50, "z")];
+        let over = |unsettled: &[&str], horizon| {
+            let unsettled: Vec<String> = unsettled.iter().map(|s| s.to_string()).collect();
+            Cursor::movable(&batch, &unsettled, horizon)
+                .map(|o| o.op_id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(over(&[], 10), ["a", "b", "c"]);
+        assert_eq!(over(&["b"], 100), ["a"]);
+        assert_eq!(over(&["a"], 100), [] as [&str; 0]);
+        assert_eq!(over(&[], 100), ["a", "b", "c", "z"]);
+    }
+
+    proptest! {
+        // Rows far in the future and rows left unsettled by an outage: walking the keyset
+        // with the scan's rules (settled rows leave the waiting set, the cursor moves over
+        // the settled prefix up to the horizon) delivers every row exactly once, never
+        // moves the cursor past an unsettled row, and leaves it at or before the horizon.
+        #[test]
+        fn outages_and_future_rows_neither_skip_nor_stall_the_walk(
+            rows in proptest::collection::btree_set((0i64..40, "[a-z]{1,3}"), 0..200),
+            batch in 1usize..50,
+            down in proptest::collection::vec(any::<bool>(), 0..30),
+        ) {
+            const HORIZON: i64 = 30;
+            let mut waiting: BTreeSet<Position> = rows.into_iter().map(|(timestamp, op_id)| Position { timestamp, op_id }).collect();
+            let total = waiting.len();
+            let mut cursor: Option<Position> = None;
+            let mut delivered = Vec::new();
+            let mut outage = down.into_iter();
+            for _ in 0..10_000 {
+                let got = scan(&waiting, &cursor, batch);
+                if got.is_empty() { break; }
+                // An outage leaves the whole batch unsettled: the next scan gets it again.
+                let unsettled: Vec<String> = if outage.next().unwrap_or(false) {
+                    got.iter().map(|o| o.op_id.to_string()).collect()
+                } else {
+                    Vec::new()
+                };
+                let moved = Cursor::plan_move("k", &cursor, Cursor::movable(&got, &unsettled, HORIZON));
+                for o in &got {
+                    if !unsettled.iter().any(|u| u == o.op_id) {
+                        delivered.push(o.position());
+                    }
+                }
+                if let Some(m) = moved {
+                    prop_assert!(m.to.timestamp <= HORIZON);
+                    cursor = Some(m.to);
+                }
+                let gone: Vec<Position> = delivered.iter().filter(|p| waiting.contains(*p)).cloned().collect();
+                for p in gone { waiting.remove(&p); }
+            }
+            prop_assert!(waiting.is_empty(), "left waiting: {:?}", waiting);
+            let distinct: BTreeSet<&Position> = delivered.iter().collect();
+            prop_assert_eq!(distinct.len(), total);
+            prop_assert_eq!(delivered.len(), total);
+        }
     }
 
     proptest! {

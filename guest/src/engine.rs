@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use crate::cursor::Cursor;
+use crate::cursor::{Cursor, FUTURE_SLACK_MICROS};
 use crate::envelope_batch::{EnvelopeBatch, Unjoined};
 use crate::model::*;
 use crate::packed::{RetryRows, Rows};
@@ -23,7 +23,12 @@ pub trait Host {
     fn load_cursor(&mut self, key: &str) -> Result<Option<Position>, DbError>;
     fn scan_after(&mut self, after: Option<Position>, limit: u32) -> Result<Rows, DbError>;
     fn due_retries(&mut self, now: Micros, limit: u32) -> Result<RetryRows, DbError>;
-    fn sweep_candidates(&mut self, before: Position, limit: u32) -> Result<Rows, DbError>;
+    fn sweep_candidates(
+        &mut self,
+        before: Position,
+        since: Micros,
+        limit: u32,
+    ) -> Result<Rows, DbError>;
     fn stats(&mut self, cursor_key: &str) -> Result<DbStats, DbError>;
     fn apply(&mut self, work: UnitOfWork) -> Result<(), DbError>;
     /// Delivers a sealed batch; one result per envelope, in order.
@@ -56,7 +61,7 @@ impl Engine {
         Engine::default()
     }
 
-    /// Checks and adopts `cfg`.
+    /// Checks and adopts `cfg`, and forgets the cursor position it had cached.
     pub fn configure(&mut self, cfg: Config) -> Result<(), EngineError> {
         if cfg.cursor_key.is_empty() {
             return Err(EngineError::InvalidConfig(FieldError::new(
@@ -71,13 +76,9 @@ impl Engine {
             )));
         }
         cfg.backoff.validate().map_err(EngineError::InvalidConfig)?;
-        if self
-            .config
-            .as_ref()
-            .is_none_or(|c| c.cursor_key != cfg.cursor_key)
-        {
-            self.cursor = Cursor::default();
-        }
+        // The cursor is read anew at the next tick: the host configures again when
+        // another worker may have moved it meanwhile.
+        self.cursor = Cursor::default();
         self.config = Some(cfg);
         Ok(())
     }
@@ -192,6 +193,12 @@ impl Engine {
     }
 
     /// Delivers the next batch after the cursor and advances it in the same transaction.
+    ///
+    /// The cursor moves over the rows settled in order, up to the first one the trust
+    /// log could not be reached for, and no further than [`FUTURE_SLACK_MICROS`] past
+    /// `now`. Rows it does not move over stay waiting (unreachable ones) or are marked
+    /// anyway (future-stamped ones), so the next scan from the same position finds
+    /// exactly the rows still to deliver.
     pub fn scan_tick(
         &mut self,
         host: &mut impl Host,
@@ -203,22 +210,29 @@ impl Engine {
             .scan_after(from.clone(), cfg.batch_size)
             .inspect_err(|_| self.cursor.forget())?;
         let rows = rows.views().inspect_err(|_| self.cursor.forget())?;
-        let Some(cursor_move) = Cursor::plan_move(&cfg.cursor_key, &from, &rows) else {
+        if rows.is_empty() {
             return Ok(TickReport::default());
-        };
+        }
         let fetched = rows.len() as u32;
-        let to = cursor_move.to.clone();
         let (mut work, outcome) = deliver(
             host,
             now,
             &cfg.backoff,
-            rows.into_iter().map(|op| (op, 0, true)),
+            rows.iter().map(|op| (*op, 0, true)),
         );
-        work.cursor = Some(cursor_move);
+        let horizon = now.saturating_add(FUTURE_SLACK_MICROS);
+        work.cursor = Cursor::plan_move(
+            &cfg.cursor_key,
+            &from,
+            Cursor::movable(&rows, &outcome.unavailable, horizon),
+        );
+        let to = work.cursor.as_ref().map(|m| m.to.clone());
         let more = fetched >= cfg.batch_size;
         match host.apply(work) {
             Ok(()) => {
-                self.cursor.committed(to);
+                if let Some(to) = to {
+                    self.cursor.committed(to);
+                }
                 Ok(report(fetched, outcome, more))
             }
             Err(DbError::CursorMoved(key)) => {
@@ -265,25 +279,58 @@ impl Engine {
         Ok(report(fetched, outcome, fetched >= cfg.batch_size))
     }
 
-    /// Delivers a batch of rows left behind the cursor (late commits, manual fixes).
+    /// Delivers a batch of rows left behind the cursor (late commits, manual fixes),
+    /// however far behind.
     pub fn sweep_tick(
         &mut self,
         host: &mut impl Host,
         now: Micros,
     ) -> Result<TickReport, EngineError> {
+        self.behind_cursor(host, now, Behind::Sweep)
+    }
+
+    /// Delivers a batch of rows that committed after the cursor passed their position,
+    /// looking back only `catch_up_window_micros`: cheap enough for every wake-up.
+    pub fn catch_up_tick(
+        &mut self,
+        host: &mut impl Host,
+        now: Micros,
+    ) -> Result<TickReport, EngineError> {
+        if self.config()?.catch_up_window_micros == 0 {
+            return Ok(TickReport::default());
+        }
+        self.behind_cursor(host, now, Behind::CatchUp)
+    }
+
+    fn behind_cursor(
+        &mut self,
+        host: &mut impl Host,
+        now: Micros,
+        how: Behind,
+    ) -> Result<TickReport, EngineError> {
         let cfg = self.config()?.clone();
         let Some(before) = self.cursor_position(host, &cfg.cursor_key)? else {
             return Ok(TickReport::default());
         };
-        let rows = host.sweep_candidates(before, cfg.batch_size)?;
+        let since = match how {
+            Behind::Sweep => Micros::MIN,
+            Behind::CatchUp => before.timestamp.saturating_sub(
+                Micros::try_from(cfg.catch_up_window_micros).unwrap_or(Micros::MAX),
+            ),
+        };
+        let rows = host.sweep_candidates(before, since, cfg.batch_size)?;
         let rows = rows.views()?;
         let fetched = rows.len() as u32;
         if fetched == 0 {
             return Ok(TickReport::default());
         }
+        let (level, what) = match how {
+            Behind::Sweep => (Level::Info, "sweep"),
+            Behind::CatchUp => (Level::Debug, "catch-up"),
+        };
         host.log(
-            Level::Info,
-            &format!("sweep found {fetched} rows behind the cursor"),
+            level,
+            &format!("{what} found {fetched} rows behind the cursor"),
         );
         let (work, outcome) = deliver(
             host,
@@ -313,14 +360,28 @@ impl Engine {
     }
 }
 
+/// Which rows behind the cursor a tick looks at.
+#[derive(Debug, Clone, Copy)]
+enum Behind {
+    /// All of them.
+    Sweep,
+    /// Those within the catch-up window.
+    CatchUp,
+}
+
+/// A batch the trust log could not be reached for is not worth following with another
+/// at once: `more` is cleared, and the host pauses until it is back.
 fn report(fetched: u32, outcome: plan::Outcome, more: bool) -> TickReport {
+    let unavailable = outcome.unavailable.len() as u32;
     TickReport {
         fetched,
         published: outcome.published,
         retry_scheduled: outcome.retry_scheduled,
         dead_lettered: outcome.dead_lettered,
-        more,
+        more: more && unavailable == 0,
         cursor_conflict: false,
+        unavailable,
+        error: outcome.error,
     }
 }
 

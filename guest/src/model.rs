@@ -249,7 +249,13 @@ pub struct Config {
     pub batch_size: u32,
     pub backoff: Backoff,
     pub default_strategy: Strategy,
+    /// How far behind the cursor the catch-up tick looks for late commits; 0 turns it off.
+    pub catch_up_window_micros: u64,
 }
+
+/// The catch-up window when none is configured: transactions that stay open longer
+/// than this commit rows that only the sweep finds.
+pub const DEFAULT_CATCH_UP_WINDOW_MICROS: u64 = 5 * 60 * 1_000_000;
 
 /// The cursor key the seed's worker uses; the default.
 pub const DEFAULT_CURSOR_KEY: &str = "operation_scan";
@@ -261,6 +267,7 @@ impl Default for Config {
             batch_size: 100,
             backoff: Backoff::default(),
             default_strategy: Strategy::DbAndTrustlog,
+            catch_up_window_micros: DEFAULT_CATCH_UP_WINDOW_MICROS,
         }
     }
 }
@@ -317,15 +324,19 @@ impl std::error::Error for DbError {}
 /// A failure of one envelope's delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublishError {
+    /// This envelope was not confirmed; worth retrying later, at the cost of one retry.
     Transient(String),
+    /// Refused by the trust log; it never will be accepted.
     Permanent(String),
+    /// The trust log as a whole cannot be reached; the envelope is not at fault.
+    Unavailable(String),
 }
 
 impl PublishError {
     /// The message, whatever the kind.
     pub fn message(&self) -> &str {
         match self {
-            PublishError::Transient(m) | PublishError::Permanent(m) => m,
+            PublishError::Transient(m) | PublishError::Permanent(m) | PublishError::Unavailable(m) => m,
         }
     }
 }
@@ -335,6 +346,7 @@ impl fmt::Display for PublishError {
         match self {
             PublishError::Transient(m) => write!(f, "transient publish error: {m}"),
             PublishError::Permanent(m) => write!(f, "permanent publish error: {m}"),
+            PublishError::Unavailable(m) => write!(f, "trust log unavailable: {m}"),
         }
     }
 }
@@ -395,6 +407,8 @@ pub struct DbStats {
     pub dead_letter: u64,
     pub cursor: Option<Position>,
     pub oldest_waiting: Option<Micros>,
+    /// The earliest due time in the retry queue (pending or retrying rows).
+    pub next_retry_at: Option<Micros>,
 }
 
 /// What an operator sees.
@@ -441,7 +455,7 @@ pub enum RecordOutcome {
 }
 
 /// Counts of one tick.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TickReport {
     pub fetched: u32,
     pub published: u32,
@@ -449,4 +463,8 @@ pub struct TickReport {
     pub dead_lettered: u32,
     pub more: bool,
     pub cursor_conflict: bool,
+    /// Rows left untouched because the trust log could not be reached.
+    pub unavailable: u32,
+    /// One delivery failure of the tick (an unavailable one first), for the host's log.
+    pub error: Option<String>,
 }

@@ -14,16 +14,23 @@ pub struct Attempt {
 }
 
 /// Counts of a planned unit of work.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
     pub published: u32,
     pub retry_scheduled: u32,
     pub dead_lettered: u32,
+    /// The rows left as they were because the trust log could not be reached, in the
+    /// order they were attempted.
+    pub unavailable: Vec<String>,
+    /// The first failure, or the first unavailable one when there was one.
+    pub error: Option<String>,
 }
 
 /// Turns publish results into a unit of work: confirmed rows become
 /// `TRUSTLOGGED` (and lose any retry row), transient failures are scheduled
-/// on the backoff, permanent ones and exhausted ones dead-letter.
+/// on the backoff, permanent ones and exhausted ones dead-letter. A row the
+/// trust log could not even be reached for is left as it was: it is not its
+/// fault, so it spends no retry and is due again as soon as the trust log is back.
 pub fn deliveries(
     now: Micros,
     backoff: &Backoff,
@@ -43,7 +50,14 @@ pub fn deliveries(
                 "publisher returned no result for this envelope".into(),
             ))
         });
+        if let Err(e) = &result {
+            let unavailable = matches!(e, PublishError::Unavailable(_));
+            if outcome.error.is_none() || (unavailable && outcome.unavailable.is_empty()) {
+                outcome.error = Some(format!("op_id {:?}: {e}", attempt.op_id));
+            }
+        }
         match result {
+            Err(PublishError::Unavailable(_)) => outcome.unavailable.push(attempt.op_id),
             Ok(()) => {
                 outcome.published += 1;
                 if !attempt.first {
@@ -211,16 +225,49 @@ mod tests {
         assert_eq!(work.retries[0].op_id, "b");
     }
 
+    #[test]
+    fn an_unreachable_trust_log_leaves_the_row_and_its_retry_budget_untouched() {
+        let retry = Attempt {
+            op_id: "r".into(),
+            retries_done: 4,
+            first: false,
+        };
+        let (work, out) = deliveries(
+            9,
+            &Backoff::default(),
+            vec![first("a"), retry],
+            vec![
+                Err(PublishError::Unavailable("connection refused".into())),
+                Err(PublishError::Unavailable("connection refused".into())),
+            ],
+        );
+        assert_eq!(out.unavailable, ["a", "r"]);
+        assert!(out.error.unwrap().contains("connection refused"));
+        assert_eq!((out.published, out.retry_scheduled, out.dead_lettered), (0, 0, 0));
+        assert_eq!(work, UnitOfWork { now: 9, ..UnitOfWork::default() });
+    }
+
     proptest! {
-        // Every attempted row ends in exactly one place: marked, or in the retry table.
+        // Every attempted row ends in exactly one place: marked, in the retry table, or
+        // left untouched because the trust log could not be reached.
         #[test]
-        fn every_attempt_lands_exactly_once(kinds in proptest::collection::vec(0u8..3, 0..200), done in 0u32..8) {
+        fn every_attempt_lands_exactly_once(kinds in proptest::collection::vec(0u8..4, 0..200), done in 0u32..8) {
             let attempts: Vec<Attempt> = (0..kinds.len()).map(|i| Attempt { op_id: format!("op{i}"), retries_done: done, first: i % 2 == 0 }).collect();
-            let results = kinds.iter().map(|k| match k { 0 => Ok(()), 1 => Err(PublishError::Transient("t".into())), _ => Err(PublishError::Permanent("p".into())) }).collect();
+            let results = kinds.iter().map(|k| match k {
+                0 => Ok(()),
+                1 => Err(PublishError::Transient("t".into())),
+                2 => Err(PublishError::Permanent("p".into())),
+                _ => Err(PublishError::Unavailable("u".into())),
+            }).collect();
             let (work, out) = deliveries(0, &Backoff::default(), attempts, results);
-            prop_assert_eq!(work.trustlogged.len() + work.retries.len(), kinds.len());
-            prop_assert_eq!((out.published + out.retry_scheduled + out.dead_lettered) as usize, kinds.len());
+            prop_assert_eq!(work.trustlogged.len() + work.retries.len() + out.unavailable.len(), kinds.len());
+            prop_assert_eq!((out.published + out.retry_scheduled + out.dead_lettered) as usize + out.unavailable.len(), kinds.len());
             for r in &work.retries { prop_assert!(!work.trustlogged.contains(&r.op_id)); }
+            for id in &out.unavailable {
+                prop_assert!(!work.trustlogged.contains(id));
+                prop_assert!(work.retries.iter().all(|r| &r.op_id != id));
+                prop_assert!(!work.delete_retries.contains(id));
+            }
         }
     }
 }

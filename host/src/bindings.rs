@@ -151,6 +151,7 @@ impl From<m::PublishError> for t::PublishError {
         match e {
             m::PublishError::Transient(s) => t::PublishError::Transient(s),
             m::PublishError::Permanent(s) => t::PublishError::Permanent(s),
+            m::PublishError::Unavailable(s) => t::PublishError::Unavailable(s),
         }
     }
 }
@@ -160,6 +161,7 @@ impl From<t::PublishError> for m::PublishError {
         match e {
             t::PublishError::Transient(s) => m::PublishError::Transient(s),
             t::PublishError::Permanent(s) => m::PublishError::Permanent(s),
+            t::PublishError::Unavailable(s) => m::PublishError::Unavailable(s),
         }
     }
 }
@@ -175,6 +177,7 @@ impl From<m::DbStats> for monitoring::DbStats {
             dead_letter: s.dead_letter,
             cursor: s.cursor.map(Into::into),
             oldest_waiting: s.oldest_waiting,
+            next_retry_at: s.next_retry_at,
         }
     }
 }
@@ -190,6 +193,7 @@ impl From<monitoring::DbStats> for m::DbStats {
             dead_letter: s.dead_letter,
             cursor: s.cursor.map(Into::into),
             oldest_waiting: s.oldest_waiting,
+            next_retry_at: s.next_retry_at,
         }
     }
 }
@@ -240,6 +244,8 @@ impl From<x::TickReport> for m::TickReport {
             dead_lettered: r.dead_lettered,
             more: r.more,
             cursor_conflict: r.cursor_conflict,
+            unavailable: r.unavailable,
+            error: r.error,
         }
     }
 }
@@ -268,6 +274,7 @@ impl From<m::Config> for t::Config {
                 max_retries: c.backoff.max_retries,
             },
             default_strategy: c.default_strategy.into(),
+            catch_up_window_micros: c.catch_up_window_micros,
         }
     }
 }

@@ -103,6 +103,10 @@ pub struct EngineArgs {
     /// The strategy for operations recorded without one.
     #[arg(long, env = "TRUSTLOG_STRATEGY", default_value = "db-and-trustlog", value_parser = parse_strategy)]
     pub strategy: Strategy,
+    /// How far behind the cursor each wake-up looks for rows that committed late; 0s
+    /// leaves them to the sweep.
+    #[arg(long, env = "TRUSTLOG_CATCH_UP_WINDOW", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub catch_up_window: Duration,
 }
 
 fn parse_strategy(s: &str) -> Result<Strategy, String> {
@@ -127,6 +131,7 @@ impl EngineArgs {
                 max_retries: self.max_retries,
             },
             default_strategy: self.strategy,
+            catch_up_window_micros: micros(self.catch_up_window),
         }
     }
 }
@@ -140,9 +145,34 @@ pub struct IntervalArgs {
     /// How often due retries are looked for.
     #[arg(long, env = "TRUSTLOG_RETRY_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub retry_interval: Duration,
-    /// How often rows left behind the cursor (late commits) are looked for.
+    /// How often rows left behind the cursor, however far (late commits beyond the
+    /// catch-up window), are looked for.
     #[arg(long, env = "TRUSTLOG_SWEEP_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub sweep_interval: Duration,
+    /// How often an idle worker asks the database for rows other programs wrote, where it
+    /// cannot be notified (MariaDB, SQLite, PostgreSQL with --poll-only).
+    #[arg(long, env = "TRUSTLOG_WATCH_INTERVAL", default_value = "50ms", value_parser = parse_watch_interval)]
+    pub watch_interval: Duration,
+    /// How long this host's lease on a tenant lasts unless renewed; another host on the
+    /// same database takes over within about this after this one dies.
+    #[arg(long, env = "TRUSTLOG_LEASE_TTL", default_value = "5s", value_parser = parse_lease_ttl)]
+    pub lease_ttl: Duration,
+}
+
+fn parse_watch_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(1) {
+        return Err("must be at least 1ms".into());
+    }
+    Ok(d)
+}
+
+fn parse_lease_ttl(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    Ok(d)
 }
 
 impl IntervalArgs {
@@ -152,6 +182,8 @@ impl IntervalArgs {
             poll: self.poll_interval,
             retry: self.retry_interval,
             sweep: self.sweep_interval,
+            watch: self.watch_interval,
+            lease_ttl: self.lease_ttl,
         }
     }
 }
@@ -171,9 +203,13 @@ pub struct ServeArgs {
     pub engine: EngineArgs,
     #[command(flatten)]
     pub intervals: IntervalArgs,
-    /// Exit 0 once nothing is left to deliver or due.
+    /// Deliver what can be delivered, waiting for due retries, and exit 0 once every row
+    /// is TRUSTLOGGED, db-only or a dead letter.
     #[arg(long)]
     pub until_drained: bool,
+    /// With --until-drained: give up after this long and exit 1, printing what is left.
+    #[arg(long, env = "TRUSTLOG_MAX_WAIT", requires = "until_drained", value_parser = humantime::parse_duration)]
+    pub max_wait: Option<Duration>,
     /// Never LISTEN for new rows; rely on the idle poll (for PgBouncer in transaction mode).
     #[arg(long, env = "TRUSTLOG_POLL_ONLY")]
     pub poll_only: bool,

@@ -7,24 +7,24 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
-use trustlog_guest::model::{Config, Operation, RecordOutcome, StatusReport};
+use trustlog_guest::model::{Config, Operation, RecordOutcome, StatusReport, Strategy};
 use trustlog_host::bench::{BenchOptions, BenchReport, EngineKind};
 use trustlog_host::clock::{SystemClock, now_micros};
 use trustlog_host::config::{HostConfig, TenantSpec};
-use trustlog_host::db::{Database, Replay};
+use trustlog_host::db::{Database, Lease, Replay};
 use trustlog_host::http::{self, AppState, DEFAULT_TENANT};
 use trustlog_host::ingest;
 use trustlog_host::ledger;
 use trustlog_host::limits::Limits;
 use trustlog_host::metrics::Metrics;
 use trustlog_host::publisher::Publisher;
-use trustlog_host::report::{dead_letter_json, status_json};
+use trustlog_host::report::{dead_letter_json, delivery_json, status_json};
 use trustlog_host::runtime::Runtime;
 use trustlog_host::runtime::{self, Allocation};
 use trustlog_host::sample;
 use trustlog_host::tenant::Tenant;
 use trustlog_host::tenants::{RunState, Tenants};
-use trustlog_host::worker::{Exit, Intervals, Worker};
+use trustlog_host::worker::{Exit, Intervals, LeaseSettings, Worker};
 
 use crate::cli::{
     BenchArgs, BenchEngine, Command, DeadLetterCommand, DeadLetterListArgs, DemoArgs,
@@ -158,7 +158,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .saturating_mul(INSTANCES_PER_TENANT)
             .saturating_add(8),
     })?;
-    let tenants = Tenants::new(engine, Metrics::new()?, args.until_drained);
+    let tenants = Tenants::draining(engine, Metrics::new()?, args.until_drained, args.max_wait);
     for spec in plan.tenants {
         tenants.add(spec).await?;
     }
@@ -314,7 +314,7 @@ async fn record_chunk(
 
 async fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let db = connect_db(&args.db.db).await?;
-    let publisher = connect_publisher(&args.publisher.publisher).await?;
+    let publisher = record_publisher(&args).await?;
     let worker = Worker::new(
         tenant(db.clone(), publisher, args.engine.config()).await?,
         Intervals::default(),
@@ -379,9 +379,30 @@ async fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn print_status(r: &StatusReport, json: bool) {
+/// The publisher `record` needs: none unless it publishes itself (trustlog-only), so
+/// that storing rows never touches the trust log a running `serve` delivers to.
+async fn record_publisher(args: &RecordArgs) -> anyhow::Result<Publisher> {
+    if args.engine.strategy != Strategy::TrustlogOnly {
+        return Ok(Publisher::Disabled);
+    }
+    let publisher = connect_publisher(&args.publisher.publisher).await?;
+    if let Publisher::Ledger(ledger) = &publisher {
+        match ledger.open_now().await {
+            Ok(()) => {}
+            Err(e @ ledger::LedgerError::Locked { .. }) => bail!(
+                "{e}. A `trustlog serve` is most likely delivering to it. Record with \
+                 --strategy db-and-trustlog and let serve deliver the rows, or stop serve \
+                 before publishing with --strategy trustlog-only."
+            ),
+            Err(e) => return Err(e).context("opening the ledger to publish"),
+        }
+    }
+    Ok(publisher)
+}
+
+fn print_status(r: &StatusReport, lease: Option<&Lease>, json: bool) {
     if json {
-        println!("{}", status_json(r));
+        println!("{}", status_json(r, lease));
         return;
     }
     let s = &r.stats;
@@ -400,6 +421,18 @@ fn print_status(r: &StatusReport, json: bool) {
         ),
         None => println!("cursor             (not moved yet)"),
     }
+    if let Some(due) = r.stats.next_retry_at {
+        println!(
+            "next_retry_at      {}",
+            ingest::format_timestamp(due)
+        );
+    }
+    let delivery = delivery_json(lease);
+    match (delivery["host"].as_str(), delivery["state"].as_str()) {
+        (Some(host), Some(state)) => println!("delivery           {host}: {state}"),
+        (None, Some(state)) => println!("delivery           {state}"),
+        _ => println!("delivery           (no host has delivered yet)"),
+    }
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
@@ -414,7 +447,11 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .await?
         .status(now_micros())
         .await?;
-    print_status(&report, args.json);
+    let lease = db
+        .read_lease(&args.cursor_key)
+        .await
+        .with_context(|| format!("reading the lease of {}", args.cursor_key))?;
+    print_status(&report, lease.as_ref(), args.json);
     db.close().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -506,10 +543,16 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let db = connect_db(&args.db.db).await?;
     let publisher = connect_publisher(&args.publisher.publisher).await?;
+    // A `serve` already delivering from this database keeps doing so; the demo then
+    // waits for it instead of publishing the same rows beside it.
     let worker = Worker::new(
         tenant(db.clone(), publisher, args.engine.config()).await?,
         Intervals::default(),
-    );
+    )
+    .with_lease(LeaseSettings {
+        holder: trustlog_host::lease::holder_id(),
+        ttl: trustlog_host::lease::DEFAULT_TTL,
+    });
     let base = now_micros();
     let run = format!("demo-{base:x}");
     let ops: Vec<Operation> = (0..args.ops)
@@ -542,7 +585,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let report = worker.tenant().lock().await.status(now_micros()).await?;
-    print_status(&report, false);
+    let lease = db.read_lease(&args.engine.cursor_key).await?;
+    print_status(&report, lease.as_ref(), false);
     println!("done in {:.2} s", started.elapsed().as_secs_f64());
     db.close().await;
     Ok(ExitCode::SUCCESS)

@@ -23,6 +23,9 @@
 //! poll_interval = "10s"              # durations are humantime strings
 //! retry_interval = "10s"
 //! sweep_interval = "60s"
+//! watch_interval = "50ms"            # idle probe where the database cannot notify
+//! catch_up_window = "5m"             # late commits looked for at each wake-up; "0s" off
+//! lease_ttl = "5s"                   # another host takes over within this of a crash
 //! backoff_base = "1m"
 //! backoff_factor = 2
 //! backoff_cap = "16m"
@@ -578,6 +581,9 @@ fn apply_engine(raw: &RawSettings, engine: &mut Config, scope: &str) -> Result<(
     if let Some(v) = &raw.cursor_key {
         engine.cursor_key = non_empty(v.clone(), field("cursor_key"))?;
     }
+    if let Some(v) = &raw.catch_up_window {
+        engine.catch_up_window_micros = micros(duration(v, field("catch_up_window"))?);
+    }
     let backoff = &mut engine.backoff;
     if let Some(v) = &raw.backoff_base {
         backoff.base_micros = micros(duration(v, field("backoff_base"))?);
@@ -609,6 +615,12 @@ fn apply_intervals(
     }
     if let Some(v) = &raw.sweep_interval {
         intervals.sweep = interval(v, field("sweep_interval"))?;
+    }
+    if let Some(v) = &raw.watch_interval {
+        intervals.watch = interval(v, field("watch_interval"))?;
+    }
+    if let Some(v) = &raw.lease_ttl {
+        intervals.lease_ttl = at_least(v, Duration::from_secs(1), field("lease_ttl"))?;
     }
     Ok(())
 }
@@ -676,6 +688,19 @@ fn interval(value: &str, field: String) -> Result<Duration, ConfigError> {
             field,
             value: value.to_string(),
             reason: "must be greater than zero".into(),
+        });
+    }
+    Ok(d)
+}
+
+/// A duration of at least `min`.
+fn at_least(value: &str, min: Duration, field: String) -> Result<Duration, ConfigError> {
+    let d = duration(value, field.clone())?;
+    if d < min {
+        return Err(ConfigError::BadDuration {
+            field,
+            value: value.to_string(),
+            reason: format!("must be at least {}", humantime::format_duration(min)),
         });
     }
     Ok(d)
@@ -764,6 +789,9 @@ struct RawSettings {
     poll_interval: Option<String>,
     retry_interval: Option<String>,
     sweep_interval: Option<String>,
+    watch_interval: Option<String>,
+    catch_up_window: Option<String>,
+    lease_ttl: Option<String>,
     backoff_base: Option<String>,
     backoff_factor: Option<i64>,
     backoff_cap: Option<String>,
@@ -799,6 +827,9 @@ struct RawTenant {
     poll_interval: Option<String>,
     retry_interval: Option<String>,
     sweep_interval: Option<String>,
+    watch_interval: Option<String>,
+    catch_up_window: Option<String>,
+    lease_ttl: Option<String>,
     backoff_base: Option<String>,
     backoff_factor: Option<i64>,
     backoff_cap: Option<String>,
@@ -834,6 +865,9 @@ impl RawTenant {
             poll_interval: self.poll_interval,
             retry_interval: self.retry_interval,
             sweep_interval: self.sweep_interval,
+            watch_interval: self.watch_interval,
+            catch_up_window: self.catch_up_window,
+            lease_ttl: self.lease_ttl,
             backoff_base: self.backoff_base,
             backoff_factor: self.backoff_factor,
             backoff_cap: self.backoff_cap,
@@ -959,6 +993,9 @@ cursor_key = "acme_scan"
 poll_interval = "2s"
 retry_interval = "30s"
 sweep_interval = "5m"
+watch_interval = "20ms"
+catch_up_window = "30s"
+lease_ttl = "3s"
 backoff_base = "10s"
 backoff_factor = 3
 backoff_cap = "1h"
@@ -996,11 +1033,14 @@ publisher = "ledger://beta.ledger"
                     max_retries: 7,
                 },
                 default_strategy: Strategy::TrustlogOnly,
+                catch_up_window_micros: 30_000_000,
             },
             intervals: Intervals {
                 poll: Duration::from_secs(2),
                 retry: Duration::from_secs(30),
                 sweep: Duration::from_secs(300),
+                watch: Duration::from_millis(20),
+                lease_ttl: Duration::from_secs(3),
             },
             limits: Limits {
                 memory_bytes: 32 << 20,
@@ -1125,6 +1165,15 @@ cpu_per_call = "42ms"
                 matches!(e, ConfigError::BadDuration { .. })
             }),
             ("backoff_cap = \"soon\"", "tenant[1].backoff_cap", |e| {
+                matches!(e, ConfigError::BadDuration { .. })
+            }),
+            ("watch_interval = \"0ms\"", "tenant[1].watch_interval", |e| {
+                matches!(e, ConfigError::BadDuration { .. })
+            }),
+            ("lease_ttl = \"500ms\"", "tenant[1].lease_ttl", |e| {
+                matches!(e, ConfigError::BadDuration { .. })
+            }),
+            ("catch_up_window = \"a while\"", "tenant[1].catch_up_window", |e| {
                 matches!(e, ConfigError::BadDuration { .. })
             }),
             ("strategy = \"db-or-not\"", "tenant[1].strategy", |e| {

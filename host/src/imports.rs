@@ -216,9 +216,19 @@ impl HostImports {
     pub async fn sweep_candidates(
         &mut self,
         before: m::Position,
+        since: m::Micros,
         limit: u32,
     ) -> Result<Vec<m::Operation>, m::DbError> {
-        let rows = self.timed(self.db.sweep_candidates(before, limit)).await?;
+        let cursor_at = before.timestamp;
+        let rows = self
+            .timed(self.db.sweep_candidates(before, since, limit))
+            .await?;
+        if let Some(m) = &self.metrics
+            && !rows.is_empty()
+        {
+            let tick = if since == m::Micros::MIN { "sweep" } else { "catch_up" };
+            m.late_rows(tick, rows.iter().map(|op| cursor_at.saturating_sub(op.timestamp)));
+        }
         self.remember(rows.iter());
         Ok(rows)
     }
@@ -239,7 +249,17 @@ impl HostImports {
             .filter_map(|id| self.fetched.get(id).copied())
             .collect();
         self.fetched.clear();
-        self.timed(self.db.apply(work)).await?;
+        let confirmed = work.trustlogged.len() as u64;
+        if let Err(e) = self.timed(self.db.apply(work)).await {
+            // Confirmed by the trust log but not marked: they are delivered again. (A
+            // cursor conflict is counted by the worker, which sees it in the report.)
+            if let Some(m) = &self.metrics
+                && !matches!(e, m::DbError::CursorMoved(_))
+            {
+                m.redelivered(confirmed);
+            }
+            return Err(e);
+        }
         let committed = crate::clock::now_micros();
         let latencies: Vec<i64> = marked
             .into_iter()
@@ -272,7 +292,7 @@ impl HostImports {
         if let Some(metrics) = &self.metrics {
             metrics.publish(started.elapsed());
         }
-        results
+        self.timed(judge_outage(&self.publisher, results)).await
     }
 
     /// `digest.sha256`: one digest per payload, with the CPU's SHA instructions where it has them.
@@ -306,6 +326,40 @@ impl HostImports {
             Level::Error => tracing::error!(target: "trustlog::guest", tenant, "{message}"),
         }
     }
+}
+
+/// How long the probe that tells a broker outage from a refused envelope may take.
+const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Envelopes that failed transiently because the trust log as a whole is down, not
+/// because of anything in them, become [`m::PublishError::Unavailable`]: after such a
+/// failure the publisher is asked whether it answers at all, and if it does not, the
+/// rows keep their retries and the worker waits for it. A broker that answers but
+/// refused or lost these envelopes leaves them transient, so they spend retries and a
+/// bad envelope still reaches the dead letters.
+async fn judge_outage(
+    publisher: &Publisher,
+    mut results: Vec<Result<(), m::PublishError>>,
+) -> Vec<Result<(), m::PublishError>> {
+    if !results
+        .iter()
+        .any(|r| matches!(r, Err(m::PublishError::Transient(_))))
+    {
+        return results;
+    }
+    let down = match tokio::time::timeout(READY_PROBE_TIMEOUT, publisher.ready()).await {
+        Ok(Ok(())) => return results,
+        Ok(Err(why)) => why,
+        Err(_) => format!("no answer within {READY_PROBE_TIMEOUT:?}"),
+    };
+    for result in &mut results {
+        if let Err(m::PublishError::Transient(message)) = result {
+            *result = Err(m::PublishError::Unavailable(format!(
+                "{message} (the trust log does not answer: {down})"
+            )));
+        }
+    }
+    results
 }
 
 /// Lets a tenant's guest log at most so many lines a second; counts the rest.

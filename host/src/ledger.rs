@@ -337,6 +337,18 @@ impl Ledger {
         self.commit(seq, hash)
     }
 
+    /// Whether the ledger still appends: a batch it could not cut back off the file
+    /// stops it for good, until an operator looks at the file.
+    pub fn health(&self) -> Result<(), LedgerError> {
+        match &self.poisoned {
+            Some(reason) => Err(LedgerError::Poisoned {
+                path: self.path.clone(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Number of entries (the last seq).
     pub fn len(&self) -> u64 {
         self.seq
@@ -484,10 +496,11 @@ pub fn publish_batch(ledger: &mut Ledger, batch: &[Envelope]) -> Vec<Result<(), 
     if let Err(error) = ledger.commit(seq, hash) {
         // The whole batch was cut back off the file (or the ledger stopped
         // appending), so every envelope that was about to be written may be
-        // retried as it is.
+        // published again as it is. A write or fsync that fails (a full disk, a
+        // lost mount) is the ledger's fault, never the envelope's.
         let message = error.to_string();
         for result in results.iter_mut().filter(|r| r.is_ok()) {
-            *result = Err(PublishError::Transient(message.clone()));
+            *result = Err(PublishError::Unavailable(message.clone()));
         }
     }
     results
@@ -1859,7 +1872,7 @@ mod tests {
     /// Drives a failure of the batch write against a real file: the fault
     /// writes part or all of the batch for real, then reports an error as the
     /// OS would, so what is tested is the real rollback and state handling.
-    fn failed_batch_is_rolled_back_and_transient(fault: Fault) {
+    fn failed_batch_is_rolled_back_and_unavailable(fault: Fault) {
         let dir = TempDir::new().unwrap();
         let path = ledger_with(&dir, 2, 2);
         let mut ledger = Ledger::open(&path).unwrap();
@@ -1871,7 +1884,7 @@ mod tests {
         batch[1].sha256 = "00".repeat(32);
         let results = publish_batch(&mut ledger, &batch);
         assert!(
-            matches!(&results[0], Err(PublishError::Transient(m)) if m.contains("injected")),
+            matches!(&results[0], Err(PublishError::Unavailable(m)) if m.contains("injected")),
             "{results:?}"
         );
         assert!(
@@ -1879,7 +1892,7 @@ mod tests {
             "{results:?}"
         );
         assert!(
-            matches!(&results[2], Err(PublishError::Transient(_))),
+            matches!(&results[2], Err(PublishError::Unavailable(_))),
             "{results:?}"
         );
         assert_eq!(ledger.len(), 2);
@@ -1893,20 +1906,20 @@ mod tests {
     }
 
     #[test]
-    fn a_write_that_fails_midway_is_cut_back_and_reported_transient() {
-        failed_batch_is_rolled_back_and_transient(Fault::TornWrite);
+    fn a_write_that_fails_midway_is_cut_back_and_reported_unavailable() {
+        failed_batch_is_rolled_back_and_unavailable(Fault::TornWrite);
     }
 
     #[test]
-    fn a_batch_whose_fsync_fails_is_cut_back_and_reported_transient() {
-        failed_batch_is_rolled_back_and_transient(Fault::FailedSync);
+    fn a_batch_whose_fsync_fails_is_cut_back_and_reported_unavailable() {
+        failed_batch_is_rolled_back_and_unavailable(Fault::FailedSync);
     }
 
     /// A real OS failure: /dev/full refuses every write with ENOSPC, and being
     /// a device it cannot be truncated either, so the ledger must also stop.
     #[cfg(target_os = "linux")]
     #[test]
-    fn a_real_enospc_is_transient_and_a_failed_cut_back_stops_appends() {
+    fn a_real_enospc_is_unavailable_and_a_failed_cut_back_stops_appends() {
         let dir = TempDir::new().unwrap();
         let path = ledger_path(&dir);
         std::os::unix::fs::symlink("/dev/full", &path).unwrap();
@@ -1915,7 +1928,7 @@ mod tests {
         let results = publish_batch(&mut ledger, &envelopes(1, 2));
         for result in &results {
             match result {
-                Err(PublishError::Transient(message)) => {
+                Err(PublishError::Unavailable(message)) => {
                     assert!(
                         message.contains("cannot write") && message.contains("trust.log"),
                         "{message}"
@@ -1932,8 +1945,9 @@ mod tests {
         ));
         assert!(matches!(
             &publish_batch(&mut ledger, &envelopes(1, 1))[0],
-            Err(PublishError::Transient(_))
+            Err(PublishError::Unavailable(_))
         ));
+        assert!(matches!(ledger.health(), Err(LedgerError::Poisoned { .. })));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod guest_output;
 pub mod http;
 pub mod imports;
 pub mod ingest;
+pub mod lease;
 pub mod ledger;
 pub mod limits;
 pub mod metrics;

@@ -35,6 +35,12 @@ pub struct Metrics {
     guest_traps: IntCounterVec,
     limit_exceeded: IntCounterVec,
     guest_log_dropped: IntCounterVec,
+    late_row_depth: HistogramVec,
+    outage: IntGaugeVec,
+    outages: IntCounterVec,
+    lease_held: IntGaugeVec,
+    takeovers: IntCounterVec,
+    redelivered: IntCounterVec,
 }
 
 /// Batch-sized operations: from half a millisecond to half a minute.
@@ -160,6 +166,55 @@ impl Metrics {
                 ),
                 tenant,
             )?,
+            late_row_depth: HistogramVec::new(
+                HistogramOpts::new(
+                    "trustlog_late_row_depth_seconds",
+                    "How far behind the cursor the catch-up or the sweep found a row that \
+                     committed late (the cursor's timestamp minus the row's): what the \
+                     longest transactions of the writers take.",
+                )
+                .buckets(delivery_buckets()),
+                tick,
+            )?,
+            outage: IntGaugeVec::new(
+                Opts::new(
+                    "trustlog_outage",
+                    "1 while delivery is paused because the publisher or the database \
+                     cannot be reached (label `of`).",
+                ),
+                &["tenant", "of"],
+            )?,
+            outages: IntCounterVec::new(
+                Opts::new(
+                    "trustlog_outages_total",
+                    "Outages of the publisher or the database that paused delivery.",
+                ),
+                &["tenant", "of"],
+            )?,
+            lease_held: IntGaugeVec::new(
+                Opts::new(
+                    "trustlog_lease_held",
+                    "1 while this host holds the tenant's lease and delivers, 0 while it \
+                     stands by for another host.",
+                ),
+                tenant,
+            )?,
+            takeovers: IntCounterVec::new(
+                Opts::new(
+                    "trustlog_lease_takeovers_total",
+                    "Leases taken over from a host that stopped renewing without releasing.",
+                ),
+                tenant,
+            )?,
+            redelivered: IntCounterVec::new(
+                Opts::new(
+                    "trustlog_redelivered_total",
+                    "Envelopes published again that an earlier attempt may already have \
+                     delivered: after a takeover from a host that died, a cursor conflict, \
+                     or a commit that failed after its publish.",
+                ),
+                tenant,
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.untrustlogged.clone()))?;
@@ -177,6 +232,12 @@ impl Metrics {
         m.registry.register(Box::new(m.guest_traps.clone()))?;
         m.registry.register(Box::new(m.limit_exceeded.clone()))?;
         m.registry.register(Box::new(m.guest_log_dropped.clone()))?;
+        m.registry.register(Box::new(m.late_row_depth.clone()))?;
+        m.registry.register(Box::new(m.outage.clone()))?;
+        m.registry.register(Box::new(m.outages.clone()))?;
+        m.registry.register(Box::new(m.lease_held.clone()))?;
+        m.registry.register(Box::new(m.takeovers.clone()))?;
+        m.registry.register(Box::new(m.redelivered.clone()))?;
         Ok(Arc::new(m))
     }
 
@@ -193,6 +254,13 @@ impl Metrics {
         self.tenant_up.with_label_values(t).set(1);
         self.guest_traps.with_label_values(t);
         self.guest_log_dropped.with_label_values(t);
+        self.lease_held.with_label_values(t);
+        self.takeovers.with_label_values(t);
+        self.redelivered.with_label_values(t);
+        for of in OUTAGE_KINDS {
+            self.outage.with_label_values(&[id, of]);
+            self.outages.with_label_values(&[id, of]);
+        }
         for limit in LIMIT_KINDS {
             self.limit_exceeded.with_label_values(&[id, limit]);
         }
@@ -221,6 +289,13 @@ impl Metrics {
         let _ = self.tenant_up.remove_label_values(t);
         let _ = self.guest_traps.remove_label_values(t);
         let _ = self.guest_log_dropped.remove_label_values(t);
+        let _ = self.lease_held.remove_label_values(t);
+        let _ = self.takeovers.remove_label_values(t);
+        let _ = self.redelivered.remove_label_values(t);
+        for of in OUTAGE_KINDS {
+            let _ = self.outage.remove_label_values(&[id, of]);
+            let _ = self.outages.remove_label_values(&[id, of]);
+        }
         for limit in LIMIT_KINDS {
             let _ = self.limit_exceeded.remove_label_values(&[id, limit]);
         }
@@ -231,6 +306,7 @@ impl Metrics {
             let _ = self.dead_lettered.remove_label_values(labels);
             let _ = self.tick_errors.remove_label_values(labels);
             let _ = self.tick_duration.remove_label_values(labels);
+            let _ = self.late_row_depth.remove_label_values(labels);
         }
     }
 
@@ -241,7 +317,10 @@ impl Metrics {
 }
 
 /// The tick kinds that label the per-tick series.
-const TICK_KINDS: [&str; 3] = ["scan", "retry", "sweep"];
+const TICK_KINDS: [&str; 4] = ["scan", "catch_up", "retry", "sweep"];
+
+/// What an outage can be of, the `of` label.
+const OUTAGE_KINDS: [&str; 2] = ["publisher", "database"];
 
 /// The limits that label `trustlog_limit_exceeded_total`.
 const LIMIT_KINDS: [&str; 3] = ["memory", "table", "cpu"];
@@ -347,6 +426,50 @@ impl TenantMetrics {
             .publish_latency
             .with_label_values(&[&*self.tenant])
             .observe(took.as_secs_f64());
+    }
+
+    /// Observes how far behind the cursor the `tick` (catch_up or sweep) found rows.
+    pub fn late_rows(&self, tick: &str, depths_micros: impl IntoIterator<Item = i64>) {
+        let h = self
+            .metrics
+            .late_row_depth
+            .with_label_values(&[&*self.tenant, tick]);
+        for micros in depths_micros {
+            h.observe(micros.max(0) as f64 / 1e6);
+        }
+    }
+
+    /// Marks an outage of `of` as begun (true) or over (false).
+    pub fn outage(&self, of: crate::worker::OutageOf, on: bool) {
+        let l = &[&*self.tenant, of.name()];
+        self.metrics.outage.with_label_values(l).set(i64::from(on));
+        if on {
+            self.metrics.outages.with_label_values(l).inc();
+        }
+    }
+
+    /// Marks this host as holding the tenant's lease (1) or standing by (0).
+    pub fn lease_held(&self, held: bool) {
+        self.metrics
+            .lease_held
+            .with_label_values(&[&*self.tenant])
+            .set(i64::from(held));
+    }
+
+    /// Counts a lease taken over from a host that did not release it.
+    pub fn takeover(&self) {
+        self.metrics
+            .takeovers
+            .with_label_values(&[&*self.tenant])
+            .inc();
+    }
+
+    /// Counts envelopes that may have been published before.
+    pub fn redelivered(&self, envelopes: u64) {
+        self.metrics
+            .redelivered
+            .with_label_values(&[&*self.tenant])
+            .inc_by(envelopes);
     }
 
     /// Observes insert→`TRUSTLOGGED` latencies, in microseconds.

@@ -54,9 +54,14 @@ impl Host for BlockingImports {
             .map(RetryRows::Owned)
     }
 
-    fn sweep_candidates(&mut self, before: m::Position, limit: u32) -> Result<Rows, m::DbError> {
+    fn sweep_candidates(
+        &mut self,
+        before: m::Position,
+        since: m::Micros,
+        limit: u32,
+    ) -> Result<Rows, m::DbError> {
         self.runtime
-            .block_on(self.imports.sweep_candidates(before, limit))
+            .block_on(self.imports.sweep_candidates(before, since, limit))
             .map(Rows::Owned)
     }
 
@@ -178,6 +183,12 @@ impl NativeInstance {
     /// One sweep batch.
     pub async fn sweep_tick(&mut self, now: m::Micros) -> Result<m::TickReport, CallError> {
         self.call("sweep-tick", move |e, h| e.sweep_tick(h, now))
+            .await
+    }
+
+    /// One catch-up batch.
+    pub async fn catch_up_tick(&mut self, now: m::Micros) -> Result<m::TickReport, CallError> {
+        self.call("catch-up-tick", move |e, h| e.catch_up_tick(h, now))
             .await
     }
 

@@ -4,11 +4,12 @@
 use serde_json::{Value, json};
 use trustlog_guest::model::StatusReport;
 
-use crate::db::DeadLetter;
+use crate::db::{DeadLetter, Lease};
 use crate::ingest::format_timestamp;
 
-/// The monitoring figures, as `status --json` and `GET /v1/status` print them.
-pub fn status_json(r: &StatusReport) -> Value {
+/// The monitoring figures, as `status --json` and `GET /v1/status` print them, with
+/// which host delivers according to the lease row.
+pub fn status_json(r: &StatusReport, lease: Option<&Lease>) -> Value {
     let s = &r.stats;
     json!({
         "total": s.total,
@@ -17,9 +18,32 @@ pub fn status_json(r: &StatusReport) -> Value {
         "db_only": s.db_only,
         "retry_pending": s.retry_pending,
         "dead_letter": s.dead_letter,
+        "next_retry_at": s.next_retry_at.map(format_timestamp),
         "cursor_lag_seconds": r.cursor_lag_seconds,
         "cursor": s.cursor.as_ref().map(|p| json!({"timestamp": format_timestamp(p.timestamp), "op_id": p.op_id})),
+        "delivery": delivery_json(lease),
     })
+}
+
+/// Which host delivers and what it last said of it (`running`, `outage: …`), from the
+/// lease row; `null` when no host ever took it.
+pub fn delivery_json(lease: Option<&Lease>) -> Value {
+    match lease {
+        None => Value::Null,
+        Some(l) if l.is_held() => json!({
+            "host": l.holder,
+            "state": l.state,
+            "since": format_timestamp(l.acquired_at),
+        }),
+        Some(l) if l.holder.is_empty() => json!({
+            "host": null,
+            "state": "none: the last host released the lease",
+        }),
+        Some(l) => json!({
+            "host": null,
+            "state": format!("none: the lease of {} ran out at {}", l.holder, format_timestamp(l.expires_at)),
+        }),
+    }
 }
 
 /// One dead letter, timestamps in RFC 3339.

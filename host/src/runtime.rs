@@ -321,9 +321,13 @@ impl db::Host for TenantState {
     async fn sweep_candidates(
         &mut self,
         before: t::Position,
+        since: t::Micros,
         limit: u32,
     ) -> Result<t::OperationBatch, t::DbError> {
-        let rows = self.imports.sweep_candidates(before.into(), limit).await?;
+        let rows = self
+            .imports
+            .sweep_candidates(before.into(), since, limit)
+            .await?;
         Ok(OperationBatch::pack(&rows)?.into())
     }
 
@@ -505,6 +509,19 @@ impl Instance {
             .call_sweep_tick(&mut self.store, now)
             .await;
         Ok(r.map_err(|e| self.trap("sweep-tick", e))?
+            .map_err(|e| CallError::Engine(e.into()))?
+            .into())
+    }
+
+    /// One catch-up batch.
+    pub async fn catch_up_tick(&mut self, now: m::Micros) -> Result<m::TickReport, CallError> {
+        let _computing = self.start_call();
+        let r = self
+            .bindings
+            .trustlog_engine_engine()
+            .call_catch_up_tick(&mut self.store, now)
+            .await;
+        Ok(r.map_err(|e| self.trap("catch-up-tick", e))?
             .map_err(|e| CallError::Engine(e.into()))?
             .into())
     }

@@ -131,6 +131,22 @@ impl Tenant {
         &self.db
     }
 
+    /// The tenant's publisher.
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
+    /// Configures the live engine again, so it forgets what it cached of the database
+    /// (the cursor): after another host delivered for a while, it reads it anew.
+    pub async fn reset_engine(&mut self) -> Result<(), TenantError> {
+        let config = self.config.clone();
+        if self.instance.is_none() {
+            return Ok(());
+        }
+        self.call(async |l| on_live!(l, i => i.configure(config).await))
+            .await
+    }
+
     /// Feeds publish and delivery observations into `metrics`, in this and every later instance.
     pub fn set_metrics(&mut self, metrics: TenantMetrics) {
         if let Some(live) = &mut self.instance {
@@ -246,6 +262,12 @@ impl Tenant {
     /// One sweep batch at `now`.
     pub async fn sweep_tick(&mut self, now: m::Micros) -> Result<m::TickReport, TenantError> {
         self.call(async |l| on_live!(l, i => i.sweep_tick(now).await))
+            .await
+    }
+
+    /// One catch-up batch at `now`.
+    pub async fn catch_up_tick(&mut self, now: m::Micros) -> Result<m::TickReport, TenantError> {
+        self.call(async |l| on_live!(l, i => i.catch_up_tick(now).await))
             .await
     }
 

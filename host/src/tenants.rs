@@ -19,7 +19,7 @@ use crate::metrics::{Metrics, TenantMetrics};
 use crate::publisher::Publisher;
 use crate::runtime::{GUEST_WASM, Runtime, RuntimeError, WasmEngine, component_digest};
 use crate::tenant::{Tenant, TenantError};
-use crate::worker::{Exit, Summary, Worker};
+use crate::worker::{Delivery, Exit, LeaseSettings, Summary, Worker};
 
 /// Why a tenant could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +113,12 @@ impl Running {
         &self.spec.id
     }
 
+    /// What its worker does now: delivering, standing by for another host, or paused
+    /// by an outage.
+    pub fn delivery(&self) -> Delivery {
+        self.worker.delivery()
+    }
+
     /// Where its worker stands.
     pub fn state(&self) -> RunState {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -181,6 +187,10 @@ pub struct Tenants {
     engine: WasmEngine,
     metrics: Arc<Metrics>,
     until_drained: bool,
+    /// `--until-drained --max-wait`: how long a drain may take.
+    max_wait: Option<std::time::Duration>,
+    /// This process's name in the tenants' lease rows.
+    holder: String,
     /// Compiled components by the SHA-256 of their bytes: tenants running the same
     /// component share its machine code, and a changed file is recompiled.
     runtimes: StdMutex<HashMap<[u8; 32], Runtime>>,
@@ -192,10 +202,22 @@ pub struct Tenants {
 impl Tenants {
     /// An empty host on `engine`, reporting into `metrics`.
     pub fn new(engine: WasmEngine, metrics: Arc<Metrics>, until_drained: bool) -> Arc<Tenants> {
+        Self::draining(engine, metrics, until_drained, None)
+    }
+
+    /// An empty host whose drains (`until_drained`) give up after `max_wait`.
+    pub fn draining(
+        engine: WasmEngine,
+        metrics: Arc<Metrics>,
+        until_drained: bool,
+        max_wait: Option<std::time::Duration>,
+    ) -> Arc<Tenants> {
         Arc::new(Tenants {
             engine,
             metrics,
             until_drained,
+            max_wait,
+            holder: crate::lease::holder_id(),
             runtimes: StdMutex::new(HashMap::new()),
             running: RwLock::new(BTreeMap::new()),
             ended: Arc::new(Notify::new()),
@@ -283,13 +305,20 @@ impl Tenants {
         let instantiate_us = instantiate.as_micros() as u64;
         tracing::debug!(tenant = %id, instantiate_us, "guest instantiated");
         let metrics = self.metrics.tenant(&id);
+        let listening = !spec.poll_only && db.notifies();
         let worker = Worker::new(tenant, spec.intervals)
             .with_metrics(metrics.clone())
-            .await;
-        let listener = if spec.poll_only {
-            None
-        } else {
+            .await
+            .watching(!listening)
+            .with_lease(LeaseSettings {
+                holder: self.holder.clone(),
+                ttl: spec.intervals.lease_ttl,
+            })
+            .with_max_wait(self.max_wait);
+        let listener = if listening {
             db.spawn_listener(worker.wake_handle())
+        } else {
+            None
         };
         let (stop, _) = watch::channel(false);
         Ok(Running {
@@ -331,6 +360,23 @@ impl Tenants {
                     RunState::Stopped {
                         reason: reason.clone(),
                     }
+                }
+                Exit::TimedOut(left) => {
+                    let mut reason = format!(
+                        "not drained within --max-wait: {} rows wait for delivery, {} in the retry queue",
+                        left.waiting, left.retrying
+                    );
+                    if let Some(due) = left.next_retry_at {
+                        reason.push_str(&format!(
+                            " (next due {})",
+                            crate::ingest::format_timestamp(due)
+                        ));
+                    }
+                    if let Some(outage) = &left.outage {
+                        reason.push_str(&format!("; {outage}"));
+                    }
+                    tracing::error!(tenant = %me.spec.id, %reason, "drain gave up");
+                    RunState::Stopped { reason }
                 }
             };
             me.metrics.up(false);

@@ -1,24 +1,36 @@
-//! The scheduler: drains the scan, runs the retry and sweep ticks on their
-//! intervals, wakes on new rows, and stops between batches on shutdown.
+//! The scheduler: drains the scan, catches up late commits, runs the retry and
+//! sweep ticks on their intervals, wakes on new rows, pauses through outages,
+//! stands by while another host delivers, and stops between batches on shutdown.
 //!
 //! Fresh rows and retries share one delivery budget. A pass gives each active kind
-//! of tick (scan, then retry, then sweep) one batch in turn, and goes round again
-//! while any of them came back full. The scan is active in every pass; the retry
-//! and sweep ticks join when their interval is due, also in the middle of a long
-//! drain. So while a backlog streams in and retries are due, they alternate batch
-//! for batch, and either gets every batch when the other has nothing.
+//! of tick (scan, catch-up, then retry, then sweep) one batch in turn, and goes round
+//! again while any of them came back full. The scan and the catch-up are active in
+//! every pass; the retry and sweep ticks join when their interval is due, also in the
+//! middle of a long drain. So while a backlog streams in and retries are due, they
+//! alternate batch for batch, and either gets every batch when the other has nothing.
+//!
+//! A pass starts whenever something may be waiting: a row recorded through this
+//! host, a PostgreSQL notification (sent at commit, so late commits wake it too), a
+//! row seen by the watch probe where the database cannot notify, a due retry or
+//! sweep, or the idle poll.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, Notify, watch};
 use tracing::Instrument;
-use trustlog_guest::model::{Micros, Operation, RecordOutcome, Strategy};
+use trustlog_guest::model::{
+    DbError, EngineError, Micros, Operation, RecordOutcome, Strategy, TickReport,
+};
 
 use crate::clock::{Clock, SystemClock};
+use crate::db::Database;
+use crate::lease::{LeaseKeeper, STANDBY_POLL};
 use crate::limits::LimitKind;
 use crate::metrics::TenantMetrics;
+use crate::publisher::Publisher;
+use crate::runtime::CallError;
 use crate::tenant::{Tenant, TenantError};
 
 /// How often each tick runs when there is nothing to drain.
@@ -28,8 +40,16 @@ pub struct Intervals {
     pub poll: Duration,
     /// How often due retries are looked for.
     pub retry: Duration,
-    /// How often rows left behind the cursor are looked for.
+    /// How often rows left behind the cursor, however far, are looked for.
     pub sweep: Duration,
+    /// How often an idle worker asks the database whether rows wait, where the database
+    /// cannot notify it (MariaDB, SQLite written by other processes, PostgreSQL
+    /// without LISTEN): one indexed probe, so rows another program writes are
+    /// delivered within about this.
+    pub watch: Duration,
+    /// How long a host's lease on the tenant lasts unless renewed: a standby takes over
+    /// from a host that died within about this (at once if it died on the same machine).
+    pub lease_ttl: Duration,
 }
 
 impl Default for Intervals {
@@ -38,6 +58,8 @@ impl Default for Intervals {
             poll: Duration::from_secs(10),
             retry: Duration::from_secs(10),
             sweep: Duration::from_secs(60),
+            watch: Duration::from_millis(50),
+            lease_ttl: crate::lease::DEFAULT_TTL,
         }
     }
 }
@@ -45,12 +67,27 @@ impl Default for Intervals {
 /// Why a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
-    /// `--until-drained`: nothing was left to deliver or due.
+    /// `--until-drained`: every row is delivered, db-only or a dead letter.
     Drained,
     /// A shutdown was requested; the batch in flight was finished.
     Shutdown,
     /// The guest ran into one of its limits: the tenant is stopped, with the reason.
     LimitExceeded { limit: LimitKind, reason: String },
+    /// `--until-drained` with a bound: the bound passed with rows still to deliver.
+    TimedOut(Left),
+}
+
+/// What was left to deliver when a bounded drain gave up.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Left {
+    /// Rows waiting for their first delivery.
+    pub waiting: u64,
+    /// Rows in the retry queue.
+    pub retrying: u64,
+    /// When the next retry is due.
+    pub next_retry_at: Option<Micros>,
+    /// Why delivery was paused, if it was.
+    pub outage: Option<String>,
 }
 
 /// Totals of a run.
@@ -63,27 +100,118 @@ pub struct Summary {
     pub errors: u64,
 }
 
+/// What cannot be reached during an outage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutageOf {
+    /// The trust log (broker, ledger file).
+    Publisher,
+    /// The database.
+    Database,
+}
+
+impl OutageOf {
+    /// `publisher` or `database`, as metrics and status name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutageOf::Publisher => "publisher",
+            OutageOf::Database => "database",
+        }
+    }
+}
+
+/// What a worker does now, as `/v1/status`, `/readyz` and the lease row show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Delivering, or idle with nothing to deliver.
+    Active,
+    /// Another host holds the lease and delivers; this one stands by.
+    Standby {
+        /// The host delivering, as the lease row names it.
+        holder: String,
+    },
+    /// Delivery is paused while the publisher or the database cannot be reached; the
+    /// worker probes it and resumes within seconds of its return.
+    Outage {
+        of: OutageOf,
+        /// When it began, in Unix microseconds.
+        since: Micros,
+        /// The last error seen.
+        reason: String,
+    },
+}
+
+impl Delivery {
+    /// `active`, `standby` or `outage`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Delivery::Active => "active",
+            Delivery::Standby { .. } => "standby",
+            Delivery::Outage { .. } => "outage",
+        }
+    }
+
+    /// One line for logs and the lease row.
+    pub fn describe(&self) -> String {
+        match self {
+            Delivery::Active => "running".into(),
+            Delivery::Standby { holder } => format!("standby: {holder} delivers"),
+            Delivery::Outage { of, reason, .. } => {
+                format!("outage: {} unreachable: {reason}", of.name())
+            }
+        }
+    }
+}
+
+/// How this worker shares its database with other hosts.
+#[derive(Debug, Clone)]
+pub struct LeaseSettings {
+    /// This host's name in the lease row.
+    pub holder: String,
+    /// How long a lease lasts unless renewed.
+    pub ttl: Duration,
+}
+
 /// A tenant with its scheduler: shareable, so records and ticks interleave.
 #[derive(Clone)]
 pub struct Worker {
     tenant: Arc<Mutex<Tenant>>,
+    db: Database,
+    publisher: Publisher,
+    cursor_key: String,
+    catch_up_window: Micros,
     wake: Arc<Notify>,
     retry_now: Arc<AtomicBool>,
     intervals: Intervals,
+    /// Whether the idle worker polls the database with the watch probe.
+    watching: bool,
+    lease: Option<LeaseSettings>,
+    max_wait: Option<Duration>,
+    delivery: Arc<StdMutex<Delivery>>,
     clock: Arc<dyn Clock>,
     metrics: Option<TenantMetrics>,
 }
 
-/// Pause after a pass with a failed tick, so an outage or a trapping guest is not
-/// a busy loop; it doubles with each failed pass in a row, up to `MAX_ERROR_PAUSE`.
+/// Pause after a pass with a failed tick, so a trapping guest is not a busy loop; it
+/// doubles with each failed pass in a row, up to `MAX_ERROR_PAUSE`.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// The longest pause after failed passes (the seed's poll interval).
 const MAX_ERROR_PAUSE: Duration = Duration::from_secs(10);
+/// The first wait before an outage's probe; it doubles up to `MAX_PROBE_PAUSE`.
+const PROBE_PAUSE: Duration = Duration::from_millis(250);
+/// The longest wait between two probes of an outage: delivery resumes within this (and
+/// the probe itself) of the publisher's or the database's return.
+const MAX_PROBE_PAUSE: Duration = Duration::from_secs(4);
+/// How long one outage probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest a drain sleeps before looking again while it waits for a due retry.
+const DRAIN_RECHECK: Duration = Duration::from_secs(1);
 
 /// One kind of tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lane {
     Scan,
+    CatchUp,
     Retry,
     Sweep,
 }
@@ -92,6 +220,7 @@ impl Lane {
     fn name(self) -> &'static str {
         match self {
             Lane::Scan => "scan",
+            Lane::CatchUp => "catch_up",
             Lane::Retry => "retry",
             Lane::Sweep => "sweep",
         }
@@ -104,16 +233,55 @@ struct Pass {
     errored: bool,
     /// A limit the guest ran into: the run ends.
     limit: Option<(LimitKind, String)>,
+    /// What could not be reached, and why, if a tick found out.
+    outage: Option<(OutageOf, String)>,
+    /// The lease was lost in the middle of the pass.
+    lease_lost: bool,
+}
+
+/// What a run carries from pass to pass.
+struct Run {
+    summary: Summary,
+    /// The failure deliveries are meeting, while they meet one; logged when it starts.
+    failing: Option<String>,
+    /// The last error of a failed tick, logged once until another takes its place.
+    tick_error: Option<String>,
+    /// After a takeover from a host that died, its last batch is published again.
+    redelivery_suspected: bool,
+    /// The last message of a drain waiting for rows, logged when it changes.
+    waiting_for: Option<String>,
+    next_retry: Micros,
+    next_sweep: Micros,
+}
+
+/// An outage in progress.
+struct Outage {
+    of: OutageOf,
+    began: Instant,
+    pause: Duration,
 }
 
 impl Worker {
     /// A worker driving `tenant` on the wall clock.
     pub fn new(tenant: Tenant, intervals: Intervals) -> Worker {
+        let db = tenant.db().clone();
+        let publisher = tenant.publisher().clone();
+        let config = tenant.config();
+        let cursor_key = config.cursor_key.clone();
+        let catch_up_window = Micros::try_from(config.catch_up_window_micros).unwrap_or(Micros::MAX);
         Worker {
             tenant: Arc::new(Mutex::new(tenant)),
+            db,
+            publisher,
+            cursor_key,
+            catch_up_window,
             wake: Arc::new(Notify::new()),
             retry_now: Arc::new(AtomicBool::new(false)),
             intervals,
+            watching: false,
+            lease: None,
+            max_wait: None,
+            delivery: Arc::new(StdMutex::new(Delivery::Active)),
             clock: Arc::new(SystemClock),
             metrics: None,
         }
@@ -129,6 +297,25 @@ impl Worker {
     pub async fn with_metrics(mut self, metrics: TenantMetrics) -> Worker {
         self.tenant.lock().await.set_metrics(metrics.clone());
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// The same worker polling the database every `intervals.watch` while idle, for
+    /// rows written by programs that cannot wake it.
+    pub fn watching(mut self, on: bool) -> Worker {
+        self.watching = on;
+        self
+    }
+
+    /// The same worker delivering only while it holds the database's lease.
+    pub fn with_lease(mut self, lease: LeaseSettings) -> Worker {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// The same worker giving up a drain (`run(true, …)`) after `wait`.
+    pub fn with_max_wait(mut self, wait: Option<Duration>) -> Worker {
+        self.max_wait = wait;
         self
     }
 
@@ -153,6 +340,21 @@ impl Worker {
         &self.tenant
     }
 
+    /// What the worker does now.
+    pub fn delivery(&self) -> Delivery {
+        self.delivery
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_delivery(&self, to: Delivery, lease: Option<&LeaseKeeper>) {
+        if let Some(k) = lease {
+            k.set_state(&to.describe());
+        }
+        *self.delivery.lock().unwrap_or_else(|p| p.into_inner()) = to;
+    }
+
     /// Records operations and wakes the scanner for the stored ones.
     pub async fn record(
         &self,
@@ -168,62 +370,169 @@ impl Worker {
 
     /// Runs until shutdown, or until drained when `until_drained`.
     pub async fn run(&self, until_drained: bool, mut shutdown: watch::Receiver<bool>) -> Summary {
-        let mut summary = Summary {
-            exit: Exit::Shutdown,
-            published: 0,
-            retry_scheduled: 0,
-            dead_lettered: 0,
-            errors: 0,
-        };
-        let retry_every = micros(self.intervals.retry);
-        let sweep_every = micros(self.intervals.sweep);
+        let keeper = self.lease.as_ref().map(|l| {
+            LeaseKeeper::start(self.db.clone(), &self.cursor_key, &l.holder, l.ttl)
+        });
         let start = self.clock.now();
-        let (mut next_retry, mut next_sweep) = (start, start);
+        let mut run = Run {
+            summary: Summary {
+                exit: Exit::Shutdown,
+                published: 0,
+                retry_scheduled: 0,
+                dead_lettered: 0,
+                errors: 0,
+            },
+            failing: None,
+            tick_error: None,
+            redelivery_suspected: false,
+            waiting_for: None,
+            next_retry: start,
+            next_sweep: start,
+        };
+        let exit = self
+            .drive(until_drained, &mut shutdown, &mut run, keeper.as_ref())
+            .await;
+        run.summary.exit = exit;
+        if let Some(k) = keeper {
+            k.release().await;
+            if let Some(m) = &self.metrics {
+                m.lease_held(false);
+            }
+        }
+        run.summary
+    }
+
+    async fn drive(
+        &self,
+        until_drained: bool,
+        shutdown: &mut watch::Receiver<bool>,
+        run: &mut Run,
+        lease: Option<&LeaseKeeper>,
+    ) -> Exit {
+        let started = Instant::now();
         let mut failed_passes: u32 = 0;
+        let mut outage: Option<Outage> = None;
+        let mut held = lease.is_none();
         loop {
-            let mut pass = Pass::default();
-            let mut lanes = vec![Lane::Scan];
-            let (mut retry_joined, mut sweep_joined) = (false, false);
-            // Round-robin, one batch per lane per turn; see the module comment.
-            while !lanes.is_empty() && !*shutdown.borrow() {
-                let now = self.clock.now();
-                let nudged = self.retry_now.swap(false, Ordering::SeqCst);
-                // Retry and sweep join when their interval is due, again during a long drain;
-                // until drained, once per pass, so that a pass ends.
-                let due = |joined: bool, next: Micros| {
-                    if until_drained { !joined } else { now >= next }
-                };
-                if !lanes.contains(&Lane::Retry) && (nudged || due(retry_joined, next_retry)) {
-                    lanes.push(Lane::Retry);
-                    retry_joined = true;
-                    next_retry = now.saturating_add(retry_every);
-                }
-                if !lanes.contains(&Lane::Sweep) && due(sweep_joined, next_sweep) {
-                    lanes.push(Lane::Sweep);
-                    sweep_joined = true;
-                    next_sweep = now.saturating_add(sweep_every);
-                }
-                let mut still = Vec::with_capacity(lanes.len());
-                for lane in lanes {
-                    if *shutdown.borrow() {
-                        break;
+            if *shutdown.borrow() {
+                return Exit::Shutdown;
+            }
+            if until_drained && self.max_wait.is_some_and(|w| started.elapsed() >= w) {
+                return Exit::TimedOut(self.left(outage.as_ref()).await);
+            }
+
+            if let Some(k) = lease {
+                if !k.holds() {
+                    if held {
+                        tracing::warn!(cursor_key = %self.cursor_key, "lease lost; standing by");
+                        held = false;
                     }
-                    if self.one_batch(lane, &mut pass, &mut summary).await {
-                        still.push(lane);
+                    let holder = k
+                        .lease()
+                        .filter(|l| l.is_held())
+                        .map(|l| l.holder)
+                        .unwrap_or_default();
+                    self.set_delivery(Delivery::Standby { holder }, lease);
+                    if let Some(m) = &self.metrics {
+                        m.lease_held(false);
                     }
-                    if let Some((limit, reason)) = pass.limit.take() {
-                        summary.exit = Exit::LimitExceeded { limit, reason };
-                        return summary;
+                    if until_drained && self.nothing_left().await {
+                        return Exit::Drained;
+                    }
+                    tokio::select! {
+                        _ = k.changed(STANDBY_POLL) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                }
+                if !held {
+                    held = true;
+                    tracing::info!(cursor_key = %self.cursor_key, holder = k.holder(), "lease taken; delivering");
+                    // Another host may have moved the cursor while this one stood by.
+                    if let Err(e) = self.tenant.lock().await.reset_engine().await {
+                        tracing::warn!(error = %e, "could not reset the engine after taking the lease");
+                    }
+                    if outage.is_none() {
+                        self.set_delivery(Delivery::Active, lease);
                     }
                 }
-                lanes = still;
+                if let Some(m) = &self.metrics {
+                    m.lease_held(true);
+                }
+                if let Some(from) = k.take_takeover() {
+                    tracing::warn!(
+                        cursor_key = %self.cursor_key,
+                        from = %from,
+                        "took over from a host whose lease ran out without a release; its last batch may be delivered twice"
+                    );
+                    if let Some(m) = &self.metrics {
+                        m.takeover();
+                    }
+                    run.redelivery_suspected = true;
+                }
+            }
+
+            if let Some(o) = outage.as_mut() {
+                tokio::select! {
+                    _ = tokio::time::sleep(o.pause) => {}
+                    _ = shutdown.changed() => continue,
+                }
+                match self.probe(o.of).await {
+                    Ok(()) => {
+                        tracing::info!(
+                            unreachable = o.of.name(),
+                            seconds = o.began.elapsed().as_secs_f64(),
+                            "reachable again; delivery resumes"
+                        );
+                        if let Some(m) = &self.metrics {
+                            m.outage(o.of, false);
+                        }
+                        outage = None;
+                        self.set_delivery(Delivery::Active, lease);
+                        // What the outage left untouched is due at once.
+                        let now = self.clock.now();
+                        run.next_retry = now;
+                        run.next_sweep = now;
+                    }
+                    Err(reason) => {
+                        tracing::debug!(unreachable = o.of.name(), %reason, "still unreachable");
+                        if let Delivery::Outage { of, since, .. } = self.delivery() {
+                            self.set_delivery(Delivery::Outage { of, since, reason }, lease);
+                        }
+                        o.pause = (o.pause * 2).min(MAX_PROBE_PAUSE);
+                        continue;
+                    }
+                }
+            }
+
+            let pass = self.pass(until_drained, shutdown, run, lease).await;
+            if let Some((limit, reason)) = pass.limit {
+                return Exit::LimitExceeded { limit, reason };
             }
             if *shutdown.borrow() {
-                return summary;
+                return Exit::Shutdown;
             }
-            if until_drained && !pass.errored && pass.fetched == 0 {
-                summary.exit = Exit::Drained;
-                return summary;
+            if pass.lease_lost {
+                continue;
+            }
+            if let Some((of, reason)) = pass.outage {
+                tracing::warn!(
+                    unreachable = of.name(),
+                    error = %reason,
+                    "delivery paused: the {} cannot be reached; probing until it answers",
+                    of.name()
+                );
+                if let Some(m) = &self.metrics {
+                    m.outage(of, true);
+                }
+                let since = self.clock.now();
+                self.set_delivery(Delivery::Outage { of, since, reason }, lease);
+                outage = Some(Outage {
+                    of,
+                    began: Instant::now(),
+                    pause: PROBE_PAUSE,
+                });
+                continue;
             }
             // A pass that delivered something is not a stuck one: the pause does not grow.
             failed_passes = match (pass.errored, pass.fetched) {
@@ -237,27 +546,91 @@ impl Worker {
                     .min(MAX_ERROR_PAUSE)
             } else if until_drained && pass.fetched > 0 {
                 Duration::ZERO
+            } else if until_drained {
+                match self.drain_wait(run).await {
+                    None => return Exit::Drained,
+                    Some(wait) => wait,
+                }
             } else {
                 let now = self.clock.now();
                 let until = |t: Micros| Duration::from_micros(t.saturating_sub(now).max(0) as u64);
                 self.intervals
                     .poll
-                    .min(until(next_retry))
-                    .min(until(next_sweep))
+                    .min(until(run.next_retry))
+                    .min(until(run.next_sweep))
             };
             if wait.is_zero() {
                 continue;
             }
+            let since = if self.watching && !until_drained {
+                Some(self.watch_since().await)
+            } else {
+                None
+            };
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => {}
+                _ = self.watch_for_rows(since) => {}
             }
         }
     }
 
+    /// One pass: the lanes in turn, a batch each, while any comes back full.
+    async fn pass(
+        &self,
+        until_drained: bool,
+        shutdown: &watch::Receiver<bool>,
+        run: &mut Run,
+        lease: Option<&LeaseKeeper>,
+    ) -> Pass {
+        let retry_every = micros(self.intervals.retry);
+        let sweep_every = micros(self.intervals.sweep);
+        let mut pass = Pass::default();
+        let mut lanes = vec![Lane::Scan, Lane::CatchUp];
+        let (mut retry_joined, mut sweep_joined) = (false, false);
+        // Round-robin, one batch per lane per turn; see the module comment.
+        while !lanes.is_empty() && !*shutdown.borrow() {
+            let now = self.clock.now();
+            let nudged = self.retry_now.swap(false, Ordering::SeqCst);
+            // Retry and sweep join when their interval is due, again during a long drain;
+            // until drained, once per pass, so that a pass ends.
+            let due = |joined: bool, next: Micros| {
+                if until_drained { !joined } else { now >= next }
+            };
+            if !lanes.contains(&Lane::Retry) && (nudged || due(retry_joined, run.next_retry)) {
+                lanes.push(Lane::Retry);
+                retry_joined = true;
+                run.next_retry = now.saturating_add(retry_every);
+            }
+            if !lanes.contains(&Lane::Sweep) && due(sweep_joined, run.next_sweep) {
+                lanes.push(Lane::Sweep);
+                sweep_joined = true;
+                run.next_sweep = now.saturating_add(sweep_every);
+            }
+            let mut still = Vec::with_capacity(lanes.len());
+            for lane in lanes {
+                if *shutdown.borrow() {
+                    break;
+                }
+                if lease.is_some_and(|k| !k.holds()) {
+                    pass.lease_lost = true;
+                    return pass;
+                }
+                if self.one_batch(lane, &mut pass, run).await {
+                    still.push(lane);
+                }
+                if pass.limit.is_some() || pass.outage.is_some() {
+                    return pass;
+                }
+            }
+            lanes = still;
+        }
+        pass
+    }
+
     /// Runs one batch of `lane`; true when the batch came back full (more to do).
-    async fn one_batch(&self, lane: Lane, pass: &mut Pass, summary: &mut Summary) -> bool {
+    async fn one_batch(&self, lane: Lane, pass: &mut Pass, run: &mut Run) -> bool {
         let kind = lane.name();
         let span = tracing::info_span!(
             "tick",
@@ -274,6 +647,7 @@ impl Worker {
             let now = self.clock.now();
             match lane {
                 Lane::Scan => tenant.scan_tick(now).await,
+                Lane::CatchUp => tenant.catch_up_tick(now).await,
                 Lane::Retry => tenant.retry_tick(now).await,
                 Lane::Sweep => tenant.sweep_tick(now).await,
             }
@@ -290,11 +664,24 @@ impl Worker {
                     .record("more", r.more);
                 if let Some(m) = &self.metrics {
                     m.tick(kind, &r, took);
+                    if r.cursor_conflict {
+                        // Published, then another worker committed those rows.
+                        m.redelivered(u64::from(r.fetched));
+                    }
+                    if run.redelivery_suspected && r.published > 0 {
+                        m.redelivered(u64::from(r.published));
+                    }
+                }
+                if r.published > 0 {
+                    run.redelivery_suspected = false;
+                }
+                if run.tick_error.take().is_some() {
+                    span.in_scope(|| tracing::info!("ticks succeed again"));
                 }
                 pass.fetched += u64::from(r.fetched);
-                summary.published += u64::from(r.published);
-                summary.retry_scheduled += u64::from(r.retry_scheduled);
-                summary.dead_lettered += u64::from(r.dead_lettered);
+                run.summary.published += u64::from(r.published);
+                run.summary.retry_scheduled += u64::from(r.retry_scheduled);
+                run.summary.dead_lettered += u64::from(r.dead_lettered);
                 if r.fetched > 0 {
                     span.in_scope(|| {
                         tracing::debug!(
@@ -304,21 +691,179 @@ impl Worker {
                         )
                     });
                 }
+                self.note_failures(&r, run, &span);
+                if r.unavailable > 0 {
+                    let reason = r
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| "the trust log did not answer".into());
+                    pass.outage = Some((OutageOf::Publisher, reason));
+                }
                 r.more
             }
             Err(e) => {
                 if let Some(m) = &self.metrics {
                     m.tick_failed(kind, took);
                 }
-                summary.errors += 1;
+                run.summary.errors += 1;
                 pass.errored = true;
                 if let Some(limit) = e.limit() {
                     pass.limit = Some((limit, e.to_string()));
                 }
-                span.in_scope(|| tracing::warn!(error = %e, "tick failed; will try again"));
+                if let Some(reason) = database_unavailable(&e) {
+                    pass.outage = Some((OutageOf::Database, reason));
+                }
+                let error = e.to_string();
+                if run.tick_error.as_deref() != Some(error.as_str()) {
+                    span.in_scope(|| tracing::warn!(%error, "tick failed; will try again"));
+                    run.tick_error = Some(error);
+                } else {
+                    span.in_scope(|| tracing::debug!(%error, "tick failed again"));
+                }
                 false
             }
         }
+    }
+
+    /// Logs delivery failures once when they start and once when they stop, not per row.
+    fn note_failures(&self, r: &TickReport, run: &mut Run, span: &tracing::Span) {
+        let failed = r.retry_scheduled + r.dead_lettered;
+        if failed > 0 && r.unavailable == 0 {
+            if run.failing.is_none() {
+                let error = r.error.clone().unwrap_or_default();
+                span.in_scope(|| {
+                    tracing::warn!(
+                        retry_scheduled = r.retry_scheduled,
+                        dead_lettered = r.dead_lettered,
+                        %error,
+                        "deliveries failing; further failures are counted in the metrics"
+                    )
+                });
+                run.failing = Some(error);
+            }
+        } else if r.published > 0 && run.failing.take().is_some() {
+            span.in_scope(|| tracing::info!("deliveries succeed again"));
+        }
+    }
+
+    /// Whether the outage's publisher or database answers again.
+    async fn probe(&self, of: OutageOf) -> Result<(), String> {
+        let probe = async {
+            match of {
+                OutageOf::Publisher => self.publisher.ready().await,
+                OutageOf::Database => self.db.ping().await.map_err(|e| e.to_string()),
+            }
+        };
+        match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            Ok(answer) => answer,
+            Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+        }
+    }
+
+    /// Until drained: `None` once nothing is left to deliver, else how long to wait
+    /// before the next pass (until the next retry is due, at most [`DRAIN_RECHECK`]).
+    async fn drain_wait(&self, run: &mut Run) -> Option<Duration> {
+        let stats = match self.db.stats(&self.cursor_key).await {
+            Ok(stats) => stats,
+            Err(error) => {
+                tracing::warn!(%error, "could not read what is left to deliver; looking again");
+                return Some(DRAIN_RECHECK);
+            }
+        };
+        let waiting = waiting_rows(&stats);
+        if waiting == 0 && stats.retry_pending == 0 {
+            return None;
+        }
+        let now = self.clock.now();
+        let message = match stats.next_retry_at {
+            Some(due) if waiting == 0 => format!(
+                "{} rows wait in the retry queue; the next is due in {:.0} s",
+                stats.retry_pending,
+                (due.saturating_sub(now).max(0) as f64 / 1e6).ceil()
+            ),
+            _ => format!(
+                "{waiting} rows wait for delivery and {} in the retry queue",
+                stats.retry_pending
+            ),
+        };
+        if run.waiting_for.as_deref() != Some(message.as_str()) {
+            tracing::info!("not drained yet: {message}");
+            run.waiting_for = Some(message);
+        }
+        let wait = match stats.next_retry_at {
+            Some(due) if waiting == 0 => {
+                let until = Duration::from_micros(due.saturating_sub(now).max(0) as u64);
+                if until.is_zero() {
+                    self.retry_now.store(true, Ordering::SeqCst);
+                }
+                until.min(DRAIN_RECHECK)
+            }
+            _ => Duration::from_millis(100),
+        };
+        Some(wait.max(Duration::from_millis(10)))
+    }
+
+    /// Whether nothing is left to deliver (a standby's until-drained check).
+    async fn nothing_left(&self) -> bool {
+        self.db
+            .stats(&self.cursor_key)
+            .await
+            .is_ok_and(|s| waiting_rows(&s) == 0 && s.retry_pending == 0)
+    }
+
+    /// What a bounded drain leaves behind.
+    async fn left(&self, outage: Option<&Outage>) -> Left {
+        let stats = self.db.stats(&self.cursor_key).await.unwrap_or_default();
+        Left {
+            waiting: waiting_rows(&stats),
+            retrying: stats.retry_pending,
+            next_retry_at: stats.next_retry_at,
+            outage: outage.map(|_| self.delivery().describe()),
+        }
+    }
+
+    /// The oldest timestamp the watch probe looks at: what the scan and the catch-up
+    /// would take, from the catch-up window behind the cursor onwards.
+    async fn watch_since(&self) -> Micros {
+        match self.db.load_cursor(&self.cursor_key).await {
+            Ok(Some(p)) => p.timestamp.saturating_sub(self.catch_up_window),
+            Ok(None) | Err(_) => Micros::MIN,
+        }
+    }
+
+    /// Returns once the database holds a row to deliver stamped at or after `since`
+    /// (or cannot say); never when not watching.
+    async fn watch_for_rows(&self, since: Option<Micros>) {
+        let Some(since) = since else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(self.intervals.watch).await;
+            match self.db.has_waiting_since(since).await {
+                Ok(false) => {}
+                Ok(true) => return,
+                // The pass it starts meets the error and pauses.
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Rows waiting for their first delivery: not delivered and with no retry row.
+fn waiting_rows(stats: &trustlog_guest::model::DbStats) -> u64 {
+    stats
+        .not_trustlogged
+        .saturating_sub(stats.retry_pending)
+        .saturating_sub(stats.dead_letter)
+}
+
+/// The database's message when a tick failed because it cannot be reached.
+fn database_unavailable(e: &TenantError) -> Option<String> {
+    match e {
+        TenantError::Call(CallError::Engine(EngineError::Db(DbError::Unavailable(m)))) => {
+            Some(m.clone())
+        }
+        _ => None,
     }
 }
 

@@ -45,6 +45,90 @@ pub enum Replay {
     All,
 }
 
+/// The lease that names the one host delivering for a cursor key: hosts sharing a
+/// database take it in turns through this row (`trustlog_lease`), with no service
+/// of their own. Times are the database server's (SQLite: the host's).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Lease {
+    /// The cursor key it guards.
+    pub key: String,
+    /// The host holding it; empty once released.
+    pub holder: String,
+    /// When the holder took it.
+    pub acquired_at: Micros,
+    /// When the holder last renewed it.
+    pub renewed_at: Micros,
+    /// When it runs out unless renewed.
+    pub expires_at: Micros,
+    /// What the holder last said of its delivery (`running`, `outage: …`).
+    pub state: String,
+    /// Whether it had run out when read.
+    pub expired: bool,
+}
+
+impl Lease {
+    /// Whether `holder` may take it now: it is free, run out, or already its own.
+    fn is_free(&self, holder: &str, expired: bool) -> bool {
+        self.holder == holder || self.holder.is_empty() || expired
+    }
+
+    /// Whether a live host holds it.
+    pub fn is_held(&self) -> bool {
+        !self.holder.is_empty() && !self.expired
+    }
+}
+
+/// What a claim on a lease found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseClaim {
+    /// The lease as it stands after the claim.
+    pub lease: Lease,
+    /// Whether the claimer holds it now.
+    pub held: bool,
+    /// The host whose lease ran out and was taken over without being released: it
+    /// may have published a batch it never committed, which is now delivered again.
+    pub took_over_from: Option<String>,
+}
+
+impl LeaseClaim {
+    fn held_by_other(lease: Lease) -> LeaseClaim {
+        LeaseClaim {
+            lease,
+            held: false,
+            took_over_from: None,
+        }
+    }
+
+    fn lost_race(lease: Lease) -> LeaseClaim {
+        Self::held_by_other(lease)
+    }
+
+    fn taken(
+        before: Lease,
+        holder: &str,
+        state: &str,
+        acquired_at: Micros,
+        renewed_at: Micros,
+        expires_at: Micros,
+    ) -> LeaseClaim {
+        let took_over_from = (!before.holder.is_empty() && before.holder != holder)
+            .then(|| before.holder.clone());
+        LeaseClaim {
+            lease: Lease {
+                key: before.key,
+                holder: holder.to_string(),
+                acquired_at,
+                renewed_at,
+                expires_at,
+                state: state.to_string(),
+                expired: false,
+            },
+            held: true,
+            took_over_from,
+        }
+    }
+}
+
 /// A database connection pool behind one of the adapters.
 #[derive(Clone, Debug)]
 pub enum Database {
@@ -128,13 +212,60 @@ impl Database {
         dispatch!(self, db => db.due_retries(now, limit).await)
     }
 
-    /// Rows left behind a position with no retry row.
+    /// Rows left behind a position, stamped at or after `since`, with no retry row.
     pub async fn sweep_candidates(
         &self,
         before: Position,
+        since: Micros,
         limit: u32,
     ) -> Result<Vec<Operation>, DbError> {
-        dispatch!(self, db => db.sweep_candidates(before, limit).await)
+        dispatch!(self, db => db.sweep_candidates(before, since, limit).await)
+    }
+
+    /// Whether any row stamped at or after `since` waits with no retry row: what a
+    /// host polls between passes where the database cannot notify it.
+    pub async fn has_waiting_since(&self, since: Micros) -> Result<bool, DbError> {
+        dispatch!(self, db => db.has_waiting_since(since).await)
+    }
+
+    /// Whether the database tells the host of new rows by itself (PostgreSQL's
+    /// LISTEN), so that it need not be polled for them.
+    pub fn notifies(&self) -> bool {
+        matches!(self, Database::Postgres(_))
+    }
+
+    /// Takes or renews the lease `key` for `holder` for `ttl`, recording `state`.
+    pub async fn claim_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        state: &str,
+    ) -> Result<LeaseClaim, DbError> {
+        dispatch!(self, db => db.claim_lease(key, holder, ttl, state, None).await)
+    }
+
+    /// Takes the lease `key` for `holder` from `from`, whose process is known to have
+    /// died, even before its lease runs out (still only if `from` holds it).
+    pub async fn claim_lease_from(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        state: &str,
+        from: &str,
+    ) -> Result<LeaseClaim, DbError> {
+        dispatch!(self, db => db.claim_lease(key, holder, ttl, state, Some(from)).await)
+    }
+
+    /// Releases the lease `key` if `holder` holds it.
+    pub async fn release_lease(&self, key: &str, holder: &str) -> Result<(), DbError> {
+        dispatch!(self, db => db.release_lease(key, holder).await)
+    }
+
+    /// The lease `key` as it stands; `None` if no host ever took it.
+    pub async fn read_lease(&self, key: &str) -> Result<Option<Lease>, DbError> {
+        dispatch!(self, db => db.read_lease(key).await)
     }
 
     /// The monitoring counts.

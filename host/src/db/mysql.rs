@@ -23,7 +23,7 @@ use trustlog_guest::model::{
 use trustlog_guest::validate::{MAX_TIMESTAMP, MIN_TIMESTAMP};
 
 use super::cursor_value::{format_position, parse_position};
-use super::{DeadLetter, Replay};
+use super::{DeadLetter, Lease, LeaseClaim, Replay};
 
 // PATH: the schema; the host crate points this at its own `sql/mysql.sql`.
 const SCHEMA: &str = include_str!("../../../sql/mysql.sql");
@@ -86,16 +86,60 @@ const SCAN_AFTER: &str = concat!(
      AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id) \
      ORDER BY o.timestamp, o.op_id LIMIT ?"
 );
-/// `sweep_candidates(p, ?)`, binding p's timestamp twice, then its op_id and the limit.
+/// `sweep_candidates(p, since, ?)`, binding p's timestamp twice, its op_id, `since` and
+/// the limit: one index range, from `since` up to the position.
 const SWEEP: &str = concat!(
     "SELECT ",
     operation_columns!(),
     " FROM operation o FORCE INDEX (operation_waiting) \
      WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' \
-     AND (o.timestamp < ? OR (o.timestamp = ? AND o.op_id < ?)) \
+     AND (o.timestamp < ? OR (o.timestamp = ? AND o.op_id < ?)) AND o.timestamp >= ? \
      AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id) \
      ORDER BY o.timestamp, o.op_id LIMIT ?"
 );
+/// `sweep_candidates` before a position past DATETIME's range: every waiting row with
+/// no retry row stamped at or after `?`, then the limit.
+const SWEEP_ALL_SINCE: &str = concat!(
+    "SELECT ",
+    operation_columns!(),
+    " FROM operation o FORCE INDEX (operation_waiting) \
+     WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' AND o.timestamp >= ? \
+     AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id) \
+     ORDER BY o.timestamp, o.op_id LIMIT ?"
+);
+/// `has_waiting_since(?)`: whether any row stamped at or after `?` waits for the scan or
+/// the catch-up; an index probe that stops at the first.
+const WAITING_SINCE: &str = "SELECT CAST(EXISTS (SELECT 1 FROM operation o \
+     FORCE INDEX (operation_waiting) \
+     WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' AND o.timestamp >= ? \
+     AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id)) AS SIGNED)";
+/// The earliest due time of the retry queue: the head of each status's range of
+/// `trustlog_retry_due`.
+const NEXT_RETRY_AT: &str = "SELECT MIN(due) FROM ( \
+     (SELECT next_retry_at AS due FROM trustlog_retry FORCE INDEX (trustlog_retry_due) \
+      WHERE retry_status = 'PENDING' AND next_retry_at IS NOT NULL \
+      ORDER BY next_retry_at LIMIT 1) UNION ALL \
+     (SELECT next_retry_at AS due FROM trustlog_retry FORCE INDEX (trustlog_retry_due) \
+      WHERE retry_status = 'RETRYING' AND next_retry_at IS NOT NULL \
+      ORDER BY next_retry_at LIMIT 1)) AS d";
+/// Creates a lease row, released, unless it exists.
+const ENSURE_LEASE: &str = "INSERT INTO trustlog_lease (lease_key, holder, acquired_at, \
+     renewed_at, expires_at, state) VALUES (?, '', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6), \
+     UTC_TIMESTAMP(6), '') ON DUPLICATE KEY UPDATE lease_key = lease_key";
+/// A lease row as it stands, and whether it has expired by the server's clock.
+const READ_LEASE: &str = "SELECT holder, acquired_at, renewed_at, expires_at, state, \
+     CAST(expires_at < UTC_TIMESTAMP(6) AS SIGNED) FROM trustlog_lease WHERE lease_key = ?";
+/// Takes or renews a lease, with compare-and-set on the holder and expiry read before.
+/// Binds: holder (for acquired_at), holder, ttl in µs, state, key, old holder, old expiry.
+/// MySQL assigns left to right, so acquired_at is judged before holder changes.
+const CLAIM_LEASE: &str = "UPDATE trustlog_lease SET \
+     acquired_at = IF(holder = ?, acquired_at, UTC_TIMESTAMP(6)), holder = ?, \
+     renewed_at = UTC_TIMESTAMP(6), \
+     expires_at = TIMESTAMPADD(MICROSECOND, ?, UTC_TIMESTAMP(6)), state = ? \
+     WHERE lease_key = ? AND holder = ? AND expires_at = ?";
+/// Hands a lease back at once.
+const RELEASE_LEASE: &str = "UPDATE trustlog_lease SET holder = '', state = '', \
+     expires_at = UTC_TIMESTAMP(6) WHERE lease_key = ? AND holder = ?";
 /// One status's due rows for [`DUE_RETRIES`], in (due time, op_id) order, stopping at the limit.
 macro_rules! due_of {
     ($status:literal) => {
@@ -467,17 +511,22 @@ impl MySqlDb {
             .collect()
     }
 
-    /// `NOT_TRUSTLOGGED` rows strictly before `before` with no retry row: late commits.
+    /// `NOT_TRUSTLOGGED` rows strictly before `before`, stamped at or after `since`, with
+    /// no retry row: late commits.
     pub async fn sweep_candidates(
         &self,
         before: Position,
+        since: Micros,
         limit: u32,
     ) -> Result<Vec<Operation>, DbError> {
-        let rows = if before.timestamp < MIN_TIMESTAMP {
+        if before.timestamp < MIN_TIMESTAMP || since > MAX_TIMESTAMP {
             return Ok(Vec::new());
-        } else if before.timestamp > MAX_TIMESTAMP {
-            // Every waiting row without a retry row: exactly the scan from the start.
-            sqlx::query(SCAN_FROM_START)
+        }
+        let since = to_datetime("since", since.max(MIN_TIMESTAMP))?;
+        let rows = if before.timestamp > MAX_TIMESTAMP {
+            // Every stored row lies before such a position.
+            sqlx::query(SWEEP_ALL_SINCE)
+                .bind(since)
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await
@@ -487,12 +536,127 @@ impl MySqlDb {
                 .bind(at)
                 .bind(at)
                 .bind(before.op_id)
+                .bind(since)
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await
         }
         .map_err(map_error)?;
         rows.iter().map(operation_at).collect()
+    }
+
+    /// Whether any row stamped at or after `since` waits for the scan or the catch-up.
+    pub async fn has_waiting_since(&self, since: Micros) -> Result<bool, DbError> {
+        if since > MAX_TIMESTAMP {
+            return Ok(false);
+        }
+        let since = to_datetime("since", since.max(MIN_TIMESTAMP))?;
+        let found: i64 = sqlx::query_scalar(WAITING_SINCE)
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(found != 0)
+    }
+
+    /// Takes the lease `key` for `holder` for `ttl` if it is free, expired or already
+    /// `holder`'s, by the server's clock; see [`super::LeaseClaim`].
+    pub async fn claim_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+        state: &str,
+        take_from: Option<&str>,
+    ) -> Result<LeaseClaim, DbError> {
+        let mut row = self.read_lease_row(key).await?;
+        if row.is_none() {
+            sqlx::query(ENSURE_LEASE)
+                .bind(key)
+                .execute(&self.pool)
+                .await
+                .map_err(map_error)?;
+            row = self.read_lease_row(key).await?;
+        }
+        let Some((lease, raw_expiry)) = row else {
+            return Err(DbError::Other(format!(
+                "lease {key:?} vanished while it was taken"
+            )));
+        };
+        if !lease.is_free(holder, lease.expired) && take_from != Some(lease.holder.as_str()) {
+            return Ok(LeaseClaim::held_by_other(lease));
+        }
+        let ttl = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
+        let taken = sqlx::query(CLAIM_LEASE)
+            .bind(holder)
+            .bind(holder)
+            .bind(ttl)
+            .bind(state)
+            .bind(key)
+            .bind(&lease.holder)
+            .bind(raw_expiry)
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?
+            .rows_affected();
+        if taken != 1 {
+            // Another host took it between the read and the update.
+            return Ok(LeaseClaim::lost_race(lease));
+        }
+        let Some((now, _)) = self.read_lease_row(key).await? else {
+            return Err(DbError::Other(format!(
+                "lease {key:?} vanished while it was taken"
+            )));
+        };
+        Ok(LeaseClaim::taken(
+            lease,
+            holder,
+            state,
+            now.acquired_at,
+            now.renewed_at,
+            now.expires_at,
+        ))
+    }
+
+    /// Releases the lease `key` if `holder` has it, so another host may take it at once.
+    pub async fn release_lease(&self, key: &str, holder: &str) -> Result<(), DbError> {
+        sqlx::query(RELEASE_LEASE)
+            .bind(key)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    /// The lease `key` as it stands, if it was ever taken.
+    pub async fn read_lease(&self, key: &str) -> Result<Option<Lease>, DbError> {
+        Ok(self.read_lease_row(key).await?.map(|(lease, _)| lease))
+    }
+
+    /// The lease row and its expiry as stored (for compare-and-set).
+    async fn read_lease_row(&self, key: &str) -> Result<Option<(Lease, NaiveDateTime)>, DbError> {
+        let Some(row) = sqlx::query(READ_LEASE)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?
+        else {
+            return Ok(None);
+        };
+        let at = |i: usize| -> Result<NaiveDateTime, DbError> { row.try_get(i).map_err(map_error) };
+        let raw_expiry = at(3)?;
+        let expired: i64 = row.try_get(5).map_err(map_error)?;
+        let lease = Lease {
+            key: key.to_string(),
+            holder: row.try_get(0).map_err(map_error)?,
+            acquired_at: micros_of(at(1)?),
+            renewed_at: micros_of(at(2)?),
+            expires_at: micros_of(raw_expiry),
+            state: row.try_get(4).map_err(map_error)?,
+            expired: expired != 0,
+        };
+        Ok(Some((lease, raw_expiry)))
     }
 
     /// The monitoring counts and the position of `cursor_key`, read in one snapshot.
@@ -554,6 +718,12 @@ impl MySqlDb {
             .await
             .map_err(map_error)?;
         stats.oldest_waiting = oldest.map(micros_of);
+
+        let next: Option<NaiveDateTime> = sqlx::query_scalar(NEXT_RETRY_AT)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        stats.next_retry_at = next.map(micros_of);
 
         tx.commit().await.map_err(map_error)?;
         Ok(stats)

@@ -30,7 +30,7 @@ use trustlog_guest::model::{
 use trustlog_guest::validate::LIMITS;
 
 use super::cursor_value::{format_position, parse_position};
-use super::{DeadLetter, Replay};
+use super::{DeadLetter, Lease, LeaseClaim, Replay};
 
 // PATH: the schema; the host crate points this at its own `sql/postgresql.sql`.
 const SCHEMA: &str = include_str!("../../../sql/postgresql.sql");
@@ -102,15 +102,45 @@ const SCAN_AFTER: &str = concat!(
      AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id) \
      ORDER BY o.timestamp, o.op_id LIMIT $3"
 );
-/// `sweep_candidates(($1, $2), $3)`.
+/// `sweep_candidates(($1, $2), $3, $4)`: one index range, from `since` up to the position.
 const SWEEP: &str = concat!(
     "SELECT ",
     operation_columns!(),
     " FROM operation o \
      WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' AND (o.timestamp, o.op_id) < ($1, $2) \
+     AND o.timestamp >= $3 \
      AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id) \
-     ORDER BY o.timestamp, o.op_id LIMIT $3"
+     ORDER BY o.timestamp, o.op_id LIMIT $4"
 );
+/// `has_waiting_since($1)`: whether any row stamped at or after `$1` waits for the scan
+/// or the catch-up; an index probe that stops at the first.
+const WAITING_SINCE: &str = "SELECT EXISTS (SELECT 1 FROM operation o \
+     WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' AND o.timestamp >= $1 \
+     AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id))";
+/// The earliest due time of the retry queue, by `trustlog_retry_due_order`.
+const NEXT_RETRY_AT: &str = "SELECT MIN(next_retry_at) FROM ( \
+     (SELECT next_retry_at FROM trustlog_retry WHERE retry_status = 'PENDING' \
+      AND next_retry_at IS NOT NULL ORDER BY next_retry_at LIMIT 1) UNION ALL \
+     (SELECT next_retry_at FROM trustlog_retry WHERE retry_status = 'RETRYING' \
+      AND next_retry_at IS NOT NULL ORDER BY next_retry_at LIMIT 1)) AS due";
+/// Creates a lease row, released, unless it exists.
+const ENSURE_LEASE: &str = "INSERT INTO trustlog_lease (lease_key, holder, acquired_at, \
+     renewed_at, expires_at, state) VALUES ($1, '', clock_timestamp(), clock_timestamp(), \
+     clock_timestamp(), '') ON CONFLICT (lease_key) DO NOTHING";
+/// A lease row as it stands, and whether it has expired by the server's clock.
+const READ_LEASE: &str = "SELECT holder, acquired_at, renewed_at, expires_at, state, \
+     expires_at < clock_timestamp() FROM trustlog_lease WHERE lease_key = $1";
+/// Takes or renews a lease: `$1` key, `$2` holder, `$3` ttl in microseconds, `$4` state,
+/// `$5` the holder it must still have, `$6` its expiry as read (compare-and-set on both).
+const CLAIM_LEASE: &str = "UPDATE trustlog_lease SET holder = $2, \
+     acquired_at = CASE WHEN holder = $2 THEN acquired_at ELSE clock_timestamp() END, \
+     renewed_at = clock_timestamp(), \
+     expires_at = clock_timestamp() + $3 * INTERVAL '1 microsecond', state = $4 \
+     WHERE lease_key = $1 AND holder = $5 AND expires_at = $6 \
+     RETURNING acquired_at, renewed_at, expires_at";
+/// Hands a lease back at once.
+const RELEASE_LEASE: &str = "UPDATE trustlog_lease SET holder = '', state = '', \
+     expires_at = clock_timestamp() WHERE lease_key = $1 AND holder = $2";
 /// One status's due rows for [`DUE_RETRIES`]: a walk of `trustlog_retry_due_order` in
 /// (due time, op_id) order, each row looking its operation up by primary key, stopping
 /// at the limit.
@@ -427,11 +457,13 @@ impl PostgresDb {
     pub async fn sweep_candidates(
         &self,
         before: Position,
+        since: Micros,
         limit: u32,
     ) -> Result<Vec<Operation>, DbError> {
         let rows = sqlx::query(SWEEP)
             .bind(PgTime::bound(before.timestamp))
             .bind(before.op_id)
+            .bind(PgTime::bound(since))
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
@@ -500,8 +532,119 @@ impl PostgresDb {
             .map_err(map_error)?;
         stats.oldest_waiting = oldest.as_ref().map(|row| micros_at(row, 0)).transpose()?;
 
+        let next = sqlx::query(NEXT_RETRY_AT)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        stats.next_retry_at = optional_micros_at(&next, 0)?;
+
         tx.commit().await.map_err(map_error)?;
         Ok(stats)
+    }
+
+    /// Whether any row stamped at or after `since` waits for the scan or the catch-up.
+    pub async fn has_waiting_since(&self, since: Micros) -> Result<bool, DbError> {
+        sqlx::query_scalar(WAITING_SINCE)
+            .bind(PgTime::bound(since))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_error)
+    }
+
+    /// Takes the lease `key` for `holder` for `ttl` if it is free, expired or already
+    /// `holder`'s, by the server's clock; see [`super::LeaseClaim`].
+    pub async fn claim_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+        state: &str,
+        take_from: Option<&str>,
+    ) -> Result<LeaseClaim, DbError> {
+        let mut row = self.read_lease_row(key).await?;
+        if row.is_none() {
+            sqlx::query(ENSURE_LEASE)
+                .bind(key)
+                .execute(&self.pool)
+                .await
+                .map_err(map_error)?;
+            row = self.read_lease_row(key).await?;
+        }
+        let Some((lease, expired, raw_expiry)) = row else {
+            return Err(DbError::Other(format!("lease {key:?} vanished while it was taken")));
+        };
+        if !lease.is_free(holder, expired) && take_from != Some(lease.holder.as_str()) {
+            return Ok(LeaseClaim::held_by_other(lease));
+        }
+        let ttl = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
+        let taken = sqlx::query(CLAIM_LEASE)
+            .bind(key)
+            .bind(holder)
+            .bind(ttl)
+            .bind(state)
+            .bind(&lease.holder)
+            .bind(raw_expiry)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?;
+        let Some(taken) = taken else {
+            // Another host took it between the read and the update.
+            return Ok(LeaseClaim::lost_race(lease));
+        };
+        Ok(LeaseClaim::taken(
+            lease,
+            holder,
+            state,
+            micros_at(&taken, 0)?,
+            micros_at(&taken, 1)?,
+            micros_at(&taken, 2)?,
+        ))
+    }
+
+    /// Releases the lease `key` if `holder` has it, so another host may take it at once.
+    pub async fn release_lease(&self, key: &str, holder: &str) -> Result<(), DbError> {
+        sqlx::query(RELEASE_LEASE)
+            .bind(key)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    /// The lease `key` as it stands, if it was ever taken.
+    pub async fn read_lease(&self, key: &str) -> Result<Option<Lease>, DbError> {
+        Ok(self.read_lease_row(key).await?.map(|(lease, expired, _)| Lease {
+            expired,
+            ..lease
+        }))
+    }
+
+    /// The lease row, whether it expired, and its expiry as stored (for compare-and-set).
+    async fn read_lease_row(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Lease, bool, DateTime<Utc>)>, DbError> {
+        let Some(row) = sqlx::query(READ_LEASE)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?
+        else {
+            return Ok(None);
+        };
+        let expired: bool = row.try_get(5).map_err(map_error)?;
+        let raw_expiry: DateTime<Utc> = row.try_get(3).map_err(map_error)?;
+        let lease = Lease {
+            key: key.to_string(),
+            holder: row.try_get(0).map_err(map_error)?,
+            acquired_at: micros_at(&row, 1)?,
+            renewed_at: micros_at(&row, 2)?,
+            expires_at: micros_at(&row, 3)?,
+            state: row.try_get(4).map_err(map_error)?,
+            expired,
+        };
+        Ok(Some((lease, expired, raw_expiry)))
     }
 
     /// Runs a unit of work in one transaction; on a cursor mismatch nothing is applied.

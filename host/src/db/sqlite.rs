@@ -20,7 +20,7 @@ use trustlog_guest::model::{
 };
 
 use super::cursor_value::{format_position, parse_position};
-use super::{DeadLetter, Replay};
+use super::{DeadLetter, Lease, LeaseClaim, Replay};
 
 // PATH: the schema; the host crate points this at its own `sql/sqlite.sql`.
 const SCHEMA: &str = include_str!("../../../sql/sqlite.sql");
@@ -78,15 +78,47 @@ const SCAN_AFTER: &str = concat!(
      AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id) \
      ORDER BY o.timestamp, o.op_id LIMIT ?3"
 );
-/// `sweep_candidates((?1, ?2), ?3)`.
+/// `sweep_candidates((?1, ?2), ?3, ?4)`: one index range, from `since` up to the position.
 const SWEEP: &str = concat!(
     "SELECT ",
     operation_columns!(),
     " FROM operation o INDEXED BY operation_waiting \
      WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' AND (o.timestamp, o.op_id) < (?1, ?2) \
+     AND o.timestamp >= ?3 \
      AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id) \
-     ORDER BY o.timestamp, o.op_id LIMIT ?3"
+     ORDER BY o.timestamp, o.op_id LIMIT ?4"
 );
+/// `has_waiting_since(?1)`: whether any row stamped at or after `?1` waits for the scan
+/// or the catch-up; an index probe that stops at the first.
+const WAITING_SINCE: &str = "SELECT EXISTS (SELECT 1 FROM operation o \
+     INDEXED BY operation_waiting \
+     WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' AND o.timestamp >= ?1 \
+     AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id))";
+/// The earliest due time of the retry queue: the head of each status's range of
+/// `trustlog_retry_due_order`.
+const NEXT_RETRY_AT: &str = "SELECT MIN(due) FROM ( \
+     SELECT * FROM (SELECT next_retry_at AS due FROM trustlog_retry \
+      INDEXED BY trustlog_retry_due_order WHERE retry_status = 'PENDING' \
+      AND next_retry_at IS NOT NULL ORDER BY next_retry_at LIMIT 1) UNION ALL \
+     SELECT * FROM (SELECT next_retry_at AS due FROM trustlog_retry \
+      INDEXED BY trustlog_retry_due_order WHERE retry_status = 'RETRYING' \
+      AND next_retry_at IS NOT NULL ORDER BY next_retry_at LIMIT 1))";
+/// Creates a lease row, released, unless it exists: `?1` key, `?2` now.
+const ENSURE_LEASE: &str = "INSERT INTO trustlog_lease (lease_key, holder, acquired_at, \
+     renewed_at, expires_at, state) VALUES (?1, '', ?2, ?2, ?2, '') \
+     ON CONFLICT (lease_key) DO NOTHING";
+/// A lease row as it stands.
+const READ_LEASE: &str = "SELECT holder, acquired_at, renewed_at, expires_at, state \
+     FROM trustlog_lease WHERE lease_key = ?1";
+/// Takes or renews a lease: `?1` key, `?2` holder, `?3` now, `?4` expiry, `?5` state,
+/// with compare-and-set on `?6` the holder and `?7` the expiry read before.
+const CLAIM_LEASE: &str = "UPDATE trustlog_lease SET \
+     acquired_at = CASE WHEN holder = ?2 THEN acquired_at ELSE ?3 END, holder = ?2, \
+     renewed_at = ?3, expires_at = ?4, state = ?5 \
+     WHERE lease_key = ?1 AND holder = ?6 AND expires_at = ?7";
+/// Hands a lease back at once: `?1` key, `?2` holder, `?3` now.
+const RELEASE_LEASE: &str = "UPDATE trustlog_lease SET holder = '', state = '', \
+     expires_at = ?3 WHERE lease_key = ?1 AND holder = ?2";
 /// One status's due rows for [`DUE_RETRIES`]: a walk of `trustlog_retry_due_order` in
 /// (due time, op_id) order that stops at the limit. The unary + keeps the join driven by
 /// the due retry rows, never by the status index of `operation`.
@@ -333,20 +365,132 @@ impl SqliteDb {
             .collect()
     }
 
-    /// `NOT_TRUSTLOGGED` rows strictly before `before` with no retry row: late commits.
+    /// `NOT_TRUSTLOGGED` rows strictly before `before`, stamped at or after `since`, with
+    /// no retry row: late commits.
     pub async fn sweep_candidates(
         &self,
         before: Position,
+        since: Micros,
         limit: u32,
     ) -> Result<Vec<Operation>, DbError> {
         let rows = sqlx::query(SWEEP)
             .bind(before.timestamp)
             .bind(before.op_id)
+            .bind(since)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
             .map_err(map_error)?;
         rows.iter().map(operation_at).collect()
+    }
+
+    /// Whether any row stamped at or after `since` waits for the scan or the catch-up.
+    pub async fn has_waiting_since(&self, since: Micros) -> Result<bool, DbError> {
+        sqlx::query_scalar(WAITING_SINCE)
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_error)
+    }
+
+    /// Takes the lease `key` for `holder` for `ttl` if it is free, expired or already
+    /// `holder`'s, by this host's clock (every host of one SQLite file shares it); see
+    /// [`super::LeaseClaim`].
+    pub async fn claim_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+        state: &str,
+        take_from: Option<&str>,
+    ) -> Result<LeaseClaim, DbError> {
+        let now = crate::clock::now_micros();
+        let mut lease = self.read_lease_at(key, now).await?;
+        if lease.is_none() {
+            sqlx::query(ENSURE_LEASE)
+                .bind(key)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(map_error)?;
+            lease = self.read_lease_at(key, now).await?;
+        }
+        let Some(lease) = lease else {
+            return Err(DbError::Other(format!(
+                "lease {key:?} vanished while it was taken"
+            )));
+        };
+        if !lease.is_free(holder, lease.expired) && take_from != Some(lease.holder.as_str()) {
+            return Ok(LeaseClaim::held_by_other(lease));
+        }
+        let expires_at = now.saturating_add(i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX));
+        let acquired_at = if lease.holder == holder {
+            lease.acquired_at
+        } else {
+            now
+        };
+        let taken = sqlx::query(CLAIM_LEASE)
+            .bind(key)
+            .bind(holder)
+            .bind(now)
+            .bind(expires_at)
+            .bind(state)
+            .bind(&lease.holder)
+            .bind(lease.expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?
+            .rows_affected();
+        if taken != 1 {
+            // Another host took it between the read and the update.
+            return Ok(LeaseClaim::lost_race(lease));
+        }
+        Ok(LeaseClaim::taken(
+            lease,
+            holder,
+            state,
+            acquired_at,
+            now,
+            expires_at,
+        ))
+    }
+
+    /// Releases the lease `key` if `holder` has it, so another host may take it at once.
+    pub async fn release_lease(&self, key: &str, holder: &str) -> Result<(), DbError> {
+        sqlx::query(RELEASE_LEASE)
+            .bind(key)
+            .bind(holder)
+            .bind(crate::clock::now_micros())
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    /// The lease `key` as it stands, if it was ever taken.
+    pub async fn read_lease(&self, key: &str) -> Result<Option<Lease>, DbError> {
+        self.read_lease_at(key, crate::clock::now_micros()).await
+    }
+
+    async fn read_lease_at(&self, key: &str, now: Micros) -> Result<Option<Lease>, DbError> {
+        let Some(row) = sqlx::query(READ_LEASE)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?
+        else {
+            return Ok(None);
+        };
+        let expires_at: i64 = row.try_get(3).map_err(map_error)?;
+        Ok(Some(Lease {
+            key: key.to_string(),
+            holder: row.try_get(0).map_err(map_error)?,
+            acquired_at: row.try_get(1).map_err(map_error)?,
+            renewed_at: row.try_get(2).map_err(map_error)?,
+            expires_at,
+            state: row.try_get(4).map_err(map_error)?,
+            expired: expires_at < now,
+        }))
     }
 
     /// The monitoring counts and the position of `cursor_key`, read in one snapshot.
@@ -402,6 +546,11 @@ impl SqliteDb {
 
         stats.oldest_waiting = sqlx::query_scalar(OLDEST_WAITING)
             .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_error)?;
+
+        stats.next_retry_at = sqlx::query_scalar(NEXT_RETRY_AT)
+            .fetch_one(&mut *tx)
             .await
             .map_err(map_error)?;
 

@@ -13,6 +13,7 @@ use trustlog_guest::model::StatusReport;
 use super::{ApiError, AppState, DEFAULT_TENANT, Scoped};
 use crate::report::status_json;
 use crate::tenants::{RunState, Running};
+use crate::worker::Delivery;
 
 /// How long readiness waits for the database and the publisher.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -29,13 +30,34 @@ async fn snapshot(state: &AppState, tenant: &Running) -> Result<StatusReport, Ap
 
 /// One tenant's figures (those of `status --json`) with where its worker stands.
 async fn tenant_status(state: &AppState, tenant: &Running) -> Result<Value, ApiError> {
-    let mut body = status_json(&snapshot(state, tenant).await?);
-    let run = tenant.state();
-    body["state"] = json!(run.name());
-    if let Some(reason) = run.reason() {
+    let report = snapshot(state, tenant).await?;
+    let lease = tenant
+        .db
+        .read_lease(&tenant.spec.engine.cursor_key)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let mut body = status_json(&report, lease.as_ref());
+    let (name, reason) = worker_state(tenant);
+    body["state"] = json!(name);
+    if let Some(reason) = reason {
         body["reason"] = json!(reason);
     }
     Ok(body)
+}
+
+/// What this host's worker of `tenant` does: `running`, `standby` (another host
+/// delivers), `outage` (paused until the publisher or the database answers),
+/// `drained` or `stopped`; with the reason where there is one.
+fn worker_state(tenant: &Running) -> (&'static str, Option<String>) {
+    let run = tenant.state();
+    if run != RunState::Running {
+        return (run.name(), run.reason().map(str::to_string));
+    }
+    match tenant.delivery() {
+        Delivery::Active => ("running", None),
+        d @ Delivery::Standby { .. } => ("standby", Some(d.describe())),
+        d @ Delivery::Outage { .. } => ("outage", Some(d.describe())),
+    }
 }
 
 /// `GET /v1/tenants/{tenant}/status`: the tenant's figures and state.
@@ -55,7 +77,7 @@ pub async fn status_all(State(state): State<Arc<AppState>>) -> Result<Json<Value
         let one = match tenant_status(&state, &tenant).await {
             Ok(v) => v,
             // One tenant's database being down must not hide the others.
-            Err(e) => json!({"state": tenant.state().name(), "error": e.message}),
+            Err(e) => json!({"state": worker_state(&tenant).0, "error": e.message}),
         };
         if tenant.id() == DEFAULT_TENANT
             && let (Value::Object(top), Value::Object(fields)) = (&mut body, &one)
@@ -114,11 +136,15 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Val
     .await;
     for (tenant, (db, publisher)) in all.iter().zip(probes) {
         let run = tenant.state();
+        let (state, reason) = worker_state(tenant);
         if run == RunState::Running {
-            ready &= db.is_ok() && publisher.is_ok();
+            ready &= db.is_ok() && publisher.is_ok() && state != "outage";
         }
-        let one =
-            json!({"state": run.name(), "database": show(&db), "publisher": show(&publisher)});
+        let mut one =
+            json!({"state": state, "database": show(&db), "publisher": show(&publisher)});
+        if let Some(reason) = reason {
+            one["reason"] = json!(reason);
+        }
         if tenant.id() == DEFAULT_TENANT {
             body["database"] = one["database"].clone();
             body["publisher"] = one["publisher"].clone();

@@ -133,7 +133,7 @@ impl AmqpPublisher {
         let deadline = tokio::time::Instant::now() + self.timeout;
         match self.channel(&mut live, deadline).await {
             Ok(_) => Ok(()),
-            Err(PublishError::Transient(e) | PublishError::Permanent(e)) => Err(e),
+            Err(e) => Err(e.message().to_string()),
         }
     }
 

@@ -2,7 +2,7 @@
 //!
 //! File I/O and fsync block, so each batch runs on tokio's blocking pool.
 //! The ledger is opened lazily and again after a failure to open, so a
-//! missing disk or a lock held elsewhere is a transient error, not a crash.
+//! missing disk or a lock held elsewhere makes it unavailable for a while, not a crash.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -43,11 +43,26 @@ impl LedgerPublisher {
         Ok(f(slot.as_mut().expect("opened above")))
     }
 
-    /// Whether the ledger file is open (opening it now if it was not).
-    pub async fn ready(&self) -> Result<(), String> {
+    /// Opens the ledger now if it is not open yet, saying why it cannot be (locked by a
+    /// running `serve`, a missing directory).
+    pub async fn open_now(&self) -> Result<(), ledger::LedgerError> {
         let this = self.clone();
         match tokio::task::spawn_blocking(move || this.with_ledger(|_| ())).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(opened) => opened,
+            Err(e) => Err(ledger::LedgerError::Io {
+                path: self.path.clone(),
+                action: "open",
+                source: std::io::Error::other(e.to_string()),
+            }),
+        }
+    }
+
+    /// Whether the ledger file is open (opening it now if it was not) and still appends.
+    pub async fn ready(&self) -> Result<(), String> {
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || this.with_ledger(|l| l.health())).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(format!("ledger {}: {e}", self.path.display())),
             Ok(Err(e)) => Err(format!("ledger {}: {e}", self.path.display())),
             Err(e) => Err(format!("ledger {}: {e}", self.path.display())),
         }
@@ -66,6 +81,8 @@ impl LedgerPublisher {
             Ok(Err(e)) => format!("ledger {}: {e}", self.path.display()),
             Err(e) => format!("ledger {}: writer task failed: {e}", self.path.display()),
         };
-        vec![Err(PublishError::Transient(error)); n]
+        // Not open (locked by another process, a missing directory): the ledger as a
+        // whole cannot be written, whatever the envelopes hold.
+        vec![Err(PublishError::Unavailable(error)); n]
     }
 }

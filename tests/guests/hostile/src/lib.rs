@@ -57,9 +57,10 @@ mod hostile {
         fn sweep_candidates(
             &mut self,
             before: m::Position,
+            since: m::Micros,
             limit: u32,
         ) -> Result<Rows, m::DbError> {
-            self.0.sweep_candidates(before, limit)
+            self.0.sweep_candidates(before, since, limit)
         }
         fn stats(&mut self, cursor_key: &str) -> Result<m::DbStats, m::DbError> {
             self.0.stats(cursor_key)
@@ -155,6 +156,10 @@ mod hostile {
 
         fn sweep_tick(now: t::Micros) -> Result<x::TickReport, x::EngineError> {
             tick(|e, h| e.sweep_tick(h, now))
+        }
+
+        fn catch_up_tick(now: t::Micros) -> Result<x::TickReport, x::EngineError> {
+            tick(|e, h| e.catch_up_tick(h, now))
         }
 
         fn status(now: t::Micros) -> Result<monitoring::StatusReport, x::EngineError> {
