@@ -906,17 +906,17 @@ async fn sweep_candidates_are_waiting_rows_behind_the_cursor_without_retry_rows(
     .unwrap();
     // Strictly before (4, "e"): d shares c's timestamp and is behind; e itself is not.
     assert_eq!(
-        ids(db.sweep_candidates(pos(4, "e"), 10).await.unwrap()),
+        ids(db.sweep_candidates(pos(4, "e"), i64::MIN, 10).await.unwrap()),
         vec!["a", "d"],
         "{b:?}"
     );
     assert_eq!(
-        ids(db.sweep_candidates(pos(4, "e"), 1).await.unwrap()),
+        ids(db.sweep_candidates(pos(4, "e"), i64::MIN, 1).await.unwrap()),
         vec!["a"],
         "{b:?}"
     );
     assert_eq!(
-        ids(db.sweep_candidates(pos(3, "d"), 10).await.unwrap()),
+        ids(db.sweep_candidates(pos(3, "d"), i64::MIN, 10).await.unwrap()),
         vec!["a"],
         "{b:?}"
     );
@@ -930,7 +930,7 @@ async fn db_only_rows_are_never_scanned_or_swept(b: Backend) {
         .unwrap();
     assert!(db.scan_after(None, 10).await.unwrap().is_empty(), "{b:?}");
     assert!(
-        db.sweep_candidates(pos(T0 + 1, ""), 10)
+        db.sweep_candidates(pos(T0 + 1, ""), i64::MIN, 10)
             .await
             .unwrap()
             .is_empty(),
@@ -957,7 +957,7 @@ async fn db_only_rows_are_never_scanned_or_swept(b: Backend) {
         "{b:?}"
     );
     assert_eq!(
-        ids(db.sweep_candidates(pos(10, ""), 10).await.unwrap()),
+        ids(db.sweep_candidates(pos(10, ""), i64::MIN, 10).await.unwrap()),
         vec!["sent-2"],
         "{b:?}"
     );
@@ -1011,6 +1011,8 @@ async fn stats_count_every_status_and_read_the_cursor(b: Backend) {
             cursor: Some(pos(5, "w5")),
             // w1..w3 wait in the retry queue, so w4 is the oldest the scan or sweep owes.
             oldest_waiting: Some(4),
+            // w1 and w2 are due at 5; the dead letter is due never.
+            next_retry_at: Some(5),
         },
         "{b:?}"
     );
@@ -1569,7 +1571,7 @@ async fn purging_dead_letters_older_than_a_cutoff_deletes_them_and_keeps_their_o
 
     // Nothing delivers a purged row again: not the sweep behind the cursor, not a scan.
     assert_eq!(
-        ids(db.sweep_candidates(pos(i64::MAX, ""), 100).await.unwrap()),
+        ids(db.sweep_candidates(pos(i64::MAX, ""), i64::MIN, 100).await.unwrap()),
         ["plain"],
         "{b:?}"
     );
@@ -1598,6 +1600,7 @@ async fn purging_dead_letters_older_than_a_cutoff_deletes_them_and_keeps_their_o
             cursor: Some(pos(T0 + 6, "plain")),
             // young and pending belong to the retry queue; plain is the oldest owed.
             oldest_waiting: Some(T0 + 6),
+            next_retry_at: Some(T0 + 60),
         },
         "{b:?}: the counts add up"
     );

@@ -189,6 +189,7 @@ async fn a_row_recorded_through_the_host_wakes_the_idle_scanner() {
         poll: Duration::from_secs(30),
         retry: Duration::from_secs(30),
         sweep: Duration::from_secs(30),
+        ..Intervals::default()
     };
     let worker = Worker::new(t, intervals);
     let (stop, stopped) = tokio::sync::watch::channel(false);

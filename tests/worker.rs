@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::backends::{Backend, TestDb};
+use support::brokers::{Broker, TestBroker};
 use support::*;
 use tokio::sync::watch;
 use trustlog_guest::model::{Config, RetryStatus, RetryUpdate, TrustlogStatus, UnitOfWork};
@@ -64,22 +65,18 @@ async fn eventually(t: &TestDb, sql: &str, want: i64) {
 
 async fn the_worker_walks_the_whole_retry_schedule_on_an_injected_clock(b: Backend) {
     let t = TestDb::create(b).await;
-    // A ledger path that is a directory: every publish fails, transiently.
-    let broken = tempfile::tempdir().unwrap();
+    // A receiver that answers but fails every envelope: transient failures, no outage.
+    let receiver = TestBroker::create(Broker::Webhook).await;
     let fast = Intervals {
         poll: Duration::from_millis(20),
         retry: Duration::from_millis(20),
         sweep: Duration::from_secs(3600),
+        ..Intervals::default()
     };
     let clock = ManualClock::at(now_micros());
-    let w = worker(
-        &t,
-        &format!("ledger://{}", broken.path().display()),
-        100,
-        fast,
-    )
-    .await
-    .with_clock(Arc::new(clock.clone()));
+    let w = worker(&t, &receiver.busy_url(), 100, fast)
+        .await
+        .with_clock(Arc::new(clock.clone()));
     let op = ingest::parse_line(&op_line("r", clock.now())).unwrap();
     w.record(vec![op], None).await.unwrap();
     let (stop, stopped) = watch::channel(false);

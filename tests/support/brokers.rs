@@ -166,6 +166,13 @@ impl TestBroker {
         }
     }
 
+    /// A webhook URL on this receiver that answers, but fails every envelope with a
+    /// 503: transient failures that spend retries, with no outage.
+    pub fn busy_url(&self) -> String {
+        assert_eq!(self.kind, Broker::Webhook, "only the webhook receiver has /busy");
+        format!("http://{}/busy#timeout={TIMEOUT}", self.upstream.unwrap())
+    }
+
     /// A destination on the same server that refuses every envelope, for good.
     pub async fn refusing(&self) -> Option<Refusing> {
         let n = &self.name;
@@ -548,7 +555,8 @@ async fn subscribe_mqtt(
     task.abort_handle()
 }
 
-/// The HTTP receiver: `/hook` takes everything, `/reject` refuses everything with 422.
+/// The HTTP receiver: `/hook` takes everything, `/reject` refuses everything with 422,
+/// `/busy` answers every envelope 503: up, but never confirming.
 async fn start_receiver(store: Arc<Mutex<Vec<Received>>>) -> SocketAddr {
     use axum::body::Bytes;
     use axum::extract::State;
@@ -577,10 +585,14 @@ async fn start_receiver(store: Arc<Mutex<Vec<Received>>>) -> SocketAddr {
     async fn reject() -> (StatusCode, &'static str) {
         (StatusCode::UNPROCESSABLE_ENTITY, "schema v9 required")
     }
+    async fn busy() -> (StatusCode, &'static str) {
+        (StatusCode::SERVICE_UNAVAILABLE, "busy, try later")
+    }
 
     let app = axum::Router::new()
         .route("/hook", post(hook))
         .route("/reject", post(reject))
+        .route("/busy", post(busy))
         .with_state(store);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let a = listener.local_addr().unwrap();

@@ -1580,11 +1580,11 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(
-            ids(db.sweep_candidates(pos(i64::MAX, ""), 10).await.unwrap()),
+            ids(db.sweep_candidates(pos(i64::MAX, ""), i64::MIN, 10).await.unwrap()),
             vec!["a", "c"]
         );
         assert!(
-            db.sweep_candidates(pos(i64::MIN, "z"), 10)
+            db.sweep_candidates(pos(i64::MIN, "z"), i64::MIN, 10)
                 .await
                 .unwrap()
                 .is_empty()
@@ -1984,7 +1984,29 @@ mod tests {
         for (name, sql, binds) in [
             ("scan from start", SCAN_FROM_START, vec![Bind::Int(1_000)]),
             ("scan after", SCAN_AFTER, bound()),
-            ("sweep", SWEEP, bound()),
+            (
+                "sweep",
+                SWEEP,
+                vec![
+                    Bind::At(base + 2_900),
+                    Bind::At(base + 2_900),
+                    Bind::Text("op-08700"),
+                    Bind::At(MIN_TIMESTAMP),
+                    Bind::Int(1_000),
+                ],
+            ),
+            (
+                "catch-up",
+                SWEEP,
+                vec![
+                    Bind::At(base + 2_900),
+                    Bind::At(base + 2_900),
+                    Bind::Text("op-08700"),
+                    Bind::At(base + 2_800),
+                    Bind::Int(1_000),
+                ],
+            ),
+            ("waiting since", WAITING_SINCE, vec![Bind::At(base + 2_800)]),
             ("oldest waiting", OLDEST_WAITING, vec![]),
         ] {
             let plan = plan_of(&db, sql, &binds).await;

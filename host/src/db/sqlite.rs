@@ -1054,8 +1054,14 @@ mod tests {
             (
                 "sweep",
                 SWEEP,
-                3,
-                "INDEX operation_waiting ((timestamp,op_id)<(?,?))",
+                4,
+                "INDEX operation_waiting (timestamp>? AND (timestamp,op_id)<(?,?))",
+            ),
+            (
+                "waiting since",
+                WAITING_SINCE,
+                1,
+                "INDEX operation_waiting (timestamp>?)",
             ),
             (
                 "oldest waiting",
