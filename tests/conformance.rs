@@ -6,6 +6,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use support::backends::{Backend, TestDb};
+use support::brokers::{Broker, TestBroker};
 use support::*;
 use trustlog_guest::model::{
     Config, CursorMove, DbError, DbStats, InsertOutcome, Micros, Operation, Position,
@@ -55,6 +56,12 @@ on_every_database!(
     ping_answers,
     settling_after_a_load_changes_no_row_and_leaves_the_tables_writable,
     a_replayed_dead_letter_is_delivered_by_the_next_retry_tick,
+    the_catch_up_delivers_late_commits_within_its_window_and_leaves_older_ones_to_the_sweep,
+    a_row_stamped_in_the_future_is_delivered_without_taking_the_cursor_past_now,
+    an_unreachable_trust_log_leaves_rows_cursor_and_retry_budgets_as_they_were,
+    the_watch_probe_sees_only_rows_the_scan_or_the_catch_up_would_take,
+    one_host_holds_a_lease_until_it_releases_it_or_lets_it_run_out,
+    of_hosts_claiming_one_free_lease_at_once_exactly_one_gets_it,
 );
 
 async fn connect(t: &TestDb) -> Database {
@@ -186,13 +193,9 @@ async fn rows_sharing_a_timestamp_across_batches_are_delivered_exactly_once(b: B
 async fn the_retry_schedule_runs_on_the_injected_clock(b: Backend) {
     const MIN: i64 = 60_000_000;
     let t = TestDb::create(b).await;
-    let broken = tempfile::tempdir().unwrap();
-    let mut tn = tenant(
-        &t,
-        &format!("ledger://{}", broken.path().display()),
-        Config::default(),
-    )
-    .await;
+    // A receiver that answers but fails every envelope: transient failures.
+    let receiver = TestBroker::create(Broker::Webhook).await;
+    let mut tn = tenant(&t, &receiver.busy_url(), Config::default()).await;
     tn.record(vec![op("r", T0)], None).await.unwrap();
     assert_eq!(tn.scan_tick(T0).await.unwrap().retry_scheduled, 1);
     let mut due = T0 + MIN;
@@ -920,6 +923,262 @@ async fn sweep_candidates_are_waiting_rows_behind_the_cursor_without_retry_rows(
         vec!["a"],
         "{b:?}"
     );
+    // The catch-up's window: only rows stamped at or after `since`.
+    assert_eq!(
+        ids(db.sweep_candidates(pos(4, "e"), 3, 10).await.unwrap()),
+        vec!["d"],
+        "{b:?}"
+    );
+    assert_eq!(
+        ids(db.sweep_candidates(pos(4, "e"), 1, 10).await.unwrap()),
+        vec!["a", "d"],
+        "{b:?}"
+    );
+    assert!(
+        db.sweep_candidates(pos(4, "e"), 4, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "{b:?}"
+    );
+}
+
+/// Inserts `id` stamped `at` with plain SQL, as another client would, naming only the
+/// seed's columns.
+async fn insert_by_hand(t: &TestDb, id: &str, at: Micros) {
+    t.execute(&format!(
+        "INSERT INTO operation (op_id, op_actor, doid, producer_id, op_source, op_type, do_prefix, do_repository, timestamp) \
+         VALUES ('{id}', 'app', 'd', 'p', 'IRP', 'Create', '10.1', 'r', {})",
+        t.timestamp_sql(at)
+    ))
+    .await;
+}
+
+async fn the_catch_up_delivers_late_commits_within_its_window_and_leaves_older_ones_to_the_sweep(
+    b: Backend,
+) {
+    const WINDOW: u64 = 60_000_000;
+    let t = TestDb::create(b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l");
+    let config = Config {
+        catch_up_window_micros: WINDOW,
+        ..Config::default()
+    };
+    let mut tn = tenant(&t, &format!("ledger://{}", path.display()), config).await;
+    tn.record(vec![op("now", T0)], None).await.unwrap();
+    assert_eq!(tn.scan_tick(T0).await.unwrap().published, 1, "{b:?}");
+    // Two commits behind the cursor: one a second late, one two minutes late.
+    insert_by_hand(&t, "recent", T0 - 1_000_000).await;
+    insert_by_hand(&t, "old", T0 - 120_000_000).await;
+    assert_eq!(tn.scan_tick(T0).await.unwrap().fetched, 0, "{b:?}");
+    let caught = tn.catch_up_tick(T0).await.unwrap();
+    assert_eq!((caught.fetched, caught.published), (1, 1), "{b:?}");
+    assert_eq!(tn.catch_up_tick(T0).await.unwrap().fetched, 0, "{b:?}");
+    assert_eq!(tn.sweep_tick(T0).await.unwrap().published, 1, "{b:?}");
+    assert_eq!(ledger_op_ids(&path), ["now", "recent", "old"], "{b:?}");
+
+    // A zero window turns the catch-up off: the sweep remains.
+    let t = TestDb::create(b).await;
+    let off = Config {
+        catch_up_window_micros: 0,
+        ..Config::default()
+    };
+    let other = dir.path().join("other");
+    let mut tn = tenant(&t, &format!("ledger://{}", other.display()), off).await;
+    tn.record(vec![op("now-2", T0)], None).await.unwrap();
+    tn.scan_tick(T0).await.unwrap();
+    insert_by_hand(&t, "recent-2", T0 - 1).await;
+    assert_eq!(tn.catch_up_tick(T0).await.unwrap().fetched, 0, "{b:?}");
+    assert_eq!(tn.sweep_tick(T0).await.unwrap().published, 1, "{b:?}");
+}
+
+async fn a_row_stamped_in_the_future_is_delivered_without_taking_the_cursor_past_now(b: Backend) {
+    let t = TestDb::create(b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l");
+    let mut tn = tenant(
+        &t,
+        &format!("ledger://{}", path.display()),
+        Config::default(),
+    )
+    .await;
+    // A skewed application clock, an hour ahead, and a value far in the future.
+    let hour = 3_600_000_000;
+    insert_by_hand(&t, "ahead", T0 + hour).await;
+    insert_by_hand(&t, "year-9999", MAX_TIMESTAMP - 1).await;
+    insert_by_hand(&t, "on-time", T0).await;
+    let r = tn.scan_tick(T0).await.unwrap();
+    assert_eq!((r.fetched, r.published), (3, 3), "{b:?}");
+    let cursor = connect(&t).await.load_cursor(DEFAULT_KEY).await.unwrap();
+    assert_eq!(cursor, Some(pos(T0, "on-time")), "{b:?}: at now, not an hour ahead");
+    // The rows that follow, stamped right, go through the cursor at once.
+    for i in 1..=20 {
+        insert_by_hand(&t, &format!("next-{i:02}"), T0 + i * 1_000).await;
+    }
+    let r = tn.scan_tick(T0 + 30_000).await.unwrap();
+    assert_eq!(r.published, 20, "{b:?}");
+    assert_eq!(tn.sweep_tick(T0 + 30_000).await.unwrap().fetched, 0, "{b:?}");
+    assert_eq!(ledger_op_ids(&path).len(), 23, "{b:?}");
+}
+
+async fn an_unreachable_trust_log_leaves_rows_cursor_and_retry_budgets_as_they_were(b: Backend) {
+    let t = TestDb::create(b).await;
+    // A ledger whose path is a directory cannot be opened: unreachable as a whole.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = format!("ledger://{}", dir.path().display());
+    let mut down = tenant(&t, &broken, Config::default()).await;
+    down.record(vec![op("a", T0), op("b", T0 + 1)], None)
+        .await
+        .unwrap();
+    let db = connect(&t).await;
+    db.insert(vec![op("r", T0 - 10)], TrustlogStatus::NotTrustlogged)
+        .await
+        .unwrap();
+    db.apply(UnitOfWork {
+        now: T0,
+        retries: vec![RetryUpdate {
+            retry_count: 3,
+            ..retry("r", RetryStatus::Retrying, Some(T0))
+        }],
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+
+    let scan = down.scan_tick(T0 + 100).await.unwrap();
+    assert_eq!((scan.fetched, scan.unavailable, scan.retry_scheduled), (2, 2, 0), "{b:?}");
+    assert!(!scan.more, "{b:?}");
+    assert!(scan.error.as_deref().is_some_and(|e| e.contains("ledger")), "{scan:?}");
+    let retried = down.retry_tick(T0 + 100).await.unwrap();
+    assert_eq!((retried.fetched, retried.unavailable), (1, 1), "{b:?}");
+    // Nothing moved: no cursor, no new retry row, the retry's count unspent.
+    assert_eq!(db.load_cursor(DEFAULT_KEY).await.unwrap(), None, "{b:?}");
+    assert_eq!(t.scalar("SELECT COUNT(*) FROM trustlog_retry").await, 1);
+    assert_eq!(
+        t.scalar("SELECT retry_count FROM trustlog_retry WHERE op_id = 'r'")
+            .await,
+        3,
+        "{b:?}"
+    );
+
+    // Once the trust log answers, everything goes out, the retry among them.
+    let up = tempfile::tempdir().unwrap();
+    let path = up.path().join("l");
+    let mut tn = tenant(&t, &format!("ledger://{}", path.display()), Config::default()).await;
+    assert_eq!(tn.scan_tick(T0 + 200).await.unwrap().published, 2, "{b:?}");
+    assert_eq!(tn.retry_tick(T0 + 200).await.unwrap().published, 1, "{b:?}");
+    assert_eq!(ledger_op_ids(&path), ["a", "b", "r"], "{b:?}");
+}
+
+async fn the_watch_probe_sees_only_rows_the_scan_or_the_catch_up_would_take(b: Backend) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    assert!(!db.has_waiting_since(Micros::MIN).await.unwrap(), "{b:?}");
+    db.insert(vec![op("a", T0), op("b", T0 + 5)], TrustlogStatus::NotTrustlogged)
+        .await
+        .unwrap();
+    assert!(db.has_waiting_since(Micros::MIN).await.unwrap(), "{b:?}");
+    assert!(db.has_waiting_since(T0 + 5).await.unwrap(), "{b:?}");
+    assert!(!db.has_waiting_since(T0 + 6).await.unwrap(), "{b:?}");
+    db.apply(UnitOfWork {
+        now: T0,
+        trustlogged: vec!["b".into()],
+        retries: vec![retry("a", RetryStatus::Pending, Some(T0))],
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+    assert!(
+        !db.has_waiting_since(Micros::MIN).await.unwrap(),
+        "{b:?}: delivered and retried rows are not waiting"
+    );
+    db.insert(vec![op("k", T0 + 9)], TrustlogStatus::DbOnly)
+        .await
+        .unwrap();
+    assert!(!db.has_waiting_since(Micros::MIN).await.unwrap(), "{b:?}");
+}
+
+async fn one_host_holds_a_lease_until_it_releases_it_or_lets_it_run_out(b: Backend) {
+    use std::time::Duration;
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    let long = Duration::from_secs(60);
+    assert_eq!(db.read_lease("k").await.unwrap(), None, "{b:?}");
+
+    let a = db.claim_lease("k", "host-a", long, "running").await.unwrap();
+    assert!(a.held && a.took_over_from.is_none(), "{b:?}: {a:?}");
+    let other = db.claim_lease("k", "host-b", long, "running").await.unwrap();
+    assert!(!other.held, "{b:?}: {other:?}");
+    assert_eq!(other.lease.holder, "host-a", "{b:?}");
+    assert!(other.lease.is_held(), "{b:?}");
+    // Renewing keeps when it was taken and records the holder's state.
+    let renewed = db
+        .claim_lease("k", "host-a", long, "outage: publisher unreachable")
+        .await
+        .unwrap();
+    assert!(renewed.held, "{b:?}");
+    assert_eq!(renewed.lease.acquired_at, a.lease.acquired_at, "{b:?}");
+    let read = db.read_lease("k").await.unwrap().unwrap();
+    assert_eq!(
+        (read.holder.as_str(), read.state.as_str()),
+        ("host-a", "outage: publisher unreachable"),
+        "{b:?}"
+    );
+    // Other keys are other leases.
+    assert!(db.claim_lease("k2", "host-b", long, "").await.unwrap().held);
+
+    // Released: the next host takes it at once, and nothing was taken over.
+    db.release_lease("k", "host-b").await.unwrap();
+    assert_eq!(db.read_lease("k").await.unwrap().unwrap().holder, "host-a", "{b:?}: only the holder releases");
+    db.release_lease("k", "host-a").await.unwrap();
+    assert!(!db.read_lease("k").await.unwrap().unwrap().is_held(), "{b:?}");
+    let b_took = db.claim_lease("k", "host-b", Duration::from_secs(1), "running").await.unwrap();
+    assert!(b_took.held && b_took.took_over_from.is_none(), "{b:?}: {b_took:?}");
+
+    // host-b stops renewing: once its lease runs out, host-a takes over from it.
+    assert!(!db.claim_lease("k", "host-a", long, "").await.unwrap().held, "{b:?}");
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let over = db.claim_lease("k", "host-a", long, "running").await.unwrap();
+    assert!(over.held, "{b:?}: {over:?}");
+    assert_eq!(over.took_over_from.as_deref(), Some("host-b"), "{b:?}");
+
+    // A holder known to be dead may be taken over before its lease runs out; a wrong
+    // name takes nothing.
+    let wrong = db.claim_lease_from("k", "host-c", long, "", "host-x").await.unwrap();
+    assert!(!wrong.held, "{b:?}");
+    let forced = db.claim_lease_from("k", "host-c", long, "", "host-a").await.unwrap();
+    assert!(forced.held, "{b:?}");
+    assert_eq!(forced.took_over_from.as_deref(), Some("host-a"), "{b:?}");
+}
+
+async fn of_hosts_claiming_one_free_lease_at_once_exactly_one_gets_it(b: Backend) {
+    use std::time::Duration;
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    // A connection pool each, as separate hosts have.
+    let mut hosts = Vec::new();
+    for _ in 0..6 {
+        hosts.push(connect(&t).await);
+    }
+    for round in 0..5 {
+        let key = format!("race-{round}");
+        let claims = futures_util::future::join_all(hosts.iter().enumerate().map(|(h, db)| {
+            let key = key.clone();
+            async move {
+                db.claim_lease(&key, &format!("host-{h}"), Duration::from_secs(60), "")
+                    .await
+            }
+        }))
+        .await;
+        // A claim that lost a race may also fail as busy; it never holds.
+        let held: Vec<String> = claims
+            .into_iter()
+            .filter_map(|c| c.ok().filter(|c| c.held).map(|c| c.lease.holder))
+            .collect();
+        assert_eq!(held.len(), 1, "{b:?} round {round}: {held:?}");
+        assert_eq!(db.read_lease(&key).await.unwrap().unwrap().holder, held[0]);
+    }
 }
 
 async fn db_only_rows_are_never_scanned_or_swept(b: Backend) {
@@ -1020,13 +1279,8 @@ async fn stats_count_every_status_and_read_the_cursor(b: Backend) {
 
     // Through the engine: what a failed delivery leaves, and the lag it reports.
     let t = TestDb::create(b).await;
-    let broken = tempfile::tempdir().unwrap();
-    let mut tn = tenant(
-        &t,
-        &format!("ledger://{}", broken.path().display()),
-        Config::default(),
-    )
-    .await;
+    let receiver = TestBroker::create(Broker::Webhook).await;
+    let mut tn = tenant(&t, &receiver.busy_url(), Config::default()).await;
     tn.record(
         (0..3).map(|i| op(&format!("a-{i}"), T0 + i)).collect(),
         None,
@@ -1659,14 +1913,9 @@ async fn settling_after_a_load_changes_no_row_and_leaves_the_tables_writable(b: 
 async fn a_replayed_dead_letter_is_delivered_by_the_next_retry_tick(b: Backend) {
     const MIN: i64 = 60_000_000;
     let t = TestDb::create(b).await;
-    // A ledger pointed at a directory: every publish fails, transiently.
-    let broken = tempfile::tempdir().unwrap();
-    let mut failing = tenant(
-        &t,
-        &format!("ledger://{}", broken.path().display()),
-        Config::default(),
-    )
-    .await;
+    // A receiver that answers but fails every envelope: transient failures.
+    let receiver = TestBroker::create(Broker::Webhook).await;
+    let mut failing = tenant(&t, &receiver.busy_url(), Config::default()).await;
     failing.record(vec![op("r", T0)], None).await.unwrap();
     assert_eq!(failing.scan_tick(T0).await.unwrap().retry_scheduled, 1);
     let mut due = T0 + MIN;

@@ -5,6 +5,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use sqlx::Row;
+use support::brokers::{Broker, TestBroker};
 use support::*;
 use trustlog_guest::model::{Config, Operation, RecordOutcome, Strategy};
 use trustlog_host::db::Database;
@@ -40,6 +41,14 @@ async fn retry_row(s: &Scratch, op_id: &str) -> (i64, String, Option<i64>, Optio
     (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))
 }
 
+/// A receiver that answers but fails every envelope (HTTP 503) until told to accept:
+/// transient failures that spend retries, as a broker that is up but refuses would.
+async fn refusing_receiver() -> (TestBroker, String) {
+    let receiver = TestBroker::create(Broker::Webhook).await;
+    let url = receiver.switch_url();
+    (receiver, url)
+}
+
 /// A ledger whose path is a directory: every open fails, as a broken disk would.
 fn broken_ledger(s: &Scratch) -> (std::path::PathBuf, String) {
     let path = s.dir.path().join("unwritable.ledger");
@@ -51,7 +60,7 @@ fn broken_ledger(s: &Scratch) -> (std::path::PathBuf, String) {
 #[tokio::test]
 async fn a_failing_publisher_retries_exactly_on_the_schedule_then_dead_letters() {
     let s = Scratch::new();
-    let (_, url) = broken_ledger(&s);
+    let (_receiver, url) = refusing_receiver().await;
     let mut t = tenant(&s, &url, Config::default()).await;
     assert_eq!(
         t.record(vec![op("doomed")], None).await.unwrap(),
@@ -69,7 +78,7 @@ async fn a_failing_publisher_retries_exactly_on_the_schedule_then_dead_letters()
         (0, "PENDING", Some(T0 + MIN), None)
     );
     assert!(
-        error.contains("unwritable.ledger"),
+        error.contains("503"),
         "the publisher's error is kept: {error}"
     );
 
@@ -117,12 +126,12 @@ async fn a_failing_publisher_retries_exactly_on_the_schedule_then_dead_letters()
 #[tokio::test]
 async fn a_retry_that_succeeds_marks_the_row_and_deletes_its_retry_row_together() {
     let s = Scratch::new();
-    let (path, url) = broken_ledger(&s);
+    let (receiver, url) = refusing_receiver().await;
     let mut t = tenant(&s, &url, Config::default()).await;
     t.record(vec![op("late")], None).await.unwrap();
-    t.scan_tick(T0).await.unwrap();
-    // The disk comes back: the path is free again, the publisher reopens it.
-    std::fs::remove_dir(&path).unwrap();
+    assert_eq!(t.scan_tick(T0).await.unwrap().retry_scheduled, 1);
+    // The receiver takes envelopes again.
+    receiver.accept();
     let r = t.retry_tick(T0 + MIN).await.unwrap();
     assert_eq!((r.fetched, r.published), (1, 1));
     let pool = s.pool().await;
@@ -133,13 +142,37 @@ async fn a_retry_that_succeeds_marks_the_row_and_deletes_its_retry_row_together(
         .unwrap()
         .get(0);
     assert_eq!(left, 0);
-    assert_eq!(ledger_op_ids(&path), ["late"]);
+    let got: Vec<String> = receiver.received().await.into_iter().map(|r| r.op_id).collect();
+    assert_eq!(got, ["late"]);
+}
+
+#[tokio::test]
+async fn a_broken_ledger_leaves_the_row_waiting_and_delivers_it_once_the_disk_is_back() {
+    let s = Scratch::new();
+    let (path, url) = broken_ledger(&s);
+    let mut t = tenant(&s, &url, Config::default()).await;
+    t.record(vec![op("patient")], None).await.unwrap();
+    let r = t.scan_tick(T0).await.unwrap();
+    assert_eq!((r.fetched, r.unavailable, r.retry_scheduled), (1, 1, 0));
+    assert!(r.error.unwrap().contains("unwritable.ledger"));
+    let pool = s.pool().await;
+    let queued: i64 = sqlx::query("SELECT COUNT(*) FROM trustlog_retry")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(queued, 0, "an unreachable trust log spends no retry");
+    // The disk comes back: the path is free again, the publisher reopens it.
+    std::fs::remove_dir(&path).unwrap();
+    let r = t.scan_tick(T0 + 1).await.unwrap();
+    assert_eq!(r.published, 1);
+    assert_eq!(ledger_op_ids(&path), ["patient"]);
 }
 
 #[tokio::test]
 async fn configurable_backoff_is_honoured() {
     let s = Scratch::new();
-    let (_, url) = broken_ledger(&s);
+    let (_receiver, url) = refusing_receiver().await;
     let backoff = trustlog_guest::model::Backoff {
         base_micros: 1_000_000,
         factor: 3,

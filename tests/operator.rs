@@ -425,14 +425,9 @@ async fn the_dead_letter_commands_list_replay_and_purge(b: Backend) {
 async fn transient_failures_and_refusals_are_counted_as_the_retry_table_holds_them() {
     let receiver = TestBroker::create(Broker::Webhook).await;
     let refusing = receiver.refusing().await.unwrap();
-    // A port nothing listens on: every delivery fails transiently.
-    let dead_port = closed_port();
+    // A receiver that answers but fails every envelope: transient failures.
     for (publisher, failed, dead_lettered) in [
-        (
-            format!("http://127.0.0.1:{dead_port}/hook#timeout=1s"),
-            30.0,
-            0.0,
-        ),
+        (receiver.busy_url(), 30.0, 0.0),
         (refusing.url.clone(), 0.0, 30.0),
     ] {
         let s = Scratch::new();

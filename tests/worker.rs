@@ -18,13 +18,15 @@ use trustlog_host::ingest;
 use trustlog_host::publisher::Publisher;
 use trustlog_host::runtime::Runtime;
 use trustlog_host::tenant::Tenant;
-use trustlog_host::worker::{Exit, Intervals, Worker};
+use trustlog_host::worker::{Delivery, Exit, Intervals, Worker};
 
 const MIN: Duration = Duration::from_secs(60);
 
 on_every_database!(
     the_worker_walks_the_whole_retry_schedule_on_an_injected_clock,
     fresh_rows_and_due_retries_take_turns_batch_for_batch,
+    a_forty_minute_outage_ends_with_every_row_delivered_and_no_retry_spent,
+    a_drain_waits_for_due_retries_and_a_bounded_one_says_what_is_left,
 );
 
 async fn worker(t: &TestDb, publisher: &str, batch_size: u32, intervals: Intervals) -> Worker {
@@ -196,4 +198,154 @@ async fn fresh_rows_and_due_retries_take_turns_batch_for_batch(b: Backend) {
         );
     }
     assert!(ids[1000..].iter().all(|id| id.starts_with("fresh-")));
+}
+
+async fn a_forty_minute_outage_ends_with_every_row_delivered_and_no_retry_spent(b: Backend) {
+    use support::proxy::TcpProxy;
+    let t = TestDb::create(b).await;
+    let receiver = TestBroker::create(Broker::Webhook).await;
+    let proxy = TcpProxy::start(receiver.upstream()).await;
+    let fast = Intervals {
+        poll: Duration::from_millis(20),
+        retry: Duration::from_millis(20),
+        sweep: Duration::from_millis(200),
+        ..Intervals::default()
+    };
+    let clock = ManualClock::at(now_micros());
+    let w = worker(&t, &receiver.url_via(&proxy), 100, fast)
+        .await
+        .with_clock(Arc::new(clock.clone()))
+        .watching(true);
+    // A row that already failed twice: its third retry falls inside the outage.
+    let db = Database::connect(&t.url).await.unwrap();
+    let retried = ingest::parse_line(&op_line("retried", clock.now() - 1)).unwrap();
+    db.insert(vec![retried], TrustlogStatus::NotTrustlogged)
+        .await
+        .unwrap();
+    db.apply(UnitOfWork {
+        now: clock.now(),
+        retries: vec![RetryUpdate {
+            op_id: "retried".into(),
+            retry_count: 2,
+            retry_status: RetryStatus::Retrying,
+            last_retry_at: Some(clock.now()),
+            next_retry_at: Some(clock.now() + 4 * 60_000_000),
+            error_message: "nacked".into(),
+        }],
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+    let (stop, stopped) = watch::channel(false);
+    let running = tokio::spawn({
+        let w = w.clone();
+        async move { w.run(false, stopped).await }
+    });
+    let ops = |from: usize| -> Vec<_> {
+        (from..from + 50)
+            .map(|i| ingest::parse_line(&op_line(&format!("o-{i:03}"), clock.now())).unwrap())
+            .collect()
+    };
+    w.record(ops(0), None).await.unwrap();
+    let delivered = "SELECT COUNT(*) FROM operation WHERE trustlog_status = 'TRUSTLOGGED'";
+    eventually(&t, delivered, 50).await;
+
+    proxy.cut();
+    w.record(ops(50), None).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !matches!(w.delivery(), Delivery::Outage { .. }) {
+        assert!(tokio::time::Instant::now() < deadline, "{b:?}: {:?}", w.delivery());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Forty minutes pass, more than the whole schedule (1+2+4+8+16 = 31 minutes).
+    for _ in 0..40 {
+        clock.advance(MIN);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(matches!(w.delivery(), Delivery::Outage { .. }), "{b:?}");
+    assert_eq!(t.scalar(delivered).await, 50, "{b:?}");
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) FROM trustlog_retry").await,
+        1,
+        "{b:?}: no row went to the retry queue during the outage"
+    );
+    assert_eq!(
+        t.scalar("SELECT retry_count FROM trustlog_retry WHERE op_id = 'retried'")
+            .await,
+        2,
+        "{b:?}: the retry due in the outage kept its budget"
+    );
+
+    proxy.restore();
+    eventually(&t, delivered, 101).await;
+    assert_eq!(t.scalar("SELECT COUNT(*) FROM trustlog_retry").await, 0);
+    assert_eq!(w.delivery(), Delivery::Active);
+    stop.send(true).unwrap();
+    let summary = running.await.unwrap();
+    assert_eq!((summary.dead_lettered, summary.retry_scheduled), (0, 0), "{b:?}");
+}
+
+async fn a_drain_waits_for_due_retries_and_a_bounded_one_says_what_is_left(b: Backend) {
+    let t = TestDb::create(b).await;
+    let receiver = TestBroker::create(Broker::Webhook).await;
+    let config_backoff = trustlog_guest::model::Backoff {
+        base_micros: 1_000_000,
+        ..Default::default()
+    };
+    let db = Database::connect(&t.url).await.unwrap();
+    db.migrate().await.unwrap();
+    let tenant = Tenant::new(
+        Runtime::new().unwrap(),
+        "drain-test",
+        db,
+        Publisher::connect(&receiver.once_busy_url()).await.unwrap(),
+        Config {
+            backoff: config_backoff,
+            ..Config::default()
+        },
+    )
+    .await
+    .unwrap();
+    let w = Worker::new(tenant, Intervals::default());
+    let ops: Vec<_> = (0..10)
+        .map(|i| ingest::parse_line(&op_line(&format!("d-{i}"), now_micros())).unwrap())
+        .collect();
+    w.record(ops, None).await.unwrap();
+    // Every first delivery fails: the drain waits the second for the retries.
+    let started = std::time::Instant::now();
+    let (_stop, stopped) = watch::channel(false);
+    let summary = w.run(true, stopped).await;
+    assert_eq!(
+        (summary.exit, summary.retry_scheduled, summary.published),
+        (Exit::Drained, 10, 10),
+        "{b:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900), "{b:?}: it waited for the retries");
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) FROM operation WHERE trustlog_status = 'TRUSTLOGGED'")
+            .await,
+        10,
+        "{b:?}"
+    );
+
+    // A receiver that never confirms: a bounded drain gives up and says what is left.
+    let stuck = worker(&t, &receiver.busy_url(), 100, Intervals::default())
+        .await
+        .with_max_wait(Some(Duration::from_secs(2)));
+    stuck
+        .record(
+            vec![ingest::parse_line(&op_line("never", now_micros())).unwrap()],
+            None,
+        )
+        .await
+        .unwrap();
+    let (_stop, stopped) = watch::channel(false);
+    let summary = stuck.run(true, stopped).await;
+    match summary.exit {
+        Exit::TimedOut(left) => {
+            assert_eq!((left.waiting, left.retrying), (0, 1), "{b:?}: {left:?}");
+            assert!(left.next_retry_at.is_some(), "{b:?}");
+        }
+        other => panic!("{b:?}: {other:?}"),
+    }
 }

@@ -201,7 +201,7 @@ const MAX_ERROR_PAUSE: Duration = Duration::from_secs(10);
 const PROBE_PAUSE: Duration = Duration::from_millis(250);
 /// The longest wait between two probes of an outage: delivery resumes within this (and
 /// the probe itself) of the publisher's or the database's return.
-const MAX_PROBE_PAUSE: Duration = Duration::from_secs(4);
+const MAX_PROBE_PAUSE: Duration = Duration::from_secs(2);
 /// How long one outage probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest a drain sleeps before looking again while it waits for a due retry.
@@ -562,7 +562,8 @@ impl Worker {
             if wait.is_zero() {
                 continue;
             }
-            let since = if self.watching && !until_drained {
+            // After a failed pass the pause is the point: rows waiting would cut it short.
+            let since = if self.watching && !until_drained && !pass.errored {
                 Some(self.watch_since().await)
             } else {
                 None

@@ -115,6 +115,36 @@ impl TestDb {
         scalar_at(self.backend, &self.url, sql).await
     }
 
+    /// Reads the first column, as text, of every row a query of no parameters returns.
+    pub async fn strings(&self, sql: &str) -> Vec<String> {
+        let sql = AssertSqlSafe(sql.to_string());
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                sqlx::query_scalar(sql).fetch_all(&mut c).await.unwrap()
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                sqlx::query_scalar(sql).fetch_all(&mut c).await.unwrap()
+            }
+            Backend::MySql => {
+                let mut c = sqlx::MySqlConnection::connect(&self.url).await.unwrap();
+                sqlx::query_scalar(sql).fetch_all(&mut c).await.unwrap()
+            }
+        }
+    }
+
+    /// SQL for the database's own clock at the start of the transaction (PostgreSQL,
+    /// `now()`) or at the statement (MariaDB, `UTC_TIMESTAMP(6)`), in the column's type;
+    /// SQLite has no microsecond clock, so this host's is written in.
+    pub fn clock_sql(&self) -> String {
+        match self.backend {
+            Backend::Sqlite => trustlog_host::clock::now_micros().to_string(),
+            Backend::Postgres => "now()".into(),
+            Backend::MySql => "UTC_TIMESTAMP(6)".into(),
+        }
+    }
+
     /// SQL for a timestamp literal of `micros` in this database's column type.
     pub fn timestamp_sql(&self, micros: i64) -> String {
         let t = super::rfc3339(micros);

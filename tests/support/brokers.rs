@@ -46,6 +46,8 @@ pub struct TestBroker {
     upstream: Option<SocketAddr>,
     /// What the push-style consumers (AMQP, webhook, MQTT) collected.
     store: Arc<Mutex<Vec<Received>>>,
+    /// Whether the webhook receiver's `/switch` confirms envelopes.
+    accepting: Arc<std::sync::atomic::AtomicBool>,
     dir: Option<tempfile::TempDir>,
     consumer: Option<tokio::task::AbortHandle>,
 }
@@ -72,6 +74,7 @@ impl TestBroker {
             name: super::unique_name("tl"),
             upstream: None,
             store: Arc::new(Mutex::new(Vec::new())),
+            accepting: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             dir: None,
             consumer: None,
         };
@@ -97,7 +100,7 @@ impl TestBroker {
                 broker.upstream = Some(a);
             }
             Broker::Webhook => {
-                let a = start_receiver(broker.store.clone()).await;
+                let a = start_receiver(broker.store.clone(), broker.accepting.clone()).await;
                 broker.upstream = Some(a);
             }
             Broker::Mqtt => {
@@ -171,6 +174,26 @@ impl TestBroker {
     pub fn busy_url(&self) -> String {
         assert_eq!(self.kind, Broker::Webhook, "only the webhook receiver has /busy");
         format!("http://{}/busy#timeout={TIMEOUT}", self.upstream.unwrap())
+    }
+
+    /// A webhook URL on this receiver that fails every envelope with a 503, answering,
+    /// until [`TestBroker::accept`] turns it into one that confirms them.
+    pub fn switch_url(&self) -> String {
+        assert_eq!(self.kind, Broker::Webhook, "only the webhook receiver has /switch");
+        format!("http://{}/switch#timeout={TIMEOUT}", self.upstream.unwrap())
+    }
+
+    /// A webhook URL on this receiver that fails each op_id's first delivery with a
+    /// 503 and confirms the next.
+    pub fn once_busy_url(&self) -> String {
+        assert_eq!(self.kind, Broker::Webhook, "only the webhook receiver has /once");
+        format!("http://{}/once#timeout={TIMEOUT}", self.upstream.unwrap())
+    }
+
+    /// Makes `/switch` confirm envelopes from now on.
+    pub fn accept(&self) {
+        self.accepting
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// A destination on the same server that refuses every envelope, for good.
@@ -556,18 +579,27 @@ async fn subscribe_mqtt(
 }
 
 /// The HTTP receiver: `/hook` takes everything, `/reject` refuses everything with 422,
-/// `/busy` answers every envelope 503: up, but never confirming.
-async fn start_receiver(store: Arc<Mutex<Vec<Received>>>) -> SocketAddr {
+/// `/busy` answers every envelope 503 (up, but never confirming), `/switch` answers 503
+/// until switched to accept, and `/once` fails each op_id's first delivery with a 503.
+async fn start_receiver(
+    store: Arc<Mutex<Vec<Received>>>,
+    accepting: Arc<std::sync::atomic::AtomicBool>,
+) -> SocketAddr {
     use axum::body::Bytes;
     use axum::extract::State;
     use axum::http::{HeaderMap, StatusCode};
     use axum::routing::post;
+    use std::collections::HashSet;
+    use std::sync::atomic::Ordering;
 
-    async fn hook(
-        State(store): State<Arc<Mutex<Vec<Received>>>>,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> StatusCode {
+    #[derive(Clone)]
+    struct Receiver {
+        store: Arc<Mutex<Vec<Received>>>,
+        accepting: Arc<std::sync::atomic::AtomicBool>,
+        seen: Arc<Mutex<HashSet<String>>>,
+    }
+
+    fn keep(store: &Mutex<Vec<Received>>, headers: &HeaderMap, body: Bytes) -> StatusCode {
         let header = |h: &str| {
             headers
                 .get(h)
@@ -582,18 +614,44 @@ async fn start_receiver(store: Arc<Mutex<Vec<Received>>>) -> SocketAddr {
         });
         StatusCode::OK
     }
+    async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+        keep(&r.store, &headers, body)
+    }
     async fn reject() -> (StatusCode, &'static str) {
         (StatusCode::UNPROCESSABLE_ENTITY, "schema v9 required")
     }
     async fn busy() -> (StatusCode, &'static str) {
         (StatusCode::SERVICE_UNAVAILABLE, "busy, try later")
     }
+    async fn switch(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+        if !r.accepting.load(Ordering::SeqCst) {
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
+        keep(&r.store, &headers, body)
+    }
+    async fn once(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+        let id = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        if r.seen.lock().unwrap().insert(id) {
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
+        keep(&r.store, &headers, body)
+    }
 
     let app = axum::Router::new()
         .route("/hook", post(hook))
         .route("/reject", post(reject))
         .route("/busy", post(busy))
-        .with_state(store);
+        .route("/switch", post(switch))
+        .route("/once", post(once))
+        .with_state(Receiver {
+            store,
+            accepting,
+            seen: Arc::new(Mutex::new(HashSet::new())),
+        });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let a = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
