@@ -402,6 +402,18 @@ pub struct BenchArgs {
     /// How long idle tenants are left before they are weighed.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub idle_settle: Duration,
+    /// Instead of the other phases: this many application writers commit rows out of
+    /// timestamp order (each transaction held 0–300 ms) while hosts run as `serve`
+    /// does; reports the latency from each COMMIT to TRUSTLOGGED.
+    #[arg(long, default_value_t = 0)]
+    pub writers: u32,
+    /// Rows each writer commits (--writers).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    pub writer_rows: u32,
+    /// Hosts on the database: with --writers, how many run; alone (2 or more), the
+    /// --ops backlog is drained by one host and by this many, in turns (--rounds).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub hosts: u32,
     /// Print the report as one JSON object (on the last line).
     #[arg(long)]
     pub json: bool,

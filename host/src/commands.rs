@@ -618,6 +618,9 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         },
         idle_tenants: args.idle_tenants,
         idle_settle: args.idle_settle,
+        writers: args.writers,
+        writer_rows: args.writer_rows,
+        hosts: args.hosts,
     };
     let report = trustlog_host::bench::run(&opts).await?;
     print_bench(&report);
@@ -684,6 +687,43 @@ fn print_bench(r: &BenchReport) {
             s.scan_batch_ratio,
             s.timed_batches,
             s.rss_ratio.map_or("n/a".into(), |x| x.to_string())
+        );
+    }
+    if let Some(w) = &r.writers {
+        println!(
+            "writers: {} writers, {} rows, transactions held 0-{} ms, {} host(s): \
+             COMMIT to TRUSTLOGGED p50 {}, p99 {}, max {}; {} within 100 ms, {} within 1 s",
+            w.writers,
+            w.rows,
+            w.hold_max_ms,
+            w.hosts,
+            opt(w.p50_ms, "ms"),
+            opt(w.p99_ms, "ms"),
+            opt(w.max_ms, "ms"),
+            w.within_100ms,
+            w.within_1s,
+        );
+        println!(
+            "writers: delivered through the cursor {}, caught up behind it {}, swept {}, retried {}; \
+             ledger duplicates {}",
+            w.through_scan,
+            w.through_catch_up,
+            w.through_sweep,
+            w.through_retry,
+            w.ledger_duplicates
+                .map_or("n/a".into(), |d| d.to_string()),
+        );
+    }
+    if let Some(h) = &r.hosts {
+        for run in &h.runs {
+            println!(
+                "hosts: round {}: {} host(s) drained {} ops at {} ops/s ({} of them published)",
+                run.round, run.hosts, h.ops, run.ops_per_sec, run.hosts_that_published
+            );
+        }
+        println!(
+            "hosts: median {} ops/s with one host, {} with {}: {} hosts over one {}",
+            h.one_host_ops_per_sec, h.hosts_ops_per_sec, h.hosts, h.hosts, h.hosts_over_one
         );
     }
     if let Some(i) = &r.idle {

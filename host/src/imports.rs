@@ -26,9 +26,45 @@ pub struct Probe {
     latencies_micros: Mutex<Vec<i64>>,
     engine_call_nanos: AtomicU64,
     host_import_nanos: AtomicU64,
+    /// When each op_id's `TRUSTLOGGED` committed, once [`Probe::record_marks`] asked.
+    marks: Mutex<Option<HashMap<String, Instant>>>,
 }
 
 impl Probe {
+    /// From now on, notes the instant each row's `TRUSTLOGGED` commits.
+    pub fn record_marks(&self) {
+        let mut marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        marks.get_or_insert_with(HashMap::new);
+    }
+
+    /// The instants noted since the last call, by op_id.
+    pub fn take_marks(&self) -> HashMap<String, Instant> {
+        self.marks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn wants_marks(&self) -> bool {
+        self.marks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    fn marked(&self, ids: Vec<String>, at: Instant) {
+        if let Some(marks) = self
+            .marks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            marks.extend(ids.into_iter().map(|id| (id, at)));
+        }
+    }
+
     /// Insert→`TRUSTLOGGED` latencies observed so far, in microseconds; empties the probe's list.
     pub fn take_latencies(&self) -> Vec<i64> {
         std::mem::take(
@@ -250,6 +286,11 @@ impl HostImports {
             .collect();
         self.fetched.clear();
         let confirmed = work.trustlogged.len() as u64;
+        let ids = self
+            .probe
+            .as_ref()
+            .filter(|p| p.wants_marks())
+            .map(|_| work.trustlogged.clone());
         if let Err(e) = self.timed(self.db.apply(work)).await {
             // Confirmed by the trust log but not marked: they are delivered again. (A
             // cursor conflict is counted by the worker, which sees it in the report.)
@@ -270,6 +311,9 @@ impl HostImports {
         }
         if let Some(p) = &self.probe {
             p.delivered(&latencies);
+            if let Some(ids) = ids {
+                p.marked(ids, Instant::now());
+            }
         }
         Ok(())
     }

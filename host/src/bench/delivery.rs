@@ -46,6 +46,20 @@ pub(super) struct Target {
 impl Target {
     /// Creates the fresh database and publisher for run `label`.
     pub async fn create(opts: &BenchOptions, label: &str) -> Result<Target, BenchError> {
+        Self::create_with(opts, label, true).await
+    }
+
+    /// Creates them for hosts started on their own (`Host::start`), which connect the
+    /// publisher themselves: a ledger opened here would be locked against them.
+    pub async fn for_hosts(opts: &BenchOptions, label: &str) -> Result<Target, BenchError> {
+        Self::create_with(opts, label, false).await
+    }
+
+    async fn create_with(
+        opts: &BenchOptions,
+        label: &str,
+        connect_publisher: bool,
+    ) -> Result<Target, BenchError> {
         let tag = run_tag(label);
         let fresh_db = Fresh::database(&opts.db, &tag).await?;
         let db_failed = |e: trustlog_guest::model::DbError| BenchError::Database {
@@ -55,12 +69,16 @@ impl Target {
         let db = Database::connect(&fresh_db.url).await.map_err(db_failed)?;
         db.migrate().await.map_err(db_failed)?;
         let fresh_publisher = Fresh::publisher(&opts.publisher, &tag)?;
-        let publisher = Publisher::connect(&fresh_publisher.url)
-            .await
-            .map_err(|e| BenchError::Publisher {
-                url: crate::publisher::options::redact(&fresh_publisher.url),
-                message: e.to_string(),
-            })?;
+        let publisher = if connect_publisher {
+            Publisher::connect(&fresh_publisher.url)
+                .await
+                .map_err(|e| BenchError::Publisher {
+                    url: crate::publisher::options::redact(&fresh_publisher.url),
+                    message: e.to_string(),
+                })?
+        } else {
+            Publisher::Disabled
+        };
         Ok(Target {
             db,
             publisher,
@@ -96,6 +114,11 @@ impl Target {
     /// The fresh database's URL.
     pub fn db_url(&self) -> &str {
         &self.fresh_db.url
+    }
+
+    /// The fresh publisher's URL.
+    pub fn publisher_url(&self) -> &str {
+        &self.fresh_publisher.url
     }
 
     /// Bulk-inserts `n` operations (as an application would), ten per timestamp, then

@@ -5,16 +5,20 @@
 //! afterwards: a throughput phase stores N operations and times their delivery
 //! by the real worker; a paced phase records operations at a steady rate while
 //! the worker runs and takes each one's insert→`TRUSTLOGGED` latency. Further
-//! modes time one scan batch against a small and a large backlog (`--scaling`)
-//! and weigh idle tenants (`--idle-tenants`).
+//! modes time one scan batch against a small and a large backlog (`--scaling`),
+//! weigh idle tenants (`--idle-tenants`), take delivery latency under concurrent
+//! writers that commit out of timestamp order (`--writers`), and compare one host
+//! with several on one database (`--hosts`).
 
 mod delivery;
 mod fresh;
+mod hosts;
 mod idle;
 mod reference;
 pub mod rss;
 mod scaling;
 pub mod stats;
+mod writers;
 
 use std::time::Duration;
 
@@ -23,9 +27,11 @@ use trustlog_guest::model::Config;
 
 use crate::tenant::TenantError;
 
+pub use hosts::{HostsReport, HostsRun};
 pub use idle::IdleReport;
 pub use reference::ReferenceReport;
 pub use scaling::ScalingReport;
+pub use writers::WritersReport;
 
 /// Why a bench run failed.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +96,14 @@ pub struct BenchOptions {
     pub idle_tenants: u32,
     /// How long idle tenants are left alone before they are weighed.
     pub idle_settle: Duration,
+    /// Concurrent writers committing out of timestamp order, instead of the other
+    /// phases; 0 runs the other phases.
+    pub writers: u32,
+    /// Rows each writer commits.
+    pub writer_rows: u32,
+    /// Hosts on the database: with `writers`, how many deliver their rows; alone (more
+    /// than 1), the backlog is drained by one host and by this many, in turns.
+    pub hosts: u32,
 }
 
 /// The figures of one engine's run.
@@ -153,6 +167,10 @@ pub struct BenchReport {
     pub scaling: Option<ScalingReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle: Option<IdleReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writers: Option<WritersReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<HostsReport>,
     /// Peak resident memory of the whole process, MiB.
     pub peak_rss_mib: Option<f64>,
 }
@@ -204,10 +222,16 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         over_reference: None,
         scaling: None,
         idle: None,
+        writers: None,
+        hosts: None,
         peak_rss_mib: None,
     };
     if opts.idle_tenants > 0 {
         report.idle = Some(idle::run(opts).await?);
+    } else if opts.writers > 0 {
+        report.writers = Some(writers::run(opts).await?);
+    } else if opts.hosts > 1 {
+        report.hosts = Some(hosts::run(opts).await?);
     } else {
         // Engines (and the reference) take turns, round after round, so a slow spell of
         // a noisy machine falls on all of them; each figure is the median of its rounds.
