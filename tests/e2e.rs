@@ -6,6 +6,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use sqlx::Row;
+use support::brokers::{Broker, TestBroker};
+use support::server::Server;
 use support::*;
 
 const T0: i64 = 1_764_000_000_000_000;
@@ -466,5 +468,98 @@ fn serve_logs_json_with_one_tick_span_per_batch_carrying_its_counts() {
         ticks
             .iter()
             .all(|span| span["published"] == span["fetched"])
+    );
+}
+
+#[test]
+fn recording_beside_a_running_serve_leaves_its_ledger_alone_and_publishing_there_fails_fast() {
+    let s = Scratch::new();
+    let (db, ledger) = (s.db_url(), s.ledger_url());
+    run_ok(&["migrate", "--db", &db], "");
+    let server = Server::start(&["--db", &db, "--publisher", &ledger]);
+    // serve holds the ledger: recording rows for it to deliver never opens it, whether
+    // the publisher is given as a flag or in the environment.
+    run_ok(
+        &["record", "--db", &db, "--publisher", &ledger],
+        &op_lines("flag", 50, |i| T0 + i as i64),
+    );
+    let out = bin()
+        .args(["record", "--db", &db])
+        .env("TRUSTLOG_PUBLISHER", &ledger)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(op_lines("env", 50, |i| T0 + 100 + i as i64).as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let st = block_on(server.wait_status(Duration::from_secs(10), |st| st["trustlogged"] == 100));
+    assert_eq!(st["retry_pending"], 0, "nothing failed for want of the ledger: {st}");
+
+    // Publishing itself needs the ledger serve holds: refused at once, saying what to do.
+    let asked = Instant::now();
+    let out = run(
+        &["record", "--db", &db, "--publisher", &ledger, "--strategy", "trustlog-only"],
+        &op_lines("sync", 1, |_| T0),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(asked.elapsed() < Duration::from_secs(5), "{:?}", asked.elapsed());
+    assert!(stderr.contains("locked by another process"), "{stderr}");
+    assert!(stderr.contains("--strategy db-and-trustlog"), "{stderr}");
+    assert_eq!(ledger_op_ids(&s.ledger_path()).len(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn until_drained_waits_for_due_retries_and_a_max_wait_gives_up_naming_what_is_left() {
+    let receiver = TestBroker::create(Broker::Webhook).await;
+    let s = Scratch::new();
+    let db = s.db_url();
+    run_ok(
+        &["record", "--db", &db],
+        &op_lines("due", 5, |i| T0 + i as i64),
+    );
+    // Each first delivery fails (503): the drain waits the second for the retries.
+    let once = receiver.once_busy_url();
+    let serve = |publisher: String, extra: &'static [&'static str]| {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || {
+            bin()
+                .args(["serve", "--db", &db, "--publisher", &publisher, "--until-drained"])
+                .args(["--backoff-base", "1s"])
+                .args(extra)
+                .env("RUST_LOG", "info")
+                .output()
+                .unwrap()
+        })
+    };
+    let out = serve(once, &[]).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not drained yet: 5 rows wait in the retry queue; the next is due in 1 s"),
+        "it says what it waits for: {stderr}"
+    );
+    let st = status(&db);
+    assert_eq!((st["trustlogged"].as_u64(), st["retry_pending"].as_u64()), (Some(5), Some(0)), "{st}");
+
+    // A receiver that never confirms: a bounded drain exits 1 and names what is left.
+    run_ok(&["record", "--db", &db], &op_lines("stuck", 1, |_| T0 + 10));
+    let asked = Instant::now();
+    let out = serve(receiver.busy_url(), &["--max-wait", "3s"]).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(asked.elapsed() < Duration::from_secs(15), "{:?}", asked.elapsed());
+    assert!(
+        stderr.contains("not drained within --max-wait: 0 rows wait for delivery, 1 in the retry queue"),
+        "{stderr}"
     );
 }

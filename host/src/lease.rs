@@ -25,16 +25,25 @@ pub const STANDBY_POLL: Duration = Duration::from_secs(1);
 /// The longest `state` text kept in the lease row.
 const STATE_MAX_CHARS: usize = 1000;
 
-/// This process's name in lease rows: `HOSTNAME/PID/NONCE`. The host name and the
-/// process id let a host on the same machine see that the holder has died (its process
-/// is gone) and take over at once instead of waiting for the lease to run out.
+/// This process's name in lease rows: `HOSTNAME/PID/SCOPE/NONCE`. The host name, the
+/// process id and the scope (the boot and the PID namespace the id is valid in) let a
+/// host of the same machine and container see that the holder has died (its process is
+/// gone) and take over at once instead of waiting for the lease to run out. Two
+/// containers with one host name but PID namespaces of their own differ in scope, so
+/// neither takes the other's process ids for its own.
 pub fn holder_id() -> String {
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0)
         ^ std::process::id().rotate_left(16);
-    format!("{}/{}/{:08x}", host_name(), std::process::id(), nonce)
+    format!(
+        "{}/{}/{}/{:08x}",
+        host_name(),
+        std::process::id(),
+        scope(),
+        nonce
+    )
 }
 
 fn host_name() -> String {
@@ -46,18 +55,39 @@ fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-/// Whether `holder` names a process of this machine that no longer runs.
+/// Eight hex digits naming where this process's id means something: the kernel's
+/// boot and the PID namespace. Empty where neither can be read (not Linux): then no
+/// holder is ever judged dead by its process id.
+fn scope() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let pid_ns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    if boot.is_empty() || pid_ns.is_empty() {
+        return "-".to_string();
+    }
+    // FNV-1a: stable across builds and platforms, unlike the std hasher.
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in boot.trim().bytes().chain(pid_ns.bytes()) {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    }
+    format!("{hash:08x}")
+}
+
+/// Whether `holder` names a process of this machine and PID namespace that no longer
+/// runs.
 fn died_here(holder: &str) -> bool {
-    let mut parts = holder.split('/');
-    let (Some(host), Some(pid), Some(_nonce), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let parts: Vec<&str> = holder.split('/').collect();
+    let [host, pid, scope_of, _nonce] = parts[..] else {
         return false;
     };
     let Ok(pid) = pid.parse::<u32>() else {
         return false;
     };
-    host == host_name()
+    let ours = scope();
+    ours != "-"
+        && scope_of == ours
+        && host == host_name()
         && pid != std::process::id()
         && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -79,7 +109,7 @@ struct Shared {
     seen: StdMutex<Seen>,
     /// What this host says of its delivery, written into the row at each renewal.
     state: StdMutex<String>,
-    /// Signalled when this host gains or loses the lease.
+    /// Signalled when this host gains or loses the lease (to the one worker waiting).
     changed: Notify,
 }
 
@@ -224,7 +254,9 @@ async fn keep(db: Database, key: String, holder: String, ttl: Duration, shared: 
             }
             let now = seen.valid_until.is_some_and(|t| t > Instant::now());
             if was != now {
-                shared.changed.notify_waiters();
+                // One waiter, the worker; a permit keeps a change it was not yet
+                // waiting for.
+                shared.changed.notify_one();
             }
             now
         };
@@ -242,21 +274,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn holder_ids_name_this_host_and_process_and_differ_between_calls_rarely() {
+    fn holder_ids_name_this_host_process_and_scope() {
         let id = holder_id();
         let parts: Vec<&str> = id.split('/').collect();
-        assert_eq!(parts.len(), 3, "{id}");
+        assert_eq!(parts.len(), 4, "{id}");
+        assert_eq!(parts[0], host_name());
         assert_eq!(parts[1], std::process::id().to_string());
+        assert_eq!(parts[2], scope());
+        assert_ne!(scope(), "-", "Linux has a boot id and a PID namespace");
         assert!(!died_here(&id), "this process runs");
     }
 
     #[test]
-    fn a_holder_is_dead_here_only_when_it_is_of_this_host_and_its_process_is_gone() {
-        let host = host_name();
+    fn a_holder_is_dead_here_only_when_of_this_host_and_scope_and_its_process_is_gone() {
+        let (host, scope) = (host_name(), scope());
         // PIDs are below 2^22 on Linux.
-        assert!(died_here(&format!("{host}/4999999/00000000")));
-        assert!(!died_here(&format!("{host}-elsewhere/4999999/00000000")));
-        assert!(!died_here(&format!("{host}/1/00000000")), "init runs");
+        assert!(died_here(&format!("{host}/4999999/{scope}/00000000")));
+        assert!(!died_here(&format!("{host}-elsewhere/4999999/{scope}/00000000")));
+        assert!(
+            !died_here(&format!("{host}/4999999/0badc0de/00000000")),
+            "another container's process ids are not ours to judge"
+        );
+        assert!(!died_here(&format!("{host}/1/{scope}/00000000")), "init runs");
+        assert!(!died_here(&format!("{host}/4999999/00000000")), "an older form");
         assert!(!died_here("not a holder id"));
         assert!(!died_here(""));
     }
