@@ -1276,6 +1276,17 @@ async fn stats_count_every_status_and_read_the_cursor(b: Backend) {
         "{b:?}"
     );
     assert_eq!(db.stats("unknown").await.unwrap().cursor, None, "{b:?}");
+    // What a drain waits for, from the indexes: w4 and w5 wait for their first
+    // delivery, w1 and w2 in the retry queue (the dead letter w3 waits for nobody).
+    assert_eq!(
+        db.backlog().await.unwrap(),
+        trustlog_host::db::Backlog {
+            waiting: 2,
+            retrying: 2,
+            next_retry_at: Some(5),
+        },
+        "{b:?}"
+    );
 
     // Through the engine: what a failed delivery leaves, and the lag it reports.
     let t = TestDb::create(b).await;

@@ -764,35 +764,34 @@ impl Worker {
     /// Until drained: `None` once nothing is left to deliver, else how long to wait
     /// before the next pass (until the next retry is due, at most [`DRAIN_RECHECK`]).
     async fn drain_wait(&self, run: &mut Run) -> Option<Duration> {
-        let stats = match self.db.stats(&self.cursor_key).await {
-            Ok(stats) => stats,
+        let left = match self.db.backlog().await {
+            Ok(left) => left,
             Err(error) => {
                 tracing::warn!(%error, "could not read what is left to deliver; looking again");
                 return Some(DRAIN_RECHECK);
             }
         };
-        let waiting = waiting_rows(&stats);
-        if waiting == 0 && stats.retry_pending == 0 {
+        if left.is_empty() {
             return None;
         }
         let now = self.clock.now();
-        let message = match stats.next_retry_at {
-            Some(due) if waiting == 0 => format!(
+        let message = match left.next_retry_at {
+            Some(due) if left.waiting == 0 => format!(
                 "{} rows wait in the retry queue; the next is due in {:.0} s",
-                stats.retry_pending,
+                left.retrying,
                 (due.saturating_sub(now).max(0) as f64 / 1e6).ceil()
             ),
             _ => format!(
-                "{waiting} rows wait for delivery and {} in the retry queue",
-                stats.retry_pending
+                "{} rows wait for delivery and {} in the retry queue",
+                left.waiting, left.retrying
             ),
         };
         if run.waiting_for.as_deref() != Some(message.as_str()) {
             tracing::info!("not drained yet: {message}");
             run.waiting_for = Some(message);
         }
-        let wait = match stats.next_retry_at {
-            Some(due) if waiting == 0 => {
+        let wait = match left.next_retry_at {
+            Some(due) if left.waiting == 0 => {
                 let until = Duration::from_micros(due.saturating_sub(now).max(0) as u64);
                 if until.is_zero() {
                     self.retry_now.store(true, Ordering::SeqCst);
@@ -806,19 +805,16 @@ impl Worker {
 
     /// Whether nothing is left to deliver (a standby's until-drained check).
     async fn nothing_left(&self) -> bool {
-        self.db
-            .stats(&self.cursor_key)
-            .await
-            .is_ok_and(|s| waiting_rows(&s) == 0 && s.retry_pending == 0)
+        self.db.backlog().await.is_ok_and(|left| left.is_empty())
     }
 
     /// What a bounded drain leaves behind.
     async fn left(&self, outage: Option<&Outage>) -> Left {
-        let stats = self.db.stats(&self.cursor_key).await.unwrap_or_default();
+        let left = self.db.backlog().await.unwrap_or_default();
         Left {
-            waiting: waiting_rows(&stats),
-            retrying: stats.retry_pending,
-            next_retry_at: stats.next_retry_at,
+            waiting: left.waiting,
+            retrying: left.retrying,
+            next_retry_at: left.next_retry_at,
             outage: outage.map(|_| self.delivery().describe()),
         }
     }
@@ -848,14 +844,6 @@ impl Worker {
             }
         }
     }
-}
-
-/// Rows waiting for their first delivery: not delivered and with no retry row.
-fn waiting_rows(stats: &trustlog_guest::model::DbStats) -> u64 {
-    stats
-        .not_trustlogged
-        .saturating_sub(stats.retry_pending)
-        .saturating_sub(stats.dead_letter)
 }
 
 /// The database's message when a tick failed because it cannot be reached.

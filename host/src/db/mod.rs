@@ -36,6 +36,25 @@ pub struct DeadLetter {
     pub last_retry_at: Option<Micros>,
 }
 
+/// What is left to deliver, read from the indexes (not a count of the whole table):
+/// what a drain waits for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Rows waiting for their first delivery: `NOT_TRUSTLOGGED` with no retry row.
+    pub waiting: u64,
+    /// Retry rows `PENDING` or `RETRYING`.
+    pub retrying: u64,
+    /// When the first of them is due.
+    pub next_retry_at: Option<Micros>,
+}
+
+impl Backlog {
+    /// Whether nothing is left: every row delivered, db-only or a dead letter.
+    pub fn is_empty(&self) -> bool {
+        self.waiting == 0 && self.retrying == 0
+    }
+}
+
 /// Which dead letters a replay takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Replay {
@@ -220,6 +239,11 @@ impl Database {
         limit: u32,
     ) -> Result<Vec<Operation>, DbError> {
         dispatch!(self, db => db.sweep_candidates(before, since, limit).await)
+    }
+
+    /// What is left to deliver, from the indexes.
+    pub async fn backlog(&self) -> Result<Backlog, DbError> {
+        dispatch!(self, db => db.backlog().await)
     }
 
     /// Whether any row stamped at or after `since` waits with no retry row: what a

@@ -30,7 +30,7 @@ use trustlog_guest::model::{
 use trustlog_guest::validate::LIMITS;
 
 use super::cursor_value::{format_position, parse_position};
-use super::{DeadLetter, Lease, LeaseClaim, Replay};
+use super::{Backlog, DeadLetter, Lease, LeaseClaim, Replay};
 
 // PATH: the schema; the host crate points this at its own `sql/postgresql.sql`.
 const SCHEMA: &str = include_str!("../../../sql/postgresql.sql");
@@ -138,6 +138,19 @@ const NEXT_RETRY_AT: &str = "SELECT MIN(next_retry_at) FROM ( \
       AND next_retry_at IS NOT NULL ORDER BY next_retry_at LIMIT 1) UNION ALL \
      (SELECT next_retry_at FROM trustlog_retry WHERE retry_status = 'RETRYING' \
       AND next_retry_at IS NOT NULL ORDER BY next_retry_at LIMIT 1)) AS due";
+/// `backlog()`: rows waiting for their first delivery (from `operation_waiting`), retry
+/// rows pending (from `trustlog_retry_due_order`), and the first due time.
+const BACKLOG: &str = concat!(
+    "SELECT (SELECT COUNT(*) FROM operation o WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' \
+     AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id)), \
+     (SELECT COUNT(*) FROM trustlog_retry WHERE retry_status IN ('PENDING', 'RETRYING')), (",
+    "SELECT MIN(next_retry_at) FROM ( \
+     (SELECT next_retry_at FROM trustlog_retry WHERE retry_status = 'PENDING' \
+      AND next_retry_at IS NOT NULL ORDER BY next_retry_at LIMIT 1) UNION ALL \
+     (SELECT next_retry_at FROM trustlog_retry WHERE retry_status = 'RETRYING' \
+      AND next_retry_at IS NOT NULL ORDER BY next_retry_at LIMIT 1)) AS due",
+    ")"
+);
 /// Creates a lease row, released, unless it exists.
 const ENSURE_LEASE: &str = "INSERT INTO trustlog_lease (lease_key, holder, acquired_at, \
      renewed_at, expires_at, state) VALUES ($1, '', clock_timestamp(), clock_timestamp(), \
@@ -564,6 +577,19 @@ impl PostgresDb {
 
         tx.commit().await.map_err(map_error)?;
         Ok(stats)
+    }
+
+    /// What is left to deliver, from the indexes.
+    pub async fn backlog(&self) -> Result<Backlog, DbError> {
+        let row = sqlx::query(BACKLOG)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(Backlog {
+            waiting: count_in(&row, 0)?,
+            retrying: count_in(&row, 1)?,
+            next_retry_at: optional_micros_at(&row, 2)?,
+        })
     }
 
     /// Whether any row stamped at or after `since` waits for the scan or the catch-up.
@@ -1138,7 +1164,12 @@ fn dead_letter_at(row: &PgRow) -> Result<DeadLetter, DbError> {
 
 /// The `COUNT(*)` in column 1 of `row`.
 fn count_at(row: &PgRow) -> Result<u64, DbError> {
-    let count: i64 = row.try_get(1).map_err(map_error)?;
+    count_in(row, 1)
+}
+
+/// The count in column `index`.
+fn count_in(row: &PgRow, index: usize) -> Result<u64, DbError> {
+    let count: i64 = row.try_get(index).map_err(map_error)?;
     u64::try_from(count).map_err(|_| DbError::Other(format!("negative count {count}")))
 }
 

@@ -20,7 +20,7 @@ use trustlog_guest::model::{
 };
 
 use super::cursor_value::{format_position, parse_position};
-use super::{DeadLetter, Lease, LeaseClaim, Replay};
+use super::{Backlog, DeadLetter, Lease, LeaseClaim, Replay};
 
 // PATH: the schema; the host crate points this at its own `sql/sqlite.sql`.
 const SCHEMA: &str = include_str!("../../../sql/sqlite.sql");
@@ -103,6 +103,14 @@ const NEXT_RETRY_AT: &str = "SELECT MIN(due) FROM ( \
      SELECT * FROM (SELECT next_retry_at AS due FROM trustlog_retry \
       INDEXED BY trustlog_retry_due_order WHERE retry_status = 'RETRYING' \
       AND next_retry_at IS NOT NULL ORDER BY next_retry_at LIMIT 1))";
+/// `backlog()`: rows waiting for their first delivery (from `operation_waiting`), retry
+/// rows pending (from `trustlog_retry_due_order`), and the first due time.
+const BACKLOG: &str = "SELECT \
+     (SELECT COUNT(*) FROM operation o INDEXED BY operation_waiting \
+      WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' \
+      AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id)), \
+     (SELECT COUNT(*) FROM trustlog_retry INDEXED BY trustlog_retry_due_order \
+      WHERE retry_status IN ('PENDING', 'RETRYING'))";
 /// Creates a lease row, released, unless it exists: `?1` key, `?2` now.
 const ENSURE_LEASE: &str = "INSERT INTO trustlog_lease (lease_key, holder, acquired_at, \
      renewed_at, expires_at, state) VALUES (?1, '', ?2, ?2, ?2, '') \
@@ -382,6 +390,23 @@ impl SqliteDb {
             .await
             .map_err(map_error)?;
         rows.iter().map(operation_at).collect()
+    }
+
+    /// What is left to deliver, from the indexes.
+    pub async fn backlog(&self) -> Result<Backlog, DbError> {
+        let row = sqlx::query(BACKLOG)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_error)?;
+        let next_retry_at: Option<i64> = sqlx::query_scalar(NEXT_RETRY_AT)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(Backlog {
+            waiting: count_in(&row, 0)?,
+            retrying: count_in(&row, 1)?,
+            next_retry_at,
+        })
     }
 
     /// Whether any row stamped at or after `since` waits for the scan or the catch-up.
@@ -813,7 +838,12 @@ fn dead_letter_at(row: &SqliteRow) -> Result<DeadLetter, DbError> {
 
 /// The `COUNT(*)` in column 1 of `row`.
 fn count_at(row: &SqliteRow) -> Result<u64, DbError> {
-    let count: i64 = row.try_get(1).map_err(map_error)?;
+    count_in(row, 1)
+}
+
+/// The count in column `index`.
+fn count_in(row: &SqliteRow, index: usize) -> Result<u64, DbError> {
+    let count: i64 = row.try_get(index).map_err(map_error)?;
     u64::try_from(count).map_err(|_| DbError::Other(format!("negative count {count}")))
 }
 
