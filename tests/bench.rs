@@ -389,21 +389,51 @@ async fn writers_committing_out_of_order_are_measured_from_their_commit_and_leav
     let ledger = format!("ledger://{}", dir.path().join("w.ledger").display());
     let out = run_ok(
         &[
-            "bench", "--db", &db, "--publisher", &ledger, "--writers", "4", "--writer-rows",
-            "15", "--hosts", "2", "--json",
+            "bench",
+            "--db",
+            &db,
+            "--publisher",
+            &ledger,
+            "--writers",
+            "4",
+            "--writer-rows",
+            "15",
+            "--hosts",
+            "2",
+            "--json",
         ],
         "",
     );
     let report = last_json(&out);
     let w = &report["writers"];
-    assert_eq!((w["writers"].as_u64(), w["rows"].as_u64(), w["hosts"].as_u64()), (Some(4), Some(60), Some(2)), "{b:?}: {w}");
-    let (p50, p99, max) = (number(w, "p50_ms"), number(w, "p99_ms"), number(w, "max_ms"));
+    assert_eq!(
+        (
+            w["writers"].as_u64(),
+            w["rows"].as_u64(),
+            w["hosts"].as_u64()
+        ),
+        (Some(4), Some(60), Some(2)),
+        "{b:?}: {w}"
+    );
+    let (p50, p99, max) = (
+        number(w, "p50_ms"),
+        number(w, "p99_ms"),
+        number(w, "max_ms"),
+    );
     assert!(0.0 <= p50 && p50 <= p99 && p99 <= max, "{b:?}: {w}");
-    let through: u64 = ["through_scan", "through_catch_up", "through_sweep", "through_retry"]
-        .iter()
-        .map(|k| w[*k].as_u64().unwrap())
-        .sum();
-    assert_eq!(through, 60, "{b:?}: each row marked once, by one of the two hosts: {w}");
+    let through: u64 = [
+        "through_scan",
+        "through_catch_up",
+        "through_sweep",
+        "through_retry",
+    ]
+    .iter()
+    .map(|k| w[*k].as_u64().unwrap())
+    .sum();
+    assert_eq!(
+        through, 60,
+        "{b:?}: each row marked once, by one of the two hosts: {w}"
+    );
     assert_eq!(w["ledger_duplicates"].as_u64(), Some(0), "{b:?}: {w}");
     assert!(w["within_1s"].as_u64().unwrap() <= 60, "{b:?}: {w}");
     assert_eq!(leftovers(dir.path()), Vec::<String>::new(), "{b:?}");
@@ -416,8 +446,18 @@ fn several_hosts_drain_a_backlog_in_turns_with_one_and_report_their_ratio() {
     let ledger = format!("ledger://{}", dir.path().join("h.ledger").display());
     let out = run_ok(
         &[
-            "bench", "--db", &db, "--publisher", &ledger, "--ops", "3000", "--hosts", "2",
-            "--rounds", "2", "--json",
+            "bench",
+            "--db",
+            &db,
+            "--publisher",
+            &ledger,
+            "--ops",
+            "3000",
+            "--hosts",
+            "2",
+            "--rounds",
+            "2",
+            "--json",
         ],
         "",
     );
@@ -431,7 +471,10 @@ fn several_hosts_drain_a_backlog_in_turns_with_one_and_report_their_ratio() {
         assert_eq!(run["hosts_that_published"].as_u64(), Some(1), "{run}");
     }
     let ratio = number(h, "hosts_over_one");
-    let (one, two) = (number(h, "one_host_ops_per_sec"), number(h, "hosts_ops_per_sec"));
+    let (one, two) = (
+        number(h, "one_host_ops_per_sec"),
+        number(h, "hosts_ops_per_sec"),
+    );
     assert!((ratio - two / one).abs() < 0.01, "{h}");
     assert_eq!(leftovers(dir.path()), Vec::<String>::new());
 }

@@ -909,7 +909,10 @@ async fn sweep_candidates_are_waiting_rows_behind_the_cursor_without_retry_rows(
     .unwrap();
     // Strictly before (4, "e"): d shares c's timestamp and is behind; e itself is not.
     assert_eq!(
-        ids(db.sweep_candidates(pos(4, "e"), i64::MIN, 10).await.unwrap()),
+        ids(db
+            .sweep_candidates(pos(4, "e"), i64::MIN, 10)
+            .await
+            .unwrap()),
         vec!["a", "d"],
         "{b:?}"
     );
@@ -919,7 +922,10 @@ async fn sweep_candidates_are_waiting_rows_behind_the_cursor_without_retry_rows(
         "{b:?}"
     );
     assert_eq!(
-        ids(db.sweep_candidates(pos(3, "d"), i64::MIN, 10).await.unwrap()),
+        ids(db
+            .sweep_candidates(pos(3, "d"), i64::MIN, 10)
+            .await
+            .unwrap()),
         vec!["a"],
         "{b:?}"
     );
@@ -1011,14 +1017,22 @@ async fn a_row_stamped_in_the_future_is_delivered_without_taking_the_cursor_past
     let r = tn.scan_tick(T0).await.unwrap();
     assert_eq!((r.fetched, r.published), (3, 3), "{b:?}");
     let cursor = connect(&t).await.load_cursor(DEFAULT_KEY).await.unwrap();
-    assert_eq!(cursor, Some(pos(T0, "on-time")), "{b:?}: at now, not an hour ahead");
+    assert_eq!(
+        cursor,
+        Some(pos(T0, "on-time")),
+        "{b:?}: at now, not an hour ahead"
+    );
     // The rows that follow, stamped right, go through the cursor at once.
     for i in 1..=20 {
         insert_by_hand(&t, &format!("next-{i:02}"), T0 + i * 1_000).await;
     }
     let r = tn.scan_tick(T0 + 30_000).await.unwrap();
     assert_eq!(r.published, 20, "{b:?}");
-    assert_eq!(tn.sweep_tick(T0 + 30_000).await.unwrap().fetched, 0, "{b:?}");
+    assert_eq!(
+        tn.sweep_tick(T0 + 30_000).await.unwrap().fetched,
+        0,
+        "{b:?}"
+    );
     assert_eq!(ledger_op_ids(&path).len(), 23, "{b:?}");
 }
 
@@ -1047,9 +1061,16 @@ async fn an_unreachable_trust_log_leaves_rows_cursor_and_retry_budgets_as_they_w
     .unwrap();
 
     let scan = down.scan_tick(T0 + 100).await.unwrap();
-    assert_eq!((scan.fetched, scan.unavailable, scan.retry_scheduled), (2, 2, 0), "{b:?}");
+    assert_eq!(
+        (scan.fetched, scan.unavailable, scan.retry_scheduled),
+        (2, 2, 0),
+        "{b:?}"
+    );
     assert!(!scan.more, "{b:?}");
-    assert!(scan.error.as_deref().is_some_and(|e| e.contains("ledger")), "{scan:?}");
+    assert!(
+        scan.error.as_deref().is_some_and(|e| e.contains("ledger")),
+        "{scan:?}"
+    );
     let retried = down.retry_tick(T0 + 100).await.unwrap();
     assert_eq!((retried.fetched, retried.unavailable), (1, 1), "{b:?}");
     // Nothing moved: no cursor, no new retry row, the retry's count unspent.
@@ -1065,7 +1086,12 @@ async fn an_unreachable_trust_log_leaves_rows_cursor_and_retry_budgets_as_they_w
     // Once the trust log answers, everything goes out, the retry among them.
     let up = tempfile::tempdir().unwrap();
     let path = up.path().join("l");
-    let mut tn = tenant(&t, &format!("ledger://{}", path.display()), Config::default()).await;
+    let mut tn = tenant(
+        &t,
+        &format!("ledger://{}", path.display()),
+        Config::default(),
+    )
+    .await;
     assert_eq!(tn.scan_tick(T0 + 200).await.unwrap().published, 2, "{b:?}");
     assert_eq!(tn.retry_tick(T0 + 200).await.unwrap().published, 1, "{b:?}");
     assert_eq!(ledger_op_ids(&path), ["a", "b", "r"], "{b:?}");
@@ -1075,9 +1101,12 @@ async fn the_watch_probe_sees_only_rows_the_scan_or_the_catch_up_would_take(b: B
     let t = TestDb::create(b).await;
     let db = connect(&t).await;
     assert!(!db.has_waiting_since(Micros::MIN).await.unwrap(), "{b:?}");
-    db.insert(vec![op("a", T0), op("b", T0 + 5)], TrustlogStatus::NotTrustlogged)
-        .await
-        .unwrap();
+    db.insert(
+        vec![op("a", T0), op("b", T0 + 5)],
+        TrustlogStatus::NotTrustlogged,
+    )
+    .await
+    .unwrap();
     assert!(db.has_waiting_since(Micros::MIN).await.unwrap(), "{b:?}");
     assert!(db.has_waiting_since(T0 + 5).await.unwrap(), "{b:?}");
     assert!(!db.has_waiting_since(T0 + 6).await.unwrap(), "{b:?}");
@@ -1106,9 +1135,15 @@ async fn one_host_holds_a_lease_until_it_releases_it_or_lets_it_run_out(b: Backe
     let long = Duration::from_secs(60);
     assert_eq!(db.read_lease("k").await.unwrap(), None, "{b:?}");
 
-    let a = db.claim_lease("k", "host-a", long, "running").await.unwrap();
+    let a = db
+        .claim_lease("k", "host-a", long, "running")
+        .await
+        .unwrap();
     assert!(a.held && a.took_over_from.is_none(), "{b:?}: {a:?}");
-    let other = db.claim_lease("k", "host-b", long, "running").await.unwrap();
+    let other = db
+        .claim_lease("k", "host-b", long, "running")
+        .await
+        .unwrap();
     assert!(!other.held, "{b:?}: {other:?}");
     assert_eq!(other.lease.holder, "host-a", "{b:?}");
     assert!(other.lease.is_held(), "{b:?}");
@@ -1130,24 +1165,49 @@ async fn one_host_holds_a_lease_until_it_releases_it_or_lets_it_run_out(b: Backe
 
     // Released: the next host takes it at once, and nothing was taken over.
     db.release_lease("k", "host-b").await.unwrap();
-    assert_eq!(db.read_lease("k").await.unwrap().unwrap().holder, "host-a", "{b:?}: only the holder releases");
+    assert_eq!(
+        db.read_lease("k").await.unwrap().unwrap().holder,
+        "host-a",
+        "{b:?}: only the holder releases"
+    );
     db.release_lease("k", "host-a").await.unwrap();
-    assert!(!db.read_lease("k").await.unwrap().unwrap().is_held(), "{b:?}");
-    let b_took = db.claim_lease("k", "host-b", Duration::from_secs(1), "running").await.unwrap();
-    assert!(b_took.held && b_took.took_over_from.is_none(), "{b:?}: {b_took:?}");
+    assert!(
+        !db.read_lease("k").await.unwrap().unwrap().is_held(),
+        "{b:?}"
+    );
+    let b_took = db
+        .claim_lease("k", "host-b", Duration::from_secs(1), "running")
+        .await
+        .unwrap();
+    assert!(
+        b_took.held && b_took.took_over_from.is_none(),
+        "{b:?}: {b_took:?}"
+    );
 
     // host-b stops renewing: once its lease runs out, host-a takes over from it.
-    assert!(!db.claim_lease("k", "host-a", long, "").await.unwrap().held, "{b:?}");
+    assert!(
+        !db.claim_lease("k", "host-a", long, "").await.unwrap().held,
+        "{b:?}"
+    );
     tokio::time::sleep(Duration::from_millis(1_300)).await;
-    let over = db.claim_lease("k", "host-a", long, "running").await.unwrap();
+    let over = db
+        .claim_lease("k", "host-a", long, "running")
+        .await
+        .unwrap();
     assert!(over.held, "{b:?}: {over:?}");
     assert_eq!(over.took_over_from.as_deref(), Some("host-b"), "{b:?}");
 
     // A holder known to be dead may be taken over before its lease runs out; a wrong
     // name takes nothing.
-    let wrong = db.claim_lease_from("k", "host-c", long, "", "host-x").await.unwrap();
+    let wrong = db
+        .claim_lease_from("k", "host-c", long, "", "host-x")
+        .await
+        .unwrap();
     assert!(!wrong.held, "{b:?}");
-    let forced = db.claim_lease_from("k", "host-c", long, "", "host-a").await.unwrap();
+    let forced = db
+        .claim_lease_from("k", "host-c", long, "", "host-a")
+        .await
+        .unwrap();
     assert!(forced.held, "{b:?}");
     assert_eq!(forced.took_over_from.as_deref(), Some("host-a"), "{b:?}");
 }
@@ -1216,7 +1276,10 @@ async fn db_only_rows_are_never_scanned_or_swept(b: Backend) {
         "{b:?}"
     );
     assert_eq!(
-        ids(db.sweep_candidates(pos(10, ""), i64::MIN, 10).await.unwrap()),
+        ids(db
+            .sweep_candidates(pos(10, ""), i64::MIN, 10)
+            .await
+            .unwrap()),
         vec!["sent-2"],
         "{b:?}"
     );
@@ -1836,7 +1899,10 @@ async fn purging_dead_letters_older_than_a_cutoff_deletes_them_and_keeps_their_o
 
     // Nothing delivers a purged row again: not the sweep behind the cursor, not a scan.
     assert_eq!(
-        ids(db.sweep_candidates(pos(i64::MAX, ""), i64::MIN, 100).await.unwrap()),
+        ids(db
+            .sweep_candidates(pos(i64::MAX, ""), i64::MIN, 100)
+            .await
+            .unwrap()),
         ["plain"],
         "{b:?}"
     );

@@ -500,19 +500,38 @@ fn recording_beside_a_running_serve_leaves_its_ledger_alone_and_publishing_there
             child.wait_with_output()
         })
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let st = block_on(server.wait_status(Duration::from_secs(10), |st| st["trustlogged"] == 100));
-    assert_eq!(st["retry_pending"], 0, "nothing failed for want of the ledger: {st}");
+    assert_eq!(
+        st["retry_pending"], 0,
+        "nothing failed for want of the ledger: {st}"
+    );
 
     // Publishing itself needs the ledger serve holds: refused at once, saying what to do.
     let asked = Instant::now();
     let out = run(
-        &["record", "--db", &db, "--publisher", &ledger, "--strategy", "trustlog-only"],
+        &[
+            "record",
+            "--db",
+            &db,
+            "--publisher",
+            &ledger,
+            "--strategy",
+            "trustlog-only",
+        ],
         &op_lines("sync", 1, |_| T0),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
-    assert!(asked.elapsed() < Duration::from_secs(5), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
     assert!(stderr.contains("locked by another process"), "{stderr}");
     assert!(stderr.contains("--strategy db-and-trustlog"), "{stderr}");
     assert_eq!(ledger_op_ids(&s.ledger_path()).len(), 100);
@@ -533,7 +552,14 @@ async fn until_drained_waits_for_due_retries_and_a_max_wait_gives_up_naming_what
         let db = db.clone();
         tokio::task::spawn_blocking(move || {
             bin()
-                .args(["serve", "--db", &db, "--publisher", &publisher, "--until-drained"])
+                .args([
+                    "serve",
+                    "--db",
+                    &db,
+                    "--publisher",
+                    &publisher,
+                    "--until-drained",
+                ])
                 .args(["--backoff-base", "1s"])
                 .args(extra)
                 .env("RUST_LOG", "info")
@@ -549,17 +575,29 @@ async fn until_drained_waits_for_due_retries_and_a_max_wait_gives_up_naming_what
         "it says what it waits for: {stderr}"
     );
     let st = status(&db);
-    assert_eq!((st["trustlogged"].as_u64(), st["retry_pending"].as_u64()), (Some(5), Some(0)), "{st}");
+    assert_eq!(
+        (st["trustlogged"].as_u64(), st["retry_pending"].as_u64()),
+        (Some(5), Some(0)),
+        "{st}"
+    );
 
     // A receiver that never confirms: a bounded drain exits 1 and names what is left.
     run_ok(&["record", "--db", &db], &op_lines("stuck", 1, |_| T0 + 10));
     let asked = Instant::now();
-    let out = serve(receiver.busy_url(), &["--max-wait", "3s"]).await.unwrap();
+    let out = serve(receiver.busy_url(), &["--max-wait", "3s"])
+        .await
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(asked.elapsed() < Duration::from_secs(15), "{:?}", asked.elapsed());
     assert!(
-        stderr.contains("not drained within --max-wait: 0 rows wait for delivery, 1 in the retry queue"),
+        asked.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(
+        stderr.contains(
+            "not drained within --max-wait: 0 rows wait for delivery, 1 in the retry queue"
+        ),
         "{stderr}"
     );
 }

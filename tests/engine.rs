@@ -142,7 +142,12 @@ async fn a_retry_that_succeeds_marks_the_row_and_deletes_its_retry_row_together(
         .unwrap()
         .get(0);
     assert_eq!(left, 0);
-    let got: Vec<String> = receiver.received().await.into_iter().map(|r| r.op_id).collect();
+    let got: Vec<String> = receiver
+        .received()
+        .await
+        .into_iter()
+        .map(|r| r.op_id)
+        .collect();
     assert_eq!(got, ["late"]);
 }
 

@@ -23,11 +23,15 @@ const T0: i64 = 1_764_000_000_000_000;
 static TIMING: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
-    TIMING.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    TIMING
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn beside_others() -> std::sync::RwLockReadGuard<'static, ()> {
-    TIMING.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    TIMING
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[test]
@@ -79,7 +83,10 @@ fn sigterm_during_a_large_drain_returns_within_5_s_and_loses_nothing() {
     // Whatever was marked was confirmed: every TRUSTLOGGED op_id is in the ledger.
     let in_ledger: BTreeSet<String> = ledger_op_ids(&s.ledger_path()).into_iter().collect();
     let missing: Vec<&String> = marked.difference(&in_ledger).take(5).collect();
-    assert!(missing.is_empty(), "marked but not in the ledger: {missing:?}…");
+    assert!(
+        missing.is_empty(),
+        "marked but not in the ledger: {missing:?}…"
+    );
 
     run_ok(
         &[
@@ -155,14 +162,18 @@ async fn insert_late(t: &TestDb, op_id: &str, hold: Duration) -> Committed {
         Backend::Postgres => {
             let mut c = sqlx::PgConnection::connect(&t.url).await.unwrap();
             let mut tx = c.begin().await.unwrap();
-            tx.execute(AssertSqlSafe(insert(t.clock_sql()))).await.unwrap();
+            tx.execute(AssertSqlSafe(insert(t.clock_sql())))
+                .await
+                .unwrap();
             tokio::time::sleep(hold).await;
             tx.commit().await.unwrap();
         }
         Backend::MySql => {
             let mut c = sqlx::MySqlConnection::connect(&t.url).await.unwrap();
             let mut tx = c.begin().await.unwrap();
-            tx.execute(AssertSqlSafe(insert(t.clock_sql()))).await.unwrap();
+            tx.execute(AssertSqlSafe(insert(t.clock_sql())))
+                .await
+                .unwrap();
             tokio::time::sleep(hold).await;
             tx.commit().await.unwrap();
         }
@@ -288,8 +299,12 @@ async fn late_commits_from_8_writers_are_delivered_within_a_second_of_their_comm
             .get(&series)
             .unwrap_or_else(|| panic!("no {series} in {metrics:?}"))
     };
-    let (scan, catch_up, sweep, retry) =
-        (count("scan"), count("catch_up"), count("sweep"), count("retry"));
+    let (scan, catch_up, sweep, retry) = (
+        count("scan"),
+        count("catch_up"),
+        count("sweep"),
+        count("retry"),
+    );
     println!(
         "{b:?}: {total} rows; commit to TRUSTLOGGED p50 {p50:?}, p99 {p99:?}, max {max:?} \
          (seen by a 20 ms poll); {scan} through the cursor, {catch_up} caught up, {sweep} swept"
@@ -307,7 +322,11 @@ async fn late_commits_from_8_writers_are_delivered_within_a_second_of_their_comm
     assert!(p99 <= Duration::from_secs(1), "{b:?}: p99 {p99:?}");
     let held = ledger_op_ids(&ledger);
     let ids: BTreeSet<&String> = held.iter().collect();
-    assert_eq!((ids.len(), held.len()), (total, total), "{b:?}: exactly once");
+    assert_eq!(
+        (ids.len(), held.len()),
+        (total, total),
+        "{b:?}: exactly once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,8 +342,7 @@ async fn mysql_late_commits_from_8_writers_are_delivered_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_late_commits_from_8_writers_are_delivered_within_a_second() {
-    late_commits_from_8_writers_are_delivered_within_a_second_of_their_commit(Backend::Sqlite)
-        .await
+    late_commits_from_8_writers_are_delivered_within_a_second_of_their_commit(Backend::Sqlite).await
 }
 
 /// Inserts `ids` straight into the database, as the application does, whatever the host is doing.
@@ -372,15 +390,27 @@ async fn active_host(hosts: &[Option<Server>], within: Duration) -> usize {
         let mut states = Vec::new();
         for h in hosts.iter() {
             states.push(match h {
-                Some(h) => h.get("/v1/status").await.1["state"].as_str().unwrap_or("").to_string(),
+                Some(h) => h.get("/v1/status").await.1["state"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
                 None => "gone".into(),
             });
         }
-        let running: Vec<usize> = (0..states.len()).filter(|&i| states[i] == "running").collect();
-        if running.len() == 1 && states.iter().all(|s| ["running", "standby", "gone"].contains(&s.as_str())) {
+        let running: Vec<usize> = (0..states.len())
+            .filter(|&i| states[i] == "running")
+            .collect();
+        if running.len() == 1
+            && states
+                .iter()
+                .all(|s| ["running", "standby", "gone"].contains(&s.as_str()))
+        {
             return running[0];
         }
-        assert!(Instant::now() < deadline, "no single active host: {states:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no single active host: {states:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -407,7 +437,11 @@ async fn three_hosts_on_one_database_deliver_every_row_through_a_kill_with_under
         let t = t.clone();
         tokio::spawn(async move {
             for c in 0..N / CHUNK {
-                insert_directly(&t, (c * CHUNK..(c + 1) * CHUNK).map(|i| format!("h-{i:06}"))).await;
+                insert_directly(
+                    &t,
+                    (c * CHUNK..(c + 1) * CHUNK).map(|i| format!("h-{i:06}")),
+                )
+                .await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -565,7 +599,10 @@ async fn kill_the_active_host_while_rows_stream_in(publisher: &str) -> Killing {
                 break;
             }
             before = now;
-            assert!(Instant::now() < deadline, "kill {kill}: nothing being delivered");
+            assert!(
+                Instant::now() < deadline,
+                "kill {kill}: nothing being delivered"
+            );
         }
         hosts[active] = None;
         let at = trustlogged(&t).await;
@@ -578,10 +615,23 @@ async fn kill_the_active_host_while_rows_stream_in(publisher: &str) -> Killing {
     for w in writers {
         expected.extend(w.await.unwrap());
     }
-    expected.extend(tokio::task::spawn_blocking(move || recorder.join().unwrap()).await.unwrap());
+    expected.extend(
+        tokio::task::spawn_blocking(move || recorder.join().unwrap())
+            .await
+            .unwrap(),
+    );
     drop(hosts);
     run_ok(
-        &["serve", "--db", &t.url, "--publisher", publisher, "--until-drained", "--max-wait", "120s"],
+        &[
+            "serve",
+            "--db",
+            &t.url,
+            "--publisher",
+            publisher,
+            "--until-drained",
+            "--max-wait",
+            "120s",
+        ],
         "",
     );
     let st = status(&t.url);
@@ -610,7 +660,8 @@ async fn kill_the_active_host_while_rows_stream_in(publisher: &str) -> Killing {
 async fn killing_the_active_host_twenty_times_mid_delivery_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("l");
-    let k = kill_the_active_host_while_rows_stream_in(&format!("ledger://{}", path.display())).await;
+    let k =
+        kill_the_active_host_while_rows_stream_in(&format!("ledger://{}", path.display())).await;
     run_ok(&["ledger", "verify", path.to_str().unwrap()], "");
     let ids = ledger_op_ids(&path);
     let held: BTreeSet<String> = ids.iter().cloned().collect();
@@ -634,7 +685,11 @@ async fn killing_the_active_host_twenty_times_leaves_each_op_id_in_jetstream_onc
     let held: Vec<&str> = received.iter().map(|r| r.op_id.as_str()).collect();
     let distinct: BTreeSet<&str> = held.iter().copied().collect();
     assert_eq!(distinct.len(), k.expected.len());
-    assert_eq!(held.len(), k.expected.len(), "JetStream dropped every re-delivery");
+    assert_eq!(
+        held.len(),
+        k.expected.len(),
+        "JetStream dropped every re-delivery"
+    );
 }
 
 /// Waits `window` and returns the share of one CPU the server used meanwhile.
@@ -651,7 +706,7 @@ async fn cpu_share_over(server: &Server, window: Duration) -> f64 {
 /// 5 s of the broker's return, with nothing in the retry queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_a_database_stall_and_a_90_s_broker_outage_the_host_pauses_and_delivers_everything()
- {
+{
     let _timing = beside_others();
     use support::proxy::TcpProxy;
     let t = TestDb::create(Backend::Postgres).await;
@@ -711,12 +766,21 @@ async fn through_a_database_stall_and_a_90_s_broker_outage_the_host_pauses_and_d
         if next == 603 {
             let (code, ready) = server.get("/readyz").await;
             assert_eq!(code, 503, "{ready}");
-            assert_eq!(ready["state"].as_str().or(ready["tenants"]["default"]["state"].as_str()), Some("outage"), "{ready}");
+            assert_eq!(
+                ready["state"]
+                    .as_str()
+                    .or(ready["tenants"]["default"]["state"].as_str()),
+                Some("outage"),
+                "{ready}"
+            );
             let (_, st) = server.get("/v1/status").await;
             assert_eq!(st["state"], "outage", "{st}");
             assert!(st["reason"].as_str().unwrap().contains("publisher"), "{st}");
             let m = server.metrics().await;
-            assert_eq!(m["trustlog_outage{of=\"publisher\",tenant=\"default\"}"], 1.0);
+            assert_eq!(
+                m["trustlog_outage{of=\"publisher\",tenant=\"default\"}"],
+                1.0
+            );
         }
     }
     assert_eq!(
@@ -725,8 +789,14 @@ async fn through_a_database_stall_and_a_90_s_broker_outage_the_host_pauses_and_d
         "an outage spends no retry"
     );
     let share = cpu.iter().sum::<f64>() / cpu.len() as f64;
-    println!("broker down 90 s: the host used {:.1}% of a CPU", share * 100.0);
-    assert!(share < 0.10, "the host spun while the broker was down: {share:.3}");
+    println!(
+        "broker down 90 s: the host used {:.1}% of a CPU",
+        share * 100.0
+    );
+    assert!(
+        share < 0.10,
+        "the host spun while the broker was down: {share:.3}"
+    );
     nats_proxy.restore();
     let back = Instant::now();
     wait_trustlogged(&t, next as i64, Duration::from_secs(30)).await;

@@ -222,8 +222,15 @@ async fn a_connection_cut_mid_batch_leaves_only_unconfirmed_envelopes_waiting_wi
         (waiting.len(), 0),
         "{kind:?}: {report:?}"
     );
-    assert_eq!(trustlogged.len() + waiting.len(), 2000, "every envelope has one outcome");
-    assert!(retry_rows(&s).await.is_empty(), "{kind:?}: a cut spends no retry");
+    assert_eq!(
+        trustlogged.len() + waiting.len(),
+        2000,
+        "every envelope has one outcome"
+    );
+    assert!(
+        retry_rows(&s).await.is_empty(),
+        "{kind:?}: a cut spends no retry"
+    );
     // The cursor stops before the first envelope left waiting, so the scan sends it again.
     let db = Database::connect(&s.db_url()).await.unwrap();
     let cursor = db
@@ -232,7 +239,9 @@ async fn a_connection_cut_mid_batch_leaves_only_unconfirmed_envelopes_waiting_wi
         .unwrap();
     let first_waiting = waiting.iter().next().unwrap();
     assert!(
-        cursor.as_ref().is_none_or(|c| c.op_id.as_str() < first_waiting.as_str()),
+        cursor
+            .as_ref()
+            .is_none_or(|c| c.op_id.as_str() < first_waiting.as_str()),
         "{kind:?}: cursor {cursor:?} passed {first_waiting}"
     );
     // Nothing is TRUSTLOGGED that the broker does not hold.
@@ -253,9 +262,7 @@ async fn a_connection_cut_mid_batch_leaves_only_unconfirmed_envelopes_waiting_wi
     assert_intact(&received);
 }
 
-async fn a_broker_that_is_down_leaves_the_batch_waiting_and_is_used_once_it_is_back(
-    kind: Broker,
-) {
+async fn a_broker_that_is_down_leaves_the_batch_waiting_and_is_used_once_it_is_back(kind: Broker) {
     let broker = TestBroker::create(kind).await;
     let proxy = TcpProxy::start(broker.upstream()).await;
     proxy.cut();
@@ -287,7 +294,9 @@ async fn a_broker_that_is_down_leaves_the_batch_waiting_and_is_used_once_it_is_b
 
     proxy.restore();
     // The worker probes until the broker answers; the next scan sends the batch.
-    readiness_becomes(&t.publisher().clone(), true).await.unwrap();
+    readiness_becomes(&t.publisher().clone(), true)
+        .await
+        .unwrap();
     let report = t.scan_tick(T0 + MIN).await.unwrap();
     assert_eq!(report.published, 5, "{report:?}");
     assert_eq!(op_ids_with_status(&s, "TRUSTLOGGED").await, expected);

@@ -254,7 +254,11 @@ async fn a_forty_minute_outage_ends_with_every_row_delivered_and_no_retry_spent(
     w.record(ops(50), None).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !matches!(w.delivery(), Delivery::Outage { .. }) {
-        assert!(tokio::time::Instant::now() < deadline, "{b:?}: {:?}", w.delivery());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{b:?}: {:?}",
+            w.delivery()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Forty minutes pass, more than the whole schedule (1+2+4+8+16 = 31 minutes).
@@ -282,7 +286,11 @@ async fn a_forty_minute_outage_ends_with_every_row_delivered_and_no_retry_spent(
     assert_eq!(w.delivery(), Delivery::Active);
     stop.send(true).unwrap();
     let summary = running.await.unwrap();
-    assert_eq!((summary.dead_lettered, summary.retry_scheduled), (0, 0), "{b:?}");
+    assert_eq!(
+        (summary.dead_lettered, summary.retry_scheduled),
+        (0, 0),
+        "{b:?}"
+    );
 }
 
 async fn a_drain_waits_for_due_retries_and_a_bounded_one_says_what_is_left(b: Backend) {
@@ -320,7 +328,10 @@ async fn a_drain_waits_for_due_retries_and_a_bounded_one_says_what_is_left(b: Ba
         (Exit::Drained, 10, 10),
         "{b:?}"
     );
-    assert!(started.elapsed() >= Duration::from_millis(900), "{b:?}: it waited for the retries");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{b:?}: it waited for the retries"
+    );
     assert_eq!(
         t.scalar("SELECT COUNT(*) FROM operation WHERE trustlog_status = 'TRUSTLOGGED'")
             .await,

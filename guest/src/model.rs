@@ -336,7 +336,9 @@ impl PublishError {
     /// The message, whatever the kind.
     pub fn message(&self) -> &str {
         match self {
-            PublishError::Transient(m) | PublishError::Permanent(m) | PublishError::Unavailable(m) => m,
+            PublishError::Transient(m)
+            | PublishError::Permanent(m)
+            | PublishError::Unavailable(m) => m,
         }
     }
 }

@@ -243,8 +243,17 @@ mod tests {
         );
         assert_eq!(out.unavailable, ["a", "r"]);
         assert!(out.error.unwrap().contains("connection refused"));
-        assert_eq!((out.published, out.retry_scheduled, out.dead_lettered), (0, 0, 0));
-        assert_eq!(work, UnitOfWork { now: 9, ..UnitOfWork::default() });
+        assert_eq!(
+            (out.published, out.retry_scheduled, out.dead_lettered),
+            (0, 0, 0)
+        );
+        assert_eq!(
+            work,
+            UnitOfWork {
+                now: 9,
+                ..UnitOfWork::default()
+            }
+        );
     }
 
     proptest! {

@@ -422,10 +422,7 @@ fn print_status(r: &StatusReport, lease: Option<&Lease>, json: bool) {
         None => println!("cursor             (not moved yet)"),
     }
     if let Some(due) = r.stats.next_retry_at {
-        println!(
-            "next_retry_at      {}",
-            ingest::format_timestamp(due)
-        );
+        println!("next_retry_at      {}", ingest::format_timestamp(due));
     }
     let delivery = delivery_json(lease);
     match (delivery["host"].as_str(), delivery["state"].as_str()) {
@@ -710,8 +707,7 @@ fn print_bench(r: &BenchReport) {
             w.through_catch_up,
             w.through_sweep,
             w.through_retry,
-            w.ledger_duplicates
-                .map_or("n/a".into(), |d| d.to_string()),
+            w.ledger_duplicates.map_or("n/a".into(), |d| d.to_string()),
         );
     }
     if let Some(h) = &r.hosts {

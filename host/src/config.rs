@@ -1167,15 +1167,19 @@ cpu_per_call = "42ms"
             ("backoff_cap = \"soon\"", "tenant[1].backoff_cap", |e| {
                 matches!(e, ConfigError::BadDuration { .. })
             }),
-            ("watch_interval = \"0ms\"", "tenant[1].watch_interval", |e| {
-                matches!(e, ConfigError::BadDuration { .. })
-            }),
+            (
+                "watch_interval = \"0ms\"",
+                "tenant[1].watch_interval",
+                |e| matches!(e, ConfigError::BadDuration { .. }),
+            ),
             ("lease_ttl = \"500ms\"", "tenant[1].lease_ttl", |e| {
                 matches!(e, ConfigError::BadDuration { .. })
             }),
-            ("catch_up_window = \"a while\"", "tenant[1].catch_up_window", |e| {
-                matches!(e, ConfigError::BadDuration { .. })
-            }),
+            (
+                "catch_up_window = \"a while\"",
+                "tenant[1].catch_up_window",
+                |e| matches!(e, ConfigError::BadDuration { .. }),
+            ),
             ("strategy = \"db-or-not\"", "tenant[1].strategy", |e| {
                 matches!(e, ConfigError::BadStrategy { .. })
             }),

@@ -262,8 +262,15 @@ impl HostImports {
         if let Some(m) = &self.metrics
             && !rows.is_empty()
         {
-            let tick = if since == m::Micros::MIN { "sweep" } else { "catch_up" };
-            m.late_rows(tick, rows.iter().map(|op| cursor_at.saturating_sub(op.timestamp)));
+            let tick = if since == m::Micros::MIN {
+                "sweep"
+            } else {
+                "catch_up"
+            };
+            m.late_rows(
+                tick,
+                rows.iter().map(|op| cursor_at.saturating_sub(op.timestamp)),
+            );
         }
         self.remember(rows.iter());
         Ok(rows)

@@ -290,13 +290,21 @@ mod tests {
         let (host, scope) = (host_name(), scope());
         // PIDs are below 2^22 on Linux.
         assert!(died_here(&format!("{host}/4999999/{scope}/00000000")));
-        assert!(!died_here(&format!("{host}-elsewhere/4999999/{scope}/00000000")));
+        assert!(!died_here(&format!(
+            "{host}-elsewhere/4999999/{scope}/00000000"
+        )));
         assert!(
             !died_here(&format!("{host}/4999999/0badc0de/00000000")),
             "another container's process ids are not ours to judge"
         );
-        assert!(!died_here(&format!("{host}/1/{scope}/00000000")), "init runs");
-        assert!(!died_here(&format!("{host}/4999999/00000000")), "an older form");
+        assert!(
+            !died_here(&format!("{host}/1/{scope}/00000000")),
+            "init runs"
+        );
+        assert!(
+            !died_here(&format!("{host}/4999999/00000000")),
+            "an older form"
+        );
         assert!(!died_here("not a holder id"));
         assert!(!died_here(""));
     }

@@ -268,7 +268,8 @@ impl Worker {
         let publisher = tenant.publisher().clone();
         let config = tenant.config();
         let cursor_key = config.cursor_key.clone();
-        let catch_up_window = Micros::try_from(config.catch_up_window_micros).unwrap_or(Micros::MAX);
+        let catch_up_window =
+            Micros::try_from(config.catch_up_window_micros).unwrap_or(Micros::MAX);
         Worker {
             tenant: Arc::new(Mutex::new(tenant)),
             db,
@@ -370,9 +371,10 @@ impl Worker {
 
     /// Runs until shutdown, or until drained when `until_drained`.
     pub async fn run(&self, until_drained: bool, mut shutdown: watch::Receiver<bool>) -> Summary {
-        let keeper = self.lease.as_ref().map(|l| {
-            LeaseKeeper::start(self.db.clone(), &self.cursor_key, &l.holder, l.ttl)
-        });
+        let keeper = self
+            .lease
+            .as_ref()
+            .map(|l| LeaseKeeper::start(self.db.clone(), &self.cursor_key, &l.holder, l.ttl));
         let start = self.clock.now();
         let mut run = Run {
             summary: Summary {

@@ -172,21 +172,33 @@ impl TestBroker {
     /// A webhook URL on this receiver that answers, but fails every envelope with a
     /// 503: transient failures that spend retries, with no outage.
     pub fn busy_url(&self) -> String {
-        assert_eq!(self.kind, Broker::Webhook, "only the webhook receiver has /busy");
+        assert_eq!(
+            self.kind,
+            Broker::Webhook,
+            "only the webhook receiver has /busy"
+        );
         format!("http://{}/busy#timeout={TIMEOUT}", self.upstream.unwrap())
     }
 
     /// A webhook URL on this receiver that fails every envelope with a 503, answering,
     /// until [`TestBroker::accept`] turns it into one that confirms them.
     pub fn switch_url(&self) -> String {
-        assert_eq!(self.kind, Broker::Webhook, "only the webhook receiver has /switch");
+        assert_eq!(
+            self.kind,
+            Broker::Webhook,
+            "only the webhook receiver has /switch"
+        );
         format!("http://{}/switch#timeout={TIMEOUT}", self.upstream.unwrap())
     }
 
     /// A webhook URL on this receiver that fails each op_id's first delivery with a
     /// 503 and confirms the next.
     pub fn once_busy_url(&self) -> String {
-        assert_eq!(self.kind, Broker::Webhook, "only the webhook receiver has /once");
+        assert_eq!(
+            self.kind,
+            Broker::Webhook,
+            "only the webhook receiver has /once"
+        );
         format!("http://{}/once#timeout={TIMEOUT}", self.upstream.unwrap())
     }
 

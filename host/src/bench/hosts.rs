@@ -54,7 +54,12 @@ impl Host {
             schema: None,
         };
         let running = tenants.add(spec).await.map_err(|e| failed(e.to_string()))?;
-        running.worker.tenant().lock().await.set_probe(probe.clone());
+        running
+            .worker
+            .tenant()
+            .lock()
+            .await
+            .set_probe(probe.clone());
         Ok(Host { tenants })
     }
 

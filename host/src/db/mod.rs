@@ -130,8 +130,8 @@ impl LeaseClaim {
         renewed_at: Micros,
         expires_at: Micros,
     ) -> LeaseClaim {
-        let took_over_from = (!before.holder.is_empty() && before.holder != holder)
-            .then(|| before.holder.clone());
+        let took_over_from =
+            (!before.holder.is_empty() && before.holder != holder).then(|| before.holder.clone());
         LeaseClaim {
             lease: Lease {
                 key: before.key,

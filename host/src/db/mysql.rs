@@ -1610,7 +1610,10 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(
-            ids(db.sweep_candidates(pos(i64::MAX, ""), i64::MIN, 10).await.unwrap()),
+            ids(db
+                .sweep_candidates(pos(i64::MAX, ""), i64::MIN, 10)
+                .await
+                .unwrap()),
             vec!["a", "c"]
         );
         assert!(

@@ -622,7 +622,9 @@ impl PostgresDb {
             row = self.read_lease_row(key).await?;
         }
         let Some((lease, expired, raw_expiry)) = row else {
-            return Err(DbError::Other(format!("lease {key:?} vanished while it was taken")));
+            return Err(DbError::Other(format!(
+                "lease {key:?} vanished while it was taken"
+            )));
         };
         if !lease.is_free(holder, expired) && take_from != Some(lease.holder.as_str()) {
             return Ok(LeaseClaim::held_by_other(lease));
@@ -665,10 +667,10 @@ impl PostgresDb {
 
     /// The lease `key` as it stands, if it was ever taken.
     pub async fn read_lease(&self, key: &str) -> Result<Option<Lease>, DbError> {
-        Ok(self.read_lease_row(key).await?.map(|(lease, expired, _)| Lease {
-            expired,
-            ..lease
-        }))
+        Ok(self
+            .read_lease_row(key)
+            .await?
+            .map(|(lease, expired, _)| Lease { expired, ..lease }))
     }
 
     /// The lease row, whether it expired, and its expiry as stored (for compare-and-set).

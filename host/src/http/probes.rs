@@ -140,8 +140,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Val
         if run == RunState::Running {
             ready &= db.is_ok() && publisher.is_ok() && state != "outage";
         }
-        let mut one =
-            json!({"state": state, "database": show(&db), "publisher": show(&publisher)});
+        let mut one = json!({"state": state, "database": show(&db), "publisher": show(&publisher)});
         if let Some(reason) = reason {
             one["reason"] = json!(reason);
         }
