@@ -87,8 +87,8 @@ pub struct Lease {
 
 impl Lease {
     /// Whether `holder` may take it now: it is free, run out, or already its own.
-    fn is_free(&self, holder: &str, expired: bool) -> bool {
-        self.holder == holder || self.holder.is_empty() || expired
+    fn is_free(&self, holder: &str) -> bool {
+        self.holder == holder || self.holder.is_empty() || self.expired
     }
 
     /// Whether a live host holds it.
@@ -107,45 +107,6 @@ pub struct LeaseClaim {
     /// The host whose lease ran out and was taken over without being released: it
     /// may have published a batch it never committed, which is now delivered again.
     pub took_over_from: Option<String>,
-}
-
-impl LeaseClaim {
-    fn held_by_other(lease: Lease) -> LeaseClaim {
-        LeaseClaim {
-            lease,
-            held: false,
-            took_over_from: None,
-        }
-    }
-
-    fn lost_race(lease: Lease) -> LeaseClaim {
-        Self::held_by_other(lease)
-    }
-
-    fn taken(
-        before: Lease,
-        holder: &str,
-        state: &str,
-        acquired_at: Micros,
-        renewed_at: Micros,
-        expires_at: Micros,
-    ) -> LeaseClaim {
-        let took_over_from =
-            (!before.holder.is_empty() && before.holder != holder).then(|| before.holder.clone());
-        LeaseClaim {
-            lease: Lease {
-                key: before.key,
-                holder: holder.to_string(),
-                acquired_at,
-                renewed_at,
-                expires_at,
-                state: state.to_string(),
-                expired: false,
-            },
-            held: true,
-            took_over_from,
-        }
-    }
 }
 
 /// A database connection pool behind one of the adapters.
@@ -258,7 +219,8 @@ impl Database {
         matches!(self, Database::Postgres(_))
     }
 
-    /// Takes or renews the lease `key` for `holder` for `ttl`, recording `state`.
+    /// Takes or renews the lease `key` for `holder` for `ttl`, recording `state`: taken
+    /// if free, run out or already `holder`'s, by the database's clock.
     pub async fn claim_lease(
         &self,
         key: &str,
@@ -266,7 +228,7 @@ impl Database {
         ttl: std::time::Duration,
         state: &str,
     ) -> Result<LeaseClaim, DbError> {
-        dispatch!(self, db => db.claim_lease(key, holder, ttl, state, None).await)
+        self.claim(key, holder, ttl, state, None).await
     }
 
     /// Takes the lease `key` for `holder` from `from`, whose process is known to have
@@ -279,7 +241,49 @@ impl Database {
         state: &str,
         from: &str,
     ) -> Result<LeaseClaim, DbError> {
-        dispatch!(self, db => db.claim_lease(key, holder, ttl, state, Some(from)).await)
+        self.claim(key, holder, ttl, state, Some(from)).await
+    }
+
+    /// Reads the lease (creating it, released, when missing), judges whether `holder`
+    /// may take it, and takes it with compare-and-set on the holder and expiry read: of
+    /// two hosts claiming at once, one changes the row and the other finds it changed.
+    async fn claim(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        state: &str,
+        take_from: Option<&str>,
+    ) -> Result<LeaseClaim, DbError> {
+        let seen = match self.read_lease(key).await? {
+            Some(lease) => lease,
+            None => {
+                dispatch!(self, db => db.ensure_lease(key).await)?;
+                self.read_lease(key).await?.ok_or_else(|| {
+                    DbError::Other(format!("lease {key:?} vanished while it was taken"))
+                })?
+            }
+        };
+        let not_for_us = LeaseClaim {
+            lease: seen.clone(),
+            held: false,
+            took_over_from: None,
+        };
+        if !seen.is_free(holder) && take_from != Some(seen.holder.as_str()) {
+            return Ok(not_for_us);
+        }
+        let Some(taken) = dispatch!(self, db => db.swap_lease(&seen, holder, ttl, state).await)?
+        else {
+            // Another host took or renewed it between the read and the update.
+            return Ok(not_for_us);
+        };
+        let took_over_from =
+            (!seen.holder.is_empty() && seen.holder != holder).then(|| seen.holder.clone());
+        Ok(LeaseClaim {
+            lease: taken,
+            held: true,
+            took_over_from,
+        })
     }
 
     /// Releases the lease `key` if `holder` holds it.

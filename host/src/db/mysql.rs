@@ -23,7 +23,7 @@ use trustlog_guest::model::{
 use trustlog_guest::validate::{MAX_TIMESTAMP, MIN_TIMESTAMP};
 
 use super::cursor_value::{format_position, parse_position};
-use super::{Backlog, DeadLetter, Lease, LeaseClaim, Replay};
+use super::{Backlog, DeadLetter, Lease, Replay};
 
 // PATH: the schema; the host crate points this at its own `sql/mysql.sql`.
 const SCHEMA: &str = include_str!("../../../sql/mysql.sql");
@@ -584,63 +584,43 @@ impl MySqlDb {
         Ok(found != 0)
     }
 
-    /// Takes the lease `key` for `holder` for `ttl` if it is free, expired or already
-    /// `holder`'s, by the server's clock; see [`super::LeaseClaim`].
-    pub async fn claim_lease(
+    /// Creates the lease row `key`, released, unless it exists.
+    pub(super) async fn ensure_lease(&self, key: &str) -> Result<(), DbError> {
+        sqlx::query(ENSURE_LEASE)
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    /// Gives the lease to `holder` for `ttl` (by the server's clock) if it still is as
+    /// `seen`; the row as it then stands, or `None` when another host changed it first.
+    pub(super) async fn swap_lease(
         &self,
-        key: &str,
+        seen: &Lease,
         holder: &str,
         ttl: Duration,
         state: &str,
-        take_from: Option<&str>,
-    ) -> Result<LeaseClaim, DbError> {
-        let mut row = self.read_lease_row(key).await?;
-        if row.is_none() {
-            sqlx::query(ENSURE_LEASE)
-                .bind(key)
-                .execute(&self.pool)
-                .await
-                .map_err(map_error)?;
-            row = self.read_lease_row(key).await?;
-        }
-        let Some((lease, raw_expiry)) = row else {
-            return Err(DbError::Other(format!(
-                "lease {key:?} vanished while it was taken"
-            )));
-        };
-        if !lease.is_free(holder, lease.expired) && take_from != Some(lease.holder.as_str()) {
-            return Ok(LeaseClaim::held_by_other(lease));
-        }
+    ) -> Result<Option<Lease>, DbError> {
         let ttl = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
         let taken = sqlx::query(CLAIM_LEASE)
             .bind(holder)
             .bind(holder)
             .bind(ttl)
             .bind(state)
-            .bind(key)
-            .bind(&lease.holder)
-            .bind(raw_expiry)
+            .bind(&seen.key)
+            .bind(&seen.holder)
+            .bind(to_datetime("expires_at", seen.expires_at)?)
             .execute(&self.pool)
             .await
             .map_err(map_error)?
             .rows_affected();
         if taken != 1 {
-            // Another host took it between the read and the update.
-            return Ok(LeaseClaim::lost_race(lease));
+            return Ok(None);
         }
-        let Some((now, _)) = self.read_lease_row(key).await? else {
-            return Err(DbError::Other(format!(
-                "lease {key:?} vanished while it was taken"
-            )));
-        };
-        Ok(LeaseClaim::taken(
-            lease,
-            holder,
-            state,
-            now.acquired_at,
-            now.renewed_at,
-            now.expires_at,
-        ))
+        // MySQL updates return no rows: read back what the update wrote.
+        self.read_lease(&seen.key).await
     }
 
     /// Releases the lease `key` if `holder` has it, so another host may take it at once.
@@ -654,13 +634,8 @@ impl MySqlDb {
         Ok(())
     }
 
-    /// The lease `key` as it stands, if it was ever taken.
+    /// The lease `key` as it stands (expired or not by the server's clock), if it exists.
     pub async fn read_lease(&self, key: &str) -> Result<Option<Lease>, DbError> {
-        Ok(self.read_lease_row(key).await?.map(|(lease, _)| lease))
-    }
-
-    /// The lease row and its expiry as stored (for compare-and-set).
-    async fn read_lease_row(&self, key: &str) -> Result<Option<(Lease, NaiveDateTime)>, DbError> {
         let Some(row) = sqlx::query(READ_LEASE)
             .bind(key)
             .fetch_optional(&self.pool)
@@ -669,19 +644,19 @@ impl MySqlDb {
         else {
             return Ok(None);
         };
-        let at = |i: usize| -> Result<NaiveDateTime, DbError> { row.try_get(i).map_err(map_error) };
-        let raw_expiry = at(3)?;
+        let at = |i: usize| -> Result<Micros, DbError> {
+            Ok(micros_of(row.try_get(i).map_err(map_error)?))
+        };
         let expired: i64 = row.try_get(5).map_err(map_error)?;
-        let lease = Lease {
+        Ok(Some(Lease {
             key: key.to_string(),
             holder: row.try_get(0).map_err(map_error)?,
-            acquired_at: micros_of(at(1)?),
-            renewed_at: micros_of(at(2)?),
-            expires_at: micros_of(raw_expiry),
+            acquired_at: at(1)?,
+            renewed_at: at(2)?,
+            expires_at: at(3)?,
             state: row.try_get(4).map_err(map_error)?,
             expired: expired != 0,
-        };
-        Ok(Some((lease, raw_expiry)))
+        }))
     }
 
     /// The monitoring counts and the position of `cursor_key`, read in one snapshot.

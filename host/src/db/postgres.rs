@@ -30,7 +30,7 @@ use trustlog_guest::model::{
 use trustlog_guest::validate::LIMITS;
 
 use super::cursor_value::{format_position, parse_position};
-use super::{Backlog, DeadLetter, Lease, LeaseClaim, Replay};
+use super::{Backlog, DeadLetter, Lease, Replay};
 
 // PATH: the schema; the host crate points this at its own `sql/postgresql.sql`.
 const SCHEMA: &str = include_str!("../../../sql/postgresql.sql");
@@ -159,7 +159,8 @@ const ENSURE_LEASE: &str = "INSERT INTO trustlog_lease (lease_key, holder, acqui
 const READ_LEASE: &str = "SELECT holder, acquired_at, renewed_at, expires_at, state, \
      expires_at < clock_timestamp() FROM trustlog_lease WHERE lease_key = $1";
 /// Takes or renews a lease: `$1` key, `$2` holder, `$3` ttl in microseconds, `$4` state,
-/// `$5` the holder it must still have, `$6` its expiry as read (compare-and-set on both).
+/// `$5` the holder it must still have, `$6` its expiry as read (compare-and-set on both;
+/// expiries are whole microseconds, as bound, so the comparison is exact).
 const CLAIM_LEASE: &str = "UPDATE trustlog_lease SET holder = $2, \
      acquired_at = CASE WHEN holder = $2 THEN acquired_at ELSE clock_timestamp() END, \
      renewed_at = clock_timestamp(), \
@@ -602,56 +603,49 @@ impl PostgresDb {
         Ok(found.is_some())
     }
 
-    /// Takes the lease `key` for `holder` for `ttl` if it is free, expired or already
-    /// `holder`'s, by the server's clock; see [`super::LeaseClaim`].
-    pub async fn claim_lease(
+    /// Creates the lease row `key`, released, unless it exists.
+    pub(super) async fn ensure_lease(&self, key: &str) -> Result<(), DbError> {
+        sqlx::query(ENSURE_LEASE)
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    /// Gives the lease to `holder` for `ttl` (by the server's clock) if it still is as
+    /// `seen`; the row as it then stands, or `None` when another host changed it first.
+    pub(super) async fn swap_lease(
         &self,
-        key: &str,
+        seen: &Lease,
         holder: &str,
         ttl: Duration,
         state: &str,
-        take_from: Option<&str>,
-    ) -> Result<LeaseClaim, DbError> {
-        let mut row = self.read_lease_row(key).await?;
-        if row.is_none() {
-            sqlx::query(ENSURE_LEASE)
-                .bind(key)
-                .execute(&self.pool)
-                .await
-                .map_err(map_error)?;
-            row = self.read_lease_row(key).await?;
-        }
-        let Some((lease, expired, raw_expiry)) = row else {
-            return Err(DbError::Other(format!(
-                "lease {key:?} vanished while it was taken"
-            )));
-        };
-        if !lease.is_free(holder, expired) && take_from != Some(lease.holder.as_str()) {
-            return Ok(LeaseClaim::held_by_other(lease));
-        }
+    ) -> Result<Option<Lease>, DbError> {
         let ttl = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
         let taken = sqlx::query(CLAIM_LEASE)
-            .bind(key)
+            .bind(&seen.key)
             .bind(holder)
             .bind(ttl)
             .bind(state)
-            .bind(&lease.holder)
-            .bind(raw_expiry)
+            .bind(&seen.holder)
+            .bind(PgTime::bound(seen.expires_at))
             .fetch_optional(&self.pool)
             .await
             .map_err(map_error)?;
-        let Some(taken) = taken else {
-            // Another host took it between the read and the update.
-            return Ok(LeaseClaim::lost_race(lease));
-        };
-        Ok(LeaseClaim::taken(
-            lease,
-            holder,
-            state,
-            micros_at(&taken, 0)?,
-            micros_at(&taken, 1)?,
-            micros_at(&taken, 2)?,
-        ))
+        taken
+            .map(|row| {
+                Ok(Lease {
+                    key: seen.key.clone(),
+                    holder: holder.to_string(),
+                    acquired_at: micros_at(&row, 0)?,
+                    renewed_at: micros_at(&row, 1)?,
+                    expires_at: micros_at(&row, 2)?,
+                    state: state.to_string(),
+                    expired: false,
+                })
+            })
+            .transpose()
     }
 
     /// Releases the lease `key` if `holder` has it, so another host may take it at once.
@@ -665,19 +659,8 @@ impl PostgresDb {
         Ok(())
     }
 
-    /// The lease `key` as it stands, if it was ever taken.
+    /// The lease `key` as it stands (expired or not by the server's clock), if it exists.
     pub async fn read_lease(&self, key: &str) -> Result<Option<Lease>, DbError> {
-        Ok(self
-            .read_lease_row(key)
-            .await?
-            .map(|(lease, expired, _)| Lease { expired, ..lease }))
-    }
-
-    /// The lease row, whether it expired, and its expiry as stored (for compare-and-set).
-    async fn read_lease_row(
-        &self,
-        key: &str,
-    ) -> Result<Option<(Lease, bool, DateTime<Utc>)>, DbError> {
         let Some(row) = sqlx::query(READ_LEASE)
             .bind(key)
             .fetch_optional(&self.pool)
@@ -686,18 +669,15 @@ impl PostgresDb {
         else {
             return Ok(None);
         };
-        let expired: bool = row.try_get(5).map_err(map_error)?;
-        let raw_expiry: DateTime<Utc> = row.try_get(3).map_err(map_error)?;
-        let lease = Lease {
+        Ok(Some(Lease {
             key: key.to_string(),
             holder: row.try_get(0).map_err(map_error)?,
             acquired_at: micros_at(&row, 1)?,
             renewed_at: micros_at(&row, 2)?,
             expires_at: micros_at(&row, 3)?,
             state: row.try_get(4).map_err(map_error)?,
-            expired,
-        };
-        Ok(Some((lease, expired, raw_expiry)))
+            expired: row.try_get(5).map_err(map_error)?,
+        }))
     }
 
     /// Runs a unit of work in one transaction; on a cursor mismatch nothing is applied.

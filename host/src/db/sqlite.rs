@@ -20,7 +20,7 @@ use trustlog_guest::model::{
 };
 
 use super::cursor_value::{format_position, parse_position};
-use super::{Backlog, DeadLetter, Lease, LeaseClaim, Replay};
+use super::{Backlog, DeadLetter, Lease, Replay};
 
 // PATH: the schema; the host crate points this at its own `sql/sqlite.sql`.
 const SCHEMA: &str = include_str!("../../../sql/sqlite.sql");
@@ -418,66 +418,57 @@ impl SqliteDb {
             .map_err(map_error)
     }
 
-    /// Takes the lease `key` for `holder` for `ttl` if it is free, expired or already
-    /// `holder`'s, by this host's clock (every host of one SQLite file shares it); see
-    /// [`super::LeaseClaim`].
-    pub async fn claim_lease(
+    /// Creates the lease row `key`, released, unless it exists.
+    pub(super) async fn ensure_lease(&self, key: &str) -> Result<(), DbError> {
+        sqlx::query(ENSURE_LEASE)
+            .bind(key)
+            .bind(crate::clock::now_micros())
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    /// Gives the lease to `holder` for `ttl` (by this machine's clock, which every host
+    /// of one SQLite file shares) if it still is as `seen`; the row as it then stands,
+    /// or `None` when another host changed it first.
+    pub(super) async fn swap_lease(
         &self,
-        key: &str,
+        seen: &Lease,
         holder: &str,
         ttl: Duration,
         state: &str,
-        take_from: Option<&str>,
-    ) -> Result<LeaseClaim, DbError> {
+    ) -> Result<Option<Lease>, DbError> {
         let now = crate::clock::now_micros();
-        let mut lease = self.read_lease_at(key, now).await?;
-        if lease.is_none() {
-            sqlx::query(ENSURE_LEASE)
-                .bind(key)
-                .bind(now)
-                .execute(&self.pool)
-                .await
-                .map_err(map_error)?;
-            lease = self.read_lease_at(key, now).await?;
-        }
-        let Some(lease) = lease else {
-            return Err(DbError::Other(format!(
-                "lease {key:?} vanished while it was taken"
-            )));
-        };
-        if !lease.is_free(holder, lease.expired) && take_from != Some(lease.holder.as_str()) {
-            return Ok(LeaseClaim::held_by_other(lease));
-        }
         let expires_at = now.saturating_add(i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX));
-        let acquired_at = if lease.holder == holder {
-            lease.acquired_at
-        } else {
-            now
-        };
         let taken = sqlx::query(CLAIM_LEASE)
-            .bind(key)
+            .bind(&seen.key)
             .bind(holder)
             .bind(now)
             .bind(expires_at)
             .bind(state)
-            .bind(&lease.holder)
-            .bind(lease.expires_at)
+            .bind(&seen.holder)
+            .bind(seen.expires_at)
             .execute(&self.pool)
             .await
             .map_err(map_error)?
             .rows_affected();
         if taken != 1 {
-            // Another host took it between the read and the update.
-            return Ok(LeaseClaim::lost_race(lease));
+            return Ok(None);
         }
-        Ok(LeaseClaim::taken(
-            lease,
-            holder,
-            state,
-            acquired_at,
-            now,
+        Ok(Some(Lease {
+            key: seen.key.clone(),
+            holder: holder.to_string(),
+            acquired_at: if seen.holder == holder {
+                seen.acquired_at
+            } else {
+                now
+            },
+            renewed_at: now,
             expires_at,
-        ))
+            state: state.to_string(),
+            expired: false,
+        }))
     }
 
     /// Releases the lease `key` if `holder` has it, so another host may take it at once.
@@ -492,12 +483,8 @@ impl SqliteDb {
         Ok(())
     }
 
-    /// The lease `key` as it stands, if it was ever taken.
+    /// The lease `key` as it stands (expired or not by this machine's clock), if it exists.
     pub async fn read_lease(&self, key: &str) -> Result<Option<Lease>, DbError> {
-        self.read_lease_at(key, crate::clock::now_micros()).await
-    }
-
-    async fn read_lease_at(&self, key: &str, now: Micros) -> Result<Option<Lease>, DbError> {
         let Some(row) = sqlx::query(READ_LEASE)
             .bind(key)
             .fetch_optional(&self.pool)
@@ -514,7 +501,7 @@ impl SqliteDb {
             renewed_at: row.try_get(2).map_err(map_error)?,
             expires_at,
             state: row.try_get(4).map_err(map_error)?,
-            expired: expires_at < now,
+            expired: expires_at < crate::clock::now_micros(),
         }))
     }
 

@@ -1,10 +1,14 @@
 //! `ledger://PATH`: the embedded, hash-chained, append-only file.
 //!
 //! File I/O and fsync block, so each batch runs on tokio's blocking pool.
-//! The ledger is opened lazily and again after a failure to open, so a
-//! missing disk or a lock held elsewhere makes it unavailable for a while, not a crash.
+//! The ledger is opened at the first publish and again after a failure to open,
+//! so a missing disk or a lock held elsewhere makes it unavailable for a while,
+//! not a crash. Only one process may append to a ledger, and an open one holds its
+//! lock: a host standing by for another (see `crate::lease`) closes it after each
+//! use, so the host delivering can open it.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use trustlog_guest::model::{Envelope, PublishError};
@@ -16,21 +20,28 @@ use crate::ledger::{self, Ledger};
 pub struct LedgerPublisher {
     path: PathBuf,
     ledger: Arc<Mutex<Option<Ledger>>>,
+    /// Whether the ledger stays open (and locked) between uses.
+    keep_open: Arc<AtomicBool>,
 }
 
 impl LedgerPublisher {
-    /// Opens the ledger at `path` now if it can; otherwise at the first publish.
+    /// A publisher to the ledger at `path`, opened at its first use.
     pub async fn open(path: PathBuf) -> LedgerPublisher {
-        let publisher = LedgerPublisher {
+        LedgerPublisher {
             path,
             ledger: Arc::new(Mutex::new(None)),
-        };
-        let p = publisher.clone();
-        let opened = tokio::task::spawn_blocking(move || p.with_ledger(|_| ())).await;
-        if let Ok(Err(e)) = opened {
-            tracing::warn!(path = %publisher.path.display(), error = %e, "ledger not available yet; will retry at each publish");
+            keep_open: Arc::new(AtomicBool::new(true)),
         }
-        publisher
+    }
+
+    /// Keeps the ledger open between batches (`true`, the default), or closes it now and
+    /// after every later use (`false`: this host stands by for another one).
+    pub fn hold(&self, keep_open: bool) {
+        self.keep_open.store(keep_open, Ordering::SeqCst);
+        if !keep_open {
+            let mut slot = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            *slot = None;
+        }
     }
 
     fn with_ledger<R>(&self, f: impl FnOnce(&mut Ledger) -> R) -> Result<R, ledger::LedgerError> {
@@ -40,7 +51,11 @@ impl LedgerPublisher {
         if slot.is_none() {
             *slot = Some(Ledger::open(&self.path)?);
         }
-        Ok(f(slot.as_mut().expect("opened above")))
+        let result = f(slot.as_mut().expect("opened above"));
+        if !self.keep_open.load(Ordering::SeqCst) {
+            *slot = None;
+        }
+        Ok(result)
     }
 
     /// Opens the ledger now if it is not open yet, saying why it cannot be (locked by a

@@ -86,6 +86,15 @@ impl Publisher {
 }
 
 impl Publisher {
+    /// Whether this host may keep what it holds of the trust log between batches: a host
+    /// standing by for another (`false`) lets go of it, so the one delivering can have
+    /// it. Only the ledger holds something, its lock.
+    pub fn hold(&self, keep: bool) {
+        if let Publisher::Ledger(p) = self {
+            p.hold(keep);
+        }
+    }
+
     /// Whether the trust log answers now; the error says why not.
     pub async fn ready(&self) -> Result<(), String> {
         match self {
