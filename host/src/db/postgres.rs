@@ -623,6 +623,13 @@ impl PostgresDb {
         state: &str,
     ) -> Result<Option<Lease>, DbError> {
         let ttl = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
+        // A renewal lost to a server crash only lets another host take over sooner; it
+        // need not wait for the WAL to reach the disk, as every delivery's commit does.
+        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        sqlx::raw_sql("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
         let taken = sqlx::query(CLAIM_LEASE)
             .bind(&seen.key)
             .bind(holder)
@@ -630,9 +637,10 @@ impl PostgresDb {
             .bind(state)
             .bind(&seen.holder)
             .bind(PgTime::bound(seen.expires_at))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(map_error)?;
+        tx.commit().await.map_err(map_error)?;
         taken
             .map(|row| {
                 Ok(Lease {

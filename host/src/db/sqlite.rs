@@ -441,6 +441,15 @@ impl SqliteDb {
     ) -> Result<Option<Lease>, DbError> {
         let now = crate::clock::now_micros();
         let expires_at = now.saturating_add(i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX));
+        // A lease need not survive a power cut (the hosts sharing a SQLite file are on
+        // the machine that lost it), so its write skips the fsync every other commit
+        // pays: renewals were most of what an idle tenant cost. The connection is the
+        // pool's only one; it goes back with full syncing, or is closed.
+        let mut conn = self.pool.acquire().await.map_err(map_error)?;
+        sqlx::raw_sql("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await
+            .map_err(map_error)?;
         let taken = sqlx::query(CLAIM_LEASE)
             .bind(&seen.key)
             .bind(holder)
@@ -449,10 +458,16 @@ impl SqliteDb {
             .bind(state)
             .bind(&seen.holder)
             .bind(seen.expires_at)
-            .execute(&self.pool)
+            .execute(&mut *conn)
+            .await;
+        if let Err(e) = sqlx::raw_sql("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
             .await
-            .map_err(map_error)?
-            .rows_affected();
+        {
+            conn.close_on_drop();
+            return Err(map_error(e));
+        }
+        let taken = taken.map_err(map_error)?.rows_affected();
         if taken != 1 {
             return Ok(None);
         }
