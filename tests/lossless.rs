@@ -20,23 +20,19 @@ const T0: i64 = 1_764_000_000_000_000;
 /// The late-commit tests time each delivery, so they run alone; the others, which
 /// count and compare, run side by side. (Two of the heavy ones beside a timed one put
 /// MariaDB's p99 at 2.3 s where it is 0.1 s alone.)
-static TIMING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+static TIMING: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
-fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
-    TIMING
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+async fn alone() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    TIMING.write().await
 }
 
-fn beside_others() -> std::sync::RwLockReadGuard<'static, ()> {
-    TIMING
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+async fn beside_others() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    TIMING.read().await
 }
 
 #[test]
 fn sigterm_during_a_large_drain_returns_within_5_s_and_loses_nothing() {
-    let _timing = beside_others();
+    let _timing = TIMING.blocking_read();
     const N: usize = 50_000;
     let s = Scratch::new();
     let (db, ledger) = (s.db_url(), s.ledger_url());
@@ -239,7 +235,7 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 /// and the rows that committed behind the cursor went through the catch-up, not the
 /// minute-long sweep.
 async fn late_commits_from_8_writers_are_delivered_within_a_second_of_their_commit(b: Backend) {
-    let _timing = alone();
+    let _timing = alone().await;
     const WRITERS: usize = 8;
     const ROWS: usize = 30;
     let t = Arc::new(TestDb::create(b).await);
@@ -421,7 +417,7 @@ async fn active_host(hosts: &[Option<Server>], within: Duration) -> usize {
 async fn three_hosts_on_one_database_deliver_every_row_through_a_kill_with_under_1_percent_duplicates(
     b: Backend,
 ) {
-    let _timing = beside_others();
+    let _timing = beside_others().await;
     const N: usize = 60_000;
     const CHUNK: usize = 500;
     let t = Arc::new(TestDb::create(b).await);
@@ -541,7 +537,7 @@ struct Killing {
 /// delivering is killed with SIGKILL `KILLS` times, each time while it is delivering,
 /// and started again to stand by; then one last `serve --until-drained`.
 async fn kill_the_active_host_while_rows_stream_in(publisher: &str) -> Killing {
-    let _timing = beside_others();
+    let _timing = beside_others().await;
     let t = Arc::new(TestDb::create(Backend::Postgres).await);
     run_ok(&["migrate", "--db", &t.url], "");
     let start = || Some(Server::start(&["--db", &t.url, "--publisher", publisher]));
@@ -707,7 +703,7 @@ async fn cpu_share_over(server: &Server, window: Duration) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_a_database_stall_and_a_90_s_broker_outage_the_host_pauses_and_delivers_everything()
 {
-    let _timing = beside_others();
+    let _timing = beside_others().await;
     use support::proxy::TcpProxy;
     let t = TestDb::create(Backend::Postgres).await;
     run_ok(&["migrate", "--db", &t.url], "");

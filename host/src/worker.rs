@@ -822,7 +822,12 @@ impl Worker {
     /// other host drains a backlog, the index probe answers at its first row, where a
     /// count would walk the whole backlog every second.
     async fn nothing_left(&self) -> bool {
-        if !self.db.has_waiting_since(Micros::MIN).await.is_ok_and(|any| !any) {
+        if !self
+            .db
+            .has_waiting_since(Micros::MIN)
+            .await
+            .is_ok_and(|any| !any)
+        {
             return false;
         }
         self.db.backlog().await.is_ok_and(|left| left.is_empty())
