@@ -314,7 +314,15 @@ async fn late_commits_from_8_writers_are_delivered_within_a_second_of_their_comm
         catch_up >= 1.0,
         "{b:?}: the straggler committed behind the cursor and was caught up"
     );
-    assert_eq!(sweep, 0.0, "{b:?}: no row waited for the sweep");
+    // The sweep may take a late row too, when it commits between the catch-up and the
+    // sweep of one pass (the first pass has both); what matters is that no row waited
+    // for the sweep's minute.
+    let straggler = rows.iter().find(|r| r.op_id == "straggler").unwrap();
+    let straggler_latency = seen["straggler"].saturating_duration_since(straggler.done);
+    assert!(
+        straggler_latency <= Duration::from_secs(1),
+        "{b:?}: the straggler waited {straggler_latency:?}"
+    );
     assert!(p99 <= Duration::from_secs(1), "{b:?}: p99 {p99:?}");
     let held = ledger_op_ids(&ledger);
     let ids: BTreeSet<&String> = held.iter().collect();

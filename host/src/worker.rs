@@ -437,12 +437,31 @@ impl Worker {
                         tracing::warn!(cursor_key = %self.cursor_key, "lease lost; standing by");
                         held = false;
                     }
-                    let holder = k
-                        .lease()
-                        .filter(|l| l.is_held())
-                        .map(|l| l.holder)
-                        .unwrap_or_default();
-                    self.set_delivery(Delivery::Standby { holder }, lease);
+                    // A host standing by probes nothing: should it take the lease again,
+                    // its next pass finds out whether the outage lasts.
+                    if let Some(o) = outage.take()
+                        && let Some(m) = &self.metrics
+                    {
+                        m.outage(o.of, false);
+                    }
+                    let state = match (k.error(), k.lease()) {
+                        // No answer from the database: who delivers cannot be known.
+                        (Some(reason), _) => Some(Delivery::Outage {
+                            of: OutageOf::Database,
+                            since: self.clock.now(),
+                            reason: format!("the lease cannot be renewed: {reason}"),
+                        }),
+                        (None, Some(l)) if l.is_held() && l.holder != k.holder() => {
+                            Some(Delivery::Standby { holder: l.holder })
+                        }
+                        // Not claimed yet (starting), or lapsed here before the row says
+                        // so: what it was.
+                        _ => None,
+                    };
+                    match (state, self.delivery()) {
+                        (Some(Delivery::Outage { .. }), Delivery::Outage { .. }) | (None, _) => {}
+                        (Some(state), _) => self.set_delivery(state, lease),
+                    }
                     self.publisher.hold(false);
                     if let Some(m) = &self.metrics {
                         m.lease_held(false);
