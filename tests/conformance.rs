@@ -62,6 +62,7 @@ on_every_database!(
     the_watch_probe_sees_only_rows_the_scan_or_the_catch_up_would_take,
     one_host_holds_a_lease_until_it_releases_it_or_lets_it_run_out,
     of_hosts_claiming_one_free_lease_at_once_exactly_one_gets_it,
+    a_row_the_host_cannot_read_is_dead_lettered_alone_naming_its_column_and_replayed_once_fixed,
 );
 
 async fn connect(t: &TestDb) -> Database {
@@ -99,7 +100,7 @@ async fn chinese_text_round_trips(b: Backend) {
     db.insert(vec![o.clone()], TrustlogStatus::NotTrustlogged)
         .await
         .unwrap();
-    assert_eq!(db.scan_after(None, 10).await.unwrap(), vec![o], "{b:?}");
+    assert_eq!(db.scan_after(None, 10).await.unwrap().rows, vec![o], "{b:?}");
 }
 
 async fn a_64_character_op_id_fits_and_a_65_character_one_is_refused(b: Backend) {
@@ -154,7 +155,7 @@ async fn a_duplicate_op_id_is_a_conflict_and_leaves_the_stored_row_untouched(b: 
         .unwrap();
     assert_eq!(again, [InsertOutcome::Duplicate], "{b:?}");
     assert_eq!(
-        db.scan_after(None, 10).await.unwrap(),
+        db.scan_after(None, 10).await.unwrap().rows,
         vec![original],
         "{b:?}"
     );
@@ -268,7 +269,7 @@ async fn rows_owned_by_the_retry_queue_are_never_scanned(b: Backend) {
     let ids: Vec<String> = db
         .scan_after(None, 10)
         .await
-        .unwrap()
+        .unwrap().rows
         .into_iter()
         .map(|o| o.op_id)
         .collect();
@@ -359,7 +360,7 @@ async fn migrating_twice_is_harmless(b: Backend) {
     db.migrate().await.unwrap();
     assert_eq!(t.scalar("SELECT COUNT(*) FROM operation").await, 1, "{b:?}");
     assert_eq!(
-        db.scan_after(None, u32::MAX).await.unwrap(),
+        db.scan_after(None, u32::MAX).await.unwrap().rows,
         vec![op("kept", T0)],
         "{b:?}"
     );
@@ -405,7 +406,7 @@ async fn insert_reports_inserted_and_duplicate_in_input_order_and_leaves_stored_
     );
     // The stored a keeps its content and status; the first c of the batch won.
     assert_eq!(
-        db.scan_after(None, u32::MAX).await.unwrap(),
+        db.scan_after(None, u32::MAX).await.unwrap().rows,
         vec![op("a", 1), op("b", 2)],
         "{b:?}"
     );
@@ -479,7 +480,7 @@ async fn null_and_empty_string_stay_distinct_in_the_optional_fields(b: Backend) 
     .await
     .unwrap();
     assert_eq!(
-        db.scan_after(None, u32::MAX).await.unwrap(),
+        db.scan_after(None, u32::MAX).await.unwrap().rows,
         vec![empty, null],
         "{b:?}"
     );
@@ -535,7 +536,7 @@ async fn microsecond_timestamps_round_trip_exactly(b: Backend) {
         .await
         .unwrap();
     assert_eq!(
-        db.scan_after(None, u32::MAX).await.unwrap(),
+        db.scan_after(None, u32::MAX).await.unwrap().rows,
         ops,
         "{b:?}: returned exactly, in timestamp order"
     );
@@ -577,7 +578,7 @@ async fn rows_sharing_one_timestamp_are_each_scanned_exactly_once_in_op_id_order
     let mut batches = 0;
     loop {
         let cursor = db.load_cursor(DEFAULT_KEY).await.unwrap();
-        let batch = db.scan_after(cursor.clone(), 100).await.unwrap();
+        let batch = db.scan_after(cursor.clone(), 100).await.unwrap().rows;
         let Some(last) = batch.last() else { break };
         batches += 1;
         db.apply(UnitOfWork {
@@ -859,7 +860,7 @@ async fn due_retries_honour_next_retry_at_and_skip_dead_letters_and_delivered_ro
     .await
     .unwrap();
 
-    let due = db.due_retries(300, 10).await.unwrap();
+    let due = db.due_retries(300, 10).await.unwrap().rows;
     let got: Vec<(&str, u32)> = due
         .iter()
         .map(|r| (r.op.op_id.as_str(), r.retry_count))
@@ -870,14 +871,14 @@ async fn due_retries_honour_next_retry_at_and_skip_dead_letters_and_delivered_ro
         "{b:?}"
     );
     assert_eq!(due[0].op, op("due-early", 1), "{b:?}");
-    assert_eq!(db.due_retries(300, 1).await.unwrap().len(), 1, "{b:?}");
-    assert!(db.due_retries(99, 10).await.unwrap().is_empty(), "{b:?}");
+    assert_eq!(db.due_retries(300, 1).await.unwrap().rows.len(), 1, "{b:?}");
+    assert!(db.due_retries(99, 10).await.unwrap().rows.is_empty(), "{b:?}");
     assert!(
-        db.due_retries(i64::MIN, 10).await.unwrap().is_empty(),
+        db.due_retries(i64::MIN, 10).await.unwrap().rows.is_empty(),
         "{b:?}"
     );
     assert_eq!(
-        db.due_retries(i64::MAX, 10).await.unwrap().len(),
+        db.due_retries(i64::MAX, 10).await.unwrap().rows.len(),
         4,
         "{b:?}"
     );
@@ -912,12 +913,12 @@ async fn sweep_candidates_are_waiting_rows_behind_the_cursor_without_retry_rows(
         ids(db
             .sweep_candidates(pos(4, "e"), i64::MIN, 10)
             .await
-            .unwrap()),
+            .unwrap().rows),
         vec!["a", "d"],
         "{b:?}"
     );
     assert_eq!(
-        ids(db.sweep_candidates(pos(4, "e"), i64::MIN, 1).await.unwrap()),
+        ids(db.sweep_candidates(pos(4, "e"), i64::MIN, 1).await.unwrap().rows),
         vec!["a"],
         "{b:?}"
     );
@@ -925,25 +926,25 @@ async fn sweep_candidates_are_waiting_rows_behind_the_cursor_without_retry_rows(
         ids(db
             .sweep_candidates(pos(3, "d"), i64::MIN, 10)
             .await
-            .unwrap()),
+            .unwrap().rows),
         vec!["a"],
         "{b:?}"
     );
     // The catch-up's window: only rows stamped at or after `since`.
     assert_eq!(
-        ids(db.sweep_candidates(pos(4, "e"), 3, 10).await.unwrap()),
+        ids(db.sweep_candidates(pos(4, "e"), 3, 10).await.unwrap().rows),
         vec!["d"],
         "{b:?}"
     );
     assert_eq!(
-        ids(db.sweep_candidates(pos(4, "e"), 1, 10).await.unwrap()),
+        ids(db.sweep_candidates(pos(4, "e"), 1, 10).await.unwrap().rows),
         vec!["a", "d"],
         "{b:?}"
     );
     assert!(
         db.sweep_candidates(pos(4, "e"), 4, 10)
             .await
-            .unwrap()
+            .unwrap().rows
             .is_empty(),
         "{b:?}"
     );
@@ -1247,11 +1248,11 @@ async fn db_only_rows_are_never_scanned_or_swept(b: Backend) {
     db.insert(vec![op("quiet", T0)], TrustlogStatus::DbOnly)
         .await
         .unwrap();
-    assert!(db.scan_after(None, 10).await.unwrap().is_empty(), "{b:?}");
+    assert!(db.scan_after(None, 10).await.unwrap().rows.is_empty(), "{b:?}");
     assert!(
         db.sweep_candidates(pos(T0 + 1, ""), i64::MIN, 10)
             .await
-            .unwrap()
+            .unwrap().rows
             .is_empty(),
         "{b:?}"
     );
@@ -1266,12 +1267,12 @@ async fn db_only_rows_are_never_scanned_or_swept(b: Backend) {
         .await
         .unwrap();
     assert_eq!(
-        ids(db.scan_after(None, 10).await.unwrap()),
+        ids(db.scan_after(None, 10).await.unwrap().rows),
         vec!["sent-2"],
         "{b:?}"
     );
     assert_eq!(
-        ids(db.scan_after(Some(pos(0, "")), 10).await.unwrap()),
+        ids(db.scan_after(Some(pos(0, "")), 10).await.unwrap().rows),
         vec!["sent-2"],
         "{b:?}"
     );
@@ -1279,7 +1280,7 @@ async fn db_only_rows_are_never_scanned_or_swept(b: Backend) {
         ids(db
             .sweep_candidates(pos(10, ""), i64::MIN, 10)
             .await
-            .unwrap()),
+            .unwrap().rows),
         vec!["sent-2"],
         "{b:?}"
     );
@@ -1407,7 +1408,7 @@ async fn two_workers_racing_for_one_cursor_move_exactly_one_wins(b: Backend) {
             tokio::join!(one.load_cursor(DEFAULT_KEY), two.load_cursor(DEFAULT_KEY));
         let expected = at_one.unwrap();
         assert_eq!(expected, at_two.unwrap(), "{b:?} round {round}");
-        let batch = one.scan_after(expected.clone(), 10).await.unwrap();
+        let batch = one.scan_after(expected.clone(), 10).await.unwrap().rows;
         let to = batch.last().unwrap().position();
         let work = UnitOfWork {
             now: round,
@@ -1485,7 +1486,7 @@ async fn a_backlog_of_100k_rows_drains_through_scan_and_apply_in_batches_of_1000
     }
     let (mut delivered, mut cursor) = (0usize, db.load_cursor(DEFAULT_KEY).await.unwrap());
     loop {
-        let batch = db.scan_after(cursor.clone(), BATCH).await.unwrap();
+        let batch = db.scan_after(cursor.clone(), BATCH).await.unwrap().rows;
         let Some(last) = batch.last() else { break };
         let to = last.position();
         let work = UnitOfWork {
@@ -1576,7 +1577,7 @@ async fn dead_letters_are_listed_in_op_id_order_with_their_error_and_paged_by_af
     let letter =
         |op_id: &str, timestamp, retry_count, error: &str, created, updated, last| DeadLetter {
             op_id: op_id.to_string(),
-            timestamp,
+            timestamp: Some(timestamp),
             retry_count,
             error_message: error.to_string(),
             created_at: created,
@@ -1670,7 +1671,7 @@ async fn replaying_one_dead_letter_makes_it_due_now_with_a_fresh_count_and_leave
     assert!(
         db.due_retries(now, 10)
             .await
-            .unwrap()
+            .unwrap().rows
             .iter()
             .all(|r| r.op.op_id == "p"),
         "{b:?}: a dead letter is never due"
@@ -1700,7 +1701,7 @@ async fn replaying_one_dead_letter_makes_it_due_now_with_a_fresh_count_and_leave
     let due: Vec<(String, u32)> = db
         .due_retries(now, 10)
         .await
-        .unwrap()
+        .unwrap().rows
         .into_iter()
         .map(|r| (r.op.op_id, r.retry_count))
         .collect();
@@ -1712,7 +1713,7 @@ async fn replaying_one_dead_letter_makes_it_due_now_with_a_fresh_count_and_leave
     assert!(
         db.due_retries(now - 1, 10)
             .await
-            .unwrap()
+            .unwrap().rows
             .iter()
             .all(|r| r.op.op_id != "a"),
         "{b:?}: not due before now"
@@ -1805,7 +1806,7 @@ async fn replaying_all_dead_letters_requeues_every_one(b: Backend) {
         .await,
         "{b:?}: the pending retry keeps its own schedule"
     );
-    let due = db.due_retries(now, 10_000).await.unwrap();
+    let due = db.due_retries(now, 10_000).await.unwrap().rows;
     assert_eq!(due.len(), DEAD, "{b:?}");
     assert!(due.iter().all(|r| r.retry_count == 0), "{b:?}");
     let stats = db.stats(DEFAULT_KEY).await.unwrap();
@@ -1902,19 +1903,19 @@ async fn purging_dead_letters_older_than_a_cutoff_deletes_them_and_keeps_their_o
         ids(db
             .sweep_candidates(pos(i64::MAX, ""), i64::MIN, 100)
             .await
-            .unwrap()),
+            .unwrap().rows),
         ["plain"],
         "{b:?}"
     );
     assert_eq!(
-        ids(db.scan_after(None, 100).await.unwrap()),
+        ids(db.scan_after(None, 100).await.unwrap().rows),
         ["plain"],
         "{b:?}"
     );
     assert!(
         db.due_retries(i64::MAX, 100)
             .await
-            .unwrap()
+            .unwrap().rows
             .iter()
             .all(|r| r.op.op_id == "pending"),
         "{b:?}"
@@ -1973,7 +1974,7 @@ async fn settling_after_a_load_changes_no_row_and_leaves_the_tables_writable(b: 
     let before = db.stats("default").await.unwrap();
     db.settle().await.unwrap_or_else(|e| panic!("{b:?}: {e}"));
     assert_eq!(db.stats("default").await.unwrap(), before, "{b:?}");
-    let rows = db.scan_after(None, 5_000).await.unwrap();
+    let rows = db.scan_after(None, 5_000).await.unwrap().rows;
     assert_eq!(rows.len(), 2_000, "{b:?}: every row is still there");
     assert_eq!(rows[0].op_id, "s-0000", "{b:?}");
     // MariaDB's flush holds a read lock until it is released on the same connection.
@@ -2018,7 +2019,7 @@ async fn a_replayed_dead_letter_is_delivered_by_the_next_retry_tick(b: Backend) 
             parked[0].timestamp,
             parked[0].updated_at
         ),
-        (5, T0, due),
+        (5, Some(T0), due),
         "{b:?}"
     );
     assert!(!parked[0].error_message.is_empty(), "{b:?}: {parked:?}");
@@ -2053,4 +2054,66 @@ async fn a_replayed_dead_letter_is_delivered_by_the_next_retry_tick(b: Backend) 
         "{b:?}: the retry row is gone"
     );
     assert_eq!(ledger_op_ids(&path), ["r"], "{b:?}");
+}
+
+/// A value each database lets plain SQL store in `operation.timestamp` that is no
+/// timestamp the host can read: SQLite keeps TEXT in its INTEGER column, PostgreSQL has
+/// `infinity`, MariaDB (outside strict zero-date mode) a zero date.
+fn unreadable_timestamp(b: Backend) -> &'static str {
+    match b {
+        Backend::Sqlite => "'yesterday'",
+        Backend::Postgres => "'infinity'",
+        Backend::MySql => "'0000-00-00 00:00:00'",
+    }
+}
+
+async fn a_row_the_host_cannot_read_is_dead_lettered_alone_naming_its_column_and_replayed_once_fixed(
+    b: Backend,
+) {
+    let t = TestDb::create(b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l");
+    let mut tn = tenant(&t, &format!("ledger://{}", path.display()), Config::default()).await;
+    insert_by_hand(&t, "before", T0).await;
+    t.execute(&format!(
+        "INSERT INTO operation (op_id, op_actor, doid, producer_id, op_source, op_type, do_prefix, do_repository, timestamp) \
+         VALUES ('poison', 'app', 'd', 'p', 'IRP', 'Create', '10.1', 'r', {})",
+        unreadable_timestamp(b)
+    ))
+    .await;
+    insert_by_hand(&t, "after", T0 + 2).await;
+
+    // One pass: the rows around it go out, it is dead-lettered on its own.
+    let r = tn.scan_tick(T0 + 10).await.unwrap();
+    assert_eq!(
+        (r.fetched, r.published, r.dead_lettered, r.unreadable),
+        (3, 2, 1, 1),
+        "{b:?}: {r:?}"
+    );
+    assert_eq!(ledger_op_ids(&path), ["before", "after"], "{b:?}");
+    let db = connect(&t).await;
+    let parked = db.dead_letters(None, 10).await.unwrap();
+    assert_eq!(dead_ids(&parked), ["poison"], "{b:?}");
+    let why = &parked[0].error_message;
+    assert!(
+        why.contains("poison") && why.contains("unreadable column timestamp"),
+        "{b:?}: {why}"
+    );
+    // Nothing else is stuck behind it.
+    assert_eq!(tn.scan_tick(T0 + 20).await.unwrap().fetched, 0, "{b:?}");
+
+    // Fixed by hand and replayed, it is delivered like any other.
+    t.execute(&format!(
+        "UPDATE operation SET timestamp = {} WHERE op_id = 'poison'",
+        t.timestamp_sql(T0 + 1)
+    ))
+    .await;
+    assert_eq!(
+        db.replay_dead_letters(Replay::One("poison".into()), T0 + 30)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(tn.retry_tick(T0 + 30).await.unwrap().published, 1, "{b:?}");
+    assert_eq!(ledger_op_ids(&path), ["before", "after", "poison"], "{b:?}");
 }

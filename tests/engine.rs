@@ -278,3 +278,64 @@ async fn rows_left_behind_the_cursor_are_found_by_the_sweep() {
     assert_eq!((swept.fetched, swept.published), (1, 1));
     assert_eq!(ledger_op_ids(&s.ledger_path()), ["early", "late"]);
 }
+
+#[tokio::test]
+async fn sqlite_rows_of_each_unreadable_kind_dead_letter_alone_and_go_timestamps_are_read() {
+    let s = Scratch::new();
+    let mut t = tenant(&s, &s.ledger_url(), Config::default()).await;
+    let pool = s.pool().await;
+    let insert = |id: &str, actor: &str, stamp: &str| {
+        format!(
+            "INSERT INTO operation (op_id, op_actor, doid, producer_id, op_source, op_type, \
+             do_prefix, do_repository, timestamp) \
+             VALUES ('{id}', {actor}, 'd', 'p', 'IRP', 'Create', '10.1', 'r', {stamp})"
+        )
+    };
+    for sql in [
+        insert("good-1", "'app'", &T0.to_string()),
+        // A time.Time as mattn/go-sqlite3 writes it, TEXT in the INTEGER column.
+        insert("go-time", "'app'", "'2025-11-24 10:23:54.123456789+08:00'"),
+        // Text that is not UTF-8.
+        insert("bad-utf8", "CAST(X'C328' AS TEXT)", &(T0 + 2).to_string()),
+        // Longer than the column's limit: SQLite does not enforce VARCHAR sizes.
+        insert("too-long", &format!("'{}'", "x".repeat(300)), &(T0 + 3).to_string()),
+        // A timestamp in no known form.
+        insert("no-time", "'app'", "'next tuesday'"),
+        insert("good-2", "'app'", &(T0 + 5).to_string()),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let r = t.scan_tick(T0 + 10).await.unwrap();
+    assert_eq!(
+        (r.fetched, r.published, r.dead_lettered, r.unreadable),
+        (6, 3, 3, 2),
+        "{r:?}"
+    );
+    let mut held = ledger_op_ids(&s.ledger_path());
+    held.sort();
+    assert_eq!(held, ["go-time", "good-1", "good-2"]);
+    let go = ledger_payloads(&s.ledger_path())
+        .into_iter()
+        .find(|p| p["op_id"] == "go-time")
+        .unwrap();
+    assert_eq!(go["timestamp"], "2025-11-24T02:23:54.123456Z", "read as UTC, cut to the µs");
+    let db = Database::connect(&s.db_url()).await.unwrap();
+    let parked = db.dead_letters(None, 10).await.unwrap();
+    let why = |id: &str| {
+        parked
+            .iter()
+            .find(|d| d.op_id == id)
+            .unwrap_or_else(|| panic!("{id} not dead-lettered: {parked:?}"))
+            .error_message
+            .clone()
+    };
+    assert!(why("bad-utf8").contains("unreadable column op_actor"), "{}", why("bad-utf8"));
+    assert!(why("too-long").contains("op_actor"), "{}", why("too-long"));
+    assert!(why("no-time").contains("unreadable column timestamp"), "{}", why("no-time"));
+    assert!(why("no-time").contains("next tuesday"), "{}", why("no-time"));
+    assert_eq!(parked.iter().find(|d| d.op_id == "no-time").unwrap().timestamp, None);
+    assert_eq!(t.scan_tick(T0 + 20).await.unwrap().fetched, 0, "nothing is stuck");
+}

@@ -427,6 +427,7 @@ impl From<m::TickReport> for x::TickReport {
             more: r.more,
             cursor_conflict: r.cursor_conflict,
             unavailable: r.unavailable,
+            unreadable: r.unreadable,
             error: r.error,
         }
     }
@@ -439,6 +440,16 @@ impl From<t::OperationBatch> for packed::OperationBatch {
             ends: b.ends,
             absent: b.absent,
             timestamps: b.timestamps,
+            faults: b
+                .faults
+                .into_iter()
+                .map(|f| m::RowFault {
+                    op_id: f.op_id,
+                    column: f.column,
+                    message: f.message,
+                    retry_count: f.retry_count,
+                })
+                .collect(),
         }
     }
 }

@@ -206,19 +206,24 @@ impl Engine {
     ) -> Result<TickReport, EngineError> {
         let cfg = self.config()?.clone();
         let from = self.cursor_position(host, &cfg.cursor_key)?;
-        let rows = host
+        let fetched_rows = host
             .scan_after(from.clone(), cfg.batch_size)
             .inspect_err(|_| self.cursor.forget())?;
-        let rows = rows.views().inspect_err(|_| self.cursor.forget())?;
-        if rows.is_empty() {
+        let rows = fetched_rows
+            .views()
+            .inspect_err(|_| self.cursor.forget())?;
+        let faults = fetched_rows.faults();
+        if rows.is_empty() && faults.is_empty() {
             return Ok(TickReport::default());
         }
-        let fetched = rows.len() as u32;
+        let fetched = (rows.len() + faults.len()) as u32;
         let (mut work, outcome) = deliver(
             host,
             now,
             &cfg.backoff,
             rows.iter().map(|op| (*op, 0, true)),
+            faults,
+            true,
         );
         let horizon = now.saturating_add(FUTURE_SLACK_MICROS);
         work.cursor = Cursor::plan_move(
@@ -263,9 +268,10 @@ impl Engine {
         now: Micros,
     ) -> Result<TickReport, EngineError> {
         let cfg = self.config()?.clone();
-        let rows = host.due_retries(now, cfg.batch_size)?;
-        let rows = rows.views()?;
-        let fetched = rows.len() as u32;
+        let fetched_rows = host.due_retries(now, cfg.batch_size)?;
+        let rows = fetched_rows.views()?;
+        let faults = fetched_rows.faults();
+        let fetched = (rows.len() + faults.len()) as u32;
         if fetched == 0 {
             return Ok(TickReport::default());
         }
@@ -274,6 +280,8 @@ impl Engine {
             now,
             &cfg.backoff,
             rows.into_iter().map(|(op, retries)| (op, retries, false)),
+            faults,
+            false,
         );
         host.apply(work)?;
         Ok(report(fetched, outcome, fetched >= cfg.batch_size))
@@ -318,9 +326,10 @@ impl Engine {
                 Micros::try_from(cfg.catch_up_window_micros).unwrap_or(Micros::MAX),
             ),
         };
-        let rows = host.sweep_candidates(before, since, cfg.batch_size)?;
-        let rows = rows.views()?;
-        let fetched = rows.len() as u32;
+        let fetched_rows = host.sweep_candidates(before, since, cfg.batch_size)?;
+        let rows = fetched_rows.views()?;
+        let faults = fetched_rows.faults();
+        let fetched = (rows.len() + faults.len()) as u32;
         if fetched == 0 {
             return Ok(TickReport::default());
         }
@@ -337,6 +346,8 @@ impl Engine {
             now,
             &cfg.backoff,
             rows.into_iter().map(|op| (op, 0, true)),
+            faults,
+            true,
         );
         host.apply(work)?;
         Ok(report(fetched, outcome, fetched >= cfg.batch_size))
@@ -381,6 +392,7 @@ fn report(fetched: u32, outcome: plan::Outcome, more: bool) -> TickReport {
         more: more && unavailable == 0,
         cursor_conflict: false,
         unavailable,
+        unreadable: outcome.unreadable,
         error: outcome.error,
     }
 }
@@ -418,6 +430,9 @@ fn build_envelopes<'a>(
     let mut batch = EnvelopeBatch::with_capacity(count);
     let mut slots: Vec<Result<(), Unbuilt>> = ops
         .map(|op| {
+            // A stored row may hold what `record` would have refused (plain SQL, SQLite's
+            // unbounded TEXT): it can never be delivered as it is.
+            validate::stored(op).map_err(Unbuilt::Invalid)?;
             batch.push(op).map_err(|e| match e {
                 Unjoined::Invalid(e) => Unbuilt::Invalid(e),
                 Unjoined::Full => Unbuilt::NoRoom,
@@ -444,12 +459,15 @@ fn build_envelopes<'a>(
     (batch, slots)
 }
 
-/// A row whose envelope cannot be built is a permanent failure: it never will be.
+/// A row whose envelope cannot be built is a permanent failure: it never will be. So
+/// is a row the host could not read (`faults`, of attempts that are `first` or not).
 fn deliver<'a>(
     host: &mut impl Host,
     now: Micros,
     backoff: &Backoff,
     rows: impl Iterator<Item = (OperationRef<'a>, u32, bool)>,
+    faults: &[RowFault],
+    first: bool,
 ) -> (UnitOfWork, plan::Outcome) {
     let (ops, attempts): (Vec<OperationRef<'a>>, Vec<Attempt>) = rows
         .map(|(op, retries_done, first)| {
@@ -486,5 +504,15 @@ fn deliver<'a>(
         sent.push(attempt);
         results.push(Err(why.into()));
     }
-    plan::deliveries(now, backoff, sent, results)
+    for fault in faults {
+        sent.push(Attempt {
+            op_id: fault.op_id.clone(),
+            retries_done: fault.retry_count,
+            first,
+        });
+        results.push(Err(PublishError::Permanent(fault.to_string())));
+    }
+    let (work, mut outcome) = plan::deliveries(now, backoff, sent, results);
+    outcome.unreadable = faults.len() as u32;
+    (work, outcome)
 }

@@ -369,6 +369,57 @@ pub struct RetryRow {
     pub retry_count: u32,
 }
 
+/// A row the host could not read as an operation: a value of the wrong type or in no
+/// known form, text that is not UTF-8, a NULL where a value is needed. The engine
+/// dead-letters it on its own; the rows around it go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowFault {
+    pub op_id: String,
+    /// The column that could not be read.
+    pub column: String,
+    pub message: String,
+    /// Failed retries of the row, when it came from the retry queue (else 0).
+    pub retry_count: u32,
+}
+
+impl fmt::Display for RowFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "op_id {:?}: unreadable column {}: {}",
+            self.op_id, self.column, self.message
+        )
+    }
+}
+
+/// What a read of rows returned: the rows, and those that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched<T> {
+    pub rows: Vec<T>,
+    pub faults: Vec<RowFault>,
+}
+
+impl<T> Default for Fetched<T> {
+    fn default() -> Self {
+        Fetched {
+            rows: Vec::new(),
+            faults: Vec::new(),
+        }
+    }
+}
+
+impl<T> Fetched<T> {
+    /// Rows read and rows that could not be, together.
+    pub fn len(&self) -> usize {
+        self.rows.len() + self.faults.len()
+    }
+
+    /// Whether nothing came back.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.faults.is_empty()
+    }
+}
+
 /// One row of `trustlog_retry` to write (insert or overwrite).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryUpdate {
@@ -467,6 +518,8 @@ pub struct TickReport {
     pub cursor_conflict: bool,
     /// Rows left untouched because the trust log could not be reached.
     pub unavailable: u32,
+    /// Rows dead-lettered because the host could not read them (also in `dead_lettered`).
+    pub unreadable: u32,
     /// One delivery failure of the tick (an unavailable one first), for the host's log.
     pub error: Option<String>,
 }

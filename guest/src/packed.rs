@@ -10,7 +10,9 @@
 //! in place ([`OperationRef`]). The host packs ([`OperationBatch::pack`]); the
 //! component checks every field as it reads ([`OperationBatch::views`]).
 
-use crate::model::{DbError, Micros, Operation, OperationRef, RetryRow, TEXT_FIELDS};
+use crate::model::{
+    DbError, Fetched, Micros, Operation, OperationRef, RetryRow, RowFault, TEXT_FIELDS,
+};
 
 /// Text fields per operation, each with an entry in [`OperationBatch::ends`].
 pub const FIELDS: usize = TEXT_FIELDS.len();
@@ -35,6 +37,8 @@ pub struct OperationBatch {
     pub absent: Vec<u8>,
     /// One per row.
     pub timestamps: Vec<Micros>,
+    /// Rows of the same read that could not be read.
+    pub faults: Vec<RowFault>,
 }
 
 /// Due retries, packed: `retry_counts[i]` belongs to row `i` of `ops`.
@@ -48,6 +52,13 @@ impl OperationBatch {
     /// Packs `ops`, in order.
     pub fn pack(ops: &[Operation]) -> Result<OperationBatch, DbError> {
         Self::pack_each(ops.iter(), ops.len())
+    }
+
+    /// Packs what a read fetched: its rows, in order, and its faults.
+    pub fn pack_fetched(fetched: Fetched<Operation>) -> Result<OperationBatch, DbError> {
+        let mut batch = Self::pack(&fetched.rows)?;
+        batch.faults = fetched.faults;
+        Ok(batch)
     }
 
     /// Packs `count` operations borrowed from wherever they live, in order.
@@ -67,6 +78,7 @@ impl OperationBatch {
             ends: Vec::with_capacity(count * FIELDS),
             absent: Vec::with_capacity(count),
             timestamps: Vec::with_capacity(count),
+            faults: Vec::new(),
         };
         for op in ops {
             let mut absent = 0;
@@ -184,6 +196,13 @@ impl RetryBatch {
         })
     }
 
+    /// Packs what a read of due retries fetched: its rows, in order, and its faults.
+    pub fn pack_fetched(fetched: Fetched<RetryRow>) -> Result<RetryBatch, DbError> {
+        let mut batch = Self::pack(&fetched.rows)?;
+        batch.ops.faults = fetched.faults;
+        Ok(batch)
+    }
+
     /// The operations with their retry counts, in order; refuses a batch whose counts
     /// do not match its rows.
     pub fn views(&self) -> Result<Vec<(OperationRef<'_>, u32)>, DbError> {
@@ -207,7 +226,7 @@ impl RetryBatch {
 /// component's imports). Delivery reads either through the same borrowed views.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rows {
-    Owned(Vec<Operation>),
+    Owned(Fetched<Operation>),
     Packed(OperationBatch),
 }
 
@@ -215,8 +234,16 @@ impl Rows {
     /// The operations, in order.
     pub fn views(&self) -> Result<Vec<OperationRef<'_>>, DbError> {
         match self {
-            Rows::Owned(ops) => Ok(ops.iter().map(Operation::view).collect()),
+            Rows::Owned(f) => Ok(f.rows.iter().map(Operation::view).collect()),
             Rows::Packed(batch) => batch.views(),
+        }
+    }
+
+    /// The rows that could not be read.
+    pub fn faults(&self) -> &[RowFault] {
+        match self {
+            Rows::Owned(f) => &f.faults,
+            Rows::Packed(batch) => &batch.faults,
         }
     }
 }
@@ -224,7 +251,7 @@ impl Rows {
 /// Due retries as the host hands them over, owned or packed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetryRows {
-    Owned(Vec<RetryRow>),
+    Owned(Fetched<RetryRow>),
     Packed(RetryBatch),
 }
 
@@ -232,10 +259,20 @@ impl RetryRows {
     /// The operations with their retry counts, in order.
     pub fn views(&self) -> Result<Vec<(OperationRef<'_>, u32)>, DbError> {
         match self {
-            RetryRows::Owned(rows) => {
-                Ok(rows.iter().map(|r| (r.op.view(), r.retry_count)).collect())
-            }
+            RetryRows::Owned(f) => Ok(f
+                .rows
+                .iter()
+                .map(|r| (r.op.view(), r.retry_count))
+                .collect()),
             RetryRows::Packed(batch) => batch.views(),
+        }
+    }
+
+    /// The rows that could not be read, with their retry counts.
+    pub fn faults(&self) -> &[RowFault] {
+        match self {
+            RetryRows::Owned(f) => &f.faults,
+            RetryRows::Packed(batch) => &batch.ops.faults,
         }
     }
 }

@@ -24,6 +24,8 @@ pub struct Outcome {
     pub unavailable: Vec<String>,
     /// The first failure, or the first unavailable one when there was one.
     pub error: Option<String>,
+    /// Rows dead-lettered because the host could not read them.
+    pub unreadable: u32,
 }
 
 /// Turns publish results into a unit of work: confirmed rows become

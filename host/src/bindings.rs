@@ -245,6 +245,7 @@ impl From<x::TickReport> for m::TickReport {
             more: r.more,
             cursor_conflict: r.cursor_conflict,
             unavailable: r.unavailable,
+            unreadable: r.unreadable,
             error: r.error,
         }
     }
@@ -286,6 +287,16 @@ impl From<packed::OperationBatch> for t::OperationBatch {
             ends: b.ends,
             absent: b.absent,
             timestamps: b.timestamps,
+            faults: b
+                .faults
+                .into_iter()
+                .map(|f| t::RowFault {
+                    op_id: f.op_id,
+                    column: f.column,
+                    message: f.message,
+                    retry_count: f.retry_count,
+                })
+                .collect(),
         }
     }
 }

@@ -231,10 +231,10 @@ impl HostImports {
         &mut self,
         after: Option<m::Position>,
         limit: u32,
-    ) -> Result<Vec<m::Operation>, m::DbError> {
-        let rows = self.timed(self.db.scan_after(after, limit)).await?;
-        self.remember(rows.iter());
-        Ok(rows)
+    ) -> Result<m::Fetched<m::Operation>, m::DbError> {
+        let fetched = self.timed(self.db.scan_after(after, limit)).await?;
+        self.remember(fetched.rows.iter());
+        Ok(fetched)
     }
 
     /// `db.due-retries`.
@@ -242,10 +242,10 @@ impl HostImports {
         &mut self,
         now: m::Micros,
         limit: u32,
-    ) -> Result<Vec<m::RetryRow>, m::DbError> {
-        let rows = self.timed(self.db.due_retries(now, limit)).await?;
-        self.remember(rows.iter().map(|r| &r.op));
-        Ok(rows)
+    ) -> Result<m::Fetched<m::RetryRow>, m::DbError> {
+        let fetched = self.timed(self.db.due_retries(now, limit)).await?;
+        self.remember(fetched.rows.iter().map(|r| &r.op));
+        Ok(fetched)
     }
 
     /// `db.sweep-candidates`.
@@ -254,11 +254,12 @@ impl HostImports {
         before: m::Position,
         since: m::Micros,
         limit: u32,
-    ) -> Result<Vec<m::Operation>, m::DbError> {
+    ) -> Result<m::Fetched<m::Operation>, m::DbError> {
         let cursor_at = before.timestamp;
-        let rows = self
+        let fetched = self
             .timed(self.db.sweep_candidates(before, since, limit))
             .await?;
+        let rows = &fetched.rows;
         if let Some(m) = &self.metrics
             && !rows.is_empty()
         {
@@ -272,8 +273,8 @@ impl HostImports {
                 rows.iter().map(|op| cursor_at.saturating_sub(op.timestamp)),
             );
         }
-        self.remember(rows.iter());
-        Ok(rows)
+        self.remember(fetched.rows.iter());
+        Ok(fetched)
     }
 
     /// `db.stats`.

@@ -27,6 +27,7 @@ pub struct Metrics {
     published: IntCounterVec,
     failed: IntCounterVec,
     dead_lettered: IntCounterVec,
+    unreadable: IntCounterVec,
     tick_errors: IntCounterVec,
     publish_latency: HistogramVec,
     tick_duration: HistogramVec,
@@ -105,6 +106,15 @@ impl Metrics {
             )?,
             dead_lettered: IntCounterVec::new(
                 Opts::new("trustlog_dead_lettered_total", "Operations dead-lettered."),
+                tick,
+            )?,
+            unreadable: IntCounterVec::new(
+                Opts::new(
+                    "trustlog_unreadable_rows_total",
+                    "Rows dead-lettered because the host could not read them (a value of the \
+                     wrong type or in no known form, text that is not UTF-8); also counted in \
+                     trustlog_dead_lettered_total.",
+                ),
                 tick,
             )?,
             tick_errors: IntCounterVec::new(
@@ -224,6 +234,7 @@ impl Metrics {
         m.registry.register(Box::new(m.published.clone()))?;
         m.registry.register(Box::new(m.failed.clone()))?;
         m.registry.register(Box::new(m.dead_lettered.clone()))?;
+        m.registry.register(Box::new(m.unreadable.clone()))?;
         m.registry.register(Box::new(m.tick_errors.clone()))?;
         m.registry.register(Box::new(m.publish_latency.clone()))?;
         m.registry.register(Box::new(m.tick_duration.clone()))?;
@@ -269,6 +280,7 @@ impl Metrics {
             self.published.with_label_values(labels);
             self.failed.with_label_values(labels);
             self.dead_lettered.with_label_values(labels);
+            self.unreadable.with_label_values(labels);
             self.tick_errors.with_label_values(labels);
         }
         TenantMetrics {
@@ -304,6 +316,7 @@ impl Metrics {
             let _ = self.published.remove_label_values(labels);
             let _ = self.failed.remove_label_values(labels);
             let _ = self.dead_lettered.remove_label_values(labels);
+            let _ = self.unreadable.remove_label_values(labels);
             let _ = self.tick_errors.remove_label_values(labels);
             let _ = self.tick_duration.remove_label_values(labels);
             let _ = self.late_row_depth.remove_label_values(labels);
@@ -373,6 +386,9 @@ impl TenantMetrics {
         m.dead_lettered
             .with_label_values(l)
             .inc_by(u64::from(report.dead_lettered));
+        m.unreadable
+            .with_label_values(l)
+            .inc_by(u64::from(report.unreadable));
         m.tick_duration
             .with_label_values(l)
             .observe(took.as_secs_f64());

@@ -50,7 +50,7 @@ pub fn delivery_json(lease: Option<&Lease>) -> Value {
 pub fn dead_letter_json(d: &DeadLetter) -> Value {
     json!({
         "op_id": d.op_id,
-        "timestamp": format_timestamp(d.timestamp),
+        "timestamp": d.timestamp.map(format_timestamp),
         "retry_count": d.retry_count,
         "error_message": d.error_message,
         "first_failed_at": format_timestamp(d.created_at),

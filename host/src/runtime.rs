@@ -302,7 +302,7 @@ impl db::Host for TenantState {
             .imports
             .scan_after(after.map(Into::into), limit)
             .await?;
-        Ok(OperationBatch::pack(&rows)?.into())
+        Ok(OperationBatch::pack_fetched(rows)?.into())
     }
 
     async fn due_retries(
@@ -311,7 +311,7 @@ impl db::Host for TenantState {
         limit: u32,
     ) -> Result<db::RetryBatch, t::DbError> {
         let rows = self.imports.due_retries(now, limit).await?;
-        let batch = RetryBatch::pack(&rows)?;
+        let batch = RetryBatch::pack_fetched(rows)?;
         Ok(db::RetryBatch {
             ops: batch.ops.into(),
             retry_counts: batch.retry_counts,
@@ -328,7 +328,7 @@ impl db::Host for TenantState {
             .imports
             .sweep_candidates(before.into(), since, limit)
             .await?;
-        Ok(OperationBatch::pack(&rows)?.into())
+        Ok(OperationBatch::pack_fetched(rows)?.into())
     }
 
     async fn stats(&mut self, cursor_key: String) -> Result<monitoring::DbStats, t::DbError> {

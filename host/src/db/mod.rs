@@ -5,6 +5,7 @@ pub mod mysql;
 pub mod postgres;
 pub mod schemas;
 pub mod sqlite;
+mod text_time;
 #[cfg(test)]
 mod test_fixtures;
 
@@ -13,8 +14,8 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use trustlog_guest::model::{
-    DbError, DbStats, InsertOutcome, Micros, Operation, Position, RetryRow, TrustlogStatus,
-    UnitOfWork,
+    DbError, DbStats, Fetched, InsertOutcome, Micros, Operation, Position, RetryRow, RowFault,
+    TrustlogStatus, UnitOfWork,
 };
 
 /// One dead letter, as an operator sees it: the retry row joined with its operation.
@@ -22,8 +23,9 @@ use trustlog_guest::model::{
 pub struct DeadLetter {
     /// The operation's key.
     pub op_id: String,
-    /// The operation's own timestamp.
-    pub timestamp: Micros,
+    /// The operation's own timestamp; `None` when the stored value cannot be read (a
+    /// row dead-lettered for just that).
+    pub timestamp: Option<Micros>,
     /// Retries made before it was parked.
     pub retry_count: u32,
     /// The last error (the publisher's message).
@@ -34,6 +36,53 @@ pub struct DeadLetter {
     pub updated_at: Micros,
     /// When the last attempt was made; `None` if it never was.
     pub last_retry_at: Option<Micros>,
+}
+
+/// Reads `rows` with `read`: a row it cannot make an operation of is kept as a fault
+/// (the engine dead-letters it, naming the column), so one unreadable row never stops
+/// the others. Only a row whose op_id itself cannot be read fails the whole read.
+fn fetch_each<R>(
+    rows: &[R],
+    read: impl Fn(&R) -> Result<Result<Operation, RowFault>, DbError>,
+) -> Result<Fetched<Operation>, DbError> {
+    let mut fetched = Fetched::default();
+    for row in rows {
+        match read(row)? {
+            Ok(op) => fetched.rows.push(op),
+            Err(fault) => fetched.faults.push(fault),
+        }
+    }
+    Ok(fetched)
+}
+
+/// [`fetch_each`] for due retries, each with its retry count (`count`).
+fn fetch_each_retry<R>(
+    rows: &[R],
+    read: impl Fn(&R) -> Result<Result<Operation, RowFault>, DbError>,
+    count: impl Fn(&R) -> Result<u32, DbError>,
+) -> Result<Fetched<RetryRow>, DbError> {
+    let mut fetched = Fetched::default();
+    for row in rows {
+        let retry_count = count(row)?;
+        match read(row)? {
+            Ok(op) => fetched.rows.push(RetryRow { op, retry_count }),
+            Err(fault) => fetched.faults.push(RowFault {
+                retry_count,
+                ..fault
+            }),
+        }
+    }
+    Ok(fetched)
+}
+
+/// What a failed read of `column` of the row `op_id` becomes.
+fn fault(op_id: &str, column: &str, message: impl std::fmt::Display) -> RowFault {
+    RowFault {
+        op_id: op_id.to_string(),
+        column: column.to_string(),
+        message: message.to_string(),
+        retry_count: 0,
+    }
 }
 
 /// What is left to deliver, read from the indexes (not a count of the whole table):
@@ -178,27 +227,28 @@ impl Database {
         dispatch!(self, db => db.load_cursor(key).await)
     }
 
-    /// `NOT_TRUSTLOGGED` rows after a keyset position.
+    /// `NOT_TRUSTLOGGED` rows after a keyset position (and those that could not be read).
     pub async fn scan_after(
         &self,
         after: Option<Position>,
         limit: u32,
-    ) -> Result<Vec<Operation>, DbError> {
+    ) -> Result<Fetched<Operation>, DbError> {
         dispatch!(self, db => db.scan_after(after, limit).await)
     }
 
-    /// Retry rows due at `now`.
-    pub async fn due_retries(&self, now: Micros, limit: u32) -> Result<Vec<RetryRow>, DbError> {
+    /// Retry rows due at `now` (and those that could not be read).
+    pub async fn due_retries(&self, now: Micros, limit: u32) -> Result<Fetched<RetryRow>, DbError> {
         dispatch!(self, db => db.due_retries(now, limit).await)
     }
 
-    /// Rows left behind a position, stamped at or after `since`, with no retry row.
+    /// Rows left behind a position, stamped at or after `since`, with no retry row (and
+    /// those that could not be read).
     pub async fn sweep_candidates(
         &self,
         before: Position,
         since: Micros,
         limit: u32,
-    ) -> Result<Vec<Operation>, DbError> {
+    ) -> Result<Fetched<Operation>, DbError> {
         dispatch!(self, db => db.sweep_candidates(before, since, limit).await)
     }
 

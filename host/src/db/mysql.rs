@@ -17,8 +17,8 @@ use sqlx::mysql::{
 };
 use sqlx::{Executor, QueryBuilder, Row};
 use trustlog_guest::model::{
-    CursorMove, DbError, DbStats, FieldError, InsertOutcome, Micros, Operation, Position, RetryRow,
-    RetryUpdate, TrustlogStatus, UnitOfWork,
+    CursorMove, DbError, DbStats, Fetched, FieldError, InsertOutcome, Micros, Operation, Position, RetryRow,
+    RetryUpdate, RowFault, TEXT_FIELDS, TrustlogStatus, UnitOfWork,
 };
 use trustlog_guest::validate::{MAX_TIMESTAMP, MIN_TIMESTAMP};
 
@@ -462,7 +462,7 @@ impl MySqlDb {
         &self,
         after: Option<Position>,
         limit: u32,
-    ) -> Result<Vec<Operation>, DbError> {
+    ) -> Result<Fetched<Operation>, DbError> {
         // Stored timestamps lie within DATETIME's range: a position before it is before
         // every row, one past it after every row.
         let after = after.filter(|p| p.timestamp >= MIN_TIMESTAMP);
@@ -473,7 +473,7 @@ impl MySqlDb {
                     .fetch_all(&self.pool)
                     .await
             }
-            Some(p) if p.timestamp > MAX_TIMESTAMP => return Ok(Vec::new()),
+            Some(p) if p.timestamp > MAX_TIMESTAMP => return Ok(Fetched::default()),
             Some(p) => {
                 let at = to_datetime("timestamp", p.timestamp)?;
                 sqlx::query(SCAN_AFTER)
@@ -486,13 +486,17 @@ impl MySqlDb {
             }
         }
         .map_err(map_error)?;
-        rows.iter().map(operation_at).collect()
+        super::fetch_each(&rows, operation_at)
     }
 
     /// Retry rows due at `now` (pending or retrying, operation still waiting), oldest due first.
-    pub async fn due_retries(&self, now: Micros, limit: u32) -> Result<Vec<RetryRow>, DbError> {
+    pub async fn due_retries(
+        &self,
+        now: Micros,
+        limit: u32,
+    ) -> Result<Fetched<RetryRow>, DbError> {
         if now < MIN_TIMESTAMP {
-            return Ok(Vec::new());
+            return Ok(Fetched::default());
         }
         let now = to_datetime("now", now.min(MAX_TIMESTAMP))?;
         let rows = sqlx::query(DUE_RETRIES)
@@ -504,19 +508,11 @@ impl MySqlDb {
             .fetch_all(&self.pool)
             .await
             .map_err(map_error)?;
-        rows.iter()
-            .map(|row| {
-                let op = operation_at(row)?;
-                let count: i64 = row.try_get(OPERATION_COLUMN_COUNT).map_err(map_error)?;
-                let retry_count = u32::try_from(count).map_err(|_| {
-                    DbError::Other(format!(
-                        "retry_count {count} of {:?} is out of range",
-                        op.op_id
-                    ))
-                })?;
-                Ok(RetryRow { op, retry_count })
-            })
-            .collect()
+        super::fetch_each_retry(&rows, operation_at, |row| {
+            let count: i64 = row.try_get(OPERATION_COLUMN_COUNT).map_err(map_error)?;
+            u32::try_from(count)
+                .map_err(|_| DbError::Other(format!("retry_count {count} is out of range")))
+        })
     }
 
     /// `NOT_TRUSTLOGGED` rows strictly before `before`, stamped at or after `since`, with
@@ -526,9 +522,9 @@ impl MySqlDb {
         before: Position,
         since: Micros,
         limit: u32,
-    ) -> Result<Vec<Operation>, DbError> {
+    ) -> Result<Fetched<Operation>, DbError> {
         if before.timestamp < MIN_TIMESTAMP || since > MAX_TIMESTAMP {
-            return Ok(Vec::new());
+            return Ok(Fetched::default());
         }
         let since = to_datetime("since", since.max(MIN_TIMESTAMP))?;
         let rows = if before.timestamp > MAX_TIMESTAMP {
@@ -550,7 +546,7 @@ impl MySqlDb {
                 .await
         }
         .map_err(map_error)?;
-        rows.iter().map(operation_at).collect()
+        super::fetch_each(&rows, operation_at)
     }
 
     /// What is left to deliver, from the indexes.
@@ -1068,30 +1064,44 @@ fn micros_of(at: NaiveDateTime) -> Micros {
 }
 
 /// The [`Operation`] in the first [`OPERATION_COLUMN_COUNT`] columns of `row`.
-fn operation_at(row: &MySqlRow) -> Result<Operation, DbError> {
-    let timestamp: NaiveDateTime = row.try_get(12).map_err(map_error)?;
-    let op = Operation {
-        op_id: row.try_get(0).map_err(map_error)?,
-        op_actor: row.try_get(1).map_err(map_error)?,
-        doid: row.try_get(2).map_err(map_error)?,
-        producer_id: row.try_get(3).map_err(map_error)?,
-        request_body_hash: row.try_get(4).map_err(map_error)?,
-        response_body_hash: row.try_get(5).map_err(map_error)?,
-        op_source: row.try_get(6).map_err(map_error)?,
-        op_type: row.try_get(7).map_err(map_error)?,
-        do_prefix: row.try_get(8).map_err(map_error)?,
-        do_repository: row.try_get(9).map_err(map_error)?,
-        client_ip: row.try_get(10).map_err(map_error)?,
-        server_ip: row.try_get(11).map_err(map_error)?,
-        timestamp: micros_of(timestamp),
+fn operation_at(row: &MySqlRow) -> Result<Result<Operation, RowFault>, DbError> {
+    let op_id: String = row.try_get(0).map_err(map_error)?;
+    let text = |i: usize| -> Result<String, RowFault> {
+        row.try_get(i)
+            .map_err(|e| super::fault(&op_id, TEXT_FIELDS[i], map_error(e)))
     };
-    Ok(op)
+    let optional = |i: usize| -> Result<Option<String>, RowFault> {
+        row.try_get(i)
+            .map_err(|e| super::fault(&op_id, TEXT_FIELDS[i], map_error(e)))
+    };
+    let read = || -> Result<Operation, RowFault> {
+        // DATETIME of any precision and TIMESTAMP (converted by the session's UTC zone).
+        let timestamp: NaiveDateTime = row
+            .try_get(12)
+            .map_err(|e| super::fault(&op_id, "timestamp", map_error(e)))?;
+        Ok(Operation {
+            op_actor: text(1)?,
+            doid: text(2)?,
+            producer_id: text(3)?,
+            request_body_hash: optional(4)?,
+            response_body_hash: optional(5)?,
+            op_source: text(6)?,
+            op_type: text(7)?,
+            do_prefix: text(8)?,
+            do_repository: text(9)?,
+            client_ip: optional(10)?,
+            server_ip: optional(11)?,
+            timestamp: micros_of(timestamp),
+            op_id: op_id.clone(),
+        })
+    };
+    Ok(read())
 }
 
 /// The [`DeadLetter`] in the columns `dead_letter_columns!` lists.
 fn dead_letter_at(row: &MySqlRow) -> Result<DeadLetter, DbError> {
     let op_id: String = row.try_get(0).map_err(map_error)?;
-    let timestamp: NaiveDateTime = row.try_get(1).map_err(map_error)?;
+    let timestamp: Option<NaiveDateTime> = row.try_get(1).ok();
     let count: i64 = row.try_get(2).map_err(map_error)?;
     let retry_count = u32::try_from(count)
         .map_err(|_| DbError::Other(format!("retry_count {count} of {op_id:?} is out of range")))?;
@@ -1100,7 +1110,7 @@ fn dead_letter_at(row: &MySqlRow) -> Result<DeadLetter, DbError> {
     let updated_at: NaiveDateTime = row.try_get(5).map_err(map_error)?;
     let last_retry_at: Option<NaiveDateTime> = row.try_get(6).map_err(map_error)?;
     Ok(DeadLetter {
-        timestamp: micros_of(timestamp),
+        timestamp: timestamp.map(micros_of),
         retry_count,
         // The schema allows NULL; rows written by hand or by the seed may hold it.
         error_message: error_message.unwrap_or_default(),
@@ -1351,7 +1361,7 @@ mod tests {
     }
 
     async fn fetch_all_waiting(db: &MySqlDb) -> Vec<Operation> {
-        db.scan_after(None, u32::MAX).await.unwrap()
+        db.scan_after(None, u32::MAX).await.unwrap().rows
     }
 
     fn ids(ops: Vec<Operation>) -> Vec<String> {
@@ -1575,30 +1585,30 @@ mod tests {
         .unwrap();
         // "b" has a retry row, so it belongs to the retry tick and no scan returns it.
         assert_eq!(
-            ids(db.scan_after(Some(pos(i64::MIN, "z")), 10).await.unwrap()),
+            ids(db.scan_after(Some(pos(i64::MIN, "z")), 10).await.unwrap().rows),
             vec!["a", "c"]
         );
         assert!(
             db.scan_after(Some(pos(i64::MAX, "")), 10)
                 .await
-                .unwrap()
+                .unwrap().rows
                 .is_empty()
         );
         assert_eq!(
             ids(db
                 .sweep_candidates(pos(i64::MAX, ""), i64::MIN, 10)
                 .await
-                .unwrap()),
+                .unwrap().rows),
             vec!["a", "c"]
         );
         assert!(
             db.sweep_candidates(pos(i64::MIN, "z"), i64::MIN, 10)
                 .await
-                .unwrap()
+                .unwrap().rows
                 .is_empty()
         );
-        assert_eq!(db.due_retries(i64::MAX, 10).await.unwrap().len(), 1);
-        assert!(db.due_retries(i64::MIN, 10).await.unwrap().is_empty());
+        assert_eq!(db.due_retries(i64::MAX, 10).await.unwrap().rows.len(), 1);
+        assert!(db.due_retries(i64::MIN, 10).await.unwrap().rows.is_empty());
     }
 
     #[tokio::test]
@@ -1618,7 +1628,7 @@ mod tests {
         // One row at a time, each strictly after the last.
         let mut cursor = None;
         let mut seen = Vec::new();
-        while let Some(o) = db.scan_after(cursor.clone(), 1).await.unwrap().pop() {
+        while let Some(o) = db.scan_after(cursor.clone(), 1).await.unwrap().rows.pop() {
             cursor = Some(o.position());
             seen.push(o.op_id);
         }

@@ -24,8 +24,8 @@ use sqlx::{Decode, Encode, Row, Type, TypeInfo, ValueRef};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use trustlog_guest::model::{
-    CursorMove, DbError, DbStats, FieldError, InsertOutcome, Micros, Operation, Position, RetryRow,
-    RetryUpdate, TrustlogStatus, UnitOfWork,
+    CursorMove, DbError, DbStats, Fetched, FieldError, InsertOutcome, Micros, Operation, Position,
+    RetryRow, RetryUpdate, RowFault, TEXT_FIELDS, TrustlogStatus, UnitOfWork,
 };
 use trustlog_guest::validate::LIMITS;
 
@@ -437,7 +437,7 @@ impl PostgresDb {
         &self,
         after: Option<Position>,
         limit: u32,
-    ) -> Result<Vec<Operation>, DbError> {
+    ) -> Result<Fetched<Operation>, DbError> {
         self.refresh_statistics_if_due();
         let rows = match after {
             None => {
@@ -456,30 +456,26 @@ impl PostgresDb {
             }
         }
         .map_err(map_error)?;
-        rows.iter().map(operation_at).collect()
+        super::fetch_each(&rows, operation_at)
     }
 
     /// Retry rows due at `now` (pending or retrying, operation still waiting), oldest due first.
-    pub async fn due_retries(&self, now: Micros, limit: u32) -> Result<Vec<RetryRow>, DbError> {
+    pub async fn due_retries(
+        &self,
+        now: Micros,
+        limit: u32,
+    ) -> Result<Fetched<RetryRow>, DbError> {
         let rows = sqlx::query(DUE_RETRIES)
             .bind(PgTime::bound(now))
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
             .map_err(map_error)?;
-        rows.iter()
-            .map(|row| {
-                let op = operation_at(row)?;
-                let count: i64 = row.try_get(OPERATION_COLUMN_COUNT).map_err(map_error)?;
-                let retry_count = u32::try_from(count).map_err(|_| {
-                    DbError::Other(format!(
-                        "retry_count {count} of {:?} is out of range",
-                        op.op_id
-                    ))
-                })?;
-                Ok(RetryRow { op, retry_count })
-            })
-            .collect()
+        super::fetch_each_retry(&rows, operation_at, |row| {
+            let count: i64 = row.try_get(OPERATION_COLUMN_COUNT).map_err(map_error)?;
+            u32::try_from(count)
+                .map_err(|_| DbError::Other(format!("retry_count {count} is out of range")))
+        })
     }
 
     /// `NOT_TRUSTLOGGED` rows strictly before `before` with no retry row: late commits.
@@ -488,7 +484,7 @@ impl PostgresDb {
         before: Position,
         since: Micros,
         limit: u32,
-    ) -> Result<Vec<Operation>, DbError> {
+    ) -> Result<Fetched<Operation>, DbError> {
         let rows = if since <= PG_MIN_MICROS {
             sqlx::query(SWEEP)
                 .bind(PgTime::bound(before.timestamp))
@@ -506,7 +502,7 @@ impl PostgresDb {
                 .await
         }
         .map_err(map_error)?;
-        rows.iter().map(operation_at).collect()
+        super::fetch_each(&rows, operation_at)
     }
 
     /// The monitoring counts and the position of `cursor_key`, read in one snapshot.
@@ -1025,8 +1021,11 @@ fn micros_at(row: &PgRow, index: usize) -> Result<Micros, DbError> {
     let type_info = value.type_info().into_owned();
     let bad =
         |what: String| DbError::Other(format!("column {index} ({}): {what}", type_info.name()));
-    if !<PgTime as Type<Postgres>>::compatible(&type_info) {
-        return Err(bad("expected a TIMESTAMPTZ".to_string()));
+    // A `timestamp` without time zone (as many schemas declare it) is the same eight
+    // bytes on the wire, read as UTC.
+    let naive = type_info.name() == "TIMESTAMP";
+    if !naive && !<PgTime as Type<Postgres>>::compatible(&type_info) {
+        return Err(bad("expected a TIMESTAMPTZ or a TIMESTAMP".to_string()));
     }
     if value.is_null() {
         return Err(bad("unexpected NULL".to_string()));
@@ -1106,23 +1105,35 @@ impl RetryColumns {
 }
 
 /// The [`Operation`] in the first [`OPERATION_COLUMN_COUNT`] columns of `row`.
-fn operation_at(row: &PgRow) -> Result<Operation, DbError> {
-    let op = Operation {
-        op_id: row.try_get(0).map_err(map_error)?,
-        op_actor: row.try_get(1).map_err(map_error)?,
-        doid: row.try_get(2).map_err(map_error)?,
-        producer_id: row.try_get(3).map_err(map_error)?,
-        request_body_hash: row.try_get(4).map_err(map_error)?,
-        response_body_hash: row.try_get(5).map_err(map_error)?,
-        op_source: row.try_get(6).map_err(map_error)?,
-        op_type: row.try_get(7).map_err(map_error)?,
-        do_prefix: row.try_get(8).map_err(map_error)?,
-        do_repository: row.try_get(9).map_err(map_error)?,
-        client_ip: row.try_get(10).map_err(map_error)?,
-        server_ip: row.try_get(11).map_err(map_error)?,
-        timestamp: micros_at(row, 12)?,
+fn operation_at(row: &PgRow) -> Result<Result<Operation, RowFault>, DbError> {
+    let op_id: String = row.try_get(0).map_err(map_error)?;
+    let text = |i: usize| -> Result<String, RowFault> {
+        row.try_get(i)
+            .map_err(|e| super::fault(&op_id, TEXT_FIELDS[i], map_error(e)))
     };
-    Ok(op)
+    let optional = |i: usize| -> Result<Option<String>, RowFault> {
+        row.try_get(i)
+            .map_err(|e| super::fault(&op_id, TEXT_FIELDS[i], map_error(e)))
+    };
+    let read = || -> Result<Operation, RowFault> {
+        Ok(Operation {
+            op_actor: text(1)?,
+            doid: text(2)?,
+            producer_id: text(3)?,
+            request_body_hash: optional(4)?,
+            response_body_hash: optional(5)?,
+            op_source: text(6)?,
+            op_type: text(7)?,
+            do_prefix: text(8)?,
+            do_repository: text(9)?,
+            client_ip: optional(10)?,
+            server_ip: optional(11)?,
+            timestamp: micros_at(row, 12)
+                .map_err(|e| super::fault(&op_id, "timestamp", e))?,
+            op_id: op_id.clone(),
+        })
+    };
+    Ok(read())
 }
 
 /// Like [`micros_at`], for a nullable column.
@@ -1141,7 +1152,7 @@ fn dead_letter_at(row: &PgRow) -> Result<DeadLetter, DbError> {
         .map_err(|_| DbError::Other(format!("retry_count {count} of {op_id:?} is out of range")))?;
     let error_message: Option<String> = row.try_get(3).map_err(map_error)?;
     Ok(DeadLetter {
-        timestamp: micros_at(row, 1)?,
+        timestamp: micros_at(row, 1).ok(),
         retry_count,
         // The schema allows NULL; rows written by hand or by the seed may hold it.
         error_message: error_message.unwrap_or_default(),
@@ -1446,7 +1457,7 @@ mod tests {
     }
 
     async fn fetch_all_waiting(db: &PostgresDb) -> Vec<Operation> {
-        db.scan_after(None, u32::MAX).await.unwrap()
+        db.scan_after(None, u32::MAX).await.unwrap().rows
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1590,7 +1601,7 @@ mod tests {
             let after: Vec<Position> = db
                 .scan_after(Some(p.clone()), 100)
                 .await
-                .unwrap()
+                .unwrap().rows
                 .iter()
                 .map(Operation::position)
                 .collect();
@@ -1638,7 +1649,7 @@ mod tests {
             (pos(PG_MIN_MICROS, "t00"), Some("t01")),
             (pos(i64::MAX, "t10"), None),
         ] {
-            let first = db.scan_after(Some(bound.clone()), 1).await.unwrap();
+            let first = db.scan_after(Some(bound.clone()), 1).await.unwrap().rows;
             assert_eq!(
                 first.first().map(|o| o.op_id.as_str()),
                 expected_first,
@@ -1648,13 +1659,13 @@ mod tests {
         assert!(
             db.sweep_candidates(pos(PG_MIN_MICROS - 1, "t00"), i64::MIN, 10)
                 .await
-                .unwrap()
+                .unwrap().rows
                 .is_empty()
         );
         assert_eq!(
             db.sweep_candidates(pos(i64::MAX, "t10"), i64::MIN, 100)
                 .await
-                .unwrap()
+                .unwrap().rows
                 .len(),
             10
         );
@@ -1748,7 +1759,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn infinite_or_unrepresentable_stored_timestamps_are_errors_not_panics() {
+    async fn infinite_or_unrepresentable_stored_timestamps_are_row_faults_not_panics() {
         let (_schema, db) = fresh().await;
         for (id, stamp) in [("inf", "infinity"), ("far", "294276-12-31 23:59:59+00")] {
             sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -1759,8 +1770,13 @@ mod tests {
             .execute(&db.pool)
             .await
             .unwrap();
-            match db.scan_after(None, 10).await {
-                Err(DbError::Other(m)) => assert!(m.contains("column 12"), "{m}"),
+            let fetched = db.scan_after(None, 10).await.unwrap();
+            assert!(fetched.rows.is_empty(), "{stamp}: {fetched:?}");
+            match &fetched.faults[..] {
+                [f] => {
+                    assert_eq!((f.op_id.as_str(), f.column.as_str()), (id, "timestamp"));
+                    assert!(f.message.contains("column 12"), "{}", f.message);
+                }
                 other => panic!("{stamp}: {other:?}"),
             }
             sqlx::query("DELETE FROM operation")
@@ -2290,7 +2306,7 @@ mod tests {
         let before = plan_of(&mut conn, SCAN_AFTER, PLAN_TYPES, PLAN_ARGS, false).await;
         println!("while the statistics say empty:\n{before}");
 
-        assert_eq!(db.scan_after(None, 100).await.unwrap().len(), 100);
+        assert_eq!(db.scan_after(None, 100).await.unwrap().rows.len(), 100);
         // The refresh runs beside the scan, not in its way; it lands within moments.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let after = loop {

@@ -13,10 +13,10 @@ use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row};
+use sqlx::{QueryBuilder, Row, TypeInfo, ValueRef};
 use trustlog_guest::model::{
-    CursorMove, DbError, DbStats, FieldError, InsertOutcome, Micros, Operation, Position, RetryRow,
-    RetryUpdate, TrustlogStatus, UnitOfWork,
+    CursorMove, DbError, DbStats, Fetched, FieldError, InsertOutcome, Micros, Operation, Position, RetryRow,
+    RetryUpdate, RowFault, TEXT_FIELDS, TrustlogStatus, UnitOfWork,
 };
 
 use super::cursor_value::{format_position, parse_position};
@@ -329,7 +329,7 @@ impl SqliteDb {
         &self,
         after: Option<Position>,
         limit: u32,
-    ) -> Result<Vec<Operation>, DbError> {
+    ) -> Result<Fetched<Operation>, DbError> {
         let rows = match after {
             None => {
                 sqlx::query(SCAN_FROM_START)
@@ -347,30 +347,26 @@ impl SqliteDb {
             }
         }
         .map_err(map_error)?;
-        rows.iter().map(operation_at).collect()
+        super::fetch_each(&rows, operation_at)
     }
 
     /// Retry rows due at `now` (pending or retrying, operation still waiting), oldest due first.
-    pub async fn due_retries(&self, now: Micros, limit: u32) -> Result<Vec<RetryRow>, DbError> {
+    pub async fn due_retries(
+        &self,
+        now: Micros,
+        limit: u32,
+    ) -> Result<Fetched<RetryRow>, DbError> {
         let rows = sqlx::query(DUE_RETRIES)
             .bind(now)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
             .map_err(map_error)?;
-        rows.iter()
-            .map(|row| {
-                let op = operation_at(row)?;
-                let count: i64 = row.try_get(OPERATION_COLUMN_COUNT).map_err(map_error)?;
-                let retry_count = u32::try_from(count).map_err(|_| {
-                    DbError::Other(format!(
-                        "retry_count {count} of {:?} is out of range",
-                        op.op_id
-                    ))
-                })?;
-                Ok(RetryRow { op, retry_count })
-            })
-            .collect()
+        super::fetch_each_retry(&rows, operation_at, |row| {
+            let count: i64 = row.try_get(OPERATION_COLUMN_COUNT).map_err(map_error)?;
+            u32::try_from(count)
+                .map_err(|_| DbError::Other(format!("retry_count {count} is out of range")))
+        })
     }
 
     /// `NOT_TRUSTLOGGED` rows strictly before `before`, stamped at or after `since`, with
@@ -380,7 +376,7 @@ impl SqliteDb {
         before: Position,
         since: Micros,
         limit: u32,
-    ) -> Result<Vec<Operation>, DbError> {
+    ) -> Result<Fetched<Operation>, DbError> {
         let rows = sqlx::query(SWEEP)
             .bind(before.timestamp)
             .bind(before.op_id)
@@ -389,7 +385,7 @@ impl SqliteDb {
             .fetch_all(&self.pool)
             .await
             .map_err(map_error)?;
-        rows.iter().map(operation_at).collect()
+        super::fetch_each(&rows, operation_at)
     }
 
     /// What is left to deliver, from the indexes.
@@ -800,23 +796,51 @@ fn push_id_list(qb: &mut QueryBuilder<Sqlite>, ids: &[String]) {
 }
 
 /// The [`Operation`] in the first [`OPERATION_COLUMN_COUNT`] columns of `row`.
-fn operation_at(row: &SqliteRow) -> Result<Operation, DbError> {
-    let op = Operation {
-        op_id: row.try_get(0).map_err(map_error)?,
-        op_actor: row.try_get(1).map_err(map_error)?,
-        doid: row.try_get(2).map_err(map_error)?,
-        producer_id: row.try_get(3).map_err(map_error)?,
-        request_body_hash: row.try_get(4).map_err(map_error)?,
-        response_body_hash: row.try_get(5).map_err(map_error)?,
-        op_source: row.try_get(6).map_err(map_error)?,
-        op_type: row.try_get(7).map_err(map_error)?,
-        do_prefix: row.try_get(8).map_err(map_error)?,
-        do_repository: row.try_get(9).map_err(map_error)?,
-        client_ip: row.try_get(10).map_err(map_error)?,
-        server_ip: row.try_get(11).map_err(map_error)?,
-        timestamp: row.try_get(12).map_err(map_error)?,
+fn operation_at(row: &SqliteRow) -> Result<Result<Operation, RowFault>, DbError> {
+    let op_id: String = row.try_get(0).map_err(map_error)?;
+    let text = |i: usize| -> Result<String, RowFault> {
+        row.try_get(i)
+            .map_err(|e| super::fault(&op_id, TEXT_FIELDS[i], map_error(e)))
     };
-    Ok(op)
+    let optional = |i: usize| -> Result<Option<String>, RowFault> {
+        row.try_get(i)
+            .map_err(|e| super::fault(&op_id, TEXT_FIELDS[i], map_error(e)))
+    };
+    let read = || -> Result<Operation, RowFault> {
+        Ok(Operation {
+            op_actor: text(1)?,
+            doid: text(2)?,
+            producer_id: text(3)?,
+            request_body_hash: optional(4)?,
+            response_body_hash: optional(5)?,
+            op_source: text(6)?,
+            op_type: text(7)?,
+            do_prefix: text(8)?,
+            do_repository: text(9)?,
+            client_ip: optional(10)?,
+            server_ip: optional(11)?,
+            timestamp: timestamp_at(row, 12)
+                .map_err(|e| super::fault(&op_id, "timestamp", e))?,
+            op_id: op_id.clone(),
+        })
+    };
+    Ok(read())
+}
+
+/// A timestamp as the schema stores it (INTEGER microseconds), or as TEXT in the forms
+/// applications and drivers write (see [`super::text_time`]), despite the column's type.
+fn timestamp_at(row: &SqliteRow, index: usize) -> Result<Micros, String> {
+    let raw = row.try_get_raw(index).map_err(|e| e.to_string())?;
+    if raw.is_null() {
+        return Err("NULL where a timestamp is needed".into());
+    }
+    match raw.type_info().name() {
+        "TEXT" => {
+            let text: String = row.try_get(index).map_err(|e| e.to_string())?;
+            super::text_time::parse(&text)
+        }
+        _ => row.try_get(index).map_err(|e| e.to_string()),
+    }
 }
 
 /// The [`DeadLetter`] in the columns `dead_letter_columns!` lists.
@@ -827,7 +851,7 @@ fn dead_letter_at(row: &SqliteRow) -> Result<DeadLetter, DbError> {
         .map_err(|_| DbError::Other(format!("retry_count {count} of {op_id:?} is out of range")))?;
     let error_message: Option<String> = row.try_get(3).map_err(map_error)?;
     Ok(DeadLetter {
-        timestamp: row.try_get(1).map_err(map_error)?,
+        timestamp: timestamp_at(row, 1).ok(),
         retry_count,
         // The schema allows NULL; rows written by hand or by the seed may hold it.
         error_message: error_message.unwrap_or_default(),
@@ -938,7 +962,7 @@ mod tests {
     }
 
     async fn fetch_all_waiting(db: &SqliteDb) -> Vec<Operation> {
-        db.scan_after(None, u32::MAX).await.unwrap()
+        db.scan_after(None, u32::MAX).await.unwrap().rows
     }
 
     #[tokio::test]
@@ -963,7 +987,7 @@ mod tests {
         db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged)
             .await
             .unwrap();
-        assert_eq!(db.scan_after(None, 10).await.unwrap(), vec![op("a", 1)]);
+        assert_eq!(db.scan_after(None, 10).await.unwrap().rows, vec![op("a", 1)]);
         db.close().await;
     }
 
