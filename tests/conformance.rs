@@ -63,6 +63,7 @@ on_every_database!(
     one_host_holds_a_lease_until_it_releases_it_or_lets_it_run_out,
     of_hosts_claiming_one_free_lease_at_once_exactly_one_gets_it,
     a_row_the_host_cannot_read_is_dead_lettered_alone_naming_its_column_and_replayed_once_fixed,
+    a_cursor_the_seed_wrote_as_a_bare_timestamp_is_taken_as_a_position_and_rewritten,
 );
 
 async fn connect(t: &TestDb) -> Database {
@@ -100,7 +101,11 @@ async fn chinese_text_round_trips(b: Backend) {
     db.insert(vec![o.clone()], TrustlogStatus::NotTrustlogged)
         .await
         .unwrap();
-    assert_eq!(db.scan_after(None, 10).await.unwrap().rows, vec![o], "{b:?}");
+    assert_eq!(
+        db.scan_after(None, 10).await.unwrap().rows,
+        vec![o],
+        "{b:?}"
+    );
 }
 
 async fn a_64_character_op_id_fits_and_a_65_character_one_is_refused(b: Backend) {
@@ -269,7 +274,8 @@ async fn rows_owned_by_the_retry_queue_are_never_scanned(b: Backend) {
     let ids: Vec<String> = db
         .scan_after(None, 10)
         .await
-        .unwrap().rows
+        .unwrap()
+        .rows
         .into_iter()
         .map(|o| o.op_id)
         .collect();
@@ -872,7 +878,10 @@ async fn due_retries_honour_next_retry_at_and_skip_dead_letters_and_delivered_ro
     );
     assert_eq!(due[0].op, op("due-early", 1), "{b:?}");
     assert_eq!(db.due_retries(300, 1).await.unwrap().rows.len(), 1, "{b:?}");
-    assert!(db.due_retries(99, 10).await.unwrap().rows.is_empty(), "{b:?}");
+    assert!(
+        db.due_retries(99, 10).await.unwrap().rows.is_empty(),
+        "{b:?}"
+    );
     assert!(
         db.due_retries(i64::MIN, 10).await.unwrap().rows.is_empty(),
         "{b:?}"
@@ -913,12 +922,17 @@ async fn sweep_candidates_are_waiting_rows_behind_the_cursor_without_retry_rows(
         ids(db
             .sweep_candidates(pos(4, "e"), i64::MIN, 10)
             .await
-            .unwrap().rows),
+            .unwrap()
+            .rows),
         vec!["a", "d"],
         "{b:?}"
     );
     assert_eq!(
-        ids(db.sweep_candidates(pos(4, "e"), i64::MIN, 1).await.unwrap().rows),
+        ids(db
+            .sweep_candidates(pos(4, "e"), i64::MIN, 1)
+            .await
+            .unwrap()
+            .rows),
         vec!["a"],
         "{b:?}"
     );
@@ -926,7 +940,8 @@ async fn sweep_candidates_are_waiting_rows_behind_the_cursor_without_retry_rows(
         ids(db
             .sweep_candidates(pos(3, "d"), i64::MIN, 10)
             .await
-            .unwrap().rows),
+            .unwrap()
+            .rows),
         vec!["a"],
         "{b:?}"
     );
@@ -944,7 +959,8 @@ async fn sweep_candidates_are_waiting_rows_behind_the_cursor_without_retry_rows(
     assert!(
         db.sweep_candidates(pos(4, "e"), 4, 10)
             .await
-            .unwrap().rows
+            .unwrap()
+            .rows
             .is_empty(),
         "{b:?}"
     );
@@ -1248,11 +1264,15 @@ async fn db_only_rows_are_never_scanned_or_swept(b: Backend) {
     db.insert(vec![op("quiet", T0)], TrustlogStatus::DbOnly)
         .await
         .unwrap();
-    assert!(db.scan_after(None, 10).await.unwrap().rows.is_empty(), "{b:?}");
+    assert!(
+        db.scan_after(None, 10).await.unwrap().rows.is_empty(),
+        "{b:?}"
+    );
     assert!(
         db.sweep_candidates(pos(T0 + 1, ""), i64::MIN, 10)
             .await
-            .unwrap().rows
+            .unwrap()
+            .rows
             .is_empty(),
         "{b:?}"
     );
@@ -1280,7 +1300,8 @@ async fn db_only_rows_are_never_scanned_or_swept(b: Backend) {
         ids(db
             .sweep_candidates(pos(10, ""), i64::MIN, 10)
             .await
-            .unwrap().rows),
+            .unwrap()
+            .rows),
         vec!["sent-2"],
         "{b:?}"
     );
@@ -1671,7 +1692,8 @@ async fn replaying_one_dead_letter_makes_it_due_now_with_a_fresh_count_and_leave
     assert!(
         db.due_retries(now, 10)
             .await
-            .unwrap().rows
+            .unwrap()
+            .rows
             .iter()
             .all(|r| r.op.op_id == "p"),
         "{b:?}: a dead letter is never due"
@@ -1701,7 +1723,8 @@ async fn replaying_one_dead_letter_makes_it_due_now_with_a_fresh_count_and_leave
     let due: Vec<(String, u32)> = db
         .due_retries(now, 10)
         .await
-        .unwrap().rows
+        .unwrap()
+        .rows
         .into_iter()
         .map(|r| (r.op.op_id, r.retry_count))
         .collect();
@@ -1713,7 +1736,8 @@ async fn replaying_one_dead_letter_makes_it_due_now_with_a_fresh_count_and_leave
     assert!(
         db.due_retries(now - 1, 10)
             .await
-            .unwrap().rows
+            .unwrap()
+            .rows
             .iter()
             .all(|r| r.op.op_id != "a"),
         "{b:?}: not due before now"
@@ -1903,7 +1927,8 @@ async fn purging_dead_letters_older_than_a_cutoff_deletes_them_and_keeps_their_o
         ids(db
             .sweep_candidates(pos(i64::MAX, ""), i64::MIN, 100)
             .await
-            .unwrap().rows),
+            .unwrap()
+            .rows),
         ["plain"],
         "{b:?}"
     );
@@ -1915,7 +1940,8 @@ async fn purging_dead_letters_older_than_a_cutoff_deletes_them_and_keeps_their_o
     assert!(
         db.due_retries(i64::MAX, 100)
             .await
-            .unwrap().rows
+            .unwrap()
+            .rows
             .iter()
             .all(|r| r.op.op_id == "pending"),
         "{b:?}"
@@ -2073,7 +2099,12 @@ async fn a_row_the_host_cannot_read_is_dead_lettered_alone_naming_its_column_and
     let t = TestDb::create(b).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("l");
-    let mut tn = tenant(&t, &format!("ledger://{}", path.display()), Config::default()).await;
+    let mut tn = tenant(
+        &t,
+        &format!("ledger://{}", path.display()),
+        Config::default(),
+    )
+    .await;
     insert_by_hand(&t, "before", T0).await;
     t.execute(&format!(
         "INSERT INTO operation (op_id, op_actor, doid, producer_id, op_source, op_type, do_prefix, do_repository, timestamp) \
@@ -2116,4 +2147,45 @@ async fn a_row_the_host_cannot_read_is_dead_lettered_alone_naming_its_column_and
     );
     assert_eq!(tn.retry_tick(T0 + 30).await.unwrap().published, 1, "{b:?}");
     assert_eq!(ledger_op_ids(&path), ["before", "after", "poison"], "{b:?}");
+}
+
+async fn a_cursor_the_seed_wrote_as_a_bare_timestamp_is_taken_as_a_position_and_rewritten(
+    b: Backend,
+) {
+    let t = TestDb::create(b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l");
+    let mut tn = tenant(
+        &t,
+        &format!("ledger://{}", path.display()),
+        Config::default(),
+    )
+    .await;
+    // What the seed's worker leaves: a row it delivered, and its cursor at that row's
+    // instant, an RFC 3339 timestamp with nanoseconds and no op_id.
+    insert_by_hand(&t, "seen-by-seed", T0 - 1).await;
+    t.execute("UPDATE operation SET trustlog_status = 'TRUSTLOGGED'")
+        .await;
+    insert_by_hand(&t, "same-instant", T0).await;
+    insert_by_hand(&t, "later", T0 + 1).await;
+    let stamp = format!("{}000", rfc3339(T0).trim_end_matches('Z'));
+    t.execute(&format!(
+        "INSERT INTO trustlog_cursor (cursor_key, cursor_value, last_updated_at) \
+         VALUES ('{DEFAULT_KEY}', '{stamp}Z', {})",
+        t.timestamp_sql(T0)
+    ))
+    .await;
+    let r = tn.scan_tick(T0 + 10).await.unwrap();
+    assert_eq!(
+        (r.fetched, r.published, r.cursor_conflict),
+        (2, 2, false),
+        "{b:?}: {r:?}"
+    );
+    assert_eq!(ledger_op_ids(&path), ["same-instant", "later"], "{b:?}");
+    let db = connect(&t).await;
+    assert_eq!(
+        db.load_cursor(DEFAULT_KEY).await.unwrap(),
+        Some(pos(T0 + 1, "later")),
+        "{b:?}: moved on from it, in trustlog's own form"
+    );
 }

@@ -27,7 +27,7 @@ pub fn parse_position(s: &str) -> Result<Option<Position>, DbError> {
     let malformed = || {
         DbError::Other(format!(
             "malformed cursor value {s:?}: expected \
-             <RFC 3339 UTC with 6 fractional digits and Z>|<op_id>"
+             <RFC 3339 UTC with 6 fractional digits and Z>|<op_id>, or a bare timestamp"
         ))
     };
     let (stamp, op_id) = s.split_once('|').ok_or_else(malformed)?;
@@ -39,6 +39,28 @@ pub fn parse_position(s: &str) -> Result<Option<Position>, DbError> {
         timestamp,
         op_id: op_id.to_string(),
     }))
+}
+
+/// Parses a cursor value in any form trustlog reads: its own ([`parse_position`]), or a
+/// bare timestamp, as the seed's module writes it (RFC 3339 with any fraction, and the
+/// other forms of `text_time`), taken as the position before every row of that
+/// instant. The flag says whether the text was in trustlog's own form; a value in
+/// another form should be rewritten in it before a compare-and-set relies on it.
+pub fn parse_any(s: &str) -> Result<Option<(Position, bool)>, DbError> {
+    match parse_position(s) {
+        Ok(p) => Ok(p.map(|p| (p, true))),
+        Err(own) if !s.contains('|') => match super::text_time::parse(s) {
+            Ok(timestamp) => Ok(Some((
+                Position {
+                    timestamp,
+                    op_id: String::new(),
+                },
+                false,
+            ))),
+            Err(_) => Err(own),
+        },
+        Err(own) => Err(own),
+    }
 }
 
 fn format_timestamp(micros: i64) -> String {

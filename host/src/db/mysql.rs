@@ -17,12 +17,12 @@ use sqlx::mysql::{
 };
 use sqlx::{Executor, QueryBuilder, Row};
 use trustlog_guest::model::{
-    CursorMove, DbError, DbStats, Fetched, FieldError, InsertOutcome, Micros, Operation, Position, RetryRow,
-    RetryUpdate, RowFault, TEXT_FIELDS, TrustlogStatus, UnitOfWork,
+    CursorMove, DbError, DbStats, Fetched, FieldError, InsertOutcome, Micros, Operation, Position,
+    RetryRow, RetryUpdate, RowFault, TEXT_FIELDS, TrustlogStatus, UnitOfWork,
 };
 use trustlog_guest::validate::{MAX_TIMESTAMP, MIN_TIMESTAMP};
 
-use super::cursor_value::{format_position, parse_position};
+use super::cursor_value::{format_position, parse_any};
 use super::{Backlog, DeadLetter, Lease, Replay};
 
 // PATH: the schema; the host crate points this at its own `sql/mysql.sql`.
@@ -202,6 +202,10 @@ const MARK_TRUSTLOGGED: &str = "UPDATE operation SET trustlog_status = 'TRUSTLOG
 const DELETE_RETRIES: &str = "DELETE FROM trustlog_retry WHERE op_id IN ";
 /// One cursor's stored text.
 const LOAD_CURSOR: &str = "SELECT cursor_value FROM trustlog_cursor WHERE cursor_key = ?";
+/// Rewrites a cursor value read in another form in trustlog's: `?` the new text, `?`
+/// the key, `?` the text read.
+const REWRITE_CURSOR: &str =
+    "UPDATE trustlog_cursor SET cursor_value = ? WHERE cursor_key = ? AND cursor_value = ?";
 /// Creates a cursor row holding no position unless one exists. Not INSERT IGNORE, which
 /// would also truncate an over-long key; the no-op update leaves an existing row as it is.
 const ENSURE_CURSOR: &str = "INSERT INTO trustlog_cursor (cursor_key, cursor_value, last_updated_at) \
@@ -454,7 +458,22 @@ impl MySqlDb {
             .fetch_optional(&self.pool)
             .await
             .map_err(map_error)?;
-        parse_cursor_of(key, value.as_deref())
+        match parse_cursor_any(key, value.as_deref())? {
+            Some((p, false)) => {
+                // Written by another program (the seed's module writes a bare
+                // timestamp): rewritten in trustlog's form, with compare-and-set on what
+                // was read, so the compare-and-set of every move matches it.
+                sqlx::query(REWRITE_CURSOR)
+                    .bind(format_position(&p))
+                    .bind(key)
+                    .bind(value.as_deref())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_error)?;
+                Ok(Some(p))
+            }
+            other => Ok(other.map(|(p, _)| p)),
+        }
     }
 
     /// `NOT_TRUSTLOGGED` rows strictly after `after` in (timestamp, op_id) order.
@@ -490,11 +509,7 @@ impl MySqlDb {
     }
 
     /// Retry rows due at `now` (pending or retrying, operation still waiting), oldest due first.
-    pub async fn due_retries(
-        &self,
-        now: Micros,
-        limit: u32,
-    ) -> Result<Fetched<RetryRow>, DbError> {
+    pub async fn due_retries(&self, now: Micros, limit: u32) -> Result<Fetched<RetryRow>, DbError> {
         if now < MIN_TIMESTAMP {
             return Ok(Fetched::default());
         }
@@ -1134,9 +1149,14 @@ fn count_in(row: &MySqlRow, index: usize) -> Result<u64, DbError> {
 
 /// Parses a stored cursor value, naming `key` when it is malformed.
 fn parse_cursor_of(key: &str, value: Option<&str>) -> Result<Option<Position>, DbError> {
+    Ok(parse_cursor_any(key, value)?.map(|(p, _)| p))
+}
+
+/// [`parse_cursor_of`], saying whether the stored text was in trustlog's own form.
+fn parse_cursor_any(key: &str, value: Option<&str>) -> Result<Option<(Position, bool)>, DbError> {
     match value {
         None => Ok(None),
-        Some(v) => parse_position(v).map_err(|e| match e {
+        Some(v) => parse_any(v).map_err(|e| match e {
             DbError::Other(m) => DbError::Other(format!("cursor {key:?}: {m}")),
             other => other,
         }),
@@ -1585,26 +1605,33 @@ mod tests {
         .unwrap();
         // "b" has a retry row, so it belongs to the retry tick and no scan returns it.
         assert_eq!(
-            ids(db.scan_after(Some(pos(i64::MIN, "z")), 10).await.unwrap().rows),
+            ids(db
+                .scan_after(Some(pos(i64::MIN, "z")), 10)
+                .await
+                .unwrap()
+                .rows),
             vec!["a", "c"]
         );
         assert!(
             db.scan_after(Some(pos(i64::MAX, "")), 10)
                 .await
-                .unwrap().rows
+                .unwrap()
+                .rows
                 .is_empty()
         );
         assert_eq!(
             ids(db
                 .sweep_candidates(pos(i64::MAX, ""), i64::MIN, 10)
                 .await
-                .unwrap().rows),
+                .unwrap()
+                .rows),
             vec!["a", "c"]
         );
         assert!(
             db.sweep_candidates(pos(i64::MIN, "z"), i64::MIN, 10)
                 .await
-                .unwrap().rows
+                .unwrap()
+                .rows
                 .is_empty()
         );
         assert_eq!(db.due_retries(i64::MAX, 10).await.unwrap().rows.len(), 1);

@@ -29,7 +29,7 @@ use trustlog_guest::model::{
 };
 use trustlog_guest::validate::LIMITS;
 
-use super::cursor_value::{format_position, parse_position};
+use super::cursor_value::{format_position, parse_any};
 use super::{Backlog, DeadLetter, Lease, Replay};
 
 // PATH: the schema; the host crate points this at its own `sql/postgresql.sql`.
@@ -245,6 +245,10 @@ const START_CURSOR: &str = "INSERT INTO trustlog_cursor (cursor_key, cursor_valu
      WHERE trustlog_cursor.cursor_value = ''";
 /// One cursor's stored text.
 const LOAD_CURSOR: &str = "SELECT cursor_value FROM trustlog_cursor WHERE cursor_key = $1";
+/// Rewrites a cursor value read in another form in trustlog's: `$1` the new text, `$2`
+/// the key, `$3` the text read.
+const REWRITE_CURSOR: &str =
+    "UPDATE trustlog_cursor SET cursor_value = $1 WHERE cursor_key = $2 AND cursor_value = $3";
 /// The columns of [`DeadLetter`], in field order, mapped by [`dead_letter_at`].
 macro_rules! dead_letter_columns {
     () => {
@@ -429,7 +433,22 @@ impl PostgresDb {
             .fetch_optional(&self.pool)
             .await
             .map_err(map_error)?;
-        parse_cursor_of(key, value.as_deref())
+        match parse_cursor_any(key, value.as_deref())? {
+            Some((p, false)) => {
+                // Written by another program (the seed's module writes a bare
+                // timestamp): rewritten in trustlog's form, with compare-and-set on what
+                // was read, so the compare-and-set of every move matches it.
+                sqlx::query(REWRITE_CURSOR)
+                    .bind(format_position(&p))
+                    .bind(key)
+                    .bind(value.as_deref())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_error)?;
+                Ok(Some(p))
+            }
+            other => Ok(other.map(|(p, _)| p)),
+        }
     }
 
     /// `NOT_TRUSTLOGGED` rows strictly after `after` in (timestamp, op_id) order.
@@ -460,11 +479,7 @@ impl PostgresDb {
     }
 
     /// Retry rows due at `now` (pending or retrying, operation still waiting), oldest due first.
-    pub async fn due_retries(
-        &self,
-        now: Micros,
-        limit: u32,
-    ) -> Result<Fetched<RetryRow>, DbError> {
+    pub async fn due_retries(&self, now: Micros, limit: u32) -> Result<Fetched<RetryRow>, DbError> {
         let rows = sqlx::query(DUE_RETRIES)
             .bind(PgTime::bound(now))
             .bind(i64::from(limit))
@@ -1128,8 +1143,7 @@ fn operation_at(row: &PgRow) -> Result<Result<Operation, RowFault>, DbError> {
             do_repository: text(9)?,
             client_ip: optional(10)?,
             server_ip: optional(11)?,
-            timestamp: micros_at(row, 12)
-                .map_err(|e| super::fault(&op_id, "timestamp", e))?,
+            timestamp: micros_at(row, 12).map_err(|e| super::fault(&op_id, "timestamp", e))?,
             op_id: op_id.clone(),
         })
     };
@@ -1176,9 +1190,14 @@ fn count_in(row: &PgRow, index: usize) -> Result<u64, DbError> {
 
 /// Parses a stored cursor value, naming `key` when it is malformed.
 fn parse_cursor_of(key: &str, value: Option<&str>) -> Result<Option<Position>, DbError> {
+    Ok(parse_cursor_any(key, value)?.map(|(p, _)| p))
+}
+
+/// [`parse_cursor_of`], saying whether the stored text was in trustlog's own form.
+fn parse_cursor_any(key: &str, value: Option<&str>) -> Result<Option<(Position, bool)>, DbError> {
     match value {
         None => Ok(None),
-        Some(v) => parse_position(v).map_err(|e| match e {
+        Some(v) => parse_any(v).map_err(|e| match e {
             DbError::Other(m) => DbError::Other(format!("cursor {key:?}: {m}")),
             other => other,
         }),
@@ -1601,7 +1620,8 @@ mod tests {
             let after: Vec<Position> = db
                 .scan_after(Some(p.clone()), 100)
                 .await
-                .unwrap().rows
+                .unwrap()
+                .rows
                 .iter()
                 .map(Operation::position)
                 .collect();
@@ -1659,13 +1679,15 @@ mod tests {
         assert!(
             db.sweep_candidates(pos(PG_MIN_MICROS - 1, "t00"), i64::MIN, 10)
                 .await
-                .unwrap().rows
+                .unwrap()
+                .rows
                 .is_empty()
         );
         assert_eq!(
             db.sweep_candidates(pos(i64::MAX, "t10"), i64::MIN, 100)
                 .await
-                .unwrap().rows
+                .unwrap()
+                .rows
                 .len(),
             10
         );

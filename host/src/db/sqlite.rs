@@ -15,11 +15,11 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, TypeInfo, ValueRef};
 use trustlog_guest::model::{
-    CursorMove, DbError, DbStats, Fetched, FieldError, InsertOutcome, Micros, Operation, Position, RetryRow,
-    RetryUpdate, RowFault, TEXT_FIELDS, TrustlogStatus, UnitOfWork,
+    CursorMove, DbError, DbStats, Fetched, FieldError, InsertOutcome, Micros, Operation, Position,
+    RetryRow, RetryUpdate, RowFault, TEXT_FIELDS, TrustlogStatus, UnitOfWork,
 };
 
-use super::cursor_value::{format_position, parse_position};
+use super::cursor_value::{format_position, parse_any};
 use super::{Backlog, DeadLetter, Lease, Replay};
 
 // PATH: the schema; the host crate points this at its own `sql/sqlite.sql`.
@@ -176,6 +176,10 @@ const MARK_TRUSTLOGGED: &str = "UPDATE operation SET trustlog_status = 'TRUSTLOG
 const DELETE_RETRIES: &str = "DELETE FROM trustlog_retry WHERE op_id IN ";
 /// One cursor's stored text.
 const LOAD_CURSOR: &str = "SELECT cursor_value FROM trustlog_cursor WHERE cursor_key = ?1";
+/// Rewrites a cursor value read in another form in trustlog's: `?1` the new text, `?2`
+/// the key, `?3` the text read.
+const REWRITE_CURSOR: &str =
+    "UPDATE trustlog_cursor SET cursor_value = ?1 WHERE cursor_key = ?2 AND cursor_value = ?3";
 /// The columns of [`DeadLetter`], in field order, mapped by [`dead_letter_at`].
 macro_rules! dead_letter_columns {
     () => {
@@ -321,7 +325,22 @@ impl SqliteDb {
             .fetch_optional(&self.pool)
             .await
             .map_err(map_error)?;
-        parse_cursor_of(key, value.as_deref())
+        match parse_cursor_any(key, value.as_deref())? {
+            Some((p, false)) => {
+                // Written by another program (the seed's module writes a bare
+                // timestamp): rewritten in trustlog's form, with compare-and-set on what
+                // was read, so the compare-and-set of every move matches it.
+                sqlx::query(REWRITE_CURSOR)
+                    .bind(format_position(&p))
+                    .bind(key)
+                    .bind(value.as_deref())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_error)?;
+                Ok(Some(p))
+            }
+            other => Ok(other.map(|(p, _)| p)),
+        }
     }
 
     /// `NOT_TRUSTLOGGED` rows strictly after `after` in (timestamp, op_id) order.
@@ -351,11 +370,7 @@ impl SqliteDb {
     }
 
     /// Retry rows due at `now` (pending or retrying, operation still waiting), oldest due first.
-    pub async fn due_retries(
-        &self,
-        now: Micros,
-        limit: u32,
-    ) -> Result<Fetched<RetryRow>, DbError> {
+    pub async fn due_retries(&self, now: Micros, limit: u32) -> Result<Fetched<RetryRow>, DbError> {
         let rows = sqlx::query(DUE_RETRIES)
             .bind(now)
             .bind(i64::from(limit))
@@ -819,8 +834,7 @@ fn operation_at(row: &SqliteRow) -> Result<Result<Operation, RowFault>, DbError>
             do_repository: text(9)?,
             client_ip: optional(10)?,
             server_ip: optional(11)?,
-            timestamp: timestamp_at(row, 12)
-                .map_err(|e| super::fault(&op_id, "timestamp", e))?,
+            timestamp: timestamp_at(row, 12).map_err(|e| super::fault(&op_id, "timestamp", e))?,
             op_id: op_id.clone(),
         })
     };
@@ -875,9 +889,14 @@ fn count_in(row: &SqliteRow, index: usize) -> Result<u64, DbError> {
 
 /// Parses a stored cursor value, naming `key` when it is malformed.
 fn parse_cursor_of(key: &str, value: Option<&str>) -> Result<Option<Position>, DbError> {
+    Ok(parse_cursor_any(key, value)?.map(|(p, _)| p))
+}
+
+/// [`parse_cursor_of`], saying whether the stored text was in trustlog's own form.
+fn parse_cursor_any(key: &str, value: Option<&str>) -> Result<Option<(Position, bool)>, DbError> {
     match value {
         None => Ok(None),
-        Some(v) => parse_position(v).map_err(|e| match e {
+        Some(v) => parse_any(v).map_err(|e| match e {
             DbError::Other(m) => DbError::Other(format!("cursor {key:?}: {m}")),
             other => other,
         }),
@@ -946,6 +965,7 @@ fn map_error(error: sqlx::Error) -> DbError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::cursor_value::parse_position;
     use crate::db::test_fixtures::*;
     use proptest::prelude::*;
 
@@ -987,7 +1007,10 @@ mod tests {
         db.insert(vec![op("a", 1)], TrustlogStatus::NotTrustlogged)
             .await
             .unwrap();
-        assert_eq!(db.scan_after(None, 10).await.unwrap().rows, vec![op("a", 1)]);
+        assert_eq!(
+            db.scan_after(None, 10).await.unwrap().rows,
+            vec![op("a", 1)]
+        );
         db.close().await;
     }
 
@@ -1236,6 +1259,41 @@ mod tests {
             format_position(&pos(-62_167_219_200_000_001, "x")),
             "-0001-12-31T23:59:59.999999Z|x"
         );
+    }
+
+    #[test]
+    fn a_bare_timestamp_as_the_seed_writes_it_is_a_position_before_that_instant() {
+        for (text, micros) in [
+            ("2026-11-24T10:23:54.123456789Z", 1_795_515_834_123_456),
+            ("2026-11-24 18:23:54.123456+08:00", 1_795_515_834_123_456),
+            ("2026-11-24 10:23:54", 1_795_515_834_000_000),
+        ] {
+            assert_eq!(
+                parse_any(text),
+                Ok(Some((
+                    Position {
+                        timestamp: micros,
+                        op_id: String::new()
+                    },
+                    false
+                ))),
+                "{text:?}"
+            );
+        }
+        assert_eq!(
+            parse_any("2026-11-24T10:23:54.123456Z|a"),
+            Ok(Some((
+                Position {
+                    timestamp: 1_795_515_834_123_456,
+                    op_id: "a".into()
+                },
+                true
+            )))
+        );
+        assert_eq!(parse_any(""), Ok(None));
+        for bad in ["op-00001", "2026-11-24T10:23:54Z|a", "yesterday"] {
+            assert!(matches!(parse_any(bad), Err(DbError::Other(_))), "{bad:?}");
+        }
     }
 
     #[test]
