@@ -18,7 +18,7 @@ use trustlog_host::ingest;
 use trustlog_host::publisher::Publisher;
 use trustlog_host::runtime::Runtime;
 use trustlog_host::tenant::Tenant;
-use trustlog_host::worker::{Delivery, Exit, Intervals, Worker};
+use trustlog_host::worker::{Delivery, DrainBounds, Exit, Intervals, Worker};
 
 const MIN: Duration = Duration::from_secs(60);
 
@@ -27,6 +27,7 @@ on_every_database!(
     fresh_rows_and_due_retries_take_turns_batch_for_batch,
     a_forty_minute_outage_ends_with_every_row_delivered_and_no_retry_spent,
     a_drain_waits_for_due_retries_and_a_bounded_one_says_what_is_left,
+    a_drain_whose_every_tick_fails_ends_with_the_last_error_and_what_is_left,
 );
 
 async fn worker(t: &TestDb, publisher: &str, batch_size: u32, intervals: Intervals) -> Worker {
@@ -342,7 +343,10 @@ async fn a_drain_waits_for_due_retries_and_a_bounded_one_says_what_is_left(b: Ba
     // A receiver that never confirms: a bounded drain gives up and says what is left.
     let stuck = worker(&t, &receiver.busy_url(), 100, Intervals::default())
         .await
-        .with_max_wait(Some(Duration::from_secs(2)));
+        .with_drain_bounds(DrainBounds {
+            max_wait: Some(Duration::from_secs(2)),
+            ..DrainBounds::default()
+        });
     stuck
         .record(
             vec![ingest::parse_line(&op_line("never", now_micros())).unwrap()],
@@ -359,4 +363,48 @@ async fn a_drain_waits_for_due_retries_and_a_bounded_one_says_what_is_left(b: Ba
         }
         other => panic!("{b:?}: {other:?}"),
     }
+}
+
+async fn a_drain_whose_every_tick_fails_ends_with_the_last_error_and_what_is_left(b: Backend) {
+    let t = TestDb::create(b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = format!("ledger://{}", dir.path().join("l").display());
+    let w = worker(&t, &ledger, 100, Intervals::default())
+        .await
+        .with_drain_bounds(DrainBounds {
+            max_wait: None,
+            give_up_after: Duration::from_secs(2),
+        });
+    let now = now_micros();
+    let ops = (0..3)
+        .map(|i| ingest::parse_line(&op_line(&format!("op-{i}"), now + i)).unwrap())
+        .collect();
+    w.record(ops, None).await.unwrap();
+    // A column the scan reads is gone: every tick fails the same way, and no outage
+    // explains it, so waiting on would wait forever.
+    t.execute("ALTER TABLE operation RENAME COLUMN doid TO doid_was")
+        .await;
+    let started = std::time::Instant::now();
+    let (_stop, stopped) = watch::channel(false);
+    let summary = w.run(true, stopped).await;
+    match summary.exit {
+        Exit::Failing {
+            error,
+            failing_for,
+            left,
+        } => {
+            assert!(error.contains("doid"), "{b:?}: names the column: {error}");
+            assert!(
+                failing_for >= Duration::from_secs(2),
+                "{b:?}: {failing_for:?}"
+            );
+            assert_eq!((left.waiting, left.retrying), (3, 0), "{b:?}: {left:?}");
+        }
+        other => panic!("{b:?}: {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{b:?}: gave up soon after the bound, not at some later timeout"
+    );
+    assert_eq!(summary.published, 0, "{b:?}");
 }

@@ -210,6 +210,11 @@ pub struct ServeArgs {
     /// With --until-drained: give up after this long and exit 1, printing what is left.
     #[arg(long, env = "TRUSTLOG_MAX_WAIT", requires = "until_drained", value_parser = humantime::parse_duration)]
     pub max_wait: Option<Duration>,
+    /// With --until-drained: when every tick fails, delivering nothing, for this long
+    /// (a table it cannot read, a guest that traps), exit 1 with the last error and what
+    /// is left. An outage of the database or the trust log is waited out instead.
+    #[arg(long, env = "TRUSTLOG_GIVE_UP_AFTER", requires = "until_drained", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub give_up_after: Duration,
     /// Never LISTEN for new rows; rely on the idle poll (for PgBouncer in transaction mode).
     #[arg(long, env = "TRUSTLOG_POLL_ONLY")]
     pub poll_only: bool,

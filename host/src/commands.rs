@@ -24,7 +24,7 @@ use trustlog_host::runtime::{self, Allocation};
 use trustlog_host::sample;
 use trustlog_host::tenant::Tenant;
 use trustlog_host::tenants::{RunState, Tenants};
-use trustlog_host::worker::{Exit, Intervals, LeaseSettings, Worker};
+use trustlog_host::worker::{DrainBounds, Exit, Intervals, LeaseSettings, Worker};
 
 use crate::cli::{
     BenchArgs, BenchEngine, Command, DeadLetterCommand, DeadLetterListArgs, DemoArgs,
@@ -158,7 +158,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .saturating_mul(INSTANCES_PER_TENANT)
             .saturating_add(8),
     })?;
-    let tenants = Tenants::draining(engine, Metrics::new()?, args.until_drained, args.max_wait);
+    let tenants = Tenants::draining(
+        engine,
+        Metrics::new()?,
+        args.until_drained,
+        DrainBounds {
+            max_wait: args.max_wait,
+            give_up_after: args.give_up_after,
+        },
+    );
     for spec in plan.tenants {
         tenants.add(spec).await?;
     }

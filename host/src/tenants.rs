@@ -19,7 +19,7 @@ use crate::metrics::{Metrics, TenantMetrics};
 use crate::publisher::Publisher;
 use crate::runtime::{GUEST_WASM, Runtime, RuntimeError, WasmEngine, component_digest};
 use crate::tenant::{Tenant, TenantError};
-use crate::worker::{Delivery, Exit, LeaseSettings, Summary, Worker};
+use crate::worker::{Delivery, DrainBounds, Exit, LeaseSettings, Summary, Worker};
 
 /// Why a tenant could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -187,8 +187,8 @@ pub struct Tenants {
     engine: WasmEngine,
     metrics: Arc<Metrics>,
     until_drained: bool,
-    /// `--until-drained --max-wait`: how long a drain may take.
-    max_wait: Option<std::time::Duration>,
+    /// When a drain gives up (`--max-wait`, `--give-up-after`).
+    drain: DrainBounds,
     /// This process's name in the tenants' lease rows.
     holder: String,
     /// Compiled components by the SHA-256 of their bytes: tenants running the same
@@ -202,21 +202,21 @@ pub struct Tenants {
 impl Tenants {
     /// An empty host on `engine`, reporting into `metrics`.
     pub fn new(engine: WasmEngine, metrics: Arc<Metrics>, until_drained: bool) -> Arc<Tenants> {
-        Self::draining(engine, metrics, until_drained, None)
+        Self::draining(engine, metrics, until_drained, DrainBounds::default())
     }
 
-    /// An empty host whose drains (`until_drained`) give up after `max_wait`.
+    /// An empty host whose drains (`until_drained`) give up within `drain`.
     pub fn draining(
         engine: WasmEngine,
         metrics: Arc<Metrics>,
         until_drained: bool,
-        max_wait: Option<std::time::Duration>,
+        drain: DrainBounds,
     ) -> Arc<Tenants> {
         Arc::new(Tenants {
             engine,
             metrics,
             until_drained,
-            max_wait,
+            drain,
             holder: crate::lease::holder_id(),
             runtimes: StdMutex::new(HashMap::new()),
             running: RwLock::new(BTreeMap::new()),
@@ -314,7 +314,7 @@ impl Tenants {
                 holder: self.holder.clone(),
                 ttl: spec.intervals.lease_ttl,
             })
-            .with_max_wait(self.max_wait);
+            .with_drain_bounds(self.drain);
         let listener = if listening {
             db.spawn_listener(worker.wake_handle())
         } else {
@@ -375,6 +375,21 @@ impl Tenants {
                     if let Some(outage) = &left.outage {
                         reason.push_str(&format!("; {outage}"));
                     }
+                    tracing::error!(tenant = %me.spec.id, %reason, "drain gave up");
+                    RunState::Stopped { reason }
+                }
+                Exit::Failing {
+                    error,
+                    failing_for,
+                    left,
+                } => {
+                    let reason = format!(
+                        "every tick failed for {:.0} s, delivering nothing: {error}; \
+                         {} rows wait for delivery, {} in the retry queue",
+                        failing_for.as_secs_f64(),
+                        left.waiting,
+                        left.retrying
+                    );
                     tracing::error!(tenant = %me.spec.id, %reason, "drain gave up");
                     RunState::Stopped { reason }
                 }

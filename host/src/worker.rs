@@ -75,7 +75,41 @@ pub enum Exit {
     LimitExceeded { limit: LimitKind, reason: String },
     /// `--until-drained` with a bound: the bound passed with rows still to deliver.
     TimedOut(Left),
+    /// `--until-drained`: every tick failed, delivering nothing, for longer than
+    /// [`DrainBounds::give_up_after`].
+    Failing {
+        /// The last tick's error.
+        error: String,
+        /// How long ticks had been failing.
+        failing_for: Duration,
+        /// What was left to deliver.
+        left: Left,
+    },
 }
+
+/// When a drain (`run(true, …)`) gives up instead of waiting on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainBounds {
+    /// The longest a drain may take (`--max-wait`); unbounded when `None`.
+    pub max_wait: Option<Duration>,
+    /// How long ticks may fail in a row, delivering nothing, before the drain ends
+    /// (`--give-up-after`); an outage of the database or the trust log is not a failing
+    /// tick: it is waited out (bounded by `max_wait`).
+    pub give_up_after: Duration,
+}
+
+impl Default for DrainBounds {
+    fn default() -> Self {
+        DrainBounds {
+            max_wait: None,
+            give_up_after: DEFAULT_GIVE_UP_AFTER,
+        }
+    }
+}
+
+/// How long a drain lets ticks fail before it ends, by default: six failed passes at the
+/// longest error pause, long enough for a database restart, short enough for a script.
+pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 
 /// What was left to deliver when a bounded drain gave up.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -186,7 +220,7 @@ pub struct Worker {
     /// Whether the idle worker polls the database with the watch probe.
     watching: bool,
     lease: Option<LeaseSettings>,
-    max_wait: Option<Duration>,
+    drain: DrainBounds,
     delivery: Arc<StdMutex<Delivery>>,
     clock: Arc<dyn Clock>,
     metrics: Option<TenantMetrics>,
@@ -233,6 +267,8 @@ impl Lane {
 struct Pass {
     fetched: u64,
     errored: bool,
+    /// The error of the pass's last failed tick.
+    error: Option<String>,
     /// A limit the guest ran into: the run ends.
     limit: Option<(LimitKind, String)>,
     /// What could not be reached, and why, if a tick found out.
@@ -285,7 +321,7 @@ impl Worker {
             intervals,
             watching: false,
             lease: None,
-            max_wait: None,
+            drain: DrainBounds::default(),
             delivery: Arc::new(StdMutex::new(Delivery::Active)),
             clock: Arc::new(SystemClock),
             metrics: None,
@@ -318,9 +354,9 @@ impl Worker {
         self
     }
 
-    /// The same worker giving up a drain (`run(true, …)`) after `wait`.
-    pub fn with_max_wait(mut self, wait: Option<Duration>) -> Worker {
-        self.max_wait = wait;
+    /// The same worker giving up a drain (`run(true, …)`) within `bounds`.
+    pub fn with_drain_bounds(mut self, bounds: DrainBounds) -> Worker {
+        self.drain = bounds;
         self
     }
 
@@ -421,13 +457,15 @@ impl Worker {
     ) -> Exit {
         let started = Instant::now();
         let mut failed_passes: u32 = 0;
+        // When the passes that fail and deliver nothing began failing.
+        let mut failing_since: Option<Instant> = None;
         let mut outage: Option<Outage> = None;
         let mut held = lease.is_none();
         loop {
             if *shutdown.borrow() {
                 return Exit::Shutdown;
             }
-            if until_drained && self.max_wait.is_some_and(|w| started.elapsed() >= w) {
+            if until_drained && self.drain.max_wait.is_some_and(|w| started.elapsed() >= w) {
                 return Exit::TimedOut(self.left(outage.as_ref()).await);
             }
 
@@ -574,6 +612,21 @@ impl Worker {
                 (true, 0) => failed_passes + 1,
                 (true, _) => 1,
             };
+            failing_since = match (pass.errored && pass.fetched == 0, failing_since) {
+                (false, _) => None,
+                (true, None) => Some(Instant::now()),
+                (true, since) => since,
+            };
+            if until_drained
+                && let Some(since) = failing_since
+                && since.elapsed() >= self.drain.give_up_after
+            {
+                return Exit::Failing {
+                    error: pass.error.unwrap_or_default(),
+                    failing_for: since.elapsed(),
+                    left: self.left(None).await,
+                };
+            }
             let wait = if pass.errored {
                 ERROR_PAUSE
                     .saturating_mul(1 << (failed_passes - 1).min(8))
@@ -749,6 +802,7 @@ impl Worker {
                     pass.outage = Some((OutageOf::Database, reason));
                 }
                 let error = e.to_string();
+                pass.error = Some(error.clone());
                 if run.tick_error.as_deref() != Some(error.as_str()) {
                     span.in_scope(|| tracing::warn!(%error, "tick failed; will try again"));
                     run.tick_error = Some(error);

@@ -15,7 +15,7 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::runtime::{self, Allocation};
 use crate::tenants::Tenants;
-use crate::worker::Intervals;
+use crate::worker::{DrainBounds, Intervals};
 
 use super::delivery::Target;
 use super::stats::{median_by, round};
@@ -42,7 +42,7 @@ impl Host {
         let failed = |e: String| BenchError::Tenant(e);
         let engine = runtime::engine(Allocation::OnDemand).map_err(|e| failed(e.to_string()))?;
         let metrics = Metrics::new().map_err(|e| failed(e.to_string()))?;
-        let tenants = Tenants::draining(engine, metrics, until_drained, None);
+        let tenants = Tenants::draining(engine, metrics, until_drained, DrainBounds::default());
         let spec = TenantSpec {
             id: "bench".into(),
             db: target.db_url().to_string(),
