@@ -13,7 +13,8 @@ const T0: i64 = 1_764_000_000_000_000;
 
 on_every_database!(
     recorded_operations_are_delivered_and_the_ledger_verifies,
-    rows_inserted_by_another_client_while_serving_are_delivered
+    rows_inserted_by_another_client_while_serving_are_delivered,
+    a_database_the_seed_module_filled_is_migrated_served_and_verified
 );
 
 fn plain_insert(t: &TestDb, id: &str, micros: i64) -> String {
@@ -208,5 +209,141 @@ async fn postgres_poll_only_serves_without_listen() {
     assert!(
         log.contains(r#""listening":false"#),
         "--poll-only never LISTENs: {log}"
+    );
+}
+
+/// The fixture of `tests/fixtures/seed/` for `b`: the seed's tables as a Go developer
+/// declares them, and rows inserted with the seed's own statement.
+fn seed_fixture(b: Backend) -> String {
+    let file = match b {
+        Backend::Sqlite => "sqlite.sql",
+        Backend::Postgres => "postgresql.sql",
+        Backend::MySql => "mysql.sql",
+    };
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/seed")
+        .join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+async fn a_database_the_seed_module_filled_is_migrated_served_and_verified(b: Backend) {
+    let t = TestDb::create(b).await;
+    if let Some(path) = t.url.strip_prefix("sqlite://") {
+        // The application created the file, as it created the tables.
+        std::fs::File::create(path).unwrap();
+    }
+    for statement in seed_fixture(b).split(";\n") {
+        let sql: String = statement
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        if !sql.trim().is_empty() {
+            t.execute(&sql).await;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ledger_path = dir.path().join("seed.ledger");
+    let ledger = format!("ledger://{}", ledger_path.display());
+    let serve = [
+        "serve",
+        "--db",
+        &t.url,
+        "--publisher",
+        &ledger,
+        "--until-drained",
+    ];
+
+    let report = run(&["migrate", "--db", &t.url], "");
+    let said = String::from_utf8_lossy(&report.stdout).to_string();
+    assert!(
+        said.contains("operation.timestamp"),
+        "{b:?}: its type is noted: {said}"
+    );
+    assert!(
+        said.contains("trustlog_lease: missing; migrate creates it"),
+        "{said}"
+    );
+    // MySQL: utf8mb4's default collation is case-blind, and op_ids must compare as
+    // bytes. SQLite: the seed's pending retry holds its times as text.
+    let changes = match b {
+        Backend::MySql => 2,
+        Backend::Sqlite => 1,
+        Backend::Postgres => 0,
+    };
+    if changes > 0 {
+        assert!(!report.status.success(), "{said}");
+        assert!(said.contains("trustlog_retry: needs a change"), "{said}");
+        if b == Backend::MySql {
+            assert!(said.contains("operation: needs a change"), "{said}");
+            assert!(said.contains("COLLATE utf8mb4_bin"), "{said}");
+        }
+        let refused = run(&serve, "");
+        let why = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "serve refuses: {why}");
+        assert!(why.contains("cannot be served as they are"), "{why}");
+        assert_eq!(
+            t.scalar("SELECT COUNT(*) FROM operation WHERE trustlog_status = 'TRUSTLOGGED'")
+                .await,
+            2,
+            "a refusal changes nothing"
+        );
+        let applied = run_ok(&["migrate", "--db", &t.url, "--apply"], "");
+        let applied = String::from_utf8_lossy(&applied.stdout);
+        assert!(
+            applied.contains(&format!("changes applied: {changes}")),
+            "{applied}"
+        );
+        let again = run_ok(&["migrate", "--db", &t.url], "");
+        let again = String::from_utf8_lossy(&again.stdout);
+        assert!(again.contains("trustlog_retry: serves as is"), "{again}");
+    } else {
+        assert!(
+            report.status.success(),
+            "{said}\n{}",
+            String::from_utf8_lossy(&report.stderr)
+        );
+        assert!(said.contains("operation: serves as is"), "{said}");
+    }
+
+    run_ok(&serve, "");
+    let st = status(&t.url);
+    assert_eq!(
+        (st["trustlogged"].as_u64(), st["not_trustlogged"].as_u64()),
+        (Some(12), Some(0)),
+        "{b:?}: {st}"
+    );
+    run_ok(&["ledger", "verify", ledger_path.to_str().unwrap()], "");
+    let payloads = ledger_payloads(&ledger_path);
+    let mut delivered: Vec<(String, String)> = payloads
+        .iter()
+        .map(|p| {
+            (
+                p["op_id"].as_str().unwrap().to_string(),
+                p["timestamp"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    delivered.sort();
+    // The ten rows the seed left waiting, once each, at the instants it stored (MySQL's
+    // DATETIME(3) keeps milliseconds); the two it delivered are not delivered again.
+    let want: Vec<(String, String)> = (2..12)
+        .map(|i| {
+            let micros = [0, 123_456, 246_912][i % 3];
+            let frac = match b {
+                Backend::MySql => micros / 1000 * 1000,
+                _ => micros,
+            };
+            (
+                format!("seed-op-{i:03}"),
+                format!("2026-11-24T02:{i:02}:00.{frac:06}Z"),
+            )
+        })
+        .collect();
+    assert_eq!(delivered, want, "{b:?}");
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) FROM trustlog_retry").await,
+        0,
+        "{b:?}: the seed's pending retry is done"
     );
 }

@@ -43,9 +43,10 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the workers: deliver stored operations, retry failures, sweep late rows.
-    Serve(ServeArgs),
-    /// Create or update the schema (idempotent).
-    Migrate(DbArg),
+    Serve(Box<ServeArgs>),
+    /// Create the missing tables, and report how existing ones measure up: what serves as
+    /// is, and the SQL of what must change (run with --apply).
+    Migrate(MigrateArgs),
     /// Record operations from JSON lines on stdin, applying the strategy.
     Record(RecordArgs),
     /// Print the monitoring figures.
@@ -68,6 +69,16 @@ pub struct DbArg {
     /// Database URL: sqlite://PATH, postgres://USER@HOST/DB, mysql://USER@HOST/DB.
     #[arg(long, env = "TRUSTLOG_DB", default_value = DEFAULT_DB)]
     pub db: String,
+}
+
+/// `migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Also make the changes the report lists (ALTER TABLE on existing tables).
+    #[arg(long)]
+    pub apply: bool,
 }
 
 /// `--publisher`.

@@ -28,7 +28,7 @@ use trustlog_host::worker::{DrainBounds, Exit, Intervals, LeaseSettings, Worker}
 
 use crate::cli::{
     BenchArgs, BenchEngine, Command, DeadLetterCommand, DeadLetterListArgs, DemoArgs,
-    LedgerCommand, RecordArgs, ServeArgs, StatusArgs,
+    LedgerCommand, MigrateArgs, RecordArgs, ServeArgs, StatusArgs,
 };
 
 /// Operations per `record` call into the engine.
@@ -41,12 +41,8 @@ const LIST_PAGE: u64 = 1000;
 /// Runs one subcommand.
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve(args) => serve(args).await,
-        Command::Migrate(args) => {
-            connect_db(&args.db).await?;
-            println!("schema up to date: {}", args.db);
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Serve(args) => serve(*args).await,
+        Command::Migrate(args) => migrate(args).await,
         Command::Record(args) => record(args).await,
         Command::Status(args) => status(args).await,
         Command::DeadLetters(cmd) => dead_letters(cmd).await,
@@ -77,6 +73,39 @@ async fn connect_db(url: &str) -> anyhow::Result<Database> {
         .await
         .with_context(|| format!("migrating {url}"))?;
     Ok(db)
+}
+
+/// `migrate`: the report on existing tables, then the missing ones created and, with
+/// `--apply`, the changes made.
+async fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    let url = &args.db.db;
+    let db = Database::connect(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let report = db
+        .inspect()
+        .await
+        .with_context(|| format!("reading the tables of {url}"))?;
+    print!("{report}");
+    if report.needs_change() {
+        if !args.apply {
+            eprintln!(
+                "the tables cannot be served as they are; `trustlog migrate --apply` makes the \
+                 changes above"
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        db.apply_changes(&report)
+            .await
+            .with_context(|| format!("changing the tables of {url}"))?;
+        println!("changes applied: {}", report.fixes().len());
+    } else {
+        db.migrate()
+            .await
+            .with_context(|| format!("migrating {url}"))?;
+    }
+    println!("schema up to date: {url}");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn tenant(db: Database, publisher: Publisher, config: Config) -> anyhow::Result<Tenant> {

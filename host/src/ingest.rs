@@ -69,8 +69,12 @@ fn field_of(e: &serde_json::Error) -> String {
     // serde names the field for missing and unknown fields; for type errors only the position.
     let msg = e.to_string();
     for marker in ["missing field `", "unknown field `", "duplicate field `"] {
+        // An unknown key is the sender's and may hold a backquote itself: it ends where
+        // serde's list of the expected ones begins.
         if let Some(rest) = msg.split_once(marker).map(|(_, r)| r)
-            && let Some((field, _)) = rest.split_once('`')
+            && let Some((field, _)) = rest
+                .split_once("`, expected")
+                .or_else(|| rest.split_once('`'))
         {
             return field.to_string();
         }

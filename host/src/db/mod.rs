@@ -3,11 +3,12 @@
 pub mod cursor_value;
 pub mod mysql;
 pub mod postgres;
+pub mod schema_check;
 pub mod schemas;
 pub mod sqlite;
-mod text_time;
 #[cfg(test)]
 mod test_fixtures;
+mod text_time;
 
 use std::sync::Arc;
 
@@ -17,6 +18,8 @@ use trustlog_guest::model::{
     DbError, DbStats, Fetched, InsertOutcome, Micros, Operation, Position, RetryRow, RowFault,
     TrustlogStatus, UnitOfWork,
 };
+
+use schema_check::{Dialect, SchemaReport};
 
 /// One dead letter, as an operator sees it: the retry row joined with its operation.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -208,9 +211,42 @@ impl Database {
         }
     }
 
-    /// Creates or updates the schema; idempotent.
+    /// How trustlog's tables, where they exist, measure up to what it needs.
+    pub async fn inspect(&self) -> Result<SchemaReport, DbError> {
+        let columns = dispatch!(self, db => db.columns().await)?;
+        let dialect = match self {
+            Database::Sqlite(_) => Dialect::Sqlite,
+            Database::Postgres(_) => Dialect::Postgres,
+            Database::MySql(_) => Dialect::MySql,
+        };
+        let report = schema_check::judge(dialect, &columns);
+        Ok(match self {
+            Database::Sqlite(db) => report.with_text_retry_times(db.text_retry_times().await?),
+            _ => report,
+        })
+    }
+
+    /// Creates the tables and indexes that are missing; idempotent. Tables that exist
+    /// but cannot be served as they are (see [`Database::inspect`]) are left alone, and
+    /// the error carries the report: what differs, and the SQL that would change it.
     pub async fn migrate(&self) -> Result<(), DbError> {
+        let report = self.inspect().await?;
+        if report.needs_change() {
+            return Err(DbError::Other(format!(
+                "the tables cannot be served as they are; `trustlog migrate --apply` \
+                 makes these changes:\n{report}"
+            )));
+        }
         dispatch!(self, db => db.migrate().await)
+    }
+
+    /// Runs the SQL of every change `report` names, then [`Database::migrate`].
+    pub async fn apply_changes(&self, report: &SchemaReport) -> Result<(), DbError> {
+        let fixes = report.fixes();
+        if !fixes.is_empty() {
+            dispatch!(self, db => db.alter(&fixes).await)?;
+        }
+        self.migrate().await
     }
 
     /// Stores operations with one status; one outcome per input.

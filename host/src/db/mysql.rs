@@ -23,6 +23,7 @@ use trustlog_guest::model::{
 use trustlog_guest::validate::{MAX_TIMESTAMP, MIN_TIMESTAMP};
 
 use super::cursor_value::{format_position, parse_any};
+use super::schema_check::{Column, TABLES};
 use super::{Backlog, DeadLetter, Lease, Replay};
 
 // PATH: the schema; the host crate points this at its own `sql/mysql.sql`.
@@ -200,6 +201,14 @@ const MARK_TRUSTLOGGED: &str = "UPDATE operation SET trustlog_status = 'TRUSTLOG
      WHERE trustlog_status = 'NOT_TRUSTLOGGED' AND op_id IN ";
 /// Deletes retry rows; an `(op_id, ...)` list follows.
 const DELETE_RETRIES: &str = "DELETE FROM trustlog_retry WHERE op_id IN ";
+/// The columns of the four tables bound in the current database: table, column, type,
+/// maximum length, collation and fractional digits. Cast to CHAR and SIGNED, since the
+/// catalogue's own types differ between MySQL and MariaDB.
+const COLUMNS: &str = "SELECT CAST(TABLE_NAME AS CHAR), CAST(COLUMN_NAME AS CHAR), \
+     CAST(DATA_TYPE AS CHAR), CAST(CHARACTER_MAXIMUM_LENGTH AS SIGNED), \
+     CAST(COLLATION_NAME AS CHAR), CAST(DATETIME_PRECISION AS SIGNED) \
+     FROM information_schema.COLUMNS \
+     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (?, ?, ?, ?)";
 /// One cursor's stored text.
 const LOAD_CURSOR: &str = "SELECT cursor_value FROM trustlog_cursor WHERE cursor_key = ?";
 /// Rewrites a cursor value read in another form in trustlog's: `?` the new text, `?`
@@ -319,6 +328,50 @@ impl MySqlDb {
             .await
             .map_err(map_error)?;
         Ok(MySqlDb { pool })
+    }
+
+    /// The columns of trustlog's tables in the current database, as the catalogue has them.
+    pub async fn columns(&self) -> Result<Vec<Column>, DbError> {
+        let rows = sqlx::query(COLUMNS)
+            .bind(TABLES[0])
+            .bind(TABLES[1])
+            .bind(TABLES[2])
+            .bind(TABLES[3])
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_error)?;
+        let count = |row: &MySqlRow, i: usize| -> Result<Option<u64>, DbError> {
+            Ok(row
+                .try_get::<Option<i64>, _>(i)
+                .map_err(map_error)?
+                .and_then(|n| u64::try_from(n).ok()))
+        };
+        rows.iter()
+            .map(|row| {
+                Ok(Column {
+                    table: row.try_get(0).map_err(map_error)?,
+                    name: row.try_get(1).map_err(map_error)?,
+                    data_type: row
+                        .try_get::<String, _>(2)
+                        .map_err(map_error)?
+                        .to_lowercase(),
+                    max_length: count(row, 3)?,
+                    collation: row.try_get(4).map_err(map_error)?,
+                    precision: count(row, 5)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Runs statements that change existing tables, one by one (MySQL commits each).
+    pub async fn alter(&self, statements: &[&str]) -> Result<(), DbError> {
+        for sql in statements {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+                .execute(&self.pool)
+                .await
+                .map_err(map_error)?;
+        }
+        Ok(())
     }
 
     /// Creates the tables and indexes that are missing; safe to run on every start.

@@ -30,6 +30,7 @@ use trustlog_guest::model::{
 use trustlog_guest::validate::LIMITS;
 
 use super::cursor_value::{format_position, parse_any};
+use super::schema_check::{Column, TABLES};
 use super::{Backlog, DeadLetter, Lease, Replay};
 
 // PATH: the schema; the host crate points this at its own `sql/postgresql.sql`.
@@ -178,7 +179,7 @@ macro_rules! due_of {
         concat!(
             "(SELECT ",
             operation_columns!(),
-            ", r.retry_count, r.next_retry_at AS due \
+            ", r.retry_count::int8, r.next_retry_at AS due \
              FROM trustlog_retry r JOIN operation o ON o.op_id = r.op_id \
              WHERE r.retry_status = '",
             $status,
@@ -243,6 +244,15 @@ const START_CURSOR: &str = "INSERT INTO trustlog_cursor (cursor_key, cursor_valu
      last_updated_at) VALUES ($1, $2, $3) ON CONFLICT (cursor_key) DO UPDATE SET \
      cursor_value = excluded.cursor_value, last_updated_at = excluded.last_updated_at \
      WHERE trustlog_cursor.cursor_value = ''";
+/// The columns of the tables named in `$1` in the current schema: table, column, type,
+/// maximum length and collation (the database's where the column names none).
+const COLUMNS: &str = "SELECT c.table_name::text, c.column_name::text, c.data_type::text, \
+     c.character_maximum_length::int4, \
+     CASE WHEN c.collation_name IS NOT NULL THEN c.collation_name::text \
+          WHEN c.data_type IN ('character varying', 'text', 'character') \
+          THEN (SELECT datcollate::text FROM pg_database WHERE datname = current_database()) END \
+     FROM information_schema.columns c \
+     WHERE c.table_schema = current_schema() AND c.table_name = ANY($1)";
 /// One cursor's stored text.
 const LOAD_CURSOR: &str = "SELECT cursor_value FROM trustlog_cursor WHERE cursor_key = $1";
 /// Rewrites a cursor value read in another form in trustlog's: `$1` the new text, `$2`
@@ -252,7 +262,7 @@ const REWRITE_CURSOR: &str =
 /// The columns of [`DeadLetter`], in field order, mapped by [`dead_letter_at`].
 macro_rules! dead_letter_columns {
     () => {
-        "r.op_id, o.timestamp, r.retry_count, r.error_message, r.created_at, r.updated_at, \
+        "r.op_id, o.timestamp, r.retry_count::int8, r.error_message, r.created_at, r.updated_at, \
          r.last_retry_at"
     };
 }
@@ -308,6 +318,10 @@ impl PostgresDb {
     /// `?options=-c%20search_path%3Dmyschema` included).
     pub async fn connect(url: &str) -> Result<PostgresDb, DbError> {
         let mut options = PgConnectOptions::from_str(url).map_err(map_error)?;
+        // A `timestamp` column without time zone is read as UTC; the session's zone
+        // makes the database convert it the same way where it compares one with the
+        // relay's TIMESTAMPTZ parameters or stores them in one.
+        options = options.options([("TimeZone", "UTC")]);
         if options.get_application_name().is_none() {
             // Names the relay's sessions in pg_stat_activity.
             options = options.application_name("trustlog");
@@ -323,6 +337,42 @@ impl PostgresDb {
             stats_checked: Arc::new(std::sync::Mutex::new(None)),
             analyzing: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// The columns of trustlog's tables in the current schema, as the catalogue has them.
+    pub async fn columns(&self) -> Result<Vec<Column>, DbError> {
+        let rows = sqlx::query(COLUMNS)
+            .bind(&TABLES[..])
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Column {
+                    table: row.try_get(0).map_err(map_error)?,
+                    name: row.try_get(1).map_err(map_error)?,
+                    data_type: row.try_get(2).map_err(map_error)?,
+                    max_length: row
+                        .try_get::<Option<i32>, _>(3)
+                        .map_err(map_error)?
+                        .and_then(|n| u64::try_from(n).ok()),
+                    collation: row.try_get(4).map_err(map_error)?,
+                    precision: None,
+                })
+            })
+            .collect()
+    }
+
+    /// Runs statements that change existing tables, in one transaction.
+    pub async fn alter(&self, statements: &[&str]) -> Result<(), DbError> {
+        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        for sql in statements {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?;
+        }
+        tx.commit().await.map_err(map_error)
     }
 
     /// Creates the tables, indexes and wake-up trigger that are missing; safe to run on

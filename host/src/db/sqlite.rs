@@ -20,6 +20,7 @@ use trustlog_guest::model::{
 };
 
 use super::cursor_value::{format_position, parse_any};
+use super::schema_check::{Column, TABLES};
 use super::{Backlog, DeadLetter, Lease, Replay};
 
 // PATH: the schema; the host crate points this at its own `sql/sqlite.sql`.
@@ -174,6 +175,14 @@ const MARK_TRUSTLOGGED: &str = "UPDATE operation SET trustlog_status = 'TRUSTLOG
      WHERE +trustlog_status = 'NOT_TRUSTLOGGED' AND op_id IN ";
 /// Deletes retry rows; an `(op_id, ...)` list follows.
 const DELETE_RETRIES: &str = "DELETE FROM trustlog_retry WHERE op_id IN ";
+/// The columns of the four tables bound, with their declared types.
+const COLUMNS: &str = "SELECT m.name, p.name, p.type FROM sqlite_master m \
+     JOIN pragma_table_info(m.name) p \
+     WHERE m.type = 'table' AND m.name IN (?, ?, ?, ?) ORDER BY m.name, p.cid";
+/// Retry rows with a time held as text.
+const TEXT_RETRY_TIMES: &str = "SELECT COUNT(*) FROM trustlog_retry \
+     WHERE 'text' IN (typeof(next_retry_at), typeof(last_retry_at), typeof(created_at), \
+     typeof(updated_at))";
 /// One cursor's stored text.
 const LOAD_CURSOR: &str = "SELECT cursor_value FROM trustlog_cursor WHERE cursor_key = ?1";
 /// Rewrites a cursor value read in another form in trustlog's: `?1` the new text, `?2`
@@ -249,6 +258,68 @@ impl SqliteDb {
             .await
             .map_err(map_error)?;
         Ok(SqliteDb { pool })
+    }
+
+    /// The columns of trustlog's tables, with their declared types.
+    pub async fn columns(&self) -> Result<Vec<Column>, DbError> {
+        let rows = sqlx::query(COLUMNS)
+            .bind(TABLES[0])
+            .bind(TABLES[1])
+            .bind(TABLES[2])
+            .bind(TABLES[3])
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Column {
+                    table: row.try_get(0).map_err(map_error)?,
+                    name: row.try_get(1).map_err(map_error)?,
+                    data_type: row
+                        .try_get::<String, _>(2)
+                        .map_err(map_error)?
+                        .to_lowercase(),
+                    max_length: None,
+                    collation: None,
+                    precision: None,
+                })
+            })
+            .collect()
+    }
+
+    /// How many retry rows hold a time as text (the seed's module writes them so): the
+    /// due-retry walk compares integers and would never find them due.
+    pub async fn text_retry_times(&self) -> Result<u64, DbError> {
+        let present: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'trustlog_retry'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_error)?;
+        if present == 0 {
+            return Ok(0);
+        }
+        let count: i64 = sqlx::query_scalar(TEXT_RETRY_TIMES)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// Runs statements that change existing tables, in one transaction.
+    pub async fn alter(&self, statements: &[&str]) -> Result<(), DbError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_error)?;
+        for sql in statements {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?;
+        }
+        tx.commit().await.map_err(map_error)
     }
 
     /// Creates the tables and indexes that are missing; safe to run on every start.
@@ -582,10 +653,13 @@ impl SqliteDb {
             .map_err(map_error)?;
         stats.cursor = parse_cursor_of(cursor_key, value.as_deref())?;
 
-        stats.oldest_waiting = sqlx::query_scalar(OLDEST_WAITING)
+        // Read as the scan reads it: an application may have stored it as text. One
+        // that cannot be read at all is about to be dead-lettered, and shows no lag.
+        stats.oldest_waiting = sqlx::query(OLDEST_WAITING)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(map_error)?;
+            .map_err(map_error)?
+            .and_then(|row| timestamp_at(&row, 0).ok());
 
         stats.next_retry_at = sqlx::query_scalar(NEXT_RETRY_AT)
             .fetch_one(&mut *tx)

@@ -28,7 +28,11 @@ pub fn parse(text: &str) -> Result<Micros, String> {
         }
         _ => t,
     };
-    for form in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f %z", "%Y-%m-%d %H:%M:%S%.f%z"] {
+    for form in [
+        "%Y-%m-%d %H:%M:%S%.f%:z",
+        "%Y-%m-%d %H:%M:%S%.f %z",
+        "%Y-%m-%d %H:%M:%S%.f%z",
+    ] {
         if let Ok(at) = DateTime::parse_from_str(without_name, form) {
             return micros(at).ok_or_else(unknown);
         }
