@@ -298,7 +298,11 @@ async fn sqlite_rows_of_each_unreadable_kind_dead_letter_alone_and_go_timestamps
         // Text that is not UTF-8.
         insert("bad-utf8", "CAST(X'C328' AS TEXT)", &(T0 + 2).to_string()),
         // Longer than the column's limit: SQLite does not enforce VARCHAR sizes.
-        insert("too-long", &format!("'{}'", "x".repeat(300)), &(T0 + 3).to_string()),
+        insert(
+            "too-long",
+            &format!("'{}'", "x".repeat(300)),
+            &(T0 + 3).to_string(),
+        ),
         // A timestamp in no known form.
         insert("no-time", "'app'", "'next tuesday'"),
         insert("good-2", "'app'", &(T0 + 5).to_string()),
@@ -321,7 +325,10 @@ async fn sqlite_rows_of_each_unreadable_kind_dead_letter_alone_and_go_timestamps
         .into_iter()
         .find(|p| p["op_id"] == "go-time")
         .unwrap();
-    assert_eq!(go["timestamp"], "2025-11-24T02:23:54.123456Z", "read as UTC, cut to the µs");
+    assert_eq!(
+        go["timestamp"], "2025-11-24T02:23:54.123456Z",
+        "read as UTC, cut to the µs"
+    );
     let db = Database::connect(&s.db_url()).await.unwrap();
     let parked = db.dead_letters(None, 10).await.unwrap();
     let why = |id: &str| {
@@ -332,10 +339,33 @@ async fn sqlite_rows_of_each_unreadable_kind_dead_letter_alone_and_go_timestamps
             .error_message
             .clone()
     };
-    assert!(why("bad-utf8").contains("unreadable column op_actor"), "{}", why("bad-utf8"));
+    assert!(
+        why("bad-utf8").contains("unreadable column op_actor"),
+        "{}",
+        why("bad-utf8")
+    );
     assert!(why("too-long").contains("op_actor"), "{}", why("too-long"));
-    assert!(why("no-time").contains("unreadable column timestamp"), "{}", why("no-time"));
-    assert!(why("no-time").contains("next tuesday"), "{}", why("no-time"));
-    assert_eq!(parked.iter().find(|d| d.op_id == "no-time").unwrap().timestamp, None);
-    assert_eq!(t.scan_tick(T0 + 20).await.unwrap().fetched, 0, "nothing is stuck");
+    assert!(
+        why("no-time").contains("unreadable column timestamp"),
+        "{}",
+        why("no-time")
+    );
+    assert!(
+        why("no-time").contains("next tuesday"),
+        "{}",
+        why("no-time")
+    );
+    assert_eq!(
+        parked
+            .iter()
+            .find(|d| d.op_id == "no-time")
+            .unwrap()
+            .timestamp,
+        None
+    );
+    assert_eq!(
+        t.scan_tick(T0 + 20).await.unwrap().fetched,
+        0,
+        "nothing is stuck"
+    );
 }

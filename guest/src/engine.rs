@@ -209,9 +209,7 @@ impl Engine {
         let fetched_rows = host
             .scan_after(from.clone(), cfg.batch_size)
             .inspect_err(|_| self.cursor.forget())?;
-        let rows = fetched_rows
-            .views()
-            .inspect_err(|_| self.cursor.forget())?;
+        let rows = fetched_rows.views().inspect_err(|_| self.cursor.forget())?;
         let faults = fetched_rows.faults();
         if rows.is_empty() && faults.is_empty() {
             return Ok(TickReport::default());

@@ -239,7 +239,11 @@ mod tests {
             client_ip: Some("localhost".into()),
             ..ok_op()
         };
-        assert_eq!(stored(host_name.view()), Ok(()), "formats are record's to refuse");
+        assert_eq!(
+            stored(host_name.view()),
+            Ok(()),
+            "formats are record's to refuse"
+        );
         assert_eq!(stored(ok_op().view()), Ok(()));
     }
 
