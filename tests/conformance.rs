@@ -64,6 +64,7 @@ on_every_database!(
     of_hosts_claiming_one_free_lease_at_once_exactly_one_gets_it,
     a_row_the_host_cannot_read_is_dead_lettered_alone_naming_its_column_and_replayed_once_fixed,
     a_cursor_the_seed_wrote_as_a_bare_timestamp_is_taken_as_a_position_and_rewritten,
+    rows_of_every_poison_kind_a_database_can_hold_are_dead_lettered_alone_naming_the_column,
 );
 
 async fn connect(t: &TestDb) -> Database {
@@ -2187,5 +2188,113 @@ async fn a_cursor_the_seed_wrote_as_a_bare_timestamp_is_taken_as_a_position_and_
         db.load_cursor(DEFAULT_KEY).await.unwrap(),
         Some(pos(T0 + 1, "later")),
         "{b:?}: moved on from it, in trustlog's own form"
+    );
+}
+
+async fn rows_of_every_poison_kind_a_database_can_hold_are_dead_lettered_alone_naming_the_column(
+    b: Backend,
+) {
+    let t = TestDb::create(b).await;
+    if let Some(path) = t.url.strip_prefix("sqlite://") {
+        std::fs::File::create(path).unwrap();
+    }
+    // The operation table as another application declared it, before trustlog came:
+    // wide text columns that may be NULL. Text that is not UTF-8 only SQLite can hold:
+    // PostgreSQL checks the encoding of all text, MySQL in strict mode too, and a binary
+    // column is not one trustlog serves (`migrate` asks for a change).
+    let (key, text, time) = match b {
+        Backend::Sqlite => ("TEXT", "TEXT", "INTEGER"),
+        Backend::Postgres => ("VARCHAR(64)", "TEXT", "TIMESTAMPTZ"),
+        Backend::MySql => (
+            "VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+            "TEXT",
+            "DATETIME(6)",
+        ),
+    };
+    t.execute(&format!(
+        "CREATE TABLE operation (op_id {key} NOT NULL PRIMARY KEY, op_actor {text} NULL, \
+         doid {text} NULL, producer_id {text} NULL, request_body_hash {text} NULL, \
+         response_body_hash {text} NULL, op_source {text} NULL, op_type {text} NULL, \
+         do_prefix {text} NULL, do_repository {text} NULL, client_ip {text} NULL, \
+         server_ip {text} NULL, \
+         trustlog_status VARCHAR(20) NOT NULL DEFAULT 'NOT_TRUSTLOGGED', timestamp {time} NOT NULL)"
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l");
+    let mut tn = tenant(
+        &t,
+        &format!("ledger://{}", path.display()),
+        Config::default(),
+    )
+    .await;
+    let row = |id: &str, actor: &str, doid: &str, prefix: &str, at: &str| {
+        format!(
+            "INSERT INTO operation (op_id, op_actor, doid, producer_id, op_source, op_type, \
+             do_prefix, do_repository, timestamp) \
+             VALUES ('{id}', {actor}, {doid}, 'p', 'IRP', 'Create', {prefix}, 'r', {at})"
+        )
+    };
+    let at = |i: i64| t.timestamp_sql(T0 + i);
+    let too_long = format!("'{}'", "x".repeat(300));
+    let not_utf8 = (b == Backend::Sqlite).then_some("CAST(X'C328' AS TEXT)");
+    let mut rows = vec![
+        (row("before", "'app'", "'d'", "'10.1'", &at(0)), None),
+        (
+            row(
+                "bad-time",
+                "'app'",
+                "'d'",
+                "'10.1'",
+                unreadable_timestamp(b),
+            ),
+            Some("unreadable column timestamp"),
+        ),
+        (
+            row("too-long", &too_long, "'d'", "'10.1'", &at(2)),
+            Some("op_actor"),
+        ),
+        (
+            row("null-doid", "'app'", "NULL", "'10.1'", &at(3)),
+            Some("unreadable column doid"),
+        ),
+    ];
+    if let Some(bytes) = not_utf8 {
+        rows.push((
+            row("not-utf8", "'app'", "'d'", bytes, &at(4)),
+            Some("unreadable column do_prefix"),
+        ));
+    }
+    rows.push((row("after", "'app'", "'d'", "'10.1'", &at(5)), None));
+    for (sql, _) in &rows {
+        t.execute(sql).await;
+    }
+    let poisoned = rows.iter().filter(|(_, why)| why.is_some()).count() as u32;
+
+    let r = tn.scan_tick(T0 + 10).await.unwrap();
+    assert_eq!(
+        (r.fetched, r.published, r.dead_lettered),
+        (poisoned + 2, 2, poisoned),
+        "{b:?}: {r:?}"
+    );
+    assert_eq!(ledger_op_ids(&path), ["before", "after"], "{b:?}");
+    let parked = connect(&t).await.dead_letters(None, 10).await.unwrap();
+    for (sql, why) in &rows {
+        let Some(why) = why else { continue };
+        let id = sql.split('\'').nth(1).unwrap();
+        let parked = parked
+            .iter()
+            .find(|d| d.op_id == id)
+            .unwrap_or_else(|| panic!("{b:?}: {id} is not a dead letter: {parked:?}"));
+        assert!(
+            parked.error_message.contains(why),
+            "{b:?}: {id}: {}",
+            parked.error_message
+        );
+    }
+    assert_eq!(
+        tn.scan_tick(T0 + 20).await.unwrap().fetched,
+        0,
+        "{b:?}: nothing is stuck"
     );
 }

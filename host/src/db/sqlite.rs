@@ -888,8 +888,17 @@ fn push_id_list(qb: &mut QueryBuilder<Sqlite>, ids: &[String]) {
 fn operation_at(row: &SqliteRow) -> Result<Result<Operation, RowFault>, DbError> {
     let op_id: String = row.try_get(0).map_err(map_error)?;
     let text = |i: usize| -> Result<String, RowFault> {
-        row.try_get(i)
-            .map_err(|e| super::fault(&op_id, TEXT_FIELDS[i], map_error(e)))
+        // sqlx reads SQLite's NULL as an empty string; the field needs a value.
+        match row.try_get_raw(i) {
+            Ok(raw) if raw.is_null() => Err(super::fault(
+                &op_id,
+                TEXT_FIELDS[i],
+                DbError::Other("NULL where a value is needed".into()),
+            )),
+            _ => row
+                .try_get(i)
+                .map_err(|e| super::fault(&op_id, TEXT_FIELDS[i], map_error(e))),
+        }
     };
     let optional = |i: usize| -> Result<Option<String>, RowFault> {
         row.try_get(i)
