@@ -2298,3 +2298,50 @@ async fn rows_of_every_poison_kind_a_database_can_hold_are_dead_lettered_alone_n
         "{b:?}: nothing is stuck"
     );
 }
+
+/// MySQL and MariaDB: an operation table declared with any of the time types Go schemas
+/// use is read, each at the precision it keeps, as UTC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_datetime_of_every_precision_and_timestamp_columns_are_read() {
+    for (ty, want) in [
+        ("DATETIME", "2026-11-24T02:03:04.000000Z"),
+        ("DATETIME(3)", "2026-11-24T02:03:04.123000Z"),
+        ("DATETIME(6)", "2026-11-24T02:03:04.123456Z"),
+        ("TIMESTAMP", "2026-11-24T02:03:04.000000Z"),
+        ("TIMESTAMP(6)", "2026-11-24T02:03:04.123456Z"),
+    ] {
+        let t = TestDb::create(Backend::MySql).await;
+        t.execute(&format!(
+            "CREATE TABLE operation (op_id VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin \
+             NOT NULL PRIMARY KEY, op_actor VARCHAR(128) NOT NULL, doid VARCHAR(512) NOT NULL, \
+             producer_id VARCHAR(128) NOT NULL, request_body_hash VARCHAR(128) NULL, \
+             response_body_hash VARCHAR(128) NULL, op_source VARCHAR(64) NOT NULL, \
+             op_type VARCHAR(64) NOT NULL, do_prefix VARCHAR(128) NOT NULL, \
+             do_repository VARCHAR(128) NOT NULL, client_ip VARCHAR(45) NULL, \
+             server_ip VARCHAR(45) NULL, \
+             trustlog_status VARCHAR(32) NOT NULL DEFAULT 'NOT_TRUSTLOGGED', \
+             timestamp {ty} NOT NULL)"
+        ))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l");
+        let mut tn = tenant(
+            &t,
+            &format!("ledger://{}", path.display()),
+            Config::default(),
+        )
+        .await;
+        // As an application in UTC writes it; the column keeps what its precision can.
+        t.execute(
+            "INSERT INTO operation (op_id, op_actor, doid, producer_id, op_source, op_type, \
+             do_prefix, do_repository, timestamp) \
+             VALUES ('o-1', 'app', 'd', 'p', 'IRP', 'Create', '10.1', 'r', '2026-11-24 02:03:04.123456')",
+        )
+        .await;
+        // 2026-11-24T06:00:00Z: after the row.
+        let r = tn.scan_tick(1_795_500_000_000_000).await.unwrap();
+        assert_eq!((r.fetched, r.published), (1, 1), "{ty}: {r:?}");
+        let payloads = ledger_payloads(&path);
+        assert_eq!(payloads[0]["timestamp"], want, "{ty}");
+    }
+}

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDateTime};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::mysql::{
     MySql, MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlRow,
 };
@@ -623,7 +623,7 @@ impl MySqlDb {
             .fetch_one(&self.pool)
             .await
             .map_err(map_error)?;
-        let next: Option<NaiveDateTime> = sqlx::query_scalar(NEXT_RETRY_AT)
+        let next: Option<DateTime<Utc>> = sqlx::query_scalar(NEXT_RETRY_AT)
             .fetch_one(&self.pool)
             .await
             .map_err(map_error)?;
@@ -777,13 +777,13 @@ impl MySqlDb {
             .map_err(map_error)?;
         stats.cursor = parse_cursor_of(cursor_key, value.as_deref())?;
 
-        let oldest: Option<NaiveDateTime> = sqlx::query_scalar(OLDEST_WAITING)
+        let oldest: Option<DateTime<Utc>> = sqlx::query_scalar(OLDEST_WAITING)
             .fetch_optional(&mut *tx)
             .await
             .map_err(map_error)?;
         stats.oldest_waiting = oldest.map(micros_of);
 
-        let next: Option<NaiveDateTime> = sqlx::query_scalar(NEXT_RETRY_AT)
+        let next: Option<DateTime<Utc>> = sqlx::query_scalar(NEXT_RETRY_AT)
             .fetch_one(&mut *tx)
             .await
             .map_err(map_error)?;
@@ -1126,9 +1126,11 @@ fn to_datetime(field: &str, micros: Micros) -> Result<NaiveDateTime, DbError> {
         })
 }
 
-/// Microseconds since the epoch of a DATETIME holding UTC.
-fn micros_of(at: NaiveDateTime) -> Micros {
-    at.and_utc().timestamp_micros()
+/// Microseconds since the epoch of a time read as UTC: a DATETIME of any precision
+/// (holding UTC) or a TIMESTAMP (which the session's `+00:00` zone converts), both of
+/// which sqlx decodes as `DateTime<Utc>`, where `NaiveDateTime` takes DATETIME only.
+fn micros_of(at: DateTime<Utc>) -> Micros {
+    at.timestamp_micros()
 }
 
 /// The [`Operation`] in the first [`OPERATION_COLUMN_COUNT`] columns of `row`.
@@ -1144,7 +1146,7 @@ fn operation_at(row: &MySqlRow) -> Result<Result<Operation, RowFault>, DbError> 
     };
     let read = || -> Result<Operation, RowFault> {
         // DATETIME of any precision and TIMESTAMP (converted by the session's UTC zone).
-        let timestamp: NaiveDateTime = row
+        let timestamp: DateTime<Utc> = row
             .try_get(12)
             .map_err(|e| super::fault(&op_id, "timestamp", map_error(e)))?;
         Ok(Operation {
@@ -1169,14 +1171,14 @@ fn operation_at(row: &MySqlRow) -> Result<Result<Operation, RowFault>, DbError> 
 /// The [`DeadLetter`] in the columns `dead_letter_columns!` lists.
 fn dead_letter_at(row: &MySqlRow) -> Result<DeadLetter, DbError> {
     let op_id: String = row.try_get(0).map_err(map_error)?;
-    let timestamp: Option<NaiveDateTime> = row.try_get(1).ok();
+    let timestamp: Option<DateTime<Utc>> = row.try_get(1).ok();
     let count: i64 = row.try_get(2).map_err(map_error)?;
     let retry_count = u32::try_from(count)
         .map_err(|_| DbError::Other(format!("retry_count {count} of {op_id:?} is out of range")))?;
     let error_message: Option<String> = row.try_get(3).map_err(map_error)?;
-    let created_at: NaiveDateTime = row.try_get(4).map_err(map_error)?;
-    let updated_at: NaiveDateTime = row.try_get(5).map_err(map_error)?;
-    let last_retry_at: Option<NaiveDateTime> = row.try_get(6).map_err(map_error)?;
+    let created_at: DateTime<Utc> = row.try_get(4).map_err(map_error)?;
+    let updated_at: DateTime<Utc> = row.try_get(5).map_err(map_error)?;
+    let last_retry_at: Option<DateTime<Utc>> = row.try_get(6).map_err(map_error)?;
     Ok(DeadLetter {
         timestamp: timestamp.map(micros_of),
         retry_count,
@@ -1425,7 +1427,7 @@ mod tests {
                 r.get(0),
                 r.get(1),
                 r.get(2),
-                r.get::<Option<NaiveDateTime>, _>(3).map(micros_of),
+                r.get::<Option<DateTime<Utc>>, _>(3).map(micros_of),
                 micros_of(r.get(4)),
                 micros_of(r.get(5)),
             )

@@ -440,8 +440,8 @@ fn judge_time(
             Some(p) if p < 6 => Some((
                 Verdict::Note,
                 format!(
-                    "{shown}: keeps {p} fractional digits; microseconds recorded through \
-                     trustlog are rounded to them by the database"
+                    "{shown}: keeps {p} fractional digits; the database cuts or rounds \
+                     the rest of the microseconds recorded through trustlog"
                 ),
                 None,
             )),
