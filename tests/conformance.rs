@@ -2345,3 +2345,65 @@ async fn mysql_datetime_of_every_precision_and_timestamp_columns_are_read() {
         assert_eq!(payloads[0]["timestamp"], want, "{ty}");
     }
 }
+
+/// PostgreSQL: a `timestamp` column without time zone holds UTC, or the zone the URL
+/// names for the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_timestamp_without_zone_is_read_as_utc_or_in_the_zone_the_url_names() {
+    for (zone, want) in [
+        (None, "2026-11-24T10:23:54.123456Z"),
+        (Some("Asia/Shanghai"), "2026-11-24T02:23:54.123456Z"),
+        (Some("America/New_York"), "2026-11-24T15:23:54.123456Z"),
+    ] {
+        let mut t = TestDb::create(Backend::Postgres).await;
+        if let Some(zone) = zone {
+            t.url = format!("{}%20-c%20TimeZone%3D{zone}", t.url);
+        }
+        t.execute(
+            "CREATE TABLE operation (op_id VARCHAR(64) COLLATE \"C\" NOT NULL PRIMARY KEY, \
+             op_actor VARCHAR(128) NOT NULL, doid VARCHAR(512) NOT NULL, \
+             producer_id VARCHAR(128) NOT NULL, request_body_hash VARCHAR(128) NULL, \
+             response_body_hash VARCHAR(128) NULL, op_source VARCHAR(64) NOT NULL, \
+             op_type VARCHAR(64) NOT NULL, do_prefix VARCHAR(128) NOT NULL, \
+             do_repository VARCHAR(128) NOT NULL, client_ip VARCHAR(45) NULL, \
+             server_ip VARCHAR(45) NULL, \
+             trustlog_status VARCHAR(20) NOT NULL DEFAULT 'NOT_TRUSTLOGGED', \
+             timestamp TIMESTAMP NOT NULL)",
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l");
+        let mut tn = tenant(
+            &t,
+            &format!("ledger://{}", path.display()),
+            Config::default(),
+        )
+        .await;
+        // The wall-clock time the application wrote, in its zone.
+        t.execute(
+            "INSERT INTO operation (op_id, op_actor, doid, producer_id, op_source, op_type, \
+             do_prefix, do_repository, timestamp) \
+             VALUES ('o-1', 'app', 'd', 'p', 'IRP', 'Create', '10.1', 'r', '2026-11-24 10:23:54.123456')",
+        )
+        .await;
+        // 2026-11-25T00:00:00Z: after the row in every zone here.
+        let r = tn.scan_tick(1_795_564_800_000_000).await.unwrap();
+        assert_eq!((r.fetched, r.published), (1, 1), "{zone:?}: {r:?}");
+        assert_eq!(ledger_payloads(&path)[0]["timestamp"], want, "{zone:?}");
+        // Recorded through trustlog and read back: the same instant.
+        let db = connect(&t).await;
+        db.insert(
+            vec![op("o-2", 1_795_561_200_000_000)],
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
+        let r = tn.scan_tick(1_795_564_800_000_000).await.unwrap();
+        assert_eq!(r.published, 1, "{zone:?}: {r:?}");
+        assert_eq!(
+            ledger_payloads(&path)[1]["timestamp"],
+            "2026-11-24T23:00:00.000000Z",
+            "{zone:?}"
+        );
+    }
+}

@@ -61,7 +61,7 @@ macro_rules! operation_columns {
     () => {
         "o.op_id, o.op_actor, o.doid, o.producer_id, o.request_body_hash, \
          o.response_body_hash, o.op_source, o.op_type, o.do_prefix, o.do_repository, \
-         o.client_ip, o.server_ip, o.timestamp"
+         o.client_ip, o.server_ip, o.timestamp::timestamptz"
     };
 }
 const OPERATION_COLUMN_COUNT: usize = 13;
@@ -134,7 +134,7 @@ const WAITING_SINCE: &str = "SELECT 1 FROM operation o \
      AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id) \
      ORDER BY o.timestamp, o.op_id LIMIT 1";
 /// The earliest due time of the retry queue, by `trustlog_retry_due_order`.
-const NEXT_RETRY_AT: &str = "SELECT MIN(next_retry_at) FROM ( \
+const NEXT_RETRY_AT: &str = "SELECT MIN(next_retry_at)::timestamptz FROM ( \
      (SELECT next_retry_at FROM trustlog_retry WHERE retry_status = 'PENDING' \
       AND next_retry_at IS NOT NULL ORDER BY next_retry_at LIMIT 1) UNION ALL \
      (SELECT next_retry_at FROM trustlog_retry WHERE retry_status = 'RETRYING' \
@@ -145,7 +145,7 @@ const BACKLOG: &str = concat!(
     "SELECT (SELECT COUNT(*) FROM operation o WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' \
      AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id)), \
      (SELECT COUNT(*) FROM trustlog_retry WHERE retry_status IN ('PENDING', 'RETRYING')), (",
-    "SELECT MIN(next_retry_at) FROM ( \
+    "SELECT MIN(next_retry_at)::timestamptz FROM ( \
      (SELECT next_retry_at FROM trustlog_retry WHERE retry_status = 'PENDING' \
       AND next_retry_at IS NOT NULL ORDER BY next_retry_at LIMIT 1) UNION ALL \
      (SELECT next_retry_at FROM trustlog_retry WHERE retry_status = 'RETRYING' \
@@ -179,7 +179,7 @@ macro_rules! due_of {
         concat!(
             "(SELECT ",
             operation_columns!(),
-            ", r.retry_count::int8, r.next_retry_at AS due \
+            ", r.retry_count::int8, r.next_retry_at::timestamptz AS due \
              FROM trustlog_retry r JOIN operation o ON o.op_id = r.op_id \
              WHERE r.retry_status = '",
             $status,
@@ -200,7 +200,7 @@ const DUE_RETRIES: &str = concat!(
 /// The timestamp of the oldest waiting row with no retry row. Not MIN(): walking the
 /// index in order stops at the first match, where MIN() over the NOT EXISTS filter would
 /// visit every waiting row.
-const OLDEST_WAITING: &str = "SELECT o.timestamp FROM operation o \
+const OLDEST_WAITING: &str = "SELECT o.timestamp::timestamptz FROM operation o \
      WHERE o.trustlog_status = 'NOT_TRUSTLOGGED' \
      AND NOT EXISTS (SELECT 1 FROM trustlog_retry r WHERE r.op_id = o.op_id) \
      ORDER BY o.timestamp, o.op_id LIMIT 1";
@@ -262,8 +262,8 @@ const REWRITE_CURSOR: &str =
 /// The columns of [`DeadLetter`], in field order, mapped by [`dead_letter_at`].
 macro_rules! dead_letter_columns {
     () => {
-        "r.op_id, o.timestamp, r.retry_count::int8, r.error_message, r.created_at, r.updated_at, \
-         r.last_retry_at"
+        "r.op_id, o.timestamp::timestamptz, r.retry_count::int8, r.error_message, \
+         r.created_at::timestamptz, r.updated_at::timestamptz, r.last_retry_at::timestamptz"
     };
 }
 /// `dead_letters(None, $1)`. op_id is COLLATE "C" in both tables: the order is byte order.
@@ -318,10 +318,12 @@ impl PostgresDb {
     /// `?options=-c%20search_path%3Dmyschema` included).
     pub async fn connect(url: &str) -> Result<PostgresDb, DbError> {
         let mut options = PgConnectOptions::from_str(url).map_err(map_error)?;
-        // A `timestamp` column without time zone is read as UTC; the session's zone
-        // makes the database convert it the same way where it compares one with the
-        // relay's TIMESTAMPTZ parameters or stores them in one.
-        options = options.options([("TimeZone", "UTC")]);
+        // A `timestamp` column without time zone holds times in the session's zone:
+        // every query reads it cast to TIMESTAMPTZ, and PostgreSQL converts the same
+        // way where it compares one with the relay's TIMESTAMPTZ parameters or stores
+        // them in one. sqlx starts every session in UTC, over what `options` says, so
+        // a zone the URL names (`options=-c TimeZone=…`) is set once connected.
+        let zone = session_zone(options.get_options());
         if options.get_application_name().is_none() {
             // Names the relay's sessions in pg_stat_activity.
             options = options.application_name("trustlog");
@@ -329,6 +331,18 @@ impl PostgresDb {
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(move |conn, _| {
+                let zone = zone.clone();
+                Box::pin(async move {
+                    if let Some(zone) = zone {
+                        sqlx::query("SELECT set_config('TimeZone', $1, false)")
+                            .bind(zone)
+                            .execute(conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
             .map_err(map_error)?;
@@ -1086,11 +1100,10 @@ fn micros_at(row: &PgRow, index: usize) -> Result<Micros, DbError> {
     let type_info = value.type_info().into_owned();
     let bad =
         |what: String| DbError::Other(format!("column {index} ({}): {what}", type_info.name()));
-    // A `timestamp` without time zone (as many schemas declare it) is the same eight
-    // bytes on the wire, read as UTC.
-    let naive = type_info.name() == "TIMESTAMP";
-    if !naive && !<PgTime as Type<Postgres>>::compatible(&type_info) {
-        return Err(bad("expected a TIMESTAMPTZ or a TIMESTAMP".to_string()));
+    // A `timestamp` without time zone comes cast by the query (`::timestamptz`), so the
+    // session's zone applies; read raw, it would be taken as UTC whatever the zone.
+    if !<PgTime as Type<Postgres>>::compatible(&type_info) {
+        return Err(bad("expected a TIMESTAMPTZ".to_string()));
     }
     if value.is_null() {
         return Err(bad("unexpected NULL".to_string()));
@@ -1236,6 +1249,15 @@ fn count_at(row: &PgRow) -> Result<u64, DbError> {
 fn count_in(row: &PgRow, index: usize) -> Result<u64, DbError> {
     let count: i64 = row.try_get(index).map_err(map_error)?;
     u64::try_from(count).map_err(|_| DbError::Other(format!("negative count {count}")))
+}
+
+/// The zone a libpq `options` string sets (`-c TimeZone=Asia/Shanghai`), if any.
+fn session_zone(options: Option<&str>) -> Option<String> {
+    options?
+        .split_whitespace()
+        .filter_map(|word| word.strip_prefix("-c").unwrap_or(word).split_once('='))
+        .find(|(key, _)| key.eq_ignore_ascii_case("timezone"))
+        .map(|(_, zone)| zone.to_string())
 }
 
 /// Parses a stored cursor value, naming `key` when it is malformed.

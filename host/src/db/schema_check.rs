@@ -433,7 +433,10 @@ fn judge_time(
         (Dialect::Postgres, "timestamp with time zone") => None,
         (Dialect::Postgres, "timestamp without time zone") => Some((
             Verdict::Note,
-            format!("{shown}: read and written as UTC"),
+            format!(
+                "{shown}: read and written in the session's zone: UTC, or the one the URL \
+                 names (options=-c TimeZone=…)"
+            ),
             None,
         )),
         (Dialect::MySql, "datetime") => match found.precision {
