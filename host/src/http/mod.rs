@@ -7,6 +7,7 @@
 //! Requests run on the tenant's own request instance, not its worker's, so a tick
 //! waiting on a slow broker never holds up a scrape or an insert.
 
+pub mod access;
 mod admin;
 mod operations;
 mod probes;
