@@ -68,6 +68,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use trustlog_guest::model::{Config, Strategy};
 
+use crate::http::access::{Credential, Role, Scope};
 use crate::limits::Limits;
 use crate::publisher::options::redact;
 use crate::worker::Intervals;
@@ -92,6 +93,8 @@ pub struct HostConfig {
     pub max_tenants: u32,
     /// The `[[tenant]]` entries, in file order.
     pub tenants: Vec<TenantSpec>,
+    /// The `[[credential]]` entries, in file order, secrets hashed.
+    pub credentials: Vec<Credential>,
 }
 
 /// One `[[tenant]]`, with `[defaults]` and built-in defaults applied.
@@ -215,6 +218,9 @@ pub enum ConfigError {
     /// More tenants than `max_tenants` allows.
     #[error("max_tenants = {max} is smaller than the {count} tenants defined")]
     TooManyTenants { max: u32, count: usize },
+    /// A `[[credential]]` that cannot be used as written.
+    #[error("{field}: {reason}")]
+    BadCredential { field: String, reason: String },
 }
 
 impl ConfigError {
@@ -241,6 +247,7 @@ impl ConfigError {
             | ConfigError::SchemaNotApplicable { field, .. }
             | ConfigError::MissingEnv { field, .. }
             | ConfigError::IdMismatch { field, .. }
+            | ConfigError::BadCredential { field, .. }
             | ConfigError::EnvNotAllowed { field } => Some(field),
             _ => None,
         }
@@ -331,12 +338,83 @@ fn parse_with_env(text: &str, base_dir: &Path, env: Env) -> Result<HostConfig, C
             count: tenants.len(),
         });
     }
+    let credentials = raw
+        .credential
+        .into_iter()
+        .enumerate()
+        .map(|(index, c)| credential(&format!("credential[{index}]"), c, &tenants, env))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_unique_credentials(&credentials)?;
     Ok(HostConfig {
         listen: raw.listen,
         admin_token,
         max_tenants,
         tenants,
+        credentials,
     })
+}
+
+/// Shortest secret a `[[credential]]` may have: a guessable one would let anyone in.
+pub const MIN_SECRET_CHARS: usize = 16;
+
+fn credential(
+    at: &str,
+    raw: RawCredential,
+    tenants: &[TenantSpec],
+    env: Env,
+) -> Result<Credential, ConfigError> {
+    let field = |name: &str| format!("{at}.{name}");
+    let name = non_empty(
+        raw.name.ok_or_else(|| ConfigError::Missing {
+            field: field("name"),
+        })?,
+        field("name"),
+    )?;
+    let role_text = raw.role.ok_or_else(|| ConfigError::Missing {
+        field: field("role"),
+    })?;
+    let role = Role::parse(&role_text).ok_or_else(|| ConfigError::BadCredential {
+        field: field("role"),
+        reason: format!("unknown role {role_text:?}; expected ingest, read or admin"),
+    })?;
+    let scope = match raw.tenant {
+        None => Scope::Host,
+        Some(id) if tenants.iter().any(|t| t.id == id) => Scope::Tenant(id),
+        Some(id) => {
+            return Err(ConfigError::BadCredential {
+                field: field("tenant"),
+                reason: format!("no [[tenant]] has the id {id:?}"),
+            });
+        }
+    };
+    let secret = secret(
+        raw.secret.ok_or_else(|| ConfigError::Missing {
+            field: field("secret"),
+        })?,
+        field("secret"),
+        Some(env),
+    )?;
+    if secret.chars().count() < MIN_SECRET_CHARS {
+        return Err(ConfigError::BadCredential {
+            field: field("secret"),
+            reason: format!("shorter than {MIN_SECRET_CHARS} characters"),
+        });
+    }
+    Ok(Credential::new(name, role, scope, &secret))
+}
+
+fn check_unique_credentials(credentials: &[Credential]) -> Result<(), ConfigError> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (index, c) in credentials.iter().enumerate() {
+        if let Some(&first) = seen.get(c.name.as_str()) {
+            return Err(ConfigError::BadCredential {
+                field: format!("credential[{index}].name"),
+                reason: format!("{:?} is already the name of credential[{first}]", c.name),
+            });
+        }
+        seen.insert(&c.name, index);
+    }
+    Ok(())
 }
 
 fn check_unique_ids(tenants: &[TenantSpec]) -> Result<(), ConfigError> {
@@ -777,6 +855,18 @@ struct RawFile {
     defaults: RawSettings,
     #[serde(default)]
     tenant: Vec<RawTenant>,
+    #[serde(default)]
+    credential: Vec<RawCredential>,
+}
+
+/// `[[credential]]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredential {
+    name: Option<String>,
+    role: Option<String>,
+    tenant: Option<String>,
+    secret: Option<String>,
 }
 
 /// `[defaults]` as written; every key optional.
@@ -891,6 +981,7 @@ impl fmt::Debug for HostConfig {
             .field("admin_token", &hidden(&self.admin_token))
             .field("max_tenants", &self.max_tenants)
             .field("tenants", &self.tenants)
+            .field("credentials", &self.credentials)
             .finish()
     }
 }
@@ -1538,5 +1629,60 @@ cpu_per_call = "42ms"
         let e = HostConfig::load(&missing).unwrap_err();
         assert!(matches!(e, ConfigError::Read { .. }), "{e:?}");
         assert!(e.to_string().contains("absent.toml"), "{e}");
+    }
+
+    #[test]
+    fn credentials_name_a_role_a_tenant_or_the_host_and_a_secret_kept_hashed() {
+        let config = parse(&format!(
+            "{ACME}[[credential]]\nname = \"acme-app\"\nrole = \"ingest\"\ntenant = \"acme\"\n\
+             secret = \"0123456789abcdef\"\n\
+             [[credential]]\nname = \"ops\"\nrole = \"admin\"\nsecret = \"env:ACME_DB\"\n"
+        ))
+        .unwrap();
+        let [app, ops] = &config.credentials[..] else {
+            panic!("{:?}", config.credentials)
+        };
+        assert_eq!(
+            (app.role, &app.scope),
+            (Role::Ingest, &Scope::Tenant("acme".into()))
+        );
+        assert_eq!((ops.role, &ops.scope), (Role::Admin, &Scope::Host));
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+    }
+
+    #[test]
+    fn a_credential_with_a_bad_role_tenant_secret_or_name_is_refused_naming_the_field() {
+        let with = |body: &str| error(&format!("{ACME}[[credential]]\n{body}\n"));
+        let good_secret = "secret = \"0123456789abcdef\"";
+        for (body, field) in [
+            (
+                format!("name = \"x\"\nrole = \"root\"\n{good_secret}"),
+                "credential[0].role",
+            ),
+            (
+                format!("name = \"x\"\nrole = \"read\"\ntenant = \"globex\"\n{good_secret}"),
+                "credential[0].tenant",
+            ),
+            (
+                "name = \"x\"\nrole = \"read\"\nsecret = \"short\"".to_string(),
+                "credential[0].secret",
+            ),
+            (
+                format!("role = \"read\"\n{good_secret}"),
+                "credential[0].name",
+            ),
+            (
+                "name = \"x\"\nrole = \"read\"\nsecret = \"env:NOT_SET\"".to_string(),
+                "credential[0].secret",
+            ),
+        ] {
+            assert_eq!(with(&body).field(), Some(field), "{body}");
+        }
+        let twice = error(&format!(
+            "{ACME}[[credential]]\nname = \"x\"\nrole = \"read\"\n{good_secret}\n\
+             [[credential]]\nname = \"x\"\nrole = \"admin\"\nsecret = \"fedcba9876543210\"\n"
+        ));
+        assert_eq!(twice.field(), Some("credential[1].name"));
     }
 }
