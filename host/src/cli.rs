@@ -233,9 +233,14 @@ pub struct ServeArgs {
     /// with --until-drained, no HTTP unless given]; port 0 picks a free port, `none` turns HTTP off.
     #[arg(long, env = "TRUSTLOG_LISTEN")]
     pub listen: Option<String>,
-    /// Bearer token of the admin API (/v1/admin/...); without one the admin API is off.
+    /// Bearer secret of an admin of the whole host (every route). Once any credential
+    /// is configured, every route but /healthz and /readyz needs one.
     #[arg(long, env = "TRUSTLOG_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Serve HTTP on a non-loopback address with no credential configured: anyone who
+    /// reaches the port may write operations.
+    #[arg(long, env = "TRUSTLOG_INSECURE_ALLOW_UNAUTHENTICATED")]
+    pub insecure_allow_unauthenticated: bool,
     /// Run this component file instead of the built-in one (a newer or a custom engine).
     #[arg(long, env = "TRUSTLOG_COMPONENT")]
     pub component: Option<PathBuf>,

@@ -12,6 +12,7 @@ use trustlog_host::bench::{BenchOptions, BenchReport, EngineKind};
 use trustlog_host::clock::{SystemClock, now_micros};
 use trustlog_host::config::{HostConfig, TenantSpec};
 use trustlog_host::db::{Database, Lease, Replay};
+use trustlog_host::http::access::{Credential, Role, Scope};
 use trustlog_host::http::{self, AppState, DEFAULT_TENANT};
 use trustlog_host::ingest;
 use trustlog_host::ledger;
@@ -139,18 +140,27 @@ fn shutdown_signal() -> watch::Receiver<bool> {
 /// What `serve` runs: the tenants of the config file, or the one the flags describe.
 struct ServePlan {
     tenants: Vec<TenantSpec>,
-    admin_token: Option<String>,
+    /// `--admin-token`: an admin of the whole host, kept across reloads.
+    flag_credentials: Vec<Credential>,
+    /// The config file's `admin_token` and `[[credential]]`s.
+    file_credentials: Vec<Credential>,
     listen: Option<String>,
     max_tenants: u32,
 }
 
 fn serve_plan(args: &ServeArgs) -> anyhow::Result<ServePlan> {
-    let flag_token = args.admin_token.clone().filter(|t| !t.is_empty());
+    let flag_credentials: Vec<Credential> = args
+        .admin_token
+        .iter()
+        .filter(|t| !t.is_empty())
+        .map(|t| Credential::new("--admin-token", Role::Admin, Scope::Host, t))
+        .collect();
     if let Some(path) = &args.config {
         let config = HostConfig::load(path)?;
         return Ok(ServePlan {
+            file_credentials: http::file_credentials(&config),
             tenants: config.tenants,
-            admin_token: flag_token.or(config.admin_token),
+            flag_credentials,
             listen: args.listen_addr(config.listen.as_deref()),
             max_tenants: config.max_tenants,
         });
@@ -169,7 +179,8 @@ fn serve_plan(args: &ServeArgs) -> anyhow::Result<ServePlan> {
     };
     Ok(ServePlan {
         tenants: vec![spec],
-        admin_token: flag_token,
+        flag_credentials,
+        file_credentials: Vec::new(),
         listen: args.listen_addr(None),
         max_tenants: 1,
     })
@@ -199,13 +210,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     for spec in plan.tenants {
         tenants.add(spec).await?;
     }
-    let state = Arc::new(AppState {
-        tenants: tenants.clone(),
-        admin_token: plan.admin_token,
-        clock: Arc::new(SystemClock),
-        config_path: args.config.clone(),
-        reloading: tokio::sync::Mutex::new(()),
-    });
+    let state = Arc::new(AppState::new(
+        tenants.clone(),
+        Arc::new(SystemClock),
+        args.config.clone(),
+        plan.flag_credentials,
+        plan.file_credentials,
+    ));
+    state.refresh_credentials().await;
     let reloader = args
         .config
         .is_some()
@@ -215,9 +227,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let http = match plan.listen {
         Some(addr) => {
             let (listener, bound) = http::bind(&addr).await?;
+            let open = state.credentials().is_empty();
+            if open && !bound.ip().is_loopback() && !args.insecure_allow_unauthenticated {
+                bail!(
+                    "refusing to serve HTTP on {bound} with no credential: anyone who reaches it \
+                     could write operations into the trust log. Configure credentials \
+                     (--admin-token, [[credential]] in --config), listen on a loopback address, \
+                     or pass --insecure-allow-unauthenticated"
+                );
+            }
             // Tests and scripts that asked for port 0 read the address from here.
             println!("listening on http://{bound}");
-            tracing::info!(%bound, admin_api = state.admin_token.is_some(), "http listening");
+            tracing::info!(%bound, authenticated = !open, "http listening");
             let mut stopped = http_stopped.clone();
             Some(tokio::spawn(http::serve(
                 listener,

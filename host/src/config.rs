@@ -36,6 +36,12 @@
 //! cpu_per_call = "1s"               # CPU time one call may compute (epoch ticks of 1 ms)
 //! table_elements = 10000
 //! log_lines_per_sec = 100
+//!
+//! [[credential]]                     # optional, any number; see http::access
+//! name = "acme-app"                  # required, unique; shown in logs
+//! role = "ingest"                    # ingest | read | admin
+//! tenant = "acme"                    # optional; omitted: every tenant and the host's routes
+//! secret = "env:ACME_INGEST"         # required; at least 16 characters
 //! ```
 //!
 //! A setting missing from a tenant comes from `[defaults]`, and one missing there from

@@ -17,6 +17,9 @@ pub struct Server {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     pub http: reqwest::Client,
+    /// The secret `get`, `text` and the waits send: the `--admin-token` the server was
+    /// started with, if any, or one set with [`Server::reading_as`].
+    pub reader: Option<String>,
 }
 
 impl Server {
@@ -55,14 +58,35 @@ impl Server {
         });
         // reqwest is built without a crypto provider of its own (see the webhook publisher).
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let reader = args
+            .iter()
+            .position(|a| *a == "--admin-token")
+            .and_then(|i| args.get(i + 1))
+            .map(|t| t.to_string());
         Server {
             base: base.to_string(),
             child,
             stderr,
+            reader,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap(),
+        }
+    }
+
+    /// The same server, read with `secret` by `get`, `text` and the waits.
+    pub fn reading_as(mut self, secret: &str) -> Server {
+        self.reader = Some(secret.to_string());
+        self
+    }
+
+    /// A GET of `path`, with the reader's secret.
+    fn read(&self, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.get(self.url(path));
+        match &self.reader {
+            Some(secret) => req.bearer_auth(secret),
+            None => req,
         }
     }
 
@@ -95,6 +119,11 @@ impl Server {
 
     /// GETs `path`: the status and the body as JSON (or `Null` when it is not JSON).
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        answer(self.read(path).send().await.unwrap()).await
+    }
+
+    /// GETs `path` with no credential at all.
+    pub async fn get_anonymous(&self, path: &str) -> (u16, serde_json::Value) {
         answer(self.http.get(self.url(path)).send().await.unwrap()).await
     }
 
@@ -124,7 +153,7 @@ impl Server {
 
     /// GETs `path` as text.
     pub async fn text(&self, path: &str) -> (u16, String) {
-        let r = self.http.get(self.url(path)).send().await.unwrap();
+        let r = self.read(path).send().await.unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     }
 

@@ -1,6 +1,6 @@
-//! The dead-letter admin API, behind a bearer token: the tenant's own or the
-//! host's. With neither configured it is off (404); a missing or wrong token is a
-//! 401 and changes nothing. A tenant's token opens that tenant's API only.
+//! The dead-letter admin API: an admin credential of the tenant or of the whole host
+//! (see [`super::access`]). With no credential configured it is off (404); a missing
+//! or wrong one is a 401 and changes nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,12 +8,12 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
-use super::{ApiError, AppState, Scoped, json_body};
+use super::access::Role;
+use super::{ApiError, AppState, Caller, Scoped, json_body};
 use crate::db::Replay;
 use crate::report::dead_letter_json;
 use crate::tenants::Running;
@@ -23,103 +23,15 @@ const DEFAULT_PAGE: u32 = 100;
 /// The largest page.
 const MAX_PAGE: u32 = 10_000;
 
-/// Why a request was refused before it did anything.
-pub(super) enum Denied {
-    Off,
-    Unauthorized,
-}
-
-impl IntoResponse for Denied {
-    fn into_response(self) -> Response {
-        match self {
-            Denied::Off => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "the admin API is off: start serve with --admin-token or TRUSTLOG_ADMIN_TOKEN, or give the tenant an admin_token",
-            )
-            .into_response(),
-            Denied::Unauthorized => (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer realm=\"trustlog-admin\"")],
-                Json(
-                    json!({"error": "a valid bearer token is required", "field": "authorization"}),
-                ),
-            )
-                .into_response(),
-        }
-    }
-}
-
-/// Lets the request through when its bearer token is one of `accepted`.
-fn bearer_matches(headers: &HeaderMap, accepted: &[&str]) -> Result<(), Denied> {
-    if accepted.is_empty() {
-        return Err(Denied::Off);
-    }
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(Denied::Unauthorized)?;
-    // Comparing digests takes the same time wherever the strings first differ.
-    let given = Sha256::digest(given.as_bytes());
-    if accepted
-        .iter()
-        .any(|token| Sha256::digest(token.as_bytes()) == given)
-    {
-        Ok(())
-    } else {
-        Err(Denied::Unauthorized)
-    }
-}
-
-/// The host's token, or the tenant's own.
-fn authorize(state: &AppState, tenant: &Running, headers: &HeaderMap) -> Result<(), Denied> {
-    let accepted: Vec<&str> = [
-        state.admin_token.as_deref(),
-        tenant.spec.admin_token.as_deref(),
-    ]
-    .into_iter()
-    .flatten()
-    .filter(|t| !t.is_empty())
-    .collect();
-    bearer_matches(headers, &accepted)
-}
-
-/// The host's token only: the tenant admin API.
-pub(super) fn authorize_host(state: &AppState, headers: &HeaderMap) -> Result<(), Denied> {
-    let accepted: Vec<&str> = state
-        .admin_token
-        .as_deref()
-        .filter(|t| !t.is_empty())
-        .into_iter()
-        .collect();
-    bearer_matches(headers, &accepted)
-}
-
-/// Why a request was turned away before it did anything.
-enum Refusal {
-    Denied(Denied),
-    Invalid(ApiError),
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        match self {
-            Refusal::Denied(d) => d.into_response(),
-            Refusal::Invalid(e) => e.into_response(),
-        }
-    }
-}
-
-/// Authorizes a request, then parses its body.
+/// Lets an admin of `tenant` through, then parses the body.
 fn admit<T>(
-    state: &AppState,
     tenant: &Running,
-    headers: &HeaderMap,
+    caller: &Caller,
     body: &[u8],
     parse: fn(&[u8]) -> Result<T, ApiError>,
-) -> Result<T, Refusal> {
-    authorize(state, tenant, headers).map_err(Refusal::Denied)?;
-    parse(body).map_err(Refusal::Invalid)
+) -> Result<T, ApiError> {
+    caller.require(Role::Admin, Some(tenant.id()))?;
+    parse(body)
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ApiError {
@@ -128,13 +40,11 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
 
 /// `GET /v1/admin/dead-letters?after=OP_ID&limit=N`: one page, in op_id order.
 pub async fn list(
-    State(state): State<Arc<AppState>>,
-    Scoped(tenant): Scoped,
-    headers: HeaderMap,
+    Scoped(tenant, caller): Scoped,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(denied) = authorize(&state, &tenant, &headers) {
-        return denied.into_response();
+    if let Err(refused) = caller.require(Role::Admin, Some(tenant.id())) {
+        return refused.into_response();
     }
     let limit = match query.get("limit").map(|l| l.parse::<u32>()) {
         None => DEFAULT_PAGE,
@@ -165,11 +75,10 @@ pub async fn list(
 /// back to the retry queue, due now, with a fresh retry count.
 pub async fn replay(
     State(state): State<Arc<AppState>>,
-    Scoped(tenant): Scoped,
-    headers: HeaderMap,
+    Scoped(tenant, caller): Scoped,
     body: Bytes,
 ) -> Response {
-    let which = match admit(&state, &tenant, &headers, &body, replay_request) {
+    let which = match admit(&tenant, &caller, &body, replay_request) {
         Ok(w) => w,
         Err(refused) => return refused.into_response(),
     };
@@ -191,7 +100,12 @@ pub async fn replay(
         }
         Ok(n) => {
             tenant.worker.retry_soon();
-            tracing::info!(replayed = n, "dead letters replayed through the admin API");
+            tracing::info!(
+                credential = caller.name(),
+                tenant = tenant.id(),
+                replayed = n,
+                "dead letters replayed through the admin API"
+            );
             Json(json!({"replayed": n})).into_response()
         }
         Err(e) => unavailable(e).into_response(),
@@ -222,11 +136,10 @@ fn replay_request(body: &[u8]) -> Result<Replay, ApiError> {
 /// as `DB_ONLY`.
 pub async fn purge(
     State(state): State<Arc<AppState>>,
-    Scoped(tenant): Scoped,
-    headers: HeaderMap,
+    Scoped(tenant, caller): Scoped,
     body: Bytes,
 ) -> Response {
-    let older_than = match admit(&state, &tenant, &headers, &body, purge_request) {
+    let older_than = match admit(&tenant, &caller, &body, purge_request) {
         Ok(d) => d,
         Err(refused) => return refused.into_response(),
     };
@@ -236,7 +149,12 @@ pub async fn purge(
         .await
     {
         Ok(n) => {
-            tracing::info!(purged = n, "dead letters purged through the admin API");
+            tracing::info!(
+                credential = caller.name(),
+                tenant = tenant.id(),
+                purged = n,
+                "dead letters purged through the admin API"
+            );
             Json(json!({"purged": n})).into_response()
         }
         Err(e) => unavailable(e).into_response(),

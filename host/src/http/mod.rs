@@ -20,12 +20,14 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::json;
 use tokio::net::TcpListener;
+
+use access::{Credential, Credentials, Role, Scope};
 
 use crate::clock::Clock;
 use crate::config::{ConfigError, HostConfig};
@@ -41,14 +43,85 @@ pub const DEFAULT_TENANT: &str = "default";
 pub struct AppState {
     /// The host's tenants.
     pub tenants: Arc<Tenants>,
-    /// The host-wide admin token: every tenant's admin API and the tenant admin API.
-    /// With neither it nor a tenant's own token, that admin API is off.
-    pub admin_token: Option<String>,
     pub clock: Arc<dyn Clock>,
     /// The config file `serve --config` read, re-read on reload.
     pub config_path: Option<PathBuf>,
     /// One reload at a time (SIGHUP and the admin API may race).
     pub reloading: tokio::sync::Mutex<()>,
+    /// The credentials the command line gave (`--admin-token`), kept across reloads.
+    flag_credentials: Vec<Credential>,
+    /// The credentials of the config file (`admin_token`, `[[credential]]`), replaced
+    /// on reload.
+    file_credentials: std::sync::RwLock<Vec<Credential>>,
+    /// Every credential in force: the two above and each tenant's `admin_token`.
+    credentials: std::sync::RwLock<Arc<Credentials>>,
+}
+
+/// The credentials a config file defines: its `admin_token` (an admin of the whole
+/// host, named `admin_token`) and its `[[credential]]` entries.
+pub fn file_credentials(config: &HostConfig) -> Vec<Credential> {
+    let mut all: Vec<Credential> = config
+        .admin_token
+        .iter()
+        .filter(|t| !t.is_empty())
+        .map(|t| Credential::new("admin_token", Role::Admin, Scope::Host, t))
+        .collect();
+    all.extend(config.credentials.iter().cloned());
+    all
+}
+
+impl AppState {
+    /// The state of a host serving `tenants`; call [`AppState::refresh_credentials`]
+    /// once the tenants are added.
+    pub fn new(
+        tenants: Arc<Tenants>,
+        clock: Arc<dyn Clock>,
+        config_path: Option<PathBuf>,
+        flag_credentials: Vec<Credential>,
+        file_credentials: Vec<Credential>,
+    ) -> AppState {
+        AppState {
+            tenants,
+            clock,
+            config_path,
+            reloading: tokio::sync::Mutex::new(()),
+            flag_credentials,
+            file_credentials: std::sync::RwLock::new(file_credentials),
+            credentials: std::sync::RwLock::new(Arc::new(Credentials::default())),
+        }
+    }
+
+    /// Recomputes the credentials in force from the host's and the running tenants'.
+    pub async fn refresh_credentials(&self) {
+        let mut all = self.flag_credentials.clone();
+        all.extend(
+            self.file_credentials
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
+        for tenant in self.tenants.list().await {
+            if let Some(token) = tenant.spec.admin_token.as_deref().filter(|t| !t.is_empty()) {
+                all.push(Credential::new(
+                    format!("tenant {} admin_token", tenant.id()),
+                    Role::Admin,
+                    Scope::Tenant(tenant.id().to_string()),
+                    token,
+                ));
+            }
+        }
+        *self.credentials.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(Credentials::new(all));
+    }
+
+    /// The credentials in force.
+    pub fn credentials(&self) -> Arc<Credentials> {
+        self.credentials
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// Why a reload did nothing.
@@ -66,14 +139,109 @@ impl AppState {
         let path = self.config_path.as_deref().ok_or(ReloadError::NoConfig)?;
         let _one_at_a_time = self.reloading.lock().await;
         let config = HostConfig::load(path)?;
+        *self
+            .file_credentials
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = file_credentials(&config);
         let report = self.tenants.apply(config.tenants).await;
+        self.refresh_credentials().await;
         tracing::info!(?report, "config reloaded");
         Ok(report)
     }
 }
 
-/// The tenant a request is about: `{tenant}` in the path, else `default`.
-pub struct Scoped(pub Arc<Running>);
+/// Who sent a request: the credential its bearer secret matches. With credentials
+/// configured, a request without a matching one is refused here (401), before any
+/// tenant is looked up, so an unauthenticated caller learns nothing of the tenants.
+pub struct Caller(pub Option<Credential>);
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let credentials = state.credentials();
+        if credentials.is_empty() {
+            return Ok(Caller(None));
+        }
+        bearer(&parts.headers)
+            .and_then(|secret| credentials.identify(secret))
+            .map(|c| Caller(Some(c.clone())))
+            .ok_or_else(ApiError::unauthenticated)
+    }
+}
+
+/// The secret of `Authorization: Bearer SECRET`.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+impl Caller {
+    /// Lets the request do what `role` allows on `tenant` (`None`: a route of the
+    /// whole host), or says why not. Without any credential configured, ingest and
+    /// read are open and admin is off.
+    pub fn require(&self, role: Role, tenant: Option<&str>) -> Result<(), ApiError> {
+        match &self.0 {
+            None if role == Role::Admin => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "the admin API is off: give serve an admin credential (--admin-token or \
+                 TRUSTLOG_ADMIN_TOKEN, admin_token or a [[credential]] with role = \"admin\")",
+            )),
+            None => Ok(()),
+            Some(c) if !c.reaches(tenant) => Err(match tenant {
+                Some(id) => no_tenant(id),
+                None => forbidden(c, role, "the whole host"),
+            }),
+            Some(c) if !c.role.allows(role) => Err(forbidden(c, role, "this route")),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Whether the caller may see `tenant` at all.
+    pub fn sees(&self, tenant: &str) -> bool {
+        self.0.as_ref().is_none_or(|c| c.reaches(Some(tenant)))
+    }
+
+    /// Whether the caller reaches the whole host (or no credential is configured).
+    pub fn host_wide(&self) -> bool {
+        self.0.as_ref().is_none_or(|c| c.scope == Scope::Host)
+    }
+
+    /// The credential's name, for logs.
+    pub fn name(&self) -> &str {
+        self.0.as_ref().map_or("anonymous", |c| c.name.as_str())
+    }
+}
+
+fn forbidden(c: &Credential, role: Role, on: &str) -> ApiError {
+    ApiError::field(
+        StatusCode::FORBIDDEN,
+        "authorization",
+        format!(
+            "credential {:?} ({}) may not do what the {} role does on {on}",
+            c.name,
+            c.role.name(),
+            role.name()
+        ),
+    )
+}
+
+fn no_tenant(id: &str) -> ApiError {
+    ApiError::field(
+        StatusCode::NOT_FOUND,
+        "tenant",
+        format!("no tenant {id:?} on this host"),
+    )
+}
+
+/// The tenant a request is about (`{tenant}` in the path, else `default`), and who
+/// asks. A tenant the caller's credential does not reach is answered as missing.
+pub struct Scoped(pub Arc<Running>, pub Caller);
 
 impl FromRequestParts<Arc<AppState>> for Scoped {
     type Rejection = ApiError;
@@ -82,6 +250,7 @@ impl FromRequestParts<Arc<AppState>> for Scoped {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
         let params = Path::<HashMap<String, String>>::from_request_parts(parts, state)
             .await
             .map(|Path(p)| p)
@@ -90,13 +259,12 @@ impl FromRequestParts<Arc<AppState>> for Scoped {
             .get("tenant")
             .map(String::as_str)
             .unwrap_or(DEFAULT_TENANT);
+        if !caller.sees(id) {
+            return Err(no_tenant(id));
+        }
         match state.tenants.get(id).await {
-            Some(running) => Ok(Scoped(running)),
-            None => Err(ApiError::field(
-                StatusCode::NOT_FOUND,
-                "tenant",
-                format!("no tenant {id:?} on this host"),
-            )),
+            Some(running) => Ok(Scoped(running, caller)),
+            None => Err(no_tenant(id)),
         }
     }
 }
@@ -172,6 +340,15 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// 401: no credential, or one that matches none.
+    pub fn unauthenticated() -> ApiError {
+        ApiError::field(
+            StatusCode::UNAUTHORIZED,
+            "authorization",
+            "a valid bearer credential is required (Authorization: Bearer SECRET)",
+        )
+    }
+
     /// An error about one named field of the request.
     pub fn field(status: StatusCode, field: &str, message: impl Into<String>) -> ApiError {
         ApiError {
@@ -197,6 +374,14 @@ impl IntoResponse for ApiError {
             Some(field) => json!({"error": self.message, "field": field}),
             None => json!({"error": self.message}),
         };
+        if self.status == StatusCode::UNAUTHORIZED {
+            return (
+                self.status,
+                [(header::WWW_AUTHENTICATE, "Bearer realm=\"trustlog\"")],
+                axum::Json(body),
+            )
+                .into_response();
+        }
         (self.status, axum::Json(body)).into_response()
     }
 }

@@ -15,6 +15,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 use trustlog_guest::model::{Operation, RecordOutcome, Strategy};
 
+use super::access::Role;
 use super::{ApiError, Scoped, json_body};
 use crate::ingest;
 
@@ -23,10 +24,11 @@ const CHUNK: usize = 1000;
 
 /// Stores (or publishes) the operations in the body.
 pub async fn create(
-    Scoped(tenant): Scoped,
+    Scoped(tenant, caller): Scoped,
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(Role::Ingest, Some(tenant.id()))?;
     let strategy = match query.get("strategy") {
         Some(s) => Some(
             s.parse::<Strategy>()

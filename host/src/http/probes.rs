@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use trustlog_guest::model::StatusReport;
 
-use super::{ApiError, AppState, DEFAULT_TENANT, Scoped};
+use super::access::Role;
+use super::{ApiError, AppState, Caller, DEFAULT_TENANT, Scoped};
 use crate::report::status_json;
 use crate::tenants::{RunState, Running};
 use crate::worker::Delivery;
@@ -63,17 +64,25 @@ fn worker_state(tenant: &Running) -> (&'static str, Option<String>) {
 /// `GET /v1/tenants/{tenant}/status`: the tenant's figures and state.
 pub async fn status(
     State(state): State<Arc<AppState>>,
-    Scoped(tenant): Scoped,
+    Scoped(tenant, caller): Scoped,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Read, Some(tenant.id()))?;
     Ok(Json(tenant_status(&state, &tenant).await?))
 }
 
-/// `GET /v1/status`: every tenant under `tenants`; the `default` tenant's figures
-/// also at the top level, as a single-tenant host has always answered.
-pub async fn status_all(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+/// `GET /v1/status`: every tenant the caller may read under `tenants`; the `default`
+/// tenant's figures also at the top level, as a single-tenant host has always answered.
+pub async fn status_all(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    require_read(&caller)?;
     let mut body = json!({});
     let mut tenants = serde_json::Map::new();
     for tenant in state.tenants.list().await {
+        if !caller.sees(tenant.id()) {
+            continue;
+        }
         let one = match tenant_status(&state, &tenant).await {
             Ok(v) => v,
             // One tenant's database being down must not hide the others.
@@ -90,11 +99,26 @@ pub async fn status_all(State(state): State<Arc<AppState>>) -> Result<Json<Value
     Ok(Json(body))
 }
 
-/// `GET /metrics`: Prometheus text format, the gauges read from the databases now.
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+/// A read credential of some tenant (what it sees is filtered by tenant).
+fn require_read(caller: &Caller) -> Result<(), ApiError> {
+    match &caller.0 {
+        Some(c) if !c.role.allows(Role::Read) => caller.require(Role::Read, None),
+        _ => Ok(()),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format, the gauges read from the databases now;
+/// a credential of one tenant gets only that tenant's series.
+pub async fn metrics(State(state): State<Arc<AppState>>, caller: Caller) -> Response {
+    if let Err(refused) = require_read(&caller) {
+        return refused.into_response();
+    }
     // A database that does not answer leaves the gauges at their last value; the
     // counters are still worth scraping, and /readyz says what is wrong.
     for tenant in state.tenants.list().await {
+        if !caller.sees(tenant.id()) {
+            continue;
+        }
         if let Err(e) = snapshot(&state, &tenant).await {
             tracing::warn!(tenant = tenant.id(), error = %e.message, "metrics: status snapshot failed");
         }
@@ -105,7 +129,11 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
-            text,
+            if caller.host_wide() {
+                text
+            } else {
+                series_of(&text, |id| caller.sees(id))
+            },
         )
             .into_response(),
         Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
@@ -171,5 +199,38 @@ async fn probe(check: impl Future<Output = Result<(), String>>) -> Result<(), St
     match tokio::time::timeout(PROBE_TIMEOUT, check).await {
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+    }
+}
+
+/// The lines of a Prometheus text exposition a tenant-scoped caller may see: comments,
+/// and samples whose `tenant` label names a tenant `sees` allows. Samples of the whole
+/// host (no `tenant` label) are left out.
+fn series_of(text: &str, sees: impl Fn(&str) -> bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let keep = line.starts_with('#')
+            || line
+                .split_once("tenant=\"")
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .is_some_and(|(id, _)| sees(id));
+        if keep {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::series_of;
+
+    #[test]
+    fn a_tenant_sees_its_own_series_and_no_others() {
+        let text = "# HELP x x\n# TYPE x counter\nx{tenant=\"acme\"} 1\nx{tenant=\"globex\"} 2\nhost_up 1\n";
+        assert_eq!(
+            series_of(text, |id| id == "acme"),
+            "# HELP x x\n# TYPE x counter\nx{tenant=\"acme\"} 1\n"
+        );
     }
 }

@@ -1,17 +1,17 @@
-//! The tenant admin API, behind the host's admin token: list the tenants, add or
-//! replace one, remove one, and reload the config file.
+//! The tenant admin API, for admin credentials of the whole host: list the tenants,
+//! add or replace one, remove one, and reload the config file.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::admin::authorize_host;
-use super::{ApiError, AppState, ReloadError, json_body};
+use super::access::Role;
+use super::{ApiError, AppState, Caller, ReloadError, json_body};
 use crate::config;
 use crate::publisher::options::redact;
 use crate::tenants::Running;
@@ -29,9 +29,9 @@ fn describe(tenant: &Running) -> Value {
 }
 
 /// `GET /v1/admin/tenants`: every tenant, its state and (redacted) endpoints.
-pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize_host(&state, &headers) {
-        return denied.into_response();
+pub async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> Response {
+    if let Err(refused) = caller.require(Role::Admin, None) {
+        return refused.into_response();
     }
     let tenants: Vec<Value> = state
         .tenants
@@ -48,11 +48,11 @@ pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
 pub async fn put(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Bytes,
 ) -> Response {
-    if let Err(denied) = authorize_host(&state, &headers) {
-        return denied.into_response();
+    if let Err(refused) = caller.require(Role::Admin, None) {
+        return refused.into_response();
     }
     let value = match json_body(&body) {
         Ok(v) => v,
@@ -73,6 +73,7 @@ pub async fn put(
     let existed = state.tenants.get(&id).await.is_some();
     match state.tenants.replace(spec).await {
         Ok(running) => {
+            state.refresh_credentials().await;
             let status = if existed {
                 StatusCode::OK
             } else {
@@ -88,13 +89,16 @@ pub async fn put(
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Response {
-    if let Err(denied) = authorize_host(&state, &headers) {
-        return denied.into_response();
+    if let Err(refused) = caller.require(Role::Admin, None) {
+        return refused.into_response();
     }
     match state.tenants.remove(&id).await {
-        true => Json(json!({"removed": id})).into_response(),
+        true => {
+            state.refresh_credentials().await;
+            Json(json!({"removed": id})).into_response()
+        }
         false => ApiError::field(
             StatusCode::NOT_FOUND,
             "tenant",
@@ -105,9 +109,9 @@ pub async fn delete(
 }
 
 /// `POST /v1/admin/reload`: re-reads the config file, as SIGHUP does.
-pub async fn reload(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize_host(&state, &headers) {
-        return denied.into_response();
+pub async fn reload(State(state): State<Arc<AppState>>, caller: Caller) -> Response {
+    if let Err(refused) = caller.require(Role::Admin, None) {
+        return refused.into_response();
     }
     match state.reload().await {
         Ok(report) => Json(json!(report)).into_response(),
