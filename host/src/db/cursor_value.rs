@@ -63,6 +63,26 @@ pub fn parse_any(s: &str) -> Result<Option<(Position, bool)>, DbError> {
     }
 }
 
+/// Parses the stored value of cursor `key` (`None`: no row), naming the key when it is
+/// malformed.
+pub fn parse_cursor_of(key: &str, value: Option<&str>) -> Result<Option<Position>, DbError> {
+    Ok(parse_cursor_any(key, value)?.map(|(p, _)| p))
+}
+
+/// [`parse_cursor_of`], saying whether the stored text was in trustlog's own form.
+pub fn parse_cursor_any(
+    key: &str,
+    value: Option<&str>,
+) -> Result<Option<(Position, bool)>, DbError> {
+    match value {
+        None => Ok(None),
+        Some(v) => parse_any(v).map_err(|e| match e {
+            DbError::Other(m) => DbError::Other(format!("cursor {key:?}: {m}")),
+            other => other,
+        }),
+    }
+}
+
 fn format_timestamp(micros: i64) -> String {
     let days = micros.div_euclid(MICROS_PER_DAY);
     let of_day = micros.rem_euclid(MICROS_PER_DAY);

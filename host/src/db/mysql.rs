@@ -22,7 +22,7 @@ use trustlog_guest::model::{
 };
 use trustlog_guest::validate::{MAX_TIMESTAMP, MIN_TIMESTAMP};
 
-use super::cursor_value::{format_position, parse_any};
+use super::cursor_value::{format_position, parse_cursor_any, parse_cursor_of};
 use super::schema_check::{Column, TABLES};
 use super::{Backlog, DeadLetter, Lease, Replay};
 
@@ -1200,22 +1200,6 @@ fn count_at(row: &MySqlRow) -> Result<u64, DbError> {
 fn count_in(row: &MySqlRow, index: usize) -> Result<u64, DbError> {
     let count: i64 = row.try_get(index).map_err(map_error)?;
     u64::try_from(count).map_err(|_| DbError::Other(format!("negative count {count}")))
-}
-
-/// Parses a stored cursor value, naming `key` when it is malformed.
-fn parse_cursor_of(key: &str, value: Option<&str>) -> Result<Option<Position>, DbError> {
-    Ok(parse_cursor_any(key, value)?.map(|(p, _)| p))
-}
-
-/// [`parse_cursor_of`], saying whether the stored text was in trustlog's own form.
-fn parse_cursor_any(key: &str, value: Option<&str>) -> Result<Option<(Position, bool)>, DbError> {
-    match value {
-        None => Ok(None),
-        Some(v) => parse_any(v).map_err(|e| match e {
-            DbError::Other(m) => DbError::Other(format!("cursor {key:?}: {m}")),
-            other => other,
-        }),
-    }
 }
 
 /// The named CHECK constraints of the schema and the field each guards.

@@ -29,7 +29,7 @@ use trustlog_guest::model::{
 };
 use trustlog_guest::validate::LIMITS;
 
-use super::cursor_value::{format_position, parse_any};
+use super::cursor_value::{format_position, parse_cursor_any, parse_cursor_of};
 use super::schema_check::{Column, TABLES};
 use super::{Backlog, DeadLetter, Lease, Replay};
 
@@ -1258,22 +1258,6 @@ fn session_zone(options: Option<&str>) -> Option<String> {
         .filter_map(|word| word.strip_prefix("-c").unwrap_or(word).split_once('='))
         .find(|(key, _)| key.eq_ignore_ascii_case("timezone"))
         .map(|(_, zone)| zone.to_string())
-}
-
-/// Parses a stored cursor value, naming `key` when it is malformed.
-fn parse_cursor_of(key: &str, value: Option<&str>) -> Result<Option<Position>, DbError> {
-    Ok(parse_cursor_any(key, value)?.map(|(p, _)| p))
-}
-
-/// [`parse_cursor_of`], saying whether the stored text was in trustlog's own form.
-fn parse_cursor_any(key: &str, value: Option<&str>) -> Result<Option<(Position, bool)>, DbError> {
-    match value {
-        None => Ok(None),
-        Some(v) => parse_any(v).map_err(|e| match e {
-            DbError::Other(m) => DbError::Other(format!("cursor {key:?}: {m}")),
-            other => other,
-        }),
-    }
 }
 
 /// The field of an [`DbError::Invalid`] whose column PostgreSQL did not name.

@@ -19,7 +19,7 @@ use trustlog_guest::model::{
     RetryRow, RetryUpdate, RowFault, TEXT_FIELDS, TrustlogStatus, UnitOfWork,
 };
 
-use super::cursor_value::{format_position, parse_any};
+use super::cursor_value::{format_position, parse_cursor_any, parse_cursor_of};
 use super::schema_check::{Column, TABLES};
 use super::{Backlog, DeadLetter, Lease, Replay};
 
@@ -970,22 +970,6 @@ fn count_in(row: &SqliteRow, index: usize) -> Result<u64, DbError> {
     u64::try_from(count).map_err(|_| DbError::Other(format!("negative count {count}")))
 }
 
-/// Parses a stored cursor value, naming `key` when it is malformed.
-fn parse_cursor_of(key: &str, value: Option<&str>) -> Result<Option<Position>, DbError> {
-    Ok(parse_cursor_any(key, value)?.map(|(p, _)| p))
-}
-
-/// [`parse_cursor_of`], saying whether the stored text was in trustlog's own form.
-fn parse_cursor_any(key: &str, value: Option<&str>) -> Result<Option<(Position, bool)>, DbError> {
-    match value {
-        None => Ok(None),
-        Some(v) => parse_any(v).map_err(|e| match e {
-            DbError::Other(m) => DbError::Other(format!("cursor {key:?}: {m}")),
-            other => other,
-        }),
-    }
-}
-
 /// SQLite's primary result codes this mapping distinguishes (the low byte of the extended code).
 const SQLITE_BUSY: i32 = 5;
 const SQLITE_LOCKED: i32 = 6;
@@ -1048,7 +1032,7 @@ fn map_error(error: sqlx::Error) -> DbError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::cursor_value::parse_position;
+    use crate::db::cursor_value::{parse_any, parse_position};
     use crate::db::test_fixtures::*;
     use proptest::prelude::*;
 
