@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{
-    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use trustlog_guest::model::{StatusReport, TickReport};
 
@@ -42,6 +43,8 @@ pub struct Metrics {
     lease_held: IntGaugeVec,
     takeovers: IntCounterVec,
     redelivered: IntCounterVec,
+    admin_actions: IntCounterVec,
+    unauthenticated: IntCounter,
 }
 
 /// Batch-sized operations: from half a millisecond to half a minute.
@@ -225,6 +228,18 @@ impl Metrics {
                 ),
                 tenant,
             )?,
+            admin_actions: IntCounterVec::new(
+                Opts::new(
+                    "trustlog_admin_actions_total",
+                    "Admin actions asked of the HTTP API, by tenant, action and outcome \
+                     (ok, refused, failed).",
+                ),
+                &["tenant", "action", "outcome"],
+            )?,
+            unauthenticated: IntCounter::new(
+                "trustlog_http_unauthenticated_total",
+                "HTTP requests refused for want of a valid credential (401).",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.untrustlogged.clone()))?;
@@ -249,6 +264,8 @@ impl Metrics {
         m.registry.register(Box::new(m.lease_held.clone()))?;
         m.registry.register(Box::new(m.takeovers.clone()))?;
         m.registry.register(Box::new(m.redelivered.clone()))?;
+        m.registry.register(Box::new(m.admin_actions.clone()))?;
+        m.registry.register(Box::new(m.unauthenticated.clone()))?;
         Ok(Arc::new(m))
     }
 
@@ -321,6 +338,18 @@ impl Metrics {
             let _ = self.tick_duration.remove_label_values(labels);
             let _ = self.late_row_depth.remove_label_values(labels);
         }
+    }
+
+    /// Counts one admin action asked of the API (`tenant` is "" for the host's own).
+    pub fn admin_action(&self, tenant: &str, action: &str, outcome: &str) {
+        self.admin_actions
+            .with_label_values(&[tenant, action, outcome])
+            .inc();
+    }
+
+    /// Counts one request refused for want of a valid credential.
+    pub fn unauthenticated(&self) {
+        self.unauthenticated.inc();
     }
 
     /// Every metric in the Prometheus text format.

@@ -224,6 +224,18 @@ pub struct Worker {
     delivery: Arc<StdMutex<Delivery>>,
     clock: Arc<dyn Clock>,
     metrics: Option<TenantMetrics>,
+    /// Set while an operator has paused delivery.
+    pause: Arc<watch::Sender<Option<Pause>>>,
+}
+
+/// Delivery paused by an operator: no batch starts until it is resumed. Rows keep
+/// being stored; the pause lives in this host's memory, so a restart resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pause {
+    /// When it was paused, in Unix microseconds.
+    pub since: Micros,
+    /// The credential that paused it.
+    pub by: String,
 }
 
 /// Pause after a pass with a failed tick, so a trapping guest is not a busy loop; it
@@ -325,6 +337,7 @@ impl Worker {
             delivery: Arc::new(StdMutex::new(Delivery::Active)),
             clock: Arc::new(SystemClock),
             metrics: None,
+            pause: Arc::new(watch::Sender::new(None)),
         }
     }
 
@@ -374,6 +387,35 @@ impl Worker {
     pub fn retry_soon(&self) {
         self.retry_now.store(true, Ordering::SeqCst);
         self.wake.notify_one();
+    }
+
+    /// Pauses delivery once the batch in flight is done; false when it already was.
+    pub fn pause(&self, by: &str) -> bool {
+        let since = self.clock.now();
+        self.pause.send_if_modified(|p| {
+            if p.is_some() {
+                return false;
+            }
+            *p = Some(Pause {
+                since,
+                by: by.to_string(),
+            });
+            true
+        })
+    }
+
+    /// Resumes a paused delivery at once; false when it was not paused.
+    pub fn resume(&self) -> bool {
+        let resumed = self.pause.send_if_modified(|p| p.take().is_some());
+        if resumed {
+            self.wake.notify_one();
+        }
+        resumed
+    }
+
+    /// The pause in force, if any.
+    pub fn paused(&self) -> Option<Pause> {
+        self.pause.borrow().clone()
     }
 
     /// The tenant, for calls outside the schedule.
@@ -467,6 +509,17 @@ impl Worker {
             }
             if until_drained && self.drain.max_wait.is_some_and(|w| started.elapsed() >= w) {
                 return Exit::TimedOut(self.left(outage.as_ref()).await);
+            }
+
+            if self.pause.borrow().is_some() {
+                let mut resumed = self.pause.subscribe();
+                tokio::select! {
+                    _ = resumed.wait_for(Option::is_none) => {}
+                    _ = shutdown.changed() => {}
+                    // --max-wait still bounds a drain that is paused.
+                    _ = tokio::time::sleep(DRAIN_RECHECK) => {}
+                }
+                continue;
             }
 
             if let Some(k) = lease {
@@ -678,7 +731,7 @@ impl Worker {
         let mut lanes = vec![Lane::Scan, Lane::CatchUp];
         let (mut retry_joined, mut sweep_joined) = (false, false);
         // Round-robin, one batch per lane per turn; see the module comment.
-        while !lanes.is_empty() && !*shutdown.borrow() {
+        while !lanes.is_empty() && !*shutdown.borrow() && self.pause.borrow().is_none() {
             let now = self.clock.now();
             let nudged = self.retry_now.swap(false, Ordering::SeqCst);
             // Retry and sweep join when their interval is due, again during a long drain;
@@ -698,7 +751,7 @@ impl Worker {
             }
             let mut still = Vec::with_capacity(lanes.len());
             for lane in lanes {
-                if *shutdown.borrow() {
+                if *shutdown.borrow() || self.pause.borrow().is_some() {
                     break;
                 }
                 if lease.is_some_and(|k| !k.holds()) {

@@ -1,6 +1,7 @@
-//! The dead-letter admin API: an admin credential of the tenant or of the whole host
-//! (see [`super::access`]). With no credential configured it is off (404); a missing
-//! or wrong one is a 401 and changes nothing.
+//! The tenant's admin API (dead letters, replay, purge, pause, resume): an admin
+//! credential of the tenant or of the whole host (see [`super::access`]). With no
+//! credential configured it is off (404); a missing or wrong one is a 401 and changes
+//! nothing. Every action is audited ([`super::audit`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::access::Role;
-use super::{ApiError, AppState, Caller, Scoped, json_body};
+use super::audit::Audit;
+use super::{ApiError, AppState, Caller, Scoped, TenantId, json_body};
 use crate::db::Replay;
 use crate::report::dead_letter_json;
 use crate::tenants::Running;
@@ -23,15 +25,11 @@ const DEFAULT_PAGE: u32 = 100;
 /// The largest page.
 const MAX_PAGE: u32 = 10_000;
 
-/// Lets an admin of `tenant` through, then parses the body.
-fn admit<T>(
-    tenant: &Running,
-    caller: &Caller,
-    body: &[u8],
-    parse: fn(&[u8]) -> Result<T, ApiError>,
-) -> Result<T, ApiError> {
+/// The tenant `id`, if `caller` is an admin of it.
+async fn admit(state: &AppState, caller: &Caller, id: &str) -> Result<Arc<Running>, ApiError> {
+    let tenant = state.tenant_for(caller, id).await?;
     caller.require(Role::Admin, Some(tenant.id()))?;
-    parse(body)
+    Ok(tenant)
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ApiError {
@@ -75,41 +73,35 @@ pub async fn list(
 /// back to the retry queue, due now, with a fresh retry count.
 pub async fn replay(
     State(state): State<Arc<AppState>>,
-    Scoped(tenant, caller): Scoped,
+    TenantId(id): TenantId,
+    caller: Caller,
     body: Bytes,
 ) -> Response {
-    let which = match admit(&tenant, &caller, &body, replay_request) {
-        Ok(w) => w,
-        Err(refused) => return refused.into_response(),
-    };
-    match tenant
-        .db
-        .replay_dead_letters(which.clone(), state.clock.now())
-        .await
-    {
-        Ok(0) if matches!(which, Replay::One(_)) => {
-            let Replay::One(id) = which else {
-                unreachable!("matched above")
-            };
-            ApiError::field(
+    let mut audit = Audit::begin(&state, &caller, &id, "replay");
+    let result = async {
+        let tenant = audit.gate(admit(&state, &caller, &id).await)?;
+        let which = replay_request(&body)?;
+        audit.args(match &which {
+            Replay::One(op_id) => json!({"op_id": op_id}),
+            Replay::All => json!({"all": true}),
+        });
+        let n = tenant
+            .db
+            .replay_dead_letters(which.clone(), state.clock.now())
+            .await
+            .map_err(unavailable)?;
+        if let (0, Replay::One(op_id)) = (n, &which) {
+            return Err(ApiError::field(
                 StatusCode::NOT_FOUND,
                 "op_id",
-                format!("{id:?} is not a dead letter"),
-            )
-            .into_response()
+                format!("{op_id:?} is not a dead letter"),
+            ));
         }
-        Ok(n) => {
-            tenant.worker.retry_soon();
-            tracing::info!(
-                credential = caller.name(),
-                tenant = tenant.id(),
-                replayed = n,
-                "dead letters replayed through the admin API"
-            );
-            Json(json!({"replayed": n})).into_response()
-        }
-        Err(e) => unavailable(e).into_response(),
+        tenant.worker.retry_soon();
+        Ok(json!({"replayed": n}))
     }
+    .await;
+    audit.finish(result)
 }
 
 fn replay_request(body: &[u8]) -> Result<Replay, ApiError> {
@@ -136,28 +128,75 @@ fn replay_request(body: &[u8]) -> Result<Replay, ApiError> {
 /// as `DB_ONLY`.
 pub async fn purge(
     State(state): State<Arc<AppState>>,
-    Scoped(tenant, caller): Scoped,
+    TenantId(id): TenantId,
+    caller: Caller,
     body: Bytes,
 ) -> Response {
-    let older_than = match admit(&tenant, &caller, &body, purge_request) {
-        Ok(d) => d,
-        Err(refused) => return refused.into_response(),
-    };
-    match tenant
-        .db
-        .purge_dead_letters_older_than(older_than, state.clock.now())
-        .await
-    {
-        Ok(n) => {
-            tracing::info!(
-                credential = caller.name(),
-                tenant = tenant.id(),
-                purged = n,
-                "dead letters purged through the admin API"
-            );
-            Json(json!({"purged": n})).into_response()
-        }
-        Err(e) => unavailable(e).into_response(),
+    let mut audit = Audit::begin(&state, &caller, &id, "purge");
+    let result = async {
+        let tenant = audit.gate(admit(&state, &caller, &id).await)?;
+        let older_than = purge_request(&body)?;
+        audit.args(json!({"older_than": humantime::format_duration(older_than).to_string()}));
+        let n = tenant
+            .db
+            .purge_dead_letters_older_than(older_than, state.clock.now())
+            .await
+            .map_err(unavailable)?;
+        Ok(json!({"purged": n}))
+    }
+    .await;
+    audit.finish(result)
+}
+
+/// `POST /v1/admin/pause`: this host delivers nothing more for the tenant once the
+/// batch in flight is done, until resumed; operations are still stored.
+pub async fn pause(
+    State(state): State<Arc<AppState>>,
+    TenantId(id): TenantId,
+    caller: Caller,
+    body: Bytes,
+) -> Response {
+    let mut audit = Audit::begin(&state, &caller, &id, "pause");
+    let result = async {
+        let tenant = audit.gate(admit(&state, &caller, &id).await)?;
+        no_body(&body)?;
+        let changed = tenant.worker.pause(caller.name());
+        Ok(json!({"paused": true, "changed": changed}))
+    }
+    .await;
+    audit.finish(result)
+}
+
+/// `POST /v1/admin/resume`: delivery of the tenant resumes at once.
+pub async fn resume(
+    State(state): State<Arc<AppState>>,
+    TenantId(id): TenantId,
+    caller: Caller,
+    body: Bytes,
+) -> Response {
+    let mut audit = Audit::begin(&state, &caller, &id, "resume");
+    let result = async {
+        let tenant = audit.gate(admit(&state, &caller, &id).await)?;
+        no_body(&body)?;
+        let changed = tenant.worker.resume();
+        Ok(json!({"paused": false, "changed": changed}))
+    }
+    .await;
+    audit.finish(result)
+}
+
+/// Pause and resume take no arguments: an empty body or `{}`.
+fn no_body(body: &[u8]) -> Result<(), ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    match json_body(body)? {
+        Value::Object(o) if o.is_empty() => Ok(()),
+        _ => Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "body",
+            "takes no arguments: send an empty body or {}",
+        )),
     }
 }
 

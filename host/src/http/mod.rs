@@ -9,6 +9,7 @@
 
 pub mod access;
 mod admin;
+pub mod audit;
 mod operations;
 mod probes;
 mod tenants;
@@ -166,10 +167,13 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         if credentials.is_empty() {
             return Ok(Caller(None));
         }
-        bearer(&parts.headers)
-            .and_then(|secret| credentials.identify(secret))
-            .map(|c| Caller(Some(c.clone())))
-            .ok_or_else(ApiError::unauthenticated)
+        match bearer(&parts.headers).and_then(|secret| credentials.identify(secret)) {
+            Some(c) => Ok(Caller(Some(c.clone()))),
+            None => {
+                state.tenants.metrics().unauthenticated();
+                Err(ApiError::unauthenticated())
+            }
+        }
     }
 }
 
@@ -239,6 +243,40 @@ fn no_tenant(id: &str) -> ApiError {
     )
 }
 
+/// The tenant a request names: `{tenant}` in the path, else `default`.
+pub struct TenantId(pub String);
+
+impl FromRequestParts<Arc<AppState>> for TenantId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let params = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map(|Path(p)| p)
+            .unwrap_or_default();
+        Ok(TenantId(
+            params
+                .get("tenant")
+                .cloned()
+                .unwrap_or_else(|| DEFAULT_TENANT.to_string()),
+        ))
+    }
+}
+
+impl AppState {
+    /// The tenant `id` as `caller` may see it: one its credential does not reach is
+    /// answered as missing, so tenants cannot be discovered.
+    pub async fn tenant_for(&self, caller: &Caller, id: &str) -> Result<Arc<Running>, ApiError> {
+        if !caller.sees(id) {
+            return Err(no_tenant(id));
+        }
+        self.tenants.get(id).await.ok_or_else(|| no_tenant(id))
+    }
+}
+
 /// The tenant a request is about (`{tenant}` in the path, else `default`), and who
 /// asks. A tenant the caller's credential does not reach is answered as missing.
 pub struct Scoped(pub Arc<Running>, pub Caller);
@@ -251,21 +289,9 @@ impl FromRequestParts<Arc<AppState>> for Scoped {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        let params = Path::<HashMap<String, String>>::from_request_parts(parts, state)
-            .await
-            .map(|Path(p)| p)
-            .unwrap_or_default();
-        let id = params
-            .get("tenant")
-            .map(String::as_str)
-            .unwrap_or(DEFAULT_TENANT);
-        if !caller.sees(id) {
-            return Err(no_tenant(id));
-        }
-        match state.tenants.get(id).await {
-            Some(running) => Ok(Scoped(running, caller)),
-            None => Err(no_tenant(id)),
-        }
+        let Ok(TenantId(id)) = TenantId::from_request_parts(parts, state).await;
+        let tenant = state.tenant_for(&caller, &id).await?;
+        Ok(Scoped(tenant, caller))
     }
 }
 
@@ -282,6 +308,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/dead-letters", get(admin::list))
         .route("/v1/admin/dead-letters/replay", post(admin::replay))
         .route("/v1/admin/dead-letters/purge", post(admin::purge))
+        .route("/v1/admin/pause", post(admin::pause))
+        .route("/v1/admin/resume", post(admin::resume))
+        .route("/v1/tenants/{tenant}/admin/pause", post(admin::pause))
+        .route("/v1/tenants/{tenant}/admin/resume", post(admin::resume))
         .route("/v1/tenants/{tenant}/admin/dead-letters", get(admin::list))
         .route(
             "/v1/tenants/{tenant}/admin/dead-letters/replay",

@@ -46,13 +46,23 @@ async fn tenant_status(state: &AppState, tenant: &Running) -> Result<Value, ApiE
     Ok(body)
 }
 
-/// What this host's worker of `tenant` does: `running`, `standby` (another host
-/// delivers), `outage` (paused until the publisher or the database answers),
-/// `drained` or `stopped`; with the reason where there is one.
+/// What this host's worker of `tenant` does: `running`, `paused` (by an operator),
+/// `standby` (another host delivers), `outage` (paused until the publisher or the
+/// database answers), `drained` or `stopped`; with the reason where there is one.
 fn worker_state(tenant: &Running) -> (&'static str, Option<String>) {
     let run = tenant.state();
     if run != RunState::Running {
         return (run.name(), run.reason().map(str::to_string));
+    }
+    if let Some(pause) = tenant.worker.paused() {
+        return (
+            "paused",
+            Some(format!(
+                "paused by {} at {}",
+                pause.by,
+                crate::ingest::format_timestamp(pause.since)
+            )),
+        );
     }
     match tenant.delivery() {
         Delivery::Active => ("running", None),

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::access::Role;
+use super::audit::Audit;
 use super::{ApiError, AppState, Caller, ReloadError, json_body};
 use crate::config;
 use crate::publisher::options::redact;
@@ -51,38 +52,35 @@ pub async fn put(
     caller: Caller,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = caller.require(Role::Admin, None) {
-        return refused.into_response();
-    }
-    let value = match json_body(&body) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
-    let base_dir = state
-        .config_path
-        .as_deref()
-        .and_then(std::path::Path::parent)
-        .unwrap_or(std::path::Path::new("."));
-    let spec = match config::tenant_from_json(&id, value, base_dir) {
-        Ok(spec) => spec,
-        Err(e) => {
+    let mut audit = Audit::begin(&state, &caller, &id, "put_tenant");
+    let mut status = StatusCode::OK;
+    let result = async {
+        audit.gate(caller.require(Role::Admin, None))?;
+        let value = json_body(&body)?;
+        let base_dir = state
+            .config_path
+            .as_deref()
+            .and_then(std::path::Path::parent)
+            .unwrap_or(std::path::Path::new("."));
+        let spec = config::tenant_from_json(&id, value, base_dir).map_err(|e| {
             let field = e.field().unwrap_or("body").to_string();
-            return ApiError::field(StatusCode::BAD_REQUEST, &field, e.to_string()).into_response();
+            ApiError::field(StatusCode::BAD_REQUEST, &field, e.to_string())
+        })?;
+        // The URLs may hold passwords: the audit names them redacted, as the answer does.
+        audit.args(json!({"db": redact(&spec.db), "publisher": redact(&spec.publisher)}));
+        if state.tenants.get(&id).await.is_none() {
+            status = StatusCode::CREATED;
         }
-    };
-    let existed = state.tenants.get(&id).await.is_some();
-    match state.tenants.replace(spec).await {
-        Ok(running) => {
-            state.refresh_credentials().await;
-            let status = if existed {
-                StatusCode::OK
-            } else {
-                StatusCode::CREATED
-            };
-            (status, Json(describe(&running))).into_response()
-        }
-        Err(e) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response(),
+        let running = state
+            .tenants
+            .replace(spec)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+        state.refresh_credentials().await;
+        Ok(describe(&running))
     }
+    .await;
+    audit.finish_as(status, result)
 }
 
 /// `DELETE /v1/admin/tenants/{tenant}`: stops the tenant between batches and removes it.
@@ -91,36 +89,43 @@ pub async fn delete(
     Path(id): Path<String>,
     caller: Caller,
 ) -> Response {
-    if let Err(refused) = caller.require(Role::Admin, None) {
-        return refused.into_response();
-    }
-    match state.tenants.remove(&id).await {
-        true => {
-            state.refresh_credentials().await;
-            Json(json!({"removed": id})).into_response()
+    let mut audit = Audit::begin(&state, &caller, &id, "delete_tenant");
+    let result = async {
+        audit.gate(caller.require(Role::Admin, None))?;
+        if !state.tenants.remove(&id).await {
+            return Err(ApiError::field(
+                StatusCode::NOT_FOUND,
+                "tenant",
+                format!("no tenant {id:?} on this host"),
+            ));
         }
-        false => ApiError::field(
-            StatusCode::NOT_FOUND,
-            "tenant",
-            format!("no tenant {id:?} on this host"),
-        )
-        .into_response(),
+        state.refresh_credentials().await;
+        Ok(json!({"removed": id}))
     }
+    .await;
+    audit.finish(result)
 }
 
 /// `POST /v1/admin/reload`: re-reads the config file, as SIGHUP does.
 pub async fn reload(State(state): State<Arc<AppState>>, caller: Caller) -> Response {
-    if let Err(refused) = caller.require(Role::Admin, None) {
-        return refused.into_response();
-    }
-    match state.reload().await {
-        Ok(report) => Json(json!(report)).into_response(),
-        Err(e @ ReloadError::NoConfig) => {
-            ApiError::new(StatusCode::CONFLICT, e.to_string()).into_response()
+    let mut audit = Audit::begin(&state, &caller, "", "reload");
+    let result = async {
+        audit.gate(caller.require(Role::Admin, None))?;
+        match state.reload().await {
+            Ok(report) => Ok(json!(report)),
+            Err(e @ ReloadError::NoConfig) => {
+                Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
+            }
+            Err(ReloadError::Config(e)) => {
+                let field = e.field().unwrap_or("config").to_string();
+                Err(ApiError::field(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &field,
+                    e.to_string(),
+                ))
+            }
         }
-        Err(ReloadError::Config(e)) => {
-            let field = e.field().unwrap_or("config").to_string();
-            ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, &field, e.to_string()).into_response()
-        }
     }
+    .await;
+    audit.finish(result)
 }
