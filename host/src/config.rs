@@ -3,6 +3,8 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:8080"          # optional; --listen overrides it
+//! tls_cert = "tls/cert.pem"          # optional, with tls_key: serve HTTPS; relative to
+//! tls_key = "tls/key.pem"            # this file's directory; re-read on SIGHUP
 //! admin_token = "env:TRUSTLOG_ADMIN" # optional; the host-wide admin token
 //! max_tenants = 1024                 # optional; what the instance pool is sized for
 //!
@@ -36,12 +38,16 @@
 //! cpu_per_call = "1s"               # CPU time one call may compute (epoch ticks of 1 ms)
 //! table_elements = 10000
 //! log_lines_per_sec = 100
+//! request_body = "4MiB"              # the largest request body; 4 KiB to 1 GiB
+//! request_operations = 10000         # the most operations in one POST
 //!
 //! [[credential]]                     # optional, any number; see http::access
 //! name = "acme-app"                  # required, unique; shown in logs
 //! role = "ingest"                    # ingest | read | admin
 //! tenant = "acme"                    # optional; omitted: every tenant and the host's routes
 //! secret = "env:ACME_INGEST"         # required; at least 16 characters
+//! request_body = "1MiB"              # optional; the tighter of this and the tenant's applies
+//! request_operations = 1000          # optional; likewise
 //! ```
 //!
 //! A setting missing from a tenant comes from `[defaults]`, and one missing there from
@@ -75,6 +81,7 @@ use serde::Deserialize;
 use trustlog_guest::model::{Config, Strategy};
 
 use crate::http::access::{Credential, Role, Scope};
+use crate::http::request_limits::{MAX_REQUEST_BYTES, MIN_REQUEST_BYTES, RequestLimits};
 use crate::limits::Limits;
 use crate::publisher::options::redact;
 use crate::worker::Intervals;
@@ -93,6 +100,8 @@ pub const ENV_PREFIX: &str = "env:";
 pub struct HostConfig {
     /// `listen = "127.0.0.1:8080"` (optional; the CLI's --listen overrides it).
     pub listen: Option<String>,
+    /// `tls_cert` and `tls_key`: serve HTTPS with these PEM files.
+    pub tls: Option<TlsFiles>,
     /// `admin_token`: the host-wide admin token (manages tenants; reaches every tenant's admin API).
     pub admin_token: Option<String>,
     /// `max_tenants` (default 1024): how many tenants the instance pool is sized for.
@@ -101,6 +110,15 @@ pub struct HostConfig {
     pub tenants: Vec<TenantSpec>,
     /// The `[[credential]]` entries, in file order, secrets hashed.
     pub credentials: Vec<Credential>,
+}
+
+/// The PEM files of the listener's certificate chain and private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, the server's own certificate first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// One `[[tenant]]`, with `[defaults]` and built-in defaults applied.
@@ -351,8 +369,26 @@ fn parse_with_env(text: &str, base_dir: &Path, env: Env) -> Result<HostConfig, C
         .map(|(index, c)| credential(&format!("credential[{index}]"), c, &tenants, env))
         .collect::<Result<Vec<_>, _>>()?;
     check_unique_credentials(&credentials)?;
+    let tls = match (raw.tls_cert, raw.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: base_dir.join(non_empty(cert, "tls_cert".into())?),
+            key: base_dir.join(non_empty(key, "tls_key".into())?),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::Missing {
+                field: "tls_key".into(),
+            });
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Missing {
+                field: "tls_cert".into(),
+            });
+        }
+    };
     Ok(HostConfig {
         listen: raw.listen,
+        tls,
         admin_token,
         max_tenants,
         tenants,
@@ -406,7 +442,14 @@ fn credential(
             reason: format!("shorter than {MIN_SECRET_CHARS} characters"),
         });
     }
-    Ok(Credential::new(name, role, scope, &secret))
+    let mut limits = RequestLimits::default();
+    apply_request_limits(
+        raw.request_body.as_ref(),
+        raw.request_operations,
+        &mut limits,
+        &field,
+    )?;
+    Ok(Credential::new(name, role, scope, &secret).with_limits(limits))
 }
 
 fn check_unique_credentials(credentials: &[Credential]) -> Result<(), ConfigError> {
@@ -713,7 +756,7 @@ fn apply_limits(raw: &RawLimits, limits: &mut Limits, scope: &str) -> Result<(),
     let field = |key: &str| join(scope, key);
     let max_usize = i64::try_from(usize::MAX).unwrap_or(i64::MAX);
     if let Some(v) = &raw.memory {
-        limits.memory_bytes = memory(v, field("memory"))?;
+        limits.memory_bytes = size(v, field("memory"), MIN_MEMORY_BYTES, usize::MAX)?;
     }
     if let Some(v) = &raw.cpu_per_call {
         // No time at all would trap every call at its first epoch check.
@@ -724,6 +767,32 @@ fn apply_limits(raw: &RawLimits, limits: &mut Limits, scope: &str) -> Result<(),
     }
     if let Some(v) = raw.log_lines_per_sec {
         limits.log_lines_per_sec = in_range(v, 0, i64::from(u32::MAX), field("log_lines_per_sec"))?;
+    }
+    apply_request_limits(
+        raw.request_body.as_ref(),
+        raw.request_operations,
+        &mut limits.requests,
+        &field,
+    )
+}
+
+/// `request_body` and `request_operations`, of a tenant's limits or a credential.
+fn apply_request_limits(
+    body: Option<&toml::Value>,
+    operations: Option<i64>,
+    limits: &mut RequestLimits,
+    field: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    if let Some(v) = body {
+        limits.body_bytes = size(
+            v,
+            field("request_body"),
+            MIN_REQUEST_BYTES,
+            MAX_REQUEST_BYTES,
+        )?;
+    }
+    if let Some(v) = operations {
+        limits.operations = in_range(v, 1, 1_000_000, field("request_operations"))?;
     }
     Ok(())
 }
@@ -794,8 +863,8 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// A memory limit: an integer of bytes or a string like `"64MiB"`, at least 1 MiB.
-fn memory(value: &toml::Value, field: String) -> Result<usize, ConfigError> {
+/// A size: an integer of bytes or a string like `"64MiB"`, within `min..=max`.
+fn size(value: &toml::Value, field: String, min: usize, max: usize) -> Result<usize, ConfigError> {
     let bad = |reason: String| ConfigError::BadSize {
         field: field.clone(),
         value: match value {
@@ -815,10 +884,23 @@ fn memory(value: &toml::Value, field: String) -> Result<usize, ConfigError> {
         }
     };
     let bytes = usize::try_from(bytes).map_err(|_| bad("too large".into()))?;
-    if bytes < MIN_MEMORY_BYTES {
-        return Err(bad("below the minimum of 1MiB".into()));
+    if bytes < min {
+        return Err(bad(format!("below the minimum of {}", show_size(min))));
+    }
+    if bytes > max {
+        return Err(bad(format!("above the maximum of {}", show_size(max))));
     }
     Ok(bytes)
+}
+
+/// `bytes` in the largest binary unit that divides it.
+fn show_size(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{}GiB", b >> 30),
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{}MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{}KiB", b >> 10),
+        b => format!("{b}B"),
+    }
 }
 
 /// `"64MiB"`, `"512 KiB"`, `"1GiB"`, `"1048576B"` or `"1048576"`, in bytes.
@@ -855,6 +937,8 @@ fn parse_size(text: &str) -> Result<u64, String> {
 #[serde(deny_unknown_fields)]
 struct RawFile {
     listen: Option<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
     admin_token: Option<String>,
     max_tenants: Option<i64>,
     #[serde(default)]
@@ -873,6 +957,8 @@ struct RawCredential {
     role: Option<String>,
     tenant: Option<String>,
     secret: Option<String>,
+    request_body: Option<toml::Value>,
+    request_operations: Option<i64>,
 }
 
 /// `[defaults]` as written; every key optional.
@@ -904,6 +990,8 @@ struct RawLimits {
     cpu_per_call: Option<String>,
     table_elements: Option<i64>,
     log_lines_per_sec: Option<i64>,
+    request_body: Option<toml::Value>,
+    request_operations: Option<i64>,
 }
 
 /// A `[[tenant]]` as written: its own keys, then `RawSettings`' keys repeated, because
@@ -984,6 +1072,7 @@ impl fmt::Debug for HostConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HostConfig")
             .field("listen", &self.listen)
+            .field("tls", &self.tls)
             .field("admin_token", &hidden(&self.admin_token))
             .field("max_tenants", &self.max_tenants)
             .field("tenants", &self.tenants)
@@ -1144,6 +1233,7 @@ publisher = "ledger://beta.ledger"
                 cpu_per_call: Duration::from_millis(5),
                 table_elements: 2000,
                 log_lines_per_sec: 10,
+                requests: RequestLimits::default(),
             },
             admin_token: Some("acme-secret".into()),
             component: Some(PathBuf::from("/etc/trustlog/guests/acme-v2.wasm")),
@@ -1690,5 +1780,70 @@ cpu_per_call = "42ms"
              [[credential]]\nname = \"x\"\nrole = \"admin\"\nsecret = \"fedcba9876543210\"\n"
         ));
         assert_eq!(twice.field(), Some("credential[1].name"));
+    }
+
+    #[test]
+    fn request_limits_come_from_the_tenants_limits_and_the_credential_bounded_both_ways() {
+        let config = parse(&format!(
+            "[defaults.limits]\nrequest_operations = 500\n{ACME}[tenant.limits]\n\
+             request_body = \"64KiB\"\n\
+             [[credential]]\nname = \"app\"\nrole = \"ingest\"\nsecret = \"0123456789abcdef\"\n\
+             request_operations = 20\nrequest_body = 8192\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.tenants[0].limits.requests,
+            RequestLimits {
+                body_bytes: 64 << 10,
+                operations: 500
+            }
+        );
+        assert_eq!(
+            config.credentials[0].limits,
+            RequestLimits {
+                body_bytes: 8192,
+                operations: 20
+            }
+        );
+        for (limits, field) in [
+            ("request_body = \"1KiB\"", "tenant[0].limits.request_body"),
+            ("request_body = \"2GiB\"", "tenant[0].limits.request_body"),
+            (
+                "request_operations = 0",
+                "tenant[0].limits.request_operations",
+            ),
+        ] {
+            let e = error(&format!("{ACME}[tenant.limits]\n{limits}\n"));
+            assert_eq!(e.field(), Some(field), "{limits}: {e}");
+        }
+        let e = error(&format!(
+            "{ACME}[[credential]]\nname = \"x\"\nrole = \"read\"\nsecret = \"0123456789abcdef\"\n\
+             request_operations = -1\n"
+        ));
+        assert_eq!(e.field(), Some("credential[0].request_operations"));
+    }
+
+    #[test]
+    fn tls_takes_a_certificate_and_a_key_together_relative_to_the_file() {
+        let config = parse(&format!(
+            "tls_cert = \"tls/cert.pem\"\ntls_key = \"/keys/key.pem\"\n{ACME}"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.tls,
+            Some(TlsFiles {
+                cert: Path::new(BASE_DIR).join("tls/cert.pem"),
+                key: PathBuf::from("/keys/key.pem"),
+            })
+        );
+        assert_eq!(
+            error(&format!("tls_cert = \"c.pem\"\n{ACME}")).field(),
+            Some("tls_key")
+        );
+        assert_eq!(
+            error(&format!("tls_key = \"k.pem\"\n{ACME}")).field(),
+            Some("tls_cert")
+        );
+        assert_eq!(parse(ACME).unwrap().tls, None);
     }
 }

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use wasmtime::ResourceLimiter;
 
+use crate::http::request_limits::RequestLimits;
+
 /// How often the engine's epoch advances while a guest computes: the grain of CPU
 /// accounting, and how long a guest computes before it yields the thread to other
 /// tenants.
@@ -30,6 +32,8 @@ pub struct Limits {
     pub table_elements: usize,
     /// Guest log lines let through per second; the rest are counted and dropped.
     pub log_lines_per_sec: u32,
+    /// What one HTTP request to the tenant may carry.
+    pub requests: RequestLimits,
 }
 
 impl Default for Limits {
@@ -42,6 +46,7 @@ impl Default for Limits {
             cpu_per_call: Duration::from_secs(1),
             table_elements: 10_000,
             log_lines_per_sec: 100,
+            requests: RequestLimits::default(),
         }
     }
 }

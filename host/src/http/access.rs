@@ -15,6 +15,8 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::request_limits::RequestLimits;
+
 /// What a credential may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -71,6 +73,8 @@ pub struct Credential {
     pub role: Role,
     /// Where.
     pub scope: Scope,
+    /// What one of its requests may carry (the tenant's limits apply too).
+    pub limits: RequestLimits,
     digest: [u8; 32],
 }
 
@@ -80,6 +84,7 @@ impl fmt::Debug for Credential {
             .field("name", &self.name)
             .field("role", &self.role)
             .field("scope", &self.scope)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -91,8 +96,15 @@ impl Credential {
             name: name.into(),
             role,
             scope,
+            limits: RequestLimits::default(),
             digest: Sha256::digest(secret.as_bytes()).into(),
         }
+    }
+
+    /// The same credential with its own request limits.
+    pub fn with_limits(mut self, limits: RequestLimits) -> Credential {
+        self.limits = limits;
+        self
     }
 
     /// Whether it reaches `tenant` (`None`: a host route).

@@ -12,6 +12,7 @@ mod admin;
 pub mod audit;
 mod operations;
 mod probes;
+pub mod request_limits;
 mod tenants;
 
 use std::collections::HashMap;
@@ -34,7 +35,8 @@ use crate::clock::Clock;
 use crate::config::{ConfigError, HostConfig};
 use crate::tenants::{ReloadReport, Running, Tenants};
 
-/// The largest request body accepted (a few thousand operations).
+/// The largest body of an admin request (operations have their own limits, see
+/// [`request_limits`]).
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// The tenant the routes without `/v1/tenants/{tenant}` reach.
@@ -219,6 +221,11 @@ impl Caller {
     /// The credential's name, for logs.
     pub fn name(&self) -> &str {
         self.0.as_ref().map_or("anonymous", |c| c.name.as_str())
+    }
+
+    /// What the credential's requests may carry.
+    pub fn limits(&self) -> request_limits::RequestLimits {
+        self.0.as_ref().map(|c| c.limits).unwrap_or_default()
     }
 }
 

@@ -9,9 +9,10 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::Query;
 use axum::http::StatusCode;
+use http_body_util::LengthLimitError;
 use serde_json::{Value, json};
 use trustlog_guest::model::{Operation, RecordOutcome, Strategy};
 
@@ -26,9 +27,36 @@ const CHUNK: usize = 1000;
 pub async fn create(
     Scoped(tenant, caller): Scoped,
     Query(query): Query<HashMap<String, String>>,
-    body: Bytes,
+    body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Role::Ingest, Some(tenant.id()))?;
+    let limits = tenant.spec.limits.requests.tighter(caller.limits());
+    let whose = || {
+        format!(
+            "tenant {:?} takes from credential {:?}",
+            tenant.id(),
+            caller.name()
+        )
+    };
+    // Read no further than the limit: an oversized body costs the limit, not its size.
+    let body = axum::body::to_bytes(body, limits.body_bytes)
+        .await
+        .map_err(|e| match e.into_inner().downcast::<LengthLimitError>() {
+            Ok(_) => ApiError::field(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body",
+                format!(
+                    "larger than {} bytes, the most {}",
+                    limits.body_bytes,
+                    whose()
+                ),
+            ),
+            Err(e) => ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "body",
+                format!("the body could not be read: {e}"),
+            ),
+        })?;
     let strategy = match query.get("strategy") {
         Some(s) => Some(
             s.parse::<Strategy>()
@@ -54,6 +82,19 @@ pub async fn create(
             ));
         }
     };
+
+    if items.len() > limits.operations {
+        return Err(ApiError::field(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body",
+            format!(
+                "{} operations; {} is the most {} in one request",
+                items.len(),
+                limits.operations,
+                whose()
+            ),
+        ));
+    }
 
     let mut results: Vec<Value> = Vec::with_capacity(items.len());
     let mut valid: Vec<(usize, Operation)> = Vec::with_capacity(items.len());
