@@ -690,11 +690,40 @@ async fn every_route_answers_each_credential_as_its_role_and_tenant_allow_and_a_
     .concat();
     let path = dir.path().join("trustlog.toml");
     std::fs::write(&path, config).unwrap();
+    // Dead letters for the admin routes to act on (or, refused, to leave alone): two
+    // dead-lettered long ago, which the purge takes, and two recent ones to replay.
+    let acme = format!("sqlite://{}", dir.path().join("acme.db").display());
+    let acme_ledger = format!("ledger://{}", dir.path().join("acme.ledger").display());
+    let dead = ["dl-old-1", "dl-old-2", "dl-new-1", "dl-new-2"];
+    let lines: String = dead.iter().map(|id| op_line(id, now_micros()) + "\n").collect();
+    run_ok(&["record", "--db", &acme, "--publisher", &acme_ledger], &lines);
+    for id in dead {
+        let at = if id.starts_with("dl-old") { 946_684_800_000_000 } else { now_micros() };
+        support::backends::execute_at(
+            Backend::Sqlite,
+            &acme,
+            &format!(
+                "INSERT INTO trustlog_retry (op_id, retry_count, retry_status, error_message, \
+                 created_at, updated_at) VALUES ('{id}', 5, 'DEAD_LETTER', 'broker down', {at}, {at})"
+            ),
+        )
+        .await;
+    }
     let server =
         Server::start(&["--config", path.to_str().unwrap()]).reading_as("host-admin-secret-00");
+    // What a refused request must leave as it was.
+    let snapshot = || async {
+        let count = |sql: &'static str| support::backends::scalar_at(Backend::Sqlite, &acme, sql);
+        let operations = count("SELECT COUNT(*) FROM operation").await;
+        let dead_letters =
+            count("SELECT COUNT(*) FROM trustlog_retry WHERE retry_status = 'DEAD_LETTER'").await;
+        let (_, status) = server.get("/v1/tenants/acme/status").await;
+        let (_, tenants) = server.get("/v1/admin/tenants").await;
+        (operations, dead_letters, status["state"].clone(), tenants)
+    };
 
     // (method, path, body, role needed, tenant touched or "host"/"any", code when allowed)
-    let routes: [(&str, &str, &str, &str, &str, u16); 12] = [
+    let routes: [(&str, &str, &str, &str, &str, u16); 14] = [
         (
             "POST",
             "/v1/tenants/acme/operations",
@@ -716,20 +745,22 @@ async fn every_route_answers_each_credential_as_its_role_and_tenant_allow_and_a_
         ),
         (
             "POST",
-            "/v1/tenants/acme/admin/dead-letters/replay",
-            r#"{"all": true}"#,
-            "admin",
-            "acme",
-            200,
-        ),
-        (
-            "POST",
             "/v1/tenants/acme/admin/dead-letters/purge",
             r#"{"older_than": "1000d"}"#,
             "admin",
             "acme",
             200,
         ),
+        (
+            "POST",
+            "/v1/tenants/acme/admin/dead-letters/replay",
+            r#"{"all": true}"#,
+            "admin",
+            "acme",
+            200,
+        ),
+        ("POST", "/v1/tenants/acme/admin/pause", "", "admin", "acme", 200),
+        ("POST", "/v1/tenants/acme/admin/resume", "", "admin", "acme", 200),
         ("GET", "/v1/admin/tenants", "", "admin", "host", 200),
         (
             "PUT",
@@ -761,6 +792,11 @@ async fn every_route_answers_each_credential_as_its_role_and_tenant_allow_and_a_
             } else {
                 body.to_string()
             };
+            let before = if method == "GET" {
+                None
+            } else {
+                Some(snapshot().await)
+            };
             let mut req = server
                 .http
                 .request(method.parse().unwrap(), server.url(route))
@@ -778,6 +814,15 @@ async fn every_route_answers_each_credential_as_its_role_and_tenant_allow_and_a_
                 expected(caller, needed, scope, allowed)
             };
             assert_eq!(code, want, "{caller} {method} {route}: {text}");
+            if let Some(before) = before
+                && want != allowed
+            {
+                assert_eq!(
+                    snapshot().await,
+                    before,
+                    "{caller} {method} {route} was refused ({code}) yet changed something"
+                );
+            }
             if code == 401 {
                 assert!(text.contains("authorization"), "{text}");
             }
@@ -797,8 +842,51 @@ async fn every_route_answers_each_credential_as_its_role_and_tenant_allow_and_a_
             }
         }
     }
+    // The allowed admin calls did act: the old dead letters were purged, the new ones
+    // replayed, and acme delivers again after its pause.
+    let left = support::backends::scalar_at(
+        Backend::Sqlite,
+        &acme,
+        "SELECT COUNT(*) FROM trustlog_retry WHERE retry_status = 'DEAD_LETTER'",
+    )
+    .await;
+    assert_eq!(left, 0, "purged and replayed");
+    server
+        .wait_json("/v1/tenants/acme/status", Duration::from_secs(20), |s| {
+            s["state"] == "running" && s["not_trustlogged"] == 0
+        })
+        .await;
+    // Each admin action on acme: done by its two admins, refused to the four
+    // authenticated callers that are not (audited by name), never seen by the two
+    // without a credential (counted apart).
+    let metrics = server.metrics().await;
+    for action in ["purge", "replay", "pause", "resume"] {
+        let count = |outcome: &str| {
+            metrics
+                .get(&format!(
+                    "trustlog_admin_actions_total{{action=\"{action}\",outcome=\"{outcome}\",tenant=\"acme\"}}"
+                ))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        assert_eq!((count("ok"), count("refused")), (2.0, 4.0), "{action}");
+    }
+    let authenticated_routes = routes.iter().filter(|r| r.3 != "none").count();
+    assert_eq!(
+        metrics["trustlog_http_unauthenticated_total"],
+        (2 * authenticated_routes) as f64,
+        "nobody and the wrong secret, on every route that needs a credential"
+    );
+    let log = server.stderr.lock().unwrap().clone();
+    assert!(
+        log.lines().any(|l| l.contains("trustlog::audit")
+            && l.contains("acme-read")
+            && l.contains("purge")
+            && l.contains("refused")),
+        "the refusal is in the audit log, with the credential's name:\n{log}"
+    );
+
     // Only the allowed posts stored anything.
-    let acme = format!("sqlite://{}", dir.path().join("acme.db").display());
     let listed = stored
         .iter()
         .map(|id| format!("'{id}'"))
@@ -815,7 +903,7 @@ async fn every_route_answers_each_credential_as_its_role_and_tenant_allow_and_a_
     .await;
     assert_eq!(
         (total, matching),
-        (stored.len() as i64, stored.len() as i64),
+        ((stored.len() + dead.len()) as i64, stored.len() as i64),
         "refused posts stored nothing"
     );
     assert_eq!(

@@ -241,6 +241,13 @@ pub struct ServeArgs {
     /// reaches the port may write operations.
     #[arg(long, env = "TRUSTLOG_INSECURE_ALLOW_UNAUTHENTICATED")]
     pub insecure_allow_unauthenticated: bool,
+    /// Serve HTTPS (HTTP/1.1 and HTTP/2) with this PEM certificate chain; needs
+    /// --tls-key. Overrides the config file's tls_cert. Re-read on SIGHUP.
+    #[arg(long, env = "TRUSTLOG_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "TRUSTLOG_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Run this component file instead of the built-in one (a newer or a custom engine).
     #[arg(long, env = "TRUSTLOG_COMPONENT")]
     pub component: Option<PathBuf>,

@@ -10,9 +10,10 @@ use tokio::sync::watch;
 use trustlog_guest::model::{Config, Operation, RecordOutcome, StatusReport, Strategy};
 use trustlog_host::bench::{BenchOptions, BenchReport, EngineKind};
 use trustlog_host::clock::{SystemClock, now_micros};
-use trustlog_host::config::{HostConfig, TenantSpec};
+use trustlog_host::config::{HostConfig, TenantSpec, TlsFiles};
 use trustlog_host::db::{Database, Lease, Replay};
 use trustlog_host::http::access::{Credential, Role, Scope};
+use trustlog_host::http::tls::Tls;
 use trustlog_host::http::{self, AppState, DEFAULT_TENANT};
 use trustlog_host::ingest;
 use trustlog_host::ledger;
@@ -145,6 +146,8 @@ struct ServePlan {
     /// The config file's `admin_token` and `[[credential]]`s.
     file_credentials: Vec<Credential>,
     listen: Option<String>,
+    /// --tls-cert/--tls-key, else the config file's tls_cert/tls_key.
+    tls: Option<TlsFiles>,
     max_tenants: u32,
 }
 
@@ -155,9 +158,17 @@ fn serve_plan(args: &ServeArgs) -> anyhow::Result<ServePlan> {
         .filter(|t| !t.is_empty())
         .map(|t| Credential::new("--admin-token", Role::Admin, Scope::Host, t))
         .collect();
+    let tls_flags = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
     if let Some(path) = &args.config {
         let config = HostConfig::load(path)?;
         return Ok(ServePlan {
+            tls: tls_flags.or(config.tls.clone()),
             file_credentials: http::file_credentials(&config),
             tenants: config.tenants,
             flag_credentials,
@@ -182,6 +193,7 @@ fn serve_plan(args: &ServeArgs) -> anyhow::Result<ServePlan> {
         flag_credentials,
         file_credentials: Vec::new(),
         listen: args.listen_addr(None),
+        tls: tls_flags,
         max_tenants: 1,
     })
 }
@@ -218,10 +230,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         plan.file_credentials,
     ));
     state.refresh_credentials().await;
-    let reloader = args
-        .config
-        .is_some()
-        .then(|| spawn_reload_on_sighup(state.clone()));
+    // Read before listening: a certificate that cannot be used stops the start.
+    let tls = match (plan.tls, &plan.listen) {
+        (Some(files), Some(_)) => Some(Tls::load(files).await?),
+        (Some(files), None) => {
+            tracing::warn!(cert = %files.cert.display(), "TLS files given but no --listen: nothing is served over HTTP");
+            None
+        }
+        (None, _) => None,
+    };
+    let reloader = (args.config.is_some() || tls.is_some())
+        .then(|| spawn_reload_on_sighup(state.clone(), tls.clone()));
 
     let (stop_http, http_stopped) = watch::channel(false);
     let http = match plan.listen {
@@ -237,12 +256,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 );
             }
             // Tests and scripts that asked for port 0 read the address from here.
-            println!("listening on http://{bound}");
-            tracing::info!(%bound, authenticated = !open, "http listening");
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            println!("listening on {scheme}://{bound}");
+            tracing::info!(%bound, authenticated = !open, tls = tls.is_some(), "http listening");
             let mut stopped = http_stopped.clone();
             Some(tokio::spawn(http::serve(
                 listener,
                 state.clone(),
+                tls,
                 async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 },
@@ -304,8 +325,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Re-reads the config file at every SIGHUP.
-fn spawn_reload_on_sighup(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+/// Re-reads the config file (when there is one) and the TLS files (when serving
+/// HTTPS) at every SIGHUP.
+fn spawn_reload_on_sighup(state: Arc<AppState>, tls: Option<Tls>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
@@ -313,10 +335,25 @@ fn spawn_reload_on_sighup(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
             return;
         };
         while hup.recv().await.is_some() {
-            match state.reload().await {
-                Ok(report) => tracing::info!(?report, "SIGHUP: config reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "SIGHUP: config not reloaded; the tenants run on")
+            if state.config_path.is_some() {
+                match state.reload().await {
+                    Ok(report) => tracing::info!(?report, "SIGHUP: config reloaded"),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "SIGHUP: config not reloaded; the tenants run on"
+                    ),
+                }
+            }
+            if let Some(tls) = &tls {
+                match tls.reload().await {
+                    Ok(()) => tracing::info!(
+                        cert = %tls.files().cert.display(),
+                        "SIGHUP: TLS certificate reloaded"
+                    ),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "SIGHUP: TLS certificate not reloaded; the one in force stays"
+                    ),
                 }
             }
         }

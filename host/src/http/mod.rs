@@ -13,6 +13,7 @@ pub mod audit;
 mod operations;
 mod probes;
 pub mod request_limits;
+pub mod tls;
 mod tenants;
 
 use std::collections::HashMap;
@@ -357,14 +358,31 @@ pub async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr), ListenError> 
     Ok((listener, bound))
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// How long requests in flight may take to finish once shutdown is asked for.
+const HTTPS_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves the API on `listener`, over TLS when `tls` is given, until `shutdown`
+/// resolves. HTTP/1.1 and HTTP/2 either way (h2 by ALPN, or prior knowledge in clear).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
+    tls: Option<tls::Tls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+    let Some(tls) = tls else {
+        return axum::serve(listener, router(state))
+            .with_graceful_shutdown(shutdown)
+            .await;
+    };
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(Some(HTTPS_GRACE));
+    });
+    axum_server::from_tcp_rustls(listener.into_std()?, tls.config())?
+        .handle(handle)
+        .serve(router(state).into_make_service())
         .await
 }
 
