@@ -13,8 +13,8 @@ pub mod audit;
 mod operations;
 mod probes;
 pub mod request_limits;
-pub mod tls;
 mod tenants;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
