@@ -133,7 +133,7 @@ async fn every_route_answers_each_credential_as_its_role_and_tenant_allow_and_a_
     };
 
     // (method, path, body, role needed, tenant touched or "host"/"any", code when allowed)
-    let routes: [(&str, &str, &str, &str, &str, u16); 14] = [
+    let routes: [(&str, &str, &str, &str, &str, u16); 15] = [
         (
             "POST",
             "/v1/tenants/acme/operations",
@@ -204,6 +204,7 @@ async fn every_route_answers_each_credential_as_its_role_and_tenant_allow_and_a_
         ),
         ("POST", "/v1/admin/reload", "", "admin", "host", 200),
         ("GET", "/healthz", "", "none", "any", 200),
+        ("GET", "/readyz", "", "none", "any", 200),
     ];
     let mut stored = Vec::new();
     let mut n = 0;
