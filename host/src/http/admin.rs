@@ -156,15 +156,7 @@ pub async fn pause(
     caller: Caller,
     body: Bytes,
 ) -> Response {
-    let mut audit = Audit::begin(&state, &caller, &id, "pause");
-    let result = async {
-        let tenant = audit.gate(admit(&state, &caller, &id).await)?;
-        no_body(&body)?;
-        let changed = tenant.worker.pause(caller.name());
-        Ok(json!({"paused": true, "changed": changed}))
-    }
-    .await;
-    audit.finish(result)
+    set_paused(&state, &id, &caller, &body, true).await
 }
 
 /// `POST /v1/admin/resume`: delivery of the tenant resumes at once.
@@ -174,12 +166,27 @@ pub async fn resume(
     caller: Caller,
     body: Bytes,
 ) -> Response {
-    let mut audit = Audit::begin(&state, &caller, &id, "resume");
+    set_paused(&state, &id, &caller, &body, false).await
+}
+
+/// Pauses or resumes the tenant's delivery; `changed` says whether it was otherwise.
+async fn set_paused(
+    state: &AppState,
+    id: &str,
+    caller: &Caller,
+    body: &[u8],
+    paused: bool,
+) -> Response {
+    let mut audit = Audit::begin(state, caller, id, if paused { "pause" } else { "resume" });
     let result = async {
-        let tenant = audit.gate(admit(&state, &caller, &id).await)?;
-        no_body(&body)?;
-        let changed = tenant.worker.resume();
-        Ok(json!({"paused": false, "changed": changed}))
+        let tenant = audit.gate(admit(state, caller, id).await)?;
+        no_body(body)?;
+        let changed = if paused {
+            tenant.worker.pause(caller.name())
+        } else {
+            tenant.worker.resume()
+        };
+        Ok(json!({"paused": paused, "changed": changed}))
     }
     .await;
     audit.finish(result)
