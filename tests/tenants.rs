@@ -478,3 +478,109 @@ async fn a_tenant_schema_that_does_not_exist_yet_is_created_on_its_shared_server
     drop_schema(Backend::Postgres, &pg_schema).await;
     drop_schema(Backend::MySql, &maria_schema).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_whose_database_is_not_there_at_start_waits_while_the_others_run() {
+    let _shared = TIMING.read().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (good_ledger, _) = ledger(d, "good");
+    let (late_ledger, late_ledger_path) = ledger(d, "late");
+    // A directory that does not exist yet: SQLite cannot open the database until the
+    // test creates it, as a server that is down cannot be reached until it is up.
+    let not_yet = d.join("not-yet");
+    let config = [
+        "admin_token = \"host-admin-secret-00\"\n".to_string(),
+        tenant_toml(
+            "good",
+            &format!("sqlite://{}", d.join("good.db").display()),
+            &good_ledger,
+            "",
+        ),
+        tenant_toml(
+            "late",
+            &format!("sqlite://{}", not_yet.join("late.db").display()),
+            &late_ledger,
+            "admin_token = \"late-admin-secret-00\"",
+        ),
+    ]
+    .concat();
+    let server =
+        Server::start(&["--config", &write_config(d, &config)]).reading_as("host-admin-secret-00");
+
+    post_ids(&server, "good", (0..20).map(|i| format!("g-{i}"))).await;
+    wait_delivered(&server, "good", 20).await;
+
+    let (_, status) = server.get("/v1/status").await;
+    let late = &status["tenants"]["late"];
+    assert_eq!(late["state"], "starting", "{status}");
+    assert!(
+        late["reason"].as_str().unwrap().contains("late.db"),
+        "the reason names what is missing: {late}"
+    );
+    assert_eq!(status["tenants"]["good"]["state"], "running", "{status}");
+    let (code, body) = server
+        .post(
+            server.reader.as_deref(),
+            "/v1/tenants/late/operations",
+            op_line("early", T0),
+        )
+        .await;
+    assert_eq!((code, &body["field"]), (503, &"tenant".into()), "{body}");
+    // Its own admin sees why it waits.
+    let (code, body) = server
+        .get_as("late-admin-secret-00", "/v1/tenants/late/status")
+        .await;
+    assert_eq!(code, 503, "{body}");
+    let (code, ready) = server.get("/readyz").await;
+    assert_eq!(
+        (code, &ready["tenants"]["late"]["state"]),
+        (503, &"starting".into()),
+        "{ready}"
+    );
+    let metrics = server.metrics().await;
+    assert_eq!(metrics[r#"trustlog_tenant_up{tenant="late"}"#], 0.0);
+    assert_eq!(metrics[r#"trustlog_tenant_up{tenant="good"}"#], 1.0);
+    assert!(
+        server
+            .stderr
+            .lock()
+            .unwrap()
+            .contains("tenant not started: trying again"),
+        "the log says so"
+    );
+
+    // The database comes: the tenant starts on its next attempt, and delivers.
+    std::fs::create_dir(&not_yet).unwrap();
+    wait_code(&server, "/v1/tenants/late/status", 200).await;
+    post_ids(&server, "late", (0..5).map(|i| format!("late-{i}"))).await;
+    wait_delivered(&server, "late", 5).await;
+    wait_code(&server, "/readyz", 200).await;
+    let metrics = server.metrics().await;
+    assert_eq!(metrics[r#"trustlog_tenant_up{tenant="late"}"#], 1.0);
+    let delivered: BTreeSet<String> = ledger_payloads(&late_ledger_path)
+        .iter()
+        .map(|p| p["op_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(delivered, (0..5).map(|i| format!("late-{i}")).collect());
+}
+
+#[test]
+fn a_tenant_that_needs_the_operator_stops_the_host_naming_the_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (good_ledger, _) = ledger(d, "good");
+    let config = tenant_toml(
+        "broken",
+        &format!("sqlite://{}", d.join("b.db").display()),
+        &good_ledger,
+        "component = \"no-such-component.wasm\"",
+    );
+    let out = run(&["serve", "--config", &write_config(d, &config)], "");
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{why}");
+    assert!(
+        why.contains("tenant broken") && why.contains("no-such-component.wasm"),
+        "{why}"
+    );
+}

@@ -306,6 +306,11 @@ impl Metrics {
         }
     }
 
+    /// Marks a tenant that is not running (waiting to start): `trustlog_tenant_up` 0.
+    pub fn tenant_down(&self, id: &str) {
+        self.tenant_up.with_label_values(&[id]).set(0);
+    }
+
     /// Drops every series of a tenant that was removed from the host.
     pub fn remove_tenant(&self, id: &str) {
         let t = &[id];

@@ -31,6 +31,8 @@ pub enum StartError {
         id: String,
         url: String,
         message: String,
+        /// It did not answer (rather than refusing what it holds): worth retrying.
+        unavailable: bool,
     },
     #[error("tenant {id}: publisher {url}: {message}")]
     Publisher {
@@ -56,6 +58,72 @@ pub enum StartError {
         #[source]
         source: TenantError,
     },
+}
+
+impl StartError {
+    /// Whether the database did not answer: the tenant is retried rather than the
+    /// host stopped. Publishers connect lazily (one that is down puts the started
+    /// tenant in an outage), so a publisher error here is a bad URL; that, a
+    /// component that cannot be read or compiled, or tables that cannot be served
+    /// as they are, need the operator instead.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StartError::Database {
+                unavailable: true,
+                ..
+            }
+        )
+    }
+}
+
+/// The first wait before a tenant that could not start is tried again; it doubles
+/// with each failed attempt up to [`START_RETRY_MAX`].
+pub const START_RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest wait between two attempts to start a tenant.
+pub const START_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A tenant whose database did not answer at start, tried again with backoff until
+/// it starts; the host and the other tenants run meanwhile.
+pub struct Starting {
+    /// What it will run.
+    pub spec: TenantSpec,
+    /// The last attempt's error, and how many attempts failed.
+    last: StdMutex<(String, u32)>,
+    retry: StdMutex<Option<JoinHandle<()>>>,
+}
+
+impl Starting {
+    /// The tenant's id.
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
+    /// Why the last attempt failed, and how many have.
+    pub fn last_error(&self) -> (String, u32) {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn failed(&self, error: String) -> u32 {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.0 = error;
+        last.1 += 1;
+        last.1
+    }
+
+    fn stop_retrying(&self) {
+        if let Some(task) = self.retry.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            task.abort();
+        }
+    }
+}
+
+/// What [`Tenants::start`] did with a tenant.
+pub enum Started {
+    /// It runs.
+    Running(Arc<Running>),
+    /// Its database did not answer; it is being retried.
+    Retrying(Arc<Starting>),
 }
 
 /// Where a tenant's worker stands.
@@ -180,6 +248,8 @@ pub struct ReloadReport {
     pub unchanged: Vec<String>,
     /// Tenants that could not be started, with the reason; the others went ahead.
     pub failed: Vec<(String, String)>,
+    /// Tenants whose database did not answer, being retried, with the error.
+    pub retrying: Vec<(String, String)>,
 }
 
 /// Every tenant of the host.
@@ -195,6 +265,8 @@ pub struct Tenants {
     /// component share its machine code, and a changed file is recompiled.
     runtimes: StdMutex<HashMap<[u8; 32], Runtime>>,
     running: RwLock<BTreeMap<String, Arc<Running>>>,
+    /// Tenants waiting for their database, by id.
+    starting: StdMutex<BTreeMap<String, Arc<Starting>>>,
     /// Signalled whenever a worker ends.
     ended: Arc<Notify>,
 }
@@ -220,6 +292,7 @@ impl Tenants {
             holder: crate::lease::holder_id(),
             runtimes: StdMutex::new(HashMap::new()),
             running: RwLock::new(BTreeMap::new()),
+            starting: StdMutex::new(BTreeMap::new()),
             ended: Arc::new(Notify::new()),
         })
     }
@@ -237,6 +310,62 @@ impl Tenants {
     /// Every tenant, by id.
     pub async fn list(&self) -> Vec<Arc<Running>> {
         self.running.read().await.values().cloned().collect()
+    }
+
+    /// The tenant `id`, if it waits for its database.
+    pub fn starting(&self, id: &str) -> Option<Arc<Starting>> {
+        self.starting_map().get(id).cloned()
+    }
+
+    /// Every tenant waiting for its database, by id.
+    pub fn all_starting(&self) -> Vec<Arc<Starting>> {
+        self.starting_map().values().cloned().collect()
+    }
+
+    fn starting_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Starting>>> {
+        self.starting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes `id` off the tenants waiting to start, if it is the same `one`.
+    fn take_starting(&self, id: &str, one: Option<&Arc<Starting>>) -> Option<Arc<Starting>> {
+        let mut map = self.starting_map();
+        match (map.get(id), one) {
+            (Some(current), Some(one)) if !Arc::ptr_eq(current, one) => None,
+            (Some(_), _) => map.remove(id),
+            (None, _) => None,
+        }
+    }
+
+    /// Starts a tenant, or, when its database does not answer (and the host is not
+    /// draining, which needs it now), lists it as starting and tries again with
+    /// backoff. Any other error is returned: it needs the operator.
+    pub async fn start(self: &Arc<Self>, spec: TenantSpec) -> Result<Started, StartError> {
+        if self.starting(&spec.id).is_some() {
+            return Err(StartError::Exists { id: spec.id });
+        }
+        match self.add(spec.clone()).await {
+            Ok(running) => Ok(Started::Running(running)),
+            Err(e) if e.is_transient() && !self.until_drained => {
+                let starting = Arc::new(Starting {
+                    spec,
+                    last: StdMutex::new((e.to_string(), 1)),
+                    retry: StdMutex::new(None),
+                });
+                tracing::warn!(
+                    tenant = starting.id(),
+                    error = %e,
+                    retry_in = ?START_RETRY_FIRST,
+                    "tenant not started: trying again; the other tenants run on"
+                );
+                self.metrics.tenant_down(starting.id());
+                let task = tokio::spawn(retry_start(Arc::downgrade(self), starting.clone()));
+                *starting.retry.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+                self.starting_map()
+                    .insert(starting.id().to_string(), starting.clone());
+                Ok(Started::Retrying(starting))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn runtime(&self, spec: &TenantSpec) -> Result<Runtime, StartError> {
@@ -268,6 +397,7 @@ impl Tenants {
         let db_failed = |e: DbError| StartError::Database {
             id: id.clone(),
             url: crate::publisher::options::redact(&spec.db),
+            unavailable: matches!(e, DbError::Unavailable(_)),
             message: e.to_string(),
         };
         if let Some(schema) = &spec.schema {
@@ -419,6 +549,12 @@ impl Tenants {
 
     /// Stops and removes a tenant; false if there was none by that id.
     pub async fn remove(&self, id: &str) -> bool {
+        if let Some(starting) = self.take_starting(id, None) {
+            starting.stop_retrying();
+            self.metrics.remove_tenant(id);
+            tracing::info!(tenant = id, "tenant removed before it could start");
+            return true;
+        }
         let Some(running) = self.running.write().await.remove(id) else {
             return false;
         };
@@ -432,6 +568,9 @@ impl Tenants {
     /// and the old one answers requests until the new one takes its place.
     pub async fn replace(&self, spec: TenantSpec) -> Result<Arc<Running>, StartError> {
         let prepared = self.prepare(spec).await?;
+        if let Some(waiting) = self.take_starting(&prepared.spec.id, None) {
+            waiting.stop_retrying();
+        }
         let old = self.get(&prepared.spec.id).await;
         if let Some(old) = &old {
             old.stop_worker().await;
@@ -442,16 +581,17 @@ impl Tenants {
     }
 
     /// Makes the host run exactly `specs`: adds, removes and replaces what changed.
-    pub async fn apply(&self, specs: Vec<TenantSpec>) -> ReloadReport {
+    pub async fn apply(self: &Arc<Self>, specs: Vec<TenantSpec>) -> ReloadReport {
         let mut report = ReloadReport::default();
-        let current: BTreeMap<String, TenantSpec> = self
+        let running: BTreeMap<String, TenantSpec> = self
             .running
             .read()
             .await
             .iter()
             .map(|(id, r)| (id.clone(), r.spec.clone()))
             .collect();
-        for id in current.keys() {
+        let waiting: BTreeMap<String, Arc<Starting>> = self.starting_map().clone();
+        for id in running.keys().chain(waiting.keys()) {
             if !specs.iter().any(|s| &s.id == id) {
                 self.remove(id).await;
                 report.removed.push(id.clone());
@@ -459,19 +599,37 @@ impl Tenants {
         }
         for spec in specs {
             let id = spec.id.clone();
-            match current.get(&id) {
-                // A changed component file at the same path counts as a change.
-                Some(old) if *old == spec && !self.component_changed(&spec).await => {
-                    report.unchanged.push(id)
+            let started = match (waiting.get(&id), running.get(&id)) {
+                // Still waiting for its database, with the same entry.
+                (Some(w), _) if w.spec == spec => {
+                    report.unchanged.push(id);
+                    continue;
                 }
-                Some(_) => match self.replace(spec).await {
-                    Ok(_) => report.replaced.push(id),
-                    Err(e) => report.failed.push((id, e.to_string())),
-                },
-                None => match self.add(spec).await {
-                    Ok(_) => report.added.push(id),
-                    Err(e) => report.failed.push((id, e.to_string())),
-                },
+                // Waiting with an older entry: start the new one instead.
+                (Some(_), _) => {
+                    self.remove(&id).await;
+                    self.start(spec).await
+                }
+                // A changed component file at the same path counts as a change.
+                (None, Some(old)) if *old == spec && !self.component_changed(&spec).await => {
+                    report.unchanged.push(id);
+                    continue;
+                }
+                (None, Some(_)) => {
+                    match self.replace(spec).await {
+                        Ok(_) => report.replaced.push(id),
+                        Err(e) => report.failed.push((id, e.to_string())),
+                    }
+                    continue;
+                }
+                (None, None) => self.start(spec).await,
+            };
+            match started {
+                Ok(Started::Running(_)) => report.added.push(id),
+                Ok(Started::Retrying(starting)) => {
+                    report.retrying.push((id, starting.last_error().0))
+                }
+                Err(e) => report.failed.push((id, e.to_string())),
             }
         }
         report
@@ -511,6 +669,9 @@ impl Tenants {
 
     /// Stops every tenant between batches; what each delivered, by id.
     pub async fn shutdown(&self) -> Vec<(String, Summary)> {
+        for starting in std::mem::take(&mut *self.starting_map()).into_values() {
+            starting.stop_retrying();
+        }
         let all: Vec<Arc<Running>> = std::mem::take(&mut *self.running.write().await)
             .into_values()
             .collect();
@@ -524,5 +685,41 @@ impl Tenants {
             }
         }
         summaries
+    }
+}
+
+/// Tries to start `starting` again, with backoff, until it starts, is removed, or the
+/// host is gone.
+async fn retry_start(tenants: std::sync::Weak<Tenants>, starting: Arc<Starting>) {
+    let mut pause = START_RETRY_FIRST;
+    loop {
+        tokio::time::sleep(pause).await;
+        let Some(host) = tenants.upgrade() else {
+            return;
+        };
+        match host.prepare(starting.spec.clone()).await {
+            Ok(prepared) => {
+                // Removed or replaced while this attempt ran: what it opened is closed.
+                if host.take_starting(starting.id(), Some(&starting)).is_none() {
+                    prepared.stop().await;
+                    return;
+                }
+                let attempts = starting.last_error().1 + 1;
+                host.launch(prepared).await;
+                tracing::info!(tenant = starting.id(), attempts, "tenant started at last");
+                return;
+            }
+            Err(e) => {
+                pause = (pause * 2).min(START_RETRY_MAX);
+                let attempts = starting.failed(e.to_string());
+                tracing::warn!(
+                    tenant = starting.id(),
+                    error = %e,
+                    attempts,
+                    retry_in = ?pause,
+                    "tenant still not started"
+                );
+            }
+        }
     }
 }

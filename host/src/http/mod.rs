@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use access::{Credential, Credentials, Role, Scope};
 
 use crate::clock::Clock;
-use crate::config::{ConfigError, HostConfig};
+use crate::config::{ConfigError, HostConfig, TenantSpec};
 use crate::tenants::{ReloadReport, Running, Tenants};
 
 /// The largest body of an admin request (operations have their own limits, see
@@ -105,12 +105,22 @@ impl AppState {
                 .iter()
                 .cloned(),
         );
-        for tenant in self.tenants.list().await {
-            if let Some(token) = tenant.spec.admin_token.as_deref().filter(|t| !t.is_empty()) {
+        // A tenant still waiting to start has its credential already: its admin can
+        // see why it waits.
+        let mut specs: Vec<TenantSpec> = self
+            .tenants
+            .list()
+            .await
+            .iter()
+            .map(|t| t.spec.clone())
+            .collect();
+        specs.extend(self.tenants.all_starting().iter().map(|t| t.spec.clone()));
+        for spec in specs {
+            if let Some(token) = spec.admin_token.as_deref().filter(|t| !t.is_empty()) {
                 all.push(Credential::new(
-                    format!("tenant {} admin_token", tenant.id()),
+                    format!("tenant {} admin_token", spec.id),
                     Role::Admin,
-                    Scope::Tenant(tenant.id().to_string()),
+                    Scope::Tenant(spec.id.clone()),
                     token,
                 ));
             }
@@ -281,7 +291,23 @@ impl AppState {
         if !caller.sees(id) {
             return Err(no_tenant(id));
         }
-        self.tenants.get(id).await.ok_or_else(|| no_tenant(id))
+        if let Some(running) = self.tenants.get(id).await {
+            return Ok(running);
+        }
+        match self.tenants.starting(id) {
+            Some(starting) => {
+                let (error, attempts) = starting.last_error();
+                Err(ApiError::field(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "tenant",
+                    format!(
+                        "tenant {id:?} has not started: {error} ({attempts} attempts so far; \
+                         retrying)"
+                    ),
+                ))
+            }
+            None => Err(no_tenant(id)),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use trustlog_guest::model::StatusReport;
 use super::access::Role;
 use super::{ApiError, AppState, Caller, DEFAULT_TENANT, Scoped};
 use crate::report::status_json;
-use crate::tenants::{RunState, Running};
+use crate::tenants::{RunState, Running, Starting};
 use crate::worker::Delivery;
 
 /// How long readiness waits for the database and the publisher.
@@ -71,6 +71,12 @@ fn worker_state(tenant: &Running) -> (&'static str, Option<String>) {
     }
 }
 
+/// A tenant waiting for its database, as status and readyz show it.
+fn starting_json(starting: &Starting) -> Value {
+    let (error, attempts) = starting.last_error();
+    json!({"state": "starting", "reason": error, "attempts": attempts})
+}
+
 /// `GET /v1/tenants/{tenant}/status`: the tenant's figures and state.
 pub async fn status(
     State(state): State<Arc<AppState>>,
@@ -104,6 +110,11 @@ pub async fn status_all(
             top.extend(fields.clone());
         }
         tenants.insert(tenant.id().to_string(), one);
+    }
+    for starting in state.tenants.all_starting() {
+        if caller.sees(starting.id()) {
+            tenants.insert(starting.id().to_string(), starting_json(&starting));
+        }
     }
     body["tenants"] = Value::Object(tenants);
     Ok(Json(body))
@@ -194,6 +205,10 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Val
             body["publisher"] = one["publisher"].clone();
         }
         tenants.insert(tenant.id().to_string(), one);
+    }
+    for starting in state.tenants.all_starting() {
+        ready = false;
+        tenants.insert(starting.id().to_string(), starting_json(&starting));
     }
     body["ready"] = json!(ready);
     body["tenants"] = Value::Object(tenants);

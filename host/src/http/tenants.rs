@@ -40,6 +40,18 @@ pub async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> Respons
         .await
         .iter()
         .map(|t| describe(t))
+        .chain(state.tenants.all_starting().iter().map(|t| {
+            let (error, attempts) = t.last_error();
+            json!({
+                "id": t.id(),
+                "state": "starting",
+                "reason": error,
+                "attempts": attempts,
+                "db": redact(&t.spec.db),
+                "publisher": redact(&t.spec.publisher),
+                "component": t.spec.component.as_ref().map(|p| p.display().to_string()),
+            })
+        }))
         .collect();
     Json(json!({"tenants": tenants})).into_response()
 }
