@@ -505,8 +505,21 @@ async fn a_tenant_whose_database_is_not_there_at_start_waits_while_the_others_ru
         ),
     ]
     .concat();
+    // Two more that wait: one the next config drops, one it points elsewhere.
+    let never = |id: &str| {
+        tenant_toml(
+            id,
+            &format!(
+                "sqlite://{}",
+                d.join("never").join(format!("{id}.db")).display()
+            ),
+            &ledger(d, id).0,
+            "",
+        )
+    };
+    let first = format!("{config}{}{}", never("gone"), never("moved"));
     let server =
-        Server::start(&["--config", &write_config(d, &config)]).reading_as("host-admin-secret-00");
+        Server::start(&["--config", &write_config(d, &first)]).reading_as("host-admin-secret-00");
 
     post_ids(&server, "good", (0..20).map(|i| format!("g-{i}"))).await;
     wait_delivered(&server, "good", 20).await;
@@ -555,7 +568,6 @@ async fn a_tenant_whose_database_is_not_there_at_start_waits_while_the_others_ru
     wait_code(&server, "/v1/tenants/late/status", 200).await;
     post_ids(&server, "late", (0..5).map(|i| format!("late-{i}"))).await;
     wait_delivered(&server, "late", 5).await;
-    wait_code(&server, "/readyz", 200).await;
     let metrics = server.metrics().await;
     assert_eq!(metrics[r#"trustlog_tenant_up{tenant="late"}"#], 1.0);
     let delivered: BTreeSet<String> = ledger_payloads(&late_ledger_path)
@@ -563,6 +575,34 @@ async fn a_tenant_whose_database_is_not_there_at_start_waits_while_the_others_ru
         .map(|p| p["op_id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(delivered, (0..5).map(|i| format!("late-{i}")).collect());
+
+    // A reload drops the tenant that waits and restarts the one whose entry changed.
+    let (_, status) = server.get("/v1/status").await;
+    assert_eq!(
+        (
+            &status["tenants"]["gone"]["state"],
+            &status["tenants"]["moved"]["state"]
+        ),
+        (&"starting".into(), &"starting".into()),
+        "{status}"
+    );
+    let moved = tenant_toml(
+        "moved",
+        &format!("sqlite://{}", d.join("moved.db").display()),
+        &ledger(d, "moved").0,
+        "",
+    );
+    write_config(d, &format!("{config}{moved}"));
+    sighup(&server);
+    wait_code(&server, "/v1/tenants/moved/status", 200).await;
+    wait_code(&server, "/v1/tenants/gone/status", 404).await;
+    // Nothing waits any more: the host is ready.
+    wait_code(&server, "/readyz", 200).await;
+    let metrics = server.metrics().await;
+    assert!(
+        !metrics.keys().any(|k| k.contains(r#"tenant="gone""#)),
+        "the dropped tenant's series are gone"
+    );
 }
 
 #[test]
