@@ -90,7 +90,10 @@ pub struct Starting {
     pub spec: TenantSpec,
     /// The last attempt's error, and how many attempts failed.
     last: StdMutex<(String, u32)>,
-    retry: StdMutex<Option<JoinHandle<()>>>,
+    /// Set when it is removed or the host shuts down: the retries end. An attempt
+    /// in progress finishes and closes what it opened (aborting it could leave a
+    /// listener task behind).
+    cancel: watch::Sender<bool>,
 }
 
 impl Starting {
@@ -112,9 +115,7 @@ impl Starting {
     }
 
     fn stop_retrying(&self) {
-        if let Some(task) = self.retry.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            task.abort();
-        }
+        let _ = self.cancel.send(true);
     }
 }
 
@@ -267,6 +268,9 @@ pub struct Tenants {
     running: RwLock<BTreeMap<String, Arc<Running>>>,
     /// Tenants waiting for their database, by id.
     starting: StdMutex<BTreeMap<String, Arc<Starting>>>,
+    /// Held while the set of tenants changes (add, remove, replace, reload, a
+    /// waiting tenant starting), so two changes of one id never interleave.
+    changing: Mutex<()>,
     /// Signalled whenever a worker ends.
     ended: Arc<Notify>,
 }
@@ -293,6 +297,7 @@ impl Tenants {
             runtimes: StdMutex::new(HashMap::new()),
             running: RwLock::new(BTreeMap::new()),
             starting: StdMutex::new(BTreeMap::new()),
+            changing: Mutex::new(()),
             ended: Arc::new(Notify::new()),
         })
     }
@@ -340,16 +345,21 @@ impl Tenants {
     /// draining, which needs it now), lists it as starting and tries again with
     /// backoff. Any other error is returned: it needs the operator.
     pub async fn start(self: &Arc<Self>, spec: TenantSpec) -> Result<Started, StartError> {
+        let _one_change = self.changing.lock().await;
+        self.start_locked(spec).await
+    }
+
+    async fn start_locked(self: &Arc<Self>, spec: TenantSpec) -> Result<Started, StartError> {
         if self.starting(&spec.id).is_some() {
             return Err(StartError::Exists { id: spec.id });
         }
-        match self.add(spec.clone()).await {
+        match self.add_locked(spec.clone()).await {
             Ok(running) => Ok(Started::Running(running)),
             Err(e) if e.is_transient() && !self.until_drained => {
                 let starting = Arc::new(Starting {
                     spec,
                     last: StdMutex::new((e.to_string(), 1)),
-                    retry: StdMutex::new(None),
+                    cancel: watch::Sender::new(false),
                 });
                 tracing::warn!(
                     tenant = starting.id(),
@@ -358,8 +368,7 @@ impl Tenants {
                     "tenant not started: trying again; the other tenants run on"
                 );
                 self.metrics.tenant_down(starting.id());
-                let task = tokio::spawn(retry_start(Arc::downgrade(self), starting.clone()));
-                *starting.retry.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+                tokio::spawn(retry_start(Arc::downgrade(self), starting.clone()));
                 self.starting_map()
                     .insert(starting.id().to_string(), starting.clone());
                 Ok(Started::Retrying(starting))
@@ -540,6 +549,11 @@ impl Tenants {
 
     /// Adds and starts a tenant.
     pub async fn add(&self, spec: TenantSpec) -> Result<Arc<Running>, StartError> {
+        let _one_change = self.changing.lock().await;
+        self.add_locked(spec).await
+    }
+
+    async fn add_locked(&self, spec: TenantSpec) -> Result<Arc<Running>, StartError> {
         if self.running.read().await.contains_key(&spec.id) {
             return Err(StartError::Exists { id: spec.id });
         }
@@ -549,6 +563,11 @@ impl Tenants {
 
     /// Stops and removes a tenant; false if there was none by that id.
     pub async fn remove(&self, id: &str) -> bool {
+        let _one_change = self.changing.lock().await;
+        self.remove_locked(id).await
+    }
+
+    async fn remove_locked(&self, id: &str) -> bool {
         if let Some(starting) = self.take_starting(id, None) {
             starting.stop_retrying();
             self.metrics.remove_tenant(id);
@@ -567,6 +586,11 @@ impl Tenants {
     /// Replaces (or adds) a tenant: the new one is ready before the old one stops,
     /// and the old one answers requests until the new one takes its place.
     pub async fn replace(&self, spec: TenantSpec) -> Result<Arc<Running>, StartError> {
+        let _one_change = self.changing.lock().await;
+        self.replace_locked(spec).await
+    }
+
+    async fn replace_locked(&self, spec: TenantSpec) -> Result<Arc<Running>, StartError> {
         let prepared = self.prepare(spec).await?;
         if let Some(waiting) = self.take_starting(&prepared.spec.id, None) {
             waiting.stop_retrying();
@@ -582,6 +606,7 @@ impl Tenants {
 
     /// Makes the host run exactly `specs`: adds, removes and replaces what changed.
     pub async fn apply(self: &Arc<Self>, specs: Vec<TenantSpec>) -> ReloadReport {
+        let _one_change = self.changing.lock().await;
         let mut report = ReloadReport::default();
         let running: BTreeMap<String, TenantSpec> = self
             .running
@@ -593,7 +618,7 @@ impl Tenants {
         let waiting: BTreeMap<String, Arc<Starting>> = self.starting_map().clone();
         for id in running.keys().chain(waiting.keys()) {
             if !specs.iter().any(|s| &s.id == id) {
-                self.remove(id).await;
+                self.remove_locked(id).await;
                 report.removed.push(id.clone());
             }
         }
@@ -607,8 +632,8 @@ impl Tenants {
                 }
                 // Waiting with an older entry: start the new one instead.
                 (Some(_), _) => {
-                    self.remove(&id).await;
-                    self.start(spec).await
+                    self.remove_locked(&id).await;
+                    self.start_locked(spec).await
                 }
                 // A changed component file at the same path counts as a change.
                 (None, Some(old)) if *old == spec && !self.component_changed(&spec).await => {
@@ -616,13 +641,13 @@ impl Tenants {
                     continue;
                 }
                 (None, Some(_)) => {
-                    match self.replace(spec).await {
+                    match self.replace_locked(spec).await {
                         Ok(_) => report.replaced.push(id),
                         Err(e) => report.failed.push((id, e.to_string())),
                     }
                     continue;
                 }
-                (None, None) => self.start(spec).await,
+                (None, None) => self.start_locked(spec).await,
             };
             match started {
                 Ok(Started::Running(_)) => report.added.push(id),
@@ -691,14 +716,19 @@ impl Tenants {
 /// Tries to start `starting` again, with backoff, until it starts, is removed, or the
 /// host is gone.
 async fn retry_start(tenants: std::sync::Weak<Tenants>, starting: Arc<Starting>) {
+    let mut cancelled = starting.cancel.subscribe();
     let mut pause = START_RETRY_FIRST;
     loop {
-        tokio::time::sleep(pause).await;
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = cancelled.wait_for(|c| *c) => return,
+        }
         let Some(host) = tenants.upgrade() else {
             return;
         };
         match host.prepare(starting.spec.clone()).await {
             Ok(prepared) => {
+                let _one_change = host.changing.lock().await;
                 // Removed or replaced while this attempt ran: what it opened is closed.
                 if host.take_starting(starting.id(), Some(&starting)).is_none() {
                     prepared.stop().await;
