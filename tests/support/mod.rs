@@ -11,8 +11,10 @@ use sqlx::sqlite::SqlitePool;
 /// The `trustlog` binary under test.
 pub fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_trustlog"));
-    // Port 0: tests run side by side, and `serve` prints the port it got.
-    cmd.env("RUST_LOG", "warn")
+    // TRUSTLOG_TEST_SERVER_LOG=trustlog=debug shows every tick of the servers a test starts.
+    let log = std::env::var("TRUSTLOG_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into());
+    cmd.env("RUST_LOG", log)
+        // Port 0: tests run side by side, and `serve` prints the port it got.
         .env("TRUSTLOG_LISTEN", "127.0.0.1:0")
         .env_remove("TRUSTLOG_DB")
         .env_remove("TRUSTLOG_PUBLISHER")
