@@ -196,8 +196,12 @@ const COUNT_RETRIES_BY_STATUS: &str =
     "SELECT retry_status, COUNT(*) FROM trustlog_retry GROUP BY retry_status";
 /// Which of a list of op_ids are stored; an `(op_id, ...)` list follows.
 const EXISTING_IDS: &str = "SELECT op_id FROM operation WHERE op_id IN ";
-/// Marks waiting rows delivered; an `(op_id, ...)` list follows.
-const MARK_TRUSTLOGGED: &str = "UPDATE operation SET trustlog_status = 'TRUSTLOGGED' \
+/// Marks waiting rows delivered; an `(op_id, ...)` list follows. By primary key: had
+/// InnoDB walked `operation_waiting` instead, its locking read of the waiting range would
+/// wait for any writer's uncommitted row there (a transaction that stamped its row early
+/// and commits late held every mark, and so every delivery, for as long as it stayed open).
+const MARK_TRUSTLOGGED: &str = "UPDATE operation FORCE INDEX (PRIMARY) \
+     SET trustlog_status = 'TRUSTLOGGED' \
      WHERE trustlog_status = 'NOT_TRUSTLOGGED' AND op_id IN ";
 /// Deletes retry rows; an `(op_id, ...)` list follows.
 const DELETE_RETRIES: &str = "DELETE FROM trustlog_retry WHERE op_id IN ";
