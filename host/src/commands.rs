@@ -219,8 +219,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             give_up_after: args.give_up_after,
         },
     );
-    // A tenant whose database or publisher does not answer is retried in the
-    // background; only what needs the operator stops the host.
+    // A tenant whose database does not answer is retried in the background (a
+    // publisher connects lazily); only what needs the operator stops the host.
     for spec in plan.tenants {
         tenants.start(spec).await?;
     }

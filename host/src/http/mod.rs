@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use access::{Credential, Credentials, Role, Scope};
 
 use crate::clock::Clock;
-use crate::config::{ConfigError, HostConfig, TenantSpec};
+use crate::config::{ConfigError, HostConfig};
 use crate::tenants::{ReloadReport, Running, Tenants};
 
 /// The largest body of an admin request (operations have their own limits, see
@@ -107,14 +107,12 @@ impl AppState {
         );
         // A tenant still waiting to start has its credential already: its admin can
         // see why it waits.
-        let mut specs: Vec<TenantSpec> = self
-            .tenants
-            .list()
-            .await
+        let running = self.tenants.list().await;
+        let starting = self.tenants.all_starting();
+        let specs = running
             .iter()
-            .map(|t| t.spec.clone())
-            .collect();
-        specs.extend(self.tenants.all_starting().iter().map(|t| t.spec.clone()));
+            .map(|t| &t.spec)
+            .chain(starting.iter().map(|t| &t.spec));
         for spec in specs {
             if let Some(token) = spec.admin_token.as_deref().filter(|t| !t.is_empty()) {
                 all.push(Credential::new(

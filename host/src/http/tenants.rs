@@ -13,19 +13,32 @@ use serde_json::{Value, json};
 use super::access::Role;
 use super::audit::Audit;
 use super::{ApiError, AppState, Caller, ReloadError, json_body};
-use crate::config;
+use crate::config::{self, TenantSpec};
 use crate::publisher::options::redact;
-use crate::tenants::Running;
+use crate::tenants::{Running, Starting};
 
 fn describe(tenant: &Running) -> Value {
     let state = tenant.state();
+    describe_spec(&tenant.spec, state.name(), state.reason())
+}
+
+/// A tenant still waiting for its database, with the attempts made so far.
+fn describe_starting(tenant: &Starting) -> Value {
+    let (error, attempts) = tenant.last_error();
+    let mut one = describe_spec(&tenant.spec, "starting", Some(&error));
+    one["attempts"] = json!(attempts);
+    one
+}
+
+/// Its id, state, the reason for it, and its (redacted) endpoints.
+fn describe_spec(spec: &TenantSpec, state: &str, reason: Option<&str>) -> Value {
     json!({
-        "id": tenant.id(),
-        "state": state.name(),
-        "reason": state.reason(),
-        "db": redact(&tenant.spec.db),
-        "publisher": redact(&tenant.spec.publisher),
-        "component": tenant.spec.component.as_ref().map(|p| p.display().to_string()),
+        "id": spec.id,
+        "state": state,
+        "reason": reason,
+        "db": redact(&spec.db),
+        "publisher": redact(&spec.publisher),
+        "component": spec.component.as_ref().map(|p| p.display().to_string()),
     })
 }
 
@@ -40,18 +53,13 @@ pub async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> Respons
         .await
         .iter()
         .map(|t| describe(t))
-        .chain(state.tenants.all_starting().iter().map(|t| {
-            let (error, attempts) = t.last_error();
-            json!({
-                "id": t.id(),
-                "state": "starting",
-                "reason": error,
-                "attempts": attempts,
-                "db": redact(&t.spec.db),
-                "publisher": redact(&t.spec.publisher),
-                "component": t.spec.component.as_ref().map(|p| p.display().to_string()),
-            })
-        }))
+        .chain(
+            state
+                .tenants
+                .all_starting()
+                .iter()
+                .map(|t| describe_starting(t)),
+        )
         .collect();
     Json(json!({"tenants": tenants})).into_response()
 }
