@@ -729,9 +729,13 @@ async fn retry_start(tenants: std::sync::Weak<Tenants>, starting: Arc<Starting>)
         match host.prepare(starting.spec.clone()).await {
             Ok(prepared) => {
                 let _one_change = host.changing.lock().await;
-                // Removed or replaced while this attempt ran: what it opened is closed.
+                // Removed or replaced while this attempt ran: what it opened is closed,
+                // and the series the attempt made go too unless a successor has them.
                 if host.take_starting(starting.id(), Some(&starting)).is_none() {
                     prepared.stop().await;
+                    if host.get(starting.id()).await.is_none() {
+                        host.metrics.remove_tenant(starting.id());
+                    }
                     return;
                 }
                 let attempts = starting.last_error().1 + 1;
