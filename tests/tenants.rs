@@ -108,65 +108,103 @@ async fn deliver(server: &Server, tenant: &str, prefix: &str, n: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Tenant B's better throughput of two deliveries of `n`: a slow spell of the machine
-/// lowers one, while a hostile tenant beside B would lower both.
-async fn best_of_two(server: &Server, prefix: &str, n: usize) -> f64 {
-    let first = deliver(server, "b", &format!("{prefix}1"), n).await;
-    let second = deliver(server, "b", &format!("{prefix}2"), n).await;
-    first.max(second)
+/// Tenant B's best throughput of three deliveries of `n`: a slow spell of the machine
+/// lowers one, while a hostile tenant beside B would lower all.
+async fn best_of_three(server: &Server, prefix: &str, n: usize) -> f64 {
+    let mut best = 0.0_f64;
+    for run in 1..=3 {
+        best = best.max(deliver(server, "b", &format!("{prefix}{run}"), n).await);
+    }
+    best
 }
 
-/// Tenant B's throughput alone, then beside a hostile tenant A; A's fate.
+/// How often A misbehaved (limits hit, or traps for a trap storm) and how many rows
+/// it delivered, by its metrics.
+async fn hostile_counts(server: &Server, kind: Hostile) -> (f64, f64) {
+    let m = server.metrics().await;
+    let misbehaved = match kind {
+        Hostile::TrapStorm => m[r#"trustlog_guest_traps_total{tenant="a"}"#],
+        Hostile::MemoryBomb => m[r#"trustlog_limit_exceeded_total{limit="memory",tenant="a"}"#],
+        _ => m[r#"trustlog_limit_exceeded_total{limit="cpu",tenant="a"}"#],
+    };
+    let delivered = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("trustlog_published_total{") && k.contains(r#"tenant="a""#))
+        .map(|(_, v)| v)
+        .sum();
+    (misbehaved, delivered)
+}
+
+/// Tenant B's throughput alone, then beside a hostile tenant A in the same host. A
+/// misbehaves every few ticks of each instance and delivers its own rows between, and
+/// the host starts it again after each stop, so A is hostile, and publishing, for as
+/// long as B is timed.
 async fn beside(kind: Hostile) {
     const N: usize = 10_000;
     let _alone_on_the_machine = TIMING.write().await;
     let dir = tempfile::tempdir().unwrap();
-    // Each run gets a fresh database and ledger, and warms up before it is timed.
-    let b_entry = |run: &str| {
-        let (publisher, path) = ledger(dir.path(), &format!("b-{run}"));
-        let db = format!(
-            "sqlite://{}",
-            dir.path().join(format!("b-{run}.db")).display()
-        );
-        let entry = tenant_toml("b", &db, &publisher, "admin_token = \"b-secret\"");
-        (entry, path)
-    };
-    let (b, _) = b_entry("alone");
-    let alone = Server::start(&["--config", &write_config(dir.path(), &b)]).reading_as("b-secret");
-    deliver(&alone, "b", "warm", 1000).await;
-    let solo = best_of_two(&alone, "solo", N).await;
-    drop(alone);
-    let (b, b_ledger) = b_entry("beside");
+    let (b_pub, b_ledger) = ledger(dir.path(), "b");
+    let b_db = format!("sqlite://{}", dir.path().join("b.db").display());
+    let b = tenant_toml("b", &b_db, &b_pub, "admin_token = \"b-secret\"");
+    // The test reads every tenant's figures as an admin of the whole host.
+    let head = "admin_token = \"host-secret\"\n";
+    let path = write_config(dir.path(), &format!("{head}{b}"));
+    let server = Server::start(&["--config", &path]).reading_as("host-secret");
+    deliver(&server, "b", "warm", 1000).await;
+    let solo = best_of_three(&server, "solo", N).await;
 
+    // A joins the same host, with a backlog to chew on between its misbehaviours.
     let (a_pub, a_ledger) = ledger(dir.path(), "a");
     let a_db = format!("sqlite://{}", dir.path().join("a.db").display());
-    let component = hostile(kind);
     let a = tenant_toml(
         "a",
         &a_db,
         &a_pub,
         &format!(
-            "admin_token = \"a-secret\"\ncomponent = \"{}\"\npoll_interval = \"100ms\"\n[tenant.limits]\nmemory = \"32MiB\"\ncpu_per_call = \"100ms\"",
-            component.display()
+            "admin_token = \"a-secret\"\ncomponent = \"{}\"\npoll_interval = \"100ms\"\nbatch_size = 10\n\
+             [tenant.limits]\nmemory = \"32MiB\"\ncpu_per_call = \"100ms\"\nrestart_after = \"100ms\"\nlog_lines_per_sec = 20",
+            hostile(kind).display()
         ),
     );
-    // The test reads every tenant's figures as an admin of the whole host.
-    let config = format!("admin_token = \"host-secret\"\n{a}{b}");
-    let server =
-        Server::start(&["--config", &write_config(dir.path(), &config)]).reading_as("host-secret");
-    // A has rows of its own to chew on.
-    let (code, _) = server
+    write_config(dir.path(), &format!("{head}{b}{a}"));
+    sighup(&server);
+    wait_code(&server, "/v1/tenants/a/status", 200).await;
+    let joined = Instant::now();
+    let backlog: Vec<serde_json::Value> = (0..5000)
+        .map(|i| serde_json::from_str(&op_line(&format!("a-own-{i}"), T0 + i)).unwrap())
+        .collect();
+    let (code, answer) = server
         .post(
             Some("a-secret"),
             "/v1/tenants/a/operations",
-            op_line("a-own", T0),
+            serde_json::to_vec(&backlog).unwrap(),
         )
         .await;
-    assert_eq!(code, 200);
-    deliver(&server, "b", "warm", 1000).await;
-    let shared = best_of_two(&server, "shared", N).await;
+    assert_eq!(code, 200, "{answer}");
+    let deadline = Instant::now() + WAIT;
+    while hostile_counts(&server, kind).await.0 < 1.0 {
+        assert!(Instant::now() < deadline, "{kind:?}: A never misbehaved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let before = hostile_counts(&server, kind).await;
+    let shared = best_of_three(&server, "shared", N).await;
+    let after = hostile_counts(&server, kind).await;
     let ratio = shared / solo;
-    eprintln!("{kind:?}: B alone {solo:.0} ops/s, beside A {shared:.0} ops/s, ratio {ratio:.2}");
+    eprintln!(
+        "{kind:?}: B alone {solo:.0} ops/s, beside A {shared:.0} ops/s, ratio {ratio:.2}; \
+         meanwhile A misbehaved {} times and delivered {} rows",
+        after.0 - before.0,
+        after.1 - before.1
+    );
+    assert!(
+        after.0 >= before.0 + 2.0,
+        "{kind:?}: A stayed hostile while B was timed: {before:?} then {after:?}"
+    );
+    assert!(
+        after.1 > before.1,
+        "{kind:?}: A delivered while B was timed: {before:?} then {after:?}"
+    );
     assert!(
         ratio >= 0.8,
         "{kind:?}: B kept {ratio:.2} of its throughput ({shared:.0} vs {solo:.0} ops/s)"
@@ -174,6 +212,7 @@ async fn beside(kind: Hostile) {
 
     // A never reaches B: not its rows, not its publisher, not its token.
     let a_ids = ledger_op_ids(&a_ledger);
+    assert!(!a_ids.is_empty(), "{kind:?}: A published");
     assert!(a_ids.iter().all(|id| id.starts_with("a-")), "{a_ids:?}");
     let b_ids: BTreeSet<String> = ledger_op_ids(&b_ledger).into_iter().collect();
     assert!(b_ids.iter().all(|id| !id.starts_with("a-")));
@@ -189,70 +228,65 @@ async fn beside(kind: Hostile) {
         .await;
     assert_eq!(code, 200, "B's own token does");
 
-    // A limit stops A once it is reached: a flood of log calls spends its CPU time slowly.
-    let deadline = Instant::now() + WAIT;
-    let st = loop {
-        let (_, st) = server.get("/v1/status").await;
-        let settled = kind == Hostile::TrapEveryTick || st["tenants"]["a"]["state"] != "running";
-        if settled || Instant::now() > deadline {
-            break st;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let a_state = &st["tenants"]["a"];
+    // A's fate: a trap costs a tick; a limit stops A, and it starts again after its pause.
     let m = server.metrics().await;
-    let traps = m[r#"trustlog_guest_traps_total{tenant="a"}"#];
-    assert!(traps >= 1.0, "{kind:?}: A's traps are counted");
+    assert_eq!(m[r#"trustlog_tenant_up{tenant="b"}"#], 1.0);
     match kind {
-        Hostile::TrapEveryTick => {
-            assert_eq!(a_state["state"], "running", "retried, not stopped: {st}");
-            assert_eq!(a_state["trustlogged"], 0, "{st}");
+        Hostile::TrapStorm => {
+            let (_, st) = server.get("/v1/status").await;
+            assert_eq!(
+                st["tenants"]["a"]["state"], "running",
+                "retried, not stopped: {st}"
+            );
+            assert_eq!(m[r#"trustlog_tenant_restarts_total{tenant="a"}"#], 0.0);
         }
         _ => {
-            assert_eq!(a_state["state"], "stopped", "{kind:?}: {st}");
-            let reason = a_state["reason"].as_str().unwrap();
             let limit = if kind == Hostile::MemoryBomb {
                 "memory"
             } else {
                 "cpu"
             };
+            let st = server
+                .wait_status(WAIT, |st| st["tenants"]["a"]["state"] == "stopped")
+                .await;
+            let reason = st["tenants"]["a"]["reason"].as_str().unwrap();
             assert!(reason.contains(limit), "{kind:?}: {reason}");
-            assert_eq!(m[r#"trustlog_tenant_up{tenant="a"}"#], 0.0);
+            assert!(reason.contains("starting again in"), "{kind:?}: {reason}");
             assert!(
-                m[&format!(r#"trustlog_limit_exceeded_total{{limit="{limit}",tenant="a"}}"#)]
-                    >= 1.0,
+                m[r#"trustlog_tenant_restarts_total{tenant="a"}"#] >= 2.0,
                 "{kind:?}: {m:?}"
             );
         }
     }
-    assert_eq!(m[r#"trustlog_tenant_up{tenant="b"}"#], 1.0);
     if kind == Hostile::LogFlood {
         let log = server.stderr.lock().unwrap().clone();
-        let lines = log.matches("hostile guest: log line").count();
+        let lines = log.matches("hostile guest: log line").count() as f64;
+        let allowed = 20.0 * (joined.elapsed().as_secs_f64() + 1.0);
         assert!(
-            lines <= 200,
-            "the flood was held to log_lines_per_sec: {lines} lines"
+            lines <= allowed,
+            "the flood was held to log_lines_per_sec: {lines} lines, {allowed} allowed"
         );
+        assert!(m[r#"trustlog_guest_log_dropped_total{tenant="a"}"#] > 0.0);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn beside_an_infinite_loop_b_keeps_80_percent_and_a_is_stopped_by_its_cpu_limit() {
+async fn beside_an_infinite_loop_b_keeps_80_percent_and_a_is_stopped_by_its_cpu_limit_each_time() {
     beside(Hostile::InfiniteLoop).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn beside_a_memory_bomb_b_keeps_80_percent_and_a_is_stopped_by_its_memory_cap() {
+async fn beside_a_memory_bomb_b_keeps_80_percent_and_a_is_stopped_by_its_memory_cap_each_time() {
     beside(Hostile::MemoryBomb).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn beside_a_trap_in_every_tick_b_keeps_80_percent_and_a_is_retried_quietly() {
-    beside(Hostile::TrapEveryTick).await;
+async fn beside_a_trap_storm_b_keeps_80_percent_and_a_is_retried_quietly() {
+    beside(Hostile::TrapStorm).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn beside_a_log_flood_b_keeps_80_percent_and_a_is_muted_then_stopped() {
+async fn beside_a_log_flood_b_keeps_80_percent_and_a_is_muted_then_stopped_each_time() {
     beside(Hostile::LogFlood).await;
 }
 

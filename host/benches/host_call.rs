@@ -17,6 +17,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use trustlog_guest::envelope::sha256_hex;
 use trustlog_guest::model::{Config, Micros, Operation};
 use trustlog_host::db::Database;
+use trustlog_host::imports::LogAllowance;
 use trustlog_host::limits::Limits;
 use trustlog_host::publisher::Publisher;
 use trustlog_host::runtime::Runtime;
@@ -74,7 +75,13 @@ fn host_call(c: &mut Criterion) {
         db.migrate().await.expect("schema migrates");
         let publisher = Publisher::connect(&ledger_url).await.expect("ledger opens");
         let mut instance = runtime
-            .instantiate("bench", db.clone(), publisher, Limits::default())
+            .instantiate(
+                "bench",
+                db.clone(),
+                publisher,
+                Limits::default(),
+                LogAllowance::new(Limits::default().log_lines_per_sec),
+            )
             .await
             .expect("component instantiates");
         instance.configure(cfg.clone()).await.expect("configures");

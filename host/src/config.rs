@@ -38,6 +38,7 @@
 //! cpu_per_call = "1s"               # CPU time one call may compute (epoch ticks of 1 ms)
 //! table_elements = 10000
 //! log_lines_per_sec = 100
+//! restart_after = "1s"               # after a limit stopped it; doubles up to 5 min; "never"
 //! request_body = "4MiB"              # the largest request body; 4 KiB to 1 GiB
 //! request_operations = 10000         # the most operations in one POST
 //!
@@ -768,6 +769,17 @@ fn apply_limits(raw: &RawLimits, limits: &mut Limits, scope: &str) -> Result<(),
     if let Some(v) = raw.log_lines_per_sec {
         limits.log_lines_per_sec = in_range(v, 0, i64::from(u32::MAX), field("log_lines_per_sec"))?;
     }
+    if let Some(v) = &raw.restart_after {
+        limits.restart_after = match v.as_str() {
+            "never" => None,
+            // A restart with no pause at all would spin a guest that fails at once.
+            _ => Some(at_least(
+                v,
+                Duration::from_millis(10),
+                field("restart_after"),
+            )?),
+        };
+    }
     apply_request_limits(
         raw.request_body.as_ref(),
         raw.request_operations,
@@ -990,6 +1002,7 @@ struct RawLimits {
     cpu_per_call: Option<String>,
     table_elements: Option<i64>,
     log_lines_per_sec: Option<i64>,
+    restart_after: Option<String>,
     request_body: Option<toml::Value>,
     request_operations: Option<i64>,
 }
@@ -1194,6 +1207,7 @@ memory = "32MiB"
 cpu_per_call = "5ms"
 table_elements = 2000
 log_lines_per_sec = 10
+restart_after = "250ms"
 
 [[tenant]]
 id = "beta_2"
@@ -1234,6 +1248,7 @@ publisher = "ledger://beta.ledger"
                 table_elements: 2000,
                 log_lines_per_sec: 10,
                 requests: RequestLimits::default(),
+                restart_after: Some(Duration::from_millis(250)),
             },
             admin_token: Some("acme-secret".into()),
             component: Some(PathBuf::from("/etc/trustlog/guests/acme-v2.wasm")),
@@ -1301,7 +1316,7 @@ memory = "128MiB"
 cpu_per_call = "42ms"
 {}"#,
             beta_with(
-                "batch_size = 7\npoll_only = false\n[tenant.limits]\ncpu_per_call = \"99ms\""
+                "batch_size = 7\npoll_only = false\n[tenant.limits]\ncpu_per_call = \"99ms\"\nrestart_after = \"never\""
             )
         ))
         .unwrap();
@@ -1322,6 +1337,8 @@ cpu_per_call = "42ms"
         assert_eq!(beta.limits.memory_bytes, 128 << 20);
         assert_eq!(beta.limits.cpu_per_call, Duration::from_millis(99));
         assert_eq!(beta.limits.table_elements, Limits::default().table_elements);
+        assert_eq!(acme.limits.restart_after, Limits::default().restart_after);
+        assert_eq!(beta.limits.restart_after, None, "never: stays stopped");
     }
 
     #[test]
@@ -1399,6 +1416,11 @@ cpu_per_call = "42ms"
             (
                 "[tenant.limits]\ncpu_per_call = \"0s\"",
                 "tenant[1].limits.cpu_per_call",
+                |e| matches!(e, ConfigError::BadDuration { .. }),
+            ),
+            (
+                "[tenant.limits]\nrestart_after = \"0s\"",
+                "tenant[1].limits.restart_after",
                 |e| matches!(e, ConfigError::BadDuration { .. }),
             ),
         ];

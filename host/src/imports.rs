@@ -124,8 +124,7 @@ pub struct HostImports {
     /// Timestamps of the rows the current tick read, by op_id, so the commit that marks
     /// them can observe insert→`TRUSTLOGGED` latency. Filled only when observed.
     fetched: HashMap<String, m::Micros>,
-    log_gate: LogGate,
-    log_lines_per_sec: u32,
+    log: LogAllowance,
     /// When the last import that waited a whole epoch tick or more returned, in
     /// nanoseconds after `created`; 0 for never. The CPU limiter counts such a wait
     /// as a rest (see [`crate::limits::TenantLimiter::should_yield`]).
@@ -142,7 +141,7 @@ impl HostImports {
         tenant: Arc<str>,
         db: Database,
         publisher: Publisher,
-        log_lines_per_sec: u32,
+        log: LogAllowance,
     ) -> HostImports {
         HostImports {
             tenant,
@@ -151,8 +150,7 @@ impl HostImports {
             metrics: None,
             probe: None,
             fetched: HashMap::new(),
-            log_gate: LogGate::default(),
-            log_lines_per_sec,
+            log,
             waited_until_nanos: AtomicU64::new(0),
             created: Instant::now(),
             computing: None,
@@ -360,7 +358,7 @@ impl HostImports {
     /// `log.log`, rate-limited: a guest that logs without end must not flood the host's log or its disk.
     pub fn log(&mut self, level: Level, message: &str) {
         let tenant = &*self.tenant;
-        let (admit, dropped) = self.log_gate.admit(self.log_lines_per_sec);
+        let (admit, dropped) = self.log.admit();
         if dropped > 0 {
             tracing::warn!(target: "trustlog::guest", tenant, dropped, "guest log lines dropped over the last second (log_lines_per_sec)");
             if let Some(m) = &self.metrics {
@@ -412,6 +410,31 @@ async fn judge_outage(
         }
     }
     results
+}
+
+/// A tenant's allowance of guest log lines a second, shared by all its instances: a
+/// fresh instance (after a trap, or a restart after a limit) gets no fresh allowance.
+#[derive(Debug, Clone)]
+pub struct LogAllowance {
+    per_second: u32,
+    gate: Arc<std::sync::Mutex<LogGate>>,
+}
+
+impl LogAllowance {
+    /// At most `per_second` lines a second.
+    pub fn new(per_second: u32) -> LogAllowance {
+        LogAllowance {
+            per_second,
+            gate: Arc::default(),
+        }
+    }
+
+    fn admit(&self) -> (bool, u64) {
+        self.gate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(self.per_second)
+    }
 }
 
 /// Lets a tenant's guest log at most so many lines a second; counts the rest.

@@ -34,7 +34,17 @@ pub struct Limits {
     pub log_lines_per_sec: u32,
     /// What one HTTP request to the tenant may carry.
     pub requests: RequestLimits,
+    /// How long a tenant stopped by a limit waits before it starts again (doubling
+    /// with each stop that follows soon after, up to [`MAX_RESTART_PAUSE`]); `None`: it
+    /// stays stopped until the operator acts.
+    pub restart_after: Option<Duration>,
 }
+
+/// The longest wait before a tenant stopped by its limits starts again.
+pub const MAX_RESTART_PAUSE: Duration = Duration::from_secs(300);
+
+/// A run this long without a limit hit sets the restart pause back to its first value.
+pub const RESTART_COUNT_RESET: Duration = Duration::from_secs(60);
 
 impl Default for Limits {
     fn default() -> Self {
@@ -47,6 +57,9 @@ impl Default for Limits {
             table_elements: 10_000,
             log_lines_per_sec: 100,
             requests: RequestLimits::default(),
+            // A limit hit by one odd batch should not need the operator; a guest that
+            // hits one at once every time backs off to MAX_RESTART_PAUSE.
+            restart_after: Some(Duration::from_secs(1)),
         }
     }
 }

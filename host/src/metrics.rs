@@ -36,6 +36,7 @@ pub struct Metrics {
     tenant_up: IntGaugeVec,
     guest_traps: IntCounterVec,
     limit_exceeded: IntCounterVec,
+    tenant_restarts: IntCounterVec,
     guest_log_dropped: IntCounterVec,
     late_row_depth: HistogramVec,
     outage: IntGaugeVec,
@@ -172,6 +173,13 @@ impl Metrics {
                 ),
                 &["tenant", "limit"],
             )?,
+            tenant_restarts: IntCounterVec::new(
+                Opts::new(
+                    "trustlog_tenant_restarts_total",
+                    "Times a tenant stopped by a limit was started again after its pause.",
+                ),
+                tenant,
+            )?,
             guest_log_dropped: IntCounterVec::new(
                 Opts::new(
                     "trustlog_guest_log_dropped_total",
@@ -257,6 +265,7 @@ impl Metrics {
         m.registry.register(Box::new(m.tenant_up.clone()))?;
         m.registry.register(Box::new(m.guest_traps.clone()))?;
         m.registry.register(Box::new(m.limit_exceeded.clone()))?;
+        m.registry.register(Box::new(m.tenant_restarts.clone()))?;
         m.registry.register(Box::new(m.guest_log_dropped.clone()))?;
         m.registry.register(Box::new(m.late_row_depth.clone()))?;
         m.registry.register(Box::new(m.outage.clone()))?;
@@ -281,6 +290,7 @@ impl Metrics {
         self.delivery_latency.with_label_values(t);
         self.tenant_up.with_label_values(t).set(1);
         self.guest_traps.with_label_values(t);
+        self.tenant_restarts.with_label_values(t);
         self.guest_log_dropped.with_label_values(t);
         self.lease_held.with_label_values(t);
         self.takeovers.with_label_values(t);
@@ -322,6 +332,7 @@ impl Metrics {
         let _ = self.delivery_latency.remove_label_values(t);
         let _ = self.tenant_up.remove_label_values(t);
         let _ = self.guest_traps.remove_label_values(t);
+        let _ = self.tenant_restarts.remove_label_values(t);
         let _ = self.guest_log_dropped.remove_label_values(t);
         let _ = self.lease_held.remove_label_values(t);
         let _ = self.takeovers.remove_label_values(t);
@@ -444,6 +455,14 @@ impl TenantMetrics {
             .tenant_up
             .with_label_values(&[&*self.tenant])
             .set(i64::from(running));
+    }
+
+    /// Counts a restart of a tenant that a limit had stopped.
+    pub fn restarted(&self) {
+        self.metrics
+            .tenant_restarts
+            .with_label_values(&[&*self.tenant])
+            .inc();
     }
 
     /// Counts a trap of the tenant's guest.

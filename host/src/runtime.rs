@@ -20,7 +20,7 @@ use crate::component_cache;
 use crate::db::Database;
 use crate::epoch::{self, Busy, Computing};
 use crate::guest_output::GuestOutput;
-use crate::imports::{HostImports, Probe};
+use crate::imports::{HostImports, LogAllowance, Probe};
 use crate::limits::{LimitKind, Limits, TenantLimiter};
 use crate::metrics::TenantMetrics;
 use crate::publisher::Publisher;
@@ -192,13 +192,15 @@ impl Runtime {
         &self.engine.engine
     }
 
-    /// A fresh sandbox for `tenant` within `limits`, wired to its own database and publisher.
+    /// A fresh sandbox for `tenant` within `limits`, wired to its own database and
+    /// publisher, its guest's log lines counted against `log`.
     pub async fn instantiate(
         &self,
         tenant: &str,
         db: Database,
         publisher: Publisher,
         limits: Limits,
+        log: LogAllowance,
     ) -> Result<Instance, RuntimeError> {
         let failed = |message: String| RuntimeError::Instantiate {
             tenant: tenant.to_string(),
@@ -213,7 +215,7 @@ impl Runtime {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let mut imports = HostImports::new(tenant.clone(), db, publisher, limits.log_lines_per_sec);
+        let mut imports = HostImports::new(tenant.clone(), db, publisher, log);
         // The ticker rests while this guest waits in an import, unless another computes.
         imports.set_computing(Some(self.engine.computing.clone()));
         let state = TenantState {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use trustlog_guest::model as m;
 
 use crate::db::Database;
-use crate::imports::{HostImports, Probe};
+use crate::imports::{HostImports, LogAllowance, Probe};
 use crate::limits::Limits;
 use crate::metrics::TenantMetrics;
 use crate::native::NativeInstance;
@@ -68,6 +68,8 @@ pub struct Tenant {
     publisher: Publisher,
     config: m::Config,
     limits: Limits,
+    /// Shared by every instance of the tenant, and with its request tenant.
+    log: LogAllowance,
     instance: Option<Live>,
     metrics: Option<TenantMetrics>,
     probe: Option<Arc<Probe>>,
@@ -106,6 +108,21 @@ impl Tenant {
         config: m::Config,
         limits: Limits,
     ) -> Result<Tenant, TenantError> {
+        let log = LogAllowance::new(limits.log_lines_per_sec);
+        Self::sharing_log(backend, id, db, publisher, config, limits, log).await
+    }
+
+    /// Same as [`Tenant::on_backend`], its guest's log lines counted against `log`,
+    /// which another tenant object of the same tenant holds too.
+    pub async fn sharing_log(
+        backend: Backend,
+        id: &str,
+        db: Database,
+        publisher: Publisher,
+        config: m::Config,
+        limits: Limits,
+        log: LogAllowance,
+    ) -> Result<Tenant, TenantError> {
         let mut tenant = Tenant {
             id: id.to_string(),
             backend,
@@ -113,12 +130,18 @@ impl Tenant {
             publisher,
             config,
             limits,
+            log,
             instance: None,
             metrics: None,
             probe: None,
         };
         tenant.instance().await?;
         Ok(tenant)
+    }
+
+    /// The allowance its guest's log lines are counted against.
+    pub fn log_allowance(&self) -> LogAllowance {
+        self.log.clone()
     }
 
     /// The tenant's id.
@@ -183,6 +206,7 @@ impl Tenant {
                             self.db.clone(),
                             self.publisher.clone(),
                             self.limits,
+                            self.log.clone(),
                         )
                         .await?,
                 ),
@@ -192,7 +216,7 @@ impl Tenant {
                         Arc::from(self.id.as_str()),
                         self.db.clone(),
                         self.publisher.clone(),
-                        self.limits.log_lines_per_sec,
+                        self.log.clone(),
                     ),
                 )),
             };

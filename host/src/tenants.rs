@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
 
 use tokio::sync::{Mutex, Notify, RwLock, watch};
 use tokio::task::JoinHandle;
@@ -15,10 +16,12 @@ use trustlog_guest::model::DbError;
 
 use crate::config::TenantSpec;
 use crate::db::Database;
+use crate::imports::LogAllowance;
+use crate::limits::{MAX_RESTART_PAUSE, RESTART_COUNT_RESET};
 use crate::metrics::{Metrics, TenantMetrics};
 use crate::publisher::Publisher;
 use crate::runtime::{GUEST_WASM, Runtime, RuntimeError, WasmEngine, component_digest};
-use crate::tenant::{Tenant, TenantError};
+use crate::tenant::{Backend, Tenant, TenantError};
 use crate::worker::{Delivery, DrainBounds, Exit, LeaseSettings, Summary, Worker};
 
 /// Why a tenant could not be started.
@@ -168,6 +171,8 @@ pub struct Running {
     /// How long instantiating and configuring its guest took at start.
     pub instantiate: std::time::Duration,
     runtime: Runtime,
+    /// The worker's allowance of guest log lines, which the request instance shares.
+    log: LogAllowance,
     /// Built at the first request: an idle tenant holds one instance, not two.
     front: Mutex<Option<Tenant>>,
     state: StdMutex<RunState>,
@@ -205,13 +210,14 @@ impl Running {
     ) -> Result<R, TenantError> {
         let mut front = self.front.lock().await;
         if front.is_none() {
-            let mut tenant = Tenant::with_limits(
-                self.runtime.clone(),
+            let mut tenant = Tenant::sharing_log(
+                Backend::Wasm(self.runtime.clone()),
                 &self.spec.id,
                 self.db.clone(),
                 self.publisher.clone(),
                 self.spec.engine.clone(),
                 self.spec.limits,
+                self.log.clone(),
             )
             .await?;
             tenant.set_metrics(self.metrics.clone());
@@ -444,6 +450,7 @@ impl Tenants {
         let instantiate_us = instantiate.as_micros() as u64;
         tracing::debug!(tenant = %id, instantiate_us, "guest instantiated");
         let metrics = self.metrics.tenant(&id);
+        let log = tenant.log_allowance();
         let listening = !spec.poll_only && db.notifies();
         let worker = Worker::new(tenant, spec.intervals)
             .with_metrics(metrics.clone())
@@ -468,6 +475,7 @@ impl Tenants {
             metrics,
             instantiate,
             runtime,
+            log,
             front: Mutex::new(None),
             state: StdMutex::new(RunState::Running),
             stop,
@@ -487,8 +495,47 @@ impl Tenants {
         let until_drained = self.until_drained;
         let me = running.clone();
         let ended = self.ended.clone();
+        // --until-drained promises an end, so a limit ends its tenant there.
+        let restart_after = running.spec.limits.restart_after.filter(|_| !until_drained);
         let task = tokio::spawn(async move {
-            let summary = worker.run(until_drained, stopped).await;
+            let mut began = std::time::Instant::now();
+            let mut summary = worker.run(until_drained, stopped.clone()).await;
+            let mut pause: Option<Duration> = None;
+            while let Exit::LimitExceeded { reason, .. } = &summary.exit
+                && let Some(first) = restart_after
+            {
+                // Limits hit again and again double the pause, deliveries between them or
+                // not, so a guest that fails now and then cannot claim a core by it; a
+                // run that lasted a while starts the count again.
+                let wait = match pause {
+                    Some(p) if began.elapsed() < RESTART_COUNT_RESET => {
+                        (p * 2).min(MAX_RESTART_PAUSE)
+                    }
+                    _ => first,
+                };
+                pause = Some(wait);
+                let shown = humantime::format_duration(wait);
+                tracing::error!(tenant = %me.spec.id, %reason, restart_in = %shown, "tenant stopped by a limit; it starts again after a pause");
+                me.metrics.up(false);
+                me.set_state(RunState::Stopped {
+                    reason: format!("{reason}; starting again in {shown}"),
+                });
+                let mut asked = stopped.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = asked.wait_for(|stop| *stop) => {
+                        summary.exit = Exit::Shutdown;
+                        break;
+                    }
+                }
+                me.metrics.restarted();
+                me.metrics.up(true);
+                me.set_state(RunState::Running);
+                tracing::info!(tenant = %me.spec.id, "tenant started again");
+                began = std::time::Instant::now();
+                let next = worker.run(until_drained, stopped.clone()).await;
+                summary = summary.then(next);
+            }
             let state = match &summary.exit {
                 Exit::Drained => RunState::Drained,
                 Exit::Shutdown => RunState::Stopped {

@@ -134,6 +134,19 @@ pub struct Summary {
     pub errors: u64,
 }
 
+impl Summary {
+    /// This run's counts added to a later run's, which ended as `later` did.
+    pub fn then(self, later: Summary) -> Summary {
+        Summary {
+            exit: later.exit,
+            published: self.published + later.published,
+            retry_scheduled: self.retry_scheduled + later.retry_scheduled,
+            dead_lettered: self.dead_lettered + later.dead_lettered,
+            errors: self.errors + later.errors,
+        }
+    }
+}
+
 /// What cannot be reached during an outage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -12,6 +12,7 @@ include!(concat!(env!("CARGO_MANIFEST_DIR"), "/guest_build.rs"));
 pub enum Hostile {
     TrapAfterPublish,
     TrapEveryTick,
+    TrapStorm,
     InfiniteLoop,
     MemoryBomb,
     LogFlood,
@@ -23,6 +24,7 @@ impl Hostile {
         match self {
             Hostile::TrapAfterPublish => "trap-after-publish",
             Hostile::TrapEveryTick => "trap-every-tick",
+            Hostile::TrapStorm => "trap-storm",
             Hostile::InfiniteLoop => "infinite-loop",
             Hostile::MemoryBomb => "memory-bomb",
             Hostile::LogFlood => "log-flood",

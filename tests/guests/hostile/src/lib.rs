@@ -4,13 +4,16 @@
 //! - `trap-after-publish`: every second unit of work panics before it is committed,
 //!   after its envelopes were published (a guest dying mid-tick);
 //! - `trap-every-tick`: every tick panics before doing anything;
-//! - `infinite-loop`: every tick spins forever;
-//! - `memory-bomb`: every tick allocates and touches memory until it cannot;
-//! - `log-flood`: every tick logs without end;
+//! - `trap-storm`: every second tick of an instance panics, the others deliver;
+//! - `infinite-loop`: every fourth tick of an instance spins forever;
+//! - `memory-bomb`: every fourth tick allocates and touches memory until it cannot;
+//! - `log-flood`: every fourth tick logs without end;
 //! - `malformed-envelopes`: every envelope batch it publishes has op_id ends past its text.
 //!
 //! `record` and `status` are always the real engine's, so the tests can feed a
-//! hostile tenant rows and read its state.
+//! hostile tenant rows and read its state. The kinds that misbehave only now and then
+//! deliver in the ticks between, so a neighbour's ledger could show their rows if
+//! anything crossed, and they stay hostile for as long as the host restarts them.
 
 #[cfg(target_arch = "wasm32")]
 mod hostile {
@@ -31,6 +34,7 @@ mod hostile {
 
     thread_local! {
         static APPLIES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+        static TICKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     }
 
     impl Host for Faulty<'_> {
@@ -101,8 +105,20 @@ mod hostile {
 
     /// The misbehaviour of this build, run at the start of every tick.
     fn misbehave() {
+        // Counted per instance: a trap or a limit costs the instance, so the count
+        // starts again in the next one.
+        let n = TICKS.with(|c| {
+            c.set(c.get() + 1);
+            c.get()
+        });
         if cfg!(feature = "trap-every-tick") {
             panic!("hostile guest: trapping in every tick");
+        }
+        if cfg!(feature = "trap-storm") && n.is_multiple_of(2) {
+            panic!("hostile guest: trapping in tick {n} of this instance");
+        }
+        if !n.is_multiple_of(4) {
+            return;
         }
         if cfg!(feature = "infinite-loop") {
             let mut spins: u64 = 0;
