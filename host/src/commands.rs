@@ -149,6 +149,7 @@ struct ServePlan {
     /// --tls-cert/--tls-key, else the config file's tls_cert/tls_key.
     tls: Option<TlsFiles>,
     max_tenants: u32,
+    shared_pool_size: u32,
 }
 
 fn serve_plan(args: &ServeArgs) -> anyhow::Result<ServePlan> {
@@ -174,6 +175,7 @@ fn serve_plan(args: &ServeArgs) -> anyhow::Result<ServePlan> {
             flag_credentials,
             listen: args.listen_addr(config.listen.as_deref()),
             max_tenants: config.max_tenants,
+            shared_pool_size: config.shared_pool_size,
         });
     }
     let spec = TenantSpec {
@@ -195,6 +197,7 @@ fn serve_plan(args: &ServeArgs) -> anyhow::Result<ServePlan> {
         listen: args.listen_addr(None),
         tls: tls_flags,
         max_tenants: 1,
+        shared_pool_size: trustlog_host::db::shared_server::DEFAULT_POOL_SIZE,
     })
 }
 
@@ -210,7 +213,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .saturating_mul(INSTANCES_PER_TENANT)
             .saturating_add(8),
     })?;
-    let tenants = Tenants::draining(
+    let tenants = Tenants::sharing(
         engine,
         Metrics::new()?,
         args.until_drained,
@@ -218,6 +221,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_wait: args.max_wait,
             give_up_after: args.give_up_after,
         },
+        plan.shared_pool_size,
     );
     // A tenant whose database does not answer is retried in the background (a
     // publisher connects lazily); only what needs the operator stops the host.

@@ -7,6 +7,7 @@
 //! tls_key = "tls/key.pem"            # this file's directory; re-read on SIGHUP
 //! admin_token = "env:TRUSTLOG_ADMIN" # optional; the host-wide admin token
 //! max_tenants = 1024                 # optional; what the instance pool is sized for
+//! shared_pool_size = 10              # optional; connections per server tenants' schemas share
 //!
 //! [defaults]                         # optional; any per-tenant setting below
 //! batch_size = 500
@@ -107,6 +108,9 @@ pub struct HostConfig {
     pub admin_token: Option<String>,
     /// `max_tenants` (default 1024): how many tenants the instance pool is sized for.
     pub max_tenants: u32,
+    /// `shared_pool_size` (default 10): connections per database server that tenants
+    /// with a `schema` there share; read at start.
+    pub shared_pool_size: u32,
     /// The `[[tenant]]` entries, in file order.
     pub tenants: Vec<TenantSpec>,
     /// The `[[credential]]` entries, in file order, secrets hashed.
@@ -337,6 +341,10 @@ fn parse_with_env(text: &str, base_dir: &Path, env: Env) -> Result<HostConfig, C
         Some(v) => in_range(v, 1, i64::from(u32::MAX), "max_tenants".into())?,
         None => DEFAULT_MAX_TENANTS,
     };
+    let shared_pool_size = match raw.shared_pool_size {
+        Some(v) => in_range(v, 1, 10_000, "shared_pool_size".into())?,
+        None => crate::db::shared_server::DEFAULT_POOL_SIZE,
+    };
     let admin_token = optional_secret(raw.admin_token, "admin_token", Some(env))?;
     let defaults = apply(raw.defaults, &Settings::default(), "defaults")?;
     if raw.tenant.is_empty() {
@@ -392,6 +400,7 @@ fn parse_with_env(text: &str, base_dir: &Path, env: Env) -> Result<HostConfig, C
         tls,
         admin_token,
         max_tenants,
+        shared_pool_size,
         tenants,
         credentials,
     })
@@ -953,6 +962,7 @@ struct RawFile {
     tls_key: Option<String>,
     admin_token: Option<String>,
     max_tenants: Option<i64>,
+    shared_pool_size: Option<i64>,
     #[serde(default)]
     defaults: RawSettings,
     #[serde(default)]
@@ -1088,6 +1098,7 @@ impl fmt::Debug for HostConfig {
             .field("tls", &self.tls)
             .field("admin_token", &hidden(&self.admin_token))
             .field("max_tenants", &self.max_tenants)
+            .field("shared_pool_size", &self.shared_pool_size)
             .field("tenants", &self.tenants)
             .field("credentials", &self.credentials)
             .finish()
@@ -1176,6 +1187,7 @@ publisher = "ledger://beta.ledger"
 listen = "0.0.0.0:9000"
 admin_token = "host-secret"
 max_tenants = 10
+shared_pool_size = 7
 
 [defaults]
 batch_size = 500
@@ -1219,6 +1231,7 @@ publisher = "ledger://beta.ledger"
         assert_eq!(config.listen.as_deref(), Some("0.0.0.0:9000"));
         assert_eq!(config.admin_token.as_deref(), Some("host-secret"));
         assert_eq!(config.max_tenants, 10);
+        assert_eq!(config.shared_pool_size, 7);
         let acme = TenantSpec {
             id: "acme".into(),
             db: "postgres://127.0.0.1/app?options=-c%20search_path%3Dacme".into(),

@@ -16,6 +16,7 @@ use trustlog_guest::model::DbError;
 
 use crate::config::TenantSpec;
 use crate::db::Database;
+use crate::db::shared_server::{DEFAULT_POOL_SIZE, SharedServers};
 use crate::imports::LogAllowance;
 use crate::limits::{MAX_RESTART_PAUSE, RESTART_COUNT_RESET};
 use crate::metrics::{Metrics, TenantMetrics};
@@ -268,6 +269,8 @@ pub struct Tenants {
     drain: DrainBounds,
     /// This process's name in the tenants' lease rows.
     holder: String,
+    /// The database servers whose connections tenants share.
+    servers: SharedServers,
     /// Compiled components by the SHA-256 of their bytes: tenants running the same
     /// component share its machine code, and a changed file is recompiled.
     runtimes: StdMutex<HashMap<[u8; 32], Runtime>>,
@@ -294,7 +297,20 @@ impl Tenants {
         until_drained: bool,
         drain: DrainBounds,
     ) -> Arc<Tenants> {
+        Self::sharing(engine, metrics, until_drained, drain, DEFAULT_POOL_SIZE)
+    }
+
+    /// Same as [`Tenants::draining`], tenants with a `schema` on one server sharing a
+    /// pool of at most `pool_size` connections (and one listener) per server.
+    pub fn sharing(
+        engine: WasmEngine,
+        metrics: Arc<Metrics>,
+        until_drained: bool,
+        drain: DrainBounds,
+        pool_size: u32,
+    ) -> Arc<Tenants> {
         Arc::new(Tenants {
+            servers: SharedServers::new(pool_size),
             engine,
             metrics,
             until_drained,
@@ -306,6 +322,11 @@ impl Tenants {
             changing: Mutex::new(()),
             ended: Arc::new(Notify::new()),
         })
+    }
+
+    /// Connections the shared database servers' pools and listeners hold now.
+    pub async fn shared_connections(&self) -> u32 {
+        self.servers.connections().await
     }
 
     /// The host's metrics.
@@ -420,7 +441,13 @@ impl Tenants {
                 .await
                 .map_err(db_failed)?;
         }
-        let db = Database::connect(&spec.db).await.map_err(db_failed)?;
+        let db = match &spec.schema {
+            Some(schema) if SharedServers::shares(&schema.server) => {
+                self.servers.connect(&schema.server, &schema.name).await
+            }
+            _ => Database::connect(&spec.db).await,
+        }
+        .map_err(db_failed)?;
         db.migrate().await.map_err(db_failed)?;
         let publisher =
             Publisher::connect(&spec.publisher)

@@ -5,6 +5,7 @@ pub mod mysql;
 pub mod postgres;
 pub mod schema_check;
 pub mod schemas;
+pub mod shared_server;
 pub mod sqlite;
 #[cfg(test)]
 mod test_fixtures;

@@ -19,8 +19,9 @@ use sqlx::postgres::{
     PgArgumentBuffer, PgConnectOptions, PgDatabaseError, PgHasArrayType, PgListener, PgPool,
     PgPoolOptions, PgRow, PgTypeInfo, PgValueFormat, Postgres,
 };
+use sqlx::pool::PoolConnection;
 use sqlx::types::chrono::{DateTime, Utc};
-use sqlx::{Decode, Encode, Row, Type, TypeInfo, ValueRef};
+use sqlx::{Decode, Encode, Row, Transaction, Type, TypeInfo, ValueRef};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use trustlog_guest::model::{
@@ -31,6 +32,7 @@ use trustlog_guest::validate::LIMITS;
 
 use super::cursor_value::{format_position, parse_cursor_any, parse_cursor_of};
 use super::schema_check::{Column, TABLES};
+use super::shared_server::WakeHub;
 use super::{Backlog, DeadLetter, Lease, Replay};
 
 // PATH: the schema; the host crate points this at its own `sql/postgresql.sql`.
@@ -41,13 +43,13 @@ const POOL_SIZE: u32 = 5;
 /// How long a call waits for a free connection (or a new one) before failing unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The channel the schema's insert trigger notifies.
-const WAKE_CHANNEL: &str = "trustlog_operation";
+pub(super) const WAKE_CHANNEL: &str = "trustlog_operation";
 /// How long the listener waits for a connection before counting the attempt failed; its
 /// loop then tries again, so a short wait only makes the failure show sooner.
-const LISTEN_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const LISTEN_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The first and the longest wait before listening again after the listener failed.
-const LISTEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
-const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
+pub(super) const LISTEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub(super) const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Unix time of PostgreSQL's epoch, 2000-01-01T00:00:00Z, in microseconds.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
@@ -303,10 +305,54 @@ const OWN_SCHEMA: &str = "SELECT n.nspname::text FROM pg_catalog.pg_class c \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      WHERE c.oid = to_regclass('operation')";
 
+/// A pool of at most `size` connections to `url`, each in the time zone the URL names.
+pub(super) async fn open_pool(url: &str, size: u32) -> Result<PgPool, DbError> {
+    let mut options = PgConnectOptions::from_str(url).map_err(map_error)?;
+    // A `timestamp` column without time zone holds times in the session's zone:
+    // every query reads it cast to TIMESTAMPTZ, and PostgreSQL converts the same
+    // way where it compares one with the relay's TIMESTAMPTZ parameters or stores
+    // them in one. sqlx starts every session in UTC, over what `options` says, so
+    // a zone the URL names (`options=-c TimeZone=…`) is set once connected.
+    let zone = session_zone(options.get_options());
+    if options.get_application_name().is_none() {
+        // Names the relay's sessions in pg_stat_activity.
+        options = options.application_name("trustlog");
+    }
+    PgPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(move |conn, _| {
+            let zone = zone.clone();
+            Box::pin(async move {
+                if let Some(zone) = zone {
+                    sqlx::query("SELECT set_config('TimeZone', $1, false)")
+                        .bind(zone)
+                        .execute(conn)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+        .map_err(map_error)
+}
+
+/// `schema` as an identifier. Schema names are checked to `[a-z0-9_]` before they get
+/// here ([`super::schemas`]); the quotes keep a name such as `user` from being a keyword.
+fn quoted(schema: &str) -> String {
+    format!("\"{}\"", schema.replace('"', "\"\""))
+}
+
 /// A pool of connections to one PostgreSQL database (and schema), implementing the `db` interface.
 #[derive(Debug, Clone)]
 pub struct PostgresDb {
     pool: PgPool,
+    /// Set where the pool is shared by tenants of one server: every use of a connection
+    /// puts it in this schema first (see [`PostgresDb::conn`]).
+    schema: Option<Arc<str>>,
+    /// The shared server's one listener, where the pool is shared.
+    wakes: Option<Arc<WakeHub>>,
     /// When the scan last checked the statistics; shared by clones of the pool.
     stats_checked: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     /// Whether a statistics refresh is running in the background.
@@ -317,47 +363,62 @@ impl PostgresDb {
     /// Connects to `url` (`postgres://user@host:port/db`, libpq parameters such as
     /// `?options=-c%20search_path%3Dmyschema` included).
     pub async fn connect(url: &str) -> Result<PostgresDb, DbError> {
-        let mut options = PgConnectOptions::from_str(url).map_err(map_error)?;
-        // A `timestamp` column without time zone holds times in the session's zone:
-        // every query reads it cast to TIMESTAMPTZ, and PostgreSQL converts the same
-        // way where it compares one with the relay's TIMESTAMPTZ parameters or stores
-        // them in one. sqlx starts every session in UTC, over what `options` says, so
-        // a zone the URL names (`options=-c TimeZone=…`) is set once connected.
-        let zone = session_zone(options.get_options());
-        if options.get_application_name().is_none() {
-            // Names the relay's sessions in pg_stat_activity.
-            options = options.application_name("trustlog");
-        }
-        let pool = PgPoolOptions::new()
-            .max_connections(POOL_SIZE)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .after_connect(move |conn, _| {
-                let zone = zone.clone();
-                Box::pin(async move {
-                    if let Some(zone) = zone {
-                        sqlx::query("SELECT set_config('TimeZone', $1, false)")
-                            .bind(zone)
-                            .execute(conn)
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
-            .await
-            .map_err(map_error)?;
+        let pool = open_pool(url, POOL_SIZE).await?;
         Ok(PostgresDb {
             pool,
+            schema: None,
+            wakes: None,
             stats_checked: Arc::new(std::sync::Mutex::new(None)),
             analyzing: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// This tenant's schema on `pool`, a pool of a server other tenants share (see
+    /// [`super::shared_server`]).
+    pub fn in_schema(pool: PgPool, schema: &str, wakes: Arc<WakeHub>) -> PostgresDb {
+        PostgresDb {
+            pool,
+            schema: Some(Arc::from(schema)),
+            wakes: Some(wakes),
+            stats_checked: Arc::new(std::sync::Mutex::new(None)),
+            analyzing: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A connection of the pool, its `search_path` this tenant's schema where the pool
+    /// is shared. Set on every use, since the last user may have been another tenant;
+    /// PostgreSQL plans a prepared statement again when the `search_path` changed, so a
+    /// statement cached on the connection never reaches another tenant's tables.
+    async fn conn(&self) -> Result<PoolConnection<Postgres>, DbError> {
+        let mut conn = self.pool.acquire().await.map_err(map_error)?;
+        if let Some(schema) = &self.schema {
+            sqlx::query("SELECT set_config('search_path', $1, false)")
+                .bind(quoted(schema))
+                .execute(&mut *conn)
+                .await
+                .map_err(map_error)?;
+        }
+        Ok(conn)
+    }
+
+    /// A transaction in this tenant's schema: on a shared pool the `SET LOCAL` goes in
+    /// the same round trip as the `BEGIN`.
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, DbError> {
+        match &self.schema {
+            None => self.pool.begin().await,
+            Some(schema) => {
+                let begin = format!("BEGIN; SET LOCAL search_path TO {}", quoted(schema));
+                self.pool.begin_with(sqlx::AssertSqlSafe(begin)).await
+            }
+        }
+        .map_err(map_error)
     }
 
     /// The columns of trustlog's tables in the current schema, as the catalogue has them.
     pub async fn columns(&self) -> Result<Vec<Column>, DbError> {
         let rows = sqlx::query(COLUMNS)
             .bind(&TABLES[..])
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await
             .map_err(map_error)?;
         rows.iter()
@@ -379,7 +440,7 @@ impl PostgresDb {
 
     /// Runs statements that change existing tables, in one transaction.
     pub async fn alter(&self, statements: &[&str]) -> Result<(), DbError> {
-        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        let mut tx = self.begin().await?;
         for sql in statements {
             sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
                 .execute(&mut *tx)
@@ -392,7 +453,7 @@ impl PostgresDb {
     /// Creates the tables, indexes and wake-up trigger that are missing; safe to run on
     /// every start, from several processes at once.
     pub async fn migrate(&self) -> Result<(), DbError> {
-        let mut conn = self.pool.acquire().await.map_err(map_error)?;
+        let mut conn = self.conn().await?;
         if let Err(e) = sqlx::raw_sql(SCHEMA).execute(&mut *conn).await {
             // The script opens its own transaction, which an error leaves open and failed:
             // the connection must not serve anyone else.
@@ -422,9 +483,17 @@ impl PostgresDb {
         if self.analyzing.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (pool, analyzing) = (self.pool.clone(), self.analyzing.clone());
+        let (db, analyzing) = (self.clone(), self.analyzing.clone());
         tokio::spawn(async move {
-            if let Err(e) = sqlx::raw_sql(ANALYZE_IF_STALE).execute(&pool).await {
+            let analyzed = match db.conn().await {
+                Ok(mut conn) => sqlx::raw_sql(ANALYZE_IF_STALE)
+                    .execute(&mut *conn)
+                    .await
+                    .map(drop)
+                    .map_err(map_error),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = analyzed {
                 tracing::warn!(error = %e, "refreshing the statistics of operation failed; scanning on");
             }
             analyzing.store(false, Ordering::Release);
@@ -469,7 +538,7 @@ impl PostgresDb {
             .bind(optional(|o| o.server_ip.as_deref()))
             .bind(timestamps)
             .bind(status.as_str())
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await
             .map_err(|e| blame_operation_field(&ops, map_error(e)))?;
         let mut stored = rows
@@ -494,7 +563,7 @@ impl PostgresDb {
     pub async fn load_cursor(&self, key: &str) -> Result<Option<Position>, DbError> {
         let value: Option<String> = sqlx::query_scalar(LOAD_CURSOR)
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await
             .map_err(map_error)?;
         match parse_cursor_any(key, value.as_deref())? {
@@ -506,7 +575,7 @@ impl PostgresDb {
                     .bind(format_position(&p))
                     .bind(key)
                     .bind(value.as_deref())
-                    .execute(&self.pool)
+                    .execute(&mut *self.conn().await?)
                     .await
                     .map_err(map_error)?;
                 Ok(Some(p))
@@ -526,7 +595,7 @@ impl PostgresDb {
             None => {
                 sqlx::query(SCAN_FROM_START)
                     .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.conn().await?)
                     .await
             }
             Some(p) => {
@@ -534,7 +603,7 @@ impl PostgresDb {
                     .bind(PgTime::bound(p.timestamp))
                     .bind(p.op_id)
                     .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.conn().await?)
                     .await
             }
         }
@@ -547,7 +616,7 @@ impl PostgresDb {
         let rows = sqlx::query(DUE_RETRIES)
             .bind(PgTime::bound(now))
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await
             .map_err(map_error)?;
         super::fetch_each_retry(&rows, operation_at, |row| {
@@ -569,7 +638,7 @@ impl PostgresDb {
                 .bind(PgTime::bound(before.timestamp))
                 .bind(before.op_id)
                 .bind(i64::from(limit))
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.conn().await?)
                 .await
         } else {
             sqlx::query(SWEEP_SINCE)
@@ -577,7 +646,7 @@ impl PostgresDb {
                 .bind(before.op_id)
                 .bind(PgTime::bound(since))
                 .bind(i64::from(limit))
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.conn().await?)
                 .await
         }
         .map_err(map_error)?;
@@ -658,7 +727,7 @@ impl PostgresDb {
     /// What is left to deliver, from the indexes.
     pub async fn backlog(&self) -> Result<Backlog, DbError> {
         let row = sqlx::query(BACKLOG)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await
             .map_err(map_error)?;
         Ok(Backlog {
@@ -672,7 +741,7 @@ impl PostgresDb {
     pub async fn has_waiting_since(&self, since: Micros) -> Result<bool, DbError> {
         let found = sqlx::query(WAITING_SINCE)
             .bind(PgTime::bound(since))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await
             .map_err(map_error)?;
         Ok(found.is_some())
@@ -682,7 +751,7 @@ impl PostgresDb {
     pub(super) async fn ensure_lease(&self, key: &str) -> Result<(), DbError> {
         sqlx::query(ENSURE_LEASE)
             .bind(key)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(map_error)?;
         Ok(())
@@ -700,7 +769,7 @@ impl PostgresDb {
         let ttl = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
         // A renewal lost to a server crash only lets another host take over sooner; it
         // need not wait for the WAL to reach the disk, as every delivery's commit does.
-        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        let mut tx = self.begin().await?;
         sqlx::raw_sql("SET LOCAL synchronous_commit = off")
             .execute(&mut *tx)
             .await
@@ -736,7 +805,7 @@ impl PostgresDb {
         sqlx::query(RELEASE_LEASE)
             .bind(key)
             .bind(holder)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(map_error)?;
         Ok(())
@@ -746,7 +815,7 @@ impl PostgresDb {
     pub async fn read_lease(&self, key: &str) -> Result<Option<Lease>, DbError> {
         let Some(row) = sqlx::query(READ_LEASE)
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await
             .map_err(map_error)?
         else {
@@ -805,7 +874,7 @@ impl PostgresDb {
             Some(RetryColumns::new(retries, stored_now()?)?)
         };
 
-        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        let mut tx = self.begin().await?;
 
         if let Some((CursorMove { key, expected, to }, at)) = cursor {
             let to = format_position(&to);
@@ -881,14 +950,14 @@ impl PostgresDb {
             None => {
                 sqlx::query(DEAD_LETTERS_FROM_START)
                     .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.conn().await?)
                     .await
             }
             Some(after) => {
                 sqlx::query(DEAD_LETTERS_AFTER)
                     .bind(after)
                     .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.conn().await?)
                     .await
             }
         }
@@ -904,7 +973,7 @@ impl PostgresDb {
             Replay::One(op_id) => sqlx::query(REPLAY_ONE).bind(now).bind(op_id.as_str()),
             Replay::All => sqlx::query(REPLAY_ALL).bind(now),
         }
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await
         .map_err(map_error)?
         .rows_affected();
@@ -914,7 +983,7 @@ impl PostgresDb {
     /// Purges dead letters last changed before `before`, keeping their operations as
     /// db-only; returns how many retry rows were deleted.
     pub async fn purge_dead_letters(&self, before: Micros) -> Result<u64, DbError> {
-        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        let mut tx = self.begin().await?;
         let ids: Vec<String> = sqlx::query_scalar(PURGEABLE)
             .bind(PgTime::bound(before))
             .fetch_all(&mut *tx)
@@ -945,7 +1014,7 @@ impl PostgresDb {
     /// Whether the server answers a query through the pool.
     pub async fn ping(&self) -> Result<(), DbError> {
         sqlx::query(PING)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await
             .map_err(map_error)?;
         Ok(())
@@ -957,16 +1026,19 @@ impl PostgresDb {
     pub async fn settle(&self) -> Result<(), DbError> {
         for statement in ["VACUUM (ANALYZE) operation", "CHECKPOINT"] {
             sqlx::raw_sql(statement)
-                .execute(&self.pool)
+                .execute(&mut *self.conn().await?)
                 .await
                 .map_err(map_error)?;
         }
         Ok(())
     }
 
-    /// Closes the pool, waiting for connections in use to be returned.
+    /// Closes the pool, waiting for connections in use to be returned; a pool shared
+    /// with other tenants stays open for them.
     pub async fn close(&self) {
-        self.pool.close().await;
+        if self.schema.is_none() {
+            self.pool.close().await;
+        }
     }
 
     /// Spawns a task that calls `wake.notify_one()` whenever an INSERT on this schema's
@@ -976,6 +1048,9 @@ impl PostgresDb {
     /// committed while it was not listening sent a notification nobody received. A lost
     /// connection is logged and listened on again, with a backoff while that fails.
     pub fn spawn_listener(&self, wake: Arc<Notify>) -> JoinHandle<()> {
+        if let (Some(hub), Some(schema)) = (&self.wakes, &self.schema) {
+            return hub.subscribe(schema, wake);
+        }
         // A pool of its own with the same options (search_path included): the listener
         // holds its connection for good, which must not cost the workers one of theirs,
         // and `close()` must not wait for it.

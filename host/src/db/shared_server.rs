@@ -1,0 +1,236 @@
+//! Tenants whose schemas live on one PostgreSQL server share its connections: one
+//! pool per server, sized by the operator, and one LISTEN connection per server that
+//! wakes each tenant whose schema a notification names. Without it every tenant held
+//! a pool and a listener of its own, and about 25 tenants filled a server's default
+//! 100 connections.
+//!
+//! Each use of a shared connection first puts it in the tenant's schema
+//! ([`super::postgres::PostgresDb::in_schema`]).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use trustlog_guest::model::DbError;
+
+use super::Database;
+use super::postgres::{self, PostgresDb};
+
+/// Connections per shared server unless the config's `shared_pool_size` says otherwise.
+pub const DEFAULT_POOL_SIZE: u32 = 10;
+
+/// The servers tenants share, by the URL their `schema` was given for.
+pub struct SharedServers {
+    pool_size: u32,
+    postgres: tokio::sync::Mutex<HashMap<String, PgServer>>,
+}
+
+/// One PostgreSQL server's pool and wake-up listener.
+#[derive(Clone)]
+struct PgServer {
+    pool: PgPool,
+    wakes: Arc<WakeHub>,
+}
+
+impl SharedServers {
+    /// No server yet; each pool will hold at most `pool_size` connections.
+    pub fn new(pool_size: u32) -> SharedServers {
+        SharedServers {
+            pool_size,
+            postgres: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether tenants on `server` share its connections (PostgreSQL so far).
+    pub fn shares(server: &str) -> bool {
+        matches!(
+            server.split_once(':').map(|(scheme, _)| scheme),
+            Some("postgres" | "postgresql")
+        )
+    }
+
+    /// The database of the tenant whose schema is `schema` on `server`, on the pool every
+    /// tenant of that server shares. The pool is made at the first tenant; a server that
+    /// does not answer then is asked again at the next.
+    pub async fn connect(&self, server: &str, schema: &str) -> Result<Database, DbError> {
+        let mut servers = self.postgres.lock().await;
+        let shared = match servers.get(server) {
+            Some(s) => s.clone(),
+            None => {
+                let pool = postgres::open_pool(server, self.pool_size).await?;
+                let wakes = Arc::new(WakeHub::new(pool.clone()));
+                let s = PgServer { pool, wakes };
+                servers.insert(server.to_string(), s.clone());
+                s
+            }
+        };
+        Ok(Database::Postgres(PostgresDb::in_schema(
+            shared.pool,
+            schema,
+            shared.wakes,
+        )))
+    }
+
+    /// Connections held now, over every shared server.
+    pub async fn connections(&self) -> u32 {
+        let servers = self.postgres.lock().await;
+        servers
+            .values()
+            .map(|s| s.pool.size() + u32::from(s.wakes.is_listening()))
+            .sum()
+    }
+}
+
+/// The one LISTEN of a server and the tenants it wakes, by schema.
+pub struct WakeHub {
+    /// The server's pool, whose connect options the listener's own connection copies.
+    pool: PgPool,
+    tenants: Mutex<HashMap<String, Vec<(u64, Arc<Notify>)>>>,
+    next: std::sync::atomic::AtomicU64,
+    listener: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for WakeHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WakeHub")
+            .field("listening", &self.is_listening())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WakeHub {
+    fn new(pool: PgPool) -> WakeHub {
+        WakeHub {
+            pool,
+            tenants: Mutex::new(HashMap::new()),
+            next: std::sync::atomic::AtomicU64::new(0),
+            listener: Mutex::new(None),
+        }
+    }
+
+    fn is_listening(&self) -> bool {
+        self.listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Wakes `wake` whenever an INSERT into `schema`'s `operation` commits, and once at
+    /// once (rows may have come while nobody listened). Aborting the handle ends it.
+    pub fn subscribe(self: &Arc<Self>, schema: &str, wake: Arc<Notify>) -> JoinHandle<()> {
+        let key = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.tenants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(schema.to_string())
+            .or_default()
+            .push((key, wake.clone()));
+        {
+            let mut listener = self.listener.lock().unwrap_or_else(|e| e.into_inner());
+            if listener.is_none() {
+                *listener = Some(self.spawn_listener());
+            }
+        }
+        wake.notify_one();
+        let subscription = Subscription {
+            hub: self.clone(),
+            schema: schema.to_string(),
+            key,
+        };
+        // The task only holds the subscription: aborting it drops it, which unsubscribes.
+        tokio::spawn(async move {
+            let _subscribed = subscription;
+            std::future::pending::<()>().await
+        })
+    }
+
+    fn wake(&self, schema: Option<&str>) {
+        let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        let mut woken = |list: &Vec<(u64, Arc<Notify>)>| {
+            list.iter().for_each(|(_, w)| w.notify_one());
+        };
+        match schema {
+            Some(s) => tenants.get(s).into_iter().for_each(&mut woken),
+            None => tenants.values().for_each(woken),
+        }
+    }
+
+    fn spawn_listener(self: &Arc<Self>) -> JoinHandle<()> {
+        let hub = Arc::downgrade(self);
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(postgres::LISTEN_ACQUIRE_TIMEOUT)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_lazy_with(self.pool.connect_options().as_ref().clone());
+        tokio::spawn(async move {
+            let mut backoff = postgres::LISTEN_BACKOFF_MIN;
+            loop {
+                let Err(error) = listen(&pool, &hub, &mut backoff).await;
+                tracing::warn!(%error, retry_in = ?backoff, "PostgreSQL wake-up listener of a shared server failed; listening again shortly");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(postgres::LISTEN_BACKOFF_MAX);
+            }
+        })
+    }
+}
+
+/// LISTENs for every tenant of the server and wakes those a notification names; a
+/// notification naming no schema wakes them all.
+async fn listen(
+    pool: &PgPool,
+    hub: &std::sync::Weak<WakeHub>,
+    backoff: &mut Duration,
+) -> Result<Infallible, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.ignore_pool_close_event(true);
+    listener.listen(postgres::WAKE_CHANNEL).await?;
+    *backoff = postgres::LISTEN_BACKOFF_MIN;
+    tracing::debug!(
+        channel = postgres::WAKE_CHANNEL,
+        "listening for new operations of every tenant of a shared server"
+    );
+    let wake = |schema: Option<&str>| {
+        if let Some(hub) = hub.upgrade() {
+            hub.wake(schema);
+        }
+    };
+    // Rows committed while nobody listened sent notifications nobody received.
+    wake(None);
+    loop {
+        match listener.try_recv().await? {
+            Some(n) if n.payload().is_empty() => wake(None),
+            Some(n) => wake(Some(n.payload())),
+            None => {
+                tracing::warn!(
+                    channel = postgres::WAKE_CHANNEL,
+                    "the shared wake-up listener lost its connection; listening again"
+                );
+                wake(None);
+            }
+        }
+    }
+}
+
+/// A tenant's place in a [`WakeHub`]; dropping it takes the tenant out.
+struct Subscription {
+    hub: Arc<WakeHub>,
+    schema: String,
+    key: u64,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut tenants = self.hub.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = tenants.get_mut(&self.schema) {
+            list.retain(|(k, _)| *k != self.key);
+            if list.is_empty() {
+                tenants.remove(&self.schema);
+            }
+        }
+    }
+}
