@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::backends::{Backend, TestDb};
+use support::backends::{Backend, TestDb, execute_at, scalar_at};
 use support::guests::{Hostile, hostile};
 use support::server::Server;
 use support::*;
@@ -657,4 +657,122 @@ fn a_tenant_that_needs_the_operator_stops_the_host_naming_the_tenant() {
         why.contains("tenant broken") && why.contains("no-such-component.wasm"),
         "{why}"
     );
+}
+
+/// Sessions of the PostgreSQL server named `app` in `pg_stat_activity`.
+async fn sessions_named(app: &str) -> i64 {
+    scalar_at(
+        Backend::Postgres,
+        &support::backends::postgres_admin_url(),
+        &format!("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = '{app}'"),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_with_schemas_on_one_postgres_server_share_its_pool_and_one_listener() {
+    let _beside_no_timing = TIMING.read().await;
+    const TENANTS: usize = 24;
+    const POOL: i64 = 3;
+    let dir = tempfile::tempdir().unwrap();
+    // Its own application_name, so the sessions this host holds can be counted apart
+    // from every other test's.
+    let app = unique_name("tl_shared");
+    let server_url = format!(
+        "{}?application_name={app}",
+        support::backends::postgres_admin_url()
+    );
+    let schemas: Vec<String> = (0..TENANTS)
+        .map(|i| unique_name(&format!("tl_sh{i}_")))
+        .collect();
+    // An hour's poll: only the wake-up listener can deliver promptly.
+    let entry = |i: usize| {
+        let (publisher, _) = ledger(dir.path(), &format!("t{i}"));
+        tenant_toml(
+            &format!("t{i}"),
+            &server_url,
+            &publisher,
+            &format!("schema = \"{}\"\npoll_interval = \"1h\"", schemas[i]),
+        )
+    };
+    let head = format!("admin_token = \"host-secret-shared-0\"\nshared_pool_size = {POOL}\n");
+    let all: String = (0..TENANTS).map(entry).collect();
+    let path = write_config(dir.path(), &format!("{head}{all}"));
+    let server = Server::start(&["--config", &path]).reading_as("host-secret-shared-0");
+
+    // Rows inserted by another client, into each schema: the one listener wakes the
+    // tenant whose schema the notification names.
+    for (i, schema) in schemas.iter().enumerate() {
+        let url = format!(
+            "{}?options=-c%20search_path%3D{schema}",
+            support::backends::postgres_admin_url()
+        );
+        let now = trustlog_host::clock::now_micros();
+        let rows: Vec<String> = (0..5)
+            .map(|k| {
+                format!(
+                    "('t{i}-{k}', 'a', 'd', 'p', 's', 't', 'x', 'r', to_timestamp({}))",
+                    (now + k) as f64 / 1e6
+                )
+            })
+            .collect();
+        execute_at(
+            Backend::Postgres,
+            &url,
+            &format!(
+                "INSERT INTO operation (op_id, op_actor, doid, producer_id, op_source, op_type, \
+                 do_prefix, do_repository, timestamp) VALUES {}",
+                rows.join(", ")
+            ),
+        )
+        .await;
+    }
+    let started = Instant::now();
+    for i in 0..TENANTS {
+        wait_delivered(&server, &format!("t{i}"), 5).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "woken by notifications, not the hour's poll: {:?}",
+        started.elapsed()
+    );
+    let held = sessions_named(&app).await;
+    assert!(
+        held <= POOL + 1,
+        "{TENANTS} tenants hold {held} sessions: at most the pool of {POOL} and one listener"
+    );
+    // Nothing crossed: each ledger holds its own tenant's rows only.
+    for i in 0..TENANTS {
+        let ids = ledger_op_ids(&dir.path().join(format!("t{i}.ledger")));
+        let want: Vec<String> = (0..5).map(|k| format!("t{i}-{k}")).collect();
+        let mut got = ids.clone();
+        got.sort();
+        assert_eq!(got, want, "t{i}'s ledger");
+    }
+
+    // A reload removes one tenant and adds another on the same pool; the rest deliver on.
+    let extra = unique_name("tl_shx_");
+    let (extra_pub, extra_ledger) = ledger(dir.path(), "extra");
+    let kept: String = (1..TENANTS).map(entry).collect();
+    let added = tenant_toml(
+        "extra",
+        &server_url,
+        &extra_pub,
+        &format!("schema = \"{extra}\"\npoll_interval = \"1h\""),
+    );
+    write_config(dir.path(), &format!("{head}{kept}{added}"));
+    sighup(&server);
+    wait_code(&server, "/v1/tenants/t0/status", 404).await;
+    wait_code(&server, "/v1/tenants/extra/status", 200).await;
+    post_ids(&server, "extra", (0..7).map(|k| format!("extra-{k}"))).await;
+    post_ids(&server, "t1", (5..12).map(|k| format!("t1-{k}"))).await;
+    wait_delivered(&server, "extra", 7).await;
+    wait_delivered(&server, "t1", 12).await;
+    assert_eq!(ledger_op_ids(&extra_ledger).len(), 7);
+    let held = sessions_named(&app).await;
+    assert!(held <= POOL + 1, "after the reload: {held} sessions");
+    drop(server);
+    for schema in schemas.iter().chain([&extra]) {
+        drop_schema(Backend::Postgres, schema).await;
+    }
 }

@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{
     PgArgumentBuffer, PgConnectOptions, PgDatabaseError, PgHasArrayType, PgListener, PgPool,
     PgPoolOptions, PgRow, PgTypeInfo, PgValueFormat, Postgres,
 };
-use sqlx::pool::PoolConnection;
 use sqlx::types::chrono::{DateTime, Utc};
 use sqlx::{Decode, Encode, Row, Transaction, Type, TypeInfo, ValueRef};
 use tokio::sync::Notify;
