@@ -85,11 +85,14 @@ impl SharedServers {
     }
 }
 
+/// A subscription's key and the tenant's wake-up.
+type Subscriber = (u64, Arc<Notify>);
+
 /// The one LISTEN of a server and the tenants it wakes, by schema.
 pub struct WakeHub {
     /// The server's pool, whose connect options the listener's own connection copies.
     pool: PgPool,
-    tenants: Mutex<HashMap<String, Vec<(u64, Arc<Notify>)>>>,
+    tenants: Mutex<HashMap<String, Vec<Subscriber>>>,
     next: std::sync::atomic::AtomicU64,
     listener: Mutex<Option<JoinHandle<()>>>,
 }
@@ -150,7 +153,7 @@ impl WakeHub {
 
     fn wake(&self, schema: Option<&str>) {
         let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
-        let mut woken = |list: &Vec<(u64, Arc<Notify>)>| {
+        let mut woken = |list: &Vec<Subscriber>| {
             list.iter().for_each(|(_, w)| w.notify_one());
         };
         match schema {
