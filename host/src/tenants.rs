@@ -324,11 +324,6 @@ impl Tenants {
         })
     }
 
-    /// Connections the shared database servers' pools and listeners hold now.
-    pub async fn shared_connections(&self) -> u32 {
-        self.servers.connections().await
-    }
-
     /// The host's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

@@ -43,13 +43,13 @@ const POOL_SIZE: u32 = 5;
 /// How long a call waits for a free connection (or a new one) before failing unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The channel the schema's insert trigger notifies.
-pub(super) const WAKE_CHANNEL: &str = "trustlog_operation";
+const WAKE_CHANNEL: &str = "trustlog_operation";
 /// How long the listener waits for a connection before counting the attempt failed; its
 /// loop then tries again, so a short wait only makes the failure show sooner.
-pub(super) const LISTEN_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+const LISTEN_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The first and the longest wait before listening again after the listener failed.
-pub(super) const LISTEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
-pub(super) const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
+const LISTEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Unix time of PostgreSQL's epoch, 2000-01-01T00:00:00Z, in microseconds.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
@@ -483,20 +483,19 @@ impl PostgresDb {
         if self.analyzing.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (db, analyzing) = (self.clone(), self.analyzing.clone());
+        let db = self.clone();
         tokio::spawn(async move {
-            let analyzed = match db.conn().await {
-                Ok(mut conn) => sqlx::raw_sql(ANALYZE_IF_STALE)
+            let analyzed = async {
+                let mut conn = db.conn().await?;
+                sqlx::raw_sql(ANALYZE_IF_STALE)
                     .execute(&mut *conn)
                     .await
-                    .map(drop)
-                    .map_err(map_error),
-                Err(e) => Err(e),
+                    .map_err(map_error)
             };
-            if let Err(e) = analyzed {
+            if let Err(e) = analyzed.await {
                 tracing::warn!(error = %e, "refreshing the statistics of operation failed; scanning on");
             }
-            analyzing.store(false, Ordering::Release);
+            db.analyzing.store(false, Ordering::Release);
         });
     }
 
@@ -1051,35 +1050,71 @@ impl PostgresDb {
         if let (Some(hub), Some(schema)) = (&self.wakes, &self.schema) {
             return hub.subscribe(schema, wake);
         }
-        // A pool of its own with the same options (search_path included): the listener
-        // holds its connection for good, which must not cost the workers one of theirs,
-        // and `close()` must not wait for it.
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(LISTEN_ACQUIRE_TIMEOUT)
-            .max_lifetime(None)
-            .idle_timeout(None)
-            .connect_lazy_with(self.pool.connect_options().as_ref().clone());
-        tokio::spawn(async move {
-            let mut backoff = LISTEN_BACKOFF_MIN;
-            loop {
-                let Err(error) = listen(&pool, &wake, &mut backoff).await;
-                tracing::warn!(
-                    %error,
-                    retry_in = ?backoff,
-                    "PostgreSQL wake-up listener failed; listening again shortly"
-                );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
-            }
-        })
+        let mut own: Option<String> = None;
+        spawn_wake_listener(
+            self.pool.connect_options().as_ref().clone(),
+            move |heard| match heard {
+                Heard::Listening { schema } => {
+                    own = schema.map(str::to_string);
+                    wake.notify_one();
+                }
+                // Other schemas' tenants share the channel; a payload naming no schema
+                // (an older trigger, a hand-made NOTIFY) may concern anyone.
+                Heard::Notified { payload } => {
+                    if payload.is_empty() || own.as_deref().is_none_or(|s| s == payload) {
+                        wake.notify_one();
+                    }
+                }
+            },
+        )
     }
 }
 
-/// LISTENs and wakes until the listener fails; resets `backoff` once listening.
+/// What the wake-up listener heard.
+pub(super) enum Heard<'a> {
+    /// It listens, for the first time or again after its connection was lost: rows
+    /// committed meanwhile sent notifications nobody received. `schema` is the one
+    /// `operation` resolves to on its connection.
+    Listening { schema: Option<&'a str> },
+    /// A notification; the trigger's payload names the schema inserted into.
+    Notified { payload: &'a str },
+}
+
+/// Spawns a task that LISTENs on [`WAKE_CHANNEL`] for good and tells `heard` what it
+/// hears; abort the handle to stop it. A failure is logged and listened on again,
+/// with a backoff while that fails.
+pub(super) fn spawn_wake_listener(
+    options: PgConnectOptions,
+    mut heard: impl FnMut(Heard<'_>) + Send + 'static,
+) -> JoinHandle<()> {
+    // A pool of its own with the same options (search_path included): the listener
+    // holds its connection for good, which must not cost the workers one of theirs,
+    // and `close()` must not wait for it.
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(LISTEN_ACQUIRE_TIMEOUT)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_lazy_with(options);
+    tokio::spawn(async move {
+        let mut backoff = LISTEN_BACKOFF_MIN;
+        loop {
+            let Err(error) = listen(&pool, &mut heard, &mut backoff).await;
+            tracing::warn!(
+                %error,
+                retry_in = ?backoff,
+                "PostgreSQL wake-up listener failed; listening again shortly"
+            );
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
+        }
+    })
+}
+
+/// LISTENs until the listener fails; resets `backoff` once listening.
 async fn listen(
     pool: &PgPool,
-    wake: &Notify,
+    heard: &mut impl FnMut(Heard<'_>),
     backoff: &mut Duration,
 ) -> Result<Infallible, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
@@ -1095,24 +1130,23 @@ async fn listen(
         ?schema,
         "listening for new operations"
     );
-    wake.notify_one();
+    heard(Heard::Listening {
+        schema: schema.as_deref(),
+    });
     loop {
         match listener.try_recv().await? {
-            Some(notification) => {
-                // Other schemas' tenants share the channel; a payload naming no schema
-                // (an older trigger, a hand-made NOTIFY) may concern anyone.
-                let payload = notification.payload();
-                if payload.is_empty() || schema.as_deref().is_none_or(|s| s == payload) {
-                    wake.notify_one();
-                }
-            }
+            Some(notification) => heard(Heard::Notified {
+                payload: notification.payload(),
+            }),
             None => {
                 // PgListener has already reconnected and listens again.
                 tracing::warn!(
                     channel = WAKE_CHANNEL,
                     "PostgreSQL wake-up listener lost its connection; listening again"
                 );
-                wake.notify_one();
+                heard(Heard::Listening {
+                    schema: schema.as_deref(),
+                });
             }
         }
     }

@@ -6,12 +6,12 @@ use sqlx::{AssertSqlSafe, Connection, MySqlConnection, PgConnection};
 use trustlog_guest::model::{DbError, FieldError};
 
 /// The server a URL points at, as far as schemas go.
-enum Server {
+pub(super) enum Server {
     Postgres,
     MySql,
 }
 
-fn server(url: &str) -> Result<Server, DbError> {
+pub(super) fn server(url: &str) -> Result<Server, DbError> {
     match url.split_once(':').map(|(scheme, _)| scheme) {
         Some("postgres" | "postgresql") => Ok(Server::Postgres),
         Some("mysql" | "mariadb") => Ok(Server::MySql),

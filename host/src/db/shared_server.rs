@@ -8,17 +8,16 @@
 //! ([`super::postgres::PostgresDb::in_schema`]).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::PgPool;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use trustlog_guest::model::DbError;
 
 use super::Database;
-use super::postgres::{self, PostgresDb};
+use super::postgres::{self, Heard, PostgresDb};
+use super::schemas;
 
 /// Connections per shared server unless the config's `shared_pool_size` says otherwise.
 pub const DEFAULT_POOL_SIZE: u32 = 10;
@@ -47,10 +46,7 @@ impl SharedServers {
 
     /// Whether tenants on `server` share its connections (PostgreSQL so far).
     pub fn shares(server: &str) -> bool {
-        matches!(
-            server.split_once(':').map(|(scheme, _)| scheme),
-            Some("postgres" | "postgresql")
-        )
+        matches!(schemas::server(server), Ok(schemas::Server::Postgres))
     }
 
     /// The database of the tenant whose schema is `schema` on `server`, on the pool every
@@ -73,15 +69,6 @@ impl SharedServers {
             schema,
             shared.wakes,
         )))
-    }
-
-    /// Connections held now, over every shared server.
-    pub async fn connections(&self) -> u32 {
-        let servers = self.postgres.lock().await;
-        servers
-            .values()
-            .map(|s| s.pool.size() + u32::from(s.wakes.is_listening()))
-            .sum()
     }
 }
 
@@ -162,60 +149,16 @@ impl WakeHub {
         }
     }
 
+    /// The server's one listener: a notification naming no schema wakes every tenant.
     fn spawn_listener(self: &Arc<Self>) -> JoinHandle<()> {
         let hub = Arc::downgrade(self);
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(postgres::LISTEN_ACQUIRE_TIMEOUT)
-            .max_lifetime(None)
-            .idle_timeout(None)
-            .connect_lazy_with(self.pool.connect_options().as_ref().clone());
-        tokio::spawn(async move {
-            let mut backoff = postgres::LISTEN_BACKOFF_MIN;
-            loop {
-                let Err(error) = listen(&pool, &hub, &mut backoff).await;
-                tracing::warn!(%error, retry_in = ?backoff, "PostgreSQL wake-up listener of a shared server failed; listening again shortly");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(postgres::LISTEN_BACKOFF_MAX);
+        postgres::spawn_wake_listener(self.pool.connect_options().as_ref().clone(), move |heard| {
+            let Some(hub) = hub.upgrade() else { return };
+            match heard {
+                Heard::Listening { .. } | Heard::Notified { payload: "" } => hub.wake(None),
+                Heard::Notified { payload } => hub.wake(Some(payload)),
             }
         })
-    }
-}
-
-/// LISTENs for every tenant of the server and wakes those a notification names; a
-/// notification naming no schema wakes them all.
-async fn listen(
-    pool: &PgPool,
-    hub: &std::sync::Weak<WakeHub>,
-    backoff: &mut Duration,
-) -> Result<Infallible, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.ignore_pool_close_event(true);
-    listener.listen(postgres::WAKE_CHANNEL).await?;
-    *backoff = postgres::LISTEN_BACKOFF_MIN;
-    tracing::debug!(
-        channel = postgres::WAKE_CHANNEL,
-        "listening for new operations of every tenant of a shared server"
-    );
-    let wake = |schema: Option<&str>| {
-        if let Some(hub) = hub.upgrade() {
-            hub.wake(schema);
-        }
-    };
-    // Rows committed while nobody listened sent notifications nobody received.
-    wake(None);
-    loop {
-        match listener.try_recv().await? {
-            Some(n) if n.payload().is_empty() => wake(None),
-            Some(n) => wake(Some(n.payload())),
-            None => {
-                tracing::warn!(
-                    channel = postgres::WAKE_CHANNEL,
-                    "the shared wake-up listener lost its connection; listening again"
-                );
-                wake(None);
-            }
-        }
     }
 }
 
