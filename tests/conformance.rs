@@ -5,7 +5,7 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use support::backends::{Backend, TestDb};
+use support::backends::{Backend, TestDb, on_a_shared_pool};
 use support::brokers::{Broker, TestBroker};
 use support::*;
 use trustlog_guest::model::{
@@ -13,6 +13,7 @@ use trustlog_guest::model::{
     RecordOutcome, RetryStatus, RetryUpdate, TrustlogStatus, UnitOfWork,
 };
 use trustlog_guest::validate::{MAX_TIMESTAMP, MIN_TIMESTAMP};
+use trustlog_host::db::shared_server::SharedServers;
 use trustlog_host::db::{Database, DeadLetter, Replay};
 use trustlog_host::ingest;
 use trustlog_host::publisher::Publisher;
@@ -21,7 +22,15 @@ use trustlog_host::tenant::Tenant;
 
 const T0: i64 = 1_764_000_000_000_000;
 
-on_every_database!(
+/// The suite, on every database and again on every server tenants share.
+macro_rules! conformance {
+    ($($test:ident),* $(,)?) => {
+        on_every_database!($($test),*);
+        on_every_shared_server!($($test),*);
+    };
+}
+
+conformance!(
     a_backlog_of_100k_rows_drains_through_scan_and_apply_in_batches_of_1000,
     microsecond_timestamps_round_trip_exactly,
     null_and_empty_string_stay_distinct_in_the_optional_fields,
@@ -67,10 +76,19 @@ on_every_database!(
     rows_of_every_poison_kind_a_database_can_hold_are_dead_lettered_alone_naming_the_column,
 );
 
+/// The test's database, migrated: over a pool of its own, or under
+/// [`on_every_shared_server`] over a pool to the server that every use points at the
+/// test's schema.
 async fn connect(t: &TestDb) -> Database {
-    let db = Database::connect(&t.url)
-        .await
-        .unwrap_or_else(|e| panic!("{:?} at {}: {e}", t.backend, t.url));
+    let db = match t.server_and_schema() {
+        Some((server, schema)) if on_a_shared_pool() => SharedServers::new(3)
+            .connect(&server, schema)
+            .await
+            .unwrap_or_else(|e| panic!("{:?} shared at {server}: {e}", t.backend)),
+        _ => Database::connect(&t.url)
+            .await
+            .unwrap_or_else(|e| panic!("{:?} at {}: {e}", t.backend, t.url)),
+    };
     db.migrate().await.unwrap();
     db
 }

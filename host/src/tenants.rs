@@ -324,6 +324,11 @@ impl Tenants {
         })
     }
 
+    /// Connections of each pool tenants share, as the host started with.
+    pub fn shared_pool_size(&self) -> u32 {
+        self.servers.pool_size()
+    }
+
     /// The host's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
@@ -431,16 +436,10 @@ impl Tenants {
             unavailable: matches!(e, DbError::Unavailable(_)),
             message: e.to_string(),
         };
-        if let Some(schema) = &spec.schema {
-            crate::db::schemas::ensure(&schema.server, &schema.name)
-                .await
-                .map_err(db_failed)?;
-        }
+        // A schema lives on a server other tenants share (and is created there if missing).
         let db = match &spec.schema {
-            Some(schema) if SharedServers::shares(&schema.server) => {
-                self.servers.connect(&schema.server, &schema.name).await
-            }
-            _ => Database::connect(&spec.db).await,
+            Some(schema) => self.servers.connect(&schema.server, &schema.name).await,
+            None => Database::connect(&spec.db).await,
         }
         .map_err(db_failed)?;
         db.migrate().await.map_err(db_failed)?;

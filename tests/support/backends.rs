@@ -16,6 +16,28 @@ macro_rules! on_every_database {
     };
 }
 
+/// Instantiates each named `async fn(Backend)` once per server with schemas, as the
+/// tests `postgres_shared::NAME` and `mysql_shared::NAME`, with [`on_a_shared_pool`]
+/// true: the suite's `connect` then reaches the test's schema the way tenants sharing a
+/// server do, over one pool to the server that names the schema in every use.
+#[macro_export]
+macro_rules! on_every_shared_server {
+    ($($test:ident),* $(,)?) => {
+        mod postgres_shared { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { $crate::support::backends::SHARED_POOL.scope(true, super::$test($crate::support::backends::Backend::Postgres)).await } )* }
+        mod mysql_shared { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { $crate::support::backends::SHARED_POOL.scope(true, super::$test($crate::support::backends::Backend::MySql)).await } )* }
+    };
+}
+
+tokio::task_local! {
+    /// Set by [`on_every_shared_server`] for the test it runs.
+    pub static SHARED_POOL: bool;
+}
+
+/// Whether the running test reaches its database over a shared server's pool.
+pub fn on_a_shared_pool() -> bool {
+    SHARED_POOL.try_with(|shared| *shared).unwrap_or(false)
+}
+
 /// The three database kinds every suite runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -102,6 +124,16 @@ impl TestDb {
                     _dir: None,
                 }
             }
+        }
+    }
+
+    /// The server URL as a tenant's `db` gives it and the schema (a database on MariaDB)
+    /// a tenant's `schema` names; SQLite has none.
+    pub fn server_and_schema(&self) -> Option<(String, &str)> {
+        match self.backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some((postgres_admin_url(), &self.name)),
+            Backend::MySql => Some((mysql_admin_url(), &self.name)),
         }
     }
 

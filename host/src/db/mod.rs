@@ -2,6 +2,7 @@
 
 pub mod cursor_value;
 pub mod mysql;
+pub mod pool_share;
 pub mod postgres;
 pub mod schema_check;
 pub mod schemas;
@@ -192,7 +193,7 @@ impl Database {
             Some("mysql") => Ok(Database::MySql(mysql::MySqlDb::connect(url).await?)),
             // sqlx knows MariaDB as mysql://; accept the name users reach for.
             Some("mariadb") => Ok(Database::MySql(
-                mysql::MySqlDb::connect(&url.replacen("mariadb", "mysql", 1)).await?,
+                mysql::MySqlDb::connect(&mysql::with_mysql_scheme(url)).await?,
             )),
             _ => Err(DbError::Invalid(trustlog_guest::model::FieldError::new(
                 "db",

@@ -7,15 +7,18 @@
 //! `RETURNING`, no `CREATE INDEX IF NOT EXISTS`, no row alias in upserts), so MySQL 8.0.16+
 //! serves as well as MariaDB (the tests run against MariaDB 10.11).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::mysql::{
     MySql, MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlRow,
 };
-use sqlx::{Executor, QueryBuilder, Row};
+use sqlx::pool::PoolConnection;
+use sqlx::{AssertSqlSafe, Executor, QueryBuilder, Row, SqlSafeStr, SqlStr, Transaction};
+use tokio::sync::OwnedSemaphorePermit;
 use trustlog_guest::model::{
     CursorMove, DbError, DbStats, Fetched, FieldError, InsertOutcome, Micros, Operation, Position,
     RetryRow, RetryUpdate, RowFault, TEXT_FIELDS, TrustlogStatus, UnitOfWork,
@@ -23,6 +26,7 @@ use trustlog_guest::model::{
 use trustlog_guest::validate::{MAX_TIMESTAMP, MIN_TIMESTAMP};
 
 use super::cursor_value::{format_position, parse_cursor_any, parse_cursor_of};
+use super::pool_share::{Held, Share};
 use super::schema_check::{Column, TABLES};
 use super::{Backlog, DeadLetter, Lease, Replay};
 
@@ -305,43 +309,156 @@ const HAS_INDEX: &str = "SELECT COUNT(*) FROM information_schema.statistics \
 #[derive(Debug, Clone)]
 pub struct MySqlDb {
     pool: MySqlPool,
+    /// The tenant's database on a pool other tenants share, which every statement names;
+    /// `None` when the pool's own database is this one.
+    database: Option<Arc<Qualified>>,
+    /// This tenant's share of a shared pool.
+    share: Option<Share>,
+}
+
+/// The statements of one database on a shared server, each table name qualified with
+/// the database's, made once per statement. Not `USE`: a prepared statement keeps the
+/// default database it was prepared under, and sqlx caches them per connection, so a
+/// statement prepared for one tenant would go on reading that tenant's tables for the next.
+#[derive(Debug)]
+struct Qualified {
+    name: String,
+    statements: RwLock<HashMap<&'static str, SqlStr>>,
+}
+
+/// The words after which one of [`TABLES`] names a table rather than, say, a column.
+const BEFORE_TABLE: [&str; 8] = [
+    "FROM",
+    "JOIN",
+    "STRAIGHT_JOIN",
+    "INTO",
+    "UPDATE",
+    "TABLE",
+    "TABLES",
+    "EXISTS",
+];
+
+/// `sql` with every table of [`TABLES`] it names prefixed by `` `database`. ``, and
+/// `DATABASE()` (the connection's default) replaced by the database's name. `database`
+/// has been checked as `[a-z0-9_]{1,63}` by the schema's creation.
+fn qualify(sql: &str, database: &str) -> String {
+    let sql = sql.replace("DATABASE()", &format!("'{database}'"));
+    let mut out = String::with_capacity(sql.len() + 64);
+    let mut previous = "";
+    let mut rest = sql.as_str();
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    while let Some(start) = rest.find(is_word) {
+        let (gap, from_word) = rest.split_at(start);
+        let end = from_word
+            .find(|c: char| !is_word(c))
+            .unwrap_or(from_word.len());
+        let (word, after) = from_word.split_at(end);
+        out.push_str(gap);
+        let a_table = TABLES.contains(&word)
+            && !gap.ends_with('.')
+            && BEFORE_TABLE
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(previous));
+        if a_table {
+            out.push_str(&format!("`{database}`."));
+        }
+        out.push_str(word);
+        previous = word;
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 impl MySqlDb {
+    /// `sql` as this database runs it: as written on a pool of its own, qualified on a
+    /// shared one.
+    fn sql(&self, sql: &'static str) -> SqlStr {
+        let Some(database) = &self.database else {
+            return sql.into_sql_str();
+        };
+        if let Some(made) = database
+            .statements
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sql)
+        {
+            return made.clone();
+        }
+        let made = AssertSqlSafe(Arc::<str>::from(qualify(sql, &database.name))).into_sql_str();
+        database
+            .statements
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sql, made.clone());
+        made
+    }
+
+    /// The start of a statement a [`QueryBuilder`] completes, as [`MySqlDb::sql`] makes it.
+    fn text(&self, sql: &'static str) -> String {
+        self.sql(sql).as_str().to_string()
+    }
+
+    /// Any statement, qualified on a shared pool (see [`MySqlDb::sql`]); made anew each time.
+    fn qualified(&self, sql: &str) -> String {
+        match &self.database {
+            Some(database) => qualify(sql, &database.name),
+            None => sql.to_string(),
+        }
+    }
+
+    /// A connection of the pool; on a shared pool, within the tenant's share.
+    async fn conn(&self) -> Result<Held<PoolConnection<MySql>>, DbError> {
+        let permit = self.permit().await?;
+        let conn = self.pool.acquire().await.map_err(map_error)?;
+        Ok(Held::new(conn, permit))
+    }
+
+    /// A transaction; on a shared pool, within the tenant's share.
+    async fn begin(&self) -> Result<Held<Transaction<'static, MySql>>, DbError> {
+        let permit = self.permit().await?;
+        let tx = self.pool.begin().await.map_err(map_error)?;
+        Ok(Held::new(tx, permit))
+    }
+
+    /// On a shared pool, the tenant's permit to hold one more connection.
+    async fn permit(&self) -> Result<Option<OwnedSemaphorePermit>, DbError> {
+        match &self.share {
+            Some(share) => share.take().await.map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Connects to the database at `url` (`mysql://user:password@host:port/database`).
     pub async fn connect(url: &str) -> Result<MySqlDb, DbError> {
-        let options = MySqlConnectOptions::from_str(url)
-            .map_err(map_error)?
-            // DATETIME columns hold UTC; NOW() and friends should agree with them.
-            .timezone(Some("+00:00".to_string()))
-            .charset("utf8mb4")
-            // The whole sql_mode is set after connecting; sqlx's own additions to the
-            // server's mode would only be overwritten.
-            .pipes_as_concat(false)
-            .no_engine_substitution(false);
-        let pool = MySqlPoolOptions::new()
-            .max_connections(POOL_SIZE)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute(SESSION_SQL_MODE).await?;
-                    Ok(())
-                })
-            })
-            .connect_with(options)
-            .await
-            .map_err(map_error)?;
-        Ok(MySqlDb { pool })
+        Ok(MySqlDb {
+            pool: open_pool(url, POOL_SIZE, None).await?,
+            database: None,
+            share: None,
+        })
+    }
+
+    /// Database `name` of the server `pool` connects to, over that pool, which other
+    /// tenants share: every statement names the database's tables.
+    pub fn in_database(pool: MySqlPool, name: &str, share: Share) -> MySqlDb {
+        MySqlDb {
+            pool,
+            share: Some(share),
+            database: Some(Arc::new(Qualified {
+                name: name.to_string(),
+                statements: RwLock::new(HashMap::new()),
+            })),
+        }
     }
 
     /// The columns of trustlog's tables in the current database, as the catalogue has them.
     pub async fn columns(&self) -> Result<Vec<Column>, DbError> {
-        let rows = sqlx::query(COLUMNS)
+        let rows = sqlx::query(self.sql(COLUMNS))
             .bind(TABLES[0])
             .bind(TABLES[1])
             .bind(TABLES[2])
             .bind(TABLES[3])
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await
             .map_err(map_error)?;
         let count = |row: &MySqlRow, i: usize| -> Result<Option<u64>, DbError> {
@@ -370,8 +487,8 @@ impl MySqlDb {
     /// Runs statements that change existing tables, one by one (MySQL commits each).
     pub async fn alter(&self, statements: &[&str]) -> Result<(), DbError> {
         for sql in statements {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
-                .execute(&self.pool)
+            sqlx::raw_sql(sqlx::AssertSqlSafe(self.qualified(sql)))
+                .execute(&mut *self.conn().await?)
                 .await
                 .map_err(map_error)?;
         }
@@ -380,19 +497,22 @@ impl MySqlDb {
 
     /// Creates the tables and indexes that are missing; safe to run on every start.
     pub async fn migrate(&self) -> Result<(), DbError> {
-        sqlx::raw_sql(SCHEMA)
-            .execute(&self.pool)
+        sqlx::raw_sql(self.sql(SCHEMA))
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(map_error)?;
         for (table, index, ddl) in NAMED_INDEXES {
-            let present: i64 = sqlx::query_scalar(HAS_INDEX)
+            let present: i64 = sqlx::query_scalar(self.sql(HAS_INDEX))
                 .bind(*table)
                 .bind(*index)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.conn().await?)
                 .await
                 .map_err(map_error)?;
             if present == 0 {
-                match sqlx::query(*ddl).execute(&self.pool).await {
+                match sqlx::query(self.sql(ddl))
+                    .execute(&mut *self.conn().await?)
+                    .await
+                {
                     // Another process migrating at the same moment added it first.
                     Err(sqlx::Error::Database(e)) if server_error_number(&*e) == Some(1061) => {}
                     other => {
@@ -449,10 +569,10 @@ impl MySqlDb {
         stamps: &[NaiveDateTime],
         status: TrustlogStatus,
     ) -> Result<Vec<InsertOutcome>, DbError> {
-        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        let mut tx = self.begin().await?;
         let mut stored = HashSet::new();
         for chunk in ops.chunks(ID_CHUNK) {
-            let mut qb = QueryBuilder::<MySql>::new(EXISTING_IDS);
+            let mut qb = QueryBuilder::<MySql>::new(self.text(EXISTING_IDS));
             push_id_list(&mut qb, chunk.iter().map(|op| op.op_id.as_str()));
             let ids: Vec<String> = qb
                 .build_query_scalar()
@@ -480,11 +600,11 @@ impl MySqlDb {
         }
         fresh.sort_unstable_by(|&a, &b| ops[a].op_id.cmp(&ops[b].op_id));
         for chunk in fresh.chunks(INSERT_CHUNK) {
-            let mut qb = QueryBuilder::<MySql>::new(
+            let mut qb = QueryBuilder::<MySql>::new(self.text(
                 "INSERT INTO operation (op_id, op_actor, doid, producer_id, request_body_hash, \
                  response_body_hash, op_source, op_type, do_prefix, do_repository, client_ip, \
                  server_ip, timestamp, trustlog_status) ",
-            );
+            ));
             qb.push_values(chunk, |mut row, &i| {
                 let op = &ops[i];
                 row.push_bind(op.op_id.as_str())
@@ -510,9 +630,9 @@ impl MySqlDb {
 
     /// Reads a cursor's position; `None` when the row is missing or empty.
     pub async fn load_cursor(&self, key: &str) -> Result<Option<Position>, DbError> {
-        let value: Option<String> = sqlx::query_scalar(LOAD_CURSOR)
+        let value: Option<String> = sqlx::query_scalar(self.sql(LOAD_CURSOR))
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await
             .map_err(map_error)?;
         match parse_cursor_any(key, value.as_deref())? {
@@ -520,11 +640,11 @@ impl MySqlDb {
                 // Written by another program (the seed's module writes a bare
                 // timestamp): rewritten in trustlog's form, with compare-and-set on what
                 // was read, so the compare-and-set of every move matches it.
-                sqlx::query(REWRITE_CURSOR)
+                sqlx::query(self.sql(REWRITE_CURSOR))
                     .bind(format_position(&p))
                     .bind(key)
                     .bind(value.as_deref())
-                    .execute(&self.pool)
+                    .execute(&mut *self.conn().await?)
                     .await
                     .map_err(map_error)?;
                 Ok(Some(p))
@@ -544,20 +664,20 @@ impl MySqlDb {
         let after = after.filter(|p| p.timestamp >= MIN_TIMESTAMP);
         let rows = match after {
             None => {
-                sqlx::query(SCAN_FROM_START)
+                sqlx::query(self.sql(SCAN_FROM_START))
                     .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.conn().await?)
                     .await
             }
             Some(p) if p.timestamp > MAX_TIMESTAMP => return Ok(Fetched::default()),
             Some(p) => {
                 let at = to_datetime("timestamp", p.timestamp)?;
-                sqlx::query(SCAN_AFTER)
+                sqlx::query(self.sql(SCAN_AFTER))
                     .bind(at)
                     .bind(at)
                     .bind(p.op_id)
                     .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.conn().await?)
                     .await
             }
         }
@@ -571,13 +691,13 @@ impl MySqlDb {
             return Ok(Fetched::default());
         }
         let now = to_datetime("now", now.min(MAX_TIMESTAMP))?;
-        let rows = sqlx::query(DUE_RETRIES)
+        let rows = sqlx::query(self.sql(DUE_RETRIES))
             .bind(now)
             .bind(i64::from(limit))
             .bind(now)
             .bind(i64::from(limit))
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await
             .map_err(map_error)?;
         super::fetch_each_retry(&rows, operation_at, |row| {
@@ -601,20 +721,20 @@ impl MySqlDb {
         let since = to_datetime("since", since.max(MIN_TIMESTAMP))?;
         let rows = if before.timestamp > MAX_TIMESTAMP {
             // Every stored row lies before such a position.
-            sqlx::query(SWEEP_ALL_SINCE)
+            sqlx::query(self.sql(SWEEP_ALL_SINCE))
                 .bind(since)
                 .bind(i64::from(limit))
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.conn().await?)
                 .await
         } else {
             let at = to_datetime("timestamp", before.timestamp)?;
-            sqlx::query(SWEEP)
+            sqlx::query(self.sql(SWEEP))
                 .bind(at)
                 .bind(at)
                 .bind(before.op_id)
                 .bind(since)
                 .bind(i64::from(limit))
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.conn().await?)
                 .await
         }
         .map_err(map_error)?;
@@ -623,12 +743,12 @@ impl MySqlDb {
 
     /// What is left to deliver, from the indexes.
     pub async fn backlog(&self) -> Result<Backlog, DbError> {
-        let row = sqlx::query(BACKLOG)
-            .fetch_one(&self.pool)
+        let row = sqlx::query(self.sql(BACKLOG))
+            .fetch_one(&mut *self.conn().await?)
             .await
             .map_err(map_error)?;
-        let next: Option<DateTime<Utc>> = sqlx::query_scalar(NEXT_RETRY_AT)
-            .fetch_one(&self.pool)
+        let next: Option<DateTime<Utc>> = sqlx::query_scalar(self.sql(NEXT_RETRY_AT))
+            .fetch_one(&mut *self.conn().await?)
             .await
             .map_err(map_error)?;
         Ok(Backlog {
@@ -644,9 +764,9 @@ impl MySqlDb {
             return Ok(false);
         }
         let since = to_datetime("since", since.max(MIN_TIMESTAMP))?;
-        let found: i64 = sqlx::query_scalar(WAITING_SINCE)
+        let found: i64 = sqlx::query_scalar(self.sql(WAITING_SINCE))
             .bind(since)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await
             .map_err(map_error)?;
         Ok(found != 0)
@@ -654,9 +774,9 @@ impl MySqlDb {
 
     /// Creates the lease row `key`, released, unless it exists.
     pub(super) async fn ensure_lease(&self, key: &str) -> Result<(), DbError> {
-        sqlx::query(ENSURE_LEASE)
+        sqlx::query(self.sql(ENSURE_LEASE))
             .bind(key)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(map_error)?;
         Ok(())
@@ -672,7 +792,7 @@ impl MySqlDb {
         state: &str,
     ) -> Result<Option<Lease>, DbError> {
         let ttl = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
-        let taken = sqlx::query(CLAIM_LEASE)
+        let taken = sqlx::query(self.sql(CLAIM_LEASE))
             .bind(holder)
             .bind(holder)
             .bind(ttl)
@@ -680,7 +800,7 @@ impl MySqlDb {
             .bind(&seen.key)
             .bind(&seen.holder)
             .bind(to_datetime("expires_at", seen.expires_at)?)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(map_error)?
             .rows_affected();
@@ -693,10 +813,10 @@ impl MySqlDb {
 
     /// Releases the lease `key` if `holder` has it, so another host may take it at once.
     pub async fn release_lease(&self, key: &str, holder: &str) -> Result<(), DbError> {
-        sqlx::query(RELEASE_LEASE)
+        sqlx::query(self.sql(RELEASE_LEASE))
             .bind(key)
             .bind(holder)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(map_error)?;
         Ok(())
@@ -704,9 +824,9 @@ impl MySqlDb {
 
     /// The lease `key` as it stands (expired or not by the server's clock), if it exists.
     pub async fn read_lease(&self, key: &str) -> Result<Option<Lease>, DbError> {
-        let Some(row) = sqlx::query(READ_LEASE)
+        let Some(row) = sqlx::query(self.sql(READ_LEASE))
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await
             .map_err(map_error)?
         else {
@@ -736,7 +856,7 @@ impl MySqlDb {
             .map_err(map_error)?;
         let mut stats = DbStats::default();
 
-        let rows = sqlx::query(COUNT_BY_STATUS)
+        let rows = sqlx::query(self.sql(COUNT_BY_STATUS))
             .fetch_all(&mut *tx)
             .await
             .map_err(map_error)?;
@@ -756,7 +876,7 @@ impl MySqlDb {
             stats.total += count;
         }
 
-        let rows = sqlx::query(COUNT_RETRIES_BY_STATUS)
+        let rows = sqlx::query(self.sql(COUNT_RETRIES_BY_STATUS))
             .fetch_all(&mut *tx)
             .await
             .map_err(map_error)?;
@@ -774,20 +894,20 @@ impl MySqlDb {
             }
         }
 
-        let value: Option<String> = sqlx::query_scalar(LOAD_CURSOR)
+        let value: Option<String> = sqlx::query_scalar(self.sql(LOAD_CURSOR))
             .bind(cursor_key)
             .fetch_optional(&mut *tx)
             .await
             .map_err(map_error)?;
         stats.cursor = parse_cursor_of(cursor_key, value.as_deref())?;
 
-        let oldest: Option<DateTime<Utc>> = sqlx::query_scalar(OLDEST_WAITING)
+        let oldest: Option<DateTime<Utc>> = sqlx::query_scalar(self.sql(OLDEST_WAITING))
             .fetch_optional(&mut *tx)
             .await
             .map_err(map_error)?;
         stats.oldest_waiting = oldest.map(micros_of);
 
-        let next: Option<DateTime<Utc>> = sqlx::query_scalar(NEXT_RETRY_AT)
+        let next: Option<DateTime<Utc>> = sqlx::query_scalar(self.sql(NEXT_RETRY_AT))
             .fetch_one(&mut *tx)
             .await
             .map_err(map_error)?;
@@ -851,7 +971,7 @@ impl MySqlDb {
         let mut order: Vec<usize> = (0..retries.len()).collect();
         order.sort_by(|&a, &b| retries[a].op_id.cmp(&retries[b].op_id));
 
-        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        let mut tx = self.begin().await?;
 
         if let (Some(CursorMove { key, expected, to }), Some(now_at)) = (cursor, now_at) {
             // No position is stored as '', so expecting none is one compare-and-set on ''
@@ -862,7 +982,7 @@ impl MySqlDb {
             let expected = match expected {
                 Some(p) => format_position(&p),
                 None => {
-                    sqlx::query(ENSURE_CURSOR)
+                    sqlx::query(self.sql(ENSURE_CURSOR))
                         .bind(key.as_str())
                         .bind(now_at)
                         .execute(&mut *tx)
@@ -875,7 +995,7 @@ impl MySqlDb {
             // no longer matches and changes nothing. sqlx connects with CLIENT_FOUND_ROWS,
             // so rows_affected counts matched rows; the count of changed rows would agree
             // anyway, since the forward-only check makes the new value differ from the old.
-            let moved = sqlx::query(MOVE_CURSOR)
+            let moved = sqlx::query(self.sql(MOVE_CURSOR))
                 .bind(format_position(&to))
                 .bind(now_at)
                 .bind(key.as_str())
@@ -892,17 +1012,17 @@ impl MySqlDb {
         }
 
         for ids in trustlogged.chunks(ID_CHUNK) {
-            let mut qb = QueryBuilder::<MySql>::new(MARK_TRUSTLOGGED);
+            let mut qb = QueryBuilder::<MySql>::new(self.text(MARK_TRUSTLOGGED));
             push_id_list(&mut qb, ids.iter().map(String::as_str));
             qb.build().execute(&mut *tx).await.map_err(map_error)?;
         }
 
         if let Some(now_at) = now_at {
             for chunk in order.chunks(RETRY_CHUNK) {
-                let mut qb = QueryBuilder::<MySql>::new(
+                let mut qb = QueryBuilder::<MySql>::new(self.text(
                     "INSERT INTO trustlog_retry (op_id, retry_count, retry_status, last_retry_at, \
                      next_retry_at, error_message, created_at, updated_at) ",
-                );
+                ));
                 qb.push_values(chunk, |mut row, &i| {
                     let r: &RetryUpdate = &retries[i];
                     let (last_retry_at, next_retry_at) = retry_times[i];
@@ -928,7 +1048,7 @@ impl MySqlDb {
             }
         }
         for ids in delete_retries.chunks(ID_CHUNK) {
-            let mut qb = QueryBuilder::<MySql>::new(DELETE_RETRIES);
+            let mut qb = QueryBuilder::<MySql>::new(self.text(DELETE_RETRIES));
             push_id_list(&mut qb, ids.iter().map(String::as_str));
             qb.build().execute(&mut *tx).await.map_err(map_error)?;
         }
@@ -945,16 +1065,16 @@ impl MySqlDb {
     ) -> Result<Vec<DeadLetter>, DbError> {
         let rows = match after {
             None => {
-                sqlx::query(DEAD_LETTERS_FROM_START)
+                sqlx::query(self.sql(DEAD_LETTERS_FROM_START))
                     .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.conn().await?)
                     .await
             }
             Some(after) => {
-                sqlx::query(DEAD_LETTERS_AFTER)
+                sqlx::query(self.sql(DEAD_LETTERS_AFTER))
                     .bind(after)
                     .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.conn().await?)
                     .await
             }
         }
@@ -971,25 +1091,25 @@ impl MySqlDb {
                 if check_op_id(&op_id).is_err() {
                     return Ok(0);
                 }
-                let replayed = sqlx::query(REPLAY_ONE)
+                let replayed = sqlx::query(self.sql(REPLAY_ONE))
                     .bind(now)
                     .bind(now)
                     .bind(op_id)
-                    .execute(&self.pool)
+                    .execute(&mut *self.conn().await?)
                     .await
                     .map_err(map_error)?
                     .rows_affected();
                 Ok(replayed)
             }
             Replay::All => {
-                let mut tx = self.pool.begin().await.map_err(map_error)?;
-                let ids: Vec<String> = sqlx::query_scalar(DEAD_LETTER_IDS)
+                let mut tx = self.begin().await?;
+                let ids: Vec<String> = sqlx::query_scalar(self.sql(DEAD_LETTER_IDS))
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(map_error)?;
                 let mut replayed = 0;
                 for chunk in ids.chunks(ID_CHUNK) {
-                    let mut qb = QueryBuilder::<MySql>::new(REPLAY_LISTED[0]);
+                    let mut qb = QueryBuilder::<MySql>::new(self.text(REPLAY_LISTED[0]));
                     qb.push_bind(now)
                         .push(REPLAY_LISTED[1])
                         .push_bind(now)
@@ -1017,14 +1137,14 @@ impl MySqlDb {
             return Ok(0);
         };
         let last = to_datetime("before", last.min(MAX_TIMESTAMP))?;
-        let mut tx = self.pool.begin().await.map_err(map_error)?;
-        let ids: Vec<String> = sqlx::query_scalar(PURGEABLE)
+        let mut tx = self.begin().await?;
+        let ids: Vec<String> = sqlx::query_scalar(self.sql(PURGEABLE))
             .bind(last)
             .fetch_all(&mut *tx)
             .await
             .map_err(map_error)?;
         for chunk in ids.chunks(ID_CHUNK) {
-            let mut qb = QueryBuilder::<MySql>::new(MARK_DB_ONLY);
+            let mut qb = QueryBuilder::<MySql>::new(self.text(MARK_DB_ONLY));
             push_id_list(&mut qb, chunk.iter().map(String::as_str));
             qb.build().execute(&mut *tx).await.map_err(map_error)?;
         }
@@ -1033,7 +1153,7 @@ impl MySqlDb {
         // queue whose join skips db-only operations.
         let mut purged = 0;
         for chunk in ids.chunks(ID_CHUNK) {
-            let mut qb = QueryBuilder::<MySql>::new(DELETE_RETRIES);
+            let mut qb = QueryBuilder::<MySql>::new(self.text(DELETE_RETRIES));
             push_id_list(&mut qb, chunk.iter().map(String::as_str));
             purged += qb
                 .build()
@@ -1048,8 +1168,8 @@ impl MySqlDb {
 
     /// Whether the server answers a query through the pool.
     pub async fn ping(&self) -> Result<(), DbError> {
-        sqlx::query(PING)
-            .fetch_one(&self.pool)
+        sqlx::query(self.sql(PING))
+            .fetch_one(&mut *self.conn().await?)
             .await
             .map_err(map_error)?;
         Ok(())
@@ -1060,12 +1180,12 @@ impl MySqlDb {
     /// table's dirty pages. `FOR EXPORT` is the one FLUSH that waits for those pages; it
     /// holds a read lock until `UNLOCK TABLES` on the same connection.
     pub async fn settle(&self) -> Result<(), DbError> {
-        let mut conn = self.pool.acquire().await.map_err(map_error)?;
-        sqlx::raw_sql("ANALYZE TABLE operation")
+        let mut conn = self.conn().await?;
+        sqlx::raw_sql(self.sql("ANALYZE TABLE operation"))
             .execute(&mut *conn)
             .await
             .map_err(map_error)?;
-        let flushed = sqlx::raw_sql("FLUSH TABLES operation FOR EXPORT")
+        let flushed = sqlx::raw_sql(self.sql("FLUSH TABLES operation FOR EXPORT"))
             .execute(&mut *conn)
             .await
             .map_err(map_error);
@@ -1078,10 +1198,62 @@ impl MySqlDb {
         Ok(())
     }
 
-    /// Closes the pool, waiting for connections in use to be returned.
+    /// Closes the pool, waiting for connections in use to be returned; a shared
+    /// server's pool stays open for the other tenants.
     pub async fn close(&self) {
-        self.pool.close().await;
+        match &self.share {
+            None => self.pool.close().await,
+            Some(share) => share.close(),
+        }
     }
+}
+
+/// `url` with a `mariadb:` scheme spelled `mysql:`, the one sqlx knows; anything else as is.
+pub fn with_mysql_scheme(url: &str) -> String {
+    match url.strip_prefix("mariadb:") {
+        Some(rest) => format!("mysql:{rest}"),
+        None => url.to_string(),
+    }
+}
+
+/// A pool of at most `size` connections to the server at `url` (a `mysql://` URL), each
+/// in trustlog's session mode: strict SQL, UTC and utf8mb4. With `lock_timeout`, a
+/// statement gives up on a row or table lock after that long (whole seconds, at least 1).
+pub async fn open_pool(
+    url: &str,
+    size: u32,
+    lock_timeout: Option<Duration>,
+) -> Result<MySqlPool, DbError> {
+    let lock_wait = lock_timeout.map(|wait| {
+        let seconds = wait.as_secs().max(1);
+        format!("SET SESSION innodb_lock_wait_timeout = {seconds}, lock_wait_timeout = {seconds}")
+    });
+    let options = MySqlConnectOptions::from_str(url)
+        .map_err(map_error)?
+        // DATETIME columns hold UTC; NOW() and friends should agree with them.
+        .timezone(Some("+00:00".to_string()))
+        .charset("utf8mb4")
+        // The whole sql_mode is set after connecting; sqlx's own additions to the
+        // server's mode would only be overwritten.
+        .pipes_as_concat(false)
+        .no_engine_substitution(false);
+    let pool = MySqlPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(move |conn, _| {
+            let lock_wait = lock_wait.clone();
+            Box::pin(async move {
+                conn.execute(SESSION_SQL_MODE).await?;
+                if let Some(sql) = lock_wait {
+                    conn.execute(AssertSqlSafe(sql)).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+        .map_err(map_error)?;
+    Ok(pool)
 }
 
 /// Appends `(?, ?, ...)` binding `ids`; callers never pass an empty list.
@@ -1393,6 +1565,86 @@ mod tests {
     }
 
     /// A migrated database of its own; keep the `TestDb` alive for the test.
+    #[test]
+    fn qualifying_names_each_table_the_statement_reads_or_writes_and_nothing_else() {
+        assert_eq!(
+            qualify(DEAD_LETTERS_AFTER, "t1"),
+            DEAD_LETTERS_AFTER
+                .replace("FROM trustlog_retry r", "FROM `t1`.trustlog_retry r")
+                .replace("JOIN operation o", "JOIN `t1`.operation o")
+        );
+        assert_eq!(
+            qualify(ENSURE_CURSOR, "t1"),
+            "INSERT INTO `t1`.trustlog_cursor (cursor_key, cursor_value, last_updated_at) \
+             VALUES (?, '', ?) ON DUPLICATE KEY UPDATE cursor_key = cursor_key"
+        );
+        let waiting = qualify(SCAN_AFTER, "t1");
+        assert!(waiting.contains("FROM `t1`.operation o FORCE INDEX (operation_waiting)"));
+        assert!(waiting.contains("SELECT 1 FROM `t1`.trustlog_retry r WHERE r.op_id = o.op_id"));
+        let columns = qualify(COLUMNS, "t1");
+        assert!(columns.contains("TABLE_SCHEMA = 't1'"), "{columns}");
+        assert!(
+            columns.contains("FROM information_schema.COLUMNS"),
+            "{columns}"
+        );
+        let schema = qualify(SCHEMA, "t1");
+        for table in TABLES {
+            assert!(
+                schema.contains(&format!("CREATE TABLE IF NOT EXISTS `t1`.{table} (")),
+                "{table}"
+            );
+        }
+        assert_eq!(
+            qualify(NAMED_INDEXES[0].2, "t1"),
+            "ALTER TABLE `t1`.operation ADD INDEX operation_waiting (trustlog_status, timestamp, op_id)"
+        );
+        assert_eq!(
+            qualify("FLUSH TABLES operation FOR EXPORT", "t1"),
+            "FLUSH TABLES `t1`.operation FOR EXPORT"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn databases_on_one_shared_pool_see_only_their_own_tables() {
+        let (server, other) = (TestDb::create().await, TestDb::create().await);
+        let lone = MySqlDb::connect(&server.url).await.unwrap();
+        lone.migrate().await.unwrap();
+        // The pool's own database holds a row neither tenant may see.
+        lone.insert(vec![op("decoy", 1)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        let mine = TestDb::create().await;
+        let pool = open_pool(&server.url, 2, None).await.unwrap();
+        let a = MySqlDb::in_database(pool.clone(), &mine.name, Share::of(2));
+        let b = MySqlDb::in_database(pool, &other.name, Share::of(2));
+        a.migrate().await.unwrap();
+        b.migrate().await.unwrap();
+        a.insert(vec![op("a-1", 2)], TrustlogStatus::NotTrustlogged)
+            .await
+            .unwrap();
+        let seen = |db: &MySqlDb| {
+            let db = db.clone();
+            async move {
+                db.scan_after(None, 10)
+                    .await
+                    .unwrap()
+                    .rows
+                    .into_iter()
+                    .map(|o| o.op_id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(seen(&a).await, ["a-1"]);
+        assert!(seen(&b).await.is_empty());
+        assert_eq!(seen(&lone).await, ["decoy"]);
+        a.close().await;
+        assert_eq!(
+            seen(&b).await,
+            Vec::<String>::new(),
+            "closing one leaves the pool open"
+        );
+    }
+
     async fn fresh() -> (TestDb, MySqlDb) {
         let t = TestDb::create().await;
         let db = MySqlDb::connect(&t.url).await.unwrap();

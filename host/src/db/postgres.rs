@@ -31,9 +31,11 @@ use trustlog_guest::model::{
 use trustlog_guest::validate::LIMITS;
 
 use super::cursor_value::{format_position, parse_cursor_any, parse_cursor_of};
+use super::pool_share::{Held, Share};
 use super::schema_check::{Column, TABLES};
 use super::shared_server::WakeHub;
 use super::{Backlog, DeadLetter, Lease, Replay};
+use tokio::sync::OwnedSemaphorePermit;
 
 // PATH: the schema; the host crate points this at its own `sql/postgresql.sql`.
 const SCHEMA: &str = include_str!("../../../sql/postgresql.sql");
@@ -306,8 +308,16 @@ const OWN_SCHEMA: &str = "SELECT n.nspname::text FROM pg_catalog.pg_class c \
      WHERE c.oid = to_regclass('operation')";
 
 /// A pool of at most `size` connections to `url`, each in the time zone the URL names.
-pub(super) async fn open_pool(url: &str, size: u32) -> Result<PgPool, DbError> {
+/// With `lock_timeout`, a statement gives up on a lock after that long.
+pub(super) async fn open_pool(
+    url: &str,
+    size: u32,
+    lock_timeout: Option<Duration>,
+) -> Result<PgPool, DbError> {
     let mut options = PgConnectOptions::from_str(url).map_err(map_error)?;
+    if let Some(wait) = lock_timeout {
+        options = options.options([("lock_timeout", format!("{}ms", wait.as_millis()))]);
+    }
     // A `timestamp` column without time zone holds times in the session's zone:
     // every query reads it cast to TIMESTAMPTZ, and PostgreSQL converts the same
     // way where it compares one with the relay's TIMESTAMPTZ parameters or stores
@@ -353,6 +363,8 @@ pub struct PostgresDb {
     schema: Option<Arc<str>>,
     /// The shared server's one listener, where the pool is shared.
     wakes: Option<Arc<WakeHub>>,
+    /// This tenant's share of a shared pool.
+    share: Option<Share>,
     /// When the scan last checked the statistics; shared by clones of the pool.
     stats_checked: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     /// Whether a statistics refresh is running in the background.
@@ -363,11 +375,12 @@ impl PostgresDb {
     /// Connects to `url` (`postgres://user@host:port/db`, libpq parameters such as
     /// `?options=-c%20search_path%3Dmyschema` included).
     pub async fn connect(url: &str) -> Result<PostgresDb, DbError> {
-        let pool = open_pool(url, POOL_SIZE).await?;
+        let pool = open_pool(url, POOL_SIZE, None).await?;
         Ok(PostgresDb {
             pool,
             schema: None,
             wakes: None,
+            share: None,
             stats_checked: Arc::new(std::sync::Mutex::new(None)),
             analyzing: Arc::new(AtomicBool::new(false)),
         })
@@ -375,11 +388,12 @@ impl PostgresDb {
 
     /// This tenant's schema on `pool`, a pool of a server other tenants share (see
     /// [`super::shared_server`]).
-    pub fn in_schema(pool: PgPool, schema: &str, wakes: Arc<WakeHub>) -> PostgresDb {
+    pub fn in_schema(pool: PgPool, schema: &str, wakes: Arc<WakeHub>, share: Share) -> PostgresDb {
         PostgresDb {
             pool,
             schema: Some(Arc::from(schema)),
             wakes: Some(wakes),
+            share: Some(share),
             stats_checked: Arc::new(std::sync::Mutex::new(None)),
             analyzing: Arc::new(AtomicBool::new(false)),
         }
@@ -389,7 +403,8 @@ impl PostgresDb {
     /// is shared. Set on every use, since the last user may have been another tenant;
     /// PostgreSQL plans a prepared statement again when the `search_path` changed, so a
     /// statement cached on the connection never reaches another tenant's tables.
-    async fn conn(&self) -> Result<PoolConnection<Postgres>, DbError> {
+    async fn conn(&self) -> Result<Held<PoolConnection<Postgres>>, DbError> {
+        let permit = self.permit().await?;
         let mut conn = self.pool.acquire().await.map_err(map_error)?;
         if let Some(schema) = &self.schema {
             sqlx::query("SELECT set_config('search_path', $1, false)")
@@ -398,20 +413,30 @@ impl PostgresDb {
                 .await
                 .map_err(map_error)?;
         }
-        Ok(conn)
+        Ok(Held::new(conn, permit))
+    }
+
+    /// On a shared pool, the tenant's permit to hold one more connection.
+    async fn permit(&self) -> Result<Option<OwnedSemaphorePermit>, DbError> {
+        match &self.share {
+            Some(share) => share.take().await.map(Some),
+            None => Ok(None),
+        }
     }
 
     /// A transaction in this tenant's schema: on a shared pool the `SET LOCAL` goes in
     /// the same round trip as the `BEGIN`.
-    async fn begin(&self) -> Result<Transaction<'static, Postgres>, DbError> {
-        match &self.schema {
+    async fn begin(&self) -> Result<Held<Transaction<'static, Postgres>>, DbError> {
+        let permit = self.permit().await?;
+        let tx = match &self.schema {
             None => self.pool.begin().await,
             Some(schema) => {
                 let begin = format!("BEGIN; SET LOCAL search_path TO {}", quoted(schema));
                 self.pool.begin_with(sqlx::AssertSqlSafe(begin)).await
             }
         }
-        .map_err(map_error)
+        .map_err(map_error)?;
+        Ok(Held::new(tx, permit))
     }
 
     /// The columns of trustlog's tables in the current schema, as the catalogue has them.
@@ -1035,8 +1060,9 @@ impl PostgresDb {
     /// Closes the pool, waiting for connections in use to be returned; a pool shared
     /// with other tenants stays open for them.
     pub async fn close(&self) {
-        if self.schema.is_none() {
-            self.pool.close().await;
+        match &self.share {
+            None => self.pool.close().await,
+            Some(share) => share.close(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! schema, or a MariaDB/MySQL database (which is what MySQL calls a schema).
 //! SQLite has none; a tenant or a bench run gets a database file of its own.
 
-use sqlx::{AssertSqlSafe, Connection, MySqlConnection, PgConnection};
+use sqlx::{AssertSqlSafe, Connection, MySqlConnection, MySqlPool, PgConnection, PgPool};
 use trustlog_guest::model::{DbError, FieldError};
 
 /// The server a URL points at, as far as schemas go.
@@ -45,54 +45,77 @@ fn unavailable(e: sqlx::Error) -> DbError {
     DbError::Unavailable(e.to_string())
 }
 
-/// Runs `$ddl` on a `$conn` to `$url`; with `$only_if_missing`, only when the schema
-/// `$name` is absent. Asked first, so a user without CREATE rights can use a schema
-/// made for it. `$param` is the driver's placeholder.
+/// Runs `$ddl` through `$exec` (a connection or a pool, evaluated at each use); with
+/// `$only_if_missing`, only when the schema `$name` is absent. Asked first, so a user
+/// without CREATE rights can use a schema made for it. `$param` is the driver's
+/// placeholder.
 macro_rules! run_ddl {
-    ($conn:ty, $url:expr, $param:literal, $name:expr, $ddl:expr, $only_if_missing:expr) => {{
-        let mut conn = <$conn>::connect($url).await.map_err(unavailable)?;
+    ($exec:expr, $param:literal, $name:expr, $ddl:expr, $only_if_missing:expr) => {{
         let missing = !$only_if_missing || {
             let found: i64 = sqlx::query_scalar(AssertSqlSafe(concat!(
                 "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = ",
                 $param
             )))
             .bind($name)
-            .fetch_one(&mut conn)
+            .fetch_one($exec)
             .await
             .map_err(unavailable)?;
             found == 0
         };
         if missing {
             sqlx::raw_sql(AssertSqlSafe($ddl.to_string()))
-                .execute(&mut conn)
+                .execute($exec)
                 .await
                 .map_err(|e| DbError::Other(format!("{}: {e}", $ddl)))?;
         }
-        conn.close().await.map_err(unavailable)
+        Ok::<(), DbError>(())
     }};
 }
 
-/// Runs one DDL statement on the server `url` points at (see [`run_ddl`]).
+/// Runs one DDL statement on the server `url` points at, over a connection of its own
+/// (see [`run_ddl`]).
 async fn execute(url: &str, name: &str, ddl: &str, only_if_missing: bool) -> Result<(), DbError> {
     match server(url)? {
-        Server::Postgres => run_ddl!(PgConnection, url, "$1", name, ddl, only_if_missing),
-        Server::MySql => {
-            let url = url.replacen("mariadb", "mysql", 1);
-            run_ddl!(MySqlConnection, &url, "?", name, ddl, only_if_missing)
+        Server::Postgres => {
+            let mut conn = PgConnection::connect(url).await.map_err(unavailable)?;
+            run_ddl!(&mut conn, "$1", name, ddl, only_if_missing)?;
+            conn.close().await.map_err(unavailable)
         }
+        Server::MySql => {
+            let url = super::mysql::with_mysql_scheme(url);
+            let mut conn = MySqlConnection::connect(&url).await.map_err(unavailable)?;
+            run_ddl!(&mut conn, "?", name, ddl, only_if_missing)?;
+            conn.close().await.map_err(unavailable)
+        }
+    }
+}
+
+/// The DDL that creates schema `name` unless it exists.
+fn create(server: Server, name: &str) -> String {
+    match server {
+        Server::Postgres => format!("CREATE SCHEMA IF NOT EXISTS {name}"),
+        Server::MySql => format!(
+            "CREATE DATABASE IF NOT EXISTS {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+        ),
     }
 }
 
 /// Creates schema `name` on the server of `url` unless it exists.
 pub async fn ensure(url: &str, name: &str) -> Result<(), DbError> {
     let name = checked(name)?;
-    let ddl = match server(url)? {
-        Server::Postgres => format!("CREATE SCHEMA IF NOT EXISTS {name}"),
-        Server::MySql => format!(
-            "CREATE DATABASE IF NOT EXISTS {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-        ),
-    };
-    execute(url, name, &ddl, true).await
+    execute(url, name, &create(server(url)?, name), true).await
+}
+
+/// Creates schema `name` over a PostgreSQL pool tenants share, unless it exists.
+pub(super) async fn ensure_in_postgres(pool: &PgPool, name: &str) -> Result<(), DbError> {
+    let name = checked(name)?;
+    run_ddl!(pool, "$1", name, create(Server::Postgres, name), true)
+}
+
+/// Creates database `name` over a MariaDB/MySQL pool tenants share, unless it exists.
+pub(super) async fn ensure_in_mysql(pool: &MySqlPool, name: &str) -> Result<(), DbError> {
+    let name = checked(name)?;
+    run_ddl!(pool, "?", name, create(Server::MySql, name), true)
 }
 
 /// Drops schema `name` and everything in it, if it exists.

@@ -1,21 +1,26 @@
-//! Tenants whose schemas live on one PostgreSQL server share its connections: one
-//! pool per server, sized by the operator, and one LISTEN connection per server that
-//! wakes each tenant whose schema a notification names. Without it every tenant held
-//! a pool and a listener of its own, and about 25 tenants filled a server's default
-//! 100 connections.
+//! Tenants whose schemas live on one database server share its connections: one pool
+//! per server, sized by the operator, and on PostgreSQL one LISTEN connection per server
+//! that wakes each tenant whose schema a notification names. Without it every tenant held
+//! a pool and a listener of its own, and about 25 tenants filled a server's default 100
+//! connections.
 //!
-//! Each use of a shared connection first puts it in the tenant's schema
-//! ([`super::postgres::PostgresDb::in_schema`]).
+//! On PostgreSQL each use of a shared connection first puts it in the tenant's schema
+//! ([`super::postgres::PostgresDb::in_schema`]); on MariaDB/MySQL, where a schema is a
+//! database, every statement names the tenant's database
+//! ([`super::mysql::MySqlDb::in_database`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use sqlx::mysql::MySqlPool;
 use sqlx::postgres::PgPool;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use trustlog_guest::model::DbError;
 
 use super::Database;
+use super::mysql::{self, MySqlDb};
+use super::pool_share::{SHARED_LOCK_TIMEOUT, Share};
 use super::postgres::{self, Heard, PostgresDb};
 use super::schemas;
 
@@ -26,6 +31,7 @@ pub const DEFAULT_POOL_SIZE: u32 = 10;
 pub struct SharedServers {
     pool_size: u32,
     postgres: tokio::sync::Mutex<HashMap<String, PgServer>>,
+    mysql: tokio::sync::Mutex<HashMap<String, MySqlPool>>,
 }
 
 /// One PostgreSQL server's pool and wake-up listener.
@@ -41,33 +47,67 @@ impl SharedServers {
         SharedServers {
             pool_size,
             postgres: tokio::sync::Mutex::new(HashMap::new()),
+            mysql: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
-    /// Whether tenants on `server` share its connections (PostgreSQL so far).
-    pub fn shares(server: &str) -> bool {
-        matches!(schemas::server(server), Ok(schemas::Server::Postgres))
+    /// Connections each pool holds at most.
+    pub fn pool_size(&self) -> u32 {
+        self.pool_size
     }
 
     /// The database of the tenant whose schema is `schema` on `server`, on the pool every
-    /// tenant of that server shares. The pool is made at the first tenant; a server that
-    /// does not answer then is asked again at the next.
+    /// tenant of that server shares, creating the schema when it is missing. The pool is
+    /// made at the first tenant; a server that does not answer then is asked again at the
+    /// next.
     pub async fn connect(&self, server: &str, schema: &str) -> Result<Database, DbError> {
+        match schemas::server(server)? {
+            schemas::Server::Postgres => self.connect_postgres(server, schema).await,
+            schemas::Server::MySql => self.connect_mysql(server, schema).await,
+        }
+    }
+
+    async fn connect_mysql(&self, server: &str, database: &str) -> Result<Database, DbError> {
+        let mut servers = self.mysql.lock().await;
+        let pool = match servers.get(server) {
+            Some(pool) => pool.clone(),
+            None => {
+                let url = mysql::with_mysql_scheme(server);
+                let pool =
+                    mysql::open_pool(&url, self.pool_size, Some(SHARED_LOCK_TIMEOUT)).await?;
+                servers.insert(server.to_string(), pool.clone());
+                pool
+            }
+        };
+        drop(servers);
+        schemas::ensure_in_mysql(&pool, database).await?;
+        Ok(Database::MySql(MySqlDb::in_database(
+            pool,
+            database,
+            Share::of(self.pool_size),
+        )))
+    }
+
+    async fn connect_postgres(&self, server: &str, schema: &str) -> Result<Database, DbError> {
         let mut servers = self.postgres.lock().await;
         let shared = match servers.get(server) {
             Some(s) => s.clone(),
             None => {
-                let pool = postgres::open_pool(server, self.pool_size).await?;
+                let pool =
+                    postgres::open_pool(server, self.pool_size, Some(SHARED_LOCK_TIMEOUT)).await?;
                 let wakes = Arc::new(WakeHub::new(pool.clone()));
                 let s = PgServer { pool, wakes };
                 servers.insert(server.to_string(), s.clone());
                 s
             }
         };
+        drop(servers);
+        schemas::ensure_in_postgres(&shared.pool, schema).await?;
         Ok(Database::Postgres(PostgresDb::in_schema(
             shared.pool,
             schema,
             shared.wakes,
+            Share::of(self.pool_size),
         )))
     }
 }

@@ -155,6 +155,15 @@ impl AppState {
             .file_credentials
             .write()
             .unwrap_or_else(|p| p.into_inner()) = file_credentials(&config);
+        let started_with = self.tenants.shared_pool_size();
+        if config.shared_pool_size != started_with {
+            // A pool cannot be resized under the tenants using it.
+            tracing::warn!(
+                from = started_with,
+                to = config.shared_pool_size,
+                "shared_pool_size changed: shared pools keep {started_with} connections until the host restarts"
+            );
+        }
         let report = self.tenants.apply(config.tenants).await;
         self.refresh_credentials().await;
         tracing::info!(?report, "config reloaded");
