@@ -135,17 +135,24 @@ async fn hostile_counts(server: &Server, kind: Hostile) -> (f64, f64) {
     (misbehaved, delivered)
 }
 
-/// Tenant B's throughput alone, then beside a hostile tenant A in the same host. A
-/// misbehaves every few ticks of each instance and delivers its own rows between, and
+/// Tenant B's throughput alone, then beside a hostile tenant A in the same host and on
+/// the same shared PostgreSQL pool. A misbehaves every few ticks of each instance and delivers its own rows between, and
 /// the host starts it again after each stop, so A is hostile, and publishing, for as
 /// long as B is timed.
 async fn beside(kind: Hostile) {
     const N: usize = 10_000;
     let _alone_on_the_machine = TIMING.write().await;
     let dir = tempfile::tempdir().unwrap();
+    // A and B keep their schemas on one PostgreSQL server and share its pool.
+    let pg = SharedServer::new(Backend::Postgres).await;
+    let schemas = [unique_name("tl_host_a"), unique_name("tl_host_b")];
     let (b_pub, b_ledger) = ledger(dir.path(), "b");
-    let b_db = format!("sqlite://{}", dir.path().join("b.db").display());
-    let b = tenant_toml("b", &b_db, &b_pub, "admin_token = \"b-secret\"");
+    let b = tenant_toml(
+        "b",
+        &pg.url,
+        &b_pub,
+        &format!("admin_token = \"b-secret\"\nschema = \"{}\"", schemas[1]),
+    );
     // The test reads every tenant's figures as an admin of the whole host.
     let head = "admin_token = \"host-secret\"\n";
     let path = write_config(dir.path(), &format!("{head}{b}"));
@@ -155,14 +162,14 @@ async fn beside(kind: Hostile) {
 
     // A joins the same host, with a backlog to chew on between its misbehaviours.
     let (a_pub, a_ledger) = ledger(dir.path(), "a");
-    let a_db = format!("sqlite://{}", dir.path().join("a.db").display());
     let a = tenant_toml(
         "a",
-        &a_db,
+        &pg.url,
         &a_pub,
         &format!(
-            "admin_token = \"a-secret\"\ncomponent = \"{}\"\npoll_interval = \"100ms\"\nbatch_size = 10\n\
+            "admin_token = \"a-secret\"\nschema = \"{}\"\ncomponent = \"{}\"\npoll_interval = \"100ms\"\nbatch_size = 10\n\
              [tenant.limits]\nmemory = \"32MiB\"\ncpu_per_call = \"100ms\"\nrestart_after = \"100ms\"\nlog_lines_per_sec = 20",
+            schemas[0],
             hostile(kind).display()
         ),
     );
@@ -268,6 +275,8 @@ async fn beside(kind: Hostile) {
         );
         assert!(m[r#"trustlog_guest_log_dropped_total{tenant="a"}"#] > 0.0);
     }
+    drop(server);
+    pg.drop(&schemas).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -659,66 +668,93 @@ fn a_tenant_that_needs_the_operator_stops_the_host_naming_the_tenant() {
     );
 }
 
-/// Sessions of the PostgreSQL server named `app` in `pg_stat_activity`.
-async fn sessions_named(app: &str) -> i64 {
-    scalar_at(
-        Backend::Postgres,
-        &support::backends::postgres_admin_url(),
-        &format!("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = '{app}'"),
-    )
-    .await
+/// How the shared-server test reaches one kind of server: the URL its tenants share,
+/// a schema's URL for another client, and a count of the sessions the host holds.
+struct SharedServer {
+    backend: Backend,
+    /// The `db` every tenant gives.
+    url: String,
+    /// What tells the host's sessions apart from every other test's: an application_name
+    /// on PostgreSQL, the pool's own database on MariaDB.
+    tag: String,
+    /// Sessions beyond the pool: PostgreSQL's one listener.
+    beyond_pool: i64,
+    /// Rows reach the tenants by a wake-up (PostgreSQL) or a poll (MariaDB has no LISTEN).
+    poll: &'static str,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tenants_with_schemas_on_one_postgres_server_share_its_pool_and_one_listener() {
-    let _beside_no_timing = TIMING.read().await;
-    const TENANTS: usize = 24;
-    const POOL: i64 = 3;
-    let dir = tempfile::tempdir().unwrap();
-    // Its own application_name, so the sessions this host holds can be counted apart
-    // from every other test's.
-    let app = unique_name("tl_shared");
-    let server_url = format!(
-        "{}?application_name={app}",
-        support::backends::postgres_admin_url()
-    );
-    let schemas: Vec<String> = (0..TENANTS)
-        .map(|i| unique_name(&format!("tl_sh{i}_")))
-        .collect();
-    // An hour's poll: only the wake-up listener can deliver promptly.
-    let entry = |i: usize| {
-        let (publisher, _) = ledger(dir.path(), &format!("t{i}"));
-        tenant_toml(
-            &format!("t{i}"),
-            &server_url,
-            &publisher,
-            &format!("schema = \"{}\"\npoll_interval = \"1h\"", schemas[i]),
-        )
-    };
-    let head = format!("admin_token = \"host-secret-shared-0\"\nshared_pool_size = {POOL}\n");
-    let all: String = (0..TENANTS).map(entry).collect();
-    let path = write_config(dir.path(), &format!("{head}{all}"));
-    let server = Server::start(&["--config", &path]).reading_as("host-secret-shared-0");
+impl SharedServer {
+    async fn new(backend: Backend) -> SharedServer {
+        let tag = unique_name("tl_shared");
+        match backend {
+            Backend::Postgres => SharedServer {
+                backend,
+                url: format!(
+                    "{}?application_name={tag}",
+                    support::backends::postgres_admin_url()
+                ),
+                tag,
+                beyond_pool: 1,
+                poll: "1h",
+            },
+            _ => {
+                let admin = support::backends::mysql_admin_url();
+                execute_at(backend, &admin, &format!("CREATE DATABASE {tag}")).await;
+                SharedServer {
+                    backend,
+                    url: format!("{}/{tag}", admin.rsplit_once('/').unwrap().0),
+                    tag,
+                    beyond_pool: 0,
+                    poll: "200ms",
+                }
+            }
+        }
+    }
 
-    // Rows inserted by another client, into each schema: the one listener wakes the
-    // tenant whose schema the notification names.
-    for (i, schema) in schemas.iter().enumerate() {
-        let url = format!(
-            "{}?options=-c%20search_path%3D{schema}",
-            support::backends::postgres_admin_url()
-        );
-        let now = trustlog_host::clock::now_micros();
-        let rows: Vec<String> = (0..5)
-            .map(|k| {
+    /// A URL another client uses to write into `schema`.
+    fn schema_url(&self, schema: &str) -> String {
+        match self.backend {
+            Backend::Postgres => format!(
+                "{}?options=-c%20search_path%3D{schema}",
+                support::backends::postgres_admin_url()
+            ),
+            _ => format!("{}/{schema}", self.url.rsplit_once('/').unwrap().0),
+        }
+    }
+
+    /// Sessions the host holds on the server.
+    async fn sessions(&self) -> i64 {
+        let (url, sql) = match self.backend {
+            Backend::Postgres => (
+                support::backends::postgres_admin_url(),
                 format!(
-                    "('t{i}-{k}', 'a', 'd', 'p', 's', 't', 'x', 'r', to_timestamp({}))",
-                    (now + k) as f64 / 1e6
-                )
-            })
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = '{}'",
+                    self.tag
+                ),
+            ),
+            _ => (
+                support::backends::mysql_admin_url(),
+                format!(
+                    "SELECT COUNT(*) FROM information_schema.processlist WHERE db = '{}'",
+                    self.tag
+                ),
+            ),
+        };
+        scalar_at(self.backend, &url, &sql).await
+    }
+
+    /// Five rows for tenant `i`, written into `schema` by another client.
+    async fn insert_five(&self, i: usize, schema: &str) {
+        let now = match self.backend {
+            Backend::Postgres => "now()",
+            _ => "UTC_TIMESTAMP(6)",
+        };
+        let rows: Vec<String> = (0..5)
+            .map(|k| format!("('t{i}-{k}', 'a', 'd', 'p', 's', 't', 'x', 'r', {now})"))
             .collect();
         execute_at(
-            Backend::Postgres,
-            &url,
+            self.backend,
+            &self.schema_url(schema),
             &format!(
                 "INSERT INTO operation (op_id, op_actor, doid, producer_id, op_source, op_type, \
                  do_prefix, do_repository, timestamp) VALUES {}",
@@ -727,19 +763,77 @@ async fn tenants_with_schemas_on_one_postgres_server_share_its_pool_and_one_list
         )
         .await;
     }
+
+    async fn drop(self, schemas: &[String]) {
+        for schema in schemas {
+            drop_schema(self.backend, schema).await;
+        }
+        if self.backend == Backend::MySql {
+            drop_schema(self.backend, &self.tag).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_with_schemas_on_one_postgres_server_share_its_pool_and_one_listener() {
+    tenants_share_one_server(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_with_databases_on_one_mariadb_server_share_its_pool() {
+    tenants_share_one_server(Backend::MySql).await;
+}
+
+/// 24 tenants with a schema each on one server hold at most the shared pool (and, on
+/// PostgreSQL, one listener), cross nothing, and survive a reload that removes one and
+/// adds another.
+async fn tenants_share_one_server(backend: Backend) {
+    let _beside_no_timing = TIMING.read().await;
+    const TENANTS: usize = 24;
+    const POOL: i64 = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let shared = SharedServer::new(backend).await;
+    let schemas: Vec<String> = (0..TENANTS)
+        .map(|i| unique_name(&format!("tl_sh{i}_")))
+        .collect();
+    let entry = |i: usize| {
+        let (publisher, _) = ledger(dir.path(), &format!("t{i}"));
+        tenant_toml(
+            &format!("t{i}"),
+            &shared.url,
+            &publisher,
+            &format!(
+                "schema = \"{}\"\npoll_interval = \"{}\"",
+                schemas[i], shared.poll
+            ),
+        )
+    };
+    let head = format!("admin_token = \"host-secret-shared-0\"\nshared_pool_size = {POOL}\n");
+    let all: String = (0..TENANTS).map(entry).collect();
+    let path = write_config(dir.path(), &format!("{head}{all}"));
+    let server = Server::start(&["--config", &path]).reading_as("host-secret-shared-0");
+
+    // Rows inserted by another client, into each schema. On PostgreSQL, with an hour's
+    // poll, only the one listener can deliver them promptly, waking the tenant whose
+    // schema the notification names.
+    for (i, schema) in schemas.iter().enumerate() {
+        shared.insert_five(i, schema).await;
+    }
     let started = Instant::now();
     for i in 0..TENANTS {
         wait_delivered(&server, &format!("t{i}"), 5).await;
     }
     assert!(
         started.elapsed() < Duration::from_secs(30),
-        "woken by notifications, not the hour's poll: {:?}",
+        "delivered promptly: {:?}",
         started.elapsed()
     );
-    let held = sessions_named(&app).await;
+    let most = POOL + shared.beyond_pool;
+    let held = shared.sessions().await;
     assert!(
-        held <= POOL + 1,
-        "{TENANTS} tenants hold {held} sessions: at most the pool of {POOL} and one listener"
+        (1..=most).contains(&held),
+        "{TENANTS} tenants hold {held} sessions: at most the pool of {POOL} (+{})",
+        shared.beyond_pool
     );
     // Nothing crossed: each ledger holds its own tenant's rows only.
     for i in 0..TENANTS {
@@ -756,9 +850,9 @@ async fn tenants_with_schemas_on_one_postgres_server_share_its_pool_and_one_list
     let kept: String = (1..TENANTS).map(entry).collect();
     let added = tenant_toml(
         "extra",
-        &server_url,
+        &shared.url,
         &extra_pub,
-        &format!("schema = \"{extra}\"\npoll_interval = \"1h\""),
+        &format!("schema = \"{extra}\"\npoll_interval = \"{}\"", shared.poll),
     );
     write_config(dir.path(), &format!("{head}{kept}{added}"));
     sighup(&server);
@@ -769,10 +863,137 @@ async fn tenants_with_schemas_on_one_postgres_server_share_its_pool_and_one_list
     wait_delivered(&server, "extra", 7).await;
     wait_delivered(&server, "t1", 12).await;
     assert_eq!(ledger_op_ids(&extra_ledger).len(), 7);
-    let held = sessions_named(&app).await;
-    assert!(held <= POOL + 1, "after the reload: {held} sessions");
+    let held = shared.sessions().await;
+    assert!(held <= most, "after the reload: {held} sessions");
     drop(server);
-    for schema in schemas.iter().chain([&extra]) {
-        drop_schema(Backend::Postgres, schema).await;
+    let all_schemas: Vec<String> = schemas.into_iter().chain([extra]).collect();
+    shared.drop(&all_schemas).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_shared_postgres_pool_a_tenant_stuck_on_a_lock_holds_only_its_share() {
+    stuck_on_a_lock(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_shared_mariadb_pool_a_tenant_stuck_on_a_lock_holds_only_its_share() {
+    stuck_on_a_lock(Backend::MySql).await;
+}
+
+/// An application locks tenant A's table while eight reads of A wait on it: A holds at
+/// most its share (half) of the pool, so B, on the same pool, delivers at once; A's
+/// waits end by the lock timeout or the share's wait, each saying which; and A delivers
+/// again once the lock is gone.
+async fn stuck_on_a_lock(backend: Backend) {
+    let _beside_no_timing = TIMING.read().await;
+    const POOL: i64 = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let shared = SharedServer::new(backend).await;
+    let schemas = [unique_name("tl_lock_a"), unique_name("tl_lock_b")];
+    let entry = |id: &str, schema: &str| {
+        let (publisher, _) = ledger(dir.path(), id);
+        tenant_toml(
+            id,
+            &shared.url,
+            &publisher,
+            &format!("schema = \"{schema}\"\npoll_interval = \"{}\"", shared.poll),
+        )
+    };
+    let head = format!("admin_token = \"host-secret-lock\"\nshared_pool_size = {POOL}\n");
+    let config = format!(
+        "{head}{}{}",
+        entry("a", &schemas[0]),
+        entry("b", &schemas[1])
+    );
+    let server = Server::start(&["--config", &write_config(dir.path(), &config)])
+        .reading_as("host-secret-lock");
+    post_ids(&server, "a", (0..3).map(|k| format!("a-{k}"))).await;
+    wait_delivered(&server, "a", 3).await;
+
+    // The application's lock, held on a connection of its own until released.
+    let lock = Lock::take(&shared, &schemas[0]).await;
+    // Reads of A's dead letters, each on a connection of its own, all waiting on the lock.
+    let stuck: Vec<_> = (0..8)
+        .map(|_| server.get_as("host-secret-lock", "/v1/tenants/a/admin/dead-letters"))
+        .collect();
+    let b_delivers = async {
+        // Let A's reads take what they can first.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let began = Instant::now();
+        post_ids(&server, "b", (0..50).map(|k| format!("b-{k}"))).await;
+        wait_delivered(&server, "b", 50).await;
+        began.elapsed()
+    };
+    let (answers, b_took) = tokio::join!(futures_util::future::join_all(stuck), b_delivers);
+    assert!(
+        b_took < Duration::from_secs(4),
+        "B delivered while A's reads waited on the lock, before any timeout: {b_took:?}"
+    );
+    let refused: Vec<&(u16, serde_json::Value)> =
+        answers.iter().filter(|(code, _)| *code != 200).collect();
+    assert!(
+        !refused.is_empty(),
+        "A's writes waited on the lock: {answers:?}"
+    );
+    for (code, body) in &refused {
+        let text = body.to_string().to_lowercase();
+        assert!(*code == 503, "{code} {body}");
+        assert!(
+            text.contains("lock") || text.contains("share of the shared pool"),
+            "the refusal says why: {body}"
+        );
+    }
+
+    lock.release().await;
+    post_ids(&server, "a", (3..6).map(|k| format!("a-{k}"))).await;
+    wait_delivered(&server, "a", 6).await;
+    drop(server);
+    shared.drop(&schemas).await;
+}
+
+/// A lock on a tenant's `operation` table that blocks its reads and writes, held by
+/// another client.
+enum Lock {
+    Postgres(sqlx::PgConnection),
+    MySql(sqlx::MySqlConnection),
+}
+
+impl Lock {
+    async fn take(shared: &SharedServer, schema: &str) -> Lock {
+        use sqlx::{Connection, Executor};
+        match shared.backend {
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&support::backends::postgres_admin_url())
+                    .await
+                    .unwrap();
+                c.execute(sqlx::AssertSqlSafe(format!(
+                    "BEGIN; LOCK TABLE {schema}.operation IN ACCESS EXCLUSIVE MODE"
+                )))
+                .await
+                .unwrap();
+                Lock::Postgres(c)
+            }
+            _ => {
+                let mut c = sqlx::MySqlConnection::connect(&shared.schema_url(schema))
+                    .await
+                    .unwrap();
+                c.execute("LOCK TABLES operation WRITE").await.unwrap();
+                Lock::MySql(c)
+            }
+        }
+    }
+
+    async fn release(self) {
+        use sqlx::{Connection, Executor};
+        match self {
+            Lock::Postgres(mut c) => {
+                c.execute("ROLLBACK").await.unwrap();
+                c.close().await.unwrap();
+            }
+            Lock::MySql(mut c) => {
+                c.execute("UNLOCK TABLES").await.unwrap();
+                c.close().await.unwrap();
+            }
+        }
     }
 }

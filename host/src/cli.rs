@@ -442,6 +442,22 @@ pub struct BenchArgs {
     /// --ops backlog is drained by one host and by this many, in turns (--rounds).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub hosts: u32,
+    /// Instead of the other phases: start this many tenants on the one server --db names
+    /// (PostgreSQL or MariaDB), a schema each, sharing the server's pool, with a ledger
+    /// each beside --publisher; report the start time, memory per idle tenant, the most
+    /// sessions held on the server, and the delivery of --tenant-rows rows per tenant.
+    #[arg(long, default_value_t = 0)]
+    pub shared_tenants: u32,
+    /// Rows each of --shared-tenants delivers, written by another client.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tenant_rows: u32,
+    /// Connections of the pool --shared-tenants share (the config's shared_pool_size).
+    #[arg(long, default_value_t = trustlog_host::db::shared_server::DEFAULT_POOL_SIZE, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub shared_pool_size: u32,
+    /// The idle probe of --shared-tenants where the server cannot notify (MariaDB): the
+    /// tenants' watch_interval.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub watch_interval: Duration,
     /// Print the report as one JSON object (on the last line).
     #[arg(long)]
     pub json: bool,

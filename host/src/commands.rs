@@ -719,6 +719,10 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         writers: args.writers,
         writer_rows: args.writer_rows,
         hosts: args.hosts,
+        shared_tenants: args.shared_tenants,
+        tenant_rows: args.tenant_rows,
+        shared_pool_size: args.shared_pool_size,
+        shared_watch: args.watch_interval,
     };
     let report = trustlog_host::bench::run(&opts).await?;
     print_bench(&report);
@@ -821,6 +825,32 @@ fn print_bench(r: &BenchReport) {
         println!(
             "hosts: median {} ops/s with one host, {} with {}: {} hosts over one {}",
             h.one_host_ops_per_sec, h.hosts_ops_per_sec, h.hosts, h.hosts, h.hosts_over_one
+        );
+    }
+    if let Some(s) = &r.shared {
+        println!(
+            "shared: {} tenants on one server (max_connections {}): started in {} s \
+             (one: p50 {}, p99 {}, max {}); the host held at most {} sessions (pool {})",
+            s.tenants,
+            s.server_max_connections
+                .map_or("n/a".into(), |m| m.to_string()),
+            s.start_seconds,
+            opt(s.start_p50_ms, "ms"),
+            opt(s.start_p99_ms, "ms"),
+            opt(s.start_max_ms, "ms"),
+            s.max_host_sessions,
+            s.pool_size,
+        );
+        println!(
+            "shared: rss {} with one tenant, {} with all idle: {} per idle tenant; \
+             {} rows each delivered in {} s ({} ops/s), {} crossed",
+            opt(s.rss_one_tenant_mib, "MiB"),
+            opt(s.rss_all_tenants_mib, "MiB"),
+            opt(s.rss_per_idle_tenant_mib, "MiB"),
+            s.rows_per_tenant,
+            s.delivery_seconds,
+            s.ops_per_sec,
+            s.crossed,
         );
     }
     if let Some(i) = &r.idle {

@@ -7,8 +7,9 @@
 //! the worker runs and takes each one's insert→`TRUSTLOGGED` latency. Further
 //! modes time one scan batch against a small and a large backlog (`--scaling`),
 //! weigh idle tenants (`--idle-tenants`), take delivery latency under concurrent
-//! writers that commit out of timestamp order (`--writers`), and compare one host
-//! with several on one database (`--hosts`).
+//! writers that commit out of timestamp order (`--writers`), compare one host
+//! with several on one database (`--hosts`), and start many tenants sharing one
+//! database server (`--shared-tenants`).
 
 mod delivery;
 mod fresh;
@@ -17,6 +18,7 @@ mod idle;
 mod reference;
 pub mod rss;
 mod scaling;
+mod shared;
 pub mod stats;
 mod writers;
 
@@ -31,6 +33,7 @@ pub use hosts::{HostsReport, HostsRun};
 pub use idle::IdleReport;
 pub use reference::ReferenceReport;
 pub use scaling::ScalingReport;
+pub use shared::SharedReport;
 pub use writers::WritersReport;
 
 /// Why a bench run failed.
@@ -104,6 +107,15 @@ pub struct BenchOptions {
     /// Hosts on the database: with `writers`, how many deliver their rows; alone (more
     /// than 1), the backlog is drained by one host and by this many, in turns.
     pub hosts: u32,
+    /// Tenants to start on one database server, a schema each, instead of the other
+    /// phases; 0 runs the other phases.
+    pub shared_tenants: u32,
+    /// Rows each of them delivers.
+    pub tenant_rows: u32,
+    /// Connections of the pool they share.
+    pub shared_pool_size: u32,
+    /// Their idle probe, where the server cannot notify (MariaDB).
+    pub shared_watch: Duration,
 }
 
 /// The figures of one engine's run.
@@ -171,6 +183,8 @@ pub struct BenchReport {
     pub writers: Option<WritersReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hosts: Option<HostsReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedReport>,
     /// Peak resident memory of the whole process, MiB.
     pub peak_rss_mib: Option<f64>,
 }
@@ -224,10 +238,13 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         idle: None,
         writers: None,
         hosts: None,
+        shared: None,
         peak_rss_mib: None,
     };
     if opts.idle_tenants > 0 {
         report.idle = Some(idle::run(opts).await?);
+    } else if opts.shared_tenants > 0 {
+        report.shared = Some(shared::run(opts).await?);
     } else if opts.writers > 0 {
         report.writers = Some(writers::run(opts).await?);
     } else if opts.hosts > 1 {
