@@ -81,15 +81,47 @@ conformance!(
 /// test's schema.
 async fn connect(t: &TestDb) -> Database {
     let db = match t.server_and_schema() {
-        Some((server, schema)) if on_a_shared_pool() => SharedServers::new(3)
-            .connect(&server, schema)
-            .await
-            .unwrap_or_else(|e| panic!("{:?} shared at {server}: {e}", t.backend)),
+        Some((server, schema)) if on_a_shared_pool() => {
+            shared_with_a_neighbour(t, &server, schema).await
+        }
         _ => Database::connect(&t.url)
             .await
             .unwrap_or_else(|e| panic!("{:?} at {}: {e}", t.backend, t.url)),
     };
     db.migrate().await.unwrap();
+    db
+}
+
+/// The test's schema on a pool of one connection that a neighbour tenant uses between
+/// every two of the test's calls, in a schema of its own holding a row of its own: a
+/// call that did not put the connection in the test's schema would meet the
+/// neighbour's tables (on MariaDB, a statement naming no database meets the server
+/// URL's, which has none of trustlog's).
+async fn shared_with_a_neighbour(t: &TestDb, server: &str, schema: &str) -> Database {
+    let servers = SharedServers::new(1);
+    let db = servers
+        .connect(server, schema)
+        .await
+        .unwrap_or_else(|e| panic!("{:?} shared at {server}: {e}", t.backend));
+    let neighbour_db = TestDb::create(t.backend).await;
+    let (_, neighbour_schema) = neighbour_db.server_and_schema().unwrap();
+    let neighbour = servers.connect(server, neighbour_schema).await.unwrap();
+    neighbour.migrate().await.unwrap();
+    neighbour
+        .insert(
+            vec![op("neighbour-row", T0)],
+            TrustlogStatus::NotTrustlogged,
+        )
+        .await
+        .unwrap();
+    // The task owns the neighbour's schema: it is dropped with the test's runtime.
+    tokio::spawn(async move {
+        let _owned = neighbour_db;
+        loop {
+            let _ = neighbour.ping().await;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    });
     db
 }
 

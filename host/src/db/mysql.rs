@@ -421,6 +421,16 @@ impl MySqlDb {
         Ok(Held::new(tx, permit))
     }
 
+    /// [`MySqlDb::begin`], started by `begin` (statements that start a transaction).
+    async fn begin_with(
+        &self,
+        begin: &'static str,
+    ) -> Result<Held<Transaction<'static, MySql>>, DbError> {
+        let permit = self.permit().await?;
+        let tx = self.pool.begin_with(begin).await.map_err(map_error)?;
+        Ok(Held::new(tx, permit))
+    }
+
     /// On a shared pool, the tenant's permit to hold one more connection.
     async fn permit(&self) -> Result<Option<OwnedSemaphorePermit>, DbError> {
         match &self.share {
@@ -849,11 +859,7 @@ impl MySqlDb {
 
     /// The monitoring counts and the position of `cursor_key`, read in one snapshot.
     pub async fn stats(&self, cursor_key: &str) -> Result<DbStats, DbError> {
-        let mut tx = self
-            .pool
-            .begin_with(BEGIN_SNAPSHOT)
-            .await
-            .map_err(map_error)?;
+        let mut tx = self.begin_with(BEGIN_SNAPSHOT).await?;
         let mut stats = DbStats::default();
 
         let rows = sqlx::query(self.sql(COUNT_BY_STATUS))

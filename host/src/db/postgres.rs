@@ -427,11 +427,19 @@ impl PostgresDb {
     /// A transaction in this tenant's schema: on a shared pool the `SET LOCAL` goes in
     /// the same round trip as the `BEGIN`.
     async fn begin(&self) -> Result<Held<Transaction<'static, Postgres>>, DbError> {
+        self.begin_with("BEGIN").await
+    }
+
+    /// [`PostgresDb::begin`], started by `begin` (a `BEGIN` with its options).
+    async fn begin_with(
+        &self,
+        begin: &'static str,
+    ) -> Result<Held<Transaction<'static, Postgres>>, DbError> {
         let permit = self.permit().await?;
         let tx = match &self.schema {
-            None => self.pool.begin().await,
+            None => self.pool.begin_with(begin).await,
             Some(schema) => {
-                let begin = format!("BEGIN; SET LOCAL search_path TO {}", quoted(schema));
+                let begin = format!("{begin}; SET LOCAL search_path TO {}", quoted(schema));
                 self.pool.begin_with(sqlx::AssertSqlSafe(begin)).await
             }
         }
@@ -681,10 +689,8 @@ impl PostgresDb {
     pub async fn stats(&self, cursor_key: &str) -> Result<DbStats, DbError> {
         // REPEATABLE READ: every read below sees the snapshot of the first.
         let mut tx = self
-            .pool
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(map_error)?;
+            .await?;
         let mut stats = DbStats::default();
 
         let rows = sqlx::query(COUNT_BY_STATUS)
