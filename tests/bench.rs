@@ -478,3 +478,73 @@ fn several_hosts_drain_a_backlog_in_turns_with_one_and_report_their_ratio() {
     assert!((ratio - two / one).abs() < 0.01, "{h}");
     assert_eq!(leftovers(dir.path()), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_sharing_a_postgres_server_start_deliver_their_own_rows_and_leave_nothing_behind() {
+    tenants_share_a_server(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_sharing_a_mariadb_server_start_deliver_their_own_rows_and_leave_nothing_behind() {
+    tenants_share_a_server(Backend::MySql).await;
+}
+
+/// `--shared-tenants`, scaled down: 30 tenants on one server and a pool of 4 report
+/// every figure, held no more than the pool (and PostgreSQL's one listener), delivered
+/// every row into its own tenant's ledger, and left no schema or file behind.
+async fn tenants_share_a_server(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let publisher = format!("ledger://{}", dir.path().join("shared.ledger").display());
+    let out = run_ok(
+        &[
+            "bench",
+            "--db",
+            &admin_url(b),
+            "--publisher",
+            &publisher,
+            "--shared-tenants",
+            "30",
+            "--tenant-rows",
+            "20",
+            "--shared-pool-size",
+            "4",
+            "--idle-settle",
+            "500ms",
+            "--json",
+        ],
+        "",
+    );
+    let r = last_json(&out);
+    let s = &r["shared"];
+    assert_eq!(s["tenants"], 30, "{r}");
+    assert_eq!(s["rows_per_tenant"], 20, "{s}");
+    assert_eq!(s["crossed"], 0, "{s}");
+    let listener = if b == Backend::Postgres { 1.0 } else { 0.0 };
+    let held = number(s, "max_host_sessions");
+    assert!(
+        (1.0..=4.0 + listener).contains(&held),
+        "30 tenants held {held} sessions on a pool of 4: {s}"
+    );
+    assert!(number(s, "server_max_connections") > held, "{s}");
+    assert!(number(s, "start_seconds") > 0.0, "{s}");
+    assert!(
+        number(s, "start_p50_ms") <= number(s, "start_max_ms"),
+        "{s}"
+    );
+    assert!(s["rss_per_idle_tenant_mib"].as_f64().is_some(), "{s}");
+    assert!(number(s, "ops_per_sec") > 0.0, "{s}");
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "{:?}",
+        leftovers(dir.path())
+    );
+    let tag = s["tag"].as_str().unwrap_or_default().to_string();
+    assert!(tag.starts_with("bench_shared_"), "{s}");
+    let sql =
+        format!("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name LIKE '{tag}%'");
+    assert_eq!(
+        scalar_at(b, &admin_url(b), &sql).await,
+        0,
+        "schemas of {tag} left behind"
+    );
+}

@@ -458,6 +458,9 @@ pub struct BenchArgs {
     /// tenants' watch_interval.
     #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
     pub watch_interval: Duration,
+    /// The lease each of --shared-tenants renews every third of (the tenants' lease_ttl).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
     /// Print the report as one JSON object (on the last line).
     #[arg(long)]
     pub json: bool,

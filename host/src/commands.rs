@@ -723,6 +723,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         tenant_rows: args.tenant_rows,
         shared_pool_size: args.shared_pool_size,
         shared_watch: args.watch_interval,
+        shared_lease_ttl: args.lease_ttl,
     };
     let report = trustlog_host::bench::run(&opts).await?;
     print_bench(&report);

@@ -116,6 +116,8 @@ pub struct BenchOptions {
     pub shared_pool_size: u32,
     /// Their idle probe, where the server cannot notify (MariaDB).
     pub shared_watch: Duration,
+    /// Their lease's time to live, renewed every third of it.
+    pub shared_lease_ttl: Duration,
 }
 
 /// The figures of one engine's run.

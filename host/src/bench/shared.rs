@@ -28,11 +28,16 @@ use super::{BenchError, BenchOptions, rss, run_tag};
 /// The shared-server mode's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct SharedReport {
+    /// What the run's schemas were named after (`TAG_t00000`, …), since dropped.
+    pub tag: String,
     pub tenants: u32,
     /// Rows each tenant delivers.
     pub rows_per_tenant: u32,
     /// Connections of the pool the tenants share (`shared_pool_size`).
     pub pool_size: u32,
+    /// The tenants' `watch_interval` and `lease_ttl`, ms.
+    pub watch_interval_ms: u64,
+    pub lease_ttl_ms: u64,
     /// The server's own connection limit.
     pub server_max_connections: Option<i64>,
     /// The most sessions the host held on the server at any sample (every 100 ms).
@@ -292,6 +297,7 @@ fn spec(server: &Server, schema: &str, dir: &Path, i: usize, opts: &BenchOptions
         engine: opts.config.clone(),
         intervals: Intervals {
             watch: opts.shared_watch,
+            lease_ttl: opts.shared_lease_ttl,
             ..Intervals::default()
         },
         limits: Limits::default(),
@@ -410,9 +416,12 @@ async fn measure(
     let ms = |p| percentile(&start, p).map(|x| round(x, 1));
     let total = f64::from(rows) * n as f64;
     Ok(SharedReport {
+        tag: server.tag.clone(),
         tenants: n as u32,
         rows_per_tenant: rows,
         pool_size: opts.shared_pool_size,
+        watch_interval_ms: opts.shared_watch.as_millis() as u64,
+        lease_ttl_ms: opts.shared_lease_ttl.as_millis() as u64,
         server_max_connections: server.max_connections().await,
         max_host_sessions,
         start_seconds: round(start_seconds, 2),
