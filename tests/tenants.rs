@@ -723,7 +723,7 @@ struct SharedServer {
     /// What tells the host's sessions apart from every other test's: an application_name
     /// on PostgreSQL, the pool's own database on MariaDB.
     tag: String,
-    /// Sessions beyond the pool: the lease pool's two, and PostgreSQL's one listener.
+    /// Sessions beyond the pool: PostgreSQL's one listener.
     beyond_pool: i64,
     /// Rows reach the tenants by a wake-up (PostgreSQL) or a poll (MariaDB has no LISTEN).
     poll: &'static str,
@@ -740,7 +740,7 @@ impl SharedServer {
                     support::backends::postgres_admin_url()
                 ),
                 tag,
-                beyond_pool: 3,
+                beyond_pool: 1,
                 poll: "1h",
             },
             _ => {
@@ -750,7 +750,7 @@ impl SharedServer {
                     backend,
                     url: format!("{}/{tag}", admin.rsplit_once('/').unwrap().0),
                     tag,
-                    beyond_pool: 2,
+                    beyond_pool: 0,
                     poll: "200ms",
                 }
             }
@@ -830,8 +830,8 @@ async fn tenants_with_databases_on_one_mariadb_server_share_its_pool() {
     tenants_share_one_server(Backend::MySql).await;
 }
 
-/// 24 tenants with a schema each on one server hold at most the shared pool and its
-/// lease pool (and, on PostgreSQL, one listener), cross nothing, and survive a reload that removes one and
+/// 24 tenants with a schema each on one server hold at most the shared pool (and, on
+/// PostgreSQL, one listener), cross nothing, and survive a reload that removes one and
 /// adds another.
 async fn tenants_share_one_server(backend: Backend) {
     let _beside_no_timing = TIMING.read().await;

@@ -314,8 +314,6 @@ pub struct MySqlDb {
     database: Option<Arc<Qualified>>,
     /// This tenant's share of a shared pool.
     share: Option<Share>,
-    /// The shared server's pool for leases, which no delivery waits in.
-    leases: Option<MySqlPool>,
 }
 
 /// The statements of one database on a shared server, each table name qualified with
@@ -416,15 +414,6 @@ impl MySqlDb {
         Ok(Held::new(conn, permit))
     }
 
-    /// A connection for the lease: on a shared server from its lease pool, outside the
-    /// tenant's share, so a renewal never queues behind every tenant's deliveries.
-    async fn lease_conn(&self) -> Result<Held<PoolConnection<MySql>>, DbError> {
-        match &self.leases {
-            Some(leases) => Ok(Held::new(leases.acquire().await.map_err(map_error)?, None)),
-            None => self.conn().await,
-        }
-    }
-
     /// A transaction; on a shared pool, within the tenant's share.
     async fn begin(&self) -> Result<Held<Transaction<'static, MySql>>, DbError> {
         let permit = self.permit().await?;
@@ -456,17 +445,15 @@ impl MySqlDb {
             pool: open_pool(url, POOL_SIZE, None).await?,
             database: None,
             share: None,
-            leases: None,
         })
     }
 
     /// Database `name` of the server `pool` connects to, over that pool, which other
     /// tenants share: every statement names the database's tables.
-    pub fn in_database(pool: MySqlPool, name: &str, share: Share, leases: MySqlPool) -> MySqlDb {
+    pub fn in_database(pool: MySqlPool, name: &str, share: Share) -> MySqlDb {
         MySqlDb {
             pool,
             share: Some(share),
-            leases: Some(leases),
             database: Some(Arc::new(Qualified {
                 name: name.to_string(),
                 statements: RwLock::new(HashMap::new()),
@@ -799,7 +786,7 @@ impl MySqlDb {
     pub(super) async fn ensure_lease(&self, key: &str) -> Result<(), DbError> {
         sqlx::query(self.sql(ENSURE_LEASE))
             .bind(key)
-            .execute(&mut *self.lease_conn().await?)
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(map_error)?;
         Ok(())
@@ -823,7 +810,7 @@ impl MySqlDb {
             .bind(&seen.key)
             .bind(&seen.holder)
             .bind(to_datetime("expires_at", seen.expires_at)?)
-            .execute(&mut *self.lease_conn().await?)
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(map_error)?
             .rows_affected();
@@ -839,7 +826,7 @@ impl MySqlDb {
         sqlx::query(self.sql(RELEASE_LEASE))
             .bind(key)
             .bind(holder)
-            .execute(&mut *self.lease_conn().await?)
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(map_error)?;
         Ok(())
@@ -849,7 +836,7 @@ impl MySqlDb {
     pub async fn read_lease(&self, key: &str) -> Result<Option<Lease>, DbError> {
         let Some(row) = sqlx::query(self.sql(READ_LEASE))
             .bind(key)
-            .fetch_optional(&mut *self.lease_conn().await?)
+            .fetch_optional(&mut *self.conn().await?)
             .await
             .map_err(map_error)?
         else {
@@ -1634,8 +1621,8 @@ mod tests {
             .unwrap();
         let mine = TestDb::create().await;
         let pool = open_pool(&server.url, 2, None).await.unwrap();
-        let a = MySqlDb::in_database(pool.clone(), &mine.name, Share::of(2), pool.clone());
-        let b = MySqlDb::in_database(pool.clone(), &other.name, Share::of(2), pool);
+        let a = MySqlDb::in_database(pool.clone(), &mine.name, Share::of(2));
+        let b = MySqlDb::in_database(pool, &other.name, Share::of(2));
         a.migrate().await.unwrap();
         b.migrate().await.unwrap();
         a.insert(vec![op("a-1", 2)], TrustlogStatus::NotTrustlogged)

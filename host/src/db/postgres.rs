@@ -365,8 +365,6 @@ pub struct PostgresDb {
     wakes: Option<Arc<WakeHub>>,
     /// This tenant's share of a shared pool.
     share: Option<Share>,
-    /// The shared server's pool for leases, which no delivery waits in.
-    leases: Option<PgPool>,
     /// When the scan last checked the statistics; shared by clones of the pool.
     stats_checked: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     /// Whether a statistics refresh is running in the background.
@@ -383,7 +381,6 @@ impl PostgresDb {
             schema: None,
             wakes: None,
             share: None,
-            leases: None,
             stats_checked: Arc::new(std::sync::Mutex::new(None)),
             analyzing: Arc::new(AtomicBool::new(false)),
         })
@@ -391,19 +388,12 @@ impl PostgresDb {
 
     /// This tenant's schema on `pool`, a pool of a server other tenants share (see
     /// [`super::shared_server`]).
-    pub fn in_schema(
-        pool: PgPool,
-        schema: &str,
-        wakes: Arc<WakeHub>,
-        share: Share,
-        leases: PgPool,
-    ) -> PostgresDb {
+    pub fn in_schema(pool: PgPool, schema: &str, wakes: Arc<WakeHub>, share: Share) -> PostgresDb {
         PostgresDb {
             pool,
             schema: Some(Arc::from(schema)),
             wakes: Some(wakes),
             share: Some(share),
-            leases: Some(leases),
             stats_checked: Arc::new(std::sync::Mutex::new(None)),
             analyzing: Arc::new(AtomicBool::new(false)),
         }
@@ -415,25 +405,7 @@ impl PostgresDb {
     /// statement cached on the connection never reaches another tenant's tables.
     async fn conn(&self) -> Result<Held<PoolConnection<Postgres>>, DbError> {
         let permit = self.permit().await?;
-        self.conn_from(&self.pool, permit).await
-    }
-
-    /// A connection for the lease: on a shared server from its lease pool, outside the
-    /// tenant's share, so a renewal never queues behind every tenant's deliveries.
-    async fn lease_conn(&self) -> Result<Held<PoolConnection<Postgres>>, DbError> {
-        match &self.leases {
-            Some(leases) => self.conn_from(leases, None).await,
-            None => self.conn().await,
-        }
-    }
-
-    /// [`PostgresDb::conn`] from `pool`, held under `permit`.
-    async fn conn_from(
-        &self,
-        pool: &PgPool,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> Result<Held<PoolConnection<Postgres>>, DbError> {
-        let mut conn = pool.acquire().await.map_err(map_error)?;
+        let mut conn = self.pool.acquire().await.map_err(map_error)?;
         if let Some(schema) = &self.schema {
             sqlx::query("SELECT set_config('search_path', $1, false)")
                 .bind(quoted(schema))
@@ -464,29 +436,11 @@ impl PostgresDb {
         begin: &'static str,
     ) -> Result<Held<Transaction<'static, Postgres>>, DbError> {
         let permit = self.permit().await?;
-        self.begin_from(&self.pool, begin, permit).await
-    }
-
-    /// A transaction for the lease, on the connections of [`PostgresDb::lease_conn`].
-    async fn lease_begin(&self) -> Result<Held<Transaction<'static, Postgres>>, DbError> {
-        match &self.leases {
-            Some(leases) => self.begin_from(leases, "BEGIN", None).await,
-            None => self.begin().await,
-        }
-    }
-
-    /// [`PostgresDb::begin_with`] on `pool`, held under `permit`.
-    async fn begin_from(
-        &self,
-        pool: &PgPool,
-        begin: &'static str,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> Result<Held<Transaction<'static, Postgres>>, DbError> {
         let tx = match &self.schema {
-            None => pool.begin_with(begin).await,
+            None => self.pool.begin_with(begin).await,
             Some(schema) => {
                 let begin = format!("{begin}; SET LOCAL search_path TO {}", quoted(schema));
-                pool.begin_with(sqlx::AssertSqlSafe(begin)).await
+                self.pool.begin_with(sqlx::AssertSqlSafe(begin)).await
             }
         }
         .map_err(map_error)?;
@@ -827,7 +781,7 @@ impl PostgresDb {
     pub(super) async fn ensure_lease(&self, key: &str) -> Result<(), DbError> {
         sqlx::query(ENSURE_LEASE)
             .bind(key)
-            .execute(&mut *self.lease_conn().await?)
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(map_error)?;
         Ok(())
@@ -845,7 +799,7 @@ impl PostgresDb {
         let ttl = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
         // A renewal lost to a server crash only lets another host take over sooner; it
         // need not wait for the WAL to reach the disk, as every delivery's commit does.
-        let mut tx = self.lease_begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::raw_sql("SET LOCAL synchronous_commit = off")
             .execute(&mut *tx)
             .await
@@ -881,7 +835,7 @@ impl PostgresDb {
         sqlx::query(RELEASE_LEASE)
             .bind(key)
             .bind(holder)
-            .execute(&mut *self.lease_conn().await?)
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(map_error)?;
         Ok(())
@@ -891,7 +845,7 @@ impl PostgresDb {
     pub async fn read_lease(&self, key: &str) -> Result<Option<Lease>, DbError> {
         let Some(row) = sqlx::query(READ_LEASE)
             .bind(key)
-            .fetch_optional(&mut *self.lease_conn().await?)
+            .fetch_optional(&mut *self.conn().await?)
             .await
             .map_err(map_error)?
         else {

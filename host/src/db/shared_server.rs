@@ -4,8 +4,6 @@
 //! a pool and a listener of its own, and about 25 tenants filled a server's default 100
 //! connections.
 //!
-//! Leases are renewed on a second small pool per server ([`LEASE_POOL_SIZE`]).
-//!
 //! On PostgreSQL each use of a shared connection first puts it in the tenant's schema
 //! ([`super::postgres::PostgresDb::in_schema`]); on MariaDB/MySQL, where a schema is a
 //! database, every statement names the tenant's database
@@ -29,31 +27,18 @@ use super::schemas;
 /// Connections per shared server unless the config's `shared_pool_size` says otherwise.
 pub const DEFAULT_POOL_SIZE: u32 = 10;
 
-/// Connections per shared server for the tenants' leases, beside its pool: a renewal
-/// is one short write, and queued behind a thousand tenants' deliveries it came too
-/// late and the lease lapsed.
-pub const LEASE_POOL_SIZE: u32 = 2;
-
 /// The servers tenants share, by the URL their `schema` was given for.
 pub struct SharedServers {
     pool_size: u32,
     postgres: tokio::sync::Mutex<HashMap<String, PgServer>>,
-    mysql: tokio::sync::Mutex<HashMap<String, MySqlServer>>,
+    mysql: tokio::sync::Mutex<HashMap<String, MySqlPool>>,
 }
 
-/// One PostgreSQL server's pools and wake-up listener.
+/// One PostgreSQL server's pool and wake-up listener.
 #[derive(Clone)]
 struct PgServer {
     pool: PgPool,
-    leases: PgPool,
     wakes: Arc<WakeHub>,
-}
-
-/// One MariaDB/MySQL server's pools.
-#[derive(Clone)]
-struct MySqlServer {
-    pool: MySqlPool,
-    leases: MySqlPool,
 }
 
 impl SharedServers {
@@ -84,26 +69,22 @@ impl SharedServers {
 
     async fn connect_mysql(&self, server: &str, database: &str) -> Result<Database, DbError> {
         let mut servers = self.mysql.lock().await;
-        let shared = match servers.get(server) {
-            Some(s) => s.clone(),
+        let pool = match servers.get(server) {
+            Some(pool) => pool.clone(),
             None => {
                 let url = mysql::with_mysql_scheme(server);
-                let lock_timeout = Some(SHARED_LOCK_TIMEOUT);
-                let s = MySqlServer {
-                    pool: mysql::open_pool(&url, self.pool_size, lock_timeout).await?,
-                    leases: mysql::open_pool(&url, LEASE_POOL_SIZE, lock_timeout).await?,
-                };
-                servers.insert(server.to_string(), s.clone());
-                s
+                let pool =
+                    mysql::open_pool(&url, self.pool_size, Some(SHARED_LOCK_TIMEOUT)).await?;
+                servers.insert(server.to_string(), pool.clone());
+                pool
             }
         };
         drop(servers);
-        schemas::ensure_in_mysql(&shared.pool, database).await?;
+        schemas::ensure_in_mysql(&pool, database).await?;
         Ok(Database::MySql(MySqlDb::in_database(
-            shared.pool,
+            pool,
             database,
             Share::of(self.pool_size),
-            shared.leases,
         )))
     }
 
@@ -112,15 +93,10 @@ impl SharedServers {
         let shared = match servers.get(server) {
             Some(s) => s.clone(),
             None => {
-                let lock_timeout = Some(SHARED_LOCK_TIMEOUT);
-                let pool = postgres::open_pool(server, self.pool_size, lock_timeout).await?;
-                let leases = postgres::open_pool(server, LEASE_POOL_SIZE, lock_timeout).await?;
+                let pool =
+                    postgres::open_pool(server, self.pool_size, Some(SHARED_LOCK_TIMEOUT)).await?;
                 let wakes = Arc::new(WakeHub::new(pool.clone()));
-                let s = PgServer {
-                    pool,
-                    leases,
-                    wakes,
-                };
+                let s = PgServer { pool, wakes };
                 servers.insert(server.to_string(), s.clone());
                 s
             }
@@ -132,7 +108,6 @@ impl SharedServers {
             schema,
             shared.wakes,
             Share::of(self.pool_size),
-            shared.leases,
         )))
     }
 }
