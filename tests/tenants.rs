@@ -190,7 +190,7 @@ async fn beside(kind: Hostile, store: Store) {
         &a_pub,
         &format!(
             "{}admin_token = \"a-secret\"\ncomponent = \"{}\"\npoll_interval = \"100ms\"\nbatch_size = 10\n\
-             [tenant.limits]\nmemory = \"32MiB\"\ncpu_per_call = \"100ms\"\nrestart_after = \"100ms\"\nlog_lines_per_sec = 20",
+             [tenant.limits]\nmemory = \"32MiB\"\ncpu_per_call = \"20ms\"\nrestart_after = \"100ms\"\nlog_lines_per_sec = 20",
             a_schema,
             hostile(kind).display()
         ),
