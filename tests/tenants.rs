@@ -108,25 +108,17 @@ async fn deliver(server: &Server, tenant: &str, prefix: &str, n: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Tenant B's best throughput of three deliveries of `n`: a slow spell of the machine
-/// lowers one, while a hostile tenant beside B would lower all.
-async fn best_of_three(server: &Server, prefix: &str, n: usize) -> f64 {
-    let mut best = 0.0_f64;
-    for run in 1..=3 {
-        best = best.max(deliver(server, "b", &format!("{prefix}{run}"), n).await);
-    }
-    best
-}
-
 /// How often A misbehaved (limits hit, or traps for a trap storm) and how many rows
-/// it delivered, by its metrics.
+/// it delivered, by the metrics of its present time in the host.
 async fn hostile_counts(server: &Server, kind: Hostile) -> (f64, f64) {
     let m = server.metrics().await;
-    let misbehaved = match kind {
-        Hostile::TrapStorm => m[r#"trustlog_guest_traps_total{tenant="a"}"#],
-        Hostile::MemoryBomb => m[r#"trustlog_limit_exceeded_total{limit="memory",tenant="a"}"#],
-        _ => m[r#"trustlog_limit_exceeded_total{limit="cpu",tenant="a"}"#],
+    let series = match kind {
+        Hostile::TrapStorm => r#"trustlog_guest_traps_total{tenant="a"}"#,
+        Hostile::MemoryBomb => r#"trustlog_limit_exceeded_total{limit="memory",tenant="a"}"#,
+        _ => r#"trustlog_limit_exceeded_total{limit="cpu",tenant="a"}"#,
     };
+    // Absent while A is out of the host, or before its first misbehaviour.
+    let misbehaved = m.get(series).copied().unwrap_or(0.0);
     let delivered = m
         .iter()
         .filter(|(k, _)| k.starts_with("trustlog_published_total{") && k.contains(r#"tenant="a""#))
@@ -146,12 +138,17 @@ enum Store {
     SharedPostgres,
 }
 
-/// Tenant B's throughput alone, then beside a hostile tenant A in the same host. A
-/// misbehaves every few ticks of each instance and delivers its own rows between, and
-/// the host starts it again after each stop, so A is hostile, and publishing, for as
-/// long as B is timed.
+/// Tenant B's throughput alone and beside a hostile tenant A in the same host, in
+/// turns: A is taken out of the host by SIGHUP, B is timed, A is put back, B is timed
+/// again, three times, and the best of each is compared. Timing the two apart (all
+/// solo runs, then all shared) let the machine's slow spells fall on one side only:
+/// in CI B's best fell to 0.77 of its solo best with A costing it nothing measurable
+/// here (0.86-1.13 in six runs). A misbehaves every few ticks of each instance and
+/// delivers its own rows between, and the host starts it again after each stop, so A is
+/// hostile, and publishing, for as long as B is timed beside it.
 async fn beside(kind: Hostile, store: Store) {
     const N: usize = 10_000;
+    const TURNS: usize = 3;
     let _alone_on_the_machine = TIMING.write().await;
     let dir = tempfile::tempdir().unwrap();
     let pg = match store {
@@ -174,14 +171,6 @@ async fn beside(kind: Hostile, store: Store) {
         &b_pub,
         &format!("{b_schema}admin_token = \"b-secret\""),
     );
-    // The test reads every tenant's figures as an admin of the whole host.
-    let head = "admin_token = \"host-secret\"\n";
-    let path = write_config(dir.path(), &format!("{head}{b}"));
-    let server = Server::start(&["--config", &path]).reading_as("host-secret");
-    deliver(&server, "b", "warm", 1000).await;
-    let solo = best_of_three(&server, "solo", N).await;
-
-    // A joins the same host, with a backlog to chew on between its misbehaviours.
     let (a_pub, a_ledger) = ledger(dir.path(), "a");
     let (a_db, a_schema) = db_of("a", &schemas[0]);
     let a = tenant_toml(
@@ -195,45 +184,65 @@ async fn beside(kind: Hostile, store: Store) {
             hostile(kind).display()
         ),
     );
-    write_config(dir.path(), &format!("{head}{b}{a}"));
-    sighup(&server);
-    wait_code(&server, "/v1/tenants/a/status", 200).await;
-    let joined = Instant::now();
-    let backlog: Vec<serde_json::Value> = (0..5000)
-        .map(|i| serde_json::from_str(&op_line(&format!("a-own-{i}"), T0 + i)).unwrap())
-        .collect();
-    let (code, answer) = server
-        .post(
-            Some("a-secret"),
-            "/v1/tenants/a/operations",
-            serde_json::to_vec(&backlog).unwrap(),
-        )
-        .await;
-    assert_eq!(code, 200, "{answer}");
-    let deadline = Instant::now() + WAIT;
-    while hostile_counts(&server, kind).await.0 < 1.0 {
-        assert!(Instant::now() < deadline, "{kind:?}: A never misbehaved");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The test reads every tenant's figures as an admin of the whole host.
+    let head = "admin_token = \"host-secret\"\n";
+    let without_a = format!("{head}{b}");
+    let with_a = format!("{head}{b}{a}");
+    let path = write_config(dir.path(), &without_a);
+    let server = Server::start(&["--config", &path]).reading_as("host-secret");
+    deliver(&server, "b", "warm", 1000).await;
 
-    let before = hostile_counts(&server, kind).await;
-    let shared = best_of_three(&server, "shared", N).await;
-    let after = hostile_counts(&server, kind).await;
+    let (mut solo, mut shared) = (0.0_f64, 0.0_f64);
+    let (mut misbehaved, mut delivered) = (0.0, 0.0);
+    let first_joined = Instant::now();
+    for turn in 1..=TURNS {
+        if turn > 1 {
+            write_config(dir.path(), &without_a);
+            sighup(&server);
+            wait_code(&server, "/v1/tenants/a/status", 404).await;
+        }
+        solo = solo.max(deliver(&server, "b", &format!("solo{turn}"), N).await);
+
+        let absent = hostile_counts(&server, kind).await;
+        write_config(dir.path(), &with_a);
+        sighup(&server);
+        wait_code(&server, "/v1/tenants/a/status", 200).await;
+        if turn == 1 {
+            // A backlog to chew on between its misbehaviours; it stays in A's database
+            // while A is out of the host.
+            let backlog: Vec<serde_json::Value> = (0..5000)
+                .map(|i| serde_json::from_str(&op_line(&format!("a-own-{i}"), T0 + i)).unwrap())
+                .collect();
+            let (code, answer) = server
+                .post(
+                    Some("a-secret"),
+                    "/v1/tenants/a/operations",
+                    serde_json::to_vec(&backlog).unwrap(),
+                )
+                .await;
+            assert_eq!(code, 200, "{answer}");
+        }
+        let deadline = Instant::now() + WAIT;
+        while hostile_counts(&server, kind).await.0 <= absent.0 {
+            assert!(Instant::now() < deadline, "{kind:?}: A never misbehaved");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let before = hostile_counts(&server, kind).await;
+        shared = shared.max(deliver(&server, "b", &format!("shared{turn}"), N).await);
+        let after = hostile_counts(&server, kind).await;
+        misbehaved += after.0 - before.0;
+        delivered += after.1 - before.1;
+    }
     let ratio = shared / solo;
     eprintln!(
         "{kind:?} ({store:?}): B alone {solo:.0} ops/s, beside A {shared:.0} ops/s, ratio {ratio:.2}; \
-         meanwhile A misbehaved {} times and delivered {} rows",
-        after.0 - before.0,
-        after.1 - before.1
+         meanwhile A misbehaved {misbehaved} times and delivered {delivered} rows"
     );
     assert!(
-        after.0 >= before.0 + 2.0,
-        "{kind:?}: A stayed hostile while B was timed: {before:?} then {after:?}"
+        misbehaved >= 2.0,
+        "{kind:?}: A stayed hostile while B was timed: {misbehaved} misbehaviours"
     );
-    assert!(
-        after.1 > before.1,
-        "{kind:?}: A delivered while B was timed: {before:?} then {after:?}"
-    );
+    assert!(delivered > 0.0, "{kind:?}: A delivered while B was timed");
     if store == Store::OwnFiles {
         assert!(
             ratio >= 0.8,
@@ -292,7 +301,8 @@ async fn beside(kind: Hostile, store: Store) {
     if kind == Hostile::LogFlood {
         let log = server.stderr.lock().unwrap().clone();
         let lines = log.matches("hostile guest: log line").count() as f64;
-        let allowed = 20.0 * (joined.elapsed().as_secs_f64() + 1.0);
+        // Each time A is put back it is a new tenant with a fresh second of allowance.
+        let allowed = 20.0 * (first_joined.elapsed().as_secs_f64() + TURNS as f64);
         assert!(
             lines <= allowed,
             "the flood was held to log_lines_per_sec: {lines} lines, {allowed} allowed"
