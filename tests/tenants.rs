@@ -767,6 +767,18 @@ impl SharedServer {
         }
     }
 
+    /// The `[[tenant]]` entry of tenant `id` with schema `schema` on this server, its
+    /// ledger in `dir`.
+    fn entry(&self, dir: &Path, id: &str, schema: &str) -> String {
+        let (publisher, _) = ledger(dir, id);
+        tenant_toml(
+            id,
+            &self.url,
+            &publisher,
+            &format!("schema = \"{schema}\"\npoll_interval = \"{}\"", self.poll),
+        )
+    }
+
     /// A URL another client uses to write into `schema`.
     fn schema_url(&self, schema: &str) -> String {
         match self.backend {
@@ -852,18 +864,7 @@ async fn tenants_share_one_server(backend: Backend) {
     let schemas: Vec<String> = (0..TENANTS)
         .map(|i| unique_name(&format!("tl_sh{i}_")))
         .collect();
-    let entry = |i: usize| {
-        let (publisher, _) = ledger(dir.path(), &format!("t{i}"));
-        tenant_toml(
-            &format!("t{i}"),
-            &shared.url,
-            &publisher,
-            &format!(
-                "schema = \"{}\"\npoll_interval = \"{}\"",
-                schemas[i], shared.poll
-            ),
-        )
-    };
+    let entry = |i: usize| shared.entry(dir.path(), &format!("t{i}"), &schemas[i]);
     let head = format!("admin_token = \"host-secret-shared-0\"\nshared_pool_size = {POOL}\n");
     let all: String = (0..TENANTS).map(entry).collect();
     let path = write_config(dir.path(), &format!("{head}{all}"));
@@ -902,14 +903,9 @@ async fn tenants_share_one_server(backend: Backend) {
 
     // A reload removes one tenant and adds another on the same pool; the rest deliver on.
     let extra = unique_name("tl_shx_");
-    let (extra_pub, extra_ledger) = ledger(dir.path(), "extra");
+    let (_, extra_ledger) = ledger(dir.path(), "extra");
     let kept: String = (1..TENANTS).map(entry).collect();
-    let added = tenant_toml(
-        "extra",
-        &shared.url,
-        &extra_pub,
-        &format!("schema = \"{extra}\"\npoll_interval = \"{}\"", shared.poll),
-    );
+    let added = shared.entry(dir.path(), "extra", &extra);
     write_config(dir.path(), &format!("{head}{kept}{added}"));
     sighup(&server);
     wait_code(&server, "/v1/tenants/t0/status", 404).await;
@@ -946,15 +942,7 @@ async fn stuck_on_a_lock(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let shared = SharedServer::new(backend).await;
     let schemas = [unique_name("tl_lock_a"), unique_name("tl_lock_b")];
-    let entry = |id: &str, schema: &str| {
-        let (publisher, _) = ledger(dir.path(), id);
-        tenant_toml(
-            id,
-            &shared.url,
-            &publisher,
-            &format!("schema = \"{schema}\"\npoll_interval = \"{}\"", shared.poll),
-        )
-    };
+    let entry = |id: &str, schema: &str| shared.entry(dir.path(), id, schema);
     let head = format!("admin_token = \"host-secret-lock\"\nshared_pool_size = {POOL}\n");
     let config = format!(
         "{head}{}{}",
