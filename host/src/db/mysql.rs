@@ -26,7 +26,7 @@ use trustlog_guest::model::{
 use trustlog_guest::validate::{MAX_TIMESTAMP, MIN_TIMESTAMP};
 
 use super::cursor_value::{format_position, parse_cursor_any, parse_cursor_of};
-use super::pool_share::{Held, Share};
+use super::pool_share::{self, Held, Share};
 use super::schema_check::{Column, TABLES};
 use super::{Backlog, DeadLetter, Lease, Replay};
 
@@ -416,9 +416,7 @@ impl MySqlDb {
 
     /// A transaction; on a shared pool, within the tenant's share.
     async fn begin(&self) -> Result<Held<Transaction<'static, MySql>>, DbError> {
-        let permit = self.permit().await?;
-        let tx = self.pool.begin().await.map_err(map_error)?;
-        Ok(Held::new(tx, permit))
+        self.begin_with("BEGIN").await
     }
 
     /// [`MySqlDb::begin`], started by `begin` (statements that start a transaction).
@@ -433,10 +431,7 @@ impl MySqlDb {
 
     /// On a shared pool, the tenant's permit to hold one more connection.
     async fn permit(&self) -> Result<Option<OwnedSemaphorePermit>, DbError> {
-        match &self.share {
-            Some(share) => share.take().await.map(Some),
-            None => Ok(None),
-        }
+        pool_share::permit(self.share.as_ref()).await
     }
 
     /// Connects to the database at `url` (`mysql://user:password@host:port/database`).

@@ -26,6 +26,15 @@ pub struct Share {
     size: u32,
 }
 
+/// The permit a tenant on a shared pool needs to hold one more connection; none
+/// where the pool is the tenant's own (`share` is `None`).
+pub async fn permit(share: Option<&Share>) -> Result<Option<OwnedSemaphorePermit>, DbError> {
+    match share {
+        Some(share) => share.take().await.map(Some),
+        None => Ok(None),
+    }
+}
+
 impl Share {
     /// Half of a pool of `pool_size` connections, and at least one.
     pub fn of(pool_size: u32) -> Share {

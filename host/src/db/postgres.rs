@@ -31,7 +31,7 @@ use trustlog_guest::model::{
 use trustlog_guest::validate::LIMITS;
 
 use super::cursor_value::{format_position, parse_cursor_any, parse_cursor_of};
-use super::pool_share::{Held, Share};
+use super::pool_share::{self, Held, Share};
 use super::schema_check::{Column, TABLES};
 use super::shared_server::WakeHub;
 use super::{Backlog, DeadLetter, Lease, Replay};
@@ -418,10 +418,7 @@ impl PostgresDb {
 
     /// On a shared pool, the tenant's permit to hold one more connection.
     async fn permit(&self) -> Result<Option<OwnedSemaphorePermit>, DbError> {
-        match &self.share {
-            Some(share) => share.take().await.map(Some),
-            None => Ok(None),
-        }
+        pool_share::permit(self.share.as_ref()).await
     }
 
     /// A transaction in this tenant's schema: on a shared pool the `SET LOCAL` goes in
