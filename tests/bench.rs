@@ -129,6 +129,10 @@ async fn both_engines_and_the_reference_take_turns_report_medians_and_leave_noth
     for run in runs {
         assert_eq!(run["ops"], 3000, "{run}");
         assert_eq!(run["batch"], 200, "{run}");
+        // Delivered as stored, counted in the run's database and its verified ledger:
+        // the backlog and the paced operations, each once.
+        assert_eq!(run["trustlogged_rows"], 3200, "{run}");
+        assert_eq!(run["ledger_entries"], 3200, "{run}");
         assert!(number(run, "ops_per_sec") > 0.0, "{run}");
         assert!(number(run, "store_ops_per_sec") > 0.0, "{run}");
         assert!(

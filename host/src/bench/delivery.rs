@@ -230,6 +230,7 @@ async fn phases(
     } else {
         Vec::new()
     };
+    let (trustlogged_rows, ledger_entries) = delivered_as_stored(opts, target).await?;
     let ms = |p| percentile(&latencies, p).map(|us| round(us / 1000.0, 2));
     Ok(RunReport {
         engine,
@@ -246,7 +247,53 @@ async fn phases(
         max_latency_ms: ms(100.0),
         latency_ops: opts.latency_ops,
         latency_rate: opts.rate,
+        trustlogged_rows,
+        ledger_entries,
     })
+}
+
+/// What the run left behind, counted in the database and the ledger rather than by the
+/// worker that did it: every operation stored is `TRUSTLOGGED`, none waits, and a ledger
+/// holds one verified entry for each.
+async fn delivered_as_stored(
+    opts: &BenchOptions,
+    target: &Target,
+) -> Result<(u64, Option<u64>), BenchError> {
+    let stored = u64::from(opts.ops) + u64::from(opts.latency_ops);
+    let stats = target
+        .db
+        .stats(&opts.config.cursor_key)
+        .await
+        .map_err(|e| BenchError::Database {
+            url: crate::publisher::options::redact(&target.fresh_db.url),
+            message: e.to_string(),
+        })?;
+    let incomplete = |message: String| BenchError::Incomplete {
+        phase: "check",
+        message,
+    };
+    if stats.trustlogged != stored || stats.not_trustlogged != 0 {
+        return Err(incomplete(format!(
+            "{} of {stored} stored operations TRUSTLOGGED, {} not",
+            stats.trustlogged, stats.not_trustlogged
+        )));
+    }
+    let Some(path) = super::fresh::file_path(&target.fresh_publisher.url, "ledger") else {
+        return Ok((stats.trustlogged, None));
+    };
+    let ledger = crate::ledger::verify(&path).map_err(|e| {
+        incomplete(format!(
+            "the ledger {} does not verify: {e}",
+            path.display()
+        ))
+    })?;
+    if ledger.entries != stored {
+        return Err(incomplete(format!(
+            "the ledger holds {} entries for {stored} operations",
+            ledger.entries
+        )));
+    }
+    Ok((stats.trustlogged, Some(ledger.entries)))
 }
 
 /// Records `latency_ops` operations at `rate` through a request instance, as

@@ -144,6 +144,11 @@ pub struct RunReport {
     pub max_latency_ms: Option<f64>,
     pub latency_ops: u32,
     pub latency_rate: u32,
+    /// Rows `TRUSTLOGGED` in the database after the run, counted there: every operation
+    /// stored (`ops` + `latency_ops`), or the run fails.
+    pub trustlogged_rows: u64,
+    /// Entries of a ledger publisher after the run, its chain verified: one per row.
+    pub ledger_entries: Option<u64>,
 }
 
 /// Everything one `trustlog bench` measured.
@@ -337,6 +342,8 @@ mod tests {
             max_latency_ms: None,
             latency_ops: 0,
             latency_rate: 1,
+            trustlogged_rows: 1,
+            ledger_entries: None,
         }
     }
 
