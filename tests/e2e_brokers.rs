@@ -1,6 +1,7 @@
 //! End-to-end through every broker: the real binary drains PostgreSQL into NATS
 //! JetStream, RabbitMQ, Redis Streams, an HTTP receiver and Mosquitto, and a plain
-//! consumer of each counts the distinct op_ids that arrived.
+//! consumer of each checks what arrived: exactly the op_ids recorded, each envelope
+//! the operation recorded under that id, and the digest beside it that envelope's.
 //!
 //! `TRUSTLOG_E2E_OPS` scales the run (default 3,000) and `TRUSTLOG_E2E_BATCH` sets
 //! `--batch-size` (default 1,000); with a release build it gives the
@@ -9,8 +10,10 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
+
+use sha2::{Digest, Sha256};
 
 use support::backends::{Backend, TestDb};
 use support::brokers::{Broker, TestBroker};
@@ -50,7 +53,8 @@ async fn postgres_drains_into(kind: Broker) {
     let broker = TestBroker::create(kind).await;
     let url = broker.url();
     let db_url = db.url.clone();
-    let lines = op_lines("e2e", n, |i| T0 + (i / 3) as i64);
+    let stamp = |i: usize| T0 + (i / 3) as i64;
+    let lines = op_lines("e2e", n, stamp);
     let batch = batch_size();
     let batch_arg = batch.clone();
 
@@ -86,7 +90,38 @@ async fn postgres_drains_into(kind: Broker) {
         received.len(),
         distinct.len()
     );
-    assert_eq!(distinct.len(), n, "{kind:?}: every op_id arrived");
+    // Exactly the ids recorded: none missing, none made up.
+    let expected: BTreeMap<String, serde_json::Value> = (0..n)
+        .map(|i| {
+            let id = format!("e2e-{i:06}");
+            let op = serde_json::from_str(&op_line(&id, stamp(i))).unwrap();
+            (id, op)
+        })
+        .collect();
+    assert!(
+        distinct
+            .iter()
+            .copied()
+            .eq(expected.keys().map(String::as_str)),
+        "{kind:?}: {} distinct op_ids arrived, {n} recorded",
+        distinct.len()
+    );
+    // Each message: the envelope of the operation recorded under its id, and its digest.
+    for r in &received {
+        let envelope: serde_json::Value = serde_json::from_slice(&r.payload)
+            .unwrap_or_else(|e| panic!("{kind:?}: {}: the payload is not JSON: {e}", r.op_id));
+        assert_eq!(
+            envelope, expected[&r.op_id],
+            "{kind:?}: {}'s envelope is the operation recorded",
+            r.op_id
+        );
+        assert_eq!(
+            r.sha256,
+            hex::encode(Sha256::digest(&r.payload)),
+            "{kind:?}: {}'s digest is its payload's SHA-256",
+            r.op_id
+        );
+    }
     let status = status(&db.url);
     assert_eq!(
         (
