@@ -177,39 +177,73 @@ async fn postgres_a_row_inserted_with_psql_wakes_the_idle_scanner() {
     stop(serve);
 }
 
+/// Sessions of the host named `app` (its `application_name`) that PostgreSQL reports:
+/// all of them, and those whose last statement was a `LISTEN`. A session that has
+/// listened stays idle after its `LISTEN`, waiting for notifications, so that is what
+/// `pg_stat_activity` shows as its query.
+async fn host_sessions(app: &str) -> (i64, i64) {
+    let admin = support::backends::postgres_admin_url();
+    let count = |listening: bool| {
+        format!(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = '{app}'{}",
+            if listening {
+                " AND query ILIKE 'LISTEN%'"
+            } else {
+                ""
+            }
+        )
+    };
+    (
+        support::backends::scalar_at(Backend::Postgres, &admin, &count(false)).await,
+        support::backends::scalar_at(Backend::Postgres, &admin, &count(true)).await,
+    )
+}
+
+/// Serves `t` under the session name `app` with `extra` arguments until a row another
+/// client inserts is delivered; then the host's sessions as PostgreSQL sees them, once
+/// one of them listens or after three seconds (the listener starts beside the worker).
+async fn sessions_while_serving(t: &TestDb, app: &str, id: &str, extra: &[&str]) -> (i64, i64) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("{}&application_name={app}", t.url);
+    let ledger = format!("ledger://{}", dir.path().join("l").display());
+    let serve = spawn_serve(&url, &ledger, extra);
+    t.execute(&plain_insert(t, id, T0)).await;
+    delivered_after(t, id, Instant::now(), Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let sessions = loop {
+        let sessions = host_sessions(app).await;
+        if sessions.1 > 0 || Instant::now() > deadline {
+            break sessions;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    stop(serve);
+    sessions
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_poll_only_serves_without_listen() {
     let t = TestDb::create(Backend::Postgres).await;
-    let dir = tempfile::tempdir().unwrap();
+    assert!(t.url.contains('?'), "{}", t.url);
     run_ok(&["migrate", "--db", &t.url], "");
-    let serve = bin()
-        .args([
-            "serve",
-            "--db",
-            &t.url,
-            "--publisher",
-            &format!("ledger://{}", dir.path().join("l").display()),
-        ])
-        .args([
-            "--poll-only",
-            "--poll-interval",
-            "300ms",
-            "--log-format",
-            "json",
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    t.execute(&plain_insert(&t, "polled", T0)).await;
-    delivered_after(&t, "polled", Instant::now(), Duration::from_secs(10)).await;
-    let out = stop(serve);
-    let log = String::from_utf8_lossy(&out.stderr);
+    // The same host without --poll-only listens: the check below can see a LISTEN.
+    let app = unique_name("tl_listening");
+    let (all, listening) = sessions_while_serving(&t, &app, "notified", &[]).await;
     assert!(
-        log.contains(r#""listening":false"#),
-        "--poll-only never LISTENs: {log}"
+        all >= 1 && listening == 1,
+        "{all} sessions, {listening} listening"
     );
+
+    let app = unique_name("tl_polling");
+    let (all, listening) = sessions_while_serving(
+        &t,
+        &app,
+        "polled",
+        &["--poll-only", "--poll-interval", "300ms"],
+    )
+    .await;
+    assert!(all >= 1, "the host's sessions are seen: {all}");
+    assert_eq!(listening, 0, "--poll-only never LISTENs ({all} sessions)");
 }
 
 /// The fixture of `tests/fixtures/seed/` for `b`: the seed's tables as a Go developer
