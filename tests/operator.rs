@@ -100,7 +100,27 @@ async fn operations_posted_over_http_are_delivered_and_every_metric_matches_the_
     seed_retry_queue(&t).await;
     let dir = tempfile::tempdir().unwrap();
     let ledger = format!("ledger://{}", dir.path().join("l").display());
-    let server = Server::start(&["--db", &t.url, "--publisher", &ledger]);
+    // An hour between polls and between watch probes: only a wake-up delivers in seconds.
+    let server = Server::start(&[
+        "--db",
+        &t.url,
+        "--publisher",
+        &ledger,
+        "--poll-interval",
+        "1h",
+        "--watch-interval",
+        "1h",
+    ]);
+    // The worker's first scan, which reads whatever is there at start, is behind it.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !server.metrics().await.iter().any(|(k, v)| {
+        k.starts_with("trustlog_tick_duration_seconds_count{")
+            && k.contains(r#"tick="scan""#)
+            && *v >= 1.0
+    }) {
+        assert!(std::time::Instant::now() < deadline, "{b:?}: no first scan");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let (code, body) = server
         .post(None, "/v1/operations", ops_json("http", 100))
@@ -111,8 +131,10 @@ async fn operations_posted_over_http_are_delivered_and_every_metric_matches_the_
     assert_eq!(code, 200, "{b:?}: {body}");
     assert_eq!(body["results"][0]["outcome"], "stored");
 
-    // A POST wakes the worker: no poll interval to wait out.
-    server.wait_status(WAIT, |s| s["trustlogged"] == 101).await;
+    // A POST wakes the worker: delivered in seconds, not after the hour's poll.
+    server
+        .wait_status(Duration::from_secs(5), |s| s["trustlogged"] == 101)
+        .await;
     let (code, mut st) = server.get("/v1/tenants/default/status").await;
     assert_eq!((code, st["state"].take()), (200, "running".into()), "{st}");
     st.as_object_mut().unwrap().remove("state");
