@@ -46,7 +46,7 @@ pub struct ScalingReport {
     /// Scan batches timed per size, in turns, after the untimed ones.
     pub timed_batches: u32,
     /// Batches per size run in turns before the timed ones: the one that loads the
-    /// cursor, then as many as replace the smallest backlog's rows (see [`run`]).
+    /// cursor, then as many as replace the smallest backlog's rows (see the mode's `run`).
     pub untimed_batches: u32,
     /// Batches each size ran alone before its memory was read.
     pub memory_batches: u32,

@@ -56,7 +56,7 @@ impl Share {
         self.permits.close();
     }
 
-    /// A permit to hold one connection, or unavailable once [`SHARE_WAIT`] passed with
+    /// A permit to hold one connection, or unavailable once `SHARE_WAIT` (10 s) passed with
     /// every connection of the share in use.
     pub async fn take(&self) -> Result<OwnedSemaphorePermit, DbError> {
         self.take_within(SHARE_WAIT).await
