@@ -23,9 +23,17 @@ impl Default for Backoff {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
     /// Try again at this time; the row then holds this many failed retries.
-    RetryAt { at: Micros, retry_count: u32 },
+    RetryAt {
+        /// When the retry is due.
+        at: Micros,
+        /// Failed retries the row holds meanwhile (0 after a failed first delivery).
+        retry_count: u32,
+    },
     /// Give up: the row has used up its retries.
-    DeadLetter { retry_count: u32 },
+    DeadLetter {
+        /// Failed retries the row holds as it is dead-lettered.
+        retry_count: u32,
+    },
 }
 
 impl Backoff {

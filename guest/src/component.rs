@@ -3,6 +3,9 @@
 //! Conversions move values between the generated types and [`crate::model`];
 //! strings are moved, not copied, except where an import borrows a slice.
 
+// The bindings are generated from the WIT, whose docs are the reference.
+#![allow(missing_docs)]
+
 use std::cell::RefCell;
 
 use crate::engine::{Engine, Host, Level};

@@ -15,24 +15,32 @@ use crate::validate;
 
 /// The imports the engine needs: the `db`, `publisher`, `log` and `digest` interfaces.
 pub trait Host {
+    /// Stores `ops` with one status; one outcome per input, in order.
     fn insert(
         &mut self,
         ops: Vec<Operation>,
         status: TrustlogStatus,
     ) -> Result<Vec<InsertOutcome>, DbError>;
+    /// Reads the position of cursor `key`; none when it was never set.
     fn load_cursor(&mut self, key: &str) -> Result<Option<Position>, DbError>;
+    /// `NOT_TRUSTLOGGED` rows after `after` with no retry row, in keyset order.
     fn scan_after(&mut self, after: Option<Position>, limit: u32) -> Result<Rows, DbError>;
+    /// Retry rows due at `now` (pending or retrying), oldest due first.
     fn due_retries(&mut self, now: Micros, limit: u32) -> Result<RetryRows, DbError>;
+    /// `NOT_TRUSTLOGGED` rows before `before`, from `since` on, with no retry row.
     fn sweep_candidates(
         &mut self,
         before: Position,
         since: Micros,
         limit: u32,
     ) -> Result<Rows, DbError>;
+    /// The monitoring counts, relative to cursor `cursor_key`.
     fn stats(&mut self, cursor_key: &str) -> Result<DbStats, DbError>;
+    /// Runs a unit of work in a single transaction.
     fn apply(&mut self, work: UnitOfWork) -> Result<(), DbError>;
     /// Delivers a sealed batch; one result per envelope, in order.
     fn publish(&mut self, batch: EnvelopeBatch) -> Vec<Result<(), PublishError>>;
+    /// Emits one record into the host's log.
     fn log(&mut self, level: Level, message: &str);
     /// The SHA-256 of each payload, in order: `payloads` cut where `ends` say.
     fn sha256(&mut self, payloads: &[u8], ends: &[u32]) -> Vec<[u8; 32]>;
@@ -41,10 +49,15 @@ pub trait Host {
 /// Log levels of the `log` import.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
+    /// The finest detail.
     Trace,
+    /// Detail for diagnosis, such as what a catch-up tick found.
     Debug,
+    /// Normal events worth noting, such as rows a sweep found.
     Info,
+    /// Something unexpected that delivery recovers from, such as a cursor conflict.
     Warn,
+    /// A failure that needs attention.
     Error,
 }
 

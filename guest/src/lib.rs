@@ -3,6 +3,8 @@
 //! A plain library that also builds as the `wasm32-wasip2` component the host
 //! runs; the same code serves both so wasm and native can be compared.
 
+#![warn(missing_docs)]
+
 pub mod backoff;
 pub mod cursor;
 pub mod engine;

@@ -28,18 +28,31 @@ pub const TEXT_FIELDS: [&str; 12] = [
 /// One recorded operation, a row of the `operation` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operation {
+    /// Unique id of the operation: the primary key, and the keyset tie-breaker.
     pub op_id: String,
+    /// Who performed the operation.
     pub op_actor: String,
+    /// The identifier of the digital object the operation acted on.
     pub doid: String,
+    /// The service that produced this record of the operation.
     pub producer_id: String,
+    /// A hash of the request's body, when there was one.
     pub request_body_hash: Option<String>,
+    /// A hash of the response's body, when there was one.
     pub response_body_hash: Option<String>,
+    /// Where the operation came from, e.g. `IRP`.
     pub op_source: String,
+    /// What kind of operation it was, e.g. `Create`.
     pub op_type: String,
+    /// The prefix of the digital object's identifier, e.g. `10.1000`.
     pub do_prefix: String,
+    /// The repository that holds the digital object.
     pub do_repository: String,
+    /// The client's IPv4 or IPv6 address, when known.
     pub client_ip: Option<String>,
+    /// The server's IPv4 or IPv6 address, when known.
     pub server_ip: Option<String>,
+    /// When the operation happened; with `op_id`, the row's keyset position.
     pub timestamp: Micros,
 }
 
@@ -73,18 +86,31 @@ impl Operation {
 /// scanned batch is never copied field by field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OperationRef<'a> {
+    /// Unique id of the operation: the primary key, and the keyset tie-breaker.
     pub op_id: &'a str,
+    /// Who performed the operation.
     pub op_actor: &'a str,
+    /// The identifier of the digital object the operation acted on.
     pub doid: &'a str,
+    /// The service that produced this record of the operation.
     pub producer_id: &'a str,
+    /// A hash of the request's body, when there was one.
     pub request_body_hash: Option<&'a str>,
+    /// A hash of the response's body, when there was one.
     pub response_body_hash: Option<&'a str>,
+    /// Where the operation came from, e.g. `IRP`.
     pub op_source: &'a str,
+    /// What kind of operation it was, e.g. `Create`.
     pub op_type: &'a str,
+    /// The prefix of the digital object's identifier, e.g. `10.1000`.
     pub do_prefix: &'a str,
+    /// The repository that holds the digital object.
     pub do_repository: &'a str,
+    /// The client's IPv4 or IPv6 address, when known.
     pub client_ip: Option<&'a str>,
+    /// The server's IPv4 or IPv6 address, when known.
     pub server_ip: Option<&'a str>,
+    /// When the operation happened; with `op_id`, the row's keyset position.
     pub timestamp: Micros,
 }
 
@@ -132,8 +158,11 @@ impl<'a> From<&'a Operation> for OperationRef<'a> {
 /// `operation.trustlog_status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TrustlogStatus {
+    /// `NOT_TRUSTLOGGED`: stored, waiting for delivery.
     NotTrustlogged,
+    /// `TRUSTLOGGED`: the trust log confirmed it.
     Trustlogged,
+    /// `DB_ONLY`: stored under the db-only strategy; never published.
     DbOnly,
 }
 
@@ -151,9 +180,12 @@ impl TrustlogStatus {
 /// How `record` treats an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Strategy {
+    /// Store, never publish.
     DbOnly,
+    /// Store, publish asynchronously (the default).
     #[default]
     DbAndTrustlog,
+    /// Publish synchronously, store nothing.
     TrustlogOnly,
 }
 
@@ -189,8 +221,11 @@ impl std::str::FromStr for Strategy {
 /// `trustlog_retry.retry_status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RetryStatus {
+    /// `PENDING`: the first delivery failed; waiting for its first retry.
     Pending,
+    /// `RETRYING`: a retry failed too; waiting for the next one.
     Retrying,
+    /// `DEAD_LETTER`: given up on; no tick picks it up again.
     DeadLetter,
 }
 
@@ -208,7 +243,9 @@ impl RetryStatus {
 /// A keyset position; rows are totally ordered by (timestamp, op_id).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Position {
+    /// When the row's operation happened: the first sort key.
     pub timestamp: Micros,
+    /// The row's op_id: breaks ties between equal timestamps, in byte order.
     pub op_id: String,
 }
 
@@ -228,26 +265,37 @@ impl PartialOrd for Position {
 /// What is delivered: canonical bytes of one operation and their SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
+    /// The operation's id; brokers deduplicate on it.
     pub op_id: String,
+    /// The canonical JSON of the operation, in UTF-8.
     pub payload: Vec<u8>,
+    /// The lower-case hex SHA-256 of `payload`.
     pub sha256: String,
 }
 
 /// Exponential backoff settings; see [`crate::backoff`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
+    /// The delay before the first retry, in microseconds.
     pub base_micros: u64,
+    /// What each further delay is multiplied by.
     pub factor: u32,
+    /// The longest delay before a retry, in microseconds.
     pub cap_micros: u64,
+    /// Failed retries allowed before the row is dead-lettered.
     pub max_retries: u32,
 }
 
 /// Engine settings, given once after instantiation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// The `trustlog_cursor.cursor_key` this engine advances.
     pub cursor_key: String,
+    /// Rows per scan, retry and sweep batch.
     pub batch_size: u32,
+    /// The retry schedule of failed deliveries.
     pub backoff: Backoff,
+    /// The strategy `record` applies when the caller names none.
     pub default_strategy: Strategy,
     /// How far behind the cursor the catch-up tick looks for late commits; 0 turns it off.
     pub catch_up_window_micros: u64,
@@ -275,7 +323,9 @@ impl Default for Config {
 /// A rejected input, naming the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
+    /// The name of the field at fault, e.g. `op_id` or `backoff.cap`.
     pub field: String,
+    /// What is wrong with its value.
     pub message: String,
 }
 
@@ -300,10 +350,15 @@ impl std::error::Error for FieldError {}
 /// A failure of the database import.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DbError {
+    /// The named op_id already exists.
     Conflict(String),
+    /// A value the database refused (too long, malformed).
     Invalid(FieldError),
+    /// Another worker moved the named cursor first; nothing was applied.
     CursorMoved(String),
+    /// The database cannot be reached or timed out; worth retrying.
     Unavailable(String),
+    /// Anything else, with the database's message.
     Other(String),
 }
 
@@ -358,14 +413,18 @@ impl std::error::Error for PublishError {}
 /// Whether each operation of an insert was stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertOutcome {
+    /// Stored as a new row.
     Inserted,
+    /// An operation with this op_id was already stored; it was left untouched.
     Duplicate,
 }
 
 /// A due retry, joined with its operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryRow {
+    /// The operation to deliver again.
     pub op: Operation,
+    /// Failed retries of the row so far.
     pub retry_count: u32,
 }
 
@@ -374,9 +433,11 @@ pub struct RetryRow {
 /// dead-letters it on its own; the rows around it go on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowFault {
+    /// The op_id of the unreadable row.
     pub op_id: String,
     /// The column that could not be read.
     pub column: String,
+    /// Why the column could not be read.
     pub message: String,
     /// Failed retries of the row, when it came from the retry queue (else 0).
     pub retry_count: u32,
@@ -395,7 +456,9 @@ impl fmt::Display for RowFault {
 /// What a read of rows returned: the rows, and those that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched<T> {
+    /// The rows read, in order.
     pub rows: Vec<T>,
+    /// The rows that could not be read.
     pub faults: Vec<RowFault>,
 }
 
@@ -423,42 +486,64 @@ impl<T> Fetched<T> {
 /// One row of `trustlog_retry` to write (insert or overwrite).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryUpdate {
+    /// The operation the retry row belongs to.
     pub op_id: String,
+    /// Failed retries so far (0 after a failed first delivery).
     pub retry_count: u32,
+    /// Whether the row waits for a retry or is dead-lettered.
     pub retry_status: RetryStatus,
+    /// When the last retry was attempted; none after a failed first delivery.
     pub last_retry_at: Option<Micros>,
+    /// When the row is due again; none once dead-lettered.
     pub next_retry_at: Option<Micros>,
+    /// The last delivery failure, for the operator.
     pub error_message: String,
 }
 
 /// Moves a cursor with compare-and-set on its old value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CursorMove {
+    /// The `trustlog_cursor.cursor_key` to move.
     pub key: String,
+    /// The value the cursor must still hold; none when it was never set.
     pub expected: Option<Position>,
+    /// The position to move it to.
     pub to: Position,
 }
 
 /// Everything one tick decided, applied by the host in one transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UnitOfWork {
+    /// The tick's time, stamped on the rows it writes.
     pub now: Micros,
+    /// Set `TRUSTLOGGED` (only rows still `NOT_TRUSTLOGGED` change).
     pub trustlogged: Vec<String>,
+    /// Insert or overwrite these retry rows.
     pub retries: Vec<RetryUpdate>,
+    /// Delete the retry rows of these op_ids.
     pub delete_retries: Vec<String>,
+    /// Advance a cursor; on a mismatch nothing of the unit is applied.
     pub cursor: Option<CursorMove>,
 }
 
 /// Raw monitoring counts read in one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DbStats {
+    /// All rows of `operation`.
     pub total: u64,
+    /// Rows `TRUSTLOGGED`: confirmed by the trust log.
     pub trustlogged: u64,
+    /// Rows `NOT_TRUSTLOGGED`: waiting for delivery, a retry, or dead-lettered.
     pub not_trustlogged: u64,
+    /// Rows `DB_ONLY`: never to be published.
     pub db_only: u64,
+    /// Retry rows waiting for a retry (`PENDING` or `RETRYING`).
     pub retry_pending: u64,
+    /// Retry rows given up on (`DEAD_LETTER`).
     pub dead_letter: u64,
+    /// Where the engine's cursor stands, if it has moved yet.
     pub cursor: Option<Position>,
+    /// The timestamp of the oldest `NOT_TRUSTLOGGED` row with no retry row.
     pub oldest_waiting: Option<Micros>,
     /// The earliest due time in the retry queue (pending or retrying rows).
     pub next_retry_at: Option<Micros>,
@@ -467,15 +552,20 @@ pub struct DbStats {
 /// What an operator sees.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StatusReport {
+    /// The raw counts.
     pub stats: DbStats,
+    /// `now` minus `oldest_waiting`, in seconds; 0 when nothing waits.
     pub cursor_lag_seconds: f64,
 }
 
 /// Why an engine call failed as a whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineError {
+    /// Called before `configure`.
     NotConfigured,
+    /// `configure` refused the settings, naming the field at fault.
     InvalidConfig(FieldError),
+    /// The database failed.
     Db(DbError),
 }
 
@@ -500,21 +590,32 @@ impl std::error::Error for EngineError {}
 /// What became of one operation given to `record`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordOutcome {
+    /// Stored (db-only or db-and-trustlog).
     Stored,
+    /// Published and confirmed (trustlog-only).
     Published,
+    /// Refused before any I/O: the named field is wrong.
     Rejected(FieldError),
+    /// An operation with this op_id already exists; the stored one is unchanged.
     Duplicate,
+    /// trustlog-only: the trust log did not confirm it.
     PublishFailed(PublishError),
 }
 
 /// Counts of one tick.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TickReport {
+    /// Rows read from the database, readable or not.
     pub fetched: u32,
+    /// Envelopes the trust log confirmed.
     pub published: u32,
+    /// Rows whose delivery failed and that wait for a retry.
     pub retry_scheduled: u32,
+    /// Rows given up on and dead-lettered.
     pub dead_lettered: u32,
+    /// True when the batch was full: call again at once.
     pub more: bool,
+    /// True when another worker moved the cursor first; nothing was applied.
     pub cursor_conflict: bool,
     /// Rows left untouched because the trust log could not be reached.
     pub unavailable: u32,

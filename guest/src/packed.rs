@@ -19,8 +19,11 @@ pub const FIELDS: usize = TEXT_FIELDS.len();
 
 /// The bits of [`OperationBatch::absent`]: one per optional field, in field order.
 pub const ABSENT_REQUEST_BODY_HASH: u8 = 1;
+/// Set when `response_body_hash` is none.
 pub const ABSENT_RESPONSE_BODY_HASH: u8 = 1 << 1;
+/// Set when `client_ip` is none.
 pub const ABSENT_CLIENT_IP: u8 = 1 << 2;
+/// Set when `server_ip` is none.
 pub const ABSENT_SERVER_IP: u8 = 1 << 3;
 const ABSENT_ANY: u8 =
     ABSENT_REQUEST_BODY_HASH | ABSENT_RESPONSE_BODY_HASH | ABSENT_CLIENT_IP | ABSENT_SERVER_IP;
@@ -44,7 +47,9 @@ pub struct OperationBatch {
 /// Due retries, packed: `retry_counts[i]` belongs to row `i` of `ops`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RetryBatch {
+    /// The due operations, packed.
     pub ops: OperationBatch,
+    /// One per row of `ops`: its failed retries so far.
     pub retry_counts: Vec<u32>,
 }
 
@@ -226,7 +231,9 @@ impl RetryBatch {
 /// component's imports). Delivery reads either through the same borrowed views.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rows {
+    /// Read into owned operations, by the native engine's host.
     Owned(Fetched<Operation>),
+    /// Packed column by column, through the component's imports.
     Packed(OperationBatch),
 }
 
@@ -251,7 +258,9 @@ impl Rows {
 /// Due retries as the host hands them over, owned or packed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetryRows {
+    /// Read into owned retry rows, by the native engine's host.
     Owned(Fetched<RetryRow>),
+    /// Packed column by column, through the component's imports.
     Packed(RetryBatch),
 }
 

@@ -6,6 +6,7 @@ use crate::model::{Backoff, Micros, PublishError, RetryStatus, RetryUpdate, Unit
 /// One delivery attempt of a row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
+    /// The op_id of the row delivered.
     pub op_id: String,
     /// Failed retries the row had before this attempt.
     pub retries_done: u32,
@@ -16,8 +17,11 @@ pub struct Attempt {
 /// Counts of a planned unit of work.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
+    /// Rows the trust log confirmed.
     pub published: u32,
+    /// Rows whose delivery failed and that wait for a retry.
     pub retry_scheduled: u32,
+    /// Rows dead-lettered: refused for good, out of retries, or unreadable.
     pub dead_lettered: u32,
     /// The rows left as they were because the trust log could not be reached, in the
     /// order they were attempted.

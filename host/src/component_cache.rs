@@ -15,8 +15,10 @@ use wasmtime::component::Component;
 /// Why the component could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
+    /// The component bytes could not be validated or compiled to machine code.
     #[error("compiling the component failed: {0}")]
     Compile(String),
+    /// The compiled component could not be serialised for the cache.
     #[error("serialising the compiled component failed: {0}")]
     Serialize(String),
 }

@@ -33,6 +33,7 @@ struct Incoming {
 pub struct IngestError {
     /// The op_id, when the input got far enough to have one.
     pub op_id: Option<String>,
+    /// The field that was missing or invalid, and what was wrong with it.
     pub error: FieldError,
 }
 

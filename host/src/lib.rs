@@ -1,6 +1,8 @@
 //! trustlog host: runs the trustlog component (decisions) against real
 //! databases and publishers (I/O), one sandbox per tenant.
 
+#![warn(missing_docs)]
+
 pub mod bench;
 pub mod bindings;
 pub mod clock;

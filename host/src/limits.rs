@@ -67,8 +67,11 @@ impl Default for Limits {
 /// Which limit a guest ran into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitKind {
+    /// Linear memory would grow past [`Limits::memory_bytes`].
     Memory,
+    /// A table would grow past [`Limits::table_elements`].
     Table,
+    /// A call computed past [`Limits::cpu_per_call`].
     Cpu,
 }
 
@@ -87,8 +90,11 @@ impl LimitKind {
 #[derive(Debug, thiserror::Error)]
 #[error("{kind} limit of {limit} exceeded: the guest asked for {desired}", kind = .kind.name())]
 pub struct LimitExceeded {
+    /// Whether memory or a table was to grow.
     pub kind: LimitKind,
+    /// The cap: bytes of memory or elements of a table.
     pub limit: usize,
+    /// The size the guest asked to grow to, in the same unit.
     pub desired: usize,
 }
 
@@ -96,6 +102,7 @@ pub struct LimitExceeded {
 #[derive(Debug, thiserror::Error)]
 #[error("cpu limit of {limit:?} per call exceeded")]
 pub struct CpuExceeded {
+    /// The CPU time one call may spend computing ([`Limits::cpu_per_call`]).
     pub limit: Duration,
 }
 

@@ -31,19 +31,31 @@ pub static GUEST_WASM: &[u8] = include_bytes!(env!("TRUSTLOG_GUEST_WASM"));
 /// Why the runtime or an instance could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// The component file could not be read.
     #[error("reading the component {}: {message}", path.display())]
     Read {
+        /// The component file asked for.
         path: std::path::PathBuf,
+        /// Why reading it failed.
         message: String,
     },
+    /// The wasmtime engine or its epoch ticker could not be created.
     #[error("wasmtime engine: {0}")]
     Engine(String),
+    /// The component could not be compiled, or its machine code not serialised for the cache.
     #[error(transparent)]
     Component(#[from] component_cache::CacheError),
+    /// The host's imports could not be linked, or the component's exports do not match.
     #[error("linking the component: {0}")]
     Link(String),
+    /// A tenant's instance could not be created from the linked component.
     #[error("tenant {tenant}: instantiating the component: {message}")]
-    Instantiate { tenant: String, message: String },
+    Instantiate {
+        /// The tenant the instance was for.
+        tenant: String,
+        /// Why instantiation failed.
+        message: String,
+    },
 }
 
 /// Why one call into the guest failed.
@@ -55,16 +67,23 @@ pub enum CallError {
     /// The guest trapped; the instance is unusable and must be replaced.
     #[error("tenant {tenant}: guest trapped in {call}: {message}")]
     Trap {
+        /// The tenant whose guest trapped.
         tenant: String,
+        /// The guest export that was called (`scan-tick`, `record`, …).
         call: &'static str,
+        /// The trap, with wasmtime's context.
         message: String,
     },
     /// The guest ran into one of its limits; the tenant must be stopped.
     #[error("tenant {tenant}: guest exceeded its {} limit in {call}: {message}", kind.name())]
     Limit {
+        /// The tenant whose guest ran into the limit.
         tenant: String,
+        /// The guest export that was called (`scan-tick`, `record`, …).
         call: &'static str,
+        /// Which limit it was: memory, table or CPU.
         kind: LimitKind,
+        /// The trap the limit caused, with wasmtime's context.
         message: String,
     },
 }
@@ -77,7 +96,10 @@ pub enum Allocation {
     OnDemand,
     /// Slots for this many instances reserved up front and recycled, with
     /// copy-on-write heap images: instantiation is a few page mappings.
-    Pooling { instances: u32 },
+    Pooling {
+        /// Instances the pool holds slots for: the most that can be live at once.
+        instances: u32,
+    },
 }
 
 /// A wasmtime engine as trustlog runs it, with what drives its epoch ticker: how

@@ -19,8 +19,10 @@ use crate::runtime::{CallError, Instance, Runtime, RuntimeError};
 /// Why a tenant call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TenantError {
+    /// The runtime or the guest instance could not be set up.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// A call into the guest failed: an error it returned, a trap, or a limit it hit.
     #[error(transparent)]
     Call(#[from] CallError),
 }

@@ -28,37 +28,59 @@ use crate::worker::{Delivery, DrainBounds, Exit, LeaseSettings, Summary, Worker}
 /// Why a tenant could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A tenant with this id is already running or waiting to start.
     #[error("tenant {id}: already running")]
-    Exists { id: String },
+    Exists {
+        /// The tenant's id.
+        id: String,
+    },
+    /// Its database could not be connected to or migrated.
     #[error("tenant {id}: database {url}: {message}")]
     Database {
+        /// The tenant's id.
         id: String,
+        /// The database URL, its password redacted.
         url: String,
+        /// What went wrong with the database.
         message: String,
         /// It did not answer (rather than refusing what it holds): worth retrying.
         unavailable: bool,
     },
+    /// Its publisher URL could not be used.
     #[error("tenant {id}: publisher {url}: {message}")]
     Publisher {
+        /// The tenant's id.
         id: String,
+        /// The publisher URL, its password redacted.
         url: String,
+        /// Why the publisher could not be set up.
         message: String,
     },
+    /// Its component file could not be read.
     #[error("tenant {id}: reading its component {path}: {message}")]
     Component {
+        /// The tenant's id.
         id: String,
+        /// The component file, as configured.
         path: String,
+        /// The I/O error reading it.
         message: String,
     },
+    /// Its component could not be compiled or linked.
     #[error("tenant {id}: {source}")]
     Runtime {
+        /// The tenant's id.
         id: String,
+        /// Why compiling or linking the component failed.
         #[source]
         source: RuntimeError,
     },
+    /// Its guest could not be instantiated or configured.
     #[error("tenant {id}: {source}")]
     Guest {
+        /// The tenant's id.
         id: String,
+        /// Why instantiating or configuring the guest failed.
         #[source]
         source: TenantError,
     },
@@ -134,11 +156,13 @@ pub enum Started {
 /// Where a tenant's worker stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunState {
+    /// The worker is running.
     Running,
     /// `--until-drained`: everything was delivered.
     Drained,
     /// The worker stopped: a limit exceeded, or a shutdown.
     Stopped {
+        /// Why it stopped: the limit exceeded, or the shutdown.
         reason: String,
     },
 }
@@ -164,10 +188,15 @@ impl RunState {
 
 /// One tenant at work: its adapters, its worker, and a guest instance for requests.
 pub struct Running {
+    /// What it runs: its entry of the configuration.
     pub spec: TenantSpec,
+    /// Its worker, which delivers its recorded operations.
     pub worker: Worker,
+    /// Its database: where its operations are recorded and its cursor is kept.
     pub db: Database,
+    /// Its publisher: where its operations are delivered.
     pub publisher: Publisher,
+    /// Its metrics, labelled with its id.
     pub metrics: TenantMetrics,
     /// How long instantiating and configuring its guest took at start.
     pub instantiate: std::time::Duration,
@@ -250,9 +279,13 @@ impl Running {
 /// What a reload changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ReloadReport {
+    /// Ids of tenants started that were not there before.
     pub added: Vec<String>,
+    /// Ids of tenants stopped because the new configuration drops them.
     pub removed: Vec<String>,
+    /// Ids of tenants restarted with a changed entry or component.
     pub replaced: Vec<String>,
+    /// Ids of tenants left running, or waiting for their database, as they were.
     pub unchanged: Vec<String>,
     /// Tenants that could not be started, with the reason; the others went ahead.
     pub failed: Vec<(String, String)>,

@@ -72,7 +72,12 @@ pub enum Exit {
     /// A shutdown was requested; the batch in flight was finished.
     Shutdown,
     /// The guest ran into one of its limits: the tenant is stopped, with the reason.
-    LimitExceeded { limit: LimitKind, reason: String },
+    LimitExceeded {
+        /// Which limit the guest ran into: memory, table or CPU.
+        limit: LimitKind,
+        /// The failed call's error, for the log and the status.
+        reason: String,
+    },
     /// `--until-drained` with a bound: the bound passed with rows still to deliver.
     TimedOut(Left),
     /// `--until-drained`: every tick failed, delivering nothing, for longer than
@@ -127,10 +132,15 @@ pub struct Left {
 /// Totals of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
+    /// Why the run ended.
     pub exit: Exit,
+    /// Envelopes the trust log confirmed, summed over every tick.
     pub published: u64,
+    /// Rows whose delivery failed and that were scheduled for a retry.
     pub retry_scheduled: u64,
+    /// Rows given up on and dead-lettered.
     pub dead_lettered: u64,
+    /// Ticks that failed as a whole: the call returned an error or the guest trapped.
     pub errors: u64,
 }
 
@@ -180,6 +190,7 @@ pub enum Delivery {
     /// Delivery is paused while the publisher or the database cannot be reached; the
     /// worker probes it and resumes within seconds of its return.
     Outage {
+        /// Which side is unreachable: the publisher or the database.
         of: OutageOf,
         /// When it began, in Unix microseconds.
         since: Micros,

@@ -101,7 +101,9 @@ impl Host {
 /// One drain of the several-hosts mode.
 #[derive(Debug, Clone, Serialize)]
 pub struct HostsRun {
+    /// Hosts that drained the backlog together in this run (1, or `--hosts`).
     pub hosts: u32,
+    /// Which round this drain belongs to, from 0.
     pub round: u32,
     /// Operations marked per second, from the first to the last mark.
     pub ops_per_sec: f64,
@@ -112,12 +114,17 @@ pub struct HostsRun {
 /// The several-hosts mode's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct HostsReport {
+    /// Hosts in the several-hosts drains (`--hosts`), compared against one.
     pub hosts: u32,
+    /// Operations stored, then drained, in each run.
     pub ops: u32,
+    /// Operations per scan batch (the engine's `batch_size`).
     pub batch: u32,
+    /// Every drain's figures, in run order.
     pub runs: Vec<HostsRun>,
     /// Median ops/s with one host, and with `hosts`.
     pub one_host_ops_per_sec: f64,
+    /// Median ops/s with `hosts` hosts draining together.
     pub hosts_ops_per_sec: f64,
     /// The second over the first, from medians of the same run.
     pub hosts_over_one: f64,

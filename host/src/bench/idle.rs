@@ -21,9 +21,11 @@ use super::{BenchError, BenchOptions, rss, run_tag};
 /// The idle mode's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct IdleReport {
+    /// Idle tenants started in the one multi-tenant host.
     pub tenants: u32,
     /// Resident memory with one tenant, then with all of them, MiB.
     pub rss_one_tenant_mib: Option<f64>,
+    /// Resident memory with every idle tenant up, MiB.
     pub rss_all_tenants_mib: Option<f64>,
     /// What each tenant beyond the first added, MiB (target ≤ 2).
     pub rss_per_idle_tenant_mib: Option<f64>,
@@ -31,7 +33,9 @@ pub struct IdleReport {
     pub threads: Option<u64>,
     /// Instantiating and configuring one guest, µs (target ≤ 1,000).
     pub instantiate_p50_us: Option<f64>,
+    /// 99th percentile of instantiating and configuring one guest, µs.
     pub instantiate_p99_us: Option<f64>,
+    /// Slowest instantiation and configuration of one guest, µs.
     pub instantiate_max_us: Option<f64>,
 }
 

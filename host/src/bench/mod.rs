@@ -41,20 +41,37 @@ pub use writers::WritersReport;
 pub enum BenchError {
     /// Creating or removing the run's fresh database, schema or files.
     #[error("bench setup: {what}: {message}")]
-    Setup { what: String, message: String },
+    Setup {
+        /// What was being created or removed (`db`, a schema, a file, the publisher).
+        what: String,
+        /// Why it failed.
+        message: String,
+    },
     /// The database refused a call.
     #[error("bench database {url}: {message}")]
-    Database { url: String, message: String },
+    Database {
+        /// The database URL, password redacted.
+        url: String,
+        /// The database's error.
+        message: String,
+    },
     /// The publisher could not be reached.
     #[error("bench publisher {url}: {message}")]
-    Publisher { url: String, message: String },
+    Publisher {
+        /// The publisher URL, password redacted.
+        url: String,
+        /// The publisher's error.
+        message: String,
+    },
     /// The engine failed a call.
     #[error("bench engine: {0}")]
     Engine(#[from] TenantError),
     /// The run did not deliver what it stored.
     #[error("bench {phase}: {message}")]
     Incomplete {
+        /// The bench phase that came up short (`delivery`, `paced`, `scaling`, …).
         phase: &'static str,
+        /// What was missing, e.g. how many of the operations were published.
         message: String,
     },
     /// The multi-tenant host refused a tenant.
@@ -123,6 +140,7 @@ pub struct BenchOptions {
 /// The figures of one engine's run.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
+    /// Whether the component ran in its wasm sandbox or compiled into the host.
     pub engine: EngineKind,
     /// Which round this run belongs to, from 0.
     pub round: u32,
@@ -130,19 +148,25 @@ pub struct RunReport {
     pub fresh_db: String,
     /// Operations stored, then delivered.
     pub ops: u32,
+    /// Operations per scan batch (the engine's `batch_size`).
     pub batch: u32,
     /// Bulk insert rate of the setup (the application's side), ops/s.
     pub store_ops_per_sec: f64,
     /// Delivery rate: operations marked `TRUSTLOGGED` per second of the drain.
     pub ops_per_sec: f64,
+    /// Wall time of the drain, until the worker found the backlog empty, s.
     pub delivery_seconds: f64,
     /// Share of the drain spent in engine code and its boundary (not in host I/O).
     pub guest_time_share: f64,
     /// Paced phase: insert→`TRUSTLOGGED` latency percentiles, in ms.
     pub p50_latency_ms: Option<f64>,
+    /// 99th percentile of the paced phase's insert→`TRUSTLOGGED` latency, ms.
     pub p99_latency_ms: Option<f64>,
+    /// Slowest insert→`TRUSTLOGGED` latency of the paced phase, ms.
     pub max_latency_ms: Option<f64>,
+    /// Operations recorded in the paced phase (0 when it was skipped).
     pub latency_ops: u32,
+    /// Rate the paced phase recorded them at, operations per second.
     pub latency_rate: u32,
     /// Rows `TRUSTLOGGED` in the database after the run, counted there: every operation
     /// stored (`ops` + `latency_ops`), or the run fails.
@@ -156,6 +180,7 @@ pub struct RunReport {
 pub struct BenchReport {
     /// The database and publisher the runs derived their fresh targets from (passwords redacted).
     pub db: String,
+    /// The publisher URL the runs derived their fresh targets from (password redacted).
     pub publisher: String,
     /// Rounds run: every engine (and the reference) once per round, taking turns.
     pub rounds: u32,
@@ -182,14 +207,19 @@ pub struct BenchReport {
     /// The first engine's median ops/s over the reference loop's median rows/s.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub over_reference: Option<f64>,
+    /// Scan batch time and memory against small and large backlogs, when `--scaling` ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scaling: Option<ScalingReport>,
+    /// Memory and instantiation figures of idle tenants, when `--idle-tenants` ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle: Option<IdleReport>,
+    /// Latency under concurrent out-of-order writers, when `--writers` ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub writers: Option<WritersReport>,
+    /// Throughput of one host against several on one database, when `--hosts` ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hosts: Option<HostsReport>,
+    /// Start, memory and delivery figures of tenants on one server, when `--shared-tenants` ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shared: Option<SharedReport>,
     /// Peak resident memory of the whole process, MiB.

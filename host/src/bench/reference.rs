@@ -33,9 +33,11 @@ pub struct ReferenceReport {
     pub fresh_db: String,
     /// Rows marked, and per transaction.
     pub rows: u32,
+    /// Rows the loop marks per transaction (the engine's `batch_size`).
     pub batch: u32,
     /// Rows marked `TRUSTLOGGED` per second.
     pub rows_per_sec: f64,
+    /// Wall time the loop took to mark every row, s.
     pub seconds: f64,
 }
 

@@ -41,7 +41,9 @@ pub struct ScalingPoint {
 /// The scaling mode's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScalingReport {
+    /// The engine whose scan batches were timed, wasm or native.
     pub engine: EngineKind,
+    /// Operations per scan batch (the engine's `batch_size`).
     pub batch: u32,
     /// Scan batches timed per size, in turns, after the untimed ones.
     pub timed_batches: u32,
@@ -50,6 +52,7 @@ pub struct ScalingReport {
     pub untimed_batches: u32,
     /// Batches each size ran alone before its memory was read.
     pub memory_batches: u32,
+    /// Each backlog size's figures, smallest first.
     pub points: Vec<ScalingPoint>,
     /// Batch time with the largest backlog over the smallest (target ≤ 1.3).
     pub scan_batch_ratio: f64,

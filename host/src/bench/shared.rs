@@ -30,6 +30,7 @@ use super::{BenchError, BenchOptions, rss, run_tag};
 pub struct SharedReport {
     /// What the run's schemas were named after (`TAG_t00000`, …), since dropped.
     pub tag: String,
+    /// Tenants started on the one database server, a schema each.
     pub tenants: u32,
     /// Rows each tenant delivers.
     pub rows_per_tenant: u32,
@@ -37,6 +38,7 @@ pub struct SharedReport {
     pub pool_size: u32,
     /// The tenants' `watch_interval` and `lease_ttl`, ms.
     pub watch_interval_ms: u64,
+    /// The tenants' `lease_ttl`, ms.
     pub lease_ttl_ms: u64,
     /// The server's own connection limit.
     pub server_max_connections: Option<i64>,
@@ -46,15 +48,19 @@ pub struct SharedReport {
     pub start_seconds: f64,
     /// One tenant's start (schema, tables, guest), ms.
     pub start_p50_ms: Option<f64>,
+    /// 99th percentile of one tenant's start, ms.
     pub start_p99_ms: Option<f64>,
+    /// Slowest tenant start, ms.
     pub start_max_ms: Option<f64>,
     /// Resident memory with one tenant, then with all of them idle, MiB.
     pub rss_one_tenant_mib: Option<f64>,
+    /// Resident memory with all the tenants up and idle, MiB.
     pub rss_all_tenants_mib: Option<f64>,
     /// What each tenant beyond the first added, MiB (target ≤ 0.5).
     pub rss_per_idle_tenant_mib: Option<f64>,
     /// From the first backlog row written to the last one delivered, s.
     pub delivery_seconds: f64,
+    /// Rows delivered by all the tenants per second of `delivery_seconds`.
     pub ops_per_sec: f64,
     /// Ledger entries of one tenant holding another's op_id (anything else fails the run).
     pub crossed: u64,

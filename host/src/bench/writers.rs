@@ -28,23 +28,32 @@ const GRACE: Duration = Duration::from_secs(120);
 /// The writers mode's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct WritersReport {
+    /// Concurrent writers that committed rows out of timestamp order.
     pub writers: u32,
+    /// Rows committed by all the writers together.
     pub rows: u32,
+    /// Hosts delivering the rows on the one database.
     pub hosts: u32,
     /// Transactions were held 0 to this many ms between their timestamp and commit.
     pub hold_max_ms: u64,
     /// COMMIT to `TRUSTLOGGED`, ms.
     pub p50_ms: Option<f64>,
+    /// 99th percentile of COMMIT to `TRUSTLOGGED`, ms.
     pub p99_ms: Option<f64>,
+    /// Slowest COMMIT to `TRUSTLOGGED`, ms.
     pub max_ms: Option<f64>,
     /// Rows delivered within 100 ms and within 1 s of their commit.
     pub within_100ms: u32,
+    /// Rows delivered within 1 s of their commit.
     pub within_1s: u32,
     /// Rows marked by each kind of tick: the cursor's scan, the catch-up of rows that
     /// committed behind it, the sweep, retries.
     pub through_scan: u64,
+    /// Rows marked by the catch-up of rows that committed behind the cursor.
     pub through_catch_up: u64,
+    /// Rows marked by the sweep.
     pub through_sweep: u64,
+    /// Rows marked by retries of failed deliveries.
     pub through_retry: u64,
     /// Envelopes the ledger holds beyond one per row (ledger publishers only).
     pub ledger_duplicates: Option<u64>,

@@ -166,8 +166,11 @@ pub struct LeaseClaim {
 /// A database connection pool behind one of the adapters.
 #[derive(Clone, Debug)]
 pub enum Database {
+    /// The SQLite adapter, on one database file.
     Sqlite(sqlite::SqliteDb),
+    /// The PostgreSQL adapter.
     Postgres(postgres::PostgresDb),
+    /// The MySQL adapter, which also serves MariaDB.
     MySql(mysql::MySqlDb),
 }
 

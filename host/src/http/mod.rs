@@ -47,6 +47,7 @@ pub const DEFAULT_TENANT: &str = "default";
 pub struct AppState {
     /// The host's tenants.
     pub tenants: Arc<Tenants>,
+    /// Where handlers read the time for status reports and dead-letter replays and purges.
     pub clock: Arc<dyn Clock>,
     /// The config file `serve --config` read, re-read on reload.
     pub config_path: Option<PathBuf>,
@@ -139,8 +140,10 @@ impl AppState {
 /// Why a reload did nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
+    /// The host runs no config file: it was started without `--config`.
     #[error("the host was started without --config; there is nothing to reload")]
     NoConfig,
+    /// The config file could not be read or is invalid; the host runs on unchanged.
     #[error(transparent)]
     Config(#[from] ConfigError),
 }
@@ -376,7 +379,9 @@ pub fn router(state: Arc<AppState>) -> Router {
 #[derive(Debug, thiserror::Error)]
 #[error("listening on {addr}: {source}")]
 pub struct ListenError {
+    /// The address asked for, as given.
     pub addr: String,
+    /// Why binding it, or reading the bound address back, failed.
     pub source: std::io::Error,
 }
 

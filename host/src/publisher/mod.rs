@@ -20,22 +20,35 @@ use trustlog_guest::model::{Envelope, PublishError};
 /// Why a publisher URL could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PublisherError {
+    /// The URL's scheme names no adapter (the URL is kept with its password redacted).
     #[error(
         "unsupported publisher URL {0:?}; expected ledger://PATH, nats://, amqp://, redis://, http(s):// or mqtt://"
     )]
     UnsupportedUrl(String),
+    /// A URL of a known scheme whose path or options its adapter cannot use.
     #[error("publisher URL {url:?}: {message}")]
-    InvalidUrl { url: String, message: String },
+    InvalidUrl {
+        /// The URL, password redacted.
+        url: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 /// A trust log endpoint behind one of the adapters.
 #[derive(Clone, Debug)]
 pub enum Publisher {
+    /// `ledger://PATH`: the embedded, hash-chained, append-only file.
     Ledger(ledger::LedgerPublisher),
+    /// `nats://` (or `tls://`): a NATS JetStream stream.
     Nats(nats::NatsPublisher),
+    /// `amqp(s)://`: a RabbitMQ exchange, with publisher confirms.
     Amqp(Arc<amqp::AmqpPublisher>),
+    /// `redis(s)://`: a Redis stream.
     Redis(redis_streams::RedisStreamsPublisher),
+    /// `http(s)://`: an HTTP webhook.
     Webhook(webhook::WebhookPublisher),
+    /// `mqtt://`: an MQTT 5 broker, at QoS 1.
     Mqtt(mqtt::MqttPublisher),
     /// For commands that never publish (status): every publish fails, transiently.
     Disabled,
