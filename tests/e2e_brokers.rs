@@ -5,7 +5,7 @@
 //!
 //! `TRUSTLOG_E2E_OPS` scales the run (default 3,000) and `TRUSTLOG_E2E_BATCH` sets
 //! `--batch-size` (default 1,000); with a release build it gives the
-//! figures quoted in the README: `TRUSTLOG_E2E_OPS=100000 cargo test --release --test
+//! figures quoted in the README (Performance): `TRUSTLOG_E2E_OPS=100000 cargo test --release --test
 //! e2e_brokers -- --nocapture --test-threads 1`.
 
 mod support;

@@ -85,7 +85,7 @@ pub struct MigrateArgs {
 #[derive(Debug, Args)]
 pub struct PublisherArg {
     /// Publisher URL: ledger://PATH, nats://HOST:PORT, amqp://HOST/VHOST, redis://HOST/DB,
-    /// http(s)://HOST/PATH or mqtt://HOST:PORT (options in the query; see the README).
+    /// http(s)://HOST/PATH or mqtt://HOST:PORT (options in the query; see docs/adapters.md).
     #[arg(long, env = "TRUSTLOG_PUBLISHER", default_value = DEFAULT_PUBLISHER)]
     pub publisher: String,
 }
@@ -202,8 +202,8 @@ impl IntervalArgs {
 /// `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// A TOML file of `[[tenant]]` entries: one host, many tenants (see README,
-    /// "Many tenants"). Re-read on SIGHUP. Replaces --db, --publisher and the engine flags.
+    /// A TOML file of `[[tenant]]` entries: one host, many tenants (see
+    /// docs/configuration.md, "Many tenants"). Re-read on SIGHUP. Replaces --db, --publisher and the engine flags.
     #[arg(long, env = "TRUSTLOG_CONFIG", conflicts_with_all = ["db", "publisher", "component"])]
     pub config: Option<PathBuf>,
     #[command(flatten)]
