@@ -177,25 +177,12 @@ async fn postgres_a_row_inserted_with_psql_wakes_the_idle_scanner() {
     stop(serve);
 }
 
-/// Sessions of the host named `app` (its `application_name`) that PostgreSQL reports:
-/// all of them, and those whose last statement was a `LISTEN`. A session that has
-/// listened stays idle after its `LISTEN`, waiting for notifications, so that is what
-/// `pg_stat_activity` shows as its query.
+/// Sessions of the host named `app` (its `application_name`): all of them, and those
+/// listening.
 async fn host_sessions(app: &str) -> (i64, i64) {
-    let admin = support::backends::postgres_admin_url();
-    let count = |listening: bool| {
-        format!(
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = '{app}'{}",
-            if listening {
-                " AND query ILIKE 'LISTEN%'"
-            } else {
-                ""
-            }
-        )
-    };
     (
-        support::backends::scalar_at(Backend::Postgres, &admin, &count(false)).await,
-        support::backends::scalar_at(Backend::Postgres, &admin, &count(true)).await,
+        support::backends::postgres_sessions(app, false).await,
+        support::backends::postgres_sessions(app, true).await,
     )
 }
 

@@ -792,23 +792,16 @@ impl SharedServer {
 
     /// Sessions the host holds on the server.
     async fn sessions(&self) -> i64 {
-        let (url, sql) = match self.backend {
-            Backend::Postgres => (
-                support::backends::postgres_admin_url(),
-                format!(
-                    "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = '{}'",
-                    self.tag
-                ),
-            ),
-            _ => (
-                support::backends::mysql_admin_url(),
-                format!(
+        match self.backend {
+            Backend::Postgres => support::backends::postgres_sessions(&self.tag, false).await,
+            _ => {
+                let sql = format!(
                     "SELECT COUNT(*) FROM information_schema.processlist WHERE db = '{}'",
                     self.tag
-                ),
-            ),
-        };
-        scalar_at(self.backend, &url, &sql).await
+                );
+                scalar_at(self.backend, &support::backends::mysql_admin_url(), &sql).await
+            }
+        }
     }
 
     /// Five rows for tenant `i`, written into `schema` by another client.

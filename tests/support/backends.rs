@@ -251,6 +251,21 @@ pub async fn execute_at(backend: Backend, url: &str, sql: &str) {
     }
 }
 
+/// Sessions PostgreSQL holds for clients that named themselves `app` (their
+/// `application_name`); with `listening`, only those whose last statement was a
+/// `LISTEN`: a session that listens stays idle after it, waiting for notifications.
+pub async fn postgres_sessions(app: &str, listening: bool) -> i64 {
+    let sql = format!(
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = '{app}'{}",
+        if listening {
+            " AND query ILIKE 'LISTEN%'"
+        } else {
+            ""
+        }
+    );
+    scalar_at(Backend::Postgres, &postgres_admin_url(), &sql).await
+}
+
 /// Reads one integer with a query of no parameters from the `backend` database at `url`.
 pub async fn scalar_at(backend: Backend, url: &str, sql: &str) -> i64 {
     let sql = AssertSqlSafe(sql.to_string());
