@@ -111,6 +111,14 @@ impl Target {
         .await?)
     }
 
+    /// A failure of the fresh database, naming it (password redacted).
+    pub fn db_failed(&self, e: impl std::fmt::Display) -> BenchError {
+        BenchError::Database {
+            url: crate::publisher::options::redact(&self.fresh_db.url),
+            message: e.to_string(),
+        }
+    }
+
     /// The fresh database's URL.
     pub fn db_url(&self) -> &str {
         &self.fresh_db.url
@@ -160,10 +168,7 @@ impl Target {
             self.db
                 .insert(ops, TrustlogStatus::NotTrustlogged)
                 .await
-                .map_err(|e| BenchError::Database {
-                    url: crate::publisher::options::redact(&self.fresh_db.url),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| self.db_failed(e))?;
             backlog.next = chunk_end;
         }
         Ok(())
@@ -264,10 +269,7 @@ async fn delivered_as_stored(
         .db
         .stats(&opts.config.cursor_key)
         .await
-        .map_err(|e| BenchError::Database {
-            url: crate::publisher::options::redact(&target.fresh_db.url),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| target.db_failed(e))?;
     let incomplete = |message: String| BenchError::Incomplete {
         phase: "check",
         message,

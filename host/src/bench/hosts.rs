@@ -176,10 +176,7 @@ async fn drain(
     // connections, its component) lands before the drain, not inside one run's and
     // not the other's; released, it goes to one of them within a second.
     let key = opts.config.cursor_key.as_str();
-    let failed = |e: trustlog_guest::model::DbError| BenchError::Database {
-        url: crate::publisher::options::redact(target.db_url()),
-        message: e.to_string(),
-    };
+    let failed = |e: trustlog_guest::model::DbError| target.db_failed(e);
     target
         .db
         .claim_lease(key, GATE, DRAIN_LIMIT, "bench: hosts starting")

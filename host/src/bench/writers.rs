@@ -91,10 +91,7 @@ async fn measure(opts: &BenchOptions, target: &Target) -> Result<WritersReport, 
     for w in futures_util::future::join_all(writers).await {
         let rows = w
             .map_err(|e| BenchError::Tenant(format!("a writer failed: {e}")))?
-            .map_err(|e| BenchError::Database {
-                url: crate::publisher::options::redact(target.db_url()),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| target.db_failed(e))?;
         committed.extend(rows);
     }
     let total = committed.len();
