@@ -5,8 +5,12 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use support::backends::{Backend, TestDb, on_a_shared_pool};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use support::backends::{Backend, TestDb, on_a_shared_pool, through_a_custom_adapter};
 use support::brokers::{Broker, TestBroker};
+use support::forwarding;
 use support::*;
 use trustlog_guest::model::{
     Config, CursorMove, DbError, DbStats, InsertOutcome, Micros, Operation, Position,
@@ -22,11 +26,13 @@ use trustlog_host::tenant::Tenant;
 
 const T0: i64 = 1_764_000_000_000_000;
 
-/// The suite, on every database and again on every server tenants share.
+/// The suite, on every database, again on every server tenants share, and again
+/// through an adapter of a user's own.
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         on_every_database!($($test),*);
         on_every_shared_server!($($test),*);
+        through_a_custom_adapter!($($test),*);
     };
 }
 
@@ -83,6 +89,18 @@ async fn connect(t: &TestDb) -> Database {
     let db = match t.server_and_schema() {
         Some((server, schema)) if on_a_shared_pool() => {
             shared_with_a_neighbour(t, &server, schema).await
+        }
+        _ if through_a_custom_adapter() => {
+            let calls = Arc::new(AtomicU64::new(0));
+            let url = format!("{}{}", forwarding::PREFIX, t.url);
+            let db = forwarding::adapters(calls.clone())
+                .connect_database(&url)
+                .await
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert!(matches!(db, Database::Custom(_)), "{db:?}");
+            db.ping().await.unwrap();
+            assert_eq!(calls.load(Ordering::Relaxed), 1, "the call went through it");
+            db
         }
         _ => Database::connect(&t.url)
             .await

@@ -3,12 +3,14 @@
 
 #![warn(missing_docs)]
 
+pub mod adapters;
 pub mod bench;
 pub mod bindings;
 pub mod clock;
 pub mod component_cache;
 pub mod config;
 pub mod db;
+pub mod embed;
 pub mod epoch;
 pub mod guest_output;
 pub mod http;

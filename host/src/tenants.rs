@@ -14,6 +14,7 @@ use tokio::sync::{Mutex, Notify, RwLock, watch};
 use tokio::task::JoinHandle;
 use trustlog_guest::model::DbError;
 
+use crate::adapters::Adapters;
 use crate::config::TenantSpec;
 use crate::db::Database;
 use crate::db::shared_server::{DEFAULT_POOL_SIZE, SharedServers};
@@ -315,6 +316,8 @@ pub struct Tenants {
     changing: Mutex<()>,
     /// Signalled whenever a worker ends.
     ended: Arc<Notify>,
+    /// The adapters tenants' URLs are connected with.
+    adapters: Adapters,
 }
 
 impl Tenants {
@@ -342,7 +345,27 @@ impl Tenants {
         drain: DrainBounds,
         pool_size: u32,
     ) -> Arc<Tenants> {
+        Self::with_adapters(
+            engine,
+            metrics,
+            until_drained,
+            drain,
+            pool_size,
+            Adapters::new(),
+        )
+    }
+
+    /// Same as [`Tenants::sharing`], tenants' URLs connected with `adapters`.
+    pub fn with_adapters(
+        engine: WasmEngine,
+        metrics: Arc<Metrics>,
+        until_drained: bool,
+        drain: DrainBounds,
+        pool_size: u32,
+        adapters: Adapters,
+    ) -> Arc<Tenants> {
         Arc::new(Tenants {
+            adapters,
             servers: SharedServers::new(pool_size),
             engine,
             metrics,
@@ -472,18 +495,19 @@ impl Tenants {
         // A schema lives on a server other tenants share (and is created there if missing).
         let db = match &spec.schema {
             Some(schema) => self.servers.connect(&schema.server, &schema.name).await,
-            None => Database::connect(&spec.db).await,
+            None => self.adapters.connect_database(&spec.db).await,
         }
         .map_err(db_failed)?;
         db.migrate().await.map_err(db_failed)?;
-        let publisher =
-            Publisher::connect(&spec.publisher)
-                .await
-                .map_err(|e| StartError::Publisher {
-                    id: id.clone(),
-                    url: crate::publisher::options::redact(&spec.publisher),
-                    message: e.to_string(),
-                })?;
+        let publisher = self
+            .adapters
+            .connect_publisher(&spec.publisher)
+            .await
+            .map_err(|e| StartError::Publisher {
+                id: id.clone(),
+                url: crate::publisher::options::redact(&spec.publisher),
+                message: e.to_string(),
+            })?;
         let runtime = self.runtime(&spec)?;
         let instantiating = std::time::Instant::now();
         let tenant = Tenant::with_limits(

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Mutex, Notify, watch};
+use tokio::sync::{Mutex, Notify, broadcast, watch};
 use tracing::Instrument;
 use trustlog_guest::model::{
     DbError, EngineError, Micros, Operation, RecordOutcome, Strategy, TickReport,
@@ -250,6 +250,19 @@ pub struct Worker {
     metrics: Option<TenantMetrics>,
     /// Set while an operator has paused delivery.
     pause: Arc<watch::Sender<Option<Pause>>>,
+    /// Where each tick's outcome goes, for a program embedding the host.
+    reports: Option<broadcast::Sender<TickEvent>>,
+}
+
+/// One tick as it ended, as [`Worker::with_reports`] sends it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TickEvent {
+    /// Which tick: `scan`, `catch_up`, `retry` or `sweep`.
+    pub tick: &'static str,
+    /// How long it took, the guest call and its I/O.
+    pub took: Duration,
+    /// The guest's report, or why the tick failed.
+    pub outcome: Result<TickReport, String>,
 }
 
 /// Delivery paused by an operator: no batch starts until it is resumed. Rows keep
@@ -362,7 +375,15 @@ impl Worker {
             clock: Arc::new(SystemClock),
             metrics: None,
             pause: Arc::new(watch::Sender::new(None)),
+            reports: None,
         }
+    }
+
+    /// The same worker sending every tick's outcome to `reports` (a tick goes on
+    /// whether or not anyone receives it).
+    pub fn with_reports(mut self, reports: broadcast::Sender<TickEvent>) -> Worker {
+        self.reports = Some(reports);
+        self
     }
 
     /// The same worker reading the time from `clock` (tests drive the schedule with it).
@@ -820,6 +841,14 @@ impl Worker {
         .instrument(span.clone())
         .await;
         let took = started.elapsed();
+        if let Some(reports) = &self.reports {
+            // No receiver is not an error: nobody is listening now.
+            let _ = reports.send(TickEvent {
+                tick: kind,
+                took,
+                outcome: result.as_ref().map(Clone::clone).map_err(|e| e.to_string()),
+            });
+        }
         match result {
             Ok(r) => {
                 span.record("fetched", r.fetched)

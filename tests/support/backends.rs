@@ -28,9 +28,27 @@ macro_rules! on_every_shared_server {
     };
 }
 
+/// Instantiates each named `async fn(Backend)` once more on SQLite, as the tests
+/// `sqlite_custom::NAME`, with [`through_a_custom_adapter`] true: the suite's `connect`
+/// then reaches the database through an adapter written outside the host crate
+/// ([`crate::support::forwarding`]), registered by URL scheme.
+#[macro_export]
+macro_rules! through_a_custom_adapter {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite_custom { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { $crate::support::backends::CUSTOM_ADAPTER.scope(true, super::$test($crate::support::backends::Backend::Sqlite)).await } )* }
+    };
+}
+
 tokio::task_local! {
     /// Set by [`on_every_shared_server`] for the test it runs.
     pub static SHARED_POOL: bool;
+    /// Set by [`through_a_custom_adapter`] for the test it runs.
+    pub static CUSTOM_ADAPTER: bool;
+}
+
+/// Whether the running test reaches its database through a custom adapter.
+pub fn through_a_custom_adapter() -> bool {
+    CUSTOM_ADAPTER.try_with(|custom| *custom).unwrap_or(false)
 }
 
 /// Whether the running test reaches its database over a shared server's pool.

@@ -209,6 +209,7 @@ pub fn unique_name(prefix: &str) -> String {
 
 pub mod backends;
 pub mod brokers;
+pub mod forwarding;
 pub mod guests;
 pub mod proxy;
 pub mod server;

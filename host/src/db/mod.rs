@@ -1,5 +1,6 @@
 //! Database adapters, chosen by URL; each speaks the WIT `db` interface.
 
+pub mod adapter;
 pub mod cursor_value;
 pub mod mysql;
 pub mod pool_share;
@@ -21,6 +22,7 @@ use trustlog_guest::model::{
     TrustlogStatus, UnitOfWork,
 };
 
+pub use adapter::DatabaseAdapter;
 use schema_check::{Dialect, SchemaReport};
 
 /// One dead letter, as an operator sees it: the retry row joined with its operation.
@@ -164,6 +166,9 @@ pub struct LeaseClaim {
 }
 
 /// A database connection pool behind one of the adapters.
+///
+/// The built-in adapters are arms of their own, called without indirection on the
+/// delivery path; an adapter of a user's own is the `Custom` arm.
 #[derive(Clone, Debug)]
 pub enum Database {
     /// The SQLite adapter, on one database file.
@@ -172,6 +177,8 @@ pub enum Database {
     Postgres(postgres::PostgresDb),
     /// The MySQL adapter, which also serves MariaDB.
     MySql(mysql::MySqlDb),
+    /// An adapter implemented outside this crate.
+    Custom(Arc<dyn DatabaseAdapter>),
 }
 
 /// Calls the same method on whichever adapter is inside.
@@ -181,11 +188,28 @@ macro_rules! dispatch {
             Database::Sqlite($db) => $call,
             Database::Postgres($db) => $call,
             Database::MySql($db) => $call,
+            Database::Custom($db) => $call,
         }
     };
 }
 
 impl Database {
+    /// Wraps an adapter of the user's own.
+    pub fn custom(adapter: impl DatabaseAdapter) -> Database {
+        Database::Custom(Arc::new(adapter))
+    }
+
+    /// The adapter inside, as a trait object: for an adapter of the user's own that
+    /// wraps a built-in one (to count, trace or filter its calls).
+    pub fn into_adapter(self) -> Arc<dyn DatabaseAdapter> {
+        match self {
+            Database::Sqlite(db) => Arc::new(db),
+            Database::Postgres(db) => Arc::new(db),
+            Database::MySql(db) => Arc::new(db),
+            Database::Custom(db) => db,
+        }
+    }
+
     /// Connects by URL: `sqlite://PATH`, `postgres://…` (or `postgresql://…`), `mysql://…` (or `mariadb://…`).
     pub async fn connect(url: &str) -> Result<Database, DbError> {
         match url.split_once(':').map(|(scheme, _)| scheme) {
@@ -212,17 +236,18 @@ impl Database {
     pub fn spawn_listener(&self, wake: Arc<Notify>) -> Option<JoinHandle<()>> {
         match self {
             Database::Postgres(db) => Some(db.spawn_listener(wake)),
+            Database::Custom(db) => db.spawn_listener(wake),
             Database::Sqlite(_) | Database::MySql(_) => None,
         }
     }
 
     /// How trustlog's tables, where they exist, measure up to what it needs.
     pub async fn inspect(&self) -> Result<SchemaReport, DbError> {
-        let columns = dispatch!(self, db => db.columns().await)?;
-        let dialect = match self {
-            Database::Sqlite(_) => Dialect::Sqlite,
-            Database::Postgres(_) => Dialect::Postgres,
-            Database::MySql(_) => Dialect::MySql,
+        let (columns, dialect) = match self {
+            Database::Sqlite(db) => (db.columns().await?, Dialect::Sqlite),
+            Database::Postgres(db) => (db.columns().await?, Dialect::Postgres),
+            Database::MySql(db) => (db.columns().await?, Dialect::MySql),
+            Database::Custom(db) => return db.inspect().await,
         };
         let report = schema_check::judge(dialect, &columns);
         Ok(match self {
@@ -249,7 +274,16 @@ impl Database {
     pub async fn apply_changes(&self, report: &SchemaReport) -> Result<(), DbError> {
         let fixes = report.fixes();
         if !fixes.is_empty() {
-            dispatch!(self, db => db.alter(&fixes).await)?;
+            match self {
+                Database::Sqlite(db) => db.alter(&fixes).await?,
+                Database::Postgres(db) => db.alter(&fixes).await?,
+                Database::MySql(db) => db.alter(&fixes).await?,
+                Database::Custom(_) => {
+                    return Err(DbError::Other(
+                        "this adapter's tables cannot be changed by trustlog".into(),
+                    ));
+                }
+            }
         }
         self.migrate().await
     }
@@ -307,7 +341,11 @@ impl Database {
     /// Whether the database tells the host of new rows by itself (PostgreSQL's
     /// LISTEN), so that it need not be polled for them.
     pub fn notifies(&self) -> bool {
-        matches!(self, Database::Postgres(_))
+        match self {
+            Database::Postgres(_) => true,
+            Database::Custom(db) => db.notifies(),
+            Database::Sqlite(_) | Database::MySql(_) => false,
+        }
     }
 
     /// Takes or renews the lease `key` for `holder` for `ttl`, recording `state`: taken

@@ -5,6 +5,7 @@
 //! on a later try (including a broker that is down), a permanent one for a refusal.
 //! None of them needs its broker up to start: each connects (again) by itself.
 
+pub mod adapter;
 pub mod amqp;
 pub mod ledger;
 pub mod mqtt;
@@ -16,6 +17,8 @@ pub mod webhook;
 use std::sync::Arc;
 
 use trustlog_guest::model::{Envelope, PublishError};
+
+pub use adapter::PublisherAdapter;
 
 /// Why a publisher URL could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -50,11 +53,18 @@ pub enum Publisher {
     Webhook(webhook::WebhookPublisher),
     /// `mqtt://`: an MQTT 5 broker, at QoS 1.
     Mqtt(mqtt::MqttPublisher),
+    /// An adapter implemented outside this crate.
+    Custom(Arc<dyn PublisherAdapter>),
     /// For commands that never publish (status): every publish fails, transiently.
     Disabled,
 }
 
 impl Publisher {
+    /// Wraps an adapter of the user's own.
+    pub fn custom(adapter: impl PublisherAdapter) -> Publisher {
+        Publisher::Custom(Arc::new(adapter))
+    }
+
     /// Connects by URL scheme: `ledger`, `nats`, `amqp(s)`, `redis(s)`, `http(s)`, `mqtt`.
     pub async fn connect(url: &str) -> Result<Publisher, PublisherError> {
         let Some((scheme, rest)) = url.split_once("://") else {
@@ -90,6 +100,7 @@ impl Publisher {
             Publisher::Redis(p) => p.publish(batch).await,
             Publisher::Webhook(p) => p.publish(batch).await,
             Publisher::Mqtt(p) => p.publish(batch).await,
+            Publisher::Custom(p) => p.publish(batch).await,
             Publisher::Disabled => batch
                 .iter()
                 .map(|_| Err(PublishError::Transient("no publisher configured".into())))
@@ -101,10 +112,12 @@ impl Publisher {
 impl Publisher {
     /// Whether this host may keep what it holds of the trust log between batches: a host
     /// standing by for another (`false`) lets go of it, so the one delivering can have
-    /// it. Only the ledger holds something, its lock.
+    /// it. Of the built-in adapters only the ledger holds something, its lock.
     pub fn hold(&self, keep: bool) {
-        if let Publisher::Ledger(p) = self {
-            p.hold(keep);
+        match self {
+            Publisher::Ledger(p) => p.hold(keep),
+            Publisher::Custom(p) => p.hold(keep),
+            _ => {}
         }
     }
 
@@ -117,6 +130,7 @@ impl Publisher {
             Publisher::Redis(p) => p.ready().await,
             Publisher::Webhook(p) => p.ready().await,
             Publisher::Mqtt(p) => p.ready().await,
+            Publisher::Custom(p) => p.ready().await,
             Publisher::Disabled => Err("no publisher configured".into()),
         }
     }
