@@ -225,7 +225,8 @@ impl Database {
             _ => Err(DbError::Invalid(trustlog_guest::model::FieldError::new(
                 "db",
                 format!(
-                    "unsupported database URL {url:?}; expected sqlite://PATH, postgres://… or mysql://…"
+                    "unsupported database URL {:?}; expected sqlite://PATH, postgres://… or mysql://…",
+                    crate::publisher::options::redact(url)
                 ),
             ))),
         }
