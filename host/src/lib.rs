@@ -6,6 +6,7 @@
 pub mod adapters;
 pub mod bench;
 pub mod bindings;
+pub mod cli;
 pub mod clock;
 pub mod component_cache;
 pub mod config;

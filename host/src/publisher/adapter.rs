@@ -11,12 +11,14 @@ use trustlog_guest::model::{Envelope, PublishError};
 /// A trust log endpoint: it confirms envelopes, one result per envelope.
 ///
 /// `Ok` means the trust log confirmed that envelope durably (a broker's ack, an
-/// fsync, a 2xx): only then does the engine mark the row delivered. A
-/// [`PublishError::Transient`] is for anything that may pass on a later try, a trust
-/// log that is down included (the row is retried with backoff); a
-/// [`PublishError::Permanent`] for a refusal (the row goes to the dead letters after
-/// its retries). An envelope may be delivered again after a crash between the
-/// confirmation and the commit: consumers deduplicate by `op_id`.
+/// fsync, a 2xx): only then does the engine mark the row delivered.
+/// [`PublishError::Unavailable`] says the trust log as a whole cannot be reached: the
+/// row stays where it is, no retry is spent, and the host probes
+/// [`PublisherAdapter::ready`] until it answers. [`PublishError::Transient`] is for
+/// this envelope not confirmed (the row is retried with backoff, costing one retry);
+/// [`PublishError::Permanent`] for a refusal (the row becomes a dead letter at once).
+/// An envelope may be delivered again after a crash between the confirmation and the
+/// commit: consumers deduplicate by `op_id`.
 #[async_trait::async_trait]
 pub trait PublisherAdapter: std::fmt::Debug + Send + Sync + 'static {
     /// Delivers a non-empty batch; one result per envelope, in order.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use trustlog_guest::model::{Backoff, Config, DEFAULT_CURSOR_KEY, Strategy};
 
-use trustlog_host::worker::Intervals;
+use crate::worker::Intervals;
 
 /// The embedded default database.
 pub const DEFAULT_DB: &str = "sqlite://trustlog.db";
@@ -452,7 +452,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub tenant_rows: u32,
     /// Connections of the pool --shared-tenants share (the config's shared_pool_size).
-    #[arg(long, default_value_t = trustlog_host::db::shared_server::DEFAULT_POOL_SIZE, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, default_value_t = crate::db::shared_server::DEFAULT_POOL_SIZE, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub shared_pool_size: u32,
     /// The idle probe of --shared-tenants where the server cannot notify (MariaDB): the
     /// tenants' watch_interval.

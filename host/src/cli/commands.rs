@@ -4,31 +4,32 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::adapters::Adapters;
+use crate::bench::{BenchOptions, BenchReport, EngineKind};
+use crate::clock::{SystemClock, now_micros};
+use crate::config::{HostConfig, TenantSpec, TlsFiles};
+use crate::db::{Database, Lease, Replay};
+use crate::http::access::{Credential, Role, Scope};
+use crate::http::tls::Tls;
+use crate::http::{self, AppState, DEFAULT_TENANT};
+use crate::ingest;
+use crate::ledger;
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::publisher::Publisher;
+use crate::report::{dead_letter_json, delivery_json, status_json};
+use crate::runtime::Runtime;
+use crate::runtime::{self, Allocation};
+use crate::sample;
+use crate::tenant::Tenant;
+use crate::tenants::{RunState, Tenants};
+use crate::worker::{DrainBounds, Exit, Intervals, LeaseSettings, Worker};
 use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 use trustlog_guest::model::{Config, Operation, RecordOutcome, StatusReport, Strategy};
-use trustlog_host::bench::{BenchOptions, BenchReport, EngineKind};
-use trustlog_host::clock::{SystemClock, now_micros};
-use trustlog_host::config::{HostConfig, TenantSpec, TlsFiles};
-use trustlog_host::db::{Database, Lease, Replay};
-use trustlog_host::http::access::{Credential, Role, Scope};
-use trustlog_host::http::tls::Tls;
-use trustlog_host::http::{self, AppState, DEFAULT_TENANT};
-use trustlog_host::ingest;
-use trustlog_host::ledger;
-use trustlog_host::limits::Limits;
-use trustlog_host::metrics::Metrics;
-use trustlog_host::publisher::Publisher;
-use trustlog_host::report::{dead_letter_json, delivery_json, status_json};
-use trustlog_host::runtime::Runtime;
-use trustlog_host::runtime::{self, Allocation};
-use trustlog_host::sample;
-use trustlog_host::tenant::Tenant;
-use trustlog_host::tenants::{RunState, Tenants};
-use trustlog_host::worker::{DrainBounds, Exit, Intervals, LeaseSettings, Worker};
 
-use crate::cli::{
+use super::args::{
     BenchArgs, BenchEngine, Command, DeadLetterCommand, DeadLetterListArgs, DemoArgs,
     LedgerCommand, MigrateArgs, RecordArgs, ServeArgs, StatusArgs,
 };
@@ -41,13 +42,13 @@ const HTTP_GRACE: Duration = Duration::from_secs(3);
 const LIST_PAGE: u64 = 1000;
 
 /// Runs one subcommand.
-pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+pub async fn run(command: Command, adapters: &Adapters) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve(args) => serve(*args).await,
-        Command::Migrate(args) => migrate(args).await,
-        Command::Record(args) => record(args).await,
-        Command::Status(args) => status(args).await,
-        Command::DeadLetters(cmd) => dead_letters(cmd).await,
+        Command::Serve(args) => serve(*args, adapters).await,
+        Command::Migrate(args) => migrate(args, adapters).await,
+        Command::Record(args) => record(args, adapters).await,
+        Command::Status(args) => status(args, adapters).await,
+        Command::DeadLetters(cmd) => dead_letters(cmd, adapters).await,
         Command::Ledger(LedgerCommand::Verify { path }) => match ledger::verify(&path) {
             Ok(report) => {
                 println!(
@@ -61,14 +62,15 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
-        Command::Demo(args) => demo(args).await,
+        Command::Demo(args) => demo(args, adapters).await,
         Command::Bench(args) => bench(args).await,
     }
 }
 
 /// Connects and applies the schema (every command that writes does this on start).
-async fn connect_db(url: &str) -> anyhow::Result<Database> {
-    let db = Database::connect(url)
+async fn connect_db(url: &str, adapters: &Adapters) -> anyhow::Result<Database> {
+    let db = adapters
+        .connect_database(url)
         .await
         .with_context(|| format!("connecting to {url}"))?;
     db.migrate()
@@ -79,9 +81,10 @@ async fn connect_db(url: &str) -> anyhow::Result<Database> {
 
 /// `migrate`: the report on existing tables, then the missing ones created and, with
 /// `--apply`, the changes made.
-async fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+async fn migrate(args: MigrateArgs, adapters: &Adapters) -> anyhow::Result<ExitCode> {
     let url = &args.db.db;
-    let db = Database::connect(url)
+    let db = adapters
+        .connect_database(url)
         .await
         .with_context(|| format!("connecting to {url}"))?;
     let report = db
@@ -115,9 +118,9 @@ async fn tenant(db: Database, publisher: Publisher, config: Config) -> anyhow::R
     Ok(Tenant::new(runtime, DEFAULT_TENANT, db, publisher, config).await?)
 }
 
-async fn connect_publisher(url: &str) -> anyhow::Result<Publisher> {
-    Publisher::connect(url).await.with_context(|| {
-        let shown = trustlog_host::publisher::options::redact(url);
+async fn connect_publisher(url: &str, adapters: &Adapters) -> anyhow::Result<Publisher> {
+    adapters.connect_publisher(url).await.with_context(|| {
+        let shown = crate::publisher::options::redact(url);
         format!("connecting to publisher {shown}")
     })
 }
@@ -197,7 +200,7 @@ fn serve_plan(args: &ServeArgs) -> anyhow::Result<ServePlan> {
         listen: args.listen_addr(None),
         tls: tls_flags,
         max_tenants: 1,
-        shared_pool_size: trustlog_host::db::shared_server::DEFAULT_POOL_SIZE,
+        shared_pool_size: crate::db::shared_server::DEFAULT_POOL_SIZE,
     })
 }
 
@@ -205,7 +208,7 @@ fn serve_plan(args: &ServeArgs) -> anyhow::Result<ServePlan> {
 /// one being replaced while its successor starts.
 const INSTANCES_PER_TENANT: u32 = 3;
 
-async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+async fn serve(args: ServeArgs, adapters: &Adapters) -> anyhow::Result<ExitCode> {
     let plan = serve_plan(&args)?;
     let engine = runtime::engine(Allocation::Pooling {
         instances: plan
@@ -213,7 +216,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .saturating_mul(INSTANCES_PER_TENANT)
             .saturating_add(8),
     })?;
-    let tenants = Tenants::sharing(
+    let tenants = Tenants::with_adapters(
         engine,
         Metrics::new()?,
         args.until_drained,
@@ -222,6 +225,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             give_up_after: args.give_up_after,
         },
         plan.shared_pool_size,
+        adapters.clone(),
     );
     // A tenant whose database does not answer is retried in the background (a
     // publisher connects lazily); only what needs the operator stops the host.
@@ -413,9 +417,9 @@ async fn record_chunk(
     Ok(())
 }
 
-async fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
-    let db = connect_db(&args.db.db).await?;
-    let publisher = record_publisher(&args).await?;
+async fn record(args: RecordArgs, adapters: &Adapters) -> anyhow::Result<ExitCode> {
+    let db = connect_db(&args.db.db, adapters).await?;
+    let publisher = record_publisher(&args, adapters).await?;
     let worker = Worker::new(
         tenant(db.clone(), publisher, args.engine.config()).await?,
         Intervals::default(),
@@ -482,11 +486,11 @@ async fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
 
 /// The publisher `record` needs: none unless it publishes itself (trustlog-only), so
 /// that storing rows never touches the trust log a running `serve` delivers to.
-async fn record_publisher(args: &RecordArgs) -> anyhow::Result<Publisher> {
+async fn record_publisher(args: &RecordArgs, adapters: &Adapters) -> anyhow::Result<Publisher> {
     if args.engine.strategy != Strategy::TrustlogOnly {
         return Ok(Publisher::Disabled);
     }
-    let publisher = connect_publisher(&args.publisher.publisher).await?;
+    let publisher = connect_publisher(&args.publisher.publisher, adapters).await?;
     if let Publisher::Ledger(ledger) = &publisher {
         match ledger.open_now().await {
             Ok(()) => {}
@@ -533,8 +537,9 @@ fn print_status(r: &StatusReport, lease: Option<&Lease>, json: bool) {
     }
 }
 
-async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let db = Database::connect(&args.db.db)
+async fn status(args: StatusArgs, adapters: &Adapters) -> anyhow::Result<ExitCode> {
+    let db = adapters
+        .connect_database(&args.db.db)
         .await
         .with_context(|| format!("connecting to {}", args.db.db))?;
     let config = Config {
@@ -554,11 +559,11 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn dead_letters(cmd: DeadLetterCommand) -> anyhow::Result<ExitCode> {
+async fn dead_letters(cmd: DeadLetterCommand, adapters: &Adapters) -> anyhow::Result<ExitCode> {
     match cmd {
-        DeadLetterCommand::List(args) => list_dead_letters(args).await,
+        DeadLetterCommand::List(args) => list_dead_letters(args, adapters).await,
         DeadLetterCommand::Replay(args) => {
-            let db = connect_db(&args.db.db).await?;
+            let db = connect_db(&args.db.db, adapters).await?;
             let which = match args.op_id {
                 Some(id) => Replay::One(id),
                 None => Replay::All,
@@ -576,7 +581,7 @@ async fn dead_letters(cmd: DeadLetterCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         DeadLetterCommand::Purge(args) => {
-            let db = connect_db(&args.db.db).await?;
+            let db = connect_db(&args.db.db, adapters).await?;
             let n = db
                 .purge_dead_letters_older_than(args.older_than, now_micros())
                 .await
@@ -591,8 +596,12 @@ async fn dead_letters(cmd: DeadLetterCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn list_dead_letters(args: DeadLetterListArgs) -> anyhow::Result<ExitCode> {
-    let db = Database::connect(&args.db.db)
+async fn list_dead_letters(
+    args: DeadLetterListArgs,
+    adapters: &Adapters,
+) -> anyhow::Result<ExitCode> {
+    let db = adapters
+        .connect_database(&args.db.db)
         .await
         .with_context(|| format!("connecting to {}", args.db.db))?;
     let mut after = args.after.clone();
@@ -637,10 +646,10 @@ async fn list_dead_letters(args: DeadLetterListArgs) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+async fn demo(args: DemoArgs, adapters: &Adapters) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let db = connect_db(&args.db.db).await?;
-    let publisher = connect_publisher(&args.publisher.publisher).await?;
+    let db = connect_db(&args.db.db, adapters).await?;
+    let publisher = connect_publisher(&args.publisher.publisher, adapters).await?;
     // A `serve` already delivering from this database keeps doing so; the demo then
     // waits for it instead of publishing the same rows beside it.
     let worker = Worker::new(
@@ -648,8 +657,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Intervals::default(),
     )
     .with_lease(LeaseSettings {
-        holder: trustlog_host::lease::holder_id(),
-        ttl: trustlog_host::lease::DEFAULT_TTL,
+        holder: crate::lease::holder_id(),
+        ttl: crate::lease::DEFAULT_TTL,
     });
     let base = now_micros();
     let run = format!("demo-{base:x}");
@@ -725,7 +734,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         shared_watch: args.watch_interval,
         shared_lease_ttl: args.lease_ttl,
     };
-    let report = trustlog_host::bench::run(&opts).await?;
+    let report = crate::bench::run(&opts).await?;
     print_bench(&report);
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
