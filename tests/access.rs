@@ -11,7 +11,7 @@ use std::time::Duration;
 use support::backends::Backend;
 use support::server::Server;
 use support::*;
-use trustlog_host::clock::now_micros;
+use trustlog_host::scheduling::clock::now_micros;
 
 /// Who asks, in the access matrix: a name and the secret sent (`None`: no header).
 const CALLERS: [(&str, Option<&str>); 8] = [

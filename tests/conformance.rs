@@ -19,10 +19,10 @@ use trustlog_guest::model::{
 use trustlog_guest::validate::{MAX_TIMESTAMP, MIN_TIMESTAMP};
 use trustlog_host::db::shared_server::SharedServers;
 use trustlog_host::db::{Database, DeadLetter, Replay};
-use trustlog_host::ingest;
 use trustlog_host::publisher::Publisher;
-use trustlog_host::runtime::Runtime;
-use trustlog_host::tenant::Tenant;
+use trustlog_host::sandbox::runtime::Runtime;
+use trustlog_host::scheduling::tenant::Tenant;
+use trustlog_host::surfaces::ingest;
 
 const T0: i64 = 1_764_000_000_000_000;
 

@@ -14,9 +14,9 @@ use trustlog_guest::model::{
 };
 use trustlog_host::db::Database;
 use trustlog_host::embed::{EmbedError, Trustlog};
-use trustlog_host::ingest;
 use trustlog_host::publisher::{Publisher, PublisherAdapter, PublisherError};
-use trustlog_host::worker::Intervals;
+use trustlog_host::scheduling::worker::Intervals;
+use trustlog_host::surfaces::ingest;
 
 const T0: i64 = 1_764_000_000_000_000;
 

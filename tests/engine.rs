@@ -9,11 +9,11 @@ use support::brokers::{Broker, TestBroker};
 use support::*;
 use trustlog_guest::model::{Config, Operation, RecordOutcome, Strategy};
 use trustlog_host::db::Database;
-use trustlog_host::ingest;
 use trustlog_host::publisher::Publisher;
-use trustlog_host::runtime::Runtime;
-use trustlog_host::tenant::Tenant;
-use trustlog_host::worker::{Intervals, Worker};
+use trustlog_host::sandbox::runtime::Runtime;
+use trustlog_host::scheduling::tenant::Tenant;
+use trustlog_host::scheduling::worker::{Intervals, Worker};
+use trustlog_host::surfaces::ingest;
 
 const T0: i64 = 1_764_000_000_000_000;
 const MIN: i64 = 60_000_000;

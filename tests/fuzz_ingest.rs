@@ -46,10 +46,10 @@ use trustlog_guest::model::{Config as TenantConfig, Operation};
 use trustlog_guest::validate::{LIMITS, MAX_TIMESTAMP, MIN_TIMESTAMP};
 use trustlog_guest::{envelope, validate};
 use trustlog_host::db::Database;
-use trustlog_host::ingest;
 use trustlog_host::publisher::Publisher;
-use trustlog_host::runtime::Runtime;
-use trustlog_host::tenant::Tenant;
+use trustlog_host::sandbox::runtime::Runtime;
+use trustlog_host::scheduling::tenant::Tenant;
+use trustlog_host::surfaces::ingest;
 
 use ingest::STRING_FIELDS as FIELDS;
 

@@ -13,7 +13,7 @@ use support::backends::{Backend, TestDb};
 use support::brokers::{Broker, TestBroker};
 use support::server::Server;
 use support::*;
-use trustlog_host::clock::now_micros;
+use trustlog_host::scheduling::clock::now_micros;
 
 const T0: i64 = 1_764_000_000_000_000;
 

@@ -12,9 +12,9 @@ use support::brokers::{Broker, TestBroker};
 use support::server::{Server, parse_prometheus};
 use support::*;
 use trustlog_guest::model::{RetryStatus, RetryUpdate, TrustlogStatus, UnitOfWork};
-use trustlog_host::clock::now_micros;
 use trustlog_host::db::Database;
-use trustlog_host::ingest;
+use trustlog_host::scheduling::clock::now_micros;
+use trustlog_host::surfaces::ingest;
 
 const TOKEN: &str = "s3cret-admin-token";
 const DAY: i64 = 86_400_000_000;

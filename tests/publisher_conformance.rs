@@ -14,10 +14,10 @@ use support::proxy::TcpProxy;
 use support::*;
 use trustlog_guest::model::{Config, Operation, RecordOutcome};
 use trustlog_host::db::Database;
-use trustlog_host::ingest;
 use trustlog_host::publisher::Publisher;
-use trustlog_host::runtime::Runtime;
-use trustlog_host::tenant::Tenant;
+use trustlog_host::sandbox::runtime::Runtime;
+use trustlog_host::scheduling::tenant::Tenant;
+use trustlog_host::surfaces::ingest;
 
 const T0: i64 = 1_764_000_000_000_000;
 const MIN: i64 = 60_000_000;

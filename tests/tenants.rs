@@ -85,7 +85,7 @@ async fn deliver(server: &Server, tenant: &str, prefix: &str, n: usize) -> f64 {
     let before = server.get(&status).await.1["trustlogged"].as_u64().unwrap();
     let started = Instant::now();
     // Stamped now, so every run's rows come after the cursor.
-    let t0 = trustlog_host::clock::now_micros();
+    let t0 = trustlog_host::scheduling::clock::now_micros();
     for chunk in 0..n / 1000 {
         let body: Vec<serde_json::Value> = (0..1000)
             .map(|i| {
@@ -388,7 +388,7 @@ async fn wait_code(server: &Server, path: &str, code: u16) -> serde_json::Value 
 
 /// Posts `ids` to `tenant`, one request, stamped now (so ahead of the cursor).
 async fn post_ids(server: &Server, tenant: &str, ids: impl Iterator<Item = String>) {
-    let now = trustlog_host::clock::now_micros();
+    let now = trustlog_host::scheduling::clock::now_micros();
     let body: Vec<serde_json::Value> = ids
         .enumerate()
         .map(|(i, id)| serde_json::from_str(&op_line(&id, now + i as i64)).unwrap())

@@ -12,13 +12,13 @@ use support::brokers::{Broker, TestBroker};
 use support::*;
 use tokio::sync::watch;
 use trustlog_guest::model::{Config, RetryStatus, RetryUpdate, TrustlogStatus, UnitOfWork};
-use trustlog_host::clock::{Clock, ManualClock, now_micros};
 use trustlog_host::db::Database;
-use trustlog_host::ingest;
 use trustlog_host::publisher::Publisher;
-use trustlog_host::runtime::Runtime;
-use trustlog_host::tenant::Tenant;
-use trustlog_host::worker::{Delivery, DrainBounds, Exit, Intervals, Worker};
+use trustlog_host::sandbox::runtime::Runtime;
+use trustlog_host::scheduling::clock::{Clock, ManualClock, now_micros};
+use trustlog_host::scheduling::tenant::Tenant;
+use trustlog_host::scheduling::worker::{Delivery, DrainBounds, Exit, Intervals, Worker};
+use trustlog_host::surfaces::ingest;
 
 const MIN: Duration = Duration::from_secs(60);
 

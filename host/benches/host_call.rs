@@ -17,10 +17,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use trustlog_guest::envelope::sha256_hex;
 use trustlog_guest::model::{Config, Micros, Operation};
 use trustlog_host::db::Database;
-use trustlog_host::imports::LogAllowance;
-use trustlog_host::limits::Limits;
 use trustlog_host::publisher::Publisher;
-use trustlog_host::runtime::Runtime;
+use trustlog_host::sandbox::imports::LogAllowance;
+use trustlog_host::sandbox::limits::Limits;
+use trustlog_host::sandbox::runtime::Runtime;
 
 /// Rows seeded before measuring, so `stats` counts a realistic backlog rather than an empty table.
 const ROWS: u32 = 1_000;

@@ -82,11 +82,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use trustlog_guest::model::{Config, Strategy};
 
-use crate::http::access::{Credential, Role, Scope};
-use crate::http::request_limits::{MAX_REQUEST_BYTES, MIN_REQUEST_BYTES, RequestLimits};
-use crate::limits::Limits;
 use crate::publisher::options::redact;
-use crate::worker::Intervals;
+use crate::sandbox::limits::Limits;
+use crate::scheduling::worker::Intervals;
+use crate::surfaces::http::access::{Credential, Role, Scope};
+use crate::surfaces::http::request_limits::{MAX_REQUEST_BYTES, MIN_REQUEST_BYTES, RequestLimits};
 
 /// How many tenants the instance pool is sized for unless `max_tenants` says otherwise.
 pub const DEFAULT_MAX_TENANTS: u32 = 1024;

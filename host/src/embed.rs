@@ -30,13 +30,13 @@ use tokio::task::JoinHandle;
 use trustlog_guest::model::{Config, DbError, Operation, RecordOutcome, StatusReport, Strategy};
 
 use crate::adapters::Adapters;
-use crate::clock::{Clock, SystemClock};
 use crate::db::{Backlog, Database};
-use crate::limits::Limits;
 use crate::publisher::{Publisher, PublisherError};
-use crate::runtime::{Runtime, RuntimeError};
-use crate::tenant::{Tenant, TenantError};
-use crate::worker::{Intervals, Summary, TickEvent, Worker};
+use crate::sandbox::limits::Limits;
+use crate::sandbox::runtime::{Runtime, RuntimeError};
+use crate::scheduling::clock::{Clock, SystemClock};
+use crate::scheduling::tenant::{Tenant, TenantError};
+use crate::scheduling::worker::{Intervals, Summary, TickEvent, Worker};
 
 /// Why an embedded host could not start.
 #[derive(Debug, thiserror::Error)]

@@ -13,5 +13,5 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    trustlog_host::cli::main(Adapters::new()).await
+    trustlog_host::surfaces::cli::main(Adapters::new()).await
 }

@@ -189,7 +189,7 @@ impl TestDb {
     /// SQLite has no microsecond clock, so this host's is written in.
     pub fn clock_sql(&self) -> String {
         match self.backend {
-            Backend::Sqlite => trustlog_host::clock::now_micros().to_string(),
+            Backend::Sqlite => trustlog_host::scheduling::clock::now_micros().to_string(),
             Backend::Postgres => "now()".into(),
             Backend::MySql => "UTC_TIMESTAMP(6)".into(),
         }

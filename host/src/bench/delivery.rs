@@ -7,15 +7,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use trustlog_guest::model::{Micros, Operation, TrustlogStatus};
 
-use crate::clock::now_micros;
 use crate::db::Database;
-use crate::imports::Probe;
-use crate::limits::Limits;
 use crate::publisher::Publisher;
-use crate::runtime::Runtime;
 use crate::sample;
-use crate::tenant::{Backend, Tenant};
-use crate::worker::{Exit, Intervals, Worker};
+use crate::sandbox::imports::Probe;
+use crate::sandbox::limits::Limits;
+use crate::sandbox::runtime::Runtime;
+use crate::scheduling::clock::now_micros;
+use crate::scheduling::tenant::{Backend, Tenant};
+use crate::scheduling::worker::{Exit, Intervals, Worker};
 
 use super::fresh::Fresh;
 use super::stats::{percentile, round, sorted};
@@ -94,10 +94,9 @@ impl Target {
         engine: EngineKind,
     ) -> Result<Tenant, BenchError> {
         let backend = match engine {
-            EngineKind::Wasm => Backend::Wasm(
-                Runtime::new()
-                    .map_err(|e| BenchError::Engine(crate::tenant::TenantError::Runtime(e)))?,
-            ),
+            EngineKind::Wasm => Backend::Wasm(Runtime::new().map_err(|e| {
+                BenchError::Engine(crate::scheduling::tenant::TenantError::Runtime(e))
+            })?),
             EngineKind::Native => Backend::Native,
         };
         Ok(Tenant::on_backend(

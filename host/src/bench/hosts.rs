@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::TenantSpec;
-use crate::imports::Probe;
-use crate::limits::Limits;
-use crate::metrics::Metrics;
-use crate::runtime::{self, Allocation};
-use crate::tenants::Tenants;
-use crate::worker::{DrainBounds, Intervals};
+use crate::sandbox::imports::Probe;
+use crate::sandbox::limits::Limits;
+use crate::sandbox::runtime::{self, Allocation};
+use crate::scheduling::tenants::Tenants;
+use crate::scheduling::worker::{DrainBounds, Intervals};
+use crate::surfaces::metrics::Metrics;
 
 use super::delivery::Target;
 use super::stats::{median_by, round};

@@ -9,11 +9,11 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::TenantSpec;
-use crate::limits::Limits;
-use crate::metrics::Metrics;
-use crate::runtime::{self, Allocation};
-use crate::tenants::Tenants;
-use crate::worker::Intervals;
+use crate::sandbox::limits::Limits;
+use crate::sandbox::runtime::{self, Allocation};
+use crate::scheduling::tenants::Tenants;
+use crate::scheduling::worker::Intervals;
+use crate::surfaces::metrics::Metrics;
 
 use super::stats::{percentile, round, sorted};
 use super::{BenchError, BenchOptions, rss, run_tag};

@@ -27,7 +27,7 @@ use std::time::Duration;
 use serde::Serialize;
 use trustlog_guest::model::Config;
 
-use crate::tenant::TenantError;
+use crate::scheduling::tenant::TenantError;
 
 pub use hosts::{HostsReport, HostsRun};
 pub use idle::IdleReport;
@@ -231,7 +231,7 @@ fn run_tag(label: &str) -> String {
     format!(
         "bench_{label}_{}_{:x}",
         std::process::id(),
-        crate::clock::now_micros()
+        crate::scheduling::clock::now_micros()
     )
 }
 

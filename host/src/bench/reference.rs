@@ -261,7 +261,7 @@ async fn sqlite(url: &str, batch: u32) -> Result<(u64, f64), sqlx::Error> {
         )
         .bind(CURSOR_KEY)
         .bind(format!("{}|{}", after.0, after.1))
-        .bind(crate::clock::now_micros())
+        .bind(crate::scheduling::clock::now_micros())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::clock::now_micros;
-use crate::tenant::Tenant;
+use crate::scheduling::clock::now_micros;
+use crate::scheduling::tenant::Tenant;
 
 use super::delivery::{Backlog, Target};
 use super::rss;

@@ -16,11 +16,11 @@ use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection, PgConnection};
 
 use crate::config::{SharedSchema, TenantSpec};
 use crate::db::schemas;
-use crate::limits::Limits;
-use crate::metrics::Metrics;
-use crate::runtime::{self, Allocation};
-use crate::tenants::Tenants;
-use crate::worker::{DrainBounds, Intervals};
+use crate::sandbox::limits::Limits;
+use crate::sandbox::runtime::{self, Allocation};
+use crate::scheduling::tenants::Tenants;
+use crate::scheduling::worker::{DrainBounds, Intervals};
+use crate::surfaces::metrics::Metrics;
 
 use super::stats::{percentile, round, sorted};
 use super::{BenchError, BenchOptions, rss, run_tag};

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, Connection, Executor};
 
-use crate::imports::Probe;
+use crate::sandbox::imports::Probe;
 
 use super::delivery::Target;
 use super::hosts::Host;
@@ -81,7 +81,7 @@ async fn measure(opts: &BenchOptions, target: &Target) -> Result<WritersReport, 
         hosts = hosts.len(),
         "writers committing out of timestamp order"
     );
-    let seed = crate::clock::now_micros() as u64 | 1;
+    let seed = crate::scheduling::clock::now_micros() as u64 | 1;
     let writers = (0..opts.writers).map(|w| {
         let url = target.db_url().to_string();
         let rows = opts.writer_rows;
@@ -195,7 +195,7 @@ async fn write(
             let mut c = sqlx::SqliteConnection::connect(url).await?;
             for i in 0..rows {
                 let id = format!("w{writer:02}-{i:06}");
-                let stamp = crate::clock::now_micros().to_string();
+                let stamp = crate::scheduling::clock::now_micros().to_string();
                 tokio::time::sleep(hold(&mut dice)).await;
                 let mut tx = c.begin().await?;
                 tx.execute(AssertSqlSafe(insert(&id, &stamp))).await?;

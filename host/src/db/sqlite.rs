@@ -504,7 +504,7 @@ impl SqliteDb {
     pub(super) async fn ensure_lease(&self, key: &str) -> Result<(), DbError> {
         sqlx::query(ENSURE_LEASE)
             .bind(key)
-            .bind(crate::clock::now_micros())
+            .bind(crate::scheduling::clock::now_micros())
             .execute(&self.pool)
             .await
             .map_err(map_error)?;
@@ -521,7 +521,7 @@ impl SqliteDb {
         ttl: Duration,
         state: &str,
     ) -> Result<Option<Lease>, DbError> {
-        let now = crate::clock::now_micros();
+        let now = crate::scheduling::clock::now_micros();
         let expires_at = now.saturating_add(i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX));
         // A lease need not survive a power cut (the hosts sharing a SQLite file are on
         // the machine that lost it), so its write skips the fsync every other commit
@@ -573,7 +573,7 @@ impl SqliteDb {
         sqlx::query(RELEASE_LEASE)
             .bind(key)
             .bind(holder)
-            .bind(crate::clock::now_micros())
+            .bind(crate::scheduling::clock::now_micros())
             .execute(&self.pool)
             .await
             .map_err(map_error)?;
@@ -598,7 +598,7 @@ impl SqliteDb {
             renewed_at: row.try_get(2).map_err(map_error)?,
             expires_at,
             state: row.try_get(4).map_err(map_error)?,
-            expired: expires_at < crate::clock::now_micros(),
+            expired: expires_at < crate::scheduling::clock::now_micros(),
         }))
     }
 

@@ -4,7 +4,7 @@
 //! The ledger is opened at the first publish and again after a failure to open,
 //! so a missing disk or a lock held elsewhere makes it unavailable for a while,
 //! not a crash. Only one process may append to a ledger, and an open one holds its
-//! lock: a host standing by for another (see `crate::lease`) closes it after each
+//! lock: a host standing by for another (see `crate::scheduling::lease`) closes it after each
 //! use, so the host delivering can open it.
 
 use std::path::PathBuf;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use wasmtime::Engine;
 
-use crate::limits::EPOCH_TICK;
+use crate::sandbox::limits::EPOCH_TICK;
 
 /// How long the ticker sleeps while no guest computes. A guest that starts computing
 /// then gets its first tick up to this much later than [`EPOCH_TICK`], so it is the

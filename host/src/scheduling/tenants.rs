@@ -18,13 +18,13 @@ use crate::adapters::Adapters;
 use crate::config::TenantSpec;
 use crate::db::Database;
 use crate::db::shared_server::{DEFAULT_POOL_SIZE, SharedServers};
-use crate::imports::LogAllowance;
-use crate::limits::{MAX_RESTART_PAUSE, RESTART_COUNT_RESET};
-use crate::metrics::{Metrics, TenantMetrics};
 use crate::publisher::Publisher;
-use crate::runtime::{GUEST_WASM, Runtime, RuntimeError, WasmEngine, component_digest};
-use crate::tenant::{Backend, Tenant, TenantError};
-use crate::worker::{Delivery, DrainBounds, Exit, LeaseSettings, Summary, Worker};
+use crate::sandbox::imports::LogAllowance;
+use crate::sandbox::limits::{MAX_RESTART_PAUSE, RESTART_COUNT_RESET};
+use crate::sandbox::runtime::{GUEST_WASM, Runtime, RuntimeError, WasmEngine, component_digest};
+use crate::scheduling::tenant::{Backend, Tenant, TenantError};
+use crate::scheduling::worker::{Delivery, DrainBounds, Exit, LeaseSettings, Summary, Worker};
+use crate::surfaces::metrics::{Metrics, TenantMetrics};
 
 /// Why a tenant could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -371,7 +371,7 @@ impl Tenants {
             metrics,
             until_drained,
             drain,
-            holder: crate::lease::holder_id(),
+            holder: crate::scheduling::lease::holder_id(),
             runtimes: StdMutex::new(HashMap::new()),
             running: RwLock::new(BTreeMap::new()),
             starting: StdMutex::new(BTreeMap::new()),
@@ -633,7 +633,7 @@ impl Tenants {
                     if let Some(due) = left.next_retry_at {
                         reason.push_str(&format!(
                             " (next due {})",
-                            crate::ingest::format_timestamp(due)
+                            crate::surfaces::ingest::format_timestamp(due)
                         ));
                     }
                     if let Some(outage) = &left.outage {

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use trustlog_guest::model::StatusReport;
 
 use crate::db::{DeadLetter, Lease};
-use crate::ingest::format_timestamp;
+use crate::surfaces::ingest::format_timestamp;
 
 /// The monitoring figures, as `status --json` and `GET /v1/status` print them, with
 /// which host delivers according to the lease row.

@@ -509,7 +509,7 @@ impl TenantMetrics {
     }
 
     /// Marks an outage of `of` as begun (true) or over (false).
-    pub fn outage(&self, of: crate::worker::OutageOf, on: bool) {
+    pub fn outage(&self, of: crate::scheduling::worker::OutageOf, on: bool) {
         let l = &[&*self.tenant, of.name()];
         self.metrics.outage.with_label_values(l).set(i64::from(on));
         if on {

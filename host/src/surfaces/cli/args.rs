@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use trustlog_guest::model::{Backoff, Config, DEFAULT_CURSOR_KEY, Strategy};
 
-use crate::worker::Intervals;
+use crate::scheduling::worker::Intervals;
 
 /// The embedded default database.
 pub const DEFAULT_DB: &str = "sqlite://trustlog.db";

@@ -6,24 +6,24 @@ use std::time::{Duration, Instant};
 
 use crate::adapters::Adapters;
 use crate::bench::{BenchOptions, BenchReport, EngineKind};
-use crate::clock::{SystemClock, now_micros};
 use crate::config::{HostConfig, TenantSpec, TlsFiles};
 use crate::db::{Database, Lease, Replay};
-use crate::http::access::{Credential, Role, Scope};
-use crate::http::tls::Tls;
-use crate::http::{self, AppState, DEFAULT_TENANT};
-use crate::ingest;
 use crate::ledger;
-use crate::limits::Limits;
-use crate::metrics::Metrics;
 use crate::publisher::Publisher;
-use crate::report::{dead_letter_json, delivery_json, status_json};
-use crate::runtime::Runtime;
-use crate::runtime::{self, Allocation};
 use crate::sample;
-use crate::tenant::Tenant;
-use crate::tenants::{RunState, Tenants};
-use crate::worker::{DrainBounds, Exit, Intervals, LeaseSettings, Worker};
+use crate::sandbox::limits::Limits;
+use crate::sandbox::runtime::Runtime;
+use crate::sandbox::runtime::{self, Allocation};
+use crate::scheduling::clock::{SystemClock, now_micros};
+use crate::scheduling::tenant::Tenant;
+use crate::scheduling::tenants::{RunState, Tenants};
+use crate::scheduling::worker::{DrainBounds, Exit, Intervals, LeaseSettings, Worker};
+use crate::surfaces::http::access::{Credential, Role, Scope};
+use crate::surfaces::http::tls::Tls;
+use crate::surfaces::http::{self, AppState, DEFAULT_TENANT};
+use crate::surfaces::ingest;
+use crate::surfaces::metrics::Metrics;
+use crate::surfaces::report::{dead_letter_json, delivery_json, status_json};
 use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
@@ -657,8 +657,8 @@ async fn demo(args: DemoArgs, adapters: &Adapters) -> anyhow::Result<ExitCode> {
         Intervals::default(),
     )
     .with_lease(LeaseSettings {
-        holder: crate::lease::holder_id(),
-        ttl: crate::lease::DEFAULT_TTL,
+        holder: crate::scheduling::lease::holder_id(),
+        ttl: crate::scheduling::lease::DEFAULT_TTL,
     });
     let base = now_micros();
     let run = format!("demo-{base:x}");

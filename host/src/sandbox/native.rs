@@ -13,9 +13,9 @@ use trustlog_guest::envelope_batch::{EnvelopeBatch, spans};
 use trustlog_guest::model as m;
 use trustlog_guest::packed::{RetryRows, Rows};
 
-use crate::imports::{HostImports, Probe};
-use crate::metrics::TenantMetrics;
-use crate::runtime::CallError;
+use crate::sandbox::imports::{HostImports, Probe};
+use crate::sandbox::runtime::CallError;
+use crate::surfaces::metrics::TenantMetrics;
 
 /// The engine and its imports, handed to a blocking thread for each call.
 struct Parts {
@@ -89,7 +89,7 @@ impl Host for BlockingImports {
     }
 }
 
-/// One tenant's natively compiled engine; the counterpart of [`crate::runtime::Instance`].
+/// One tenant's natively compiled engine; the counterpart of [`crate::sandbox::runtime::Instance`].
 pub struct NativeInstance {
     tenant: Arc<str>,
     /// `None` only while a call has the parts, or after a call panicked.

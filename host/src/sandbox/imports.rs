@@ -14,10 +14,10 @@ use trustlog_guest::envelope_batch::EnvelopeBatch;
 use trustlog_guest::model as m;
 
 use crate::db::Database;
-use crate::epoch::Computing;
-use crate::limits::EPOCH_TICK;
-use crate::metrics::TenantMetrics;
 use crate::publisher::Publisher;
+use crate::sandbox::epoch::Computing;
+use crate::sandbox::limits::EPOCH_TICK;
+use crate::surfaces::metrics::TenantMetrics;
 
 /// What a measuring run collects from a tenant's calls: exact delivery latencies
 /// and where the time of each engine call went (guest code or host imports).
@@ -127,7 +127,7 @@ pub struct HostImports {
     log: LogAllowance,
     /// When the last import that waited a whole epoch tick or more returned, in
     /// nanoseconds after `created`; 0 for never. The CPU limiter counts such a wait
-    /// as a rest (see [`crate::limits::TenantLimiter::should_yield`]).
+    /// as a rest (see [`crate::sandbox::limits::TenantLimiter::should_yield`]).
     waited_until_nanos: AtomicU64,
     created: Instant,
     /// The engine's count of computing guests, for the component's imports: a wait
@@ -307,7 +307,7 @@ impl HostImports {
             }
             return Err(e);
         }
-        let committed = crate::clock::now_micros();
+        let committed = crate::scheduling::clock::now_micros();
         let latencies: Vec<i64> = marked
             .into_iter()
             .map(|ts| committed.saturating_sub(ts))

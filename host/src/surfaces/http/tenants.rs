@@ -15,7 +15,7 @@ use super::audit::Audit;
 use super::{ApiError, AppState, Caller, ReloadError, json_body};
 use crate::config::{self, TenantSpec};
 use crate::publisher::options::redact;
-use crate::tenants::{Running, Starting};
+use crate::scheduling::tenants::{Running, Starting};
 
 fn describe(tenant: &Running) -> Value {
     let state = tenant.state();

@@ -9,12 +9,12 @@ use std::time::Instant;
 use trustlog_guest::model as m;
 
 use crate::db::Database;
-use crate::imports::{HostImports, LogAllowance, Probe};
-use crate::limits::Limits;
-use crate::metrics::TenantMetrics;
-use crate::native::NativeInstance;
 use crate::publisher::Publisher;
-use crate::runtime::{CallError, Instance, Runtime, RuntimeError};
+use crate::sandbox::imports::{HostImports, LogAllowance, Probe};
+use crate::sandbox::limits::Limits;
+use crate::sandbox::native::NativeInstance;
+use crate::sandbox::runtime::{CallError, Instance, Runtime, RuntimeError};
+use crate::surfaces::metrics::TenantMetrics;
 
 /// Why a tenant call failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +29,7 @@ pub enum TenantError {
 
 impl TenantError {
     /// The limit the guest ran into, when that is why the call failed.
-    pub fn limit(&self) -> Option<crate::limits::LimitKind> {
+    pub fn limit(&self) -> Option<crate::sandbox::limits::LimitKind> {
         match self {
             TenantError::Call(CallError::Limit { kind, .. }) => Some(*kind),
             _ => None,

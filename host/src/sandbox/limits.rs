@@ -4,7 +4,7 @@
 //! the cap with an error (so the guest traps at once rather than limping on) and
 //! remembers which limit was hit. CPU is bounded by epoch interruption: the engine's
 //! epoch advances every [`EPOCH_TICK`] while one of its guests computes (see
-//! [`crate::epoch`]), and each tick a call spends computing is charged to it
+//! [`crate::sandbox::epoch`]), and each tick a call spends computing is charged to it
 //! ([`TenantLimiter::cpu_tick`]); past [`Limits::cpu_per_call`] it traps. A tick is
 //! charged only when the guest reaches an epoch check after the tick, so time spent
 //! waiting in host imports or descheduled counts at most one tick per wait (none
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::ResourceLimiter;
 
-use crate::http::request_limits::RequestLimits;
+use crate::surfaces::http::request_limits::RequestLimits;
 
 /// How often the engine's epoch advances while a guest computes: the grain of CPU
 /// accounting, and how long a guest computes before it yields the thread to other

@@ -12,9 +12,9 @@ use trustlog_guest::model::StatusReport;
 
 use super::access::Role;
 use super::{ApiError, AppState, Caller, DEFAULT_TENANT, Scoped};
-use crate::report::status_json;
-use crate::tenants::{RunState, Running, Starting};
-use crate::worker::Delivery;
+use crate::scheduling::tenants::{RunState, Running, Starting};
+use crate::scheduling::worker::Delivery;
+use crate::surfaces::report::status_json;
 
 /// How long readiness waits for the database and the publisher.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -60,7 +60,7 @@ fn worker_state(tenant: &Running) -> (&'static str, Option<String>) {
             Some(format!(
                 "paused by {} at {}",
                 pause.by,
-                crate::ingest::format_timestamp(pause.since)
+                crate::surfaces::ingest::format_timestamp(pause.since)
             )),
         );
     }

@@ -15,15 +15,15 @@ use wasmtime::{
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::{self, TrustlogPre, db, log, monitoring, publisher, t};
-use crate::component_cache;
 use crate::db::Database;
-use crate::epoch::{self, Busy, Computing};
-use crate::guest_output::GuestOutput;
-use crate::imports::{HostImports, LogAllowance, Probe};
-use crate::limits::{LimitKind, Limits, TenantLimiter};
-use crate::metrics::TenantMetrics;
 use crate::publisher::Publisher;
+use crate::sandbox::bindings::{self, TrustlogPre, db, log, monitoring, publisher, t};
+use crate::sandbox::component_cache;
+use crate::sandbox::epoch::{self, Busy, Computing};
+use crate::sandbox::guest_output::GuestOutput;
+use crate::sandbox::imports::{HostImports, LogAllowance, Probe};
+use crate::sandbox::limits::{LimitKind, Limits, TenantLimiter};
+use crate::surfaces::metrics::TenantMetrics;
 
 /// The component built from `guest/` by `host/build.rs`.
 pub static GUEST_WASM: &[u8] = include_bytes!(env!("TRUSTLOG_GUEST_WASM"));

@@ -18,7 +18,7 @@ use trustlog_guest::model::{Operation, RecordOutcome, Strategy};
 
 use super::access::Role;
 use super::{ApiError, Scoped, json_body};
-use crate::ingest;
+use crate::surfaces::ingest;
 
 /// Operations per call into the guest.
 const CHUNK: usize = 1000;

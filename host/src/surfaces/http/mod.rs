@@ -32,9 +32,9 @@ use tokio::net::TcpListener;
 
 use access::{Credential, Credentials, Role, Scope};
 
-use crate::clock::Clock;
 use crate::config::{ConfigError, HostConfig};
-use crate::tenants::{ReloadReport, Running, Tenants};
+use crate::scheduling::clock::Clock;
+use crate::scheduling::tenants::{ReloadReport, Running, Tenants};
 
 /// The largest body of an admin request (operations have their own limits, see
 /// [`request_limits`]).

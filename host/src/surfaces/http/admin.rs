@@ -17,8 +17,8 @@ use super::access::Role;
 use super::audit::Audit;
 use super::{ApiError, AppState, Caller, Scoped, TenantId, json_body};
 use crate::db::Replay;
-use crate::report::dead_letter_json;
-use crate::tenants::Running;
+use crate::scheduling::tenants::Running;
+use crate::surfaces::report::dead_letter_json;
 
 /// Dead letters per page when the caller names no limit.
 const DEFAULT_PAGE: u32 = 100;

@@ -24,14 +24,14 @@ use trustlog_guest::model::{
     DbError, EngineError, Micros, Operation, RecordOutcome, Strategy, TickReport,
 };
 
-use crate::clock::{Clock, SystemClock};
 use crate::db::Database;
-use crate::lease::{LeaseKeeper, STANDBY_POLL};
-use crate::limits::LimitKind;
-use crate::metrics::TenantMetrics;
 use crate::publisher::Publisher;
-use crate::runtime::CallError;
-use crate::tenant::{Tenant, TenantError};
+use crate::sandbox::limits::LimitKind;
+use crate::sandbox::runtime::CallError;
+use crate::scheduling::clock::{Clock, SystemClock};
+use crate::scheduling::lease::{LeaseKeeper, STANDBY_POLL};
+use crate::scheduling::tenant::{Tenant, TenantError};
+use crate::surfaces::metrics::TenantMetrics;
 
 /// How often each tick runs when there is nothing to drain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +59,7 @@ impl Default for Intervals {
             retry: Duration::from_secs(10),
             sweep: Duration::from_secs(60),
             watch: Duration::from_millis(50),
-            lease_ttl: crate::lease::DEFAULT_TTL,
+            lease_ttl: crate::scheduling::lease::DEFAULT_TTL,
         }
     }
 }
