@@ -147,7 +147,10 @@ enum Store {
 /// delivers its own rows between, and the host starts it again after each stop, so A is
 /// hostile, and publishing, for as long as B is timed beside it.
 async fn beside(kind: Hostile, store: Store) {
-    const N: usize = 10_000;
+    // B's timed window must outlast A's cadence: after a failed pass A's worker pauses
+    // for at least a second, so a window of 10,000 rows (0.9 s at B's best here) could
+    // fall inside that pause in every turn, with A hostile but idle.
+    const N: usize = 30_000;
     const TURNS: usize = 3;
     let _alone_on_the_machine = TIMING.write().await;
     let dir = tempfile::tempdir().unwrap();
