@@ -34,7 +34,7 @@ use crate::db::{Backlog, Database};
 use crate::publisher::{Publisher, PublisherError};
 use crate::sandbox::limits::Limits;
 use crate::sandbox::runtime::{Runtime, RuntimeError};
-use crate::scheduling::clock::{Clock, SystemClock};
+use crate::scheduling::clock::now_micros;
 use crate::scheduling::tenant::{Tenant, TenantError};
 use crate::scheduling::worker::{Intervals, Summary, TickEvent, Worker};
 
@@ -194,22 +194,20 @@ impl Builder {
     /// Connects, migrates, instantiates and configures the engine, and starts
     /// delivering in the background of the current tokio runtime.
     pub async fn start(self) -> Result<Trustlog, EmbedError> {
-        let db = match self.db.ok_or(EmbedError::NoDatabase)? {
-            Given::Connected(db) => db,
-            Given::Url(url) => self
-                .adapters
-                .connect_database(&url)
-                .await
-                .map_err(|source| EmbedError::Database {
-                    url: crate::publisher::options::redact(&url),
-                    source,
-                })?,
+        let (db, shown) = match self.db.ok_or(EmbedError::NoDatabase)? {
+            Given::Connected(db) => (db, "(given)".to_string()),
+            Given::Url(url) => {
+                let shown = crate::publisher::options::redact(&url);
+                match self.adapters.connect_database(&url).await {
+                    Ok(db) => (db, shown),
+                    Err(source) => return Err(EmbedError::Database { url: shown, source }),
+                }
+            }
         };
         if self.migrate {
-            db.migrate().await.map_err(|source| EmbedError::Database {
-                url: "(given)".into(),
-                source,
-            })?;
+            db.migrate()
+                .await
+                .map_err(|source| EmbedError::Database { url: shown, source })?;
         }
         let publisher = match self.publisher.ok_or(EmbedError::NoPublisher)? {
             Given::Connected(p) => p,
@@ -247,7 +245,6 @@ impl Builder {
             task,
             listener,
             reports,
-            clock: Arc::new(SystemClock),
         })
     }
 }
@@ -261,7 +258,6 @@ pub struct Trustlog {
     task: JoinHandle<Summary>,
     listener: Option<JoinHandle<()>>,
     reports: broadcast::Sender<TickEvent>,
-    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Trustlog {
@@ -292,8 +288,7 @@ impl Trustlog {
 
     /// What the engine reports of the tenant: counts by status, cursor, retry queue.
     pub async fn status(&self) -> Result<StatusReport, TenantError> {
-        let now = self.clock.now();
-        self.worker.tenant().lock().await.status(now).await
+        self.worker.tenant().lock().await.status(now_micros()).await
     }
 
     /// What is left to deliver, from the database's indexes.

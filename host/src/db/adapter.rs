@@ -25,7 +25,7 @@ use super::{Backlog, DeadLetter, Lease, Replay};
 /// A store of operations, their cursor, retry rows and leases (see the module docs).
 ///
 /// Errors: [`DbError::Unavailable`] for a store that does not answer (the host waits
-/// it out as an outage), [`DbError::Conflict`] for a compare-and-set that found the
+/// it out as an outage), [`DbError::CursorMoved`] for a compare-and-set that found the
 /// cursor moved, [`DbError::Invalid`] for input the store refuses, and
 /// [`DbError::Other`] for the rest.
 #[async_trait::async_trait]
@@ -75,8 +75,8 @@ pub trait DatabaseAdapter: std::fmt::Debug + Send + Sync + 'static {
     ) -> Result<Fetched<Operation>, DbError>;
 
     /// Runs a unit of work in one transaction: status marks, retry rows, and the cursor
-    /// move with compare-and-set (a cursor not at `expected` is a
-    /// [`DbError::Conflict`], and nothing of the unit is kept).
+    /// move with compare-and-set (a cursor not at `expected` is
+    /// [`DbError::CursorMoved`], and nothing of the unit is kept).
     async fn apply(&self, work: UnitOfWork) -> Result<(), DbError>;
 
     /// The monitoring counts for `cursor_key`.

@@ -846,7 +846,7 @@ impl Worker {
             let _ = reports.send(TickEvent {
                 tick: kind,
                 took,
-                outcome: result.as_ref().map(Clone::clone).map_err(|e| e.to_string()),
+                outcome: result.as_ref().cloned().map_err(|e| e.to_string()),
             });
         }
         match result {
