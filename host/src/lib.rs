@@ -7,7 +7,8 @@
 //! - [`scheduling`]: the worker that drives a tenant's ticks, the tenants of a host,
 //!   and the lease that lets several hosts share a database;
 //! - the adapters: [`db`] and [`publisher`] (each with its trait and one file per
-//!   adapter), the [`ledger`] file format, and the [`adapters`] registry by URL scheme;
+//!   adapter), the [`ledger`] file format (the `trustlog-ledger` crate, which an auditor
+//!   uses without the engine), and the [`adapters`] registry by URL scheme;
 //! - [`surfaces`]: what people and programs reach: the CLI, the HTTP API, the metrics,
 //!   ingestion of JSON lines; [`embed`] is the surface for a program of the user's own,
 //!   and [`config`] the `serve --config` file;
@@ -20,9 +21,10 @@ pub mod bench;
 pub mod config;
 pub mod db;
 pub mod embed;
-pub mod ledger;
 pub mod publisher;
 pub mod sample;
 pub mod sandbox;
 pub mod scheduling;
 pub mod surfaces;
+
+pub use trustlog_ledger as ledger;

@@ -37,6 +37,8 @@
 //! [`verify`] takes no lock and checks a ledger at rest; on a ledger that is
 //! being appended to it may see a partial last line or a lagging anchor.
 
+#![warn(missing_docs)]
+
 // Why the anchor exists at all: a pure hash chain cannot see its tail removed,
 // or a line appended; every remaining prefix of a valid chain is itself a valid
 // chain, and anyone can compute a correct next entry. The anchor, rewritten only
