@@ -3,6 +3,7 @@
 
 pub mod bindings;
 pub mod component_cache;
+pub mod component_info;
 pub mod epoch;
 pub mod guest_output;
 pub mod imports;

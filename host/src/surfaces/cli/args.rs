@@ -57,6 +57,9 @@ pub enum Command {
     /// Inspect the embedded ledger.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// The component this binary embeds, for another wasm runtime to host.
+    #[command(subcommand)]
+    Component(ComponentCommand),
     /// Record 1,000 sample operations, deliver them and print the status.
     Demo(DemoArgs),
     /// Measure delivery throughput and latency in a fresh schema (see BENCHMARKS.md).
@@ -348,6 +351,19 @@ pub enum LedgerCommand {
     Verify {
         /// The ledger file.
         path: PathBuf,
+    },
+}
+
+/// `component`.
+#[derive(Debug, Subcommand)]
+pub enum ComponentCommand {
+    /// Write the exact component this binary runs to FILE and print its SHA-256.
+    Export {
+        /// Where to write the component.
+        file: PathBuf,
+        /// Also print the component's WIT world (what it imports and exports) before the digest.
+        #[arg(long)]
+        wit: bool,
     },
 }
 

@@ -30,8 +30,8 @@ use tokio::sync::watch;
 use trustlog_guest::model::{Config, Operation, RecordOutcome, StatusReport, Strategy};
 
 use super::args::{
-    BenchArgs, BenchEngine, Command, DeadLetterCommand, DeadLetterListArgs, DemoArgs,
-    LedgerCommand, MigrateArgs, RecordArgs, ServeArgs, StatusArgs,
+    BenchArgs, BenchEngine, Command, ComponentCommand, DeadLetterCommand, DeadLetterListArgs,
+    DemoArgs, LedgerCommand, MigrateArgs, RecordArgs, ServeArgs, StatusArgs,
 };
 
 /// Operations per `record` call into the engine.
@@ -62,9 +62,28 @@ pub async fn run(command: Command, adapters: &Adapters) -> anyhow::Result<ExitCo
                 Ok(ExitCode::FAILURE)
             }
         },
+        Command::Component(ComponentCommand::Export { file, wit }) => component_export(&file, wit),
         Command::Demo(args) => demo(args, adapters).await,
         Command::Bench(args) => bench(args).await,
     }
+}
+
+/// `component export`: the embedded component, byte for byte, so that another runtime
+/// (the Node host) runs exactly what this binary runs; the digest line is
+/// `sha256sum`'s format, so either can check the other.
+fn component_export(file: &std::path::Path, wit: bool) -> anyhow::Result<ExitCode> {
+    let bytes = runtime::GUEST_WASM;
+    std::fs::write(file, bytes)
+        .with_context(|| format!("writing the component to {}", file.display()))?;
+    if wit {
+        print!("{}", crate::sandbox::component_info::wit(bytes)?);
+    }
+    println!(
+        "{}  {}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes)),
+        file.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Connects and applies the schema (every command that writes does this on start).
