@@ -108,6 +108,8 @@ pub(super) struct Entry {
     pub(super) seq: u64,
     pub(super) prev: [u8; 32],
     pub(super) hash: [u8; 32],
+    /// Where the payload sits in the line that was checked: the transparency log's leaf.
+    pub(super) payload: Range<usize>,
 }
 
 /// Why [`check_entry`] rejected a line: the seq it claims if readable, and why.
@@ -202,10 +204,12 @@ pub(super) fn check_entry(
     if scratch[..scratch.len() - 1] != *raw {
         return Err(fault("not in the canonical form of an entry".to_string()));
     }
+    let start = payload.as_ptr() as usize - raw.as_ptr() as usize;
     Ok(Entry {
         seq: line.seq,
         prev,
         hash,
+        payload: start..start + payload.len(),
     })
 }
 
@@ -213,7 +217,17 @@ pub(super) fn check_entry(
 /// count and the last hash.
 pub(super) fn walk_chain(
     path: &Path,
+    reader: impl BufRead,
+) -> Result<(u64, [u8; 32]), VerifyError> {
+    walk_entries(path, reader, |_, _| Ok(ControlFlow::Continue(())))
+}
+
+/// [`walk_chain`], handing each checked entry and its payload to `each`, which
+/// may stop the walk early; returns the count and hash of the last entry walked.
+pub(super) fn walk_entries(
+    path: &Path,
     mut reader: impl BufRead,
+    mut each: impl FnMut(&Entry, &[u8]) -> Result<ControlFlow<()>, VerifyError>,
 ) -> Result<(u64, [u8; 32]), VerifyError> {
     let mut line = Vec::with_capacity(4096);
     let mut scratch = Vec::with_capacity(4096);
@@ -250,5 +264,8 @@ pub(super) fn walk_chain(
             .map_err(|fault| bad(fault.seq, fault.reason))?;
         entries = number;
         hash = entry.hash;
+        if each(&entry, &line[entry.payload.clone()])?.is_break() {
+            return Ok((entries, hash));
+        }
     }
 }

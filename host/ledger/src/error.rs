@@ -97,6 +97,110 @@ pub enum LedgerError {
         /// Why the failed batch could not be cut back off the file.
         reason: String,
     },
+    /// The ledger is a signed (v2) transparency log and was opened without its signing key.
+    #[error(
+        "ledger {} is a signed transparency log ({} exists): open it with its signing key; \
+         appending unsigned would leave its checkpoint behind",
+        .path.display(), .tlog.display()
+    )]
+    KeyRequired {
+        /// The ledger file.
+        path: PathBuf,
+        /// Its log directory, whose presence makes it v2.
+        tlog: PathBuf,
+    },
+    /// The configured checkpoint origin cannot be a checkpoint's first line.
+    #[error("invalid checkpoint origin {origin:?}: {reason}")]
+    InvalidOrigin {
+        /// The origin that was refused.
+        origin: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The checkpoint cannot be read, or is not signed by this ledger's key.
+    #[error("checkpoint {} refused: {source}", .path.display())]
+    BadCheckpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: CheckpointError,
+    },
+    /// The checkpoint names another origin than the one configured.
+    #[error(
+        "checkpoint {} is for origin {checkpoint:?}, but the ledger was opened as {configured:?}",
+        .path.display()
+    )]
+    OriginMismatch {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The origin the checkpoint carries.
+        checkpoint: String,
+        /// The origin the ledger was opened with.
+        configured: String,
+    },
+    /// The ledger has fewer entries than its signed checkpoint covers.
+    #[error(
+        "ledger {} ends at entry {ledger} but its signed checkpoint covers {checkpoint}: entries removed by hand, or an older copy restored",
+        .path.display()
+    )]
+    ShorterThanCheckpoint {
+        /// The ledger file that came up short.
+        path: PathBuf,
+        /// The seq of its last entry; 0 when it is empty.
+        ledger: u64,
+        /// The tree size the checkpoint signs.
+        checkpoint: u64,
+    },
+    /// The entries disagree with the signed checkpoint (its root or its chain head).
+    #[error("ledger {} does not match its signed checkpoint of {size} entries: {reason}", .path.display())]
+    CheckpointMismatch {
+        /// The ledger file.
+        path: PathBuf,
+        /// The tree size the checkpoint signs.
+        size: u64,
+        /// What differs.
+        reason: String,
+    },
+    /// An entry is longer than a transparency-log leaf can be (an entry bundle's u16 length).
+    #[error(
+        "ledger {}: entry {seq} has a payload of {len} bytes, more than the 65535 a transparency-log leaf can hold",
+        .path.display()
+    )]
+    EntryTooLarge {
+        /// The ledger file.
+        path: PathBuf,
+        /// The entry's seq.
+        seq: u64,
+        /// Its payload's length in bytes.
+        len: usize,
+    },
+    /// A file of the log directory besides tiles and checkpoint is damaged or disagrees.
+    #[error("{} is corrupt: {reason}", .path.display())]
+    CorruptTlog {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Rebuilding the tiles from the entries found an entry that does not verify.
+    #[error("ledger {}: rebuilding its transparency log found it broken: {source}", .path.display())]
+    Rebuild {
+        /// The ledger file.
+        path: PathBuf,
+        /// What verifying the entries found wrong.
+        #[source]
+        source: VerifyError,
+    },
+    /// A checkpoint could not be signed.
+    #[error("cannot sign checkpoint {}: {source}", .path.display())]
+    Sign {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// Why signing failed.
+        #[source]
+        source: CheckpointError,
+    },
 }
 
 /// A reason [`verify`] rejects a ledger.
@@ -169,6 +273,102 @@ pub enum VerifyError {
         /// The head anchor file, `<ledger>.head`.
         path: PathBuf,
         /// Why it could not be parsed.
+        reason: String,
+    },
+    /// [`verify`] was given a signed (v2) ledger, which only [`verify_v2`] can vouch for.
+    #[error(
+        "{} is a signed transparency log ({} exists): verify it with its verifier key (verify_v2)",
+        .path.display(), .tlog.display()
+    )]
+    SignedLedger {
+        /// The ledger file.
+        path: PathBuf,
+        /// Its log directory.
+        tlog: PathBuf,
+    },
+    /// [`verify_v2`] was given a ledger that has no checkpoint.
+    #[error("{}: no signed checkpoint at {}: not a v2 ledger", .path.display(), .checkpoint.display())]
+    Unsigned {
+        /// The ledger file.
+        path: PathBuf,
+        /// Where its checkpoint was expected.
+        checkpoint: PathBuf,
+    },
+    /// The verifier key given to [`verify_v2`] cannot be read.
+    #[error("{source}")]
+    BadVerifierKey {
+        /// Why it cannot.
+        #[from]
+        source: KeyError,
+    },
+    /// The checkpoint cannot be read, or is not signed by the given key.
+    #[error("checkpoint {} refused: {source}", .path.display())]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: CheckpointError,
+    },
+    /// The checkpoint signs another number of entries than the ledger has.
+    #[error(
+        "{}: ledger ends at entry {ledger} but the signed checkpoint covers {checkpoint}",
+        .path.display()
+    )]
+    CheckpointSize {
+        /// The ledger file.
+        path: PathBuf,
+        /// The ledger's number of entries.
+        ledger: u64,
+        /// The tree size the checkpoint signs.
+        checkpoint: u64,
+    },
+    /// The Merkle root of the entries differs from the one the checkpoint signs.
+    #[error(
+        "{}: the {size} entries have Merkle root {ledger_root} but the signed checkpoint says {checkpoint_root}: the ledger was rewritten",
+        .path.display()
+    )]
+    CheckpointRoot {
+        /// The ledger file.
+        path: PathBuf,
+        /// The tree size.
+        size: u64,
+        /// Base64 root computed from the entries.
+        ledger_root: String,
+        /// Base64 root the checkpoint signs.
+        checkpoint_root: String,
+    },
+    /// A chain hash the checkpoint signs (its chain head, or the v1 head) differs from the entry's.
+    #[error(
+        "{}: entry {seq} has chain hash {ledger_hash} but the signed checkpoint's {what} is {checkpoint_hash}",
+        .path.display()
+    )]
+    CheckpointChain {
+        /// The ledger file.
+        path: PathBuf,
+        /// Which line: `chain head` or `v1 head`.
+        what: &'static str,
+        /// The entry the line names.
+        seq: u64,
+        /// Lower-case hex chain hash of that entry.
+        ledger_hash: String,
+        /// Lower-case hex hash the checkpoint signs.
+        checkpoint_hash: String,
+    },
+    /// A tile or entry bundle is missing, unexpected, or differs from the tree the entries make.
+    #[error("{}: {reason}", .path.display())]
+    Tile {
+        /// The tile file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The log directory's record of the v1 head is missing, damaged, or disagrees with the checkpoint.
+    #[error("{}: {reason}", .path.display())]
+    V1HeadFile {
+        /// The file, `<ledger>.tlog/v1-head`.
+        path: PathBuf,
+        /// What is wrong with it.
         reason: String,
     },
 }

@@ -180,11 +180,14 @@ pub(super) fn head_path(path: &Path) -> PathBuf {
     suffixed(path, ".head")
 }
 
+/// A point of the hash chain: an entry's seq and its `hash`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Anchor {
     pub(super) seq: u64,
     pub(super) hash: [u8; 32],
 }
 
+#[derive(Debug)]
 pub(super) enum AnchorError {
     Io(io::Error),
     Blank,

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use std::time::Instant;
 use tempfile::TempDir;
 
-fn envelope(op_id: &str, payload: &[u8]) -> Envelope {
+pub(crate) fn envelope(op_id: &str, payload: &[u8]) -> Envelope {
     Envelope {
         op_id: op_id.to_string(),
         payload: payload.to_vec(),
@@ -14,7 +14,7 @@ fn envelope(op_id: &str, payload: &[u8]) -> Envelope {
 }
 
 /// About 500 bytes of canonical-looking operation JSON.
-fn op_payload(i: u64) -> Vec<u8> {
+pub(crate) fn op_payload(i: u64) -> Vec<u8> {
     format!(
         concat!(
             r#"{{"client_ip":"10.0.{}.{}","do_prefix":"21.T11148","do_repository":"repo-{}","#,
@@ -37,18 +37,18 @@ fn op_payload(i: u64) -> Vec<u8> {
     .into_bytes()
 }
 
-fn envelopes(from: u64, count: u64) -> Vec<Envelope> {
+pub(crate) fn envelopes(from: u64, count: u64) -> Vec<Envelope> {
     (from..from + count)
         .map(|i| envelope(&format!("op-{i:08}"), &op_payload(i)))
         .collect()
 }
 
-fn ledger_path(dir: &TempDir) -> PathBuf {
+pub(crate) fn ledger_path(dir: &TempDir) -> PathBuf {
     dir.path().join("trust.log")
 }
 
 /// A ledger of `count` entries written in batches of `batch`, closed again.
-fn ledger_with(dir: &TempDir, count: u64, batch: u64) -> PathBuf {
+pub(crate) fn ledger_with(dir: &TempDir, count: u64, batch: u64) -> PathBuf {
     let path = ledger_path(dir);
     let mut ledger = Ledger::open(&path).unwrap();
     let mut next = 1;
@@ -60,7 +60,7 @@ fn ledger_with(dir: &TempDir, count: u64, batch: u64) -> PathBuf {
     path
 }
 
-fn read_lines(path: &Path) -> Vec<Vec<u8>> {
+pub(crate) fn read_lines(path: &Path) -> Vec<Vec<u8>> {
     let bytes = fs::read(path).unwrap();
     bytes
         .split_inclusive(|&b| b == b'\n')
@@ -68,12 +68,12 @@ fn read_lines(path: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn write_lines(path: &Path, lines: &[Vec<u8>]) {
+pub(crate) fn write_lines(path: &Path, lines: &[Vec<u8>]) {
     fs::write(path, lines.concat()).unwrap();
 }
 
 /// Byte offset of `needle` inside line `line` (1-based) of the file.
-fn offset_in_line(path: &Path, line: usize, needle: &str) -> usize {
+pub(crate) fn offset_in_line(path: &Path, line: usize, needle: &str) -> usize {
     let lines = read_lines(path);
     let start: usize = lines[..line - 1].iter().map(Vec::len).sum();
     let at = lines[line - 1]
@@ -93,7 +93,7 @@ fn bad_entry(result: Result<VerifyReport, VerifyError>) -> (u64, Option<u64>, St
 }
 
 /// A line for entry `seq` after `prev`, chained correctly: what a forger can compute.
-fn forged_line(seq: u64, prev: &[u8; 32], payload: &[u8]) -> (Vec<u8>, [u8; 32]) {
+pub(crate) fn forged_line(seq: u64, prev: &[u8; 32], payload: &[u8]) -> (Vec<u8>, [u8; 32]) {
     let digest: [u8; 32] = Sha256::digest(payload).into();
     let hash = chain_hash(prev, seq, &digest);
     let hex = |bytes: &[u8; 32]| <[u8; 64]>::try_from(hex::encode(bytes).as_bytes()).unwrap();
@@ -109,7 +109,7 @@ fn forged_line(seq: u64, prev: &[u8; 32], payload: &[u8]) -> (Vec<u8>, [u8; 32])
     (line, hash)
 }
 
-fn stored_hash(line: &[u8]) -> [u8; 32] {
+pub(crate) fn stored_hash(line: &[u8]) -> [u8; 32] {
     let text = std::str::from_utf8(line).unwrap();
     let line: Line<'_> = serde_json::from_str(text.trim_end()).unwrap();
     decode_hash(line.hash).unwrap()
