@@ -18,7 +18,9 @@ use trustlog_guest::model::{
 };
 use trustlog_guest::validate::{MAX_TIMESTAMP, MIN_TIMESTAMP};
 use trustlog_host::db::shared_server::SharedServers;
-use trustlog_host::db::{Database, DeadLetter, Replay};
+use trustlog_host::db::{
+    Database, DeadLetter, FoundOperation, OperationFilter, OperationState, Purge, Replay, RetryRow,
+};
 use trustlog_host::publisher::Publisher;
 use trustlog_host::sandbox::runtime::Runtime;
 use trustlog_host::scheduling::tenant::Tenant;
@@ -80,6 +82,14 @@ conformance!(
     a_row_the_host_cannot_read_is_dead_lettered_alone_naming_its_column_and_replayed_once_fixed,
     a_cursor_the_seed_wrote_as_a_bare_timestamp_is_taken_as_a_position_and_rewritten,
     rows_of_every_poison_kind_a_database_can_hold_are_dead_lettered_alone_naming_the_column,
+    find_operation_shows_the_row_with_its_status_and_retry_row_or_nothing,
+    an_unreadable_row_is_found_and_searched_with_its_fault_and_paged_past_exactly_once,
+    search_matches_each_filter_field_exactly_and_in_combination_and_the_count_agrees,
+    search_pages_in_keyset_order_across_rows_sharing_a_timestamp_without_repeating_or_skipping,
+    replaying_by_ids_or_by_filter_changes_only_dead_letters,
+    purging_by_ids_or_by_filter_takes_only_dead_letters_and_keeps_their_operations_as_db_only,
+    replaying_and_purging_by_a_list_of_ids_longer_than_a_chunk,
+    filter_values_and_ids_that_look_like_sql_or_patterns_are_matched_literally,
 );
 
 /// The test's database, migrated: over a pool of its own, or under
@@ -2474,4 +2484,1031 @@ async fn postgres_timestamp_without_zone_is_read_as_utc_or_in_the_zone_the_url_n
             "{zone:?}"
         );
     }
+}
+
+// The operator's lookups: one operation, a search by filter in keyset pages, its count,
+// and the dead letters a list of op_ids or a filter selects, to replay or to purge.
+
+/// `op_at` with an actor, doid and producer of its own.
+fn op_of(id: &str, at: Micros, actor: &str, doid: &str, producer: &str) -> Operation {
+    Operation {
+        op_actor: actor.to_string(),
+        doid: doid.to_string(),
+        producer_id: producer.to_string(),
+        ..op_at(id, at)
+    }
+}
+
+/// The op_ids of found rows, in their order.
+fn found_ids(found: &[FoundOperation]) -> Vec<&str> {
+    found.iter().map(|f| f.op_id.as_str()).collect()
+}
+
+/// Every row `filter` matches, `limit` rows a page, each page strictly after the last
+/// row of the page before.
+async fn every_page(db: &Database, filter: &OperationFilter, limit: u32) -> Vec<FoundOperation> {
+    let mut found: Vec<FoundOperation> = Vec::new();
+    loop {
+        let after = found.last().map(FoundOperation::position);
+        let page = db
+            .search_operations(filter, after.as_ref(), limit)
+            .await
+            .unwrap();
+        assert!(
+            page.len() <= limit as usize,
+            "{} rows at limit {limit}",
+            page.len()
+        );
+        let last = page.len() < limit as usize;
+        found.extend(page);
+        assert!(found.len() <= 10_000, "the pages do not end");
+        if last {
+            return found;
+        }
+    }
+}
+
+/// The op_ids `filter` matches, in one page; its count must agree.
+async fn matching(db: &Database, filter: &OperationFilter) -> Vec<String> {
+    let found = db.search_operations(filter, None, 1_000).await.unwrap();
+    assert_eq!(
+        db.count_operations(filter).await.unwrap(),
+        found.len() as u64,
+        "the count of {filter:?}"
+    );
+    found.into_iter().map(|f| f.op_id).collect()
+}
+
+/// A filter on one text field or the other: `field` is the name the filter gives it.
+fn on(field: &str, value: &str) -> OperationFilter {
+    let value = Some(value.to_string());
+    match field {
+        "op_id" => OperationFilter {
+            op_id: value,
+            ..OperationFilter::default()
+        },
+        "actor" => OperationFilter {
+            actor: value,
+            ..OperationFilter::default()
+        },
+        "doid" => OperationFilter {
+            doid: value,
+            ..OperationFilter::default()
+        },
+        "producer" => OperationFilter {
+            producer: value,
+            ..OperationFilter::default()
+        },
+        other => panic!("no text field {other}"),
+    }
+}
+
+/// A filter on the delivery state alone.
+fn in_state(state: OperationState) -> OperationFilter {
+    OperationFilter {
+        status: Some(state),
+        ..OperationFilter::default()
+    }
+}
+
+async fn find_operation_shows_the_row_with_its_status_and_retry_row_or_nothing(b: Backend) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    // Odd microseconds and an instant before 1970: the timestamp comes back exact.
+    let plain = op_at("plain", T0 + 123_457);
+    let old = op_at("old", -1_000_001);
+    db.insert(
+        vec![
+            plain.clone(),
+            old.clone(),
+            op("retried", T0),
+            op("parked", T0),
+        ],
+        TrustlogStatus::NotTrustlogged,
+    )
+    .await
+    .unwrap();
+    db.insert(vec![op("kept", T0)], TrustlogStatus::DbOnly)
+        .await
+        .unwrap();
+    db.apply(UnitOfWork {
+        now: T0 + 10,
+        retries: vec![
+            retry("retried", RetryStatus::Retrying, Some(T0 + 60)),
+            dead("parked", 5, "证书无效 (certificate invalid)", Some(T0 + 9)),
+        ],
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+
+    let found = |op: Operation, status: &str, retry: Option<RetryRow>| FoundOperation {
+        op_id: op.op_id.clone(),
+        timestamp: Some(op.timestamp),
+        trustlog_status: status.to_string(),
+        operation: Ok(op),
+        retry,
+    };
+    assert_eq!(
+        db.find_operation("plain").await.unwrap(),
+        Some(found(plain, "NOT_TRUSTLOGGED", None)),
+        "{b:?}"
+    );
+    assert_eq!(
+        db.find_operation("old").await.unwrap(),
+        Some(found(old, "NOT_TRUSTLOGGED", None)),
+        "{b:?}"
+    );
+    assert_eq!(
+        db.find_operation("retried").await.unwrap(),
+        Some(found(
+            op("retried", T0),
+            "NOT_TRUSTLOGGED",
+            Some(RetryRow {
+                retry_count: 1,
+                retry_status: "RETRYING".into(),
+                last_retry_at: Some(1),
+                next_retry_at: Some(T0 + 60),
+                error_message: "broker down".into(),
+                created_at: T0 + 10,
+                updated_at: T0 + 10,
+            })
+        )),
+        "{b:?}"
+    );
+    let parked = RetryRow {
+        retry_count: 5,
+        retry_status: "DEAD_LETTER".into(),
+        last_retry_at: Some(T0 + 9),
+        next_retry_at: None,
+        error_message: "证书无效 (certificate invalid)".into(),
+        created_at: T0 + 10,
+        updated_at: T0 + 10,
+    };
+    assert_eq!(
+        db.find_operation("parked").await.unwrap(),
+        Some(found(
+            op("parked", T0),
+            "NOT_TRUSTLOGGED",
+            Some(parked.clone())
+        )),
+        "{b:?}"
+    );
+    assert_eq!(
+        db.find_operation("kept").await.unwrap(),
+        Some(found(op("kept", T0), "DB_ONLY", None)),
+        "{b:?}"
+    );
+    // The schema allows a NULL error, as a row written by the seed may hold.
+    t.execute("UPDATE trustlog_retry SET error_message = NULL WHERE op_id = 'parked'")
+        .await;
+    assert_eq!(
+        db.find_operation("parked").await.unwrap().unwrap().retry,
+        Some(RetryRow {
+            error_message: String::new(),
+            ..parked
+        }),
+        "{b:?}"
+    );
+    // Byte for byte: no padding, no case folding, no pattern.
+    for absent in [
+        "nope",
+        "plain ",
+        "PLAIN",
+        "",
+        "pla%",
+        "plain' OR '1'='1",
+        "plain\0",
+    ] {
+        assert_eq!(
+            db.find_operation(absent).await.unwrap(),
+            None,
+            "{b:?}: {absent:?}"
+        );
+    }
+}
+
+async fn an_unreadable_row_is_found_and_searched_with_its_fault_and_paged_past_exactly_once(
+    b: Backend,
+) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    insert_by_hand(&t, "before", T0).await;
+    for id in ["poison-b", "poison-a"] {
+        t.execute(&format!(
+            "INSERT INTO operation (op_id, op_actor, doid, producer_id, op_source, op_type, do_prefix, do_repository, timestamp) \
+             VALUES ('{id}', 'app', 'd', 'p', 'IRP', 'Create', '10.1', 'r', {})",
+            unreadable_timestamp(b)
+        ))
+        .await;
+    }
+    insert_by_hand(&t, "after", T0 + 2).await;
+    // As the scan leaves one: dead-lettered, naming the column.
+    db.apply(UnitOfWork {
+        now: T0 + 10,
+        retries: vec![dead("poison-a", 0, "unreadable column timestamp", None)],
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+
+    let found = db
+        .find_operation("poison-a")
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{b:?}: an unreadable row is found all the same"));
+    assert_eq!(
+        (found.timestamp, found.trustlog_status.as_str()),
+        (None, "NOT_TRUSTLOGGED"),
+        "{b:?}"
+    );
+    match &found.operation {
+        Err(fault) => assert_eq!(fault.column, "timestamp", "{b:?}: {fault}"),
+        Ok(op) => panic!("{b:?}: read as {op:?}"),
+    }
+    assert_eq!(
+        found.retry.as_ref().map(|r| r.retry_status.as_str()),
+        Some("DEAD_LETTER"),
+        "{b:?}"
+    );
+
+    // A timestamp that cannot be read sorts last, by op_id among its likes, and pages
+    // like any other row: in one page or a row at a time, each row once.
+    let everything = OperationFilter::default();
+    let all = db.search_operations(&everything, None, 100).await.unwrap();
+    assert_eq!(
+        found_ids(&all),
+        ["before", "after", "poison-a", "poison-b"],
+        "{b:?}"
+    );
+    assert!(all[..2].iter().all(|f| f.operation.is_ok()), "{b:?}");
+    assert!(
+        all[2..]
+            .iter()
+            .all(|f| f.timestamp.is_none() && f.operation.is_err()),
+        "{b:?}: {all:?}"
+    );
+    assert_eq!(all[2], found, "{b:?}: search and find agree");
+    assert_eq!(all[3].position(), pos(i64::MAX, "poison-b"), "{b:?}");
+    for limit in [1, 2, 3] {
+        assert_eq!(
+            every_page(&db, &everything, limit).await,
+            all,
+            "{b:?}: {limit}"
+        );
+    }
+    assert_eq!(db.count_operations(&everything).await.unwrap(), 4, "{b:?}");
+    // And it filters as the i64::MAX it sorts at: after any `from`, before no `to`.
+    assert_eq!(
+        matching(
+            &db,
+            &OperationFilter {
+                from: Some(T0 + 1),
+                ..OperationFilter::default()
+            }
+        )
+        .await,
+        ["after", "poison-a", "poison-b"],
+        "{b:?}"
+    );
+    assert_eq!(
+        matching(
+            &db,
+            &OperationFilter {
+                to: Some(i64::MAX),
+                ..OperationFilter::default()
+            }
+        )
+        .await,
+        ["before", "after"],
+        "{b:?}"
+    );
+    assert_eq!(
+        matching(&db, &in_state(OperationState::DeadLetter)).await,
+        ["poison-a"],
+        "{b:?}"
+    );
+}
+
+async fn search_matches_each_filter_field_exactly_and_in_combination_and_the_count_agrees(
+    b: Backend,
+) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    db.insert(
+        vec![
+            op_of("a1", T0 + 1, "alice", "d/1", "p1"),
+            op_of("b1", T0 + 4, "bob", "d/1", "p1"),
+            op_of("b2", T0 + 5, "bob", "d/2", "p1"),
+            op_of("b3", T0 + 6, "bob", "d/3", "p2"),
+            // Not alice: another case, a trailing space, another letter.
+            op_of("c1", T0 + 7, "Alice", "d/1", "p1"),
+            op_of("c2", T0 + 8, "alice ", "d/1", "p1"),
+            op_of("c3", T0 + 9, "alicé", "d/1 ", "P1"),
+        ],
+        TrustlogStatus::NotTrustlogged,
+    )
+    .await
+    .unwrap();
+    db.insert(
+        vec![op_of("a2", T0 + 2, "alice", "d/2", "p2")],
+        TrustlogStatus::Trustlogged,
+    )
+    .await
+    .unwrap();
+    db.insert(
+        vec![op_of("a3", T0 + 3, "alice", "d/1", "p2")],
+        TrustlogStatus::DbOnly,
+    )
+    .await
+    .unwrap();
+    db.apply(UnitOfWork {
+        now: T0 + 10,
+        retries: vec![
+            retry("b1", RetryStatus::Pending, Some(T0 + 60)),
+            retry("b2", RetryStatus::Retrying, Some(T0 + 120)),
+            dead("b3", 5, "gave up", Some(T0 + 9)),
+        ],
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+
+    let with = |f: &dyn Fn(&mut OperationFilter)| {
+        let mut filter = OperationFilter::default();
+        f(&mut filter);
+        filter
+    };
+    let cases: Vec<(OperationFilter, Vec<&str>)> = vec![
+        (
+            OperationFilter::default(),
+            vec!["a1", "a2", "a3", "b1", "b2", "b3", "c1", "c2", "c3"],
+        ),
+        (on("op_id", "b2"), vec!["b2"]),
+        (on("op_id", "B2"), vec![]),
+        (on("op_id", "b2 "), vec![]),
+        (on("op_id", "b"), vec![]),
+        (on("actor", "alice"), vec!["a1", "a2", "a3"]),
+        (on("actor", "Alice"), vec!["c1"]),
+        (on("actor", "alice "), vec!["c2"]),
+        (on("actor", "alicé"), vec!["c3"]),
+        (on("actor", "ALICE"), vec![]),
+        (on("doid", "d/1"), vec!["a1", "a3", "b1", "c1", "c2"]),
+        (on("doid", "d/1 "), vec!["c3"]),
+        (on("producer", "p2"), vec!["a2", "a3", "b3"]),
+        (on("producer", "P1"), vec!["c3"]),
+        (
+            in_state(OperationState::NotTrustlogged),
+            vec!["a1", "b1", "b2", "b3", "c1", "c2", "c3"],
+        ),
+        (in_state(OperationState::Trustlogged), vec!["a2"]),
+        (in_state(OperationState::DbOnly), vec!["a3"]),
+        (in_state(OperationState::RetryPending), vec!["b1"]),
+        (in_state(OperationState::Retrying), vec!["b2"]),
+        (in_state(OperationState::DeadLetter), vec!["b3"]),
+        // `from` inclusive, `to` exclusive.
+        (
+            with(&|f| f.from = Some(T0 + 4)),
+            vec!["b1", "b2", "b3", "c1", "c2", "c3"],
+        ),
+        (with(&|f| f.to = Some(T0 + 4)), vec!["a1", "a2", "a3"]),
+        (
+            with(&|f| {
+                f.from = Some(T0 + 2);
+                f.to = Some(T0 + 5);
+            }),
+            vec!["a2", "a3", "b1"],
+        ),
+        (
+            with(&|f| {
+                f.from = Some(T0 + 5);
+                f.to = Some(T0 + 5);
+            }),
+            vec![],
+        ),
+        (
+            with(&|f| f.from = Some(i64::MIN)),
+            vec!["a1", "a2", "a3", "b1", "b2", "b3", "c1", "c2", "c3"],
+        ),
+        // Every field given narrows the rest.
+        (
+            with(&|f| {
+                f.actor = Some("bob".into());
+                f.producer = Some("p1".into());
+            }),
+            vec!["b1", "b2"],
+        ),
+        (
+            with(&|f| {
+                f.actor = Some("bob".into());
+                f.status = Some(OperationState::DeadLetter);
+            }),
+            vec!["b3"],
+        ),
+        (
+            with(&|f| {
+                f.doid = Some("d/1".into());
+                f.status = Some(OperationState::NotTrustlogged);
+                f.from = Some(T0 + 4);
+            }),
+            vec!["b1", "c1", "c2"],
+        ),
+        (
+            with(&|f| {
+                f.actor = Some("alice".into());
+                f.status = Some(OperationState::RetryPending);
+            }),
+            vec![],
+        ),
+        (
+            with(&|f| {
+                f.op_id = Some("a2".into());
+                f.actor = Some("alice".into());
+                f.doid = Some("d/2".into());
+                f.producer = Some("p2".into());
+                f.status = Some(OperationState::Trustlogged);
+                f.from = Some(T0 + 2);
+                f.to = Some(T0 + 3);
+            }),
+            vec!["a2"],
+        ),
+        (
+            with(&|f| {
+                f.op_id = Some("a2".into());
+                f.producer = Some("p1".into());
+            }),
+            vec![],
+        ),
+    ];
+    for (filter, want) in &cases {
+        assert_eq!(&matching(&db, filter).await, want, "{b:?}: {filter:?}");
+    }
+    // The retry row comes with the operation.
+    let b1 = db
+        .search_operations(&in_state(OperationState::RetryPending), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        b1[0]
+            .retry
+            .as_ref()
+            .map(|r| (r.retry_count, r.next_retry_at)),
+        Some((1, Some(T0 + 60))),
+        "{b:?}"
+    );
+    assert!(
+        db.search_operations(&OperationFilter::default(), None, 0)
+            .await
+            .unwrap()
+            .is_empty(),
+        "{b:?}: limit 0"
+    );
+}
+
+async fn search_pages_in_keyset_order_across_rows_sharing_a_timestamp_without_repeating_or_skipping(
+    b: Backend,
+) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    // Byte order among the rows sharing T0: 'B' (0x42) before 'a' (0x61), 'é' after 'z'.
+    let mut shared: Vec<String> = (0..25).map(|i| format!("s-{i:02}")).collect();
+    shared.extend(["S-x", "s-B", "s-a", "s-é", "s-z"].map(String::from));
+    let mut ops: Vec<Operation> = shared
+        .iter()
+        .enumerate()
+        .map(|(i, id)| op_of(id, T0, "app", "d", if i % 2 == 0 { "even" } else { "odd" }))
+        .collect();
+    ops.extend([
+        op_of("z-first", T0 - 1, "app", "d", "odd"),
+        op_of("a-last", T0 + 1, "app", "d", "even"),
+    ]);
+    db.insert(ops.clone(), TrustlogStatus::NotTrustlogged)
+        .await
+        .unwrap();
+    // Delivered and retried rows are paged alike.
+    db.apply(UnitOfWork {
+        now: T0 + 10,
+        trustlogged: vec!["s-03".into(), "s-é".into()],
+        retries: vec![dead("s-07", 5, "gave up", None)],
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+    ops.sort_by_key(Operation::position);
+    let want: Vec<&str> = ops.iter().map(|o| o.op_id.as_str()).collect();
+    assert_eq!(want.first(), Some(&"z-first"));
+    assert_eq!(want.last(), Some(&"a-last"));
+
+    let everything = OperationFilter::default();
+    for limit in [1, 2, 3, 7, 29, 30, 100] {
+        let found = every_page(&db, &everything, limit).await;
+        assert_eq!(found_ids(&found), want, "{b:?}: {limit} a page");
+        assert!(
+            found.iter().all(|f| f.timestamp.is_some()
+                && f.position() == f.operation.as_ref().unwrap().position()),
+            "{b:?}"
+        );
+    }
+    assert_eq!(
+        db.count_operations(&everything).await.unwrap(),
+        want.len() as u64,
+        "{b:?}: the count is what the pages hold"
+    );
+    let odd = on("producer", "odd");
+    let want_odd: Vec<&str> = ops
+        .iter()
+        .filter(|o| o.producer_id == "odd")
+        .map(|o| o.op_id.as_str())
+        .collect();
+    assert_eq!(
+        found_ids(&every_page(&db, &odd, 4).await),
+        want_odd,
+        "{b:?}"
+    );
+    assert_eq!(
+        db.count_operations(&odd).await.unwrap(),
+        want_odd.len() as u64,
+        "{b:?}"
+    );
+    // `after` need not be a stored row: strictly after it in (timestamp, op_id bytes).
+    for (after, first) in [
+        (pos(T0, "s-05x"), "s-06"),
+        (pos(T0, "S"), "S-x"),
+        (pos(T0, ""), "S-x"),
+        (pos(T0 - 1, "z-first"), "S-x"),
+        (pos(T0, "s-é"), "a-last"),
+        (pos(i64::MIN, ""), "z-first"),
+    ] {
+        let page = db
+            .search_operations(&everything, Some(&after), 1)
+            .await
+            .unwrap();
+        assert_eq!(found_ids(&page), [first], "{b:?}: after {after:?}");
+    }
+    assert!(
+        db.search_operations(&everything, Some(&pos(T0 + 1, "a-last")), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "{b:?}: nothing after the last"
+    );
+    assert!(
+        db.search_operations(&everything, Some(&pos(i64::MAX, "")), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "{b:?}"
+    );
+}
+
+/// Dead letters `dl-a` (alice), `dl-b` (alice), `dl-c` (bob), a pending retry `p`
+/// (alice), `waiting` (alice, no retry row) and `done` (alice, delivered after being
+/// dead-lettered), all dead-lettered or failed at T0 + 10.
+async fn dead_letters_of_two_actors(db: &Database) {
+    db.insert(
+        vec![
+            op_of("dl-a", T0 + 1, "alice", "d", "p"),
+            op_of("dl-b", T0 + 2, "alice", "d", "p"),
+            op_of("dl-c", T0 + 3, "bob", "d", "p"),
+            op_of("p", T0 + 4, "alice", "d", "p"),
+            op_of("waiting", T0 + 5, "alice", "d", "p"),
+            op_of("done", T0 + 6, "alice", "d", "p"),
+        ],
+        TrustlogStatus::NotTrustlogged,
+    )
+    .await
+    .unwrap();
+    db.apply(UnitOfWork {
+        now: T0 + 10,
+        retries: vec![
+            dead("dl-a", 5, "gave up", Some(T0 + 9)),
+            dead("dl-b", 5, "gave up", Some(T0 + 9)),
+            dead("dl-c", 5, "gave up", Some(T0 + 9)),
+            retry("p", RetryStatus::Pending, Some(T0 + 60)),
+            dead("done", 5, "gave up", Some(T0 + 9)),
+        ],
+        trustlogged: vec!["done".into()],
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+}
+
+async fn replaying_by_ids_or_by_filter_changes_only_dead_letters(b: Backend) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    dead_letters_of_two_actors(&db).await;
+    let now = T0 + 100;
+    let t = &t;
+    let dead_row =
+        |id: &'static str| has_retry_row(t, id, 5, "DEAD_LETTER", None, T0 + 10, T0 + 10);
+    let replayed_at =
+        |id: &'static str, at: Micros| has_retry_row(t, id, 0, "PENDING", Some(at), T0 + 10, at);
+    let pending_kept = || has_retry_row(t, "p", 1, "PENDING", Some(T0 + 60), T0 + 10, T0 + 10);
+
+    // Among the ids, only the dead letter changes; the rest are left as they are.
+    assert_eq!(
+        db.replay_dead_letters(
+            Replay::Ids(
+                ["dl-a", "p", "waiting", "nope", "dl-a", "dl-c ", ""]
+                    .map(String::from)
+                    .to_vec()
+            ),
+            now
+        )
+        .await
+        .unwrap(),
+        1,
+        "{b:?}"
+    );
+    assert!(replayed_at("dl-a", now).await, "{b:?}: due now, count 0");
+    assert!(
+        pending_kept().await,
+        "{b:?}: a pending retry keeps its schedule"
+    );
+    assert!(dead_row("dl-b").await && dead_row("dl-c").await, "{b:?}");
+    assert!(
+        !has_retry_row(t, "waiting", 0, "PENDING", Some(now), T0 + 10, now).await,
+        "{b:?}: a row without a retry row gets none"
+    );
+    assert_eq!(
+        db.replay_dead_letters(Replay::Ids(Vec::new()), now)
+            .await
+            .unwrap(),
+        0,
+        "{b:?}"
+    );
+
+    // By filter: alice's dead letters, whatever the operation's status (`done` was
+    // delivered after all); not bob's, not the pending retry, not dl-a again.
+    let alice = on("actor", "alice");
+    assert_eq!(
+        db.replay_dead_letters(Replay::Matching(alice.clone()), now + 1)
+            .await
+            .unwrap(),
+        2,
+        "{b:?}"
+    );
+    assert!(replayed_at("dl-b", now + 1).await, "{b:?}");
+    assert!(replayed_at("done", now + 1).await, "{b:?}");
+    assert!(replayed_at("dl-a", now).await, "{b:?}: replayed once");
+    assert!(dead_row("dl-c").await, "{b:?}: bob's is left");
+    assert!(pending_kept().await, "{b:?}");
+    // A filter taking only rows that are no dead letters replays nothing.
+    assert_eq!(
+        db.replay_dead_letters(
+            Replay::Matching(OperationFilter {
+                status: Some(OperationState::RetryPending),
+                ..OperationFilter::default()
+            }),
+            now + 2
+        )
+        .await
+        .unwrap(),
+        0,
+        "{b:?}"
+    );
+    assert!(pending_kept().await, "{b:?}");
+    // The filter matching everything takes the last one.
+    assert_eq!(
+        db.replay_dead_letters(Replay::Matching(OperationFilter::default()), now + 3)
+            .await
+            .unwrap(),
+        1,
+        "{b:?}"
+    );
+    assert!(replayed_at("dl-c", now + 3).await, "{b:?}");
+    assert!(db.dead_letters(None, 10).await.unwrap().is_empty(), "{b:?}");
+    assert_eq!(
+        db.stats(DEFAULT_KEY).await.unwrap().retry_pending,
+        5,
+        "{b:?}"
+    );
+}
+
+async fn purging_by_ids_or_by_filter_takes_only_dead_letters_and_keeps_their_operations_as_db_only(
+    b: Backend,
+) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    dead_letters_of_two_actors(&db).await;
+    let now = T0 + 1_000;
+    // Dead-lettered at the very instant of the purges below: not before it, so it stays.
+    db.insert(
+        vec![op_of("young", T0 + 7, "alice", "d", "p")],
+        TrustlogStatus::NotTrustlogged,
+    )
+    .await
+    .unwrap();
+    db.apply(UnitOfWork {
+        now,
+        retries: vec![dead("young", 5, "gave up", Some(now - 1))],
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+    let retry_rows = || async {
+        t.strings("SELECT op_id FROM trustlog_retry ORDER BY op_id")
+            .await
+    };
+
+    assert_eq!(
+        db.purge_matching(
+            Purge::Ids(
+                ["dl-a", "p", "waiting", "nope", "dl-a", "dl-c "]
+                    .map(String::from)
+                    .to_vec()
+            ),
+            now
+        )
+        .await
+        .unwrap(),
+        1,
+        "{b:?}"
+    );
+    assert!(status_is(&t, "dl-a", "DB_ONLY").await, "{b:?}");
+    assert!(status_is(&t, "p", "NOT_TRUSTLOGGED").await, "{b:?}");
+    assert!(status_is(&t, "waiting", "NOT_TRUSTLOGGED").await, "{b:?}");
+    assert_eq!(
+        retry_rows().await,
+        ["dl-b", "dl-c", "done", "p", "young"],
+        "{b:?}"
+    );
+    assert_eq!(
+        db.purge_matching(Purge::Ids(Vec::new()), now)
+            .await
+            .unwrap(),
+        0,
+        "{b:?}"
+    );
+
+    // alice's dead letters last changed before now: dl-b, and done, which stays
+    // delivered; young is as old as the cutoff, p is no dead letter.
+    assert_eq!(
+        db.purge_matching(Purge::Matching(on("actor", "alice")), now)
+            .await
+            .unwrap(),
+        2,
+        "{b:?}"
+    );
+    assert!(status_is(&t, "dl-b", "DB_ONLY").await, "{b:?}");
+    assert!(status_is(&t, "done", "TRUSTLOGGED").await, "{b:?}");
+    assert!(status_is(&t, "young", "NOT_TRUSTLOGGED").await, "{b:?}");
+    assert_eq!(retry_rows().await, ["dl-c", "p", "young"], "{b:?}");
+    assert!(
+        has_retry_row(&t, "p", 1, "PENDING", Some(T0 + 60), T0 + 10, T0 + 10).await,
+        "{b:?}: the pending retry is untouched"
+    );
+
+    // A filter on NOT_TRUSTLOGGED still deletes the retry row of the operation it sets
+    // aside as db-only (which the filter then no longer matches).
+    assert_eq!(
+        db.purge_matching(
+            Purge::Matching(in_state(OperationState::NotTrustlogged)),
+            now
+        )
+        .await
+        .unwrap(),
+        1,
+        "{b:?}"
+    );
+    assert!(status_is(&t, "dl-c", "DB_ONLY").await, "{b:?}");
+    assert_eq!(retry_rows().await, ["p", "young"], "{b:?}");
+    assert_eq!(
+        db.purge_matching(Purge::Matching(OperationFilter::default()), now + 1)
+            .await
+            .unwrap(),
+        1,
+        "{b:?}: young, once the cutoff is past it"
+    );
+    assert_eq!(retry_rows().await, ["p"], "{b:?}");
+
+    // Nothing delivers a purged row again, and the counts add up.
+    assert_eq!(
+        ids(db.scan_after(None, 100).await.unwrap().rows),
+        ["waiting"],
+        "{b:?}"
+    );
+    assert_eq!(
+        ids(db
+            .sweep_candidates(pos(i64::MAX, ""), i64::MIN, 100)
+            .await
+            .unwrap()
+            .rows),
+        ["waiting"],
+        "{b:?}"
+    );
+    let stats = db.stats(DEFAULT_KEY).await.unwrap();
+    assert_eq!(
+        (
+            stats.total,
+            stats.db_only,
+            stats.trustlogged,
+            stats.not_trustlogged,
+            stats.retry_pending,
+            stats.dead_letter
+        ),
+        (7, 4, 1, 2, 1, 0),
+        "{b:?}"
+    );
+    assert_eq!(
+        matching(&db, &in_state(OperationState::DbOnly)).await,
+        ["dl-a", "dl-b", "dl-c", "young"],
+        "{b:?}"
+    );
+}
+
+async fn replaying_and_purging_by_a_list_of_ids_longer_than_a_chunk(b: Backend) {
+    // More than one chunk of any adapter's id lists.
+    const DEAD: usize = 6_000;
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    let id = |i: usize| format!("dl-{i:05}");
+    let mut ops: Vec<Operation> = (0..DEAD).map(|i| op(&id(i), T0)).collect();
+    ops.push(op("pending", T0));
+    db.insert(ops, TrustlogStatus::NotTrustlogged)
+        .await
+        .unwrap();
+    let mut retries: Vec<RetryUpdate> = (0..DEAD)
+        .map(|i| dead(&id(i), 5, "gave up", None))
+        .collect();
+    retries.push(retry("pending", RetryStatus::Pending, Some(T0 + 60)));
+    db.apply(UnitOfWork {
+        now: T0 + 10,
+        retries,
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+
+    // Listed in reverse, with the pending retry among them.
+    let mut first: Vec<String> = (0..5_500).rev().map(id).collect();
+    first.push("pending".into());
+    assert_eq!(
+        db.purge_matching(Purge::Ids(first), T0 + 100)
+            .await
+            .unwrap(),
+        5_500,
+        "{b:?}"
+    );
+    assert_eq!(
+        db.replay_dead_letters(Replay::Ids((0..DEAD).map(id).collect()), T0 + 100)
+            .await
+            .unwrap(),
+        (DEAD - 5_500) as u64,
+        "{b:?}: only those left are dead letters"
+    );
+    let stats = db.stats(DEFAULT_KEY).await.unwrap();
+    assert_eq!(
+        (stats.db_only, stats.retry_pending, stats.dead_letter),
+        (5_500, (DEAD - 5_500) as u64 + 1, 0),
+        "{b:?}"
+    );
+}
+
+async fn filter_values_and_ids_that_look_like_sql_or_patterns_are_matched_literally(b: Backend) {
+    let t = TestDb::create(b).await;
+    let db = connect(&t).await;
+    let tricky = [
+        "x' OR '1'='1",
+        "'; DROP TABLE operation; --",
+        "%",
+        "_",
+        "a%",
+        "a_c",
+        "\\",
+        "a\\'b",
+        "\"quoted\"",
+        "$1",
+        "?",
+        "*/ /*",
+    ];
+    let mut ops: Vec<Operation> = tricky
+        .iter()
+        .enumerate()
+        .map(|(i, v)| op_of(&format!("id-{i:02}"), T0 + i as i64, v, v, v))
+        .collect();
+    // Rows a pattern or an injected OR would take too.
+    ops.push(op_of("abc", T0 + 50, "abc", "abc", "abc"));
+    ops.push(op_of("aXc", T0 + 51, "aXc", "aXc", "aXc"));
+    ops.push(op_of("id'quote", T0 + 52, "q", "q", "q"));
+    ops.push(op_of("id%", T0 + 53, "q", "q", "q"));
+    ops.push(op_of("id_1", T0 + 54, "q", "q", "q"));
+    db.insert(ops, TrustlogStatus::NotTrustlogged)
+        .await
+        .unwrap();
+    let total = tricky.len() as u64 + 5;
+
+    for field in ["actor", "doid", "producer"] {
+        for (i, v) in tricky.iter().enumerate() {
+            assert_eq!(
+                matching(&db, &on(field, v)).await,
+                [format!("id-{i:02}")],
+                "{b:?}: {field} = {v:?}"
+            );
+        }
+        for absent in ["x", "a", "ac", "' OR ''='", "%%", "a\0"] {
+            assert!(
+                matching(&db, &on(field, absent)).await.is_empty(),
+                "{b:?}: {field} = {absent:?}"
+            );
+        }
+    }
+    for (id, want) in [
+        ("id'quote", vec!["id'quote"]),
+        ("id%", vec!["id%"]),
+        ("id_1", vec!["id_1"]),
+        ("id_", vec![]),
+        ("id' OR '1'='1", vec![]),
+        ("id\0", vec![]),
+    ] {
+        assert_eq!(
+            matching(&db, &on("op_id", id)).await,
+            want,
+            "{b:?}: op_id = {id:?}"
+        );
+        assert_eq!(
+            db.find_operation(id).await.unwrap().map(|f| f.op_id),
+            want.first().map(|w| w.to_string()),
+            "{b:?}: find {id:?}"
+        );
+    }
+    // A page ending at a row whose op_id has a quote goes on after it.
+    let after = pos(T0 + 52, "id'quote");
+    assert_eq!(
+        found_ids(
+            &db.search_operations(&OperationFilter::default(), Some(&after), 10)
+                .await
+                .unwrap()
+        ),
+        ["id%", "id_1"],
+        "{b:?}"
+    );
+    let after = pos(T0 + 52, "id'quote\0x");
+    assert_eq!(
+        found_ids(
+            &db.search_operations(&OperationFilter::default(), Some(&after), 10)
+                .await
+                .unwrap()
+        ),
+        ["id%", "id_1"],
+        "{b:?}: after an op_id no database stores"
+    );
+
+    // Dead letters selected by such values: only the one named.
+    db.apply(UnitOfWork {
+        now: T0 + 100,
+        retries: (0..tricky.len())
+            .map(|i| dead(&format!("id-{i:02}"), 5, "gave up", None))
+            .chain(["abc", "aXc", "id'quote", "id%", "id_1"].map(|id| dead(id, 5, "gave up", None)))
+            .collect(),
+        ..UnitOfWork::default()
+    })
+    .await
+    .unwrap();
+    let injected: Vec<String> = ["x' OR '1'='1", "id_", "%", "id\0", "' OR 1=1 --"]
+        .map(String::from)
+        .to_vec();
+    assert_eq!(
+        db.replay_dead_letters(Replay::Ids(injected.clone()), T0 + 200)
+            .await
+            .unwrap(),
+        0,
+        "{b:?}"
+    );
+    assert_eq!(
+        db.purge_matching(Purge::Ids(injected), T0 + 200)
+            .await
+            .unwrap(),
+        0,
+        "{b:?}"
+    );
+    assert_eq!(
+        db.replay_dead_letters(Replay::Matching(on("actor", "x' OR '1'='1")), T0 + 200)
+            .await
+            .unwrap(),
+        1,
+        "{b:?}"
+    );
+    assert_eq!(
+        db.purge_matching(Purge::Matching(on("doid", "a_c")), T0 + 200)
+            .await
+            .unwrap(),
+        1,
+        "{b:?}: a_c, not abc nor aXc"
+    );
+    assert!(status_is(&t, "abc", "NOT_TRUSTLOGGED").await, "{b:?}");
+    assert_eq!(
+        db.stats(DEFAULT_KEY).await.unwrap().dead_letter,
+        total - 2,
+        "{b:?}"
+    );
+    // And every table is still there, every row in it.
+    assert_eq!(
+        db.count_operations(&OperationFilter::default())
+            .await
+            .unwrap(),
+        total,
+        "{b:?}"
+    );
 }

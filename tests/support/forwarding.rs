@@ -14,7 +14,9 @@ use trustlog_guest::model::{
 };
 use trustlog_host::adapters::Adapters;
 use trustlog_host::db::schema_check::SchemaReport;
-use trustlog_host::db::{Backlog, DatabaseAdapter, DeadLetter, Lease, Replay};
+use trustlog_host::db::{
+    Backlog, DatabaseAdapter, DeadLetter, FoundOperation, Lease, OperationFilter, Purge, Replay,
+};
 
 /// The scheme prefix that routes a URL through [`Forwarding`]: `forward+sqlite://…`.
 pub const PREFIX: &str = "forward+";
@@ -129,6 +131,23 @@ impl DatabaseAdapter for Forwarding {
     }
     async fn purge_dead_letters(&self, before: Micros) -> Result<u64, DbError> {
         self.call().purge_dead_letters(before).await
+    }
+    async fn purge_matching(&self, which: Purge, now: Micros) -> Result<u64, DbError> {
+        self.call().purge_matching(which, now).await
+    }
+    async fn find_operation(&self, op_id: &str) -> Result<Option<FoundOperation>, DbError> {
+        self.call().find_operation(op_id).await
+    }
+    async fn search_operations(
+        &self,
+        filter: &OperationFilter,
+        after: Option<&Position>,
+        limit: u32,
+    ) -> Result<Vec<FoundOperation>, DbError> {
+        self.call().search_operations(filter, after, limit).await
+    }
+    async fn count_operations(&self, filter: &OperationFilter) -> Result<u64, DbError> {
+        self.call().count_operations(filter).await
     }
     async fn ping(&self) -> Result<(), DbError> {
         self.call().ping().await

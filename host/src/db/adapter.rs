@@ -7,7 +7,9 @@
 //! [`Adapters`](crate::adapters::Adapters)) and is called through `dyn`.
 //!
 //! Every method's contract is the one the conformance suite (`tests/conformance.rs`)
-//! holds the built-in adapters to; docs/writing-an-adapter.md walks through it.
+//! holds the built-in adapters to; docs/writing-an-adapter.md walks through it. The
+//! operator's lookups (find, search, count, purge by selection) came later: they have
+//! defaults answering [`Unsupported`], so an adapter written before them still builds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +22,54 @@ use trustlog_guest::model::{
 };
 
 use super::schema_check::SchemaReport;
+use super::search::{FoundOperation, OperationFilter, Purge};
 use super::{Backlog, DeadLetter, Lease, Replay};
+
+/// What an adapter answers for a method it does not implement (a default of
+/// [`DatabaseAdapter`]). It travels as [`DbError::Other`], the `db` interface having no
+/// kind of its own for it (its variants mirror the WIT `db-error`);
+/// [`Unsupported::of`] tells it apart again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{method} is unsupported by this adapter ({adapter})")]
+pub struct Unsupported {
+    /// The trait method, e.g. `search_operations`.
+    pub method: String,
+    /// The adapter's type.
+    pub adapter: String,
+}
+
+impl Unsupported {
+    /// The refusal of `method` by the adapter type `A`.
+    pub fn by<A: ?Sized>(method: &str) -> Unsupported {
+        Unsupported {
+            method: method.to_string(),
+            adapter: std::any::type_name::<A>().to_string(),
+        }
+    }
+
+    /// The refusal `error` carries, if it is one.
+    pub fn of(error: &DbError) -> Option<Unsupported> {
+        let DbError::Other(message) = error else {
+            return None;
+        };
+        let (method, rest) = message.split_once(UNSUPPORTED)?;
+        let adapter = rest.strip_prefix('(')?.strip_suffix(')')?;
+        let well_formed = !method.is_empty() && !method.contains(' ');
+        well_formed.then(|| Unsupported {
+            method: method.to_string(),
+            adapter: adapter.to_string(),
+        })
+    }
+}
+
+/// What [`Unsupported`]'s message says between the method and the adapter.
+const UNSUPPORTED: &str = " is unsupported by this adapter ";
+
+impl From<Unsupported> for DbError {
+    fn from(unsupported: Unsupported) -> DbError {
+        DbError::Other(unsupported.to_string())
+    }
+}
 
 /// A store of operations, their cursor, retry rows and leases (see the module docs).
 ///
@@ -122,6 +171,34 @@ pub trait DatabaseAdapter: std::fmt::Debug + Send + Sync + 'static {
     /// Deletes dead letters last changed before `before`, their operations marked
     /// `DB_ONLY`; how many were deleted.
     async fn purge_dead_letters(&self, before: Micros) -> Result<u64, DbError>;
+
+    /// Deletes the dead letters `which` selects that were last changed before `now`,
+    /// their operations marked `DB_ONLY`, in one transaction; how many were deleted.
+    async fn purge_matching(&self, _which: Purge, _now: Micros) -> Result<u64, DbError> {
+        Err(Unsupported::by::<Self>("purge_matching").into())
+    }
+
+    /// The operation `op_id` with its status and retry row, or its fault where it cannot
+    /// be read; `None` when none is stored.
+    async fn find_operation(&self, _op_id: &str) -> Result<Option<FoundOperation>, DbError> {
+        Err(Unsupported::by::<Self>("find_operation").into())
+    }
+
+    /// Up to `limit` operations `filter` matches, strictly after `after`, in keyset
+    /// order (see [`FoundOperation::position`]).
+    async fn search_operations(
+        &self,
+        _filter: &OperationFilter,
+        _after: Option<&Position>,
+        _limit: u32,
+    ) -> Result<Vec<FoundOperation>, DbError> {
+        Err(Unsupported::by::<Self>("search_operations").into())
+    }
+
+    /// How many operations `filter` matches.
+    async fn count_operations(&self, _filter: &OperationFilter) -> Result<u64, DbError> {
+        Err(Unsupported::by::<Self>("count_operations").into())
+    }
 
     /// Whether the store answers now, for `/readyz`.
     async fn ping(&self) -> Result<(), DbError> {
@@ -238,6 +315,23 @@ macro_rules! builtin_adapter {
             async fn purge_dead_letters(&self, before: Micros) -> Result<u64, DbError> {
                 <$adapter>::purge_dead_letters(self, before).await
             }
+            async fn purge_matching(&self, which: Purge, now: Micros) -> Result<u64, DbError> {
+                <$adapter>::purge_matching(self, which, now).await
+            }
+            async fn find_operation(&self, op_id: &str) -> Result<Option<FoundOperation>, DbError> {
+                <$adapter>::find_operation(self, op_id).await
+            }
+            async fn search_operations(
+                &self,
+                filter: &OperationFilter,
+                after: Option<&Position>,
+                limit: u32,
+            ) -> Result<Vec<FoundOperation>, DbError> {
+                <$adapter>::search_operations(self, filter, after, limit).await
+            }
+            async fn count_operations(&self, filter: &OperationFilter) -> Result<u64, DbError> {
+                <$adapter>::count_operations(self, filter).await
+            }
             async fn ping(&self) -> Result<(), DbError> {
                 <$adapter>::ping(self).await
             }
@@ -260,3 +354,144 @@ macro_rules! builtin_adapter {
 builtin_adapter!(super::sqlite::SqliteDb, Sqlite);
 builtin_adapter!(super::postgres::PostgresDb, Postgres);
 builtin_adapter!(super::mysql::MySqlDb, MySql);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An adapter written before the lookups existed: it implements only what was
+    /// required then, each answer a plain refusal (only the defaults are called here).
+    #[derive(Debug)]
+    struct Older;
+
+    fn refused<T>() -> Result<T, DbError> {
+        Err(DbError::Other("not called by this test".into()))
+    }
+
+    #[async_trait::async_trait]
+    impl DatabaseAdapter for Older {
+        async fn insert(
+            &self,
+            _ops: Vec<Operation>,
+            _status: TrustlogStatus,
+        ) -> Result<Vec<InsertOutcome>, DbError> {
+            refused()
+        }
+        async fn load_cursor(&self, _key: &str) -> Result<Option<Position>, DbError> {
+            refused()
+        }
+        async fn scan_after(
+            &self,
+            _after: Option<Position>,
+            _limit: u32,
+        ) -> Result<Fetched<Operation>, DbError> {
+            refused()
+        }
+        async fn due_retries(
+            &self,
+            _now: Micros,
+            _limit: u32,
+        ) -> Result<Fetched<RetryRow>, DbError> {
+            refused()
+        }
+        async fn sweep_candidates(
+            &self,
+            _before: Position,
+            _since: Micros,
+            _limit: u32,
+        ) -> Result<Fetched<Operation>, DbError> {
+            refused()
+        }
+        async fn apply(&self, _work: UnitOfWork) -> Result<(), DbError> {
+            refused()
+        }
+        async fn stats(&self, _cursor_key: &str) -> Result<DbStats, DbError> {
+            refused()
+        }
+        async fn backlog(&self) -> Result<Backlog, DbError> {
+            refused()
+        }
+        async fn has_waiting_since(&self, _since: Micros) -> Result<bool, DbError> {
+            refused()
+        }
+        async fn read_lease(&self, _key: &str) -> Result<Option<Lease>, DbError> {
+            refused()
+        }
+        async fn ensure_lease(&self, _key: &str) -> Result<(), DbError> {
+            refused()
+        }
+        async fn swap_lease(
+            &self,
+            _seen: &Lease,
+            _holder: &str,
+            _ttl: Duration,
+            _state: &str,
+        ) -> Result<Option<Lease>, DbError> {
+            refused()
+        }
+        async fn release_lease(&self, _key: &str, _holder: &str) -> Result<(), DbError> {
+            refused()
+        }
+        async fn dead_letters(
+            &self,
+            _after: Option<&str>,
+            _limit: u32,
+        ) -> Result<Vec<DeadLetter>, DbError> {
+            refused()
+        }
+        async fn replay_dead_letters(&self, _which: Replay, _now: Micros) -> Result<u64, DbError> {
+            refused()
+        }
+        async fn purge_dead_letters(&self, _before: Micros) -> Result<u64, DbError> {
+            refused()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_adapter_without_the_lookups_refuses_them_by_name() {
+        let db = super::super::Database::custom(Older);
+        let filter = OperationFilter::default();
+        let errors = [
+            ("find_operation", db.find_operation("a").await.map(|_| ())),
+            (
+                "search_operations",
+                db.search_operations(&filter, None, 10).await.map(|_| ()),
+            ),
+            (
+                "count_operations",
+                db.count_operations(&filter).await.map(|_| ()),
+            ),
+            (
+                "purge_matching",
+                db.purge_matching(Purge::Ids(vec!["a".into()]), 1)
+                    .await
+                    .map(|_| ()),
+            ),
+        ];
+        for (method, result) in errors {
+            let error = result.unwrap_err();
+            let unsupported = Unsupported::of(&error)
+                .unwrap_or_else(|| panic!("{method}: not an Unsupported: {error:?}"));
+            assert_eq!(unsupported.method, method);
+            assert!(unsupported.adapter.ends_with("::Older"), "{unsupported:?}");
+            assert!(
+                error.to_string().contains("unsupported by this adapter"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_an_unsupported_refusal_reads_as_one() {
+        let refusal = Unsupported::by::<Older>("find_operation");
+        assert_eq!(Unsupported::of(&refusal.clone().into()), Some(refusal));
+        for other in [
+            DbError::Other("database error: disk full".into()),
+            DbError::Other("is unsupported by this adapter (x)".into()),
+            DbError::Other("a b is unsupported by this adapter (x)".into()),
+            DbError::Unavailable("find_operation is unsupported by this adapter (x)".into()),
+        ] {
+            assert_eq!(Unsupported::of(&other), None, "{other:?}");
+        }
+    }
+}

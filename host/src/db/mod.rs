@@ -7,6 +7,7 @@ pub mod pool_share;
 pub mod postgres;
 pub mod schema_check;
 pub mod schemas;
+pub mod search;
 pub mod shared_server;
 pub mod sqlite;
 #[cfg(test)]
@@ -18,12 +19,15 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use trustlog_guest::model::{
-    DbError, DbStats, Fetched, InsertOutcome, Micros, Operation, Position, RetryRow, RowFault,
+    self, DbError, DbStats, Fetched, InsertOutcome, Micros, Operation, Position, RowFault,
     TrustlogStatus, UnitOfWork,
 };
 
-pub use adapter::DatabaseAdapter;
+pub use adapter::{DatabaseAdapter, Unsupported};
 use schema_check::{Dialect, SchemaReport};
+pub use search::{
+    ColumnFault, FoundOperation, OperationFilter, OperationState, Purge, RetryRow, UnknownState,
+};
 
 /// One dead letter, as an operator sees it: the retry row joined with its operation.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -67,12 +71,12 @@ fn fetch_each_retry<R>(
     rows: &[R],
     read: impl Fn(&R) -> Result<Result<Operation, RowFault>, DbError>,
     count: impl Fn(&R) -> Result<u32, DbError>,
-) -> Result<Fetched<RetryRow>, DbError> {
+) -> Result<Fetched<model::RetryRow>, DbError> {
     let mut fetched = Fetched::default();
     for row in rows {
         let retry_count = count(row)?;
         match read(row)? {
-            Ok(op) => fetched.rows.push(RetryRow { op, retry_count }),
+            Ok(op) => fetched.rows.push(model::RetryRow { op, retry_count }),
             Err(fault) => fetched.faults.push(RowFault {
                 retry_count,
                 ..fault
@@ -118,6 +122,10 @@ pub enum Replay {
     One(String),
     /// Every dead letter.
     All,
+    /// The dead letters among these op_ids.
+    Ids(Vec<String>),
+    /// The dead letters among the operations the filter matches.
+    Matching(OperationFilter),
 }
 
 /// The lease that names the one host delivering for a cursor key: hosts sharing a
@@ -313,7 +321,11 @@ impl Database {
     }
 
     /// Retry rows due at `now` (and those that could not be read).
-    pub async fn due_retries(&self, now: Micros, limit: u32) -> Result<Fetched<RetryRow>, DbError> {
+    pub async fn due_retries(
+        &self,
+        now: Micros,
+        limit: u32,
+    ) -> Result<Fetched<model::RetryRow>, DbError> {
         dispatch!(self, db => db.due_retries(now, limit).await)
     }
 
@@ -448,8 +460,9 @@ impl Database {
 
     /// Puts dead letters back in the retry queue, due at `now`: retry_status 'PENDING',
     /// retry_count 0, next_retry_at = now, updated_at = now (error_message, created_at,
-    /// last_retry_at kept). Only rows whose retry_status is 'DEAD_LETTER' change. Returns
-    /// how many rows changed (0 when the op_id is not a dead letter).
+    /// last_retry_at kept). Only rows whose retry_status is 'DEAD_LETTER' change, whatever
+    /// `which` names: an op_id or a filter that also takes other rows leaves them as they
+    /// are. Returns how many rows changed (0 when the op_id is not a dead letter).
     pub async fn replay_dead_letters(&self, which: Replay, now: Micros) -> Result<u64, DbError> {
         dispatch!(self, db => db.replay_dead_letters(which, now).await)
     }
@@ -461,6 +474,42 @@ impl Database {
     /// many retry rows were deleted.
     pub async fn purge_dead_letters(&self, before: Micros) -> Result<u64, DbError> {
         dispatch!(self, db => db.purge_dead_letters(before).await)
+    }
+
+    /// Purges the dead letters `which` selects, last changed before `now`, exactly as
+    /// [`Database::purge_dead_letters`] does, in one transaction: their operations still
+    /// 'NOT_TRUSTLOGGED' become 'DB_ONLY' and their retry rows are deleted. Only rows whose
+    /// retry_status is 'DEAD_LETTER' go; `now` leaves one dead-lettered while the request
+    /// was on its way (by a clock ahead of the caller's) for the next look. Returns how
+    /// many retry rows were deleted.
+    pub async fn purge_matching(&self, which: Purge, now: Micros) -> Result<u64, DbError> {
+        dispatch!(self, db => db.purge_matching(which, now).await)
+    }
+
+    /// The operation `op_id` with its status and retry row; `None` when none is stored.
+    /// A row the host cannot make an operation of is found with its fault.
+    pub async fn find_operation(&self, op_id: &str) -> Result<Option<FoundOperation>, DbError> {
+        dispatch!(self, db => db.find_operation(op_id).await)
+    }
+
+    /// Up to `limit` operations `filter` matches, strictly after `after`, in keyset order
+    /// (timestamp, then op_id bytes, as the scans read): the last row's
+    /// [`FoundOperation::position`] is the next page's `after`, so a page never repeats
+    /// or skips a row, however many share one timestamp. Rows that cannot be read are
+    /// found with their fault, never left out.
+    pub async fn search_operations(
+        &self,
+        filter: &OperationFilter,
+        after: Option<&Position>,
+        limit: u32,
+    ) -> Result<Vec<FoundOperation>, DbError> {
+        dispatch!(self, db => db.search_operations(filter, after, limit).await)
+    }
+
+    /// How many operations `filter` matches: as many as paging through
+    /// [`Database::search_operations`] finds.
+    pub async fn count_operations(&self, filter: &OperationFilter) -> Result<u64, DbError> {
+        dispatch!(self, db => db.count_operations(filter).await)
     }
 
     /// [`Database::purge_dead_letters`] of those dead-lettered more than `age` before `now`.

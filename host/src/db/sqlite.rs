@@ -21,6 +21,7 @@ use trustlog_guest::model::{
 
 use super::cursor_value::{format_position, parse_cursor_any, parse_cursor_of};
 use super::schema_check::{Column, TABLES};
+use super::search::{self, Dialect, FoundOperation, OperationFilter, Purge, col, unreadable_key};
 use super::{Backlog, DeadLetter, Lease, Replay};
 
 // PATH: the schema; the host crate points this at its own `sql/sqlite.sql`.
@@ -228,6 +229,77 @@ const PURGE_DELETE: &str =
     "DELETE FROM trustlog_retry WHERE retry_status = 'DEAD_LETTER' AND updated_at < ?1";
 /// Reads the schema page: `SELECT 1` alone would not touch the database file.
 const PING: &str = "SELECT COUNT(*) FROM sqlite_master";
+/// A row's timestamp as a search reads it: the INTEGER the schema stores, NULL for any
+/// other type. TEXT sorts after every number here, so a search ordering by the column
+/// itself could not page past a text timestamp with an integer position.
+macro_rules! search_timestamp {
+    () => {
+        "CASE WHEN typeof(o.timestamp) = 'integer' THEN o.timestamp END"
+    };
+}
+/// The search's sort key (see [`search`]).
+const SEARCH_KEY: &str = concat!(
+    "COALESCE(",
+    search_timestamp!(),
+    ", ",
+    unreadable_key!(),
+    ")"
+);
+/// The columns of a found row, as [`search::col`] numbers them, mapped by [`found_at`].
+macro_rules! found_columns {
+    () => {
+        concat!(
+            operation_columns!(),
+            ", o.trustlog_status, ",
+            search_timestamp!(),
+            ", r.op_id, r.retry_count, r.retry_status, r.last_retry_at, r.next_retry_at, \
+             r.error_message, r.created_at, r.updated_at \
+             FROM operation o LEFT JOIN trustlog_retry r ON r.op_id = o.op_id"
+        )
+    };
+}
+/// `find_operation(?1)`, by primary key.
+const FIND: &str = concat!("SELECT ", found_columns!(), " WHERE o.op_id = ?1");
+/// A search, completed by [`search::push_filter`], the keyset bound, the order and the
+/// limit. `WHERE TRUE` so that every condition appends as ` AND …`.
+const SEARCH: &str = concat!("SELECT ", found_columns!(), " WHERE TRUE");
+/// A count, completed by [`search::push_filter`].
+const COUNT: &str =
+    "SELECT COUNT(*) FROM operation o LEFT JOIN trustlog_retry r ON r.op_id = o.op_id WHERE TRUE";
+/// The op_ids of the operations a filter matches, completed by [`search::push_filter`].
+const MATCHING_IDS: &str =
+    "SELECT o.op_id FROM operation o LEFT JOIN trustlog_retry r ON r.op_id = o.op_id WHERE TRUE";
+/// Replays listed or matched dead letters, in the pieces around its binds: `now`, `now`
+/// again, then an `(op_id, ...)` list or a subquery of op_ids.
+const REPLAY_LISTED: [&str; 3] = [
+    "UPDATE trustlog_retry SET retry_status = 'PENDING', retry_count = 0, next_retry_at = ",
+    ", updated_at = ",
+    " WHERE retry_status = 'DEAD_LETTER' AND op_id IN ",
+];
+/// The listed dead letters last changed before a bound, in the pieces around it: the
+/// bound, then an `(op_id, ...)` list.
+const PURGEABLE_LISTED: [&str; 2] = [
+    "SELECT op_id FROM trustlog_retry WHERE retry_status = 'DEAD_LETTER' AND updated_at < ",
+    " AND op_id IN ",
+];
+/// The dead letters last changed before a bound among the operations a filter matches,
+/// completed by the bound and [`search::push_filter`].
+const PURGEABLE_MATCHING: &str = "SELECT r.op_id FROM trustlog_retry r \
+     JOIN operation o ON o.op_id = r.op_id \
+     WHERE r.retry_status = 'DEAD_LETTER' AND r.updated_at < ";
+/// Sets listed operations aside as db-only, as [`PURGE_MARK_DB_ONLY`] does; an
+/// `(op_id, ...)` list follows.
+const MARK_DB_ONLY_LISTED: &str = "UPDATE operation SET trustlog_status = 'DB_ONLY' \
+     WHERE +trustlog_status = 'NOT_TRUSTLOGGED' AND op_id IN ";
+/// How SQLite spells a search: `=` on TEXT compares bytes (the BINARY collation), and
+/// any string can be stored.
+const DIALECT: Dialect<Sqlite> = Dialect {
+    key: SEARCH_KEY,
+    push_equals: |qb, column, value| {
+        qb.push("o.").push(column).push(" = ").push_bind(value);
+    },
+    storable: |_, _| true,
+};
 
 /// A pool of connections to one SQLite database, implementing the `db` interface.
 #[derive(Debug, Clone)]
@@ -815,15 +887,135 @@ impl SqliteDb {
             .await
             .map_err(map_error)?;
         let replayed = match &which {
-            Replay::One(op_id) => sqlx::query(REPLAY_ONE).bind(now).bind(op_id.as_str()),
-            Replay::All => sqlx::query(REPLAY_ALL).bind(now),
-        }
-        .execute(&mut *tx)
-        .await
-        .map_err(map_error)?
-        .rows_affected();
+            Replay::One(op_id) => sqlx::query(REPLAY_ONE)
+                .bind(now)
+                .bind(op_id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?
+                .rows_affected(),
+            Replay::All => sqlx::query(REPLAY_ALL)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?
+                .rows_affected(),
+            Replay::Ids(ids) => {
+                let mut replayed = 0;
+                for chunk in search::sorted_ids(ids).chunks(ID_CHUNK) {
+                    let mut qb = replay_listed(now);
+                    push_id_list(&mut qb, chunk);
+                    replayed += qb
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_error)?
+                        .rows_affected();
+                }
+                replayed
+            }
+            Replay::Matching(filter) => {
+                let mut qb = replay_listed(now);
+                qb.push("(").push(MATCHING_IDS);
+                search::push_filter(&mut qb, filter, &DIALECT);
+                qb.push(")");
+                qb.build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_error)?
+                    .rows_affected()
+            }
+        };
         tx.commit().await.map_err(map_error)?;
         Ok(replayed)
+    }
+
+    /// Purges the dead letters `which` selects, last changed before `now`, keeping their
+    /// operations as db-only; returns how many retry rows were deleted.
+    pub async fn purge_matching(&self, which: Purge, now: Micros) -> Result<u64, DbError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_error)?;
+        // Read first, then changed by op_id: marking an operation db-only may take it out
+        // of the filter (one on NOT_TRUSTLOGGED), and a second look by the filter would
+        // then miss its retry row. The write lock keeps the set as read.
+        let mut ids: Vec<String> = Vec::new();
+        match &which {
+            Purge::Ids(listed) => {
+                for chunk in search::sorted_ids(listed).chunks(ID_CHUNK) {
+                    let mut qb = QueryBuilder::<Sqlite>::new(PURGEABLE_LISTED[0]);
+                    qb.push_bind(now).push(PURGEABLE_LISTED[1]);
+                    push_id_list(&mut qb, chunk);
+                    ids.extend(
+                        qb.build_query_scalar::<String>()
+                            .fetch_all(&mut *tx)
+                            .await
+                            .map_err(map_error)?,
+                    );
+                }
+            }
+            Purge::Matching(filter) => {
+                let mut qb = QueryBuilder::<Sqlite>::new(PURGEABLE_MATCHING);
+                qb.push_bind(now);
+                search::push_filter(&mut qb, filter, &DIALECT);
+                ids = qb
+                    .build_query_scalar()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(map_error)?;
+            }
+        }
+        let mut purged = 0;
+        for chunk in ids.chunks(ID_CHUNK) {
+            let mut qb = QueryBuilder::<Sqlite>::new(MARK_DB_ONLY_LISTED);
+            push_id_list(&mut qb, chunk);
+            qb.build().execute(&mut *tx).await.map_err(map_error)?;
+            let mut qb = QueryBuilder::<Sqlite>::new(DELETE_RETRIES);
+            push_id_list(&mut qb, chunk);
+            purged += qb
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(map_error)?;
+        Ok(purged)
+    }
+
+    /// The operation `op_id` with its status and retry row, if it is stored.
+    pub async fn find_operation(&self, op_id: &str) -> Result<Option<FoundOperation>, DbError> {
+        let row = sqlx::query(FIND)
+            .bind(op_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?;
+        row.as_ref().map(found_at).transpose()
+    }
+
+    /// Up to `limit` operations `filter` matches, strictly after `after` in search order.
+    pub async fn search_operations(
+        &self,
+        filter: &OperationFilter,
+        after: Option<&Position>,
+        limit: u32,
+    ) -> Result<Vec<FoundOperation>, DbError> {
+        let rows = search_query(filter, after, limit)
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_error)?;
+        rows.iter().map(found_at).collect()
+    }
+
+    /// How many operations `filter` matches.
+    pub async fn count_operations(&self, filter: &OperationFilter) -> Result<u64, DbError> {
+        let mut qb = QueryBuilder::<Sqlite>::new(COUNT);
+        search::push_filter(&mut qb, filter, &DIALECT);
+        let row = qb.build().fetch_one(&self.pool).await.map_err(map_error)?;
+        count_in(&row, 0)
     }
 
     /// Purges dead letters last changed before `before`, keeping their operations as
@@ -875,13 +1067,102 @@ impl SqliteDb {
 }
 
 /// Appends `(?, ?, ...)` binding `ids`; callers never pass an empty slice.
-fn push_id_list(qb: &mut QueryBuilder<Sqlite>, ids: &[String]) {
+fn push_id_list(qb: &mut QueryBuilder<Sqlite>, ids: &[impl AsRef<str>]) {
     qb.push("(");
     let mut list = qb.separated(", ");
     for id in ids {
-        list.push_bind(id.as_str());
+        list.push_bind(id.as_ref());
     }
     list.push_unseparated(")");
+}
+
+/// The search of [`SqliteDb::search_operations`].
+fn search_query(
+    filter: &OperationFilter,
+    after: Option<&Position>,
+    limit: u32,
+) -> QueryBuilder<Sqlite> {
+    let mut qb = QueryBuilder::<Sqlite>::new(SEARCH);
+    search::push_filter(&mut qb, filter, &DIALECT);
+    if let Some(after) = after {
+        qb.push(" AND (")
+            .push(SEARCH_KEY)
+            .push(", o.op_id) > (")
+            .push_bind(after.timestamp)
+            .push(", ")
+            .push_bind(after.op_id.as_str())
+            .push(")");
+    }
+    qb.push(" ORDER BY ")
+        .push(SEARCH_KEY)
+        .push(", o.op_id LIMIT ")
+        .push_bind(i64::from(limit));
+    qb
+}
+
+/// [`REPLAY_LISTED`] up to its op_ids, due and updated at `now`.
+fn replay_listed(now: Micros) -> QueryBuilder<Sqlite> {
+    let mut qb = QueryBuilder::<Sqlite>::new(REPLAY_LISTED[0]);
+    qb.push_bind(now)
+        .push(REPLAY_LISTED[1])
+        .push_bind(now)
+        .push(REPLAY_LISTED[2]);
+    qb
+}
+
+/// The [`FoundOperation`] in the columns `found_columns!` lists.
+fn found_at(row: &SqliteRow) -> Result<FoundOperation, DbError> {
+    let read = operation_at(row)?;
+    let op_id: String = row.try_get(0).map_err(map_error)?;
+    let trustlog_status = row.try_get(col::STATUS).map_err(map_error)?;
+    let timestamp = row.try_get(col::TIMESTAMP).map_err(map_error)?;
+    let retry = match row
+        .try_get::<Option<String>, _>(col::RETRY_OP_ID)
+        .map_err(map_error)?
+    {
+        Some(_) => Some(retry_at(row, &op_id)?),
+        None => None,
+    };
+    Ok(FoundOperation::assemble(
+        op_id,
+        read,
+        trustlog_status,
+        timestamp,
+        retry,
+    ))
+}
+
+/// The retry row of `op_id` in the columns `found_columns!` lists. Its times are read as
+/// the scans read the operation's: the seed's module writes them as text.
+fn retry_at(row: &SqliteRow, op_id: &str) -> Result<search::RetryRow, DbError> {
+    let time = |index: usize, column: &str| {
+        timestamp_at(row, index).map_err(|e| search::retry_fault(op_id, column, e))
+    };
+    let optional_time = |index: usize, column: &str| {
+        let raw = row.try_get_raw(index).map_err(map_error)?;
+        if raw.is_null() {
+            return Ok(None);
+        }
+        time(index, column).map(Some)
+    };
+    let count: i64 = row
+        .try_get(col::RETRY_COUNT)
+        .map_err(|e| search::retry_fault(op_id, "retry_count", map_error(e)))?;
+    let error_message: Option<String> = row
+        .try_get(col::ERROR_MESSAGE)
+        .map_err(|e| search::retry_fault(op_id, "error_message", map_error(e)))?;
+    Ok(search::RetryRow {
+        retry_count: search::retry_count(op_id, count)?,
+        retry_status: row
+            .try_get(col::RETRY_STATUS)
+            .map_err(|e| search::retry_fault(op_id, "retry_status", map_error(e)))?,
+        last_retry_at: optional_time(col::LAST_RETRY_AT, "last_retry_at")?,
+        next_retry_at: optional_time(col::NEXT_RETRY_AT, "next_retry_at")?,
+        // The schema allows NULL; rows written by hand or by the seed may hold it.
+        error_message: error_message.unwrap_or_default(),
+        created_at: time(col::CREATED_AT, "created_at")?,
+        updated_at: time(col::UPDATED_AT, "updated_at")?,
+    })
 }
 
 /// The [`Operation`] in the first [`OPERATION_COLUMN_COUNT`] columns of `row`.
@@ -1268,6 +1549,39 @@ mod tests {
                     "only a branch's limited result may be sorted: {plan}"
                 );
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_search_looks_rows_up_by_the_index_its_filter_can_use() {
+        let (_dir, db) = fresh().await;
+        let given = |f: fn(&mut OperationFilter)| {
+            let mut filter = OperationFilter::default();
+            f(&mut filter);
+            filter
+        };
+        for (name, filter, index) in [
+            (
+                "op_id",
+                given(|f| f.op_id = Some("a".into())),
+                "SEARCH o USING INDEX sqlite_autoindex_operation_1 (op_id=?)",
+            ),
+            (
+                "status",
+                given(|f| f.status = Some(search::OperationState::DbOnly)),
+                "SEARCH o USING INDEX operation_trustlog_status (trustlog_status=?)",
+            ),
+            (
+                "retry status",
+                given(|f| f.status = Some(search::OperationState::DeadLetter)),
+                "INDEX trustlog_retry_due_order (retry_status=?)",
+            ),
+        ] {
+            let qb = search_query(&filter, Some(&pos(1, "a")), 10);
+            let sql = qb.sql();
+            let plan = plan_of(&db, sql.as_str(), sql.as_str().matches('?').count()).await;
+            assert!(plan.contains(index), "{name}: {plan}");
+            assert!(!plan.contains("SCAN o"), "{name}: {plan}");
         }
     }
 

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::surfaces::history::DeliveryHistory;
 use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -46,6 +47,9 @@ pub struct Metrics {
     redelivered: IntCounterVec,
     admin_actions: IntCounterVec,
     unauthenticated: IntCounter,
+    /// Each tenant's last hour of deliveries, for the console; kept across restarts of
+    /// the tenant within this process.
+    histories: std::sync::Mutex<std::collections::HashMap<String, Arc<DeliveryHistory>>>,
 }
 
 /// Batch-sized operations: from half a millisecond to half a minute.
@@ -249,6 +253,7 @@ impl Metrics {
                 "HTTP requests refused for want of a valid credential (401).",
             )?,
             registry,
+            histories: Default::default(),
         };
         m.registry.register(Box::new(m.untrustlogged.clone()))?;
         m.registry.register(Box::new(m.cursor_lag.clone()))?;
@@ -313,7 +318,18 @@ impl Metrics {
         TenantMetrics {
             metrics: self.clone(),
             tenant: Arc::from(id),
+            history: self.history(id),
         }
+    }
+
+    /// The last hour of `tenant`'s deliveries (empty for a tenant not seen yet).
+    pub fn history(&self, tenant: &str) -> Arc<DeliveryHistory> {
+        self.histories
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(tenant.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Marks a tenant that is not running (waiting to start): `trustlog_tenant_up` 0.
@@ -388,6 +404,7 @@ const LIMIT_KINDS: [&str; 3] = ["memory", "table", "cpu"];
 pub struct TenantMetrics {
     metrics: Arc<Metrics>,
     tenant: Arc<str>,
+    history: Arc<DeliveryHistory>,
 }
 
 impl std::fmt::Debug for TenantMetrics {
@@ -547,9 +564,12 @@ impl TenantMetrics {
             .metrics
             .delivery_latency
             .with_label_values(&[&*self.tenant]);
-        for micros in latencies_micros {
+        let latencies: Vec<i64> = latencies_micros.into_iter().collect();
+        for &micros in &latencies {
             h.observe(micros.max(0) as f64 / 1e6);
         }
+        self.history
+            .record(crate::scheduling::clock::now_micros(), &latencies);
     }
 }
 

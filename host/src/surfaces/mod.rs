@@ -2,6 +2,8 @@
 //! metrics, the JSON lines operations come in as, and the JSON reports go out as.
 
 pub mod cli;
+pub mod console;
+pub mod history;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

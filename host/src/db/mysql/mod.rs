@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::mysql::{
-    MySql, MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlRow,
+    MySql, MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
+    MySqlRow,
 };
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, Executor, QueryBuilder, Row, SqlSafeStr, SqlStr, Transaction};
@@ -28,6 +29,7 @@ use trustlog_guest::validate::{MAX_TIMESTAMP, MIN_TIMESTAMP};
 use super::cursor_value::{format_position, parse_cursor_any, parse_cursor_of};
 use super::pool_share::{self, Held, Share};
 use super::schema_check::{Column, TABLES};
+use super::search::{self, Dialect, FoundOperation, OperationFilter, Purge, col, unreadable_key};
 use super::{Backlog, DeadLetter, Lease, Replay};
 
 mod errors;
@@ -841,42 +843,121 @@ impl MySqlDb {
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(map_error)?;
-                let mut replayed = 0;
-                for chunk in ids.chunks(ID_CHUNK) {
-                    let mut qb = QueryBuilder::<MySql>::new(self.text(REPLAY_LISTED[0]));
-                    qb.push_bind(now)
-                        .push(REPLAY_LISTED[1])
-                        .push_bind(now)
-                        .push(REPLAY_LISTED[2]);
-                    push_id_list(&mut qb, chunk.iter().map(String::as_str));
-                    replayed += qb
-                        .build()
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(map_error)?
-                        .rows_affected();
-                }
+                let replayed = self.replay_listed(&mut tx, &ids, now).await?;
+                tx.commit().await.map_err(map_error)?;
+                Ok(replayed)
+            }
+            Replay::Ids(ids) => {
+                let ids = storable_ids(&ids);
+                let mut tx = self.begin().await?;
+                let replayed = self.replay_listed(&mut tx, &ids, now).await?;
+                tx.commit().await.map_err(map_error)?;
+                Ok(replayed)
+            }
+            Replay::Matching(filter) => {
+                let mut tx = self.begin().await?;
+                let mut qb = QueryBuilder::<MySql>::new(self.text(DEAD_LETTERS_MATCHING));
+                search::push_filter(&mut qb, &filter, &DIALECT);
+                qb.push(IN_ID_ORDER);
+                let ids: Vec<String> = qb
+                    .build_query_scalar()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(map_error)?;
+                let replayed = self.replay_listed(&mut tx, &ids, now).await?;
                 tx.commit().await.map_err(map_error)?;
                 Ok(replayed)
             }
         }
     }
 
+    /// Replays the dead letters among `ids` (sorted: rows are locked in key order), by
+    /// primary key, in the transaction `tx`; how many changed. The status is checked
+    /// again: a row may have changed since it was listed.
+    async fn replay_listed(
+        &self,
+        tx: &mut MySqlConnection,
+        ids: &[impl AsRef<str>],
+        now: NaiveDateTime,
+    ) -> Result<u64, DbError> {
+        let mut replayed = 0;
+        for chunk in ids.chunks(ID_CHUNK) {
+            let mut qb = QueryBuilder::<MySql>::new(self.text(REPLAY_LISTED[0]));
+            qb.push_bind(now)
+                .push(REPLAY_LISTED[1])
+                .push_bind(now)
+                .push(REPLAY_LISTED[2]);
+            push_id_list(&mut qb, chunk.iter().map(AsRef::as_ref));
+            replayed += qb
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?
+                .rows_affected();
+        }
+        Ok(replayed)
+    }
+
     /// Purges dead letters last changed before `before`, keeping their operations as
     /// db-only; returns how many retry rows were deleted.
     pub async fn purge_dead_letters(&self, before: Micros) -> Result<u64, DbError> {
-        // Stored times are whole microseconds within DATETIME's range, so "before `before`"
-        // is "at or before the microsecond ahead of it", clamped into that range.
-        let Some(last) = before.checked_sub(1).filter(|last| *last >= MIN_TIMESTAMP) else {
+        let Some(last) = last_before(before)? else {
             return Ok(0);
         };
-        let last = to_datetime("before", last.min(MAX_TIMESTAMP))?;
         let mut tx = self.begin().await?;
         let ids: Vec<String> = sqlx::query_scalar(self.sql(PURGEABLE))
             .bind(last)
             .fetch_all(&mut *tx)
             .await
             .map_err(map_error)?;
+        let purged = self.purge_listed(&mut tx, &ids).await?;
+        tx.commit().await.map_err(map_error)?;
+        Ok(purged)
+    }
+
+    /// Purges the dead letters `which` selects, last changed before `now`, keeping their
+    /// operations as db-only; returns how many retry rows were deleted.
+    pub async fn purge_matching(&self, which: Purge, now: Micros) -> Result<u64, DbError> {
+        let Some(last) = last_before(now)? else {
+            return Ok(0);
+        };
+        let mut tx = self.begin().await?;
+        let mut ids: Vec<String> = Vec::new();
+        match &which {
+            Purge::Ids(listed) => {
+                for chunk in storable_ids(listed).chunks(ID_CHUNK) {
+                    let mut qb = QueryBuilder::<MySql>::new(self.text(PURGEABLE_LISTED[0]));
+                    qb.push_bind(last).push(PURGEABLE_LISTED[1]);
+                    push_id_list(&mut qb, chunk.iter().copied());
+                    ids.extend(
+                        qb.build_query_scalar::<String>()
+                            .fetch_all(&mut *tx)
+                            .await
+                            .map_err(map_error)?,
+                    );
+                }
+            }
+            Purge::Matching(filter) => {
+                let mut qb = QueryBuilder::<MySql>::new(self.text(PURGEABLE_MATCHING));
+                qb.push_bind(last);
+                search::push_filter(&mut qb, filter, &DIALECT);
+                qb.push(IN_ID_ORDER);
+                ids = qb
+                    .build_query_scalar()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(map_error)?;
+            }
+        }
+        let purged = self.purge_listed(&mut tx, &ids).await?;
+        tx.commit().await.map_err(map_error)?;
+        Ok(purged)
+    }
+
+    /// Marks the operations of the dead letters `ids` (in op_id order) db-only and
+    /// deletes their retry rows, by primary key, in the transaction `tx` that read them;
+    /// how many retry rows were deleted.
+    async fn purge_listed(&self, tx: &mut MySqlConnection, ids: &[String]) -> Result<u64, DbError> {
         for chunk in ids.chunks(ID_CHUNK) {
             let mut qb = QueryBuilder::<MySql>::new(self.text(MARK_DB_ONLY));
             push_id_list(&mut qb, chunk.iter().map(String::as_str));
@@ -896,8 +977,71 @@ impl MySqlDb {
                 .map_err(map_error)?
                 .rows_affected();
         }
-        tx.commit().await.map_err(map_error)?;
         Ok(purged)
+    }
+
+    /// The operation `op_id` with its status and retry row, if it is stored.
+    pub async fn find_operation(&self, op_id: &str) -> Result<Option<FoundOperation>, DbError> {
+        // Under PAD SPACE 'a ' would find 'a'; no stored op_id looks like that.
+        if check_op_id(op_id).is_err() {
+            return Ok(None);
+        }
+        let row = sqlx::query(self.sql(FIND))
+            .bind(op_id)
+            .fetch_optional(&mut *self.conn().await?)
+            .await
+            .map_err(map_error)?;
+        row.as_ref().map(found_at).transpose()
+    }
+
+    /// Up to `limit` operations `filter` matches, strictly after `after` in search order.
+    pub async fn search_operations(
+        &self,
+        filter: &OperationFilter,
+        after: Option<&Position>,
+        limit: u32,
+    ) -> Result<Vec<FoundOperation>, DbError> {
+        let mut qb = QueryBuilder::<MySql>::new(self.text(SEARCH));
+        search::push_filter(&mut qb, filter, &DIALECT);
+        if let Some(after) = after {
+            // Spelled out with OR, as the scans' bound: MariaDB plans a row comparison
+            // badly. The op_ids compare as bytes: a position is the caller's, and under
+            // PAD SPACE 'a' would sort after 'a\t' (the pad, 0x20, after the tab). Stored
+            // op_ids sort in byte order under either, as [`check_op_id`] keeps them.
+            qb.push(" AND (")
+                .push(SEARCH_KEY)
+                .push(" > ")
+                .push_bind(after.timestamp)
+                .push(" OR (")
+                .push(SEARCH_KEY)
+                .push(" = ")
+                .push_bind(after.timestamp)
+                .push(" AND CAST(o.op_id AS BINARY) > CAST(")
+                .push_bind(after.op_id.as_str())
+                .push(" AS BINARY)))");
+        }
+        qb.push(" ORDER BY ")
+            .push(SEARCH_KEY)
+            .push(", o.op_id LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = qb
+            .build()
+            .fetch_all(&mut *self.conn().await?)
+            .await
+            .map_err(map_error)?;
+        rows.iter().map(found_at).collect()
+    }
+
+    /// How many operations `filter` matches.
+    pub async fn count_operations(&self, filter: &OperationFilter) -> Result<u64, DbError> {
+        let mut qb = QueryBuilder::<MySql>::new(self.text(COUNT));
+        search::push_filter(&mut qb, filter, &DIALECT);
+        let row = qb
+            .build()
+            .fetch_one(&mut *self.conn().await?)
+            .await
+            .map_err(map_error)?;
+        count_in(&row, 0)
     }
 
     /// Whether the server answers a query through the pool.
@@ -940,6 +1084,47 @@ impl MySqlDb {
             Some(share) => share.close(),
         }
     }
+}
+
+/// How MySQL and MariaDB spell a search. `=` is not exact on their text: utf8mb4_bin
+/// pads with spaces ('a' = 'a '), and a column of another collation (a table the seed
+/// made) may fold case, so the bytes are compared too; the plain `=` before lets the
+/// primary key serve an op_id.
+const DIALECT: Dialect<MySql> = Dialect {
+    key: SEARCH_KEY,
+    push_equals: |qb, column, value| {
+        qb.push("o.")
+            .push(column)
+            .push(" = ")
+            .push_bind(value)
+            .push(" AND CAST(o.")
+            .push(column)
+            .push(" AS BINARY) = CAST(")
+            .push_bind(value)
+            .push(" AS BINARY)");
+    },
+    // The key's PAD SPACE collation would match an op_id the schema refuses to store to
+    // one it holds.
+    storable: |column, value| column != "op_id" || check_op_id(value).is_ok(),
+};
+
+/// `ids` an op_id can be (see [`check_op_id`]), sorted once each: the order rows are
+/// locked in.
+fn storable_ids(ids: &[String]) -> Vec<&str> {
+    search::sorted_ids(ids)
+        .into_iter()
+        .filter(|id| check_op_id(id).is_ok())
+        .collect()
+}
+
+/// The last stored instant before `before`: stored times are whole microseconds within
+/// DATETIME's range, so "before `before`" is "at or before the microsecond ahead of it",
+/// clamped into that range; `None` when nothing stored can lie before it.
+fn last_before(before: Micros) -> Result<Option<NaiveDateTime>, DbError> {
+    let Some(last) = before.checked_sub(1).filter(|last| *last >= MIN_TIMESTAMP) else {
+        return Ok(None);
+    };
+    to_datetime("before", last.min(MAX_TIMESTAMP)).map(Some)
 }
 
 /// `url` with a `mariadb:` scheme spelled `mysql:`, the one sqlx knows; anything else as is.

@@ -115,6 +115,61 @@ pub(super) fn dead_letter_at(row: &MySqlRow) -> Result<DeadLetter, DbError> {
     })
 }
 
+/// The [`FoundOperation`] in the columns `found_columns!` lists.
+pub(super) fn found_at(row: &MySqlRow) -> Result<FoundOperation, DbError> {
+    let read = operation_at(row)?;
+    let op_id: String = row.try_get(0).map_err(map_error)?;
+    let trustlog_status = row.try_get(col::STATUS).map_err(map_error)?;
+    let timestamp = row.try_get(col::TIMESTAMP).map_err(map_error)?;
+    let retry = match row
+        .try_get::<Option<String>, _>(col::RETRY_OP_ID)
+        .map_err(map_error)?
+    {
+        Some(_) => Some(retry_at(row, &op_id)?),
+        None => None,
+    };
+    Ok(FoundOperation::assemble(
+        op_id,
+        read,
+        trustlog_status,
+        timestamp,
+        retry,
+    ))
+}
+
+/// The retry row of `op_id` in the columns `found_columns!` lists.
+fn retry_at(row: &MySqlRow, op_id: &str) -> Result<search::RetryRow, DbError> {
+    let fault = |column: &'static str| {
+        move |e: sqlx::Error| search::retry_fault(op_id, column, map_error(e))
+    };
+    let count: i64 = row
+        .try_get(col::RETRY_COUNT)
+        .map_err(fault("retry_count"))?;
+    let error_message: Option<String> = row
+        .try_get(col::ERROR_MESSAGE)
+        .map_err(fault("error_message"))?;
+    let last_retry_at: Option<DateTime<Utc>> = row
+        .try_get(col::LAST_RETRY_AT)
+        .map_err(fault("last_retry_at"))?;
+    let next_retry_at: Option<DateTime<Utc>> = row
+        .try_get(col::NEXT_RETRY_AT)
+        .map_err(fault("next_retry_at"))?;
+    let created_at: DateTime<Utc> = row.try_get(col::CREATED_AT).map_err(fault("created_at"))?;
+    let updated_at: DateTime<Utc> = row.try_get(col::UPDATED_AT).map_err(fault("updated_at"))?;
+    Ok(search::RetryRow {
+        retry_count: search::retry_count(op_id, count)?,
+        retry_status: row
+            .try_get(col::RETRY_STATUS)
+            .map_err(fault("retry_status"))?,
+        last_retry_at: last_retry_at.map(micros_of),
+        next_retry_at: next_retry_at.map(micros_of),
+        // The schema allows NULL; rows written by hand or by the seed may hold it.
+        error_message: error_message.unwrap_or_default(),
+        created_at: micros_of(created_at),
+        updated_at: micros_of(updated_at),
+    })
+}
+
 /// The `COUNT(*)` in column 1 of `row`.
 pub(super) fn count_at(row: &MySqlRow) -> Result<u64, DbError> {
     count_in(row, 1)

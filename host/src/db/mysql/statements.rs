@@ -254,6 +254,63 @@ pub(super) const MARK_DB_ONLY: &str = "UPDATE operation SET trustlog_status = 'D
      WHERE trustlog_status = 'NOT_TRUSTLOGGED' AND op_id IN ";
 /// A round trip through the pool.
 pub(super) const PING: &str = "SELECT 1";
+/// A row's timestamp as a search reads it: microseconds since the epoch (TIMESTAMPDIFF is
+/// exact to the microsecond, for DATETIME and for TIMESTAMP in the session's UTC), NULL
+/// where it cannot be read as such: a NULL, a zero date or a zero month or day, which
+/// sort by their digits among the real dates, where no position could name them.
+macro_rules! search_timestamp {
+    () => {
+        "IF(MONTH(o.timestamp) = 0 OR DAYOFMONTH(o.timestamp) = 0, NULL, \
+         TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', o.timestamp))"
+    };
+}
+/// The search's sort key (see [`crate::db::search`]).
+pub(super) const SEARCH_KEY: &str = concat!(
+    "COALESCE(",
+    search_timestamp!(),
+    ", ",
+    unreadable_key!(),
+    ")"
+);
+/// The columns of a found row, as [`col`] numbers them, mapped by [`found_at`].
+macro_rules! found_columns {
+    () => {
+        concat!(
+            operation_columns!(),
+            ", o.trustlog_status, ",
+            search_timestamp!(),
+            ", r.op_id, r.retry_count, r.retry_status, r.last_retry_at, r.next_retry_at, \
+             r.error_message, r.created_at, r.updated_at \
+             FROM operation o LEFT JOIN trustlog_retry r ON r.op_id = o.op_id"
+        )
+    };
+}
+/// `find_operation(?)`, by primary key.
+pub(super) const FIND: &str = concat!("SELECT ", found_columns!(), " WHERE o.op_id = ?");
+/// A search, completed by [`search::push_filter`], the keyset bound, the order and the
+/// limit. `WHERE TRUE` so that every condition appends as ` AND …`.
+pub(super) const SEARCH: &str = concat!("SELECT ", found_columns!(), " WHERE TRUE");
+/// A count, completed by [`search::push_filter`].
+pub(super) const COUNT: &str =
+    "SELECT COUNT(*) FROM operation o LEFT JOIN trustlog_retry r ON r.op_id = o.op_id WHERE TRUE";
+/// The dead letters among the operations a filter matches, completed by
+/// [`search::push_filter`] and [`IN_ID_ORDER`]; read without locks, as
+/// [`DEAD_LETTER_IDS`].
+pub(super) const DEAD_LETTERS_MATCHING: &str = "SELECT r.op_id FROM trustlog_retry r \
+     JOIN operation o ON o.op_id = r.op_id WHERE r.retry_status = 'DEAD_LETTER'";
+/// The listed op_ids a purge takes, last changed at or before a bound, read without
+/// locks as [`PURGEABLE`], in the pieces around the bound; an `(op_id, ...)` list follows.
+pub(super) const PURGEABLE_LISTED: [&str; 2] = [
+    "SELECT op_id FROM trustlog_retry WHERE retry_status = 'DEAD_LETTER' AND updated_at <= ",
+    " AND op_id IN ",
+];
+/// The dead letters last changed at or before a bound among the operations a filter
+/// matches, completed by the bound, [`search::push_filter`] and [`IN_ID_ORDER`].
+pub(super) const PURGEABLE_MATCHING: &str = "SELECT r.op_id FROM trustlog_retry r \
+     JOIN operation o ON o.op_id = r.op_id \
+     WHERE r.retry_status = 'DEAD_LETTER' AND r.updated_at <= ";
+/// The end of a selection of dead letters: op_id order, the order their rows are locked in.
+pub(super) const IN_ID_ORDER: &str = " ORDER BY r.op_id";
 /// Starts the read-only transaction of [`MySqlDb::stats`]. Its reads share one snapshot
 /// only under REPEATABLE READ, so that level is set for this transaction whatever the
 /// server's default.

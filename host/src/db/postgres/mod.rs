@@ -17,11 +17,11 @@ use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{
-    PgArgumentBuffer, PgConnectOptions, PgDatabaseError, PgHasArrayType, PgListener, PgPool,
-    PgPoolOptions, PgRow, PgTypeInfo, PgValueFormat, Postgres,
+    PgArgumentBuffer, PgConnectOptions, PgConnection, PgDatabaseError, PgHasArrayType, PgListener,
+    PgPool, PgPoolOptions, PgRow, PgTypeInfo, PgValueFormat, Postgres,
 };
 use sqlx::types::chrono::{DateTime, Utc};
-use sqlx::{Decode, Encode, Row, Transaction, Type, TypeInfo, ValueRef};
+use sqlx::{Decode, Encode, QueryBuilder, Row, Transaction, Type, TypeInfo, ValueRef};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use trustlog_guest::model::{
@@ -33,6 +33,7 @@ use trustlog_guest::validate::LIMITS;
 use super::cursor_value::{format_position, parse_cursor_any, parse_cursor_of};
 use super::pool_share::{self, Held, Share};
 use super::schema_check::{Column, TABLES};
+use super::search::{self, Dialect, FoundOperation, OperationFilter, Purge, col, unreadable_key};
 use super::shared_server::WakeHub;
 use super::{Backlog, DeadLetter, Lease, Replay};
 use tokio::sync::OwnedSemaphorePermit;
@@ -736,12 +737,35 @@ impl PostgresDb {
     pub async fn replay_dead_letters(&self, which: Replay, now: Micros) -> Result<u64, DbError> {
         let now = PgTime::stored(now)
             .map_err(|message| DbError::Invalid(FieldError::new("now", message)))?;
+        let mut conn = self.conn().await?;
         let replayed = match &which {
-            Replay::One(op_id) => sqlx::query(REPLAY_ONE).bind(now).bind(op_id.as_str()),
-            Replay::All => sqlx::query(REPLAY_ALL).bind(now),
+            Replay::One(op_id) => {
+                sqlx::query(REPLAY_ONE)
+                    .bind(now)
+                    .bind(op_id.as_str())
+                    .execute(&mut *conn)
+                    .await
+            }
+            Replay::All => sqlx::query(REPLAY_ALL).bind(now).execute(&mut *conn).await,
+            Replay::Ids(ids) => {
+                sqlx::query(REPLAY_LISTED)
+                    .bind(now)
+                    .bind(storable_ids(ids))
+                    .execute(&mut *conn)
+                    .await
+            }
+            Replay::Matching(filter) => {
+                let mut qb = QueryBuilder::<Postgres>::new(REPLAY_MATCHING[0]);
+                qb.push_bind(now)
+                    .push(REPLAY_MATCHING[1])
+                    .push_bind(now)
+                    .push(REPLAY_MATCHING[2])
+                    .push(MATCHING_IDS);
+                search::push_filter(&mut qb, filter, &DIALECT);
+                qb.push(")");
+                qb.build().execute(&mut *conn).await
+            }
         }
-        .execute(&mut *self.conn().await?)
-        .await
         .map_err(map_error)?
         .rows_affected();
         Ok(replayed)
@@ -756,26 +780,94 @@ impl PostgresDb {
             .fetch_all(&mut *tx)
             .await
             .map_err(map_error)?;
-        if ids.is_empty() {
-            tx.rollback().await.map_err(map_error)?;
-            return Ok(0);
-        }
-        sqlx::query(MARK_DB_ONLY)
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        // By op_id, not by status again: a row replayed since the read above has had its
-        // operation set aside all the same, and left behind it would wait for ever in a
-        // queue whose join skips db-only operations.
-        let purged = sqlx::query(DELETE_RETRIES)
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?
-            .rows_affected();
+        let purged = purge_listed(&mut tx, &ids).await?;
         tx.commit().await.map_err(map_error)?;
         Ok(purged)
+    }
+
+    /// Purges the dead letters `which` selects, last changed before `now`, keeping their
+    /// operations as db-only; returns how many retry rows were deleted.
+    pub async fn purge_matching(&self, which: Purge, now: Micros) -> Result<u64, DbError> {
+        let before = PgTime::bound(now);
+        let mut tx = self.begin().await?;
+        let ids: Vec<String> = match &which {
+            Purge::Ids(listed) => {
+                sqlx::query_scalar(PURGEABLE_LISTED)
+                    .bind(before)
+                    .bind(storable_ids(listed))
+                    .fetch_all(&mut *tx)
+                    .await
+            }
+            Purge::Matching(filter) => {
+                let mut qb = QueryBuilder::<Postgres>::new(PURGEABLE_MATCHING);
+                qb.push_bind(before);
+                search::push_filter(&mut qb, filter, &DIALECT);
+                qb.push(PURGEABLE_MATCHING_ORDER);
+                qb.build_query_scalar().fetch_all(&mut *tx).await
+            }
+        }
+        .map_err(map_error)?;
+        let purged = purge_listed(&mut tx, &ids).await?;
+        tx.commit().await.map_err(map_error)?;
+        Ok(purged)
+    }
+
+    /// The operation `op_id` with its status and retry row, if it is stored.
+    pub async fn find_operation(&self, op_id: &str) -> Result<Option<FoundOperation>, DbError> {
+        if !(DIALECT.storable)("op_id", op_id) {
+            return Ok(None);
+        }
+        let row = sqlx::query(FIND)
+            .bind(op_id)
+            .fetch_optional(&mut *self.conn().await?)
+            .await
+            .map_err(map_error)?;
+        row.as_ref().map(found_at).transpose()
+    }
+
+    /// Up to `limit` operations `filter` matches, strictly after `after` in search order.
+    pub async fn search_operations(
+        &self,
+        filter: &OperationFilter,
+        after: Option<&Position>,
+        limit: u32,
+    ) -> Result<Vec<FoundOperation>, DbError> {
+        let mut qb = QueryBuilder::<Postgres>::new(SEARCH);
+        search::push_filter(&mut qb, filter, &DIALECT);
+        if let Some(after) = after {
+            // PostgreSQL cannot bind a NUL character. No stored op_id holds one, so none
+            // lies between `a` and `a\0…`: after the op_id cut at its NUL is the same.
+            let op_id = after.op_id.split('\0').next().unwrap_or_default();
+            qb.push(" AND (")
+                .push(SEARCH_KEY)
+                .push(", o.op_id) > (")
+                .push_bind(after.timestamp)
+                .push(", ")
+                .push_bind(op_id)
+                .push(")");
+        }
+        qb.push(" ORDER BY ")
+            .push(SEARCH_KEY)
+            .push(", o.op_id LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = qb
+            .build()
+            .fetch_all(&mut *self.conn().await?)
+            .await
+            .map_err(map_error)?;
+        rows.iter().map(found_at).collect()
+    }
+
+    /// How many operations `filter` matches.
+    pub async fn count_operations(&self, filter: &OperationFilter) -> Result<u64, DbError> {
+        let mut qb = QueryBuilder::<Postgres>::new(COUNT);
+        search::push_filter(&mut qb, filter, &DIALECT);
+        let row = qb
+            .build()
+            .fetch_one(&mut *self.conn().await?)
+            .await
+            .map_err(map_error)?;
+        count_in(&row, 0)
     }
 
     /// Whether the server answers a query through the pool.
@@ -837,6 +929,48 @@ impl PostgresDb {
             },
         )
     }
+}
+
+/// How PostgreSQL spells a search: `=` on text compares bytes under every deterministic
+/// collation, and no text can hold a NUL character.
+const DIALECT: Dialect<Postgres> = Dialect {
+    key: SEARCH_KEY,
+    push_equals: |qb, column, value| {
+        qb.push("o.").push(column).push(" = ").push_bind(value);
+    },
+    storable: |_, value| !value.contains('\0'),
+};
+
+/// `ids` without those PostgreSQL cannot hold (a NUL would fail the whole statement),
+/// sorted once each.
+fn storable_ids(ids: &[String]) -> Vec<&str> {
+    search::sorted_ids(ids)
+        .into_iter()
+        .filter(|id| (DIALECT.storable)("op_id", id))
+        .collect()
+}
+
+/// Marks the operations of the dead letters `ids` db-only and deletes their retry rows,
+/// in the transaction `tx` read them in, locking operations before retry rows as
+/// [`PostgresDb::apply`] does; how many retry rows were deleted.
+async fn purge_listed(tx: &mut PgConnection, ids: &[String]) -> Result<u64, DbError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    sqlx::query(MARK_DB_ONLY)
+        .bind(ids)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_error)?;
+    // By op_id, not by status again: a row replayed since the read above has had its
+    // operation set aside all the same, and left behind it would wait for ever in a
+    // queue whose join skips db-only operations.
+    Ok(sqlx::query(DELETE_RETRIES)
+        .bind(ids)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_error)?
+        .rows_affected())
 }
 
 /// The zone a libpq `options` string sets (`-c TimeZone=Asia/Shanghai`), if any.

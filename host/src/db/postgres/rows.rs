@@ -200,6 +200,54 @@ pub(super) fn dead_letter_at(row: &PgRow) -> Result<DeadLetter, DbError> {
     })
 }
 
+/// The [`FoundOperation`] in the columns `found_columns!` lists.
+pub(super) fn found_at(row: &PgRow) -> Result<FoundOperation, DbError> {
+    let read = operation_at(row)?;
+    let op_id: String = row.try_get(0).map_err(map_error)?;
+    let trustlog_status = row.try_get(col::STATUS).map_err(map_error)?;
+    let timestamp = row.try_get(col::TIMESTAMP).map_err(map_error)?;
+    let retry = match row
+        .try_get::<Option<String>, _>(col::RETRY_OP_ID)
+        .map_err(map_error)?
+    {
+        Some(_) => Some(retry_at(row, &op_id)?),
+        None => None,
+    };
+    Ok(FoundOperation::assemble(
+        op_id,
+        read,
+        trustlog_status,
+        timestamp,
+        retry,
+    ))
+}
+
+/// The retry row of `op_id` in the columns `found_columns!` lists.
+fn retry_at(row: &PgRow, op_id: &str) -> Result<search::RetryRow, DbError> {
+    let fault = |column: &'static str| move |e: DbError| search::retry_fault(op_id, column, e);
+    let sql_fault = |column: &'static str| move |e: sqlx::Error| fault(column)(map_error(e));
+    let count: i64 = row
+        .try_get(col::RETRY_COUNT)
+        .map_err(sql_fault("retry_count"))?;
+    let error_message: Option<String> = row
+        .try_get(col::ERROR_MESSAGE)
+        .map_err(sql_fault("error_message"))?;
+    Ok(search::RetryRow {
+        retry_count: search::retry_count(op_id, count)?,
+        retry_status: row
+            .try_get(col::RETRY_STATUS)
+            .map_err(sql_fault("retry_status"))?,
+        last_retry_at: optional_micros_at(row, col::LAST_RETRY_AT)
+            .map_err(fault("last_retry_at"))?,
+        next_retry_at: optional_micros_at(row, col::NEXT_RETRY_AT)
+            .map_err(fault("next_retry_at"))?,
+        // The schema allows NULL; rows written by hand or by the seed may hold it.
+        error_message: error_message.unwrap_or_default(),
+        created_at: micros_at(row, col::CREATED_AT).map_err(fault("created_at"))?,
+        updated_at: micros_at(row, col::UPDATED_AT).map_err(fault("updated_at"))?,
+    })
+}
+
 /// The `COUNT(*)` in column 1 of `row`.
 pub(super) fn count_at(row: &PgRow) -> Result<u64, DbError> {
     count_in(row, 1)

@@ -268,6 +268,76 @@ pub(super) const MARK_DB_ONLY: &str = "UPDATE operation SET trustlog_status = 'D
      WHERE op_id = ANY($1) AND trustlog_status = 'NOT_TRUSTLOGGED'";
 /// A round trip through the pool.
 pub(super) const PING: &str = "SELECT 1";
+/// A row's timestamp as a search reads it: microseconds since the epoch (EXTRACT gives
+/// an exact numeric), NULL where it cannot be read as such (an infinity, NULL, or at or
+/// past the last microsecond of i64, where EXTRACT itself is no longer exact). The
+/// ordering is by this, not by the column: `-infinity` would otherwise sort first, where
+/// no `i64` position can stand before it.
+macro_rules! search_timestamp {
+    () => {
+        "CASE WHEN o.timestamp::timestamptz > '-infinity' \
+         AND o.timestamp::timestamptz < '294247-01-10 04:00:54.775807+00' \
+         THEN (EXTRACT(EPOCH FROM o.timestamp::timestamptz) * 1000000)::int8 END"
+    };
+}
+/// The search's sort key (see [`crate::db::search`]).
+pub(super) const SEARCH_KEY: &str = concat!(
+    "COALESCE(",
+    search_timestamp!(),
+    ", ",
+    unreadable_key!(),
+    ")"
+);
+/// The columns of a found row, as [`col`] numbers them, mapped by [`found_at`].
+macro_rules! found_columns {
+    () => {
+        concat!(
+            operation_columns!(),
+            ", o.trustlog_status, ",
+            search_timestamp!(),
+            ", r.op_id, r.retry_count::int8, r.retry_status, r.last_retry_at::timestamptz, \
+             r.next_retry_at::timestamptz, r.error_message, r.created_at::timestamptz, \
+             r.updated_at::timestamptz \
+             FROM operation o LEFT JOIN trustlog_retry r ON r.op_id = o.op_id"
+        )
+    };
+}
+/// `find_operation($1)`, by primary key.
+pub(super) const FIND: &str = concat!("SELECT ", found_columns!(), " WHERE o.op_id = $1");
+/// A search, completed by [`search::push_filter`], the keyset bound, the order and the
+/// limit. `WHERE TRUE` so that every condition appends as ` AND …`.
+pub(super) const SEARCH: &str = concat!("SELECT ", found_columns!(), " WHERE TRUE");
+/// A count, completed by [`search::push_filter`].
+pub(super) const COUNT: &str =
+    "SELECT COUNT(*) FROM operation o LEFT JOIN trustlog_retry r ON r.op_id = o.op_id WHERE TRUE";
+/// The op_ids of the operations a filter matches, completed by [`search::push_filter`].
+pub(super) const MATCHING_IDS: &str =
+    "SELECT o.op_id FROM operation o LEFT JOIN trustlog_retry r ON r.op_id = o.op_id WHERE TRUE";
+/// `replay_dead_letters(Replay::Ids($2), $1)`. Like [`REPLAY_ALL`], it locks dead-letter
+/// rows only.
+pub(super) const REPLAY_LISTED: &str = "UPDATE trustlog_retry SET retry_status = 'PENDING', \
+     retry_count = 0, next_retry_at = $1, updated_at = $1 \
+     WHERE op_id = ANY($2) AND retry_status = 'DEAD_LETTER'";
+/// Replays the dead letters among a subquery's op_ids, in the pieces around its binds:
+/// `now`, `now` again, then the subquery ([`MATCHING_IDS`] and its filter). The
+/// subquery reads without locks: only dead-letter rows are locked, as by [`REPLAY_ALL`].
+pub(super) const REPLAY_MATCHING: [&str; 3] = [
+    "UPDATE trustlog_retry SET retry_status = 'PENDING', retry_count = 0, next_retry_at = ",
+    ", updated_at = ",
+    " WHERE retry_status = 'DEAD_LETTER' AND op_id IN (",
+];
+/// The listed op_ids (`$2`) a purge before `$1` takes, read without locks, as
+/// [`PURGEABLE`].
+pub(super) const PURGEABLE_LISTED: &str = "SELECT op_id FROM trustlog_retry \
+     WHERE retry_status = 'DEAD_LETTER' AND updated_at < $1 AND op_id = ANY($2) \
+     ORDER BY op_id";
+/// The dead letters last changed before a bound among the operations a filter matches:
+/// completed by the bound, [`search::push_filter`] and [`PURGEABLE_MATCHING_ORDER`].
+pub(super) const PURGEABLE_MATCHING: &str = "SELECT r.op_id FROM trustlog_retry r \
+     JOIN operation o ON o.op_id = r.op_id \
+     WHERE r.retry_status = 'DEAD_LETTER' AND r.updated_at < ";
+/// The end of [`PURGEABLE_MATCHING`]: op_id order, the order the purge locks rows in.
+pub(super) const PURGEABLE_MATCHING_ORDER: &str = " ORDER BY r.op_id";
 /// The schema `operation` resolves to on this connection: the trigger's payload for it.
 pub(super) const OWN_SCHEMA: &str = "SELECT n.nspname::text FROM pg_catalog.pg_class c \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \

@@ -57,6 +57,9 @@ pub enum Command {
     /// Inspect the embedded ledger.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Find operations: one by op_id, or every one matching filters.
+    #[command(subcommand)]
+    Operations(OperationsCommand),
     /// The component this binary embeds, for another wasm runtime to host.
     #[command(subcommand)]
     Component(ComponentCommand),
@@ -352,6 +355,63 @@ pub enum LedgerCommand {
         /// The ledger file.
         path: PathBuf,
     },
+}
+
+/// `operations`.
+#[derive(Debug, Subcommand)]
+pub enum OperationsCommand {
+    /// One operation: stored fields, status, retry row, and the envelope with its SHA-256.
+    Show {
+        /// The operation's id.
+        op_id: String,
+        #[command(flatten)]
+        db: DbArg,
+        /// Print JSON (as GET /v1/operations/{op_id}) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Operations matching every filter given, in (timestamp, op_id) order, a page at a time.
+    Search(OperationsSearchArgs),
+}
+
+/// `operations search`.
+#[derive(Debug, Args)]
+pub struct OperationsSearchArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Exactly this op_id.
+    #[arg(long)]
+    pub op_id: Option<String>,
+    /// Exactly this op_actor.
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Exactly this doid.
+    #[arg(long)]
+    pub doid: Option<String>,
+    /// Exactly this producer_id.
+    #[arg(long)]
+    pub producer: Option<String>,
+    /// NOT_TRUSTLOGGED, TRUSTLOGGED, DB_ONLY (the row), or PENDING, RETRYING, DEAD_LETTER (its retry row).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Timestamps from this instant (RFC 3339), inclusive.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Timestamps before this instant (RFC 3339).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// The page after this token (the `next_after` of the page before).
+    #[arg(long)]
+    pub after: Option<String>,
+    /// Rows per page.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub limit: u32,
+    /// Also count every matching row.
+    #[arg(long)]
+    pub count: bool,
+    /// Print JSON (as GET /v1/operations) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `component`.

@@ -63,6 +63,7 @@ pub async fn run(command: Command, adapters: &Adapters) -> anyhow::Result<ExitCo
             }
         },
         Command::Component(ComponentCommand::Export { file, wit }) => component_export(&file, wit),
+        Command::Operations(cmd) => super::operations::run(cmd, adapters).await,
         Command::Demo(args) => demo(args, adapters).await,
         Command::Bench(args) => bench(args).await,
     }

@@ -107,6 +107,11 @@ impl Credential {
         self
     }
 
+    /// The SHA-256 of its secret: what a console session remembers instead of the secret.
+    pub fn digest(&self) -> [u8; 32] {
+        self.digest
+    }
+
     /// Whether it reaches `tenant` (`None`: a host route).
     pub fn reaches(&self, tenant: Option<&str>) -> bool {
         match (&self.scope, tenant) {
@@ -163,6 +168,11 @@ impl Credentials {
             }
         }
         found
+    }
+
+    /// The credential whose secret has `digest`, if it is still configured.
+    pub fn by_digest(&self, digest: &[u8; 32]) -> Option<&Credential> {
+        self.all.iter().find(|c| bool::from(c.digest.ct_eq(digest)))
     }
 
     /// Decides a request: `bearer` is the presented secret, `needed` the route's role,

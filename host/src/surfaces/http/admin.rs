@@ -15,8 +15,9 @@ use serde_json::{Value, json};
 
 use super::access::Role;
 use super::audit::Audit;
+use super::lookup::filter_from;
 use super::{ApiError, AppState, Caller, Scoped, TenantId, json_body};
-use crate::db::Replay;
+use crate::db::{OperationFilter, OperationState, Purge, Replay};
 use crate::scheduling::tenants::Running;
 use crate::surfaces::report::dead_letter_json;
 
@@ -69,8 +70,9 @@ pub async fn list(
     }
 }
 
-/// `POST /v1/admin/dead-letters/replay` with `{"op_id": "…"}` or `{"all": true}`:
-/// back to the retry queue, due now, with a fresh retry count.
+/// `POST /v1/admin/dead-letters/replay` with `{"op_id": "…"}`, `{"op_ids": […]}`,
+/// `{"filter": {…}}` or `{"all": true}`: back to the retry queue, due now, with a fresh
+/// retry count.
 pub async fn replay(
     State(state): State<Arc<AppState>>,
     TenantId(id): TenantId,
@@ -83,6 +85,8 @@ pub async fn replay(
         let which = replay_request(&body)?;
         audit.args(match &which {
             Replay::One(op_id) => json!({"op_id": op_id}),
+            Replay::Ids(ids) => json!({"op_ids": ids.len()}),
+            Replay::Matching(f) => json!({"filter": format!("{f:?}")}),
             Replay::All => json!({"all": true}),
         });
         let n = tenant
@@ -104,28 +108,117 @@ pub async fn replay(
     audit.finish(result)
 }
 
-fn replay_request(body: &[u8]) -> Result<Replay, ApiError> {
-    let bad = |field: &str, message: &str| ApiError::field(StatusCode::BAD_REQUEST, field, message);
+/// Which dead letters a request names: exactly one of `op_id`, `op_ids` (a list),
+/// `filter` (the search's fields; `{}` is every dead letter) or `all: true`, besides
+/// what `extra` allows (a purge's `older_than`).
+enum Selection {
+    One(String),
+    Ids(Vec<String>),
+    Matching(OperationFilter),
+    All,
+    OlderThan(std::time::Duration),
+}
+
+/// The most op_ids one request may list.
+const MAX_IDS: usize = 10_000;
+
+fn selection(body: &[u8], accepted: &[&str]) -> Result<Selection, ApiError> {
+    let bad =
+        |field: &str, message: String| ApiError::field(StatusCode::BAD_REQUEST, field, message);
     let value = json_body(body)?;
+    let expected = format!("expected one of {accepted:?}");
     let obj = value
         .as_object()
-        .ok_or_else(|| bad("body", "expected {\"op_id\": \"…\"} or {\"all\": true}"))?;
-    if let Some(unknown) = obj.keys().find(|k| *k != "op_id" && *k != "all") {
-        return Err(bad(unknown, "unknown field; expected op_id or all"));
+        .ok_or_else(|| bad("body", format!("a JSON object: {expected}")))?;
+    if let Some(unknown) = obj.keys().find(|k| !accepted.contains(&k.as_str())) {
+        return Err(bad(unknown, format!("unknown field; {expected}")));
     }
-    match (obj.get("op_id"), obj.get("all")) {
-        (Some(Value::String(id)), None) => Ok(Replay::One(id.clone())),
-        (Some(_), None) => Err(bad("op_id", "must be a string")),
-        (None, Some(Value::Bool(true))) => Ok(Replay::All),
-        (None, Some(_)) => Err(bad("all", "must be true")),
-        (Some(_), Some(_)) => Err(bad("op_id", "give op_id or all, not both")),
-        (None, None) => Err(bad("op_id", "give op_id or all")),
+    let mut given = obj.iter();
+    let (Some((key, v)), None) = (given.next(), given.next()) else {
+        return Err(bad("body", format!("exactly one field: {expected}")));
+    };
+    match (key.as_str(), v) {
+        ("op_id", Value::String(id)) => Ok(Selection::One(id.clone())),
+        ("op_id", _) => Err(bad("op_id", "must be a string".into())),
+        ("all", Value::Bool(true)) => Ok(Selection::All),
+        ("all", _) => Err(bad("all", "must be true".into())),
+        ("op_ids", Value::Array(ids)) if ids.len() <= MAX_IDS => ids
+            .iter()
+            .map(|id| id.as_str().map(String::from))
+            .collect::<Option<Vec<_>>>()
+            .map(Selection::Ids)
+            .ok_or_else(|| bad("op_ids", "must be a list of strings".into())),
+        ("op_ids", Value::Array(_)) => Err(bad("op_ids", format!("at most {MAX_IDS} per request"))),
+        ("op_ids", _) => Err(bad("op_ids", "must be a list of strings".into())),
+        ("filter", Value::Object(f)) => {
+            const FIELDS: [&str; 6] = ["op_id", "actor", "doid", "producer", "from", "to"];
+            if let Some(unknown) = f.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+                return Err(bad(
+                    &format!("filter.{unknown}"),
+                    format!("unknown; expected one of {FIELDS:?}"),
+                ));
+            }
+            if let Some((k, _)) = f.iter().find(|(_, v)| !v.is_string()) {
+                return Err(bad(&format!("filter.{k}"), "must be a string".into()));
+            }
+            let mut filter = filter_from(|name| {
+                f.get(name)
+                    .and_then(Value::as_str)
+                    .filter(|v| !v.is_empty())
+            })?;
+            filter.status = Some(OperationState::DeadLetter);
+            Ok(Selection::Matching(filter))
+        }
+        ("filter", _) => Err(bad("filter", "must be an object of search fields".into())),
+        ("older_than", Value::String(s)) => humantime::parse_duration(s)
+            .map(Selection::OlderThan)
+            .map_err(|e| {
+                bad(
+                    "older_than",
+                    format!("{s:?} is not a duration (e.g. 30d, 12h): {e}"),
+                )
+            }),
+        ("older_than", _) => Err(bad(
+            "older_than",
+            "must be a duration string such as \"30d\"".into(),
+        )),
+        (other, _) => Err(bad(other, format!("unknown field; {expected}"))),
     }
 }
 
-/// `POST /v1/admin/dead-letters/purge` with `{"older_than": "30d"}`: dead letters
-/// dead-lettered longer ago than that leave the queue; their operations stay,
-/// as `DB_ONLY`.
+fn selection_json(which: &Selection) -> Value {
+    match which {
+        Selection::One(op_id) => json!({"op_id": op_id}),
+        Selection::Ids(ids) => json!({"op_ids": ids.len()}),
+        Selection::Matching(f) => json!({"filter": format!("{f:?}")}),
+        Selection::All => json!({"all": true}),
+        Selection::OlderThan(d) => {
+            json!({"older_than": humantime::format_duration(*d).to_string()})
+        }
+    }
+}
+
+fn replay_request(body: &[u8]) -> Result<Replay, ApiError> {
+    Ok(
+        match selection(body, &["op_id", "op_ids", "filter", "all"])? {
+            Selection::One(id) => Replay::One(id),
+            Selection::Ids(ids) => Replay::Ids(ids),
+            Selection::Matching(f) => Replay::Matching(f),
+            Selection::All => Replay::All,
+            Selection::OlderThan(_) => {
+                return Err(ApiError::field(
+                    StatusCode::BAD_REQUEST,
+                    "older_than",
+                    "a replay takes op_id, op_ids, filter or all",
+                ));
+            }
+        },
+    )
+}
+
+/// `POST /v1/admin/dead-letters/purge` with `{"older_than": "30d"}`, `{"op_ids": […]}`
+/// or `{"filter": {…}}`: those dead letters leave the queue; their operations stay, as
+/// `DB_ONLY`.
 pub async fn purge(
     State(state): State<Arc<AppState>>,
     TenantId(id): TenantId,
@@ -135,13 +228,23 @@ pub async fn purge(
     let mut audit = Audit::begin(&state, &caller, &id, "purge");
     let result = async {
         let tenant = audit.gate(admit(&state, &caller, &id).await)?;
-        let older_than = purge_request(&body)?;
-        audit.args(json!({"older_than": humantime::format_duration(older_than).to_string()}));
-        let n = tenant
-            .db
-            .purge_dead_letters_older_than(older_than, state.clock.now())
-            .await
-            .map_err(unavailable)?;
+        let which = selection(&body, &["older_than", "op_ids", "filter"])?;
+        audit.args(selection_json(&which));
+        let now = state.clock.now();
+        let n = match which {
+            Selection::OlderThan(age) => tenant.db.purge_dead_letters_older_than(age, now).await,
+            Selection::Ids(ids) => tenant.db.purge_matching(Purge::Ids(ids), now).await,
+            Selection::Matching(f) => tenant.db.purge_matching(Purge::Matching(f), now).await,
+            // `selection` was told these are not accepted here.
+            Selection::One(_) | Selection::All => {
+                return Err(ApiError::field(
+                    StatusCode::BAD_REQUEST,
+                    "body",
+                    "a purge takes older_than, op_ids or filter",
+                ));
+            }
+        }
+        .map_err(unavailable)?;
         Ok(json!({"purged": n}))
     }
     .await;
@@ -204,30 +307,5 @@ fn no_body(body: &[u8]) -> Result<(), ApiError> {
             "body",
             "takes no arguments: send an empty body or {}",
         )),
-    }
-}
-
-fn purge_request(body: &[u8]) -> Result<std::time::Duration, ApiError> {
-    let bad =
-        |field: &str, message: String| ApiError::field(StatusCode::BAD_REQUEST, field, message);
-    let value = json_body(body)?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| bad("body", "expected {\"older_than\": \"30d\"}".into()))?;
-    if let Some(unknown) = obj.keys().find(|k| *k != "older_than") {
-        return Err(bad(unknown, "unknown field; expected older_than".into()));
-    }
-    match obj.get("older_than") {
-        Some(Value::String(s)) => humantime::parse_duration(s).map_err(|e| {
-            bad(
-                "older_than",
-                format!("{s:?} is not a duration (e.g. 30d, 12h): {e}"),
-            )
-        }),
-        Some(_) => Err(bad(
-            "older_than",
-            "must be a duration string such as \"30d\"".into(),
-        )),
-        None => Err(bad("older_than", "is required".into())),
     }
 }

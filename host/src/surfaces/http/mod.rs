@@ -10,6 +10,7 @@
 pub mod access;
 mod admin;
 pub mod audit;
+pub mod lookup;
 mod operations;
 mod probes;
 pub mod request_limits;
@@ -35,6 +36,8 @@ use access::{Credential, Credentials, Role, Scope};
 use crate::config::{ConfigError, HostConfig};
 use crate::scheduling::clock::Clock;
 use crate::scheduling::tenants::{ReloadReport, Running, Tenants};
+use crate::surfaces::console::ConsoleState;
+use crate::surfaces::console::sessions::{self, Session};
 
 /// The largest body of an admin request (operations have their own limits, see
 /// [`request_limits`]).
@@ -60,6 +63,8 @@ pub struct AppState {
     file_credentials: std::sync::RwLock<Vec<Credential>>,
     /// Every credential in force: the two above and each tenant's `admin_token`.
     credentials: std::sync::RwLock<Arc<Credentials>>,
+    /// The console's sessions.
+    pub console: ConsoleState,
 }
 
 /// The credentials a config file defines: its `admin_token` (an admin of the whole
@@ -93,6 +98,7 @@ impl AppState {
             flag_credentials,
             file_credentials: std::sync::RwLock::new(file_credentials),
             credentials: std::sync::RwLock::new(Arc::new(Credentials::default())),
+            console: ConsoleState::default(),
         }
     }
 
@@ -190,13 +196,94 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         if credentials.is_empty() {
             return Ok(Caller(None));
         }
-        match bearer(&parts.headers).and_then(|secret| credentials.identify(secret)) {
-            Some(c) => Ok(Caller(Some(c.clone()))),
-            None => {
-                state.tenants.metrics().unauthenticated();
-                Err(ApiError::unauthenticated())
+        let refused = || {
+            state.tenants.metrics().unauthenticated();
+            ApiError::unauthenticated()
+        };
+        if let Some(secret) = bearer(&parts.headers) {
+            return credentials
+                .identify(secret)
+                .map(|c| Caller(Some(c.clone())))
+                .ok_or_else(refused);
+        }
+        // A browser's session: its cookie rides along on any request a page makes, a
+        // page of another site's too, so whatever changes something must also prove
+        // it came from our page (the CSRF token, and an Origin of ours if one is sent).
+        let session = state.session_of(&parts.headers).ok_or_else(refused)?;
+        let credential = credentials
+            .by_digest(&session.credential_digest)
+            .ok_or_else(refused)?;
+        if !parts.method.is_safe() {
+            same_origin(&parts.headers, &parts.uri)?;
+            let token = parts
+                .headers
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if !session.csrf_matches(token) {
+                return Err(csrf_refused());
             }
         }
+        Ok(Caller(Some(credential.clone())))
+    }
+}
+
+/// 403: a request that changes something, by cookie, without the session's CSRF token.
+pub fn csrf_refused() -> ApiError {
+    ApiError::field(
+        StatusCode::FORBIDDEN,
+        "csrf",
+        "this request needs the console session's X-CSRF-Token",
+    )
+}
+
+/// Refuses a request whose `Origin` names another site than the `Host` it was sent to.
+/// Browsers send `Origin` on every POST; requests without one (curl, scripts) are let
+/// through, since they carry no ambient cookie of a victim.
+pub fn same_origin(headers: &HeaderMap, uri: &axum::http::Uri) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    // HTTP/2 names the host in the request's authority, not in a Host header.
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest);
+    match (origin_host, host) {
+        (Some(o), Some(h)) if o == h => Ok(()),
+        _ => Err(ApiError::field(
+            StatusCode::FORBIDDEN,
+            "origin",
+            format!(
+                "a request from another site's page is refused (Origin {:?})",
+                String::from_utf8_lossy(origin.as_bytes())
+            ),
+        )),
+    }
+}
+
+impl AppState {
+    /// The live console session a request's cookie names, if any.
+    pub fn session_of(&self, headers: &HeaderMap) -> Option<Session> {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(sessions::from_cookie_header)
+            .and_then(|id| self.console.sessions.get(id))
+    }
+
+    /// The credential of the request's console session, if it is still configured.
+    pub fn session_credential(&self, headers: &HeaderMap) -> Option<Credential> {
+        let session = self.session_of(headers)?;
+        self.credentials()
+            .by_digest(&session.credential_digest)
+            .cloned()
     }
 }
 
@@ -342,8 +429,23 @@ impl FromRequestParts<Arc<AppState>> for Scoped {
 /// Every route of the API.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/v1/operations", post(operations::create))
-        .route("/v1/tenants/{tenant}/operations", post(operations::create))
+        .route(
+            "/v1/operations",
+            post(operations::create).get(lookup::search),
+        )
+        .route(
+            "/v1/tenants/{tenant}/operations",
+            post(operations::create).get(lookup::search),
+        )
+        .route("/v1/operations/{op_id}", get(lookup::show))
+        .route("/v1/tenants/{tenant}/operations/{op_id}", get(lookup::show))
+        .route("/v1/operations/{op_id}/verify", get(lookup::verify))
+        .route(
+            "/v1/tenants/{tenant}/operations/{op_id}/verify",
+            get(lookup::verify),
+        )
+        .route("/v1/history", get(lookup::history))
+        .route("/v1/tenants/{tenant}/history", get(lookup::history))
         .route("/v1/status", get(probes::status_all))
         .route("/v1/tenants/{tenant}/status", get(probes::status))
         .route("/metrics", get(probes::metrics))
@@ -371,6 +473,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             put(tenants::put).delete(tenants::delete),
         )
         .route("/v1/admin/reload", post(tenants::reload))
+        .merge(crate::surfaces::console::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -457,6 +560,15 @@ impl ApiError {
             status,
             field: None,
             message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "{field}: {}", self.message),
+            None => f.write_str(&self.message),
         }
     }
 }
