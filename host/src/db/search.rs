@@ -2,9 +2,9 @@
 //! pages, each with its delivery state (status and retry row); and the dead letters a
 //! filter or a list of op_ids selects, to replay or purge them.
 //!
-//! What every database does alike lives here: the filter's meaning ([`Condition`]),
-//! the column layout of a found row ([`col`]) and how it is put together
-//! ([`FoundOperation::assemble`]). Each adapter spells the SQL (its [`Dialect`]) and
+//! What every database does alike lives here: the filter's meaning (`Condition`),
+//! the column layout of a found row (`col`) and how it is put together
+//! (`FoundOperation::assemble`). Each adapter spells the SQL (its `Dialect`) and
 //! reads the values.
 //!
 //! The search order is the scans' keyset order, (timestamp, op_id bytes), on a sort key
