@@ -1297,38 +1297,46 @@ fn time_appends(
     started.elapsed()
 }
 
-/// Times v1 and v2 appending the same batches in `dir`, alternating runs so drift
-/// in the disk or the page cache hits both alike; prints and returns the medians.
+/// Times v1, v2 and (in release builds) v2 with fsynced checkpoints appending the same
+/// batches in `dir`, alternating runs so drift in the disk or the page cache hits
+/// them alike; prints the medians.
 fn compare_appends(dir: &TempDir, place: &str, pair: &KeyPair, batches: &[Vec<Envelope>]) {
     let rounds = if cfg!(debug_assertions) { 1 } else { 3 };
-    let (mut v1, mut v2) = (Vec::new(), Vec::new());
-    for round in 0..rounds {
-        v1.push(time_appends(
-            dir,
-            &format!("v1-{round}.log"),
-            batches,
-            LedgerOptions::default(),
-        ));
-        v2.push(time_appends(
-            dir,
-            &format!("v2-{round}.log"),
-            batches,
-            signed(pair),
-        ));
+    let mut synced = signed(pair);
+    synced.sync_checkpoint = true;
+    let mut kinds = vec![("v1", LedgerOptions::default()), ("v2", signed(pair))];
+    if !cfg!(debug_assertions) {
+        kinds.push(("v2 with fsynced checkpoints", synced));
     }
-    v1.sort();
-    v2.sort();
-    let (v1, v2) = (v1[rounds / 2], v2[rounds / 2]);
+    let mut times = vec![Vec::new(); kinds.len()];
+    for round in 0..rounds {
+        for (i, (kind, options)) in kinds.iter().enumerate() {
+            let name = format!("{}-{round}.log", kind.replace(' ', "-"));
+            times[i].push(time_appends(dir, &name, batches, options.clone()));
+        }
+    }
+    let medians: Vec<Duration> = times
+        .iter_mut()
+        .map(|t| {
+            t.sort();
+            t[rounds / 2]
+        })
+        .collect();
     let files = snapshot(&tlog_dir(&dir.path().join("v2-0.log"))).len();
     // On a line of its own: libtest prints the test's name without a newline.
     println!();
-    println!(
-        "v1 ({place}): appended 100000 entries in batches of 1000 in {v1:?} (median of {rounds})"
-    );
-    println!(
-        "v2 ({place}): appended 100000 entries in batches of 1000 in {v2:?} (median of {rounds}, tiles and checkpoints published, {files} files): {:+.1}% against v1",
-        (v2.as_secs_f64() / v1.as_secs_f64() - 1.0) * 100.0
-    );
+    for ((kind, _), median) in kinds.iter().zip(&medians) {
+        let against = match *kind {
+            "v1" => String::new(),
+            _ => format!(
+                " ({files} log files): {:+.1}% against v1",
+                (median.as_secs_f64() / medians[0].as_secs_f64() - 1.0) * 100.0
+            ),
+        };
+        println!(
+            "{kind} ({place}): appended 100000 entries in batches of 1000 in {median:?} (median of {rounds}){against}"
+        );
+    }
 }
 
 #[test]
