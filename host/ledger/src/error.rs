@@ -77,7 +77,7 @@ pub enum LedgerError {
         path: PathBuf,
         /// What verifying its whole chain found wrong.
         #[source]
-        source: VerifyError,
+        source: Box<VerifyError>,
     },
     /// An envelope given to [`Ledger::append`] is invalid; nothing was written.
     #[error("refusing envelope {op_id} for {}: {reason}", .path.display())]

@@ -47,7 +47,7 @@ pub(super) fn reconcile(
         let (entries, hash) = walk_chain(path, BufReader::with_capacity(1 << 18, reader.take(end)))
             .map_err(|source| LedgerError::Unanchored {
                 path: path.to_owned(),
-                source,
+                source: Box::new(source),
             })?;
         return Ok((entries, hash, true));
     };

@@ -609,15 +609,15 @@ fn a_missing_anchor_with_a_broken_chain_refuses_to_open() {
     write_lines(&path, &lines);
     let error = Ledger::open(&path).unwrap_err();
     match error {
-        LedgerError::Unanchored {
-            source:
+        LedgerError::Unanchored { source, .. }
+            if matches!(
+                *source,
                 VerifyError::BadEntry {
                     line: 2,
                     seq: Some(3),
                     ..
-                },
-            ..
-        } => {}
+                }
+            ) => {}
         other => panic!("{other:?}"),
     }
     assert!(!head_path(&path).exists());
