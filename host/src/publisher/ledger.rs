@@ -19,6 +19,8 @@ use crate::ledger::{self, Ledger};
 #[derive(Clone, Debug)]
 pub struct LedgerPublisher {
     path: PathBuf,
+    /// Signs a checkpoint after each batch: the ledger is a transparency log (v2).
+    signing_key: Option<Arc<ledger::SigningKey>>,
     ledger: Arc<Mutex<Option<Ledger>>>,
     /// Whether the ledger stays open (and locked) between uses.
     keep_open: Arc<AtomicBool>,
@@ -27,8 +29,15 @@ pub struct LedgerPublisher {
 impl LedgerPublisher {
     /// A publisher to the ledger at `path`, opened at its first use.
     pub async fn open(path: PathBuf) -> LedgerPublisher {
+        Self::signed(path, None)
+    }
+
+    /// A publisher to the ledger at `path` that signs its checkpoints with `key` (none:
+    /// a v1 hash chain).
+    pub fn signed(path: PathBuf, signing_key: Option<ledger::SigningKey>) -> LedgerPublisher {
         LedgerPublisher {
             path,
+            signing_key: signing_key.map(Arc::new),
             ledger: Arc::new(Mutex::new(None)),
             keep_open: Arc::new(AtomicBool::new(true)),
         }
@@ -49,7 +58,11 @@ impl LedgerPublisher {
         // updated after fsync, so it is still consistent.
         let mut slot = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
-            *slot = Some(Ledger::open(&self.path)?);
+            let options = ledger::LedgerOptions {
+                signing_key: self.signing_key.as_deref().cloned(),
+                ..Default::default()
+            };
+            *slot = Some(Ledger::open_with(&self.path, options)?);
         }
         let result = f(slot.as_mut().expect("opened above"));
         if !self.keep_open.load(Ordering::SeqCst) {

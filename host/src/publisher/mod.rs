@@ -59,6 +59,43 @@ pub enum Publisher {
     Disabled,
 }
 
+/// `ledger://PATH[?signing_key=KEYFILE]`: the file, and the key that signs its
+/// checkpoints (from the file named, else from `TRUSTLOG_LEDGER_SIGNING_KEY` naming one).
+fn ledger_url(
+    url: &str,
+    rest: &str,
+) -> Result<(std::path::PathBuf, Option<trustlog_ledger::SigningKey>), PublisherError> {
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut key_file = std::env::var("TRUSTLOG_LEDGER_SIGNING_KEY")
+        .ok()
+        .filter(|k| !k.is_empty());
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match &*name {
+            "signing_key" => key_file = Some(value.into_owned()),
+            other => {
+                return Err(options::invalid(
+                    url,
+                    format!("unknown ledger option {other:?}; expected signing_key"),
+                ));
+            }
+        }
+    }
+    let key = match key_file {
+        None => None,
+        Some(file) => {
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                options::invalid(url, format!("reading the signing key {file}: {e}"))
+            })?;
+            Some(
+                trustlog_ledger::SigningKey::parse(text.trim()).map_err(|e| {
+                    options::invalid(url, format!("the signing key in {file}: {e}"))
+                })?,
+            )
+        }
+    };
+    Ok((path.into(), key))
+}
+
 impl Publisher {
     /// Wraps an adapter of the user's own.
     pub fn custom(adapter: impl PublisherAdapter) -> Publisher {
@@ -71,9 +108,12 @@ impl Publisher {
             return Err(PublisherError::UnsupportedUrl(options::redact(url)));
         };
         match scheme {
-            "ledger" if !rest.is_empty() => Ok(Publisher::Ledger(
-                ledger::LedgerPublisher::open(rest.into()).await,
-            )),
+            "ledger" if !rest.is_empty() => {
+                let (path, key) = ledger_url(url, rest)?;
+                Ok(Publisher::Ledger(ledger::LedgerPublisher::signed(
+                    path, key,
+                )))
+            }
             "ledger" => Err(options::invalid(url, "the ledger path is empty".into())),
             "nats" | "tls" => Ok(Publisher::Nats(nats::NatsPublisher::connect(url).await?)),
             "amqp" | "amqps" => Ok(Publisher::Amqp(Arc::new(amqp::AmqpPublisher::connect(

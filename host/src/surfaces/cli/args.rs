@@ -350,10 +350,50 @@ pub struct StatusArgs {
 /// `ledger ...`.
 #[derive(Debug, Subcommand)]
 pub enum LedgerCommand {
-    /// Check every entry, the hash chain and the head anchor; exit non-zero naming the first bad entry.
+    /// Check every entry, the hash chain and the head anchor; exit non-zero naming the
+    /// first bad entry. With --key, a signed ledger's tree, tiles and checkpoint too.
     Verify {
         /// The ledger file.
         path: PathBuf,
+        /// The verifier key (`NAME+HASH+BASE64`, or @FILE holding it) of a signed ledger.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Make an Ed25519 key for signing a ledger's checkpoints: the signer key goes to
+    /// --out (mode 0600), the verifier key is printed.
+    Keygen {
+        /// Where to write the signer key; refused if it exists.
+        #[arg(long)]
+        out: PathBuf,
+        /// The key's name, which is also the checkpoints' origin.
+        #[arg(long, default_value = "trustlog.ledger")]
+        name: String,
+    },
+    /// Print the inclusion proof of an operation against the latest signed checkpoint (JSON).
+    Prove {
+        /// The ledger file.
+        path: PathBuf,
+        /// The operation's id.
+        op_id: String,
+    },
+    /// Check an inclusion proof (a file `ledger prove` wrote) with nothing but the verifier key.
+    CheckProof {
+        /// The proof file.
+        file: PathBuf,
+        /// The verifier key, or @FILE holding it.
+        #[arg(long)]
+        key: String,
+    },
+    /// Prove that the ledger extends an older checkpoint, and check the proof with the key.
+    Consistency {
+        /// The ledger file.
+        path: PathBuf,
+        /// The older checkpoint, as a file.
+        #[arg(long)]
+        old: PathBuf,
+        /// The verifier key, or @FILE holding it.
+        #[arg(long)]
+        key: String,
     },
 }
 

@@ -31,7 +31,7 @@ use trustlog_guest::model::{Config, Operation, RecordOutcome, StatusReport, Stra
 
 use super::args::{
     BenchArgs, BenchEngine, Command, ComponentCommand, DeadLetterCommand, DeadLetterListArgs,
-    DemoArgs, LedgerCommand, MigrateArgs, RecordArgs, ServeArgs, StatusArgs,
+    DemoArgs, MigrateArgs, RecordArgs, ServeArgs, StatusArgs,
 };
 
 /// Operations per `record` call into the engine.
@@ -49,19 +49,7 @@ pub async fn run(command: Command, adapters: &Adapters) -> anyhow::Result<ExitCo
         Command::Record(args) => record(args, adapters).await,
         Command::Status(args) => status(args, adapters).await,
         Command::DeadLetters(cmd) => dead_letters(cmd, adapters).await,
-        Command::Ledger(LedgerCommand::Verify { path }) => match ledger::verify(&path) {
-            Ok(report) => {
-                println!(
-                    "ledger ok: {} entries, head {}",
-                    report.entries, report.head_hash
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => {
-                eprintln!("ledger {} FAILED verification: {e}", path.display());
-                Ok(ExitCode::FAILURE)
-            }
-        },
+        Command::Ledger(cmd) => super::ledger::run(cmd),
         Command::Component(ComponentCommand::Export { file, wit }) => component_export(&file, wit),
         Command::Operations(cmd) => super::operations::run(cmd, adapters).await,
         Command::Demo(args) => demo(args, adapters).await,

@@ -4,6 +4,7 @@
 
 mod args;
 mod commands;
+mod ledger;
 mod operations;
 
 use std::process::ExitCode;
