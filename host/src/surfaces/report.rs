@@ -140,3 +140,23 @@ pub fn found_json(found: &FoundOperation) -> Value {
         "envelope": envelope,
     })
 }
+
+/// One page of a search, as `GET /v1/operations` and `operations search --json` print
+/// it: the rows, `next_after` while the page was full, and `count` when it was asked.
+pub fn search_page_json(page: &[FoundOperation], limit: u32, count: Option<u64>) -> Value {
+    let next_after = (page.len() == limit as usize)
+        .then(|| page.last())
+        .flatten()
+        .map(|last| {
+            let p = last.position();
+            format!("{}|{}", p.timestamp, p.op_id)
+        });
+    let mut body = json!({
+        "operations": page.iter().map(found_summary_json).collect::<Vec<_>>(),
+        "next_after": next_after,
+    });
+    if let Some(n) = count {
+        body["count"] = json!(n);
+    }
+    body
+}

@@ -5,12 +5,12 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::args::{OperationsCommand, OperationsSearchArgs};
 use crate::adapters::Adapters;
-use crate::surfaces::http::lookup::{after_token, filter_from, parse_after};
-use crate::surfaces::report::{found_json, found_summary_json};
+use crate::surfaces::http::lookup::{filter_from, parse_after};
+use crate::surfaces::report::{found_json, search_page_json};
 
 /// Runs `operations show` or `operations search`.
 pub async fn run(cmd: OperationsCommand, adapters: &Adapters) -> anyhow::Result<ExitCode> {
@@ -80,18 +80,8 @@ async fn search(args: OperationsSearchArgs, adapters: &Adapters) -> anyhow::Resu
         None
     };
     db.close().await;
-    let next_after = (page.len() == args.limit as usize)
-        .then(|| page.last())
-        .flatten()
-        .and_then(after_token);
+    let body = search_page_json(&page, args.limit, count);
     if args.json {
-        let mut body = json!({
-            "operations": page.iter().map(found_summary_json).collect::<Vec<_>>(),
-            "next_after": next_after,
-        });
-        if let Some(n) = count {
-            body["count"] = json!(n);
-        }
         println!("{body}");
         return Ok(ExitCode::SUCCESS);
     }
@@ -99,7 +89,7 @@ async fn search(args: OperationsSearchArgs, adapters: &Adapters) -> anyhow::Resu
         "{:<27} {:<32} {:<16} {:<16} retry",
         "timestamp", "op_id", "actor", "status"
     );
-    for row in page.iter().map(found_summary_json) {
+    for row in body["operations"].as_array().into_iter().flatten() {
         println!(
             "{:<27} {:<32} {:<16} {:<16} {}",
             text(&row["timestamp"]),
@@ -112,7 +102,7 @@ async fn search(args: OperationsSearchArgs, adapters: &Adapters) -> anyhow::Resu
     if let Some(n) = count {
         println!("{n} matching");
     }
-    if let Some(next) = next_after {
+    if let Some(next) = body["next_after"].as_str() {
         println!("next page: --after '{next}'");
     }
     Ok(ExitCode::SUCCESS)

@@ -82,13 +82,9 @@ pub async fn replay(
     let mut audit = Audit::begin(&state, &caller, &id, "replay");
     let result = async {
         let tenant = audit.gate(admit(&state, &caller, &id).await)?;
-        let which = replay_request(&body)?;
-        audit.args(match &which {
-            Replay::One(op_id) => json!({"op_id": op_id}),
-            Replay::Ids(ids) => json!({"op_ids": ids.len()}),
-            Replay::Matching(f) => json!({"filter": format!("{f:?}")}),
-            Replay::All => json!({"all": true}),
-        });
+        let asked = selection(&body, &["op_id", "op_ids", "filter", "all"])?;
+        audit.args(selection_json(&asked));
+        let which = replay_of(asked)?;
         let n = tenant
             .db
             .replay_dead_letters(which.clone(), state.clock.now())
@@ -198,22 +194,20 @@ fn selection_json(which: &Selection) -> Value {
     }
 }
 
-fn replay_request(body: &[u8]) -> Result<Replay, ApiError> {
-    Ok(
-        match selection(body, &["op_id", "op_ids", "filter", "all"])? {
-            Selection::One(id) => Replay::One(id),
-            Selection::Ids(ids) => Replay::Ids(ids),
-            Selection::Matching(f) => Replay::Matching(f),
-            Selection::All => Replay::All,
-            Selection::OlderThan(_) => {
-                return Err(ApiError::field(
-                    StatusCode::BAD_REQUEST,
-                    "older_than",
-                    "a replay takes op_id, op_ids, filter or all",
-                ));
-            }
-        },
-    )
+fn replay_of(asked: Selection) -> Result<Replay, ApiError> {
+    Ok(match asked {
+        Selection::One(id) => Replay::One(id),
+        Selection::Ids(ids) => Replay::Ids(ids),
+        Selection::Matching(f) => Replay::Matching(f),
+        Selection::All => Replay::All,
+        Selection::OlderThan(_) => {
+            return Err(ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "older_than",
+                "a replay takes op_id, op_ids, filter or all",
+            ));
+        }
+    })
 }
 
 /// `POST /v1/admin/dead-letters/purge` with `{"older_than": "30d"}`, `{"op_ids": […]}`

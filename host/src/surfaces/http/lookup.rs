@@ -21,7 +21,7 @@ use crate::db::{FoundOperation, OperationFilter, OperationState};
 use crate::scheduling::clock::now_micros;
 use crate::scheduling::tenants::Running;
 use crate::surfaces::ingest::parse_timestamp;
-use crate::surfaces::report::{found_json, found_summary_json};
+use crate::surfaces::report::{found_json, search_page_json};
 
 /// Rows per page when the caller names no limit.
 const DEFAULT_PAGE: u32 = 50;
@@ -83,14 +83,9 @@ pub fn filter_from<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<Operatio
     })
 }
 
-/// The next page's `after` for a page ending at `last`: `MICROS|OP_ID` (a row whose
-/// timestamp cannot be read sorts last, at the largest timestamp).
-pub fn after_token(last: &crate::db::FoundOperation) -> Option<String> {
-    let p = last.position();
-    Some(format!("{}|{}", p.timestamp, p.op_id))
-}
-
-/// The position an `after` token names.
+/// The position an `after` token names (`MICROS|OP_ID`, as
+/// [`search_page_json`] writes `next_after`; a row whose timestamp cannot be read sorts
+/// last, at the largest timestamp).
 pub fn parse_after(token: &str) -> Result<Position, ApiError> {
     token
         .split_once('|')
@@ -131,24 +126,17 @@ pub async fn search(
         .search_operations(&filter, after.as_ref(), limit)
         .await
         .map_err(unavailable)?;
-    let next_after = (page.len() == limit as usize)
-        .then(|| page.last())
-        .flatten()
-        .and_then(after_token);
-    let mut body = json!({
-        "operations": page.iter().map(found_summary_json).collect::<Vec<_>>(),
-        "next_after": next_after,
-    });
-    if query.get("count").map(String::as_str) == Some("true") {
-        body["count"] = json!(
+    let count = match query.get("count").map(String::as_str) {
+        Some("true") => Some(
             tenant
                 .db
                 .count_operations(&filter)
                 .await
-                .map_err(unavailable)?
-        );
-    }
-    Ok(Json(body))
+                .map_err(unavailable)?,
+        ),
+        _ => None,
+    };
+    Ok(Json(search_page_json(&page, limit, count)))
 }
 
 /// The ledger file of a tenant whose publisher is the embedded ledger.
