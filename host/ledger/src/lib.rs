@@ -155,6 +155,7 @@ mod lookup;
 mod proof;
 mod publisher;
 mod recovery;
+mod served;
 mod tiles;
 mod tlog;
 mod tlog_recovery;
@@ -174,6 +175,7 @@ pub use proof::{
 };
 use publisher::Publisher;
 use recovery::*;
+pub use served::{TileError, read_tile};
 use tiles::{Layer, MAX_LEAF_LEN, tlog_dir};
 pub use tlog::LedgerOptions;
 use tlog::Tlog;

@@ -642,6 +642,72 @@ fn a_flipped_byte_in_an_entry_a_tile_a_bundle_or_the_checkpoint_is_caught() {
 }
 
 #[test]
+fn tiles_are_served_by_their_c2sp_paths_and_a_dropped_partial_is_cut_from_its_full_tile() {
+    let dir = TempDir::new().unwrap();
+    let pair = keys();
+    let path = ledger_path(&dir);
+    let mut ledger = open_signed(&path, &pair).unwrap();
+    append_all(&mut ledger, 1, 100, 100);
+    assert_eq!(ledger.signed_size(), Some(100));
+    // What a client holding the checkpoint of size 100 fetched then.
+    let hashes_at_100 = fs::read(tile_file(&path, "tile/0/000.p/100")).unwrap();
+    let entries_at_100 = fs::read(tile_file(&path, "tile/entries/000.p/100")).unwrap();
+    append_all(&mut ledger, 101, 500, 100);
+    assert_eq!(ledger.signed_size(), Some(600));
+    assert!(partials_gone(&path, "tile/0/000") && partials_gone(&path, "tile/entries/000"));
+
+    for tile in [
+        "tile/0/001",
+        "tile/0/002.p/88",
+        "tile/1/000.p/2",
+        "tile/entries/002.p/88",
+    ] {
+        assert_eq!(
+            read_tile(&path, tile).unwrap(),
+            fs::read(tile_file(&path, tile)).unwrap(),
+            "{tile}"
+        );
+    }
+    assert_eq!(read_tile(&path, "tile/0/000.p/100").unwrap(), hashes_at_100);
+    assert_eq!(
+        read_tile(&path, "tile/entries/000.p/100").unwrap(),
+        entries_at_100
+    );
+    // The cut partial is the prefix of the served full tile.
+    assert!(
+        read_tile(&path, "tile/0/000")
+            .unwrap()
+            .starts_with(&hashes_at_100)
+    );
+
+    for missing in [
+        "tile/0/003",
+        "tile/0/002.p/89",
+        "tile/2/000.p/1",
+        "tile/entries/005",
+    ] {
+        assert!(
+            matches!(read_tile(&path, missing), Err(TileError::Missing { .. })),
+            "{missing}"
+        );
+    }
+    for outside in [
+        "checkpoint",
+        "tile/../checkpoint",
+        "tile/0/../../checkpoint",
+        "../trustlog.ledger",
+        "tile/0/000/../001",
+        "/etc/passwd",
+        "tile/0/001.p/../../001",
+    ] {
+        assert!(
+            matches!(read_tile(&path, outside), Err(TileError::NotATile { .. })),
+            "{outside}"
+        );
+    }
+}
+
+#[test]
 fn a_truncated_log_is_caught_even_with_its_anchor_and_tiles_redone() {
     let dir = TempDir::new().unwrap();
     let pair = keys();

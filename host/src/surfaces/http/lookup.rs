@@ -140,7 +140,7 @@ pub async fn search(
 }
 
 /// The ledger file of a tenant whose publisher is the embedded ledger.
-fn ledger_path(tenant: &Running) -> Option<PathBuf> {
+pub(super) fn ledger_path(tenant: &Running) -> Option<PathBuf> {
     let rest = tenant.spec.publisher.strip_prefix("ledger://")?;
     let path = rest.split_once('?').map_or(rest, |(p, _)| p);
     Some(PathBuf::from(path))

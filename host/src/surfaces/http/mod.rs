@@ -16,6 +16,7 @@ mod probes;
 pub mod request_limits;
 mod tenants;
 pub mod tls;
+mod transparency;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -443,6 +444,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/tenants/{tenant}/operations/{op_id}/verify",
             get(lookup::verify),
+        )
+        .route("/v1/operations/{op_id}/proof", get(transparency::proof))
+        .route(
+            "/v1/tenants/{tenant}/operations/{op_id}/proof",
+            get(transparency::proof),
+        )
+        .route("/v1/ledger/checkpoint", get(transparency::checkpoint))
+        .route(
+            "/v1/tenants/{tenant}/ledger/checkpoint",
+            get(transparency::checkpoint),
+        )
+        .route("/v1/ledger/tile/{*tile}", get(transparency::tile))
+        .route(
+            "/v1/tenants/{tenant}/ledger/tile/{*tile}",
+            get(transparency::tile),
         )
         .route("/v1/history", get(lookup::history))
         .route("/v1/tenants/{tenant}/history", get(lookup::history))
