@@ -552,3 +552,85 @@ async fn the_checkpoint_tiles_and_proofs_are_served_to_readers_and_add_up_to_the
         404
     );
 }
+
+#[test]
+fn the_demo_signs_a_new_ledger_with_a_key_it_makes_beside_it_and_says_where() {
+    let s = Scratch::new();
+    let ledger = s.ledger_path();
+    let key_file = std::path::PathBuf::from(format!("{}.key", ledger.display()));
+    let demo = |s: &Scratch| {
+        run_ok(
+            &[
+                "demo",
+                "--ops",
+                "25",
+                "--db",
+                &s.db_url(),
+                "--publisher",
+                &s.ledger_url(),
+            ],
+            "",
+        )
+    };
+    let first = stdout(&demo(&s));
+    let said = format!("made a signing key in {}", key_file.display());
+    assert!(first.contains(&said), "{first}");
+    let verifier = first
+        .split("its verifier key is ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    assert!(
+        first.contains("checkpoint signed by trustlog-demo at size 25"),
+        "{first}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let key = std::fs::read_to_string(&key_file).unwrap();
+
+    // Run again: the same key signs the grown log, which still extends the first.
+    let at_25 = s.dir.path().join("25.checkpoint");
+    std::fs::copy(checkpoint_file(&ledger), &at_25).unwrap();
+    let second = stdout(&demo(&s));
+    assert!(
+        second.contains(&format!("signing with the key in {}", key_file.display())),
+        "{second}"
+    );
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key);
+    let verified = run_ok(
+        &[
+            "ledger",
+            "verify",
+            ledger.to_str().unwrap(),
+            "--key",
+            &verifier,
+        ],
+        "",
+    );
+    assert!(
+        stdout(&verified).contains("50 entries"),
+        "{}",
+        stdout(&verified)
+    );
+    assert!(consistency(&ledger, &at_25, &verifier).status.success());
+
+    // A ledger that exists unsigned is left a v1 chain, and the demo says how to sign it.
+    let v1 = Scratch::new();
+    drain(&v1, &v1.ledger_url(), "old", 5, T0);
+    let third = stdout(&demo(&v1));
+    assert!(
+        third.contains("unsigned (v1) ledger and stays so"),
+        "{third}"
+    );
+    assert!(!checkpoint_file(&v1.ledger_path()).exists());
+    assert!(!std::path::Path::new(&format!("{}.key", v1.ledger_path().display())).exists());
+    let plain = run_ok(
+        &["ledger", "verify", v1.ledger_path().to_str().unwrap()],
+        "",
+    );
+    assert!(stdout(&plain).contains("30 entries"), "{}", stdout(&plain));
+}

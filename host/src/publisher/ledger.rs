@@ -43,6 +43,11 @@ impl LedgerPublisher {
         }
     }
 
+    /// The verifier key of the key that signs this ledger's checkpoints, if it is signed.
+    pub fn verifier_key(&self) -> Option<ledger::VerifierKey> {
+        self.signing_key.as_ref().map(|k| k.verifier_key().clone())
+    }
+
     /// Keeps the ledger open between batches (`true`, the default), or closes it now and
     /// after every later use (`false`: this host stands by for another one).
     pub fn hold(&self, keep_open: bool) {

@@ -657,7 +657,15 @@ async fn list_dead_letters(
 async fn demo(args: DemoArgs, adapters: &Adapters) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let db = connect_db(&args.db.db, adapters).await?;
-    let publisher = connect_publisher(&args.publisher.publisher, adapters).await?;
+    let (publisher_url, key_said) = super::ledger::demo_publisher(&args.publisher.publisher)?;
+    let publisher = connect_publisher(&publisher_url, adapters).await?;
+    if let Some(said) = key_said {
+        println!("{said}");
+    }
+    let verifier = match &publisher {
+        Publisher::Ledger(ledger) => ledger.verifier_key(),
+        _ => None,
+    };
     // A `serve` already delivering from this database keeps doing so; the demo then
     // waits for it instead of publishing the same rows beside it.
     let worker = Worker::new(
@@ -692,12 +700,29 @@ async fn demo(args: DemoArgs, adapters: &Adapters) -> anyhow::Result<ExitCode> {
         run_summary.published, args.publisher.publisher
     );
     if let Some(path) = args.publisher.publisher.strip_prefix("ledger://") {
-        let report = ledger::verify(std::path::Path::new(path))
-            .with_context(|| format!("verifying {path}"))?;
-        println!(
-            "ledger {path} verified: {} entries, head {}",
-            report.entries, report.head_hash
-        );
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        match &verifier {
+            Some(key) => {
+                let report = ledger::verify_v2(std::path::Path::new(path), key.as_str())
+                    .with_context(|| format!("verifying {path}"))?;
+                println!(
+                    "ledger {path} verified: {} entries, head {}, checkpoint signed by {} at size {}, root {}",
+                    report.entries,
+                    report.head_hash,
+                    report.origin,
+                    report.entries,
+                    report.root_hash
+                );
+            }
+            None => {
+                let report = ledger::verify(std::path::Path::new(path))
+                    .with_context(|| format!("verifying {path}"))?;
+                println!(
+                    "ledger {path} verified: {} entries, head {}",
+                    report.entries, report.head_hash
+                );
+            }
+        }
     }
     let report = worker.tenant().lock().await.status(now_micros()).await?;
     let lease = db.read_lease(&args.engine.cursor_key).await?;

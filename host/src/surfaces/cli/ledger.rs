@@ -115,6 +115,14 @@ fn key_text(given: &str) -> anyhow::Result<String> {
 }
 
 fn keygen(out: &Path, name: &str) -> anyhow::Result<ExitCode> {
+    let pair = write_new_key(out, name)?;
+    println!("{}", pair.verifier_key);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Makes a signing key named `name` and writes it to `out`, a new file readable by its
+/// owner only; an existing file is never overwritten.
+pub fn write_new_key(out: &Path, name: &str) -> anyhow::Result<ledger::KeyPair> {
     let pair =
         ledger::generate_key(name).with_context(|| format!("making a key named {name:?}"))?;
     let mut options = std::fs::OpenOptions::new();
@@ -134,6 +142,46 @@ fn keygen(out: &Path, name: &str) -> anyhow::Result<ExitCode> {
     file.write_all(format!("{}\n", pair.signer_key).as_bytes())
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", out.display()))?;
-    println!("{}", pair.verifier_key);
-    Ok(ExitCode::SUCCESS)
+    Ok(pair)
+}
+
+/// The name of the key the demo makes, and so its ledger's origin.
+const DEMO_KEY_NAME: &str = "trustlog-demo";
+
+/// The publisher URL the demo uses, and what it says about its key. A ledger named
+/// without a key is signed with `PATH.key` beside it, made now for a new ledger; an
+/// existing unsigned ledger stays unsigned (becoming v2 is the operator's choice), and
+/// a key named by the URL or `TRUSTLOG_LEDGER_SIGNING_KEY` is used as it is.
+pub fn demo_publisher(url: &str) -> anyhow::Result<(String, Option<String>)> {
+    let Some(path) = url.strip_prefix("ledger://") else {
+        return Ok((url.to_string(), None));
+    };
+    let key_named = std::env::var("TRUSTLOG_LEDGER_SIGNING_KEY").is_ok_and(|k| !k.is_empty());
+    if path.contains('?') || key_named {
+        return Ok((url.to_string(), None));
+    }
+    let key_file = std::path::PathBuf::from(format!("{path}.key"));
+    let said = if key_file.exists() {
+        format!("signing with the key in {}", key_file.display())
+    } else if Path::new(path).exists() {
+        return Ok((
+            url.to_string(),
+            Some(format!(
+                "{path} is an unsigned (v1) ledger and stays so; to continue it signed, \
+                 `trustlog ledger keygen --out {path}.key` and run the demo again"
+            )),
+        ));
+    } else {
+        let pair = write_new_key(&key_file, DEMO_KEY_NAME)?;
+        format!(
+            "made a signing key in {} (owner-only); its verifier key is {}\n  \
+             a real deployment keeps the signing key away from the ledger, and the verifier \
+             key and old checkpoints with its auditors (README: \"A ledger that proves things\")",
+            key_file.display(),
+            pair.verifier_key
+        )
+    };
+    let encoded: String =
+        url::form_urlencoded::byte_serialize(key_file.to_string_lossy().as_bytes()).collect();
+    Ok((format!("{url}?signing_key={encoded}"), Some(said)))
 }
