@@ -247,6 +247,79 @@ fn scaling_times_one_scan_batch_per_backlog_size() {
     );
 }
 
+#[test]
+fn a_signed_ledger_takes_turns_with_an_unsigned_one_and_their_ratio_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("s.db").display());
+    let ledger = format!("ledger://{}", dir.path().join("s.ledger").display());
+    let out = run_ok(
+        &[
+            "bench",
+            "--db",
+            &db,
+            "--publisher",
+            &ledger,
+            "--ops",
+            "700",
+            "--latency-ops",
+            "0",
+            "--rounds",
+            "2",
+            "--signed-ledger",
+            "--json",
+        ],
+        "",
+    );
+    let r = last_json(&out);
+    let runs = r["runs"].as_array().unwrap();
+    let signed: Vec<bool> = runs
+        .iter()
+        .map(|run| run["signed_ledger"].as_bool().unwrap())
+        .collect();
+    assert_eq!(signed, [false, true, true, false], "in turns: {r}");
+    for run in runs {
+        // Each run's ledger was verified (with its key when signed) to hold every row.
+        assert_eq!(run["ledger_entries"], 700, "{run}");
+    }
+    let by_round: Vec<f64> = r["signed_over_unsigned_by_round"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let rate = |i: usize| number(&runs[i], "ops_per_sec");
+    assert_eq!(by_round.len(), 2, "{r}");
+    assert!((by_round[0] - rate(1) / rate(0)).abs() < 0.001, "{r}");
+    assert!((by_round[1] - rate(2) / rate(3)).abs() < 0.001, "{r}");
+    assert!(number(&r, "signed_over_unsigned") > 0.0, "{r}");
+    // The headline figure stays the unsigned ledger's, as without --signed-ledger.
+    assert_eq!(
+        number(&r, "ops_per_sec"),
+        lower_median(vec![rate(0), rate(3)]),
+        "{r}"
+    );
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "{:?}",
+        leftovers(dir.path())
+    );
+    let refused = run(
+        &[
+            "bench",
+            "--db",
+            &db,
+            "--publisher",
+            "http://127.0.0.1:1/x",
+            "--ops",
+            "10",
+            "--signed-ledger",
+        ],
+        "",
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("ledger://"));
+}
+
 /// The names of the JetStream streams on the test server that start with `prefix`.
 async fn streams_named(prefix: &str) -> Vec<String> {
     use futures_util::TryStreamExt;

@@ -46,19 +46,20 @@ pub(super) struct Target {
 impl Target {
     /// Creates the fresh database and publisher for run `label`.
     pub async fn create(opts: &BenchOptions, label: &str) -> Result<Target, BenchError> {
-        Self::create_with(opts, label, true).await
+        Self::create_with(opts, label, true, false).await
     }
 
     /// Creates them for hosts started on their own (`Host::start`), which connect the
     /// publisher themselves: a ledger opened here would be locked against them.
     pub async fn for_hosts(opts: &BenchOptions, label: &str) -> Result<Target, BenchError> {
-        Self::create_with(opts, label, false).await
+        Self::create_with(opts, label, false, false).await
     }
 
     async fn create_with(
         opts: &BenchOptions,
         label: &str,
         connect_publisher: bool,
+        signed_ledger: bool,
     ) -> Result<Target, BenchError> {
         let tag = run_tag(label);
         let fresh_db = Fresh::database(&opts.db, &tag).await?;
@@ -68,7 +69,7 @@ impl Target {
         };
         let db = Database::connect(&fresh_db.url).await.map_err(db_failed)?;
         db.migrate().await.map_err(db_failed)?;
-        let fresh_publisher = Fresh::publisher(&opts.publisher, &tag)?;
+        let fresh_publisher = Fresh::publisher(&opts.publisher, &tag, signed_ledger)?;
         let publisher = if connect_publisher {
             Publisher::connect(&fresh_publisher.url)
                 .await
@@ -181,17 +182,21 @@ impl Target {
     }
 }
 
-/// Runs the throughput and the paced phase on `engine`.
+/// Runs the throughput and the paced phase on `engine`, on a signed ledger when
+/// `signed_ledger`.
 pub(super) async fn run(
     opts: &BenchOptions,
     engine: EngineKind,
     in_round: u32,
+    signed_ledger: bool,
 ) -> Result<RunReport, BenchError> {
-    let label = match engine {
-        EngineKind::Wasm => "wasm",
-        EngineKind::Native => "native",
+    let label = match (engine, signed_ledger) {
+        (EngineKind::Wasm, false) => "wasm",
+        (EngineKind::Native, false) => "native",
+        (EngineKind::Wasm, true) => "wasm_signed",
+        (EngineKind::Native, true) => "native_signed",
     };
-    let target = Target::create(opts, label).await?;
+    let target = Target::create_with(opts, label, true, signed_ledger).await?;
     let result = phases(opts, engine, in_round, &target).await;
     target.remove().await?;
     result
@@ -216,7 +221,30 @@ async fn phases(
     let (_stop, never) = watch::channel(false);
     let started = Instant::now();
     let summary = worker.run(true, never).await;
+    // A signed ledger publishes its tiles and checkpoint beside the appends: the drain
+    // ends when the checkpoint covers it, so that work is timed too.
+    let signed_size = match &target.publisher {
+        Publisher::Ledger(ledger) => {
+            ledger
+                .signed_size()
+                .await
+                .map_err(|e| BenchError::Publisher {
+                    url: crate::publisher::options::redact(&target.fresh_publisher.url),
+                    message: e.to_string(),
+                })?
+        }
+        _ => None,
+    };
     let took = started.elapsed();
+    if signed_size.is_some_and(|size| size != u64::from(opts.ops)) {
+        return Err(BenchError::Incomplete {
+            phase: "delivery",
+            message: format!(
+                "the ledger's checkpoint covers {signed_size:?} of {} operations",
+                opts.ops
+            ),
+        });
+    }
     if summary.exit != Exit::Drained || summary.published != u64::from(opts.ops) {
         return Err(BenchError::Incomplete {
             phase: "delivery",
@@ -239,6 +267,7 @@ async fn phases(
     Ok(RunReport {
         engine,
         round: in_round,
+        signed_ledger: signed_size.is_some(),
         fresh_db: crate::publisher::options::redact(&target.fresh_db.url),
         ops: opts.ops,
         batch: opts.config.batch_size,
@@ -282,19 +311,26 @@ async fn delivered_as_stored(
     let Some(path) = super::fresh::file_path(&target.fresh_publisher.url, "ledger") else {
         return Ok((stats.trustlogged, None));
     };
-    let ledger = crate::ledger::verify(&path).map_err(|e| {
+    let verifier = match &target.publisher {
+        Publisher::Ledger(ledger) => ledger.verifier_key(),
+        _ => None,
+    };
+    let verified = match verifier {
+        Some(key) => crate::ledger::verify_v2(&path, key.as_str()).map(|r| r.entries),
+        None => crate::ledger::verify(&path).map(|r| r.entries),
+    };
+    let entries = verified.map_err(|e| {
         incomplete(format!(
             "the ledger {} does not verify: {e}",
             path.display()
         ))
     })?;
-    if ledger.entries != stored {
+    if entries != stored {
         return Err(incomplete(format!(
-            "the ledger holds {} entries for {stored} operations",
-            ledger.entries
+            "the ledger holds {entries} entries for {stored} operations"
         )));
     }
-    Ok((stats.trustlogged, Some(ledger.entries)))
+    Ok((stats.trustlogged, Some(entries)))
 }
 
 /// Records `latency_ops` operations at `rate` through a request instance, as

@@ -100,21 +100,12 @@ impl Fresh {
         }
     }
 
-    /// A fresh publisher like `url`: a new file for the ledger, a new stream on the
-    /// same subject tree for NATS, `url` itself otherwise.
-    pub fn publisher(url: &str, tag: &str) -> Result<Fresh, BenchError> {
-        // The ledger takes everything after its scheme as the path.
-        if let Some(path) = url.strip_prefix("ledger://").filter(|p| !p.is_empty()) {
-            let fresh = beside(Path::new(path), tag);
-            // The ledger and its head anchor (and the anchor's temporary, after a crash).
-            let files = ["", ".head", ".head.tmp"]
-                .iter()
-                .map(|s| PathBuf::from(format!("{}{s}", fresh.display())))
-                .collect();
-            return Ok(Fresh {
-                url: format!("ledger://{}", fresh.display()),
-                created: Created::Files(files),
-            });
+    /// A fresh publisher like `url`: a new file for the ledger (its options kept, and
+    /// with `signed` a new key to sign it), a new stream on the same subject tree for
+    /// NATS, `url` itself otherwise.
+    pub fn publisher(url: &str, tag: &str, signed: bool) -> Result<Fresh, BenchError> {
+        if let Some(rest) = url.strip_prefix("ledger://").filter(|p| !p.is_empty()) {
+            return fresh_ledger(rest, tag, signed);
         }
         if url.starts_with("nats://") {
             return fresh_stream(url, tag);
@@ -130,7 +121,11 @@ impl Fresh {
         match self.created {
             Created::Files(files) => {
                 for f in files {
-                    match std::fs::remove_file(&f) {
+                    let removed = match std::fs::symlink_metadata(&f) {
+                        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&f),
+                        _ => std::fs::remove_file(&f),
+                    };
+                    match removed {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                         Err(e) => {
@@ -155,6 +150,45 @@ impl Fresh {
             Created::Nothing => Ok(()),
         }
     }
+}
+
+/// A new ledger beside the one `rest` (`PATH[?OPTIONS]`) names, with its options and,
+/// when `signed`, a key made for the run.
+fn fresh_ledger(rest: &str, tag: &str, signed: bool) -> Result<Fresh, BenchError> {
+    let (path, query) = rest
+        .split_once('?')
+        .map_or((rest, None), |(p, q)| (p, Some(q)));
+    let fresh = beside(Path::new(path), tag);
+    let at = |suffix: &str| PathBuf::from(format!("{}{suffix}", fresh.display()));
+    // The ledger, its head anchor (and the anchor's temporary, after a crash), and a
+    // signed ledger's log directory and key.
+    let files = ["", ".head", ".head.tmp", ".tlog", ".key"]
+        .iter()
+        .map(|s| at(s))
+        .collect();
+    let mut options: Vec<String> = query.map(str::to_string).into_iter().collect();
+    if signed {
+        let key_file = at(".key");
+        let failed = |message: String| BenchError::Setup {
+            what: format!("signing key {}", key_file.display()),
+            message,
+        };
+        let pair =
+            crate::ledger::generate_key("trustlog-bench").map_err(|e| failed(e.to_string()))?;
+        std::fs::write(&key_file, format!("{}\n", pair.signer_key))
+            .map_err(|e| failed(e.to_string()))?;
+        let encoded: String =
+            url::form_urlencoded::byte_serialize(key_file.to_string_lossy().as_bytes()).collect();
+        options.push(format!("signing_key={encoded}"));
+    }
+    let url = match options.is_empty() {
+        true => format!("ledger://{}", fresh.display()),
+        false => format!("ledger://{}?{}", fresh.display(), options.join("&")),
+    };
+    Ok(Fresh {
+        url,
+        created: Created::Files(files),
+    })
 }
 
 /// `url` with its stream and subject (the adapter's defaults when absent) tagged.
@@ -224,10 +258,41 @@ mod tests {
             beside(Path::new("/tmp/x/bench.db"), "bench_1"),
             PathBuf::from("/tmp/x/bench-bench_1.db")
         );
-        let p = Fresh::publisher("ledger:///tmp/l/t.ledger", "b2").unwrap();
+        let p = Fresh::publisher("ledger:///tmp/l/t.ledger", "b2", false).unwrap();
         assert_eq!(p.url, "ledger:///tmp/l/t-b2.ledger");
-        let r = Fresh::publisher("redis://127.0.0.1:6379?stream=s", "b2").unwrap();
+        let r = Fresh::publisher("redis://127.0.0.1:6379?stream=s", "b2", false).unwrap();
         assert_eq!(r.url, "redis://127.0.0.1:6379?stream=s");
+    }
+
+    #[tokio::test]
+    async fn a_signed_fresh_ledger_gets_a_key_of_its_own_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("ledger://{}", dir.path().join("b.ledger").display());
+        let fresh = Fresh::publisher(&url, "s1", true).unwrap();
+        let ledger = dir.path().join("b-s1.ledger");
+        let key = dir.path().join("b-s1.ledger.key");
+        let encoded: String =
+            url::form_urlencoded::byte_serialize(key.to_string_lossy().as_bytes()).collect();
+        assert_eq!(
+            fresh.url,
+            format!("ledger://{}?signing_key={encoded}", ledger.display())
+        );
+        let mut signed = crate::ledger::Ledger::open_with(
+            &ledger,
+            crate::ledger::LedgerOptions {
+                signing_key: Some(
+                    crate::ledger::SigningKey::parse(std::fs::read_to_string(&key).unwrap().trim())
+                        .unwrap(),
+                ),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(signed.signed_size(), Some(0));
+        drop(signed);
+        assert!(dir.path().join("b-s1.ledger.tlog").is_dir());
+        fresh.remove().await.unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
@@ -235,13 +300,14 @@ mod tests {
         let n = Fresh::publisher(
             "nats://127.0.0.1:4222?stream=BENCH&timeout=2s&subject=t.bench",
             "b2",
+            false,
         )
         .unwrap();
         assert_eq!(
             n.url,
             "nats://127.0.0.1:4222?stream=BENCH_b2&timeout=2s&subject=t.bench.b2"
         );
-        let bare = Fresh::publisher("nats://127.0.0.1:4222", "b2").unwrap();
+        let bare = Fresh::publisher("nats://127.0.0.1:4222", "b2", false).unwrap();
         assert_eq!(
             bare.url,
             "nats://127.0.0.1:4222?stream=TRUSTLOG_b2&subject=trustlog.operations.b2"

@@ -108,6 +108,8 @@ pub struct BenchOptions {
     pub rate: u32,
     /// Also run the minimal keyset loop of DESIGN.md §7 over the same backlog.
     pub reference: bool,
+    /// Run each engine on an unsigned and a signed ledger in turns (ledger publishers only).
+    pub signed_ledger: bool,
     /// How many times each engine (and the reference) runs, taking turns.
     pub rounds: u32,
     /// Backlog sizes for the scaling mode; empty skips it.
@@ -144,6 +146,8 @@ pub struct RunReport {
     pub engine: EngineKind,
     /// Which round this run belongs to, from 0.
     pub round: u32,
+    /// Whether the run's ledger signed a checkpoint after each batch (v2).
+    pub signed_ledger: bool,
     /// The fresh database this run worked in, since removed (password redacted).
     pub fresh_db: String,
     /// Operations stored, then delivered.
@@ -201,6 +205,13 @@ pub struct BenchReport {
     /// in both engines' runs: the boundary's cost without the I/O noise of the rounds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wasm_over_native_at_equal_io: Option<f64>,
+    /// The first engine's median rate on a signed ledger over its median rate on an
+    /// unsigned one, when `--signed-ledger` ran both.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_over_unsigned: Option<f64>,
+    /// Each round's signed rate over its unsigned rate, the two run back to back.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signed_over_unsigned_by_round: Vec<f64>,
     /// The minimal keyset loop's median run, when `--reference` ran it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<ReferenceReport>,
@@ -246,9 +257,37 @@ fn round_order(engines: &[EngineKind], round: u32) -> Vec<EngineKind> {
     order
 }
 
+/// The ledgers each engine runs on in round `round`: unsigned only, or (with
+/// `--signed-ledger`) unsigned and signed, the signed one first in every other round.
+fn ledger_order(signed_ledger: bool, round: u32) -> Vec<bool> {
+    match (signed_ledger, round % 2) {
+        (false, _) => vec![false],
+        (true, 0) => vec![false, true],
+        (true, _) => vec![true, false],
+    }
+}
+
+/// Per round that ran `engine` on both ledgers, the signed run's ops/s over the
+/// unsigned run's, in round order.
+fn signed_ratios_by_round(runs: &[RunReport], engine: EngineKind) -> Vec<f64> {
+    let of = |signed| {
+        runs.iter()
+            .filter(move |r| r.engine == engine && r.signed_ledger == signed)
+    };
+    of(true)
+        .filter_map(|signed| {
+            let unsigned = of(false).find(|u| u.round == signed.round)?;
+            Some(stats::round(signed.ops_per_sec / unsigned.ops_per_sec, 3))
+        })
+        .collect()
+}
+
 /// Per round that ran both engines, wasm ops/s over native ops/s, in round order.
 fn ratios_by_round(runs: &[RunReport]) -> Vec<f64> {
-    let of = |kind| runs.iter().filter(move |r| r.engine == kind);
+    let of = |kind| {
+        runs.iter()
+            .filter(move |r| r.engine == kind && !r.signed_ledger)
+    };
     of(EngineKind::Wasm)
         .filter_map(|wasm| {
             let native = of(EngineKind::Native).find(|n| n.round == wasm.round)?;
@@ -269,6 +308,8 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         wasm_over_native: None,
         wasm_over_native_by_round: Vec::new(),
         wasm_over_native_at_equal_io: None,
+        signed_over_unsigned: None,
+        signed_over_unsigned_by_round: Vec::new(),
         reference: None,
         over_reference: None,
         scaling: None,
@@ -287,27 +328,50 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     } else if opts.hosts > 1 {
         report.hosts = Some(hosts::run(opts).await?);
     } else {
+        if opts.signed_ledger && !opts.publisher.starts_with("ledger://") {
+            return Err(BenchError::Setup {
+                what: "publisher".into(),
+                message: "--signed-ledger compares ledgers: give a ledger:// publisher".into(),
+            });
+        }
         // Engines (and the reference) take turns, round after round, so a slow spell of
         // a noisy machine falls on all of them; each figure is the median of its rounds.
         let mut references = Vec::new();
         for round in 0..opts.rounds.max(1) {
             for engine in round_order(&opts.engines, round) {
-                report.runs.push(delivery::run(opts, engine, round).await?);
+                for signed in ledger_order(opts.signed_ledger, round) {
+                    report
+                        .runs
+                        .push(delivery::run(opts, engine, round, signed).await?);
+                }
             }
             if opts.reference {
                 references.push(reference::run(opts).await?);
             }
         }
-        let median_run = |kind| {
-            let runs = report.runs.iter().filter(|r| r.engine == kind);
+        let median_of = |kind, signed| {
+            let runs = report
+                .runs
+                .iter()
+                .filter(|r| r.engine == kind && r.signed_ledger == signed);
             stats::median_by(runs, |r| r.ops_per_sec).cloned()
         };
+        let median_run = |kind| median_of(kind, false);
+        if let Some(&first) = opts.engines.first()
+            && let (Some(s), Some(u)) = (median_of(first, true), median_of(first, false))
+        {
+            report.signed_over_unsigned = Some(stats::round(s.ops_per_sec / u.ops_per_sec, 3));
+            report.signed_over_unsigned_by_round = signed_ratios_by_round(&report.runs, first);
+        }
         if let (Some(w), Some(n)) = (median_run(EngineKind::Wasm), median_run(EngineKind::Native)) {
             report.wasm_over_native = Some(stats::round(w.ops_per_sec / n.ops_per_sec, 3));
         }
         report.wasm_over_native_by_round = ratios_by_round(&report.runs);
         let median_share = |kind| {
-            let shares = report.runs.iter().filter(|r| r.engine == kind);
+            let shares = report
+                .runs
+                .iter()
+                .filter(|r| r.engine == kind && !r.signed_ledger);
             stats::median_by(shares.map(|r| r.guest_time_share), |s| *s)
         };
         if let (Some(w), Some(n)) = (
@@ -360,6 +424,7 @@ mod tests {
         RunReport {
             engine,
             round,
+            signed_ledger: false,
             fresh_db: String::new(),
             ops: 1,
             batch: 1,
@@ -388,5 +453,30 @@ mod tests {
         ];
         assert_eq!(ratios_by_round(&runs), [0.9, 1.1]);
         assert_eq!(ratios_by_round(&runs[..1]), Vec::<f64>::new());
+    }
+
+    #[test]
+    fn signed_and_unsigned_ledgers_take_turns_and_pair_by_round() {
+        assert_eq!(ledger_order(false, 1), [false]);
+        assert_eq!(ledger_order(true, 0), [false, true]);
+        assert_eq!(ledger_order(true, 1), [true, false]);
+        let signed = |round, ops_per_sec| RunReport {
+            signed_ledger: true,
+            ..run(EngineKind::Wasm, round, ops_per_sec)
+        };
+        let runs = [
+            run(EngineKind::Wasm, 0, 100.0),
+            signed(0, 95.0),
+            signed(1, 40.0),
+            run(EngineKind::Wasm, 1, 50.0),
+            run(EngineKind::Native, 1, 10.0),
+        ];
+        assert_eq!(signed_ratios_by_round(&runs, EngineKind::Wasm), [0.95, 0.8]);
+        assert_eq!(
+            signed_ratios_by_round(&runs, EngineKind::Native),
+            Vec::<f64>::new()
+        );
+        // A signed run is never taken for the other engine's pair.
+        assert_eq!(ratios_by_round(&runs), [5.0]);
     }
 }

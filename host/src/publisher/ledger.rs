@@ -48,6 +48,20 @@ impl LedgerPublisher {
         self.signing_key.as_ref().map(|k| k.verifier_key().clone())
     }
 
+    /// Waits until every confirmed batch is in a signed checkpoint; that checkpoint's
+    /// size (`None` for an unsigned ledger).
+    pub async fn signed_size(&self) -> Result<Option<u64>, ledger::LedgerError> {
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || this.with_ledger(|l| l.signed_size())).await {
+            Ok(signed) => signed,
+            Err(e) => Err(ledger::LedgerError::Io {
+                path: self.path.clone(),
+                action: "wait for the signed checkpoint",
+                source: std::io::Error::other(e.to_string()),
+            }),
+        }
+    }
+
     /// Keeps the ledger open between batches (`true`, the default), or closes it now and
     /// after every later use (`false`: this host stands by for another one).
     pub fn hold(&self, keep_open: bool) {

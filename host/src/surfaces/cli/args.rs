@@ -529,6 +529,11 @@ pub struct BenchArgs {
     /// same backlog in a fresh database, and report trustlog's rate over its rate.
     #[arg(long)]
     pub reference: bool,
+    /// With a ledger publisher: run each engine on an unsigned (v1) and a signed (v2)
+    /// ledger in turns, the signed one with a key made for the run, and report the
+    /// signed drain's rate over the unsigned one's.
+    #[arg(long)]
+    pub signed_ledger: bool,
     /// Run every engine (and --reference) this many times, taking turns, and report
     /// the median of each: on a noisy machine one run of each is not a ratio.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]

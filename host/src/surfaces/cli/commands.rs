@@ -750,6 +750,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         latency_ops: args.latency_ops,
         rate: args.rate,
         reference: args.reference,
+        signed_ledger: args.signed_ledger,
         rounds: args.rounds,
         scaling_rows: if args.scaling {
             args.scaling_rows
@@ -780,9 +781,10 @@ fn print_bench(r: &BenchReport) {
     println!("bench: db {} publisher {}", r.db, r.publisher);
     for run in &r.runs {
         println!(
-            "{:>6}: stored {} ops at {} ops/s; delivered in {} s: {} ops/s (batch {}), guest time {:.1}%; \
+            "{:>6}{}: stored {} ops at {} ops/s; delivered in {} s: {} ops/s (batch {}), guest time {:.1}%; \
              paced {} ops at {}/s: p50 {}, p99 {}, max {}",
             format!("{:?}", run.engine).to_lowercase(),
+            if run.signed_ledger { " signed" } else { "" },
             run.ops,
             run.store_ops_per_sec,
             run.delivery_seconds,
@@ -801,6 +803,12 @@ fn print_bench(r: &BenchReport) {
     }
     if let Some(ratio) = r.wasm_over_native {
         println!("wasm/native throughput: {ratio}");
+    }
+    if let Some(ratio) = r.signed_over_unsigned {
+        println!(
+            "signed/unsigned ledger throughput: {ratio} (by round: {:?})",
+            r.signed_over_unsigned_by_round
+        );
     }
     if let Some(ratio) = r.wasm_over_native_at_equal_io {
         println!("wasm/native at equal host I/O (from the guest time shares): {ratio}");
