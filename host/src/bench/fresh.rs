@@ -277,7 +277,7 @@ mod tests {
             fresh.url,
             format!("ledger://{}?signing_key={encoded}", ledger.display())
         );
-        let mut signed = crate::ledger::Ledger::open_with(
+        let signed = crate::ledger::Ledger::open_with(
             &ledger,
             crate::ledger::LedgerOptions {
                 signing_key: Some(
