@@ -177,8 +177,8 @@ use publisher::Publisher;
 use recovery::*;
 pub use served::{TileError, read_tile};
 use tiles::{Layer, MAX_LEAF_LEN, tlog_dir};
-pub use tlog::LedgerOptions;
 use tlog::Tlog;
+pub use tlog::{DEFAULT_CHECKPOINT_INTERVAL, LedgerOptions};
 use tlog_recovery::Entries;
 use verify::check_anchor;
 pub use verify::{VerifyReport, verify};
@@ -324,11 +324,16 @@ impl Ledger {
                 };
                 let tlog = Tlog::open(&entries, key, origin, options.sync_checkpoint)?;
                 let dir = tlog.dir.root().to_owned();
-                Some(Publisher::start(tlog).map_err(|source| LedgerError::Io {
-                    path: dir,
-                    action: "start the publishing thread for",
-                    source,
-                })?)
+                let interval = options
+                    .checkpoint_interval
+                    .unwrap_or(DEFAULT_CHECKPOINT_INTERVAL);
+                Some(
+                    Publisher::start(tlog, interval).map_err(|source| LedgerError::Io {
+                        path: dir,
+                        action: "start the publishing thread for",
+                        source,
+                    })?,
+                )
             }
             None => None,
         };

@@ -6,9 +6,10 @@
 //! the checkpoint); in line, that doubled an append. Beside it, it fits in the time
 //! the append spends waiting for its fsync.
 
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::keys::VerifierKey;
 use super::tlog::Tlog;
@@ -17,6 +18,8 @@ use super::*;
 /// Confirmed batches an append may run ahead of their publication; past this it waits,
 /// so a slow disk holds appends back instead of queueing without bound.
 const QUEUE: usize = 2;
+/// Batches published under one checkpoint at most, bounding what the thread holds.
+const MAX_TOGETHER: usize = 64;
 
 /// A confirmed batch: the lines as written, where each payload sits in them, and
 /// the chain head after it.
@@ -63,7 +66,7 @@ impl fmt::Debug for Publisher {
 
 impl Publisher {
     /// Starts publishing for an opened log.
-    pub(crate) fn start(tlog: Tlog) -> io::Result<Publisher> {
+    pub(crate) fn start(tlog: Tlog, interval: Duration) -> io::Result<Publisher> {
         let verifier = tlog.key.verifier_key().clone();
         let progress = Arc::new((
             Mutex::new(Progress {
@@ -77,7 +80,7 @@ impl Publisher {
         let shared = Arc::clone(&progress);
         let thread = std::thread::Builder::new()
             .name("trustlog-ledger-tlog".to_string())
-            .spawn(move || run(tlog, queue, &done, &shared))?;
+            .spawn(move || run(tlog, interval, queue, &done, &shared))?;
         Ok(Publisher {
             jobs: Some(jobs),
             spares,
@@ -141,6 +144,7 @@ impl Drop for Publisher {
 
 fn run(
     mut tlog: Tlog,
+    interval: Duration,
     queue: Receiver<Job>,
     spares: &mpsc::Sender<(Vec<u8>, Vec<Range<usize>>)>,
     shared: &Shared,
@@ -154,16 +158,40 @@ fn run(
         }
     }
     let _stopped = Stopped(shared);
-    for job in queue {
-        let leaves = job.leaves.iter().map(|leaf| &job.lines[leaf.clone()]);
-        tlog.publish(leaves, job.head);
+    let mut jobs = Vec::with_capacity(MAX_TOGETHER);
+    let mut last: Option<Instant> = None;
+    while let Ok(job) = queue.recv() {
+        // At most one publication per interval: the batches confirmed until it is due
+        // go out together, under one checkpoint. They are taken off the queue while
+        // waiting, so the appends never wait for this.
+        jobs.push(job);
+        let due = last.map_or_else(Instant::now, |at| at + interval);
+        while jobs.len() < MAX_TOGETHER {
+            let now = Instant::now();
+            if now >= due {
+                jobs.extend(queue.try_iter().take(MAX_TOGETHER - jobs.len()));
+                break;
+            }
+            match queue.recv_timeout(due - now) {
+                Ok(job) => jobs.push(job),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        last = Some(Instant::now());
+        let head = jobs.last().expect("one job at least").head;
+        let leaves = jobs
+            .iter()
+            .flat_map(|job| job.leaves.iter().map(|leaf| &job.lines[leaf.clone()]));
+        tlog.publish(leaves, head);
         {
             let mut progress = lock(shared);
-            progress.done += 1;
+            progress.done += jobs.len() as u64;
             progress.signed = tlog.signed;
             shared.1.notify_all();
         }
-        // Refused only once the ledger is gone, and then nobody needs the buffers.
-        let _ = spares.send((job.lines, job.leaves));
+        for job in jobs.drain(..) {
+            // Refused only once the ledger is gone, and then nobody needs the buffers.
+            let _ = spares.send((job.lines, job.leaves));
+        }
     }
 }

@@ -22,9 +22,12 @@ fn keys() -> KeyPair {
     generate_key(NAME).unwrap()
 }
 
+/// A signed ledger's options, publishing every batch as soon as it is confirmed, so the
+/// files a test looks at do not depend on timing (the default interval has its own test).
 fn signed(keys: &KeyPair) -> LedgerOptions {
     LedgerOptions {
         signing_key: Some(SigningKey::parse(&keys.signer_key).unwrap()),
+        checkpoint_interval: Some(Duration::ZERO),
         ..LedgerOptions::default()
     }
 }
@@ -33,13 +36,16 @@ fn open_signed(path: &Path, keys: &KeyPair) -> Result<Ledger, LedgerError> {
     Ledger::open_with(path, signed(keys))
 }
 
-/// Appends entries `from..from + count` in batches of `batch`.
+/// Appends entries `from..from + count` in batches of `batch`, each published before
+/// the next is appended, so every batch leaves its own tiles and checkpoint (batches
+/// that queue up are published together: see the test of that).
 fn append_all(ledger: &mut Ledger, from: u64, count: u64, batch: u64) {
     let mut next = from;
     while next < from + count {
         let n = batch.min(from + count - next);
         ledger.append(&envelopes(next, n)).unwrap();
         next += n;
+        assert_eq!(ledger.signed_size(), Some(next - 1));
     }
 }
 
@@ -349,6 +355,47 @@ fn every_batch_signs_one_checkpoint_and_a_reopened_ledger_carries_on() {
     let report = verify_v2(&path, &pair.verifier_key).unwrap();
     assert_eq!(report.entries, total);
     assert_eq!(report.root_hash, b64(&rfc6962::mth(&leaves(&path))));
+}
+
+#[test]
+fn batches_appended_faster_than_they_are_published_go_out_together_and_the_log_is_the_same() {
+    let dir = TempDir::new().unwrap();
+    let pair = keys();
+    let path = ledger_path(&dir);
+    // The first batch goes out at once; the others, appended well within the
+    // interval, wait for it and go out together.
+    let options = LedgerOptions {
+        checkpoint_interval: Some(Duration::from_secs(2)),
+        ..signed(&pair)
+    };
+    let mut ledger = Ledger::open_with(&path, options).unwrap();
+    ledger.append(&envelopes(1, 1)).unwrap();
+    assert_eq!(ledger.signed_size(), Some(1));
+    let mut total = 1;
+    // Sizes that cross tile edges at every level of a small tree, appended back to back.
+    for n in (0..60).map(|i| 1 + (i * 37) % 211) {
+        ledger.append(&envelopes(total + 1, n)).unwrap();
+        total += n;
+    }
+    assert_eq!(ledger.signed_size(), Some(total));
+    drop(ledger);
+    // Published one by one, the last tile of each layer would have kept a partial per
+    // batch that ended in it; published together, it has the final one only.
+    let partials = |layer: &str| {
+        let dir = tile_file(&path, &format!("tile/{layer}/{:03}.p", total / 256));
+        fs::read_dir(dir).unwrap().count()
+    };
+    assert_eq!((partials("0"), partials("entries")), (1, 1));
+    let report = verify_v2(&path, &pair.verifier_key).unwrap();
+    assert_eq!(report.entries, total);
+    assert_eq!(report.root_hash, b64(&rfc6962::mth(&leaves(&path))));
+    for index in [0, 255, 256, total / 2, total - 1] {
+        let proof = prove_inclusion(&path, &format!("op-{:08}", index + 1)).unwrap();
+        assert_eq!(
+            check_inclusion(&proof, &pair.verifier_key).unwrap().index,
+            index
+        );
+    }
 }
 
 #[test]

@@ -26,7 +26,19 @@ pub struct LedgerOptions {
     /// default: a checkpoint only ever covers fsynced entries, so one lost in a crash
     /// is signed again, identically, on the next open (see the crate's durability notes).
     pub sync_checkpoint: bool,
+    /// The shortest time between two checkpoints: batches confirmed within it are
+    /// published together, under one. `None` takes [`DEFAULT_CHECKPOINT_INTERVAL`];
+    /// zero publishes every batch on its own. A batch after a quiet spell goes out at once.
+    pub checkpoint_interval: Option<std::time::Duration>,
 }
+
+/// How often a busy ledger signs a checkpoint at most: 100 ms. Each publication
+/// writes the right edge's partial tiles (the partial entry bundle alone holds up to
+/// 255 payloads), and on ext4 every fsync of the entries then flushes them too: at one
+/// publication per batch of 100, or per 10 ms, a 2-core host's 100,000-row drain ran at
+/// 0.75 of an unsigned ledger's rate; at one per 100 ms, at its rate (on tmpfs: 0.98
+/// per batch). Go's checksum database signs once a second.
+pub const DEFAULT_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The signed side of an open v2 ledger.
 pub(crate) struct Tlog {
@@ -96,8 +108,16 @@ impl Tlog {
             Ok(()) if id.is_full() => {
                 // Stale partials are prefixes of the full tile, so failing to drop
                 // them costs disk, never correctness.
-                if let Err(error) = self.dir.remove_partials(&id) {
-                    tracing::warn!(tile = %self.dir.file(&id).display(), %error, "could not remove a full tile's partial versions");
+                match self.dir.remove_partials(&id) {
+                    // Not moving it costs a mkdir later, nothing else.
+                    Ok(()) => {
+                        if let Err(error) = self.dir.hand_on_partials_dir(&id) {
+                            tracing::debug!(tile = %self.dir.file(&id).display(), %error, "kept a full tile's empty partials directory");
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(tile = %self.dir.file(&id).display(), %error, "could not remove a full tile's partial versions");
+                    }
                 }
             }
             Ok(()) => {}
