@@ -32,12 +32,11 @@ pub struct LedgerOptions {
     pub checkpoint_interval: Option<std::time::Duration>,
 }
 
-/// How often a busy ledger signs a checkpoint at most: 100 ms. Each publication
-/// writes the right edge's partial tiles (the partial entry bundle alone holds up to
-/// 255 payloads), and on ext4 every fsync of the entries then flushes them too: at one
-/// publication per batch of 100, or per 10 ms, a 2-core host's 100,000-row drain ran at
-/// 0.75 of an unsigned ledger's rate; at one per 100 ms, at its rate (on tmpfs: 0.98
-/// per batch). Go's checksum database signs once a second.
+/// How often a busy ledger signs a checkpoint at most: 100 ms. Each publication writes
+/// the right edge's partial tiles (the partial entry bundle alone holds up to 255
+/// payloads) as new files and signs once; at one per batch, a busy drain of batches of
+/// 100 made about 300 a second, at one per 100 ms it makes ten (BENCHMARKS.md, Signed
+/// ledger). Go's checksum database signs once a second.
 pub const DEFAULT_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The signed side of an open v2 ledger.
