@@ -23,6 +23,14 @@ const MAX_TOGETHER: usize = 64;
 
 /// A confirmed batch: the lines as written, where each payload sits in them, and
 /// the chain head after it.
+/// What the appends send the publishing thread.
+enum Message {
+    /// A confirmed batch to publish.
+    Batch(Job),
+    /// Someone waits for the checkpoint: publish what is held now, not when due.
+    Flush,
+}
+
 struct Job {
     lines: Vec<u8>,
     leaves: Vec<Range<usize>>,
@@ -47,7 +55,7 @@ fn lock(shared: &Shared) -> MutexGuard<'_, Progress> {
 
 /// The publishing thread of an open v2 ledger.
 pub(crate) struct Publisher {
-    jobs: Option<SyncSender<Job>>,
+    jobs: Option<SyncSender<Message>>,
     // A job's buffers come back here, so appends reuse them instead of allocating.
     spares: Receiver<(Vec<u8>, Vec<Range<usize>>)>,
     thread: Option<JoinHandle<()>>,
@@ -112,7 +120,7 @@ impl Publisher {
         };
         let jobs = self.jobs.as_ref().expect("only dropping takes the sender");
         lock(&self.progress).sent += 1;
-        jobs.send(job).map_err(|_| {
+        jobs.send(Message::Batch(job)).map_err(|_| {
             lock(&self.progress).sent -= 1;
             "the transparency log's publishing thread has stopped".to_string()
         })
@@ -120,6 +128,10 @@ impl Publisher {
 
     /// Waits until every queued batch is published; the size of the last checkpoint signed.
     pub(crate) fn signed(&self) -> Option<u64> {
+        if let Some(jobs) = &self.jobs {
+            // Refused only once the thread is gone; the wait below then ends at once.
+            let _ = jobs.send(Message::Flush);
+        }
         let (_, published) = &*self.progress;
         let progress = published
             .wait_while(lock(&self.progress), |p| p.done < p.sent && !p.stopped)
@@ -145,7 +157,7 @@ impl Drop for Publisher {
 fn run(
     mut tlog: Tlog,
     interval: Duration,
-    queue: Receiver<Job>,
+    queue: Receiver<Message>,
     spares: &mpsc::Sender<(Vec<u8>, Vec<Range<usize>>)>,
     shared: &Shared,
 ) {
@@ -160,21 +172,25 @@ fn run(
     let _stopped = Stopped(shared);
     let mut jobs = Vec::with_capacity(MAX_TOGETHER);
     let mut last: Option<Instant> = None;
-    while let Ok(job) = queue.recv() {
+    while let Ok(message) = queue.recv() {
+        let Message::Batch(job) = message else {
+            continue; // Nothing held: every batch so far is published.
+        };
         // At most one publication per interval: the batches confirmed until it is due
         // go out together, under one checkpoint. They are taken off the queue while
-        // waiting, so the appends never wait for this.
+        // waiting, so the appends never wait for this; a waiter's flush ends the wait.
         jobs.push(job);
         let due = last.map_or_else(Instant::now, |at| at + interval);
         while jobs.len() < MAX_TOGETHER {
             let now = Instant::now();
-            if now >= due {
-                jobs.extend(queue.try_iter().take(MAX_TOGETHER - jobs.len()));
-                break;
-            }
-            match queue.recv_timeout(due - now) {
-                Ok(job) => jobs.push(job),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            let next = if now >= due {
+                queue.try_recv().map_err(|_| RecvTimeoutError::Timeout)
+            } else {
+                queue.recv_timeout(due - now)
+            };
+            match next {
+                Ok(Message::Batch(job)) => jobs.push(job),
+                Ok(Message::Flush) | Err(_) => break,
             }
         }
         last = Some(Instant::now());

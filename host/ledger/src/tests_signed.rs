@@ -363,9 +363,9 @@ fn batches_appended_faster_than_they_are_published_go_out_together_and_the_log_i
     let pair = keys();
     let path = ledger_path(&dir);
     // The first batch goes out at once; the others, appended well within the
-    // interval, wait for it and go out together.
+    // interval, wait for it and go out together, as soon as someone asks.
     let options = LedgerOptions {
-        checkpoint_interval: Some(Duration::from_secs(2)),
+        checkpoint_interval: Some(Duration::from_secs(10)),
         ..signed(&pair)
     };
     let mut ledger = Ledger::open_with(&path, options).unwrap();
@@ -377,7 +377,13 @@ fn batches_appended_faster_than_they_are_published_go_out_together_and_the_log_i
         ledger.append(&envelopes(total + 1, n)).unwrap();
         total += n;
     }
+    let asked = Instant::now();
     assert_eq!(ledger.signed_size(), Some(total));
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "waited {:?} for the interval instead of publishing when asked",
+        asked.elapsed()
+    );
     drop(ledger);
     // Published one by one, the last tile of each layer would have kept a partial per
     // batch that ended in it; published together, it has the final one only.
