@@ -28,7 +28,8 @@ pub struct LedgerOptions {
     pub sync_checkpoint: bool,
     /// The shortest time between two checkpoints: batches confirmed within it are
     /// published together, under one. `None` takes [`DEFAULT_CHECKPOINT_INTERVAL`];
-    /// zero publishes every batch on its own. A batch after a quiet spell goes out at once.
+    /// zero publishes every batch on its own. A batch after a quiet spell goes out at
+    /// once, and so does everything held when [`Ledger::signed_size`] is asked.
     pub checkpoint_interval: Option<std::time::Duration>,
 }
 
