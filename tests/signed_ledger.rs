@@ -74,6 +74,34 @@ fn consistency(ledger: &Path, old: &Path, verifier: &str) -> std::process::Outpu
     )
 }
 
+/// `ledger check-proof FILE --key VERIFIER`.
+fn check_proof(file: &Path, verifier: &str) -> std::process::Output {
+    run(
+        &[
+            "ledger",
+            "check-proof",
+            file.to_str().unwrap(),
+            "--key",
+            verifier,
+        ],
+        "",
+    )
+}
+
+/// `ledger verify LEDGER --key VERIFIER`.
+fn verify_with(ledger: &Path, verifier: &str) -> std::process::Output {
+    run(
+        &[
+            "ledger",
+            "verify",
+            ledger.to_str().unwrap(),
+            "--key",
+            verifier,
+        ],
+        "",
+    )
+}
+
 /// Copies a directory's files, recursively.
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -131,19 +159,7 @@ fn rewrite_and_rehash(path: &Path) {
 #[test]
 fn an_auditor_checks_a_signed_ledger_with_the_verifier_key_alone_and_a_rewrite_is_caught() {
     let s = Scratch::new();
-    let key_file = s.dir.path().join("ledger.key");
-    let out = run_ok(
-        &[
-            "ledger",
-            "keygen",
-            "--out",
-            key_file.to_str().unwrap(),
-            "--name",
-            "audit.example/log",
-        ],
-        "",
-    );
-    let verifier = stdout(&out).trim().to_string();
+    let (key_file, verifier) = keygen(s.dir.path(), "ledger");
     assert!(verifier.starts_with("audit.example/log+"), "{verifier}");
     let secret = std::fs::read_to_string(&key_file).unwrap();
     assert!(secret.starts_with("PRIVATE+KEY+audit.example/log+"));
@@ -159,19 +175,16 @@ fn an_auditor_checks_a_signed_ledger_with_the_verifier_key_alone_and_a_rewrite_i
     assert!(!again.status.success(), "a key is never overwritten");
     assert_eq!(std::fs::read_to_string(&key_file).unwrap(), secret);
 
-    let url = format!("{}?signing_key={}", s.ledger_url(), key_file.display());
+    let url = signed_url(&s, &key_file);
     let ledger = s.ledger_path();
     let ledger_arg = ledger.to_str().unwrap();
     drain(&s, &url, "first", 40, T0);
     let old_checkpoint = s.dir.path().join("old.checkpoint");
-    std::fs::copy(
-        format!("{}.tlog/checkpoint", ledger.display()),
-        &old_checkpoint,
-    )
-    .unwrap();
+    std::fs::copy(checkpoint_file(&ledger), &old_checkpoint).unwrap();
     drain(&s, &url, "second", 25, T0 + 1_000);
 
-    let verified = run_ok(&["ledger", "verify", ledger_arg, "--key", &verifier], "");
+    let verified = verify_with(&ledger, &verifier);
+    assert!(verified.status.success());
     assert!(
         stdout(&verified).contains("65 entries"),
         "{}",
@@ -181,32 +194,14 @@ fn an_auditor_checks_a_signed_ledger_with_the_verifier_key_alone_and_a_rewrite_i
     let proof = run_ok(&["ledger", "prove", ledger_arg, "first-000007"], "");
     let proof_file = s.dir.path().join("proof.json");
     std::fs::write(&proof_file, &proof.stdout).unwrap();
-    let checked = run_ok(
-        &[
-            "ledger",
-            "check-proof",
-            proof_file.to_str().unwrap(),
-            "--key",
-            &verifier,
-        ],
-        "",
-    );
+    let checked = check_proof(&proof_file, &verifier);
+    assert!(checked.status.success());
     assert!(stdout(&checked).contains("first-000007"));
     let absent = run(&["ledger", "prove", ledger_arg, "never-recorded"], "");
     assert!(!absent.status.success());
 
-    let consistent = run_ok(
-        &[
-            "ledger",
-            "consistency",
-            ledger_arg,
-            "--old",
-            old_checkpoint.to_str().unwrap(),
-            "--key",
-            &verifier,
-        ],
-        "",
-    );
+    let consistent = consistency(&ledger, &old_checkpoint, &verifier);
+    assert!(consistent.status.success());
     assert!(
         stdout(&consistent).contains("size 65"),
         "{}",
@@ -214,33 +209,12 @@ fn an_auditor_checks_a_signed_ledger_with_the_verifier_key_alone_and_a_rewrite_i
     );
 
     // Another key does not verify this log.
-    let other_key = s.dir.path().join("other.key");
-    let other = run_ok(
-        &[
-            "ledger",
-            "keygen",
-            "--out",
-            other_key.to_str().unwrap(),
-            "--name",
-            "audit.example/log",
-        ],
-        "",
-    );
-    let refused = run(
-        &[
-            "ledger",
-            "verify",
-            ledger_arg,
-            "--key",
-            stdout(&other).trim(),
-        ],
-        "",
-    );
-    assert!(!refused.status.success());
+    let (_, other) = keygen(s.dir.path(), "other");
+    assert!(!verify_with(&ledger, &other).status.success());
 
     // The rewrite a hash chain with an unsigned head cannot see.
     rewrite_and_rehash(&ledger);
-    let forged = run(&["ledger", "verify", ledger_arg, "--key", &verifier], "");
+    let forged = verify_with(&ledger, &verifier);
     assert!(
         !forged.status.success(),
         "the rewritten log passed: {}",
@@ -250,16 +224,7 @@ fn an_auditor_checks_a_signed_ledger_with_the_verifier_key_alone_and_a_rewrite_i
         .unwrap()
         .replace("张三", "FORGED");
     std::fs::write(&proof_file, tampered_proof).unwrap();
-    let bad = run(
-        &[
-            "ledger",
-            "check-proof",
-            proof_file.to_str().unwrap(),
-            "--key",
-            &verifier,
-        ],
-        "",
-    );
+    let bad = check_proof(&proof_file, &verifier);
     assert!(!bad.status.success(), "a tampered proof passed");
 }
 
@@ -340,16 +305,7 @@ fn a_log_rolled_back_to_an_older_signed_state_or_forked_fails_the_consistency_ch
     let rolled = rolled_back
         .path()
         .join(a.ledger_path().file_name().unwrap());
-    let alone = run(
-        &[
-            "ledger",
-            "verify",
-            rolled.to_str().unwrap(),
-            "--key",
-            &verifier,
-        ],
-        "",
-    );
+    let alone = verify_with(&rolled, &verifier);
     assert!(
         alone.status.success(),
         "{}",
@@ -366,16 +322,7 @@ fn a_log_rolled_back_to_an_older_signed_state_or_forked_fails_the_consistency_ch
     let text = std::fs::read_to_string(a.ledger_path()).unwrap();
     let kept: String = text.lines().take(50).map(|l| format!("{l}\n")).collect();
     std::fs::write(a.ledger_path(), kept).unwrap();
-    let cut = run(
-        &[
-            "ledger",
-            "verify",
-            a.ledger_path().to_str().unwrap(),
-            "--key",
-            &verifier,
-        ],
-        "",
-    );
+    let cut = verify_with(&a.ledger_path(), &verifier);
     assert!(!cut.status.success(), "a cut log passed: {}", stdout(&cut));
 }
 
@@ -494,16 +441,8 @@ async fn the_checkpoint_tiles_and_proofs_are_served_to_readers_and_add_up_to_the
     assert_eq!(parsed.index, 123);
     let proof_file = dir.path().join("proof.json");
     std::fs::write(&proof_file, &proof).unwrap();
-    let checked = run_ok(
-        &[
-            "ledger",
-            "check-proof",
-            proof_file.to_str().unwrap(),
-            "--key",
-            &verifier,
-        ],
-        "",
-    );
+    let checked = check_proof(&proof_file, &verifier);
+    assert!(checked.status.success());
     assert!(stdout(&checked).contains("served-000123"));
 
     let status = |route: String, secret: Option<&'static str>| {
@@ -601,16 +540,8 @@ fn the_demo_signs_a_new_ledger_with_a_key_it_makes_beside_it_and_says_where() {
         "{second}"
     );
     assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key);
-    let verified = run_ok(
-        &[
-            "ledger",
-            "verify",
-            ledger.to_str().unwrap(),
-            "--key",
-            &verifier,
-        ],
-        "",
-    );
+    let verified = verify_with(&ledger, &verifier);
+    assert!(verified.status.success());
     assert!(
         stdout(&verified).contains("50 entries"),
         "{}",

@@ -59,13 +59,20 @@ pub enum Publisher {
     Disabled,
 }
 
+/// The ledger file a `ledger://PATH[?OPTIONS]` URL names; `None` for another publisher.
+pub fn ledger_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("ledger://")?;
+    let path = rest.split_once('?').map_or(rest, |(path, _)| path);
+    Some(path.into())
+}
+
 /// `ledger://PATH[?signing_key=KEYFILE]`: the file, and the key that signs its
 /// checkpoints (from the file named, else from `TRUSTLOG_LEDGER_SIGNING_KEY` naming one).
 fn ledger_url(
     url: &str,
     rest: &str,
 ) -> Result<(std::path::PathBuf, Option<trustlog_ledger::SigningKey>), PublisherError> {
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let query = rest.split_once('?').map_or("", |(_, query)| query);
     let mut key_file = std::env::var("TRUSTLOG_LEDGER_SIGNING_KEY")
         .ok()
         .filter(|k| !k.is_empty());
@@ -93,7 +100,8 @@ fn ledger_url(
             )
         }
     };
-    Ok((path.into(), key))
+    let path = ledger_path(url).expect("a ledger:// URL");
+    Ok((path, key))
 }
 
 impl Publisher {

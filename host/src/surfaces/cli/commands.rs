@@ -699,14 +699,14 @@ async fn demo(args: DemoArgs, adapters: &Adapters) -> anyhow::Result<ExitCode> {
         "delivered {} operations to {}",
         run_summary.published, args.publisher.publisher
     );
-    if let Some(path) = args.publisher.publisher.strip_prefix("ledger://") {
-        let path = path.split_once('?').map_or(path, |(p, _)| p);
+    if let Some(path) = crate::publisher::ledger_path(&args.publisher.publisher) {
+        let shown = path.display();
         match &verifier {
             Some(key) => {
-                let report = ledger::verify_v2(std::path::Path::new(path), key.as_str())
-                    .with_context(|| format!("verifying {path}"))?;
+                let report = ledger::verify_v2(&path, key.as_str())
+                    .with_context(|| format!("verifying {shown}"))?;
                 println!(
-                    "ledger {path} verified: {} entries, head {}, checkpoint signed by {} at size {}, root {}",
+                    "ledger {shown} verified: {} entries, head {}, checkpoint signed by {} at size {}, root {}",
                     report.entries,
                     report.head_hash,
                     report.origin,
@@ -715,10 +715,9 @@ async fn demo(args: DemoArgs, adapters: &Adapters) -> anyhow::Result<ExitCode> {
                 );
             }
             None => {
-                let report = ledger::verify(std::path::Path::new(path))
-                    .with_context(|| format!("verifying {path}"))?;
+                let report = ledger::verify(&path).with_context(|| format!("verifying {shown}"))?;
                 println!(
-                    "ledger {path} verified: {} entries, head {}",
+                    "ledger {shown} verified: {} entries, head {}",
                     report.entries, report.head_hash
                 );
             }

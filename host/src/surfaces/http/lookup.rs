@@ -141,9 +141,16 @@ pub async fn search(
 
 /// The ledger file of a tenant whose publisher is the embedded ledger.
 pub(super) fn ledger_path(tenant: &Running) -> Option<PathBuf> {
-    let rest = tenant.spec.publisher.strip_prefix("ledger://")?;
-    let path = rest.split_once('?').map_or(rest, |(p, _)| p);
-    Some(PathBuf::from(path))
+    crate::publisher::ledger_path(&tenant.spec.publisher)
+}
+
+/// Runs a file read off the async threads.
+pub(super) async fn blocking<T: Send + 'static>(
+    read: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 /// The operation's first entry in the tenant's ledger, read off the async threads.
@@ -152,9 +159,8 @@ async fn ledger_entry(tenant: &Running, op_id: &str) -> Result<Option<FoundEntry
         return Ok(None);
     };
     let op_id = op_id.to_string();
-    tokio::task::spawn_blocking(move || find_entry(&path, &op_id))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    blocking(move || find_entry(&path, &op_id))
+        .await?
         .map_err(unavailable)
 }
 

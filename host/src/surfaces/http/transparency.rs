@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use trustlog_ledger::{InclusionProof, ProofError, TileError};
 
 use super::access::Role;
-use super::lookup::ledger_path;
+use super::lookup::{blocking, ledger_path};
 use super::{ApiError, Scoped};
 use crate::scheduling::tenants::Running;
 
@@ -27,15 +27,6 @@ fn ledger_of(tenant: &Running) -> Result<std::path::PathBuf, ApiError> {
             ),
         )
     })
-}
-
-/// Runs a file read off the async threads.
-async fn blocking<T: Send + 'static>(
-    read: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(read)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 fn proof_error(e: ProofError) -> ApiError {
