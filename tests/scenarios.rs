@@ -132,6 +132,8 @@ fn config(c: &Value) -> Config {
         },
         default_strategy: strategy(c["default_strategy"].as_str().unwrap()),
         catch_up_window_micros: u(&c["catch_up_window_micros"]),
+        // Absent, one batch at a time: each scan tick settles what it reads.
+        pipeline_depth: c.get("pipeline_depth").map_or(1, u) as u32,
     }
 }
 
@@ -192,6 +194,7 @@ impl Run {
     async fn tick(&mut self, kind: &str, now: i64) -> TickReport {
         let r = match kind {
             "scan" => self.tenant.scan_tick(now).await,
+            "scan-settle" => self.tenant.scan_settle(now).await,
             "retry" => self.tenant.retry_tick(now).await,
             "sweep" => self.tenant.sweep_tick(now).await,
             "catch-up" => self.tenant.catch_up_tick(now).await,

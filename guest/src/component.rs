@@ -26,8 +26,11 @@ pub use trustlog::engine::{db, digest, log, monitoring, publisher, types as t};
 
 thread_local! {
     // A component instance is single-threaded; the host keeps one instance per tenant.
-    static ENGINE: RefCell<Engine> = RefCell::new(Engine::new());
+    static ENGINE: RefCell<ComponentEngine> = RefCell::new(Engine::new());
 }
+
+/// The engine over the component's imports, holding their resources while batches are out.
+pub type ComponentEngine = Engine<publisher::Delivery, db::Commit>;
 
 /// The engine as the component's export.
 pub struct Component;
@@ -39,6 +42,9 @@ export_trustlog!(Component);
 pub struct Imports;
 
 impl Host for Imports {
+    type Delivery = publisher::Delivery;
+    type Commit = db::Commit;
+
     fn insert(
         &mut self,
         ops: Vec<m::Operation>,
@@ -99,15 +105,28 @@ impl Host for Imports {
         db::apply(&work.into()).map_err(Into::into)
     }
 
+    fn begin_apply(&mut self, work: m::UnitOfWork) -> db::Commit {
+        db::begin_apply(&work.into())
+    }
+
+    fn commit_outcome(&mut self, commit: db::Commit) -> Result<(), m::DbError> {
+        commit.outcome().map_err(Into::into)
+    }
+
     fn publish(&mut self, batch: EnvelopeBatch) -> Vec<Result<(), m::PublishError>> {
-        let batch = t::EnvelopeBatch {
-            op_ids: batch.op_ids,
-            op_id_ends: batch.op_id_ends,
-            payloads: batch.payloads,
-            payload_ends: batch.payload_ends,
-            sha256: batch.sha256,
-        };
-        publisher::publish(&batch)
+        publisher::publish(&envelopes(batch))
+            .into_iter()
+            .map(|r| r.map_err(Into::into))
+            .collect()
+    }
+
+    fn send(&mut self, batch: EnvelopeBatch) -> publisher::Delivery {
+        publisher::send(&envelopes(batch))
+    }
+
+    fn confirmations(&mut self, delivery: publisher::Delivery) -> Vec<Result<(), m::PublishError>> {
+        delivery
+            .confirmations()
             .into_iter()
             .map(|r| r.map_err(Into::into))
             .collect()
@@ -133,9 +152,19 @@ impl Host for Imports {
     }
 }
 
+fn envelopes(batch: EnvelopeBatch) -> t::EnvelopeBatch {
+    t::EnvelopeBatch {
+        op_ids: batch.op_ids,
+        op_id_ends: batch.op_id_ends,
+        payloads: batch.payloads,
+        payload_ends: batch.payload_ends,
+        sha256: batch.sha256,
+    }
+}
+
 /// Runs `f` on this instance's engine with the real imports.
 pub fn with_engine<R>(
-    f: impl FnOnce(&mut Engine, &mut Imports) -> Result<R, m::EngineError>,
+    f: impl FnOnce(&mut ComponentEngine, &mut Imports) -> Result<R, m::EngineError>,
 ) -> Result<R, x::EngineError> {
     ENGINE
         .with(|e| f(&mut e.borrow_mut(), &mut Imports))
@@ -167,6 +196,10 @@ impl x::Guest for Component {
 
     fn scan_tick(now: t::Micros) -> Result<x::TickReport, x::EngineError> {
         with_engine(|e, h| e.scan_tick(h, now)).map(Into::into)
+    }
+
+    fn scan_settle(now: t::Micros) -> Result<x::TickReport, x::EngineError> {
+        with_engine(|e, h| e.scan_settle(h, now)).map(Into::into)
     }
 
     fn retry_tick(now: t::Micros) -> Result<x::TickReport, x::EngineError> {
@@ -203,6 +236,7 @@ impl From<t::Config> for m::Config {
             },
             default_strategy: cfg.default_strategy.into(),
             catch_up_window_micros: cfg.catch_up_window_micros,
+            pipeline_depth: cfg.pipeline_depth,
         }
     }
 }

@@ -10,11 +10,17 @@ use crate::cursor::{Cursor, FUTURE_SLACK_MICROS};
 use crate::envelope_batch::{EnvelopeBatch, Unjoined};
 use crate::model::*;
 use crate::packed::{RetryRows, Rows};
+use crate::pipeline::{Committing, Pipeline, Sent, Tally};
 use crate::plan::{self, Attempt};
 use crate::validate;
 
 /// The imports the engine needs: the `db`, `publisher`, `log` and `digest` interfaces.
 pub trait Host {
+    /// A batch handed to the trust log by [`Host::send`], confirmations still to collect.
+    type Delivery;
+    /// A unit of work handed to the database by [`Host::begin_apply`], outcome still to collect.
+    type Commit;
+
     /// Stores `ops` with one status; one outcome per input, in order.
     fn insert(
         &mut self,
@@ -38,8 +44,18 @@ pub trait Host {
     fn stats(&mut self, cursor_key: &str) -> Result<DbStats, DbError>;
     /// Runs a unit of work in a single transaction.
     fn apply(&mut self, work: UnitOfWork) -> Result<(), DbError>;
+    /// Starts a unit of work in a single transaction and returns at once; units begun
+    /// one after another commit in that order.
+    fn begin_apply(&mut self, work: UnitOfWork) -> Self::Commit;
+    /// Waits for a unit of work begun by [`Host::begin_apply`].
+    fn commit_outcome(&mut self, commit: Self::Commit) -> Result<(), DbError>;
     /// Delivers a sealed batch; one result per envelope, in order.
     fn publish(&mut self, batch: EnvelopeBatch) -> Vec<Result<(), PublishError>>;
+    /// Hands a sealed batch to the trust log and returns at once; batches sent one
+    /// after another reach it in that order.
+    fn send(&mut self, batch: EnvelopeBatch) -> Self::Delivery;
+    /// Waits for a sent batch's confirmations: one result per envelope, in order.
+    fn confirmations(&mut self, delivery: Self::Delivery) -> Vec<Result<(), PublishError>>;
     /// Emits one record into the host's log.
     fn log(&mut self, level: Level, message: &str);
     /// The SHA-256 of each payload, in order: `payloads` cut where `ends` say.
@@ -61,14 +77,25 @@ pub enum Level {
     Error,
 }
 
-/// The engine's state between calls: its configuration and its cursor.
-#[derive(Debug, Default)]
-pub struct Engine {
+/// The engine's state between calls: its configuration, its cursor and the scan's
+/// batches out (`D` and `C` are the host's [`Host::Delivery`] and [`Host::Commit`]).
+pub struct Engine<D, C> {
     config: Option<Config>,
     cursor: Cursor,
+    pipeline: Pipeline<D, C>,
 }
 
-impl Engine {
+impl<D, C> Default for Engine<D, C> {
+    fn default() -> Self {
+        Engine {
+            config: None,
+            cursor: Cursor::default(),
+            pipeline: Pipeline::default(),
+        }
+    }
+}
+
+impl<D, C> Engine<D, C> {
     /// A fresh, unconfigured engine.
     pub fn new() -> Self {
         Engine::default()
@@ -88,10 +115,18 @@ impl Engine {
                 "must be at least 1",
             )));
         }
+        if !(1..=MAX_PIPELINE_DEPTH).contains(&cfg.pipeline_depth) {
+            return Err(EngineError::InvalidConfig(FieldError::new(
+                "pipeline_depth",
+                format!("must be 1 to {MAX_PIPELINE_DEPTH}"),
+            )));
+        }
         cfg.backoff.validate().map_err(EngineError::InvalidConfig)?;
         // The cursor is read anew at the next tick: the host configures again when
-        // another worker may have moved it meanwhile.
+        // another worker may have moved it meanwhile. What the scan had out is let go
+        // of; its rows are delivered again.
         self.cursor = Cursor::default();
+        self.pipeline = Pipeline::default();
         self.config = Some(cfg);
         Ok(())
     }
@@ -103,7 +138,7 @@ impl Engine {
     /// Applies a strategy to `ops`; one outcome per input, in order.
     pub fn record(
         &mut self,
-        host: &mut impl Host,
+        host: &mut impl Host<Delivery = D, Commit = C>,
         ops: Vec<Operation>,
         strategy: Option<Strategy>,
     ) -> Result<Vec<RecordOutcome>, EngineError> {
@@ -194,7 +229,7 @@ impl Engine {
 
     fn cursor_position(
         &mut self,
-        host: &mut impl Host,
+        host: &mut impl Host<Delivery = D, Commit = C>,
         key: &str,
     ) -> Result<Option<Position>, EngineError> {
         if let Some(p) = self.cursor.known() {
@@ -205,67 +240,200 @@ impl Engine {
         Ok(p)
     }
 
-    /// Delivers the next batch after the cursor and advances it in the same transaction.
+    /// Reads the next batch after the cursor and delivers it, pipelined: up to
+    /// `pipeline_depth` batches are out at once (see `scan-tick` in the WIT for the
+    /// whole contract). The report counts the batches whose commit this call saw.
     ///
-    /// The cursor moves over the rows settled in order, up to the first one the trust
-    /// log could not be reached for, and no further than [`FUTURE_SLACK_MICROS`] past
-    /// `now`. Rows it does not move over stay waiting (unreachable ones) or are marked
-    /// anyway (future-stamped ones), so the next scan from the same position finds
-    /// exactly the rows still to deliver.
+    /// The cursor moves over each batch's rows settled in order, up to the first one
+    /// the trust log could not be reached for, and no further than
+    /// [`FUTURE_SLACK_MICROS`] past `now`. A batch that stops short of its end stalls
+    /// the run: the batches out after it commit what they settled without moving the
+    /// cursor, nothing more is read, and the next call reads from where the cursor
+    /// stopped, which finds exactly the rows still to deliver.
     pub fn scan_tick(
         &mut self,
-        host: &mut impl Host,
+        host: &mut impl Host<Delivery = D, Commit = C>,
         now: Micros,
     ) -> Result<TickReport, EngineError> {
         let cfg = self.config()?.clone();
-        let from = self.cursor_position(host, &cfg.cursor_key)?;
-        let fetched_rows = host
-            .scan_after(from.clone(), cfg.batch_size)
-            .inspect_err(|_| self.cursor.forget())?;
-        let rows = fetched_rows.views().inspect_err(|_| self.cursor.forget())?;
+        let mut tally = Tally::default();
+        let from = match self.pipeline.read_from.clone() {
+            Some(from) => from,
+            None => {
+                let at = self.cursor_position(host, &cfg.cursor_key)?;
+                self.pipeline.planned = at.clone();
+                at
+            }
+        };
+        let fetched_rows = match host.scan_after(from.clone(), cfg.batch_size) {
+            Ok(rows) => rows,
+            Err(e) => return Err(self.read_failed(host, now, &cfg, &mut tally, e)),
+        };
+        let rows = match fetched_rows.views() {
+            Ok(rows) => rows,
+            Err(e) => return Err(self.read_failed(host, now, &cfg, &mut tally, e)),
+        };
         let faults = fetched_rows.faults();
-        if rows.is_empty() && faults.is_empty() {
-            return Ok(TickReport::default());
-        }
         let fetched = (rows.len() + faults.len()) as u32;
-        let (mut work, outcome) = deliver(
-            host,
+        let full = fetched >= cfg.batch_size;
+        // A fault has no position to read on from, so a batch with one is the run's last.
+        let mut flush = !full || !faults.is_empty() || rows.is_empty();
+        if fetched > 0 {
+            let last = rows
+                .iter()
+                .reduce(|max, op| if op.is_after(max) { op } else { max })
+                .map(OperationRef::position);
+            let prepared = prepare(host, rows.into_iter().map(|op| (op, 0, true)), faults, true);
+            let delivery = (!prepared.batch.is_empty()).then(|| host.send(prepared.batch));
+            self.pipeline.read_from = Some(last.or(from));
+            self.pipeline.sent.push_back(Sent {
+                delivery,
+                rows: fetched_rows,
+                attempts: prepared.attempts,
+                failed: prepared.failed,
+                unreadable: prepared.unreadable,
+                fetched,
+            });
+        }
+        let depth = cfg.pipeline_depth as usize;
+        while self.pipeline.out() > 0 && (flush || self.pipeline.out() >= depth) {
+            match self.settle_next(host, now, &cfg, &mut tally)? {
+                Flow::Going => {}
+                Flow::Short => flush = true,
+                Flow::Conflict => break,
+            }
+        }
+        if self.pipeline.out() == 0 {
+            self.pipeline = Pipeline::default();
+        }
+        let more = tally_more(&tally, full) || self.pipeline.out() > 0;
+        Ok(tally.report(more))
+    }
+
+    /// Settles every batch the scan has out, in order, and waits for the last commit;
+    /// reads nothing.
+    pub fn scan_settle(
+        &mut self,
+        host: &mut impl Host<Delivery = D, Commit = C>,
+        now: Micros,
+    ) -> Result<TickReport, EngineError> {
+        let cfg = self.config()?.clone();
+        let mut tally = Tally::default();
+        while self.pipeline.out() > 0 {
+            if self.settle_next(host, now, &cfg, &mut tally)? == Flow::Conflict {
+                break;
+            }
+        }
+        self.pipeline = Pipeline::default();
+        let more = tally_more(&tally, false);
+        Ok(tally.report(more))
+    }
+
+    /// A failed read settles what is out before it returns the read's error, unless
+    /// settling fails too: then that error, which left rows uncommitted, is returned.
+    fn read_failed(
+        &mut self,
+        host: &mut impl Host<Delivery = D, Commit = C>,
+        now: Micros,
+        cfg: &Config,
+        tally: &mut Tally,
+        e: DbError,
+    ) -> EngineError {
+        while self.pipeline.out() > 0 {
+            match self.settle_next(host, now, cfg, tally) {
+                Ok(Flow::Conflict) => break,
+                Ok(_) => {}
+                Err(settling) => return settling,
+            }
+        }
+        self.pipeline = Pipeline::default();
+        self.cursor.forget();
+        e.into()
+    }
+
+    /// The next step of the pipeline: the oldest sent batch's confirmations, the commit
+    /// before it, and its own commit begun; or, with nothing sent, the last commit.
+    fn settle_next(
+        &mut self,
+        host: &mut impl Host<Delivery = D, Commit = C>,
+        now: Micros,
+        cfg: &Config,
+        tally: &mut Tally,
+    ) -> Result<Flow, EngineError> {
+        let Some(sent) = self.pipeline.sent.pop_front() else {
+            return self.finish_commit(host, tally, 0);
+        };
+        let results = match sent.delivery {
+            Some(delivery) => host.confirmations(delivery),
+            None => Vec::new(),
+        };
+        // Commits go in order: this batch's waits for the outcome of the one before.
+        if self.finish_commit(host, tally, sent.fetched)? == Flow::Conflict {
+            return Ok(Flow::Conflict);
+        }
+        let (mut work, outcome) = conclude(
             now,
             &cfg.backoff,
-            rows.iter().map(|op| (*op, 0, true)),
-            faults,
-            true,
+            sent.attempts,
+            sent.failed,
+            sent.unreadable,
+            results,
         );
+        let rows = sent.rows.views().map_err(EngineError::Db)?;
         let horizon = now.saturating_add(FUTURE_SLACK_MICROS);
-        work.cursor = Cursor::plan_move(
-            &cfg.cursor_key,
-            &from,
-            Cursor::movable(&rows, &outcome.unavailable, horizon),
-        );
+        let movable: Vec<&OperationRef<'_>> =
+            Cursor::movable(&rows, &outcome.unavailable, horizon).collect();
+        let short = movable.len() < rows.len() || !outcome.unavailable.is_empty();
+        if !self.pipeline.stalled {
+            work.cursor = Cursor::plan_move(&cfg.cursor_key, &self.pipeline.planned, movable);
+        }
+        self.pipeline.stalled |= short;
         let to = work.cursor.as_ref().map(|m| m.to.clone());
-        let more = fetched >= cfg.batch_size;
-        match host.apply(work) {
+        if let Some(to) = &to {
+            self.pipeline.planned = Some(to.clone());
+        }
+        self.pipeline.committing = Some(Committing {
+            commit: host.begin_apply(work),
+            to,
+            fetched: sent.fetched,
+            outcome,
+        });
+        Ok(if short { Flow::Short } else { Flow::Going })
+    }
+
+    /// Collects the outcome of the commit out, if any. On a cursor conflict everything
+    /// out is let go of (with `popped` rows already taken off it) and the cursor is
+    /// read anew next time; on another failure, the same, and the error is returned.
+    fn finish_commit(
+        &mut self,
+        host: &mut impl Host<Delivery = D, Commit = C>,
+        tally: &mut Tally,
+        popped: u32,
+    ) -> Result<Flow, EngineError> {
+        let Some(committing) = self.pipeline.committing.take() else {
+            return Ok(Flow::Going);
+        };
+        match host.commit_outcome(committing.commit) {
             Ok(()) => {
-                if let Some(to) = to {
+                if let Some(to) = committing.to {
                     self.cursor.committed(to);
                 }
-                Ok(report(fetched, outcome, more))
+                tally.committed(committing.fetched, committing.outcome);
+                Ok(Flow::Going)
             }
             Err(DbError::CursorMoved(key)) => {
                 // Another worker got there first; what we published is delivered at least once.
+                let dropped = self.pipeline.drop_all();
+                tally.conflicted(committing.fetched + popped + dropped);
                 self.cursor.forget();
                 host.log(
                     Level::Warn,
                     &format!("cursor {key:?} moved by another worker; rescanning"),
                 );
-                Ok(TickReport {
-                    fetched,
-                    cursor_conflict: true,
-                    more: true,
-                    ..TickReport::default()
-                })
+                Ok(Flow::Conflict)
             }
             Err(e) => {
+                self.pipeline.drop_all();
                 self.cursor.forget();
                 Err(e.into())
             }
@@ -275,7 +443,7 @@ impl Engine {
     /// Re-publishes a batch of due retries.
     pub fn retry_tick(
         &mut self,
-        host: &mut impl Host,
+        host: &mut impl Host<Delivery = D, Commit = C>,
         now: Micros,
     ) -> Result<TickReport, EngineError> {
         let cfg = self.config()?.clone();
@@ -302,7 +470,7 @@ impl Engine {
     /// however far behind.
     pub fn sweep_tick(
         &mut self,
-        host: &mut impl Host,
+        host: &mut impl Host<Delivery = D, Commit = C>,
         now: Micros,
     ) -> Result<TickReport, EngineError> {
         self.behind_cursor(host, now, Behind::Sweep)
@@ -312,7 +480,7 @@ impl Engine {
     /// looking back only `catch_up_window_micros`: cheap enough for every wake-up.
     pub fn catch_up_tick(
         &mut self,
-        host: &mut impl Host,
+        host: &mut impl Host<Delivery = D, Commit = C>,
         now: Micros,
     ) -> Result<TickReport, EngineError> {
         if self.config()?.catch_up_window_micros == 0 {
@@ -323,7 +491,7 @@ impl Engine {
 
     fn behind_cursor(
         &mut self,
-        host: &mut impl Host,
+        host: &mut impl Host<Delivery = D, Commit = C>,
         now: Micros,
         how: Behind,
     ) -> Result<TickReport, EngineError> {
@@ -367,7 +535,7 @@ impl Engine {
     /// The monitoring figures at `now`.
     pub fn status(
         &mut self,
-        host: &mut impl Host,
+        host: &mut impl Host<Delivery = D, Commit = C>,
         now: Micros,
     ) -> Result<StatusReport, EngineError> {
         let cfg = self.config()?;
@@ -380,6 +548,23 @@ impl Engine {
             cursor_lag_seconds,
         })
     }
+}
+
+/// Where the pipeline stands after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// On as planned.
+    Going,
+    /// A batch settled short of its end: settle everything out and read no more.
+    Short,
+    /// A commit met a cursor moved by another worker: everything out was let go of.
+    Conflict,
+}
+
+/// Whether the scan should be called again at once: after a conflict, to rescan; after
+/// a full read, unless the trust log could not be reached.
+fn tally_more(tally: &Tally, full: bool) -> bool {
+    tally.conflicted_now() || (full && tally.unavailable() == 0)
 }
 
 /// Which rows behind the cursor a tick looks at.
@@ -470,17 +655,28 @@ fn build_envelopes<'a>(
     (batch, slots)
 }
 
-/// A row whose envelope cannot be built is a permanent failure: it never will be. So
-/// is a row the host could not read (`faults`, of attempts that are `first` or not).
-fn deliver<'a>(
+/// A batch's rows on their way: the envelopes to hand over, and the rows that failed
+/// before any was sent.
+struct Prepared {
+    batch: EnvelopeBatch,
+    /// One per envelope of `batch`, in order.
+    attempts: Vec<Attempt>,
+    /// A row whose envelope cannot be built fails for good: it never will be. So
+    /// does a row the host could not read (a `fault`).
+    failed: Vec<(Attempt, PublishError)>,
+    /// Rows the host could not read.
+    unreadable: u32,
+}
+
+/// Builds the envelopes of `rows` and sets aside what cannot be sent: unbuildable
+/// rows and `faults` (of attempts that are `first` or not).
+fn prepare<'a>(
     host: &mut impl Host,
-    now: Micros,
-    backoff: &Backoff,
     rows: impl Iterator<Item = (OperationRef<'a>, u32, bool)>,
     faults: &[RowFault],
     first: bool,
-) -> (UnitOfWork, plan::Outcome) {
-    let (ops, attempts): (Vec<OperationRef<'a>>, Vec<Attempt>) = rows
+) -> Prepared {
+    let (ops, all): (Vec<OperationRef<'a>>, Vec<Attempt>) = rows
         .map(|(op, retries_done, first)| {
             let attempt = Attempt {
                 op_id: op.op_id.to_owned(),
@@ -492,38 +688,76 @@ fn deliver<'a>(
         .unzip();
     let count = ops.len();
     let (batch, slots) = build_envelopes(host, ops.into_iter(), count);
-    let mut sent = Vec::with_capacity(count);
-    let mut unbuildable = Vec::new();
-    for (attempt, slot) in attempts.into_iter().zip(slots) {
+    let mut attempts = Vec::with_capacity(count);
+    let mut failed = Vec::new();
+    for (attempt, slot) in all.into_iter().zip(slots) {
         match slot {
-            Ok(()) => sent.push(attempt),
-            Err(why) => unbuildable.push((attempt, why)),
+            Ok(()) => attempts.push(attempt),
+            Err(why) => failed.push((attempt, why.into())),
         }
     }
-    let mut results = if batch.is_empty() {
-        Vec::new()
-    } else {
-        host.publish(batch)
-    };
-    results.truncate(sent.len());
-    results.resize_with(sent.len(), || {
+    for fault in faults {
+        let attempt = Attempt {
+            op_id: fault.op_id.clone(),
+            retries_done: fault.retry_count,
+            first,
+        };
+        failed.push((attempt, PublishError::Permanent(fault.to_string())));
+    }
+    Prepared {
+        batch,
+        attempts,
+        failed,
+        unreadable: faults.len() as u32,
+    }
+}
+
+/// The unit of work of a batch whose envelopes got `results` (a short answer leaves
+/// the rest unconfirmed).
+fn conclude(
+    now: Micros,
+    backoff: &Backoff,
+    mut attempts: Vec<Attempt>,
+    failed: Vec<(Attempt, PublishError)>,
+    unreadable: u32,
+    mut results: Vec<Result<(), PublishError>>,
+) -> (UnitOfWork, plan::Outcome) {
+    results.truncate(attempts.len());
+    results.resize_with(attempts.len(), || {
         Err(PublishError::Transient(
             "publisher returned no result for this envelope".into(),
         ))
     });
-    for (attempt, why) in unbuildable {
-        sent.push(attempt);
-        results.push(Err(why.into()));
+    for (attempt, why) in failed {
+        attempts.push(attempt);
+        results.push(Err(why));
     }
-    for fault in faults {
-        sent.push(Attempt {
-            op_id: fault.op_id.clone(),
-            retries_done: fault.retry_count,
-            first,
-        });
-        results.push(Err(PublishError::Permanent(fault.to_string())));
-    }
-    let (work, mut outcome) = plan::deliveries(now, backoff, sent, results);
-    outcome.unreadable = faults.len() as u32;
+    let (work, mut outcome) = plan::deliveries(now, backoff, attempts, results);
+    outcome.unreadable = unreadable;
     (work, outcome)
+}
+
+/// Delivers `rows` at once: builds, publishes and waits, then plans the unit of work.
+fn deliver<'a>(
+    host: &mut impl Host,
+    now: Micros,
+    backoff: &Backoff,
+    rows: impl Iterator<Item = (OperationRef<'a>, u32, bool)>,
+    faults: &[RowFault],
+    first: bool,
+) -> (UnitOfWork, plan::Outcome) {
+    let prepared = prepare(host, rows, faults, first);
+    let results = if prepared.batch.is_empty() {
+        Vec::new()
+    } else {
+        host.publish(prepared.batch)
+    };
+    conclude(
+        now,
+        backoff,
+        prepared.attempts,
+        prepared.failed,
+        prepared.unreadable,
+        results,
+    )
 }

@@ -12,6 +12,7 @@ pub mod envelope;
 pub mod envelope_batch;
 pub mod model;
 pub mod packed;
+pub mod pipeline;
 pub mod plan;
 pub mod validate;
 

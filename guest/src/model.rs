@@ -299,7 +299,18 @@ pub struct Config {
     pub default_strategy: Strategy,
     /// How far behind the cursor the catch-up tick looks for late commits; 0 turns it off.
     pub catch_up_window_micros: u64,
+    /// How many scan batches may be out at once, read and not yet known committed
+    /// (1 to [`MAX_PIPELINE_DEPTH`]); 1 delivers one batch at a time.
+    pub pipeline_depth: u32,
 }
+
+/// The pipeline depth when none is configured: one batch read while the one before it
+/// is at the trust log and the one before that commits.
+pub const DEFAULT_PIPELINE_DEPTH: u32 = 3;
+
+/// The deepest pipeline a configuration may ask for: each batch out holds its rows
+/// and envelopes, and beyond three stages a batch only waits for a turn.
+pub const MAX_PIPELINE_DEPTH: u32 = 8;
 
 /// The catch-up window when none is configured: transactions that stay open longer
 /// than this commit rows that only the sweep finds.
@@ -316,6 +327,7 @@ impl Default for Config {
             backoff: Backoff::default(),
             default_strategy: Strategy::DbAndTrustlog,
             catch_up_window_micros: DEFAULT_CATCH_UP_WINDOW_MICROS,
+            pipeline_depth: DEFAULT_PIPELINE_DEPTH,
         }
     }
 }
@@ -613,7 +625,7 @@ pub struct TickReport {
     pub retry_scheduled: u32,
     /// Rows given up on and dead-lettered.
     pub dead_lettered: u32,
-    /// True when the batch was full: call again at once.
+    /// True when the batch was full, or the scan left batches out: call again at once.
     pub more: bool,
     /// True when another worker moved the cursor first; nothing was applied.
     pub cursor_conflict: bool,

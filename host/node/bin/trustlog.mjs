@@ -8,17 +8,18 @@ import { parseArgs } from 'node:util';
 import { nowMicros } from '../src/clock.mjs';
 import { formatTimestamp } from '../src/cursor-value.mjs';
 import { SqliteDb } from '../src/db.mjs';
-import { componentInfo, DEFAULT_CONFIG, describePublishError, Engine } from '../src/engine.mjs';
+import { componentInfo, DEFAULT_CONFIG, describePublishError, Engine, MAX_PIPELINE_DEPTH } from '../src/engine.mjs';
 import { LedgerPublisher, verifyLedger } from '../src/ledger.mjs';
 import { sampleOperation } from '../src/sample.mjs';
 import { Worker } from '../src/worker.mjs';
 
 const USAGE = `usage:
-  trustlog.mjs demo  --db PATH --ledger PATH --ops N [--batch-size N]
+  trustlog.mjs demo  --db PATH --ledger PATH --ops N [--batch-size N] [--pipeline-depth N]
       migrate, record N sample operations, deliver them to the ledger, print the status
-  trustlog.mjs serve --db PATH --ledger PATH [--until-drained] [--batch-size N]
+  trustlog.mjs serve --db PATH --ledger PATH [--until-drained] [--batch-size N] [--pipeline-depth N]
       deliver what waits; with --until-drained exit once nothing is left waiting,
-      else keep polling every second until SIGINT or SIGTERM`;
+      else keep polling every second until SIGINT or SIGTERM
+  --pipeline-depth N: scan batches out at once, 1 to 8 (default 3); 1 is one at a time`;
 
 /** Operations per `record` call into the engine. */
 const RECORD_CHUNK = 1_000;
@@ -43,6 +44,7 @@ function parseOptions(command, args) {
     db: { type: 'string' },
     ledger: { type: 'string' },
     'batch-size': { type: 'string' },
+    'pipeline-depth': { type: 'string' },
     ...(command === 'demo' ? { ops: { type: 'string' } } : { 'until-drained': { type: 'boolean' } }),
   };
   let parsed;
@@ -69,7 +71,11 @@ function count(values, name, { min, max, fallback }) {
 }
 
 function engineConfig(values) {
-  return { ...DEFAULT_CONFIG, batchSize: count(values, 'batch-size', { min: 1, max: 0xffff_ffff, fallback: DEFAULT_CONFIG.batchSize }) };
+  return {
+    ...DEFAULT_CONFIG,
+    batchSize: count(values, 'batch-size', { min: 1, max: 0xffff_ffff, fallback: DEFAULT_CONFIG.batchSize }),
+    pipelineDepth: count(values, 'pipeline-depth', { min: 1, max: MAX_PIPELINE_DEPTH, fallback: DEFAULT_CONFIG.pipelineDepth }),
+  };
 }
 
 /** Opens the database (migrating it) and the ledger, and runs `work` with them; closes both. */
@@ -106,7 +112,7 @@ function shutdownSignal() {
   const controller = new AbortController();
   for (const name of ['SIGINT', 'SIGTERM']) {
     process.once(name, () => {
-      process.stderr.write(`${name}: shutdown requested; finishing the batch in flight\n`);
+      process.stderr.write(`${name}: shutdown requested; finishing the batches in flight\n`);
       controller.abort();
     });
   }

@@ -6,9 +6,14 @@
 // results as { tag, val }. An import that fails throws a value whose own `payload` is
 // the error variant (DbError does); an export that fails throws jco's ComponentError,
 // which this wrapper turns into an EngineError naming the case.
+//
+// The contract's handed-off work (`db.begin-apply` returning a `commit`, `publisher.send`
+// returning a `delivery`) is done at once here: every import of this host is
+// synchronous, so a unit of work has committed, and a batch has been written, by the time
+// the guest holds its handle; the handle keeps the answer for the guest to collect.
 
 import { readFileSync } from 'node:fs';
-import { cli, io, random } from '@bytecodealliance/preview2-shim';
+import { cli, clocks, io, random } from '@bytecodealliance/preview2-shim';
 
 import { describe as describeDbError } from './db-error.mjs';
 import { sha256 } from './digest.mjs';
@@ -25,7 +30,11 @@ export const DEFAULT_CONFIG = Object.freeze({
   backoff: Object.freeze({ baseMicros: 60_000_000n, factor: 2, capMicros: 960_000_000n, maxRetries: 5 }),
   defaultStrategy: 'db-and-trustlog',
   catchUpWindowMicros: 300_000_000n,
+  pipelineDepth: 3,
 });
+
+/** The deepest scan pipeline a configuration may ask for (`config.pipeline-depth`). */
+export const MAX_PIPELINE_DEPTH = 8;
 
 /** Why an engine call failed as a whole: `payload` is the WIT `engine-error`. */
 export class EngineError extends Error {
@@ -106,8 +115,18 @@ export class Engine {
     return this.#call('record', ops, strategy);
   }
 
+  /**
+   * The next scan batch, pipelined: the report counts the batches whose commit this
+   * call saw, and `more` is also true while batches are out (call `scanSettle` before
+   * stopping).
+   */
   scanTick(now) {
     return this.#call('scanTick', BigInt(now));
+  }
+
+  /** Settles every batch `scanTick` left out (confirmed rows marked); reads nothing. */
+  scanSettle(now) {
+    return this.#call('scanSettle', BigInt(now));
   }
 
   retryTick(now) {
@@ -156,8 +175,14 @@ function hostImports({ db, publisher, log }) {
       sweepCandidates: (before, since, limit) => db.sweepCandidates(before, since, limit),
       stats: (cursorKey) => db.stats(cursorKey),
       apply: (work) => db.apply(work),
+      beginApply: (work) => Commit.run(db, work),
+      Commit,
     },
-    'trustlog:engine/publisher': { publish: (batch) => publish(publisher, batch) },
+    'trustlog:engine/publisher': {
+      publish: (batch) => publish(publisher, batch),
+      send: (batch) => new Delivery(publish(publisher, batch)),
+      Delivery,
+    },
     'trustlog:engine/log': { log: (level, message) => log.log(level, message) },
     'trustlog:engine/digest': { sha256 },
     // No environment variables, no files, no sockets: the guest's only way out is the
@@ -179,6 +204,8 @@ function hostImports({ db, publisher, log }) {
     'wasi:cli/terminal-stdin': cli.terminalStdin,
     'wasi:cli/terminal-stdout': cli.terminalStdout,
     'wasi:cli/terminal-stderr': cli.terminalStderr,
+    // Linked in by Rust's WASI support (a sleep's timer); the engine itself never waits.
+    'wasi:clocks/monotonic-clock': clocks.monotonicClock,
     'wasi:io/error': io.error,
     'wasi:io/poll': io.poll,
     'wasi:io/streams': io.streams,
@@ -187,7 +214,60 @@ function hostImports({ db, publisher, log }) {
 }
 
 /**
- * `publisher.publish`: unpacks the guest's batch and hands the envelopes over. A batch
+ * The `db.commit` resource: a unit of work `beginApply` ran at once, in its own
+ * transaction, keeping what `apply` would have answered. `outcome()` answers it as
+ * `apply` does: nothing, or the DbError thrown again (jco lowers its `payload`). jco
+ * finds the class by its name in the import object and checks each handle against it.
+ */
+export class Commit {
+  #failure;
+  #failed;
+
+  constructor(failed, failure) {
+    this.#failed = failed;
+    this.#failure = failure;
+  }
+
+  /**
+   * Runs `work` on `db` now. A failure that is a `db-error` (a value with its own
+   * `payload`) is kept for `outcome()`; any other exception is a host bug, thrown at
+   * once, so the instance traps here as it would in `apply`, even if the guest never
+   * collected the outcome.
+   */
+  static run(db, work) {
+    try {
+      db.apply(work);
+    } catch (e) {
+      if (e instanceof Error && !Object.hasOwn(e, 'payload')) throw e;
+      return new Commit(true, e);
+    }
+    return new Commit(false, undefined);
+  }
+
+  outcome() {
+    if (this.#failed) throw this.#failure;
+  }
+}
+
+/**
+ * The `publisher.delivery` resource: a batch `send` handed to the trust log at once,
+ * keeping its confirmations; `confirmations()` answers them as `publish` would have.
+ * Dropped uncollected, its rows stay unmarked and are delivered again (the contract).
+ */
+export class Delivery {
+  #results;
+
+  constructor(results) {
+    this.#results = results;
+  }
+
+  confirmations() {
+    return this.#results;
+  }
+}
+
+/**
+ * `publisher.publish` (and `send`): unpacks the guest's batch and hands the envelopes over. A batch
  * whose layout is broken (only a faulty guest sends one) is refused envelope by
  * envelope as permanent: the same guest would send it broken again.
  */

@@ -7,6 +7,11 @@
 //
 // Engine calls are synchronous, so between batches the loop yields to the event loop:
 // a shutdown (SIGINT, SIGTERM) is seen there, and the batch in flight is finished.
+//
+// The scan is pipelined: a scan tick may return (saying `more`) with batches sent to the
+// trust log and not yet committed. A pass that ends with batches out (cut short by a
+// shutdown or an outage) settles them with `scanSettle`, so the loop never pauses,
+// stands by or exits (drained, shutdown, failing) leaving a confirmed row unmarked.
 
 import { setImmediate as yieldNow, setTimeout as sleep } from 'node:timers/promises';
 
@@ -30,6 +35,8 @@ export const DEFAULT_GIVE_UP_AFTER = 60_000;
 
 const TICKS = {
   scan: (engine, now) => engine.scanTick(now),
+  // Not a lane of its own: what ends a pass that left scan batches out.
+  'scan settle': (engine, now) => engine.scanSettle(now),
   'catch-up': (engine, now) => engine.catchUpTick(now),
   retry: (engine, now) => engine.retryTick(now),
   sweep: (engine, now) => engine.sweepTick(now),
@@ -70,8 +77,12 @@ export class Worker {
       nextSweep: start,
       tickError: undefined,
       failing: undefined,
+      // The last scan tick may have left batches out (it said `more`).
+      scanOut: false,
     };
     run.summary.exit = await this.#drive(untilDrained, signal, run);
+    // Every pass settles what it left out; this only guards the exit itself.
+    if (run.scanOut) this.#settle({ fetched: 0, errored: false, error: undefined, outage: undefined }, run);
     return run.summary;
   }
 
@@ -128,9 +139,28 @@ export class Worker {
     }
   }
 
-  /** One pass: the lanes in turn, a batch each, while any comes back full. */
+  /**
+   * One pass: the lanes in turn, a batch each, while any comes back full. A pass cut
+   * short (shutdown, outage) settles the scan batches out, so nothing confirmed waits
+   * unmarked while this host does not deliver.
+   */
   async #pass(untilDrained, signal, run) {
     const pass = { fetched: 0, errored: false, error: undefined, outage: undefined };
+    await this.#lanes(untilDrained, signal, run, pass);
+    if (run.scanOut) this.#settle(pass, run);
+    return pass;
+  }
+
+  /** Settles the scan batches out, its report counted as a scan tick's. */
+  #settle(pass, run) {
+    const outage = pass.outage;
+    this.#batch('scan settle', pass, run);
+    // The pass's outage stands: the settle's own failure says no more than it did.
+    pass.outage = outage ?? pass.outage;
+  }
+
+  /** The lanes in turn, a batch each, while any comes back full. */
+  async #lanes(untilDrained, signal, run, pass) {
     const retryEvery = BigInt(this.#intervals.retry) * 1000n;
     const sweepEvery = BigInt(this.#intervals.sweep) * 1000n;
     let lanes = ['scan', 'catch-up'];
@@ -155,12 +185,11 @@ export class Worker {
       for (const lane of lanes) {
         if (signal.aborted) break;
         if (this.#batch(lane, pass, run)) still.push(lane);
-        if (pass.outage !== undefined) return pass;
+        if (pass.outage !== undefined) return;
         await yieldNow();
       }
       lanes = still;
     }
-    return pass;
   }
 
   /** Runs one batch of `lane`; true when it came back full (more to do). */
@@ -169,6 +198,7 @@ export class Worker {
     try {
       report = TICKS[lane](this.#engine, this.#clock());
     } catch (e) {
+      if (lane === 'scan' || lane === 'scan settle') run.scanOut = false;
       run.summary.errors += 1;
       pass.errored = true;
       pass.error = e.message;
@@ -181,6 +211,7 @@ export class Worker {
       }
       return false;
     }
+    if (lane === 'scan' || lane === 'scan settle') run.scanOut = report.more && !report.cursorConflict;
     if (run.tickError !== undefined) {
       logger.info('ticks succeed again');
       run.tickError = undefined;

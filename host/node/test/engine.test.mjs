@@ -58,12 +58,15 @@ test('a trap leaves the engine usable: the next call runs on a fresh instance, c
     },
   };
   const { db, engine } = await engineOver(publisher);
-  engine.configure({ ...DEFAULT_CONFIG, batchSize: 2 });
+  engine.configure({ ...DEFAULT_CONFIG, batchSize: 2, pipelineDepth: 3 });
   engine.record([op(1), op(2), op(3)], undefined);
   assert.throws(() => engine.scanTick(NOW), /a host bug/);
   const report = engine.scanTick(NOW);
-  assert.equal(report.published, 2, 'the batch size configured before the trap still holds');
+  assert.equal(report.published, 0, 'the pipeline depth configured before the trap still holds: the batch is out');
   assert.equal(report.more, true);
+  const settled = engine.scanSettle(NOW);
+  assert.equal(settled.published, 2, 'the batch size configured before the trap still holds');
+  assert.equal(settled.more, false);
   db.close();
 });
 
@@ -83,4 +86,61 @@ test('a transient failure while the trust log does not answer is unavailable: no
   assert.match(report.error, /the trust log does not answer: connection refused/);
   assert.equal(db.stats(DEFAULT_CONFIG.cursorKey).retryPending, 0n);
   db.close();
+});
+
+test('a unit of work begun in the pipeline fails through its commit\'s outcome, as apply fails: a moved cursor is a conflict', async () => {
+  const { db, engine } = await engineOver(confirmAll);
+  engine.configure({ ...DEFAULT_CONFIG, batchSize: 2, pipelineDepth: 3 });
+  engine.record([op(1), op(2), op(3)], undefined);
+  const first = engine.scanTick(NOW);
+  assert.deepEqual([first.fetched, first.more], [0, true], 'the batch is out, not committed');
+  // Another worker moves the cursor before the batch commits.
+  db.apply({ now: NOW, trustlogged: [], retries: [], deleteRetries: [], cursor: { key: DEFAULT_CONFIG.cursorKey, expected: undefined, to: { timestamp: op(1).timestamp, opId: 'op-1' } } });
+  const settled = engine.scanSettle(NOW);
+  assert.equal(settled.cursorConflict, true);
+  assert.equal(settled.published, 0, 'nothing counted as committed');
+  assert.equal(db.stats(DEFAULT_CONFIG.cursorKey).trustlogged, 0n, 'the conflicting unit of work applied nothing');
+  assert.equal(db.loadCursor(DEFAULT_CONFIG.cursorKey).opId, 'op-1', 'the other worker\'s cursor stands');
+  // The next scan reads from that cursor and delivers the rest.
+  const next = engine.scanTick(NOW);
+  const rest = engine.scanSettle(NOW);
+  assert.equal(next.published + rest.published, 2);
+  assert.equal(db.stats(DEFAULT_CONFIG.cursorKey).trustlogged, 2n);
+  db.close();
+});
+
+test('a host bug in begin-apply traps at once, in the call that began the unit of work', async () => {
+  const sqlite = SqliteDb.open(':memory:');
+  let commits = 0;
+  const db = new Proxy(sqlite, {
+    get(target, name) {
+      if (name === 'apply') {
+        return (work) => {
+          if (work.trustlogged.length > 0 && ++commits === 2) throw new Error('a host bug, not a db-error');
+          return target.apply(work);
+        };
+      }
+      const value = target[name];
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+  const engine = await Engine.create({ db, publisher: confirmAll, log: { log() {} } });
+  engine.configure({ ...DEFAULT_CONFIG, batchSize: 2, pipelineDepth: 3 });
+  engine.record([1, 2, 3, 4, 5, 6, 7, 8].map(op), undefined);
+  // Depth 3: the third call reads the third batch while the second one commits, its
+  // outcome collected only by the call after; the bug surfaces where it happened.
+  engine.scanTick(NOW);
+  engine.scanTick(NOW);
+  assert.throws(() => engine.scanTick(NOW), /a host bug/);
+  assert.equal(sqlite.stats(DEFAULT_CONFIG.cursorKey).trustlogged, 2n, 'the first batch committed before it');
+  // The fresh instance reads on from the cursor and delivers the rest.
+  let published = 0;
+  for (let report = { more: true }; report.more;) {
+    report = engine.scanTick(NOW);
+    published += report.published;
+  }
+  published += engine.scanSettle(NOW).published;
+  assert.equal(published, 6);
+  assert.equal(sqlite.stats(DEFAULT_CONFIG.cursorKey).trustlogged, 8n);
+  sqlite.close();
 });

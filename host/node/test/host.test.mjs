@@ -3,11 +3,12 @@
 // here, from the format in host/ledger/src/lib.rs, not with the host's own code).
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, test } from 'node:test';
 
 import Database from 'better-sqlite3';
@@ -141,6 +142,83 @@ test('serve --until-drained delivers rows an application inserted with plain SQL
   after.close();
   assert.equal(dead.retry_status, 'DEAD_LETTER');
   assert.match(dead.error_message, /timestamp/);
+});
+
+test('serve --pipeline-depth delivers a backlog of many batches, each row once, every one marked', () => {
+  const { db, ledger } = paths('pipelined');
+  // Rows an application inserted, three to a timestamp: op-0000..op-(to - 1) from `from`.
+  const insertRows = (from, to) => {
+    const app = openDb(db);
+    const insert = app.prepare(`INSERT INTO operation (op_id, op_actor, doid, producer_id, request_body_hash,
+      response_body_hash, op_source, op_type, do_prefix, do_repository, client_ip, server_ip, timestamp)
+      VALUES (?, 'alice', 'doid', 'producer-1', NULL, NULL, 'api', 'create', '10.1000', 'repo', NULL, NULL, ?)`);
+    for (let i = from; i < to; i++) insert.run(`op-${String(i).padStart(4, '0')}`, 1795515834000000n + BigInt(Math.floor(i / 3)));
+    app.close();
+  };
+  const serve = (depth) => cli('serve', '--db', db, '--ledger', ledger, '--until-drained', '--batch-size', '9', '--pipeline-depth', depth);
+
+  insertRows(0, 200);
+  let run = serve('1');
+  assert.equal(run.status, 0, run.stderr);
+  assert.deepEqual([run.summary.exit, run.summary.delivered], ['drained', 200]);
+  // More, at the deepest pipeline.
+  insertRows(200, 300);
+  run = serve('8');
+  assert.equal(run.status, 0, run.stderr);
+  assert.deepEqual([run.summary.exit, run.summary.delivered], ['drained', 100]);
+  assert.deepEqual([run.summary.stats.trustlogged, run.summary.stats.not_trustlogged], [300, 0]);
+
+  const chain = recomputeChain(ledger);
+  const stored = new Database(db, { readonly: true });
+  const ids = stored.prepare("SELECT op_id FROM operation WHERE trustlog_status = 'TRUSTLOGGED' ORDER BY timestamp, op_id").pluck().all();
+  stored.close();
+  assert.equal(ids.length, 300);
+  assert.deepEqual(chain.opIds, ids, 'each row once, in keyset order');
+
+  run = serve('9');
+  assert.equal(run.status, 2);
+  assert.match(run.stderr, /--pipeline-depth must be a whole number from 1 to 8, not "9"/);
+});
+
+test('serve stopped by SIGTERM mid-drain leaves every row it put in the ledger marked, and only those', async () => {
+  const { db, ledger } = paths('interrupted');
+  const app = openDb(db);
+  const insert = app.prepare(`INSERT INTO operation (op_id, op_actor, doid, producer_id, request_body_hash,
+    response_body_hash, op_source, op_type, do_prefix, do_repository, client_ip, server_ip, timestamp)
+    VALUES (?, 'alice', 'doid', 'producer-1', NULL, NULL, 'api', 'create', '10.1000', 'repo', NULL, NULL, ?)`);
+  app.transaction(() => {
+    for (let i = 0; i < 20_000; i++) insert.run(`op-${String(i).padStart(5, '0')}`, 1795515834000000n + BigInt(i));
+  })();
+  app.close();
+
+  const child = spawn(process.execPath, [CLI, 'serve', '--db', db, '--ledger', ledger, '--batch-size', '5', '--pipeline-depth', '3'], {
+    env: { ...process.env, TRUSTLOG_LOG: 'warn' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => { stdout += d; });
+  child.stderr.on('data', (d) => { stderr += d; });
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  // Stopped as soon as the first batches reached the ledger, with more out.
+  const deadline = Date.now() + 60_000;
+  while (!(existsSync(ledger) && statSync(ledger).size > 0)) {
+    assert.ok(Date.now() < deadline, `serve never wrote to the ledger: ${stderr}`);
+    await sleep(5);
+  }
+  child.kill('SIGTERM');
+  assert.equal(await exited, 0, stderr);
+  const summary = JSON.parse(stdout.trimEnd().split('\n').at(-1));
+  assert.equal(summary.exit, 'shutdown');
+
+  const chain = recomputeChain(ledger);
+  const stored = new Database(db, { readonly: true });
+  const ids = stored.prepare("SELECT op_id FROM operation WHERE trustlog_status = 'TRUSTLOGGED' ORDER BY timestamp, op_id").pluck().all();
+  stored.close();
+  assert.ok(ids.length > 0 && ids.length < 20_000, `stopped mid-drain (${ids.length} delivered)`);
+  assert.deepEqual(chain.opIds, ids, 'no row confirmed and left unmarked, none marked unconfirmed');
+  assert.equal(summary.delivered, ids.length);
+  assert.equal(summary.ledger_entries, ids.length);
 });
 
 test('a second run continues the ledger, after cutting off a torn last line', () => {

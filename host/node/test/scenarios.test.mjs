@@ -191,6 +191,7 @@ function generate(spec, where) {
 function tickOf(engine, name, where) {
   const ticks = {
     scan: (now) => engine.scanTick(now),
+    'scan-settle': (now) => engine.scanSettle(now),
     retry: (now) => engine.retryTick(now),
     sweep: (now) => engine.sweepTick(now),
     'catch-up': (now) => engine.catchUpTick(now),
@@ -199,9 +200,12 @@ function tickOf(engine, name, where) {
   return ticks[name];
 }
 
-/** The engine's `config` record from the file's snake_case, every field given. */
+/**
+ * The engine's `config` record from the file's snake_case, every field given but
+ * `pipeline_depth`, which is 1 when left out (each scan tick settles what it reads).
+ */
 function configOf(c) {
-  only(c, ['cursor_key', 'batch_size', 'backoff', 'default_strategy', 'catch_up_window_micros'], 'config');
+  only(c, ['cursor_key', 'batch_size', 'backoff', 'default_strategy', 'catch_up_window_micros', 'pipeline_depth'], 'config');
   only(c.backoff, ['base_micros', 'factor', 'cap_micros', 'max_retries'], 'config.backoff');
   return {
     cursorKey: c.cursor_key,
@@ -214,6 +218,7 @@ function configOf(c) {
     },
     defaultStrategy: c.default_strategy,
     catchUpWindowMicros: BigInt(exact(c.catch_up_window_micros, 'catch_up_window_micros')),
+    pipelineDepth: c.pipeline_depth === undefined ? 1 : exact(c.pipeline_depth, 'pipeline_depth'),
   };
 }
 

@@ -22,6 +22,7 @@
 //! component = "guests/acme-v2.wasm"  # optional; relative to this file's directory
 //! strategy = "db-and-trustlog"       # db-only | db-and-trustlog | trustlog-only
 //! batch_size = 100                   # 1..=10000
+//! pipeline_depth = 3                 # scan batches out at once, 1..=8; 1 is one at a time
 //! cursor_key = "operation_scan"
 //! poll_interval = "10s"              # durations are humantime strings
 //! retry_interval = "10s"
@@ -80,7 +81,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use trustlog_guest::model::{Config, Strategy};
+use trustlog_guest::model::{Config, MAX_PIPELINE_DEPTH, Strategy};
 
 use crate::publisher::options::redact;
 use crate::sandbox::limits::Limits;

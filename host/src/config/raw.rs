@@ -38,6 +38,7 @@ pub(super) struct RawCredential {
 pub(super) struct RawSettings {
     pub(super) strategy: Option<String>,
     pub(super) batch_size: Option<i64>,
+    pub(super) pipeline_depth: Option<i64>,
     pub(super) cursor_key: Option<String>,
     pub(super) poll_interval: Option<String>,
     pub(super) retry_interval: Option<String>,
@@ -79,6 +80,7 @@ pub(super) struct RawTenant {
     pub(super) component: Option<String>,
     pub(super) strategy: Option<String>,
     pub(super) batch_size: Option<i64>,
+    pub(super) pipeline_depth: Option<i64>,
     pub(super) cursor_key: Option<String>,
     pub(super) poll_interval: Option<String>,
     pub(super) retry_interval: Option<String>,
@@ -117,6 +119,7 @@ impl RawTenant {
         let settings = RawSettings {
             strategy: self.strategy,
             batch_size: self.batch_size,
+            pipeline_depth: self.pipeline_depth,
             cursor_key: self.cursor_key,
             poll_interval: self.poll_interval,
             retry_interval: self.retry_interval,

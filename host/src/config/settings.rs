@@ -54,6 +54,10 @@ pub(super) fn apply_engine(
     if let Some(v) = raw.batch_size {
         engine.batch_size = in_range(v, 1, i64::from(MAX_BATCH_SIZE), field("batch_size"))?;
     }
+    if let Some(v) = raw.pipeline_depth {
+        engine.pipeline_depth =
+            in_range(v, 1, i64::from(MAX_PIPELINE_DEPTH), field("pipeline_depth"))?;
+    }
     if let Some(v) = &raw.cursor_key {
         engine.cursor_key = non_empty(v.clone(), field("cursor_key"))?;
     }

@@ -76,6 +76,7 @@ schema = "acme"
 publisher = "nats://127.0.0.1:4222?subject=trustlog.acme"
 strategy = "trustlog-only"
 batch_size = 200
+pipeline_depth = 5
 cursor_key = "acme_scan"
 poll_interval = "2s"
 retry_interval = "30s"
@@ -123,6 +124,7 @@ publisher = "ledger://beta.ledger"
             },
             default_strategy: Strategy::TrustlogOnly,
             catch_up_window_micros: 30_000_000,
+            pipeline_depth: 5,
         },
         intervals: Intervals {
             poll: Duration::from_secs(2),
@@ -242,6 +244,12 @@ fn each_invalid_value_is_refused_naming_its_field() {
         }),
         ("batch_size = -1", "tenant[1].batch_size", |e| {
             matches!(e, ConfigError::OutOfRange { .. })
+        }),
+        ("pipeline_depth = 0", "tenant[1].pipeline_depth", |e| {
+            matches!(e, ConfigError::OutOfRange { value: 0, .. })
+        }),
+        ("pipeline_depth = 9", "tenant[1].pipeline_depth", |e| {
+            matches!(e, ConfigError::OutOfRange { max: 8, .. })
         }),
         ("backoff_factor = 0", "tenant[1].backoff_factor", |e| {
             matches!(e, ConfigError::OutOfRange { .. })

@@ -13,8 +13,17 @@ use trustlog_guest::packed;
 wasmtime::component::bindgen!({
     world: "trustlog",
     path: "../wit",
-    imports: { default: async },
+    // Handing off traps when a guest hoards handles (see `TenantState::hold`).
+    imports: {
+        "trustlog:engine/publisher.send": async | trappable,
+        "trustlog:engine/db.begin-apply": async | trappable,
+        default: async,
+    },
     exports: { default: async },
+    with: {
+        "trustlog:engine/publisher.delivery": crate::sandbox::runtime::SentBatch,
+        "trustlog:engine/db.commit": crate::sandbox::runtime::BegunCommit,
+    },
 });
 
 pub use exports::trustlog::engine::engine as x;
@@ -280,6 +289,7 @@ impl From<m::Config> for t::Config {
             },
             default_strategy: c.default_strategy.into(),
             catch_up_window_micros: c.catch_up_window_micros,
+            pipeline_depth: c.pipeline_depth,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! engine's own types: one implementation behind both the wasm component and
 //! the natively compiled engine, so the two differ by the boundary only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -16,6 +16,7 @@ use trustlog_guest::model as m;
 use crate::db::Database;
 use crate::publisher::Publisher;
 use crate::sandbox::epoch::Computing;
+use crate::sandbox::in_order::{InOrder, Pending};
 use crate::sandbox::limits::EPOCH_TICK;
 use crate::surfaces::metrics::TenantMetrics;
 
@@ -121,9 +122,13 @@ pub struct HostImports {
     publisher: Publisher,
     metrics: Option<TenantMetrics>,
     probe: Option<Arc<Probe>>,
-    /// Timestamps of the rows the current tick read, by op_id, so the commit that marks
-    /// them can observe insert→`TRUSTLOGGED` latency. Filled only when observed.
-    fetched: HashMap<String, m::Micros>,
+    /// Timestamps of the rows the last reads returned, so the commit that marks them
+    /// can observe insert→`TRUSTLOGGED` latency. Filled only when observed.
+    fetched: Fetched,
+    /// Batches sent to the trust log, published one after another.
+    sends: InOrder,
+    /// Units of work begun, committed one after another.
+    commits: InOrder,
     log: LogAllowance,
     /// When the last import that waited a whole epoch tick or more returned, in
     /// nanoseconds after `created`; 0 for never. The CPU limiter counts such a wait
@@ -149,7 +154,9 @@ impl HostImports {
             publisher,
             metrics: None,
             probe: None,
-            fetched: HashMap::new(),
+            fetched: Fetched::default(),
+            sends: InOrder::default(),
+            commits: InOrder::default(),
             log,
             waited_until_nanos: AtomicU64::new(0),
             created: Instant::now(),
@@ -176,12 +183,10 @@ impl HostImports {
         self.metrics.is_some() || self.probe.is_some()
     }
 
-    /// Notes the rows a tick read (one read per tick, so the last one is the one applied).
+    /// Notes the rows a read returned, for the commit that marks them.
     fn remember<'a>(&mut self, rows: impl Iterator<Item = &'a m::Operation>) {
         if self.observed() {
-            self.fetched.clear();
-            self.fetched
-                .extend(rows.map(|op| (op.op_id.clone(), op.timestamp)));
+            self.fetched.read(rows);
         }
     }
 
@@ -282,67 +287,78 @@ impl HostImports {
 
     /// `db.apply`: one transaction; observes the latency of every row it marks.
     pub async fn apply(&mut self, work: m::UnitOfWork) -> Result<(), m::DbError> {
+        let watch = self.commit_watch(&work);
+        self.timed(commit(self.db.clone(), work, watch)).await
+    }
+
+    /// `db.begin-apply`: the unit of work starts on the runtime, after the ones begun before it.
+    pub fn begin_apply(&mut self, work: m::UnitOfWork) -> Pending<Result<(), m::DbError>> {
+        let watch = self.commit_watch(&work);
+        self.commits.spawn(commit(self.db.clone(), work, watch))
+    }
+
+    /// `commit.outcome`: waits for a unit of work begun by [`HostImports::begin_apply`].
+    pub async fn commit_outcome(
+        &mut self,
+        pending: Pending<Result<(), m::DbError>>,
+    ) -> Result<(), m::DbError> {
+        self.timed(pending.wait())
+            .await
+            .unwrap_or_else(|why| Err(m::DbError::Other(format!("the commit ended: {why}"))))
+    }
+
+    /// What the commit of `work` reports once it is done.
+    fn commit_watch(&mut self, work: &m::UnitOfWork) -> CommitWatch {
         if !self.observed() {
-            return self.timed(self.db.apply(work)).await;
+            return CommitWatch::default();
         }
-        let marked: Vec<m::Micros> = work
-            .trustlogged
-            .iter()
-            .filter_map(|id| self.fetched.get(id).copied())
-            .collect();
-        self.fetched.clear();
-        let confirmed = work.trustlogged.len() as u64;
-        let ids = self
-            .probe
-            .as_ref()
-            .filter(|p| p.wants_marks())
-            .map(|_| work.trustlogged.clone());
-        if let Err(e) = self.timed(self.db.apply(work)).await {
-            // Confirmed by the trust log but not marked: they are delivered again. (A
-            // cursor conflict is counted by the worker, which sees it in the report.)
-            if let Some(m) = &self.metrics
-                && !matches!(e, m::DbError::CursorMoved(_))
-            {
-                m.redelivered(confirmed);
-            }
-            return Err(e);
+        CommitWatch {
+            metrics: self.metrics.clone(),
+            probe: self.probe.clone(),
+            marked: self.fetched.take(&work.trustlogged),
+            ids: self
+                .probe
+                .as_ref()
+                .filter(|p| p.wants_marks())
+                .map(|_| work.trustlogged.clone()),
+            confirmed: work.trustlogged.len() as u64,
         }
-        let committed = crate::scheduling::clock::now_micros();
-        let latencies: Vec<i64> = marked
-            .into_iter()
-            .map(|ts| committed.saturating_sub(ts))
-            .collect();
-        if let Some(m) = &self.metrics {
-            m.delivered(latencies.iter().copied());
-        }
-        if let Some(p) = &self.probe {
-            p.delivered(&latencies);
-            if let Some(ids) = ids {
-                p.marked(ids, Instant::now());
-            }
-        }
-        Ok(())
     }
 
     /// `publisher.publish`: one result per envelope. A batch whose layout is broken
     /// (only a faulty guest sends one) is refused envelope by envelope, as permanent:
     /// the same guest would send it broken again.
     pub async fn publish(&mut self, batch: EnvelopeBatch) -> Vec<Result<(), m::PublishError>> {
-        let envelopes = match batch.envelopes() {
-            Ok(envelopes) => envelopes,
-            Err(fault) => {
-                tracing::warn!(tenant = %self.tenant, %fault, "refusing a malformed envelope batch");
-                let refusal =
-                    m::PublishError::Permanent(format!("malformed envelope batch: {fault}"));
-                return vec![Err(refusal); batch.len()];
-            }
-        };
-        let started = Instant::now();
-        let results = self.timed(self.publisher.publish(envelopes)).await;
-        if let Some(metrics) = &self.metrics {
-            metrics.publish(started.elapsed());
-        }
-        self.timed(judge_outage(&self.publisher, results)).await
+        let delivery = deliver(
+            self.tenant.clone(),
+            self.publisher.clone(),
+            self.metrics.clone(),
+            batch,
+        );
+        self.timed(delivery).await
+    }
+
+    /// `publisher.send`: the batch goes to the trust log on the runtime, after the ones sent before it.
+    pub fn send(&mut self, batch: EnvelopeBatch) -> Pending<Vec<Result<(), m::PublishError>>> {
+        let delivery = deliver(
+            self.tenant.clone(),
+            self.publisher.clone(),
+            self.metrics.clone(),
+            batch,
+        );
+        self.sends.spawn(delivery)
+    }
+
+    /// `delivery.confirmations`: waits for a batch sent by [`HostImports::send`]; a
+    /// delivery that ended without an answer leaves every envelope unconfirmed.
+    pub async fn confirmations(
+        &mut self,
+        pending: Pending<Vec<Result<(), m::PublishError>>>,
+    ) -> Vec<Result<(), m::PublishError>> {
+        self.timed(pending.wait()).await.unwrap_or_else(|why| {
+            tracing::error!(tenant = %self.tenant, %why, "a delivery ended without an answer");
+            Vec::new()
+        })
     }
 
     /// `digest.sha256`: one digest per payload, with the CPU's SHA instructions where it has them.
@@ -375,6 +391,113 @@ impl HostImports {
             Level::Warn => tracing::warn!(target: "trustlog::guest", tenant, "{message}"),
             Level::Error => tracing::error!(target: "trustlog::guest", tenant, "{message}"),
         }
+    }
+}
+
+/// Publishes `batch` and judges its failures; see [`HostImports::publish`].
+async fn deliver(
+    tenant: Arc<str>,
+    publisher: Publisher,
+    metrics: Option<TenantMetrics>,
+    batch: EnvelopeBatch,
+) -> Vec<Result<(), m::PublishError>> {
+    let envelopes = match batch.envelopes() {
+        Ok(envelopes) => envelopes,
+        Err(fault) => {
+            tracing::warn!(%tenant, %fault, "refusing a malformed envelope batch");
+            let refusal = m::PublishError::Permanent(format!("malformed envelope batch: {fault}"));
+            return vec![Err(refusal); batch.len()];
+        }
+    };
+    let started = Instant::now();
+    let results = publisher.publish(envelopes).await;
+    if let Some(metrics) = &metrics {
+        metrics.publish(started.elapsed());
+    }
+    judge_outage(&publisher, results).await
+}
+
+/// What a commit reports when it is done: the latency of every row it marks, and
+/// the rows delivered again when it fails. Empty when nobody observes.
+#[derive(Default)]
+struct CommitWatch {
+    metrics: Option<TenantMetrics>,
+    probe: Option<Arc<Probe>>,
+    /// Insert timestamps of the rows it marks, where the read that returned them was seen.
+    marked: Vec<m::Micros>,
+    /// The op_ids it marks, when the probe notes when each was marked.
+    ids: Option<Vec<String>>,
+    confirmed: u64,
+}
+
+/// Runs `work` in one transaction and reports it to `watch`.
+async fn commit(db: Database, work: m::UnitOfWork, watch: CommitWatch) -> Result<(), m::DbError> {
+    if let Err(e) = db.apply(work).await {
+        // Confirmed by the trust log but not marked: they are delivered again. (A
+        // cursor conflict is counted by the worker, which sees it in the report.)
+        if let Some(m) = &watch.metrics
+            && !matches!(e, m::DbError::CursorMoved(_))
+        {
+            m.redelivered(watch.confirmed);
+        }
+        return Err(e);
+    }
+    if watch.metrics.is_none() && watch.probe.is_none() {
+        return Ok(());
+    }
+    let committed = crate::scheduling::clock::now_micros();
+    let latencies: Vec<i64> = watch
+        .marked
+        .into_iter()
+        .map(|ts| committed.saturating_sub(ts))
+        .collect();
+    if let Some(m) = &watch.metrics {
+        m.delivered(latencies.iter().copied());
+    }
+    if let Some(p) = &watch.probe {
+        p.delivered(&latencies);
+        if let Some(ids) = watch.ids {
+            p.marked(ids, Instant::now());
+        }
+    }
+    Ok(())
+}
+
+/// The insert timestamps of the rows the last reads returned, by op_id: as many
+/// reads as a pipeline can have out, and one more.
+#[derive(Debug, Default)]
+struct Fetched {
+    timestamps: HashMap<String, m::Micros>,
+    /// The op_ids of each read kept, oldest first, to forget them by.
+    reads: VecDeque<Vec<String>>,
+}
+
+impl Fetched {
+    /// Reads kept: a pipeline's batches out, and the one read meanwhile.
+    const READS: usize = trustlog_guest::model::MAX_PIPELINE_DEPTH as usize + 1;
+
+    fn read<'a>(&mut self, rows: impl Iterator<Item = &'a m::Operation>) {
+        if self.reads.len() == Self::READS
+            && let Some(oldest) = self.reads.pop_front()
+        {
+            for id in oldest {
+                self.timestamps.remove(&id);
+            }
+        }
+        let mut ids = Vec::new();
+        for op in rows {
+            ids.push(op.op_id.clone());
+            self.timestamps.insert(op.op_id.clone(), op.timestamp);
+        }
+        self.reads.push_back(ids);
+    }
+
+    /// The timestamps of `marked` that a kept read returned, forgotten as they are taken.
+    fn take(&mut self, marked: &[String]) -> Vec<m::Micros> {
+        marked
+            .iter()
+            .filter_map(|id| self.timestamps.remove(id))
+            .collect()
     }
 }
 

@@ -7,6 +7,7 @@ pub mod component_info;
 pub mod epoch;
 pub mod guest_output;
 pub mod imports;
+pub mod in_order;
 pub mod limits;
 pub mod native;
 pub mod runtime;

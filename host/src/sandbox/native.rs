@@ -14,12 +14,17 @@ use trustlog_guest::model as m;
 use trustlog_guest::packed::{RetryRows, Rows};
 
 use crate::sandbox::imports::{HostImports, Probe};
+use crate::sandbox::in_order::Pending;
 use crate::sandbox::runtime::CallError;
 use crate::surfaces::metrics::TenantMetrics;
 
+/// The engine over the blocking imports, holding their handed-off work while batches are out.
+type NativeEngine =
+    Engine<Pending<Vec<Result<(), m::PublishError>>>, Pending<Result<(), m::DbError>>>;
+
 /// The engine and its imports, handed to a blocking thread for each call.
 struct Parts {
-    engine: Engine,
+    engine: NativeEngine,
     host: BlockingImports,
 }
 
@@ -30,6 +35,9 @@ struct BlockingImports {
 }
 
 impl Host for BlockingImports {
+    type Delivery = Pending<Vec<Result<(), m::PublishError>>>;
+    type Commit = Pending<Result<(), m::DbError>>;
+
     fn insert(
         &mut self,
         ops: Vec<m::Operation>,
@@ -73,8 +81,24 @@ impl Host for BlockingImports {
         self.runtime.block_on(self.imports.apply(work))
     }
 
+    fn begin_apply(&mut self, work: m::UnitOfWork) -> Self::Commit {
+        self.imports.begin_apply(work)
+    }
+
+    fn commit_outcome(&mut self, commit: Self::Commit) -> Result<(), m::DbError> {
+        self.runtime.block_on(self.imports.commit_outcome(commit))
+    }
+
     fn publish(&mut self, batch: EnvelopeBatch) -> Vec<Result<(), m::PublishError>> {
         self.runtime.block_on(self.imports.publish(batch))
+    }
+
+    fn send(&mut self, batch: EnvelopeBatch) -> Self::Delivery {
+        self.imports.send(batch)
+    }
+
+    fn confirmations(&mut self, delivery: Self::Delivery) -> Vec<Result<(), m::PublishError>> {
+        self.runtime.block_on(self.imports.confirmations(delivery))
     }
 
     fn log(&mut self, level: Level, message: &str) {
@@ -129,7 +153,9 @@ impl NativeInstance {
     async fn call<R: Send + 'static>(
         &mut self,
         call: &'static str,
-        f: impl FnOnce(&mut Engine, &mut BlockingImports) -> Result<R, m::EngineError> + Send + 'static,
+        f: impl FnOnce(&mut NativeEngine, &mut BlockingImports) -> Result<R, m::EngineError>
+        + Send
+        + 'static,
     ) -> Result<R, CallError> {
         let trap = |message: String| CallError::Trap {
             tenant: self.tenant.to_string(),
@@ -171,6 +197,12 @@ impl NativeInstance {
     /// One scan batch.
     pub async fn scan_tick(&mut self, now: m::Micros) -> Result<m::TickReport, CallError> {
         self.call("scan-tick", move |e, h| e.scan_tick(h, now))
+            .await
+    }
+
+    /// Settles the scan batches out.
+    pub async fn scan_settle(&mut self, now: m::Micros) -> Result<m::TickReport, CallError> {
+        self.call("scan-settle", move |e, h| e.scan_settle(h, now))
             .await
     }
 

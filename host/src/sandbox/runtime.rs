@@ -9,7 +9,7 @@ use trustlog_guest::engine::Level;
 use trustlog_guest::envelope_batch::{EnvelopeBatch, spans};
 use trustlog_guest::model as m;
 use trustlog_guest::packed::{OperationBatch, RetryBatch};
-use wasmtime::component::{HasSelf, Linker, ResourceTable, WasmList};
+use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable, WasmList};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
 };
@@ -22,6 +22,7 @@ use crate::sandbox::component_cache;
 use crate::sandbox::epoch::{self, Busy, Computing};
 use crate::sandbox::guest_output::GuestOutput;
 use crate::sandbox::imports::{HostImports, LogAllowance, Probe};
+use crate::sandbox::in_order::Pending;
 use crate::sandbox::limits::{LimitKind, Limits, TenantLimiter};
 use crate::surfaces::metrics::TenantMetrics;
 
@@ -245,6 +246,7 @@ impl Runtime {
             wasi,
             table: ResourceTable::new(),
             limiter: TenantLimiter::new(limits),
+            handed_off: 0,
         };
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -282,6 +284,8 @@ pub struct TenantState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: TenantLimiter,
+    /// Batches sent and units of work begun that the guest holds uncollected.
+    handed_off: usize,
 }
 
 impl WasiView for TenantState {
@@ -362,19 +366,108 @@ impl db::Host for TenantState {
     async fn apply(&mut self, work: db::UnitOfWork) -> Result<(), t::DbError> {
         Ok(self.imports.apply(work.into()).await?)
     }
+
+    async fn begin_apply(
+        &mut self,
+        work: db::UnitOfWork,
+    ) -> wasmtime::Result<Resource<BegunCommit>> {
+        self.may_hold()?;
+        let pending = self.imports.begin_apply(work.into());
+        Ok(self.table.push(BegunCommit(Some(pending)))?)
+    }
+}
+
+/// The host side of a `commit` resource: the unit of work running on the runtime,
+/// until its outcome is collected (the guest's handle outlives the collection).
+pub struct BegunCommit(Option<Pending<Result<(), m::DbError>>>);
+
+/// The host side of a `delivery` resource: the batch on its way to the trust log,
+/// until its confirmations are collected.
+pub struct SentBatch(Option<Pending<Vec<Result<(), m::PublishError>>>>);
+
+/// The most handed-off batches and units of work a guest may hold uncollected: its
+/// pipeline's, with room to spare. Each is a task on the runtime, so a guest that
+/// hoards them could exhaust the host; it traps instead.
+const MAX_HANDED_OFF: usize = 4 * trustlog_guest::model::MAX_PIPELINE_DEPTH as usize;
+
+impl TenantState {
+    /// Counts a further hand-off, refused when the guest holds too many.
+    fn may_hold(&mut self) -> wasmtime::Result<()> {
+        if self.handed_off >= MAX_HANDED_OFF {
+            wasmtime::bail!(
+                "the guest holds {} batches and units of work uncollected (at most {MAX_HANDED_OFF})",
+                self.handed_off
+            );
+        }
+        self.handed_off += 1;
+        Ok(())
+    }
+
+    /// Takes a handed-off piece out of the table as the guest drops its handle.
+    fn release<T: 'static>(&mut self, handle: Resource<T>) -> wasmtime::Result<T> {
+        let value = self.table.delete(handle)?;
+        self.handed_off = self.handed_off.saturating_sub(1);
+        Ok(value)
+    }
+}
+
+impl db::HostCommit for TenantState {
+    async fn outcome(&mut self, commit: Resource<BegunCommit>) -> Result<(), t::DbError> {
+        let Some(pending) = self.table.get_mut(&commit).ok().and_then(|c| c.0.take()) else {
+            return Err(t::DbError::Other(
+                "this commit's outcome was collected already".into(),
+            ));
+        };
+        Ok(self.imports.commit_outcome(pending).await?)
+    }
+
+    async fn drop(&mut self, commit: Resource<BegunCommit>) -> wasmtime::Result<()> {
+        // Dropped uncollected, the unit of work still runs to its end.
+        self.release(commit)?;
+        Ok(())
+    }
 }
 
 impl publisher::Host for TenantState {
     async fn publish(&mut self, batch: t::EnvelopeBatch) -> Vec<Result<(), t::PublishError>> {
-        let batch = EnvelopeBatch {
-            op_ids: batch.op_ids,
-            op_id_ends: batch.op_id_ends,
-            payloads: batch.payloads,
-            payload_ends: batch.payload_ends,
-            sha256: batch.sha256,
-        };
-        let results = self.imports.publish(batch).await;
+        let results = self.imports.publish(envelopes(batch)).await;
         results.into_iter().map(|r| r.map_err(Into::into)).collect()
+    }
+
+    async fn send(&mut self, batch: t::EnvelopeBatch) -> wasmtime::Result<Resource<SentBatch>> {
+        self.may_hold()?;
+        let pending = self.imports.send(envelopes(batch));
+        Ok(self.table.push(SentBatch(Some(pending)))?)
+    }
+}
+
+impl publisher::HostDelivery for TenantState {
+    async fn confirmations(
+        &mut self,
+        delivery: Resource<SentBatch>,
+    ) -> Vec<Result<(), t::PublishError>> {
+        let Some(pending) = self.table.get_mut(&delivery).ok().and_then(|d| d.0.take()) else {
+            // Collected already: nothing is confirmed twice.
+            return Vec::new();
+        };
+        let results = self.imports.confirmations(pending).await;
+        results.into_iter().map(|r| r.map_err(Into::into)).collect()
+    }
+
+    async fn drop(&mut self, delivery: Resource<SentBatch>) -> wasmtime::Result<()> {
+        // Dropped uncollected, the batch still goes out; its rows stay unmarked.
+        self.release(delivery)?;
+        Ok(())
+    }
+}
+
+fn envelopes(batch: t::EnvelopeBatch) -> EnvelopeBatch {
+    EnvelopeBatch {
+        op_ids: batch.op_ids,
+        op_id_ends: batch.op_id_ends,
+        payloads: batch.payloads,
+        payload_ends: batch.payload_ends,
+        sha256: batch.sha256,
     }
 }
 
@@ -507,6 +600,19 @@ impl Instance {
             .call_scan_tick(&mut self.store, now)
             .await;
         Ok(r.map_err(|e| self.trap("scan-tick", e))?
+            .map_err(|e| CallError::Engine(e.into()))?
+            .into())
+    }
+
+    /// Settles the scan batches out.
+    pub async fn scan_settle(&mut self, now: m::Micros) -> Result<m::TickReport, CallError> {
+        let _computing = self.start_call();
+        let r = self
+            .bindings
+            .trustlog_engine_engine()
+            .call_scan_settle(&mut self.store, now)
+            .await;
+        Ok(r.map_err(|e| self.trap("scan-settle", e))?
             .map_err(|e| CallError::Engine(e.into()))?
             .into())
     }

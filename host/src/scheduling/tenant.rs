@@ -279,6 +279,12 @@ impl Tenant {
             .await
     }
 
+    /// Settles the scan batches out at `now`: before stopping, standing by or pausing.
+    pub async fn scan_settle(&mut self, now: m::Micros) -> Result<m::TickReport, TenantError> {
+        self.call(async |l| on_live!(l, i => i.scan_settle(now).await))
+            .await
+    }
+
     /// One retry batch at `now`.
     pub async fn retry_tick(&mut self, now: m::Micros) -> Result<m::TickReport, TenantError> {
         self.call(async |l| on_live!(l, i => i.retry_tick(now).await))

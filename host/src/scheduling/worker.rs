@@ -299,12 +299,15 @@ enum Lane {
     CatchUp,
     Retry,
     Sweep,
+    /// Not a lane of its own: what ends a pass that left scan batches out.
+    ScanSettle,
 }
 
 impl Lane {
     fn name(self) -> &'static str {
         match self {
             Lane::Scan => "scan",
+            Lane::ScanSettle => "scan_settle",
             Lane::CatchUp => "catch_up",
             Lane::Retry => "retry",
             Lane::Sweep => "sweep",
@@ -324,6 +327,8 @@ struct Pass {
     outage: Option<(OutageOf, String)>,
     /// The lease was lost in the middle of the pass.
     lease_lost: bool,
+    /// The last scan tick left batches out (it said `more`).
+    scan_out: bool,
 }
 
 /// What a run carries from pass to pass.
@@ -762,8 +767,25 @@ impl Worker {
         }
     }
 
-    /// One pass: the lanes in turn, a batch each, while any comes back full.
+    /// One pass: the lanes in turn, a batch each, while any comes back full. A pass
+    /// cut short (shutdown, pause, lease lost, outage) settles the scan batches out, so
+    /// nothing confirmed waits unmarked while this host does not deliver.
     async fn pass(
+        &self,
+        until_drained: bool,
+        shutdown: &watch::Receiver<bool>,
+        run: &mut Run,
+        lease: Option<&LeaseKeeper>,
+    ) -> Pass {
+        let mut pass = self.lanes(until_drained, shutdown, run, lease).await;
+        if pass.scan_out && pass.limit.is_none() {
+            self.one_batch(Lane::ScanSettle, &mut pass, run).await;
+        }
+        pass
+    }
+
+    /// The lanes in turn, a batch each, while any comes back full.
+    async fn lanes(
         &self,
         until_drained: bool,
         shutdown: &watch::Receiver<bool>,
@@ -833,6 +855,7 @@ impl Worker {
             let now = self.clock.now();
             match lane {
                 Lane::Scan => tenant.scan_tick(now).await,
+                Lane::ScanSettle => tenant.scan_settle(now).await,
                 Lane::CatchUp => tenant.catch_up_tick(now).await,
                 Lane::Retry => tenant.retry_tick(now).await,
                 Lane::Sweep => tenant.sweep_tick(now).await,
@@ -848,6 +871,9 @@ impl Worker {
                 took,
                 outcome: result.as_ref().cloned().map_err(|e| e.to_string()),
             });
+        }
+        if matches!(lane, Lane::Scan | Lane::ScanSettle) {
+            pass.scan_out = result.as_ref().is_ok_and(|r| r.more && !r.cursor_conflict);
         }
         match result {
             Ok(r) => {

@@ -642,6 +642,36 @@ impl PostgresDb {
             Some(RetryColumns::new(retries, stored_now()?)?)
         };
 
+        // The common unit, a batch all confirmed that moves a set cursor, is one statement.
+        if let (
+            Some((
+                CursorMove {
+                    key,
+                    expected: Some(expected),
+                    to,
+                },
+                at,
+            )),
+            None,
+            true,
+        ) = (&cursor, &retries, delete_retries.is_empty())
+        {
+            let (moved, _marked): (i64, i64) = sqlx::query_as(MARK_AND_MOVE)
+                .bind(format_position(to))
+                .bind(*at)
+                .bind(key.as_str())
+                .bind(format_position(expected))
+                .bind(&trustlogged)
+                .fetch_one(&mut *self.conn().await?)
+                .await
+                .map_err(map_error)?;
+            if moved != 1 {
+                tracing::debug!(cursor_key = %key, "cursor moved by another worker; nothing marked");
+                return Err(DbError::CursorMoved(key.clone()));
+            }
+            return Ok(());
+        }
+
         let mut tx = self.begin().await?;
 
         if let Some((CursorMove { key, expected, to }, at)) = cursor {

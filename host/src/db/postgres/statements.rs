@@ -192,6 +192,17 @@ pub(super) const INSERT: &str = "INSERT INTO operation (op_id, op_actor, doid, p
 /// Marks waiting rows delivered.
 pub(super) const MARK_TRUSTLOGGED: &str = "UPDATE operation SET trustlog_status = 'TRUSTLOGGED' \
      WHERE op_id = ANY($1) AND trustlog_status = 'NOT_TRUSTLOGGED'";
+/// The unit of work of a batch that was all confirmed, in one statement: the cursor
+/// moves with compare-and-set (`MOVE_CURSOR`'s) and the rows are marked only if it
+/// moved. Answers how many cursor rows moved, 0 or 1. One round trip, where the
+/// transaction's BEGIN, two statements and COMMIT take four.
+pub(super) const MARK_AND_MOVE: &str = "WITH moved AS (UPDATE trustlog_cursor \
+     SET cursor_value = $1, last_updated_at = $2 WHERE cursor_key = $3 AND cursor_value = $4 \
+     RETURNING 1), \
+     marked AS (UPDATE operation SET trustlog_status = 'TRUSTLOGGED' \
+     WHERE op_id = ANY($5) AND trustlog_status = 'NOT_TRUSTLOGGED' \
+     AND EXISTS (SELECT 1 FROM moved) RETURNING 1) \
+     SELECT (SELECT COUNT(*) FROM moved), (SELECT COUNT(*) FROM marked)";
 /// Inserts or overwrites retry rows; created_at is absent from the update list, so it
 /// keeps the first failure's time.
 pub(super) const UPSERT_RETRIES: &str = "INSERT INTO trustlog_retry (op_id, retry_count, retry_status, \

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use trustlog_guest::model::{Backoff, Config, DEFAULT_CURSOR_KEY, Strategy};
+use trustlog_guest::model::{
+    Backoff, Config, DEFAULT_CURSOR_KEY, DEFAULT_PIPELINE_DEPTH, MAX_PIPELINE_DEPTH, Strategy,
+};
 
 use crate::scheduling::worker::Intervals;
 
@@ -102,6 +104,11 @@ pub struct EngineArgs {
     /// Rows per scan, retry and sweep batch.
     #[arg(long, env = "TRUSTLOG_BATCH_SIZE", default_value_t = 100)]
     pub batch_size: u32,
+    /// Scan batches out at once (1 to 8): 3 reads a batch while the one before it is at
+    /// the trust log and the one before that commits; 1 delivers one batch at a time.
+    #[arg(long, env = "TRUSTLOG_PIPELINE_DEPTH", default_value_t = DEFAULT_PIPELINE_DEPTH,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_PIPELINE_DEPTH)))]
+    pub pipeline_depth: u32,
     /// The trustlog_cursor key this worker advances.
     #[arg(long, env = "TRUSTLOG_CURSOR_KEY", default_value = DEFAULT_CURSOR_KEY)]
     pub cursor_key: String,
@@ -149,6 +156,7 @@ impl EngineArgs {
             },
             default_strategy: self.strategy,
             catch_up_window_micros: micros(self.catch_up_window),
+            pipeline_depth: self.pipeline_depth,
         }
     }
 }
@@ -516,6 +524,10 @@ pub struct BenchArgs {
     /// Rows per scan batch (one transaction each).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: u32,
+    /// Scan batches out at once (1 to 8; 1 delivers one batch at a time).
+    #[arg(long, default_value_t = DEFAULT_PIPELINE_DEPTH,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_PIPELINE_DEPTH)))]
+    pub pipeline_depth: u32,
     /// Where the engine runs.
     #[arg(long, value_enum, default_value = "wasm")]
     pub engine: BenchEngine,

@@ -743,6 +743,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         ops: args.ops,
         config: Config {
             batch_size: args.batch,
+            pipeline_depth: args.pipeline_depth,
             ..Config::default()
         },
         engines,

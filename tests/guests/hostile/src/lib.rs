@@ -18,8 +18,10 @@
 #[cfg(target_arch = "wasm32")]
 mod hostile {
     use trustlog_guest::component::exports::trustlog::engine::engine as x;
-    use trustlog_guest::component::{Component, Imports, monitoring, t, with_engine};
-    use trustlog_guest::engine::{Engine, Host, Level};
+    use trustlog_guest::component::{
+        Component, ComponentEngine, Imports, db, monitoring, publisher, t, with_engine,
+    };
+    use trustlog_guest::engine::{Host, Level};
     use trustlog_guest::envelope_batch::EnvelopeBatch;
     use trustlog_guest::model as m;
     use trustlog_guest::packed::{RetryRows, Rows};
@@ -38,6 +40,9 @@ mod hostile {
     }
 
     impl Host for Faulty<'_> {
+        type Delivery = publisher::Delivery;
+        type Commit = db::Commit;
+
         fn insert(
             &mut self,
             ops: Vec<m::Operation>,
@@ -70,30 +75,27 @@ mod hostile {
             self.0.stats(cursor_key)
         }
         fn apply(&mut self, work: m::UnitOfWork) -> Result<(), m::DbError> {
-            let n = APPLIES.with(|c| {
-                c.set(c.get() + 1);
-                c.get()
-            });
-            // The counter starts again in each fresh instance, so ticks alternate
-            // between dying and committing and the backlog still drains.
-            if cfg!(feature = "trap-after-publish")
-                && n.is_multiple_of(2)
-                && !work.trustlogged.is_empty()
-            {
-                panic!(
-                    "hostile guest: dying after publishing {} envelopes, before committing (unit of work {n} of this instance)",
-                    work.trustlogged.len()
-                );
-            }
+            sabotage(&work);
             self.0.apply(work)
         }
-        fn publish(&mut self, mut batch: EnvelopeBatch) -> Vec<Result<(), m::PublishError>> {
-            if cfg!(feature = "malformed-envelopes") {
-                // Every op_id is said to end past the text that holds them.
-                let past = batch.op_ids.len() as u32 + 1;
-                batch.op_id_ends.iter_mut().for_each(|end| *end = past);
-            }
-            self.0.publish(batch)
+        fn begin_apply(&mut self, work: m::UnitOfWork) -> db::Commit {
+            sabotage(&work);
+            self.0.begin_apply(work)
+        }
+        fn commit_outcome(&mut self, commit: db::Commit) -> Result<(), m::DbError> {
+            self.0.commit_outcome(commit)
+        }
+        fn publish(&mut self, batch: EnvelopeBatch) -> Vec<Result<(), m::PublishError>> {
+            self.0.publish(malform(batch))
+        }
+        fn send(&mut self, batch: EnvelopeBatch) -> publisher::Delivery {
+            self.0.send(malform(batch))
+        }
+        fn confirmations(
+            &mut self,
+            delivery: publisher::Delivery,
+        ) -> Vec<Result<(), m::PublishError>> {
+            self.0.confirmations(delivery)
         }
         fn log(&mut self, level: Level, message: &str) {
             self.0.log(level, message)
@@ -101,6 +103,34 @@ mod hostile {
         fn sha256(&mut self, payloads: &[u8], ends: &[u32]) -> Vec<[u8; 32]> {
             self.0.sha256(payloads, ends)
         }
+    }
+
+    /// In `trap-after-publish`, dies before every second unit of work that marks rows.
+    fn sabotage(work: &m::UnitOfWork) {
+        let n = APPLIES.with(|c| {
+            c.set(c.get() + 1);
+            c.get()
+        });
+        // The counter starts again in each fresh instance, so ticks alternate
+        // between dying and committing and the backlog still drains.
+        if cfg!(feature = "trap-after-publish")
+            && n.is_multiple_of(2)
+            && !work.trustlogged.is_empty()
+        {
+            panic!(
+                "hostile guest: dying after publishing {} envelopes, before committing (unit of work {n} of this instance)",
+                work.trustlogged.len()
+            );
+        }
+    }
+
+    /// In `malformed-envelopes`, says every op_id ends past the text that holds them.
+    fn malform(mut batch: EnvelopeBatch) -> EnvelopeBatch {
+        if cfg!(feature = "malformed-envelopes") {
+            let past = batch.op_ids.len() as u32 + 1;
+            batch.op_id_ends.iter_mut().for_each(|end| *end = past);
+        }
+        batch
     }
 
     /// The misbehaviour of this build, run at the start of every tick.
@@ -144,7 +174,7 @@ mod hostile {
     }
 
     fn tick(
-        f: impl FnOnce(&mut Engine, &mut Faulty<'_>) -> Result<m::TickReport, m::EngineError>,
+        f: impl FnOnce(&mut ComponentEngine, &mut Faulty<'_>) -> Result<m::TickReport, m::EngineError>,
     ) -> Result<x::TickReport, x::EngineError> {
         misbehave();
         with_engine(|e, h| f(e, &mut Faulty(h))).map(Into::into)
@@ -164,6 +194,10 @@ mod hostile {
 
         fn scan_tick(now: t::Micros) -> Result<x::TickReport, x::EngineError> {
             tick(|e, h| e.scan_tick(h, now))
+        }
+
+        fn scan_settle(now: t::Micros) -> Result<x::TickReport, x::EngineError> {
+            tick(|e, h| e.scan_settle(h, now))
         }
 
         fn retry_tick(now: t::Micros) -> Result<x::TickReport, x::EngineError> {
