@@ -442,7 +442,9 @@ fn serve_logs_json_with_one_tick_span_per_batch_carrying_its_counts() {
             &ledger,
             "--until-drained",
         ])
-        .args(["--batch-size", "100", "--log-format", "json"])
+        // One batch at a time, so each scan tick commits the batch it reads.
+        .args(["--batch-size", "100", "--pipeline-depth", "1"])
+        .args(["--log-format", "json"])
         .env("RUST_LOG", "trustlog=debug")
         .output()
         .unwrap();

@@ -112,7 +112,10 @@ async fn an_embedded_host_delivers_what_it_records_to_a_publisher_of_its_own_and
         let report = event
             .outcome
             .unwrap_or_else(|e| panic!("{} failed: {e}", event.tick));
-        assert!(report.published <= 50, "{report:?}");
+        // A scan tick reports the batches whose commit it saw: one, or every batch out
+        // when a short read settles the pipeline.
+        let most = 50 * Config::default().pipeline_depth;
+        assert!(report.published <= most, "{report:?}");
         published += report.published;
     }
     assert_eq!(published, 250);

@@ -72,8 +72,11 @@ async fn tenant(s: &Scratch, publisher_url: &str, batch_size: u32) -> Tenant {
     let db = Database::connect(&s.db_url()).await.unwrap();
     db.migrate().await.unwrap();
     let publisher = Publisher::connect(publisher_url).await.unwrap();
+    // One batch at a time: each scan tick commits what it read, so a test reads the
+    // outcome of its batch right after the tick.
     let config = Config {
         batch_size,
+        pipeline_depth: 1,
         ..Config::default()
     };
     Tenant::new(Runtime::new().unwrap(), "test", db, publisher, config)

@@ -184,12 +184,15 @@ async fn beside(kind: Hostile, store: Store) {
     } else {
         "20ms"
     };
+    // A commits each batch in the tick that reads it (pipeline depth 1): it dies every
+    // few ticks, and a deeper pipeline would die with its batches still out, so it
+    // would be hostile without ever delivering.
     let a = tenant_toml(
         "a",
         &a_db,
         &a_pub,
         &format!(
-            "{}admin_token = \"a-secret\"\ncomponent = \"{}\"\npoll_interval = \"100ms\"\nbatch_size = 10\n\
+            "{}admin_token = \"a-secret\"\ncomponent = \"{}\"\npoll_interval = \"100ms\"\nbatch_size = 10\npipeline_depth = 1\n\
              [tenant.limits]\nmemory = \"32MiB\"\ncpu_per_call = \"{}\"\nrestart_after = \"100ms\"\nlog_lines_per_sec = 20",
             a_schema,
             hostile(kind).display(),
