@@ -17,6 +17,7 @@ use crate::db::Database;
 use crate::publisher::Publisher;
 use crate::sandbox::epoch::Computing;
 use crate::sandbox::in_order::{InOrder, Pending};
+use crate::sandbox::send_line::SendLine;
 use crate::sandbox::limits::EPOCH_TICK;
 use crate::surfaces::metrics::TenantMetrics;
 
@@ -125,8 +126,8 @@ pub struct HostImports {
     /// Timestamps of the rows the last reads returned, so the commit that marks them
     /// can observe insert→`TRUSTLOGGED` latency. Filled only when observed.
     fetched: Fetched,
-    /// Batches sent to the trust log, published one after another.
-    sends: InOrder,
+    /// Batches sent to the trust log, published in order; started at the first send.
+    sends: Option<SendLine>,
     /// Units of work begun, committed one after another.
     commits: InOrder,
     log: LogAllowance,
@@ -155,7 +156,7 @@ impl HostImports {
             metrics: None,
             probe: None,
             fetched: Fetched::default(),
-            sends: InOrder::default(),
+            sends: None,
             commits: InOrder::default(),
             log,
             waited_until_nanos: AtomicU64::new(0),
@@ -329,24 +330,45 @@ impl HostImports {
     /// (only a faulty guest sends one) is refused envelope by envelope, as permanent:
     /// the same guest would send it broken again.
     pub async fn publish(&mut self, batch: EnvelopeBatch) -> Vec<Result<(), m::PublishError>> {
-        let delivery = deliver(
-            self.tenant.clone(),
-            self.publisher.clone(),
-            self.metrics.clone(),
-            batch,
-        );
+        let envelopes = match self.unpacked(&batch) {
+            Ok(envelopes) => envelopes,
+            Err(refusal) => return refusal,
+        };
+        let delivery = deliver(self.publisher.clone(), self.metrics.clone(), envelopes);
         self.timed(delivery).await
     }
 
-    /// `publisher.send`: the batch goes to the trust log on the runtime, after the ones sent before it.
+    /// `publisher.send`: the batch joins the line of batches to publish, in order (see
+    /// [`SendLine`]); a malformed one is refused at once, as by `publish`.
     pub fn send(&mut self, batch: EnvelopeBatch) -> Pending<Vec<Result<(), m::PublishError>>> {
-        let delivery = deliver(
-            self.tenant.clone(),
-            self.publisher.clone(),
-            self.metrics.clone(),
-            batch,
-        );
-        self.sends.spawn(delivery)
+        let envelopes = match self.unpacked(&batch) {
+            Ok(envelopes) => envelopes,
+            Err(refusal) => {
+                let (answer, pending) = Pending::channel();
+                let _ = answer.send(refusal);
+                return pending;
+            }
+        };
+        let (publisher, metrics) = (self.publisher.clone(), self.metrics.clone());
+        self.sends
+            .get_or_insert_with(|| {
+                SendLine::start(Box::new(move |envelopes| {
+                    Box::pin(deliver(publisher.clone(), metrics.clone(), envelopes))
+                }))
+            })
+            .send(envelopes)
+    }
+
+    /// The envelopes of `batch`, or a permanent refusal of each when its layout is broken.
+    fn unpacked(
+        &self,
+        batch: &EnvelopeBatch,
+    ) -> Result<Vec<m::Envelope>, Vec<Result<(), m::PublishError>>> {
+        batch.envelopes().map_err(|fault| {
+            tracing::warn!(tenant = %self.tenant, %fault, "refusing a malformed envelope batch");
+            let refusal = m::PublishError::Permanent(format!("malformed envelope batch: {fault}"));
+            vec![Err(refusal); batch.len()]
+        })
     }
 
     /// `delivery.confirmations`: waits for a batch sent by [`HostImports::send`]; a
@@ -394,21 +416,12 @@ impl HostImports {
     }
 }
 
-/// Publishes `batch` and judges its failures; see [`HostImports::publish`].
+/// Publishes `envelopes` and judges their failures; see [`HostImports::publish`].
 async fn deliver(
-    tenant: Arc<str>,
     publisher: Publisher,
     metrics: Option<TenantMetrics>,
-    batch: EnvelopeBatch,
+    envelopes: Vec<m::Envelope>,
 ) -> Vec<Result<(), m::PublishError>> {
-    let envelopes = match batch.envelopes() {
-        Ok(envelopes) => envelopes,
-        Err(fault) => {
-            tracing::warn!(%tenant, %fault, "refusing a malformed envelope batch");
-            let refusal = m::PublishError::Permanent(format!("malformed envelope batch: {fault}"));
-            return vec![Err(refusal); batch.len()];
-        }
-    };
     let started = Instant::now();
     let results = publisher.publish(envelopes).await;
     if let Some(metrics) = &metrics {

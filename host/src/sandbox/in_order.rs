@@ -6,16 +6,23 @@
 use std::future::Future;
 
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// Handed-off work still running, or done with its answer kept until collected.
 #[derive(Debug)]
-pub struct Pending<T>(JoinHandle<T>);
+pub struct Pending<T>(oneshot::Receiver<T>);
 
 impl<T> Pending<T> {
-    /// Waits for the answer; the error says why the work ended without one (it panicked).
+    /// Where the answer goes, and the handle that waits for it.
+    pub fn channel() -> (oneshot::Sender<T>, Pending<T>) {
+        let (answer, pending) = oneshot::channel();
+        (answer, Pending(pending))
+    }
+
+    /// Waits for the answer; the error says the work ended without one (it panicked).
     pub async fn wait(self) -> Result<T, String> {
-        self.0.await.map_err(|e| e.to_string())
+        self.0
+            .await
+            .map_err(|_| "the work ended without an answer (it panicked)".to_string())
     }
 }
 
@@ -37,15 +44,17 @@ impl InOrder {
         let before = self.last.take();
         let (ended, next) = oneshot::channel();
         self.last = Some(next);
-        Pending(tokio::spawn(async move {
+        let (answer, pending) = Pending::channel();
+        tokio::spawn(async move {
             if let Some(before) = before {
                 // A piece that panicked drops its sender: the line goes on.
                 let _ = before.await;
             }
-            let answer = work.await;
+            // A guest that dropped its handle does not want the answer.
+            let _ = answer.send(work.await);
             let _ = ended.send(());
-            answer
-        }))
+        });
+        pending
     }
 }
 
