@@ -17,8 +17,8 @@ use crate::db::Database;
 use crate::publisher::Publisher;
 use crate::sandbox::epoch::Computing;
 use crate::sandbox::in_order::{InOrder, Pending};
-use crate::sandbox::send_line::SendLine;
 use crate::sandbox::limits::EPOCH_TICK;
+use crate::sandbox::send_line::SendLine;
 use crate::surfaces::metrics::TenantMetrics;
 
 /// What a measuring run collects from a tenant's calls: exact delivery latencies

@@ -8,7 +8,7 @@ pub mod epoch;
 pub mod guest_output;
 pub mod imports;
 pub mod in_order;
-pub mod send_line;
 pub mod limits;
 pub mod native;
 pub mod runtime;
+pub mod send_line;

@@ -16,7 +16,8 @@ use crate::sandbox::in_order::Pending;
 pub type Results = Vec<Result<(), PublishError>>;
 
 /// How a line publishes what it took together: envelopes in, one result each out.
-pub type Publish = Box<dyn Fn(Vec<Envelope>) -> Pin<Box<dyn Future<Output = Results> + Send>> + Send>;
+pub type Publish =
+    Box<dyn Fn(Vec<Envelope>) -> Pin<Box<dyn Future<Output = Results> + Send>> + Send>;
 
 /// The most batches one publish takes together: a pipeline's deepest.
 const MOST_TOGETHER: usize = trustlog_guest::model::MAX_PIPELINE_DEPTH as usize;
@@ -49,7 +50,10 @@ impl SendLine {
         if let Err(refused) = self.queue.send(Queued { envelopes, answer }) {
             // The task ended (the runtime is shutting down): nothing is confirmed.
             let gone = "the publishing task has stopped".to_string();
-            let _ = refused.0.answer.send(vec![Err(PublishError::Transient(gone)); n]);
+            let _ = refused
+                .0
+                .answer
+                .send(vec![Err(PublishError::Transient(gone)); n]);
         }
         pending
     }
@@ -64,9 +68,13 @@ async fn run(mut inbox: mpsc::UnboundedReceiver<Queued>, publish: Publish) {
             together.push(next);
         }
         let counts: Vec<usize> = together.iter().map(|q| q.envelopes.len()).collect();
-        let (envelopes, answers): (Vec<Vec<Envelope>>, Vec<oneshot::Sender<Results>>) =
-            together.into_iter().map(|q| (q.envelopes, q.answer)).unzip();
-        let mut results = publish(envelopes.into_iter().flatten().collect()).await.into_iter();
+        let (envelopes, answers): (Vec<Vec<Envelope>>, Vec<oneshot::Sender<Results>>) = together
+            .into_iter()
+            .map(|q| (q.envelopes, q.answer))
+            .unzip();
+        let mut results = publish(envelopes.into_iter().flatten().collect())
+            .await
+            .into_iter();
         for (n, answer) in counts.into_iter().zip(answers) {
             // A publisher that answers short has not confirmed the rest.
             let mine: Results = (0..n)
@@ -148,7 +156,11 @@ mod tests {
     async fn a_short_answer_leaves_the_rest_unconfirmed() {
         let short: Publish = Box::new(|_envelopes: Vec<Envelope>| Box::pin(async { vec![Ok(())] }));
         let line = SendLine::start(short);
-        let answer = line.send(vec![envelope("a"), envelope("b")]).wait().await.unwrap();
+        let answer = line
+            .send(vec![envelope("a"), envelope("b")])
+            .wait()
+            .await
+            .unwrap();
         assert_eq!(answer[0], Ok(()));
         assert!(matches!(answer[1], Err(PublishError::Transient(_))));
     }
