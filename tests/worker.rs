@@ -19,6 +19,7 @@ use trustlog_host::scheduling::clock::{Clock, ManualClock, now_micros};
 use trustlog_host::scheduling::tenant::Tenant;
 use trustlog_host::scheduling::worker::{Delivery, DrainBounds, Exit, Intervals, Worker};
 use trustlog_host::surfaces::ingest;
+use trustlog_host::surfaces::metrics::Metrics;
 
 const MIN: Duration = Duration::from_secs(60);
 
@@ -28,6 +29,7 @@ on_every_database!(
     a_forty_minute_outage_ends_with_every_row_delivered_and_no_retry_spent,
     a_drain_waits_for_due_retries_and_a_bounded_one_says_what_is_left,
     a_drain_whose_every_tick_fails_ends_with_the_last_error_and_what_is_left,
+    a_worker_stopped_mid_drain_settles_the_batches_it_left_out,
 );
 
 async fn worker(t: &TestDb, publisher: &str, batch_size: u32, intervals: Intervals) -> Worker {
@@ -407,4 +409,56 @@ async fn a_drain_whose_every_tick_fails_ends_with_the_last_error_and_what_is_lef
         "{b:?}: gave up soon after the bound, not at some later timeout"
     );
     assert_eq!(summary.published, 0, "{b:?}");
+}
+
+async fn a_worker_stopped_mid_drain_settles_the_batches_it_left_out(b: Backend) {
+    let t = TestDb::create(b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l");
+    let metrics = Metrics::new().unwrap();
+    // Batches of 10 at the default depth of 3: the drain is many batches long, and
+    // between any two scan ticks batches are out, published and not yet marked.
+    let w = worker(
+        &t,
+        &format!("ledger://{}", path.display()),
+        10,
+        Intervals::default(),
+    )
+    .await
+    .with_metrics(metrics.tenant("settle"))
+    .await;
+    let ops: Vec<_> = (0..20_000)
+        .map(|i| {
+            ingest::parse_line(&op_line(&format!("s-{i:05}"), now_micros() - 1_000_000 + i))
+                .unwrap()
+        })
+        .collect();
+    w.record(ops, None).await.unwrap();
+    let (stop, stopped) = watch::channel(false);
+    let running = tokio::spawn({
+        let w = w.clone();
+        async move { w.run(false, stopped).await }
+    });
+    let delivered = "SELECT COUNT(*) FROM operation WHERE trustlog_status = 'TRUSTLOGGED'";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while t.scalar(delivered).await < 200 {
+        assert!(tokio::time::Instant::now() < deadline, "{b:?}: no delivery");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.send(true).unwrap();
+    let summary = running.await.unwrap();
+    let marked = t.scalar(delivered).await;
+    assert!(
+        marked < 20_000,
+        "{b:?}: stopped before the end of the drain"
+    );
+    // Everything the ledger took is marked: the batches out were settled, not dropped.
+    let in_ledger = ledger_op_ids(&path);
+    assert_eq!(in_ledger.len() as i64, marked, "{b:?}");
+    assert_eq!(summary.published as i64, marked, "{b:?}");
+    // The settling counts as the scan's delivery.
+    let text = metrics.render().unwrap();
+    let scan = format!(r#"trustlog_published_total{{tenant="settle",tick="scan"}} {marked}"#);
+    assert!(text.contains(&scan), "{b:?}: {scan} not in\n{text}");
+    assert!(!text.contains("scan_settle"), "{b:?}");
 }

@@ -304,6 +304,15 @@ enum Lane {
 }
 
 impl Lane {
+    /// The `tick` label of its metrics: settling delivers the scan's batches, so it
+    /// counts as the scan.
+    fn series(self) -> &'static str {
+        match self {
+            Lane::ScanSettle => Lane::Scan.name(),
+            other => other.name(),
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Lane::Scan => "scan",
@@ -883,7 +892,7 @@ impl Worker {
                     .record("dead_lettered", r.dead_lettered)
                     .record("more", r.more);
                 if let Some(m) = &self.metrics {
-                    m.tick(kind, &r, took);
+                    m.tick(lane.series(), &r, took);
                     if r.cursor_conflict {
                         // Published, then another worker committed those rows.
                         m.redelivered(u64::from(r.fetched));
@@ -923,7 +932,7 @@ impl Worker {
             }
             Err(e) => {
                 if let Some(m) = &self.metrics {
-                    m.tick_failed(kind, took);
+                    m.tick_failed(lane.series(), took);
                 }
                 run.summary.errors += 1;
                 pass.errored = true;
