@@ -43,10 +43,7 @@ impl Cursor {
         from: &Option<Position>,
         settled: impl IntoIterator<Item = &'r OperationRef<'a>>,
     ) -> Option<CursorMove> {
-        let last = settled
-            .into_iter()
-            .reduce(|max, op| if op.is_after(max) { op } else { max })?;
-        let to = last.position();
+        let to = Cursor::furthest(settled)?.position();
         if from.as_ref().is_some_and(|f| &to <= f) {
             return None;
         }
@@ -55,6 +52,14 @@ impl Cursor {
             expected: from.clone(),
             to,
         })
+    }
+
+    /// The row furthest along in keyset order, wherever it is among `rows`.
+    pub fn furthest<'r, 'a: 'r>(
+        rows: impl IntoIterator<Item = &'r OperationRef<'a>>,
+    ) -> Option<&'r OperationRef<'a>> {
+        rows.into_iter()
+            .reduce(|max, op| if op.is_after(max) { op } else { max })
     }
 
     /// The rows of a scanned batch, in keyset order, that the cursor may move over:

@@ -279,10 +279,7 @@ impl<D, C> Engine<D, C> {
         // A fault has no position to read on from, so a batch with one is the run's last.
         let mut flush = !full || !faults.is_empty() || rows.is_empty();
         if fetched > 0 {
-            let last = rows
-                .iter()
-                .reduce(|max, op| if op.is_after(max) { op } else { max })
-                .map(OperationRef::position);
+            let last = Cursor::furthest(&rows).map(OperationRef::position);
             let prepared = prepare(host, rows.into_iter().map(|op| (op, 0, true)), faults, true);
             let delivery = (!prepared.batch.is_empty()).then(|| host.send(prepared.batch));
             self.pipeline.read_from = Some(last.or(from));
@@ -319,14 +316,27 @@ impl<D, C> Engine<D, C> {
     ) -> Result<TickReport, EngineError> {
         let cfg = self.config()?.clone();
         let mut tally = Tally::default();
+        self.settle_all(host, now, &cfg, &mut tally)?;
+        let more = tally_more(&tally, false);
+        Ok(tally.report(more))
+    }
+
+    /// Settles every batch out, in order, until none is or a commit meets a cursor
+    /// conflict (which lets go of the rest); the pipeline then starts afresh.
+    fn settle_all(
+        &mut self,
+        host: &mut impl Host<Delivery = D, Commit = C>,
+        now: Micros,
+        cfg: &Config,
+        tally: &mut Tally,
+    ) -> Result<(), EngineError> {
         while self.pipeline.out() > 0 {
-            if self.settle_next(host, now, &cfg, &mut tally)? == Flow::Conflict {
+            if self.settle_next(host, now, cfg, tally)? == Flow::Conflict {
                 break;
             }
         }
         self.pipeline = Pipeline::default();
-        let more = tally_more(&tally, false);
-        Ok(tally.report(more))
+        Ok(())
     }
 
     /// A failed read settles what is out before it returns the read's error, unless
@@ -339,14 +349,9 @@ impl<D, C> Engine<D, C> {
         tally: &mut Tally,
         e: DbError,
     ) -> EngineError {
-        while self.pipeline.out() > 0 {
-            match self.settle_next(host, now, cfg, tally) {
-                Ok(Flow::Conflict) => break,
-                Ok(_) => {}
-                Err(settling) => return settling,
-            }
+        if let Err(settling) = self.settle_all(host, now, cfg, tally) {
+            return settling;
         }
-        self.pipeline = Pipeline::default();
         self.cursor.forget();
         e.into()
     }
@@ -579,18 +584,10 @@ enum Behind {
 /// A batch the trust log could not be reached for is not worth following with another
 /// at once: `more` is cleared, and the host pauses until it is back.
 fn report(fetched: u32, outcome: plan::Outcome, more: bool) -> TickReport {
-    let unavailable = outcome.unavailable.len() as u32;
-    TickReport {
-        fetched,
-        published: outcome.published,
-        retry_scheduled: outcome.retry_scheduled,
-        dead_lettered: outcome.dead_lettered,
-        more: more && unavailable == 0,
-        cursor_conflict: false,
-        unavailable,
-        unreadable: outcome.unreadable,
-        error: outcome.error,
-    }
+    let mut tally = Tally::default();
+    tally.committed(fetched, outcome);
+    let more = tally_more(&tally, more);
+    tally.report(more)
 }
 
 /// Why an operation went without an envelope.
