@@ -227,7 +227,7 @@ async fn setup() -> Setup {
     std::fs::write(&path, config).unwrap();
     let server = Server::start(&["--config", path.to_str().unwrap()]).reading_as(ADMIN);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while ledger_op_ids(&ledger).len() < 120 {
+    while ledger_entries_so_far(&ledger) < 120 {
         assert!(Instant::now() < deadline, "the backlog was not delivered");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

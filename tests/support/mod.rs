@@ -160,6 +160,12 @@ pub fn ledger_payloads(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// How many entries a ledger that a running `serve` may be appending to holds so far:
+/// a line it is still writing (no newline yet) is not counted, nor parsed.
+pub fn ledger_entries_so_far(path: &Path) -> usize {
+    std::fs::read(path).map_or(0, |bytes| bytes.iter().filter(|b| **b == b'\n').count())
+}
+
 /// The op_ids in the ledger, in order.
 pub fn ledger_op_ids(path: &Path) -> Vec<String> {
     ledger_payloads(path)
